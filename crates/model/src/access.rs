@@ -1,0 +1,131 @@
+//! Who may do what: a token's role (view, edit, admin) on named namespaces or on the
+//! whole cluster, and the role each action needs.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    #[default]
+    View,
+    Edit,
+    Admin,
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::View => "view",
+            Role::Edit => "edit",
+            Role::Admin => "admin",
+        })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Scope {
+    Cluster,
+    Namespaces(Vec<String>),
+}
+
+/// What a request's token allows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Grant {
+    pub role: Role,
+    pub scope: Scope,
+}
+
+/// What a request wants to do, and where.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action<'a> {
+    /// Read namespaced objects (streams and their views, secret metadata).
+    Read(&'a str),
+    /// Change namespaced objects.
+    Write(&'a str),
+    /// Read the data of a namespace's secrets.
+    ReadSecretData(&'a str),
+    /// See that a namespace exists.
+    SeeNamespace(&'a str),
+    /// Read any cluster-scoped object, or any namespace's objects.
+    ReadCluster,
+    /// Create or relabel Images.
+    WriteImages,
+    /// Create and delete namespaces, delete images, manage tokens.
+    AdministerCluster,
+}
+
+impl Grant {
+    pub fn cluster_admin() -> Grant {
+        Grant { role: Role::Admin, scope: Scope::Cluster }
+    }
+
+    /// The role this grant holds in `namespace`, if any.
+    pub fn role_in(&self, namespace: &str) -> Option<Role> {
+        match &self.scope {
+            Scope::Cluster => Some(self.role),
+            Scope::Namespaces(names) => names.iter().any(|n| n == namespace).then_some(self.role),
+        }
+    }
+
+    pub fn is_cluster_wide(&self) -> bool {
+        self.scope == Scope::Cluster
+    }
+
+    pub fn allows(&self, action: Action<'_>) -> bool {
+        let cluster_role = if self.is_cluster_wide() { Some(self.role) } else { None };
+        match action {
+            Action::Read(ns) | Action::SeeNamespace(ns) => self.role_in(ns).is_some(),
+            Action::Write(ns) => self.role_in(ns) >= Some(Role::Edit),
+            Action::ReadSecretData(ns) => self.role_in(ns) >= Some(Role::Admin),
+            Action::ReadCluster => cluster_role.is_some(),
+            Action::WriteImages => cluster_role >= Some(Role::Edit),
+            Action::AdministerCluster => cluster_role >= Some(Role::Admin),
+        }
+    }
+
+    /// Says what this grant is, for error messages.
+    pub fn describe(&self) -> String {
+        match &self.scope {
+            Scope::Cluster => format!("{} on the whole cluster", self.role),
+            Scope::Namespaces(names) => format!("{} in {}", self.role, names.join(", ")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn in_team(role: Role) -> Grant {
+        Grant { role, scope: Scope::Namespaces(vec!["team".into()]) }
+    }
+
+    #[test]
+    fn namespace_roles_stay_in_their_namespaces() {
+        for role in [Role::View, Role::Edit, Role::Admin] {
+            let grant = in_team(role);
+            assert!(grant.allows(Action::Read("team")));
+            assert!(!grant.allows(Action::Read("other")));
+            assert!(!grant.allows(Action::Write("other")));
+            assert!(!grant.allows(Action::ReadCluster));
+            assert!(!grant.allows(Action::WriteImages));
+            assert!(!grant.allows(Action::AdministerCluster));
+        }
+        assert!(!in_team(Role::View).allows(Action::Write("team")));
+        assert!(in_team(Role::Edit).allows(Action::Write("team")));
+        assert!(!in_team(Role::Edit).allows(Action::ReadSecretData("team")));
+        assert!(in_team(Role::Admin).allows(Action::ReadSecretData("team")));
+    }
+
+    #[test]
+    fn cluster_roles() {
+        let view = Grant { role: Role::View, scope: Scope::Cluster };
+        assert!(view.allows(Action::Read("any")) && view.allows(Action::ReadCluster));
+        assert!(!view.allows(Action::WriteImages));
+        let edit = Grant { role: Role::Edit, scope: Scope::Cluster };
+        assert!(edit.allows(Action::WriteImages) && !edit.allows(Action::AdministerCluster));
+        assert!(Grant::cluster_admin().allows(Action::AdministerCluster));
+    }
+}

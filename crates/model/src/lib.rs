@@ -1,0 +1,30 @@
+//! berth's domain: the image API's types (kept wire-compatible with OpenShift's
+//! `image.openshift.io/v1` and the Kubernetes core kinds berth serves), name and digest
+//! rules, label selectors, and the tag-history rules that decide what a change does to an
+//! image stream.
+//!
+//! Architecture invariant: this crate does no I/O, knows nothing of HTTP, SQL or async,
+//! and every rule here is a pure function of its inputs (the current time is passed in).
+
+pub mod access;
+pub mod core;
+pub mod digest;
+pub mod image;
+pub mod imagestream;
+pub mod meta;
+pub mod names;
+pub mod reference;
+pub mod selector;
+pub mod tags;
+pub mod time;
+
+pub use digest::Digest;
+pub use meta::{FieldError, ObjectMeta};
+pub use time::Time;
+
+/// The API group and version of OpenShift's image API.
+pub const IMAGE_API_VERSION: &str = "image.openshift.io/v1";
+/// The API group of berth's own kinds.
+pub const BERTH_GROUP: &str = "berth.dev";
+/// The API group and version of berth's own kinds.
+pub const BERTH_API_VERSION: &str = "berth.dev/v1";

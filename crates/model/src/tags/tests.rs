@@ -1,0 +1,232 @@
+use super::*;
+use crate::imagestream::{ImageStream, TagReference};
+use crate::meta::ObjectReference;
+use crate::{Digest, ObjectMeta};
+
+fn at(second: u32) -> Time {
+    Time::from_datetime(chrono::DateTime::from_timestamp(1_800_000_000 + i64::from(second), 0).unwrap())
+}
+
+fn stream(tags: Vec<TagReference>) -> ImageStream {
+    ImageStream {
+        metadata: ObjectMeta { name: "app".into(), namespace: "team".into(), ..ObjectMeta::default() },
+        spec: crate::imagestream::ImageStreamSpec { tags, ..Default::default() },
+        ..ImageStream::default()
+    }
+}
+
+fn from(kind: &str, name: &str) -> TagReference {
+    TagReference { from: Some(ObjectReference { kind: kind.into(), name: name.into(), ..Default::default() }), ..TagReference::default() }
+}
+
+fn tag(name: &str, kind: &str, source: &str) -> TagReference {
+    TagReference { name: name.into(), ..from(kind, source) }
+}
+
+fn image(seed: &str) -> Image {
+    let digest = Digest::sha256_of(seed.as_bytes());
+    Image {
+        metadata: ObjectMeta { name: digest.to_string(), ..ObjectMeta::default() },
+        docker_image_reference: format!("registry.local/team/app@{digest}"),
+        ..Image::default()
+    }
+}
+
+fn history(stream: &ImageStream, tag: &str) -> Vec<(String, i64)> {
+    stream.status_tag(tag).map(|t| t.items.iter().map(|e| (e.image.clone(), e.generation)).collect()).unwrap_or_default()
+}
+
+fn created(tags: Vec<TagReference>) -> ImageStream {
+    let mut s = stream(tags);
+    prepare_create(&mut s, &SourceStreams::new(), at(0)).unwrap();
+    s
+}
+
+#[test]
+fn create_stamps_generation_one_and_waits_for_import() {
+    let s = created(vec![tag("5.6", KIND_DOCKER_IMAGE, "mysql:5.6")]);
+    assert_eq!(s.metadata.generation, Some(1));
+    assert_eq!(s.spec.tags[0].generation, Some(1));
+    let condition = &s.status_tag("5.6").unwrap().conditions[0];
+    assert_eq!((condition.condition_type.as_str(), condition.status.as_str()), ("ImportSuccess", "Unknown"));
+    assert_eq!(condition.reason, REASON_NOT_IMPORTED);
+    assert!(condition.message.contains("mysql:5.6"));
+    assert!(s.latest_event("5.6").is_none());
+}
+
+#[test]
+fn reference_tags_keep_the_pull_spec_without_import() {
+    let s = created(vec![TagReference { reference: true, ..tag("ext", KIND_DOCKER_IMAGE, "quay.io/org/x:1") }]);
+    let event = s.latest_event("ext").unwrap();
+    assert_eq!(event.docker_image_reference, "quay.io/org/x:1");
+    assert_eq!(event.image, "");
+    assert!(s.status_tag("ext").unwrap().conditions.is_empty());
+}
+
+#[test]
+fn history_prepends_only_when_image_and_pull_spec_both_change() {
+    let mut s = created(vec![]);
+    let (one, two) = (image("one"), image("two"));
+    assert!(map_image(&mut s, "latest", &one, at(1)));
+    assert!(!map_image(&mut s, "latest", &one, at(2)), "the same image again changes nothing");
+    assert!(map_image(&mut s, "latest", &two, at(3)));
+    assert_eq!(history(&s, "latest"), vec![(two.metadata.name.clone(), 1), (one.metadata.name.clone(), 1)]);
+
+    // Same pull spec, different image: the head is updated in place.
+    let mut same_ref = image("three");
+    same_ref.docker_image_reference = two.docker_image_reference.clone();
+    assert!(map_image(&mut s, "latest", &same_ref, at(4)));
+    assert_eq!(history(&s, "latest").len(), 2);
+    assert_eq!(s.latest_event("latest").unwrap().image, same_ref.metadata.name);
+    assert_eq!(s.latest_event("latest").unwrap().created, at(3));
+}
+
+#[test]
+fn spec_changes_move_the_generation_and_label_changes_do_not() {
+    let old = created(vec![tag("a", KIND_DOCKER_IMAGE, "x:1")]);
+    let mut relabelled = old.clone();
+    relabelled.metadata.labels.insert("team".into(), "web".into());
+    prepare_update(&old, &mut relabelled, &SourceStreams::new(), at(1)).unwrap();
+    assert_eq!(relabelled.metadata.generation, Some(1));
+
+    let mut retargeted = old.clone();
+    retargeted.spec.tags[0].from.as_mut().unwrap().name = "x:2".into();
+    prepare_update(&old, &mut retargeted, &SourceStreams::new(), at(1)).unwrap();
+    assert_eq!(retargeted.metadata.generation, Some(2));
+    assert_eq!(retargeted.spec.tags[0].generation, Some(2));
+}
+
+#[test]
+fn users_cannot_set_tag_generations_except_to_zero() {
+    let old = created(vec![tag("a", KIND_DOCKER_IMAGE, "x:1"), tag("b", KIND_DOCKER_IMAGE, "y:1")]);
+    let mut forged = old.clone();
+    forged.spec.tags[0].generation = Some(42);
+    prepare_update(&old, &mut forged, &SourceStreams::new(), at(1)).unwrap();
+    assert_eq!(forged.spec.tags[0].generation, Some(1));
+    assert_eq!(forged.metadata.generation, Some(1));
+
+    let mut reimport = old.clone();
+    reimport.spec.tags[1].generation = Some(0);
+    prepare_update(&old, &mut reimport, &SourceStreams::new(), at(1)).unwrap();
+    assert_eq!(reimport.metadata.generation, Some(2));
+    assert_eq!(reimport.spec.tags[1].generation, Some(2), "0 asks for a re-import at the new generation");
+    assert_eq!(reimport.spec.tags[0].generation, Some(1), "other tags keep theirs");
+    assert_eq!(reimport.status_tag("b").unwrap().conditions[0].generation, 2);
+}
+
+#[test]
+fn a_tag_from_a_tag_of_the_same_stream_follows_it() {
+    let mut s = created(vec![tag("stable", KIND_IMAGE_STREAM_TAG, "app:latest")]);
+    assert!(s.latest_event("stable").is_none(), "the source has no image yet");
+    let (one, two) = (image("one"), image("two"));
+    map_image(&mut s, "latest", &one, at(1));
+    assert_eq!(s.latest_event("stable").unwrap().image, one.metadata.name);
+    map_image(&mut s, "latest", &two, at(2));
+    assert_eq!(history(&s, "stable").iter().map(|(i, _)| i.clone()).collect::<Vec<_>>(), vec![two.metadata.name.clone(), one.metadata.name.clone()]);
+}
+
+#[test]
+fn tracking_follows_chains_and_stops_at_cycles() {
+    let mut s = created(vec![
+        tag("b", KIND_IMAGE_STREAM_TAG, "a"),
+        tag("c", KIND_IMAGE_STREAM_TAG, "app:b"),
+        tag("d", KIND_IMAGE_STREAM_TAG, "app:e"),
+        tag("e", KIND_IMAGE_STREAM_TAG, "app:d"),
+    ]);
+    let one = image("one");
+    map_image(&mut s, "a", &one, at(1));
+    assert_eq!(s.latest_event("c").unwrap().image, one.metadata.name);
+    map_image(&mut s, "d", &one, at(2));
+    assert_eq!(s.latest_event("e").unwrap().image, one.metadata.name);
+    assert_eq!(history(&s, "d").len(), 1);
+}
+
+#[test]
+fn tagging_from_an_existing_tag_resolves_at_once() {
+    let mut old = created(vec![]);
+    let one = image("one");
+    map_image(&mut old, "latest", &one, at(1));
+    let mut new = old.clone();
+    set_spec_tag(&mut new, tag("prod", KIND_IMAGE_STREAM_TAG, "app:latest"));
+    prepare_update(&old, &mut new, &SourceStreams::new(), at(5)).unwrap();
+    let event = new.latest_event("prod").unwrap();
+    assert_eq!((event.image.as_str(), event.generation, event.created), (one.metadata.name.as_str(), 2, at(5)));
+}
+
+#[test]
+fn pins_resolve_from_history_and_unknown_pins_are_invalid() {
+    let mut old = created(vec![]);
+    let (one, two) = (image("one"), image("two"));
+    map_image(&mut old, "latest", &one, at(1));
+    map_image(&mut old, "latest", &two, at(2));
+    let mut pinned = old.clone();
+    set_spec_tag(&mut pinned, tag("pinned", KIND_IMAGE_STREAM_IMAGE, &format!("app@{}", one.metadata.name)));
+    prepare_update(&old, &mut pinned, &SourceStreams::new(), at(3)).unwrap();
+    assert_eq!(pinned.latest_event("pinned").unwrap().image, one.metadata.name);
+
+    let mut by_prefix = old.clone();
+    set_spec_tag(&mut by_prefix, tag("short", KIND_IMAGE_STREAM_IMAGE, &format!("app@{}", &two.metadata.name[..20])));
+    prepare_update(&old, &mut by_prefix, &SourceStreams::new(), at(3)).unwrap();
+    assert_eq!(by_prefix.latest_event("short").unwrap().image, two.metadata.name);
+
+    let mut unknown = old.clone();
+    let missing = Digest::sha256_of(b"missing");
+    set_spec_tag(&mut unknown, tag("bad", KIND_IMAGE_STREAM_IMAGE, &format!("app@{missing}")));
+    let errors = prepare_update(&old, &mut unknown, &SourceStreams::new(), at(3)).unwrap_err();
+    assert!(errors[0].message.contains("not found in image stream team/app"), "{errors:?}");
+}
+
+#[test]
+fn sources_in_other_streams_come_from_the_loaded_sources() {
+    let mut base = stream(vec![]);
+    base.metadata.name = "base".into();
+    base.metadata.namespace = "shared".into();
+    let one = image("one");
+    map_image(&mut base, "1.0", &one, at(1));
+    let mut s = stream(vec![TagReference {
+        name: "base".into(),
+        from: Some(ObjectReference { kind: KIND_IMAGE_STREAM_TAG.into(), namespace: "shared".into(), name: "base:1.0".into() }),
+        ..TagReference::default()
+    }]);
+    assert_eq!(source_streams_needed(None, &s), vec![("shared".to_string(), "base".to_string())]);
+    let missing = prepare_create(&mut s.clone(), &SourceStreams::new(), at(2)).unwrap_err();
+    assert!(missing[0].message.contains("shared/base not found"), "{missing:?}");
+    let sources = SourceStreams::from([(("shared".into(), "base".into()), base)]);
+    prepare_create(&mut s, &sources, at(2)).unwrap();
+    assert_eq!(s.latest_event("base").unwrap().image, one.metadata.name);
+}
+
+#[test]
+fn validation_names_each_bad_field() {
+    let mut s = stream(vec![
+        tag("ok", KIND_DOCKER_IMAGE, "mysql:5.6"),
+        tag("ok", KIND_DOCKER_IMAGE, "mysql:5.7"),
+        tag("-bad", KIND_DOCKER_IMAGE, "mysql"),
+        tag("self", KIND_IMAGE_STREAM_TAG, "app:self"),
+        tag("kind", "Pod", "x"),
+        tag("ref", KIND_DOCKER_IMAGE, "UPPER/case"),
+    ]);
+    s.spec.tags[0].reference_policy.policy_type = "Mirror".into();
+    let fields: Vec<String> = validate_stream(&s).into_iter().map(|e| e.field).collect();
+    assert_eq!(
+        fields,
+        vec![
+            "spec.tags[0].referencePolicy.type",
+            "spec.tags[1].name",
+            "spec.tags[2].name",
+            "spec.tags[3].from.name",
+            "spec.tags[4].from",
+            "spec.tags[5].from",
+        ]
+    );
+}
+
+#[test]
+fn deleting_a_tag_removes_spec_and_history() {
+    let mut s = created(vec![tag("a", KIND_DOCKER_IMAGE, "x:1")]);
+    map_image(&mut s, "a", &image("one"), at(1));
+    assert!(remove_tag(&mut s, "a"));
+    assert!(s.tag_names().is_empty());
+    assert_eq!(s.metadata.generation, Some(2));
+    assert!(!remove_tag(&mut s, "a"));
+}

@@ -1,0 +1,59 @@
+//! Timestamps as Kubernetes writes them: RFC 3339 in UTC with whole seconds.
+
+use std::fmt;
+
+use chrono::{DateTime, SubsecRound, Utc};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A point in time, serialised as `2026-11-22T10:04:05Z`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Time(pub DateTime<Utc>);
+
+impl Time {
+    /// Truncates to whole seconds, the precision the API carries.
+    pub fn from_datetime(at: DateTime<Utc>) -> Time {
+        Time(at.trunc_subsecs(0))
+    }
+
+    pub fn now() -> Time {
+        Time::from_datetime(Utc::now())
+    }
+}
+
+impl fmt::Display for Time {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0.format("%Y-%m-%dT%H:%M:%SZ"))
+    }
+}
+
+impl Serialize for Time {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Time {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Time, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        DateTime::parse_from_rfc3339(&text)
+            .map(|at| Time::from_datetime(at.with_timezone(&Utc)))
+            .map_err(|err| serde::de::Error::custom(format!("invalid time {text:?}: {err}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_whole_seconds_in_utc() {
+        let parsed: Time = serde_json::from_str("\"2026-11-22T11:04:05.123+01:00\"").unwrap();
+        assert_eq!(serde_json::to_string(&parsed).unwrap(), "\"2026-11-22T10:04:05Z\"");
+    }
+
+    #[test]
+    fn rejects_text_that_is_not_a_time() {
+        let err = serde_json::from_str::<Time>("\"yesterday\"").unwrap_err();
+        assert!(err.to_string().contains("invalid time \"yesterday\""), "{err}");
+    }
+}
