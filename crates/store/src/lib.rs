@@ -1,1 +1,191 @@
+//! berth's persistence. All SQL lives in this crate, behind one [`MetadataStore`] trait;
+//! this crate never calls services and knows nothing of the objects' contents: it stores
+//! each object as opaque bytes under `(resource, namespace, name)` with the global
+//! revision of its last change, the references it declares (for reverse look-ups), and
+//! one event-log entry per change.
+//!
+//! Every write runs in one transaction that also appends to the event log and moves the
+//! global revision, so a watcher can never miss or invent a change and a crash leaves all
+//! of a write or none of it. Writes commit in revision order, which is what lets a
+//! watcher stream the log without gaps.
+//!
+//! The trait is synchronous: the server calls it from blocking threads. That keeps a
+//! transaction a plain closure over the pure model rules, for SQLite as for a future
+//! PostgreSQL backend (which would take a table lock on the revision counter in each
+//! write transaction to keep commit order equal to revision order).
 
+mod sqlite;
+pub mod suite;
+
+use std::fmt;
+
+pub use sqlite::{SqliteStore, Synchronous};
+
+/// Names one stored object. Cluster-scoped objects have an empty namespace.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ObjectKey {
+    pub resource: String,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl ObjectKey {
+    pub fn new(resource: &str, namespace: &str, name: &str) -> ObjectKey {
+        ObjectKey { resource: resource.to_string(), namespace: namespace.to_string(), name: name.to_string() }
+    }
+}
+
+impl fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.namespace.is_empty() {
+            write!(f, "{} {:?}", self.resource, self.name)
+        } else {
+            write!(f, "{} {:?} in namespace {:?}", self.resource, self.name, self.namespace)
+        }
+    }
+}
+
+/// An object as stored: its bytes and the revision of its last change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredObject {
+    pub key: ObjectKey,
+    pub revision: u64,
+    pub body: Vec<u8>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventType {
+    Added,
+    Modified,
+    Deleted,
+}
+
+impl EventType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::Added => "ADDED",
+            EventType::Modified => "MODIFIED",
+            EventType::Deleted => "DELETED",
+        }
+    }
+}
+
+/// One entry of the event log: the object after the change (before it, for a delete),
+/// at the change's revision.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    pub event_type: EventType,
+    pub object: StoredObject,
+}
+
+/// What a write expects to find.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Precondition {
+    /// Whatever is there.
+    Any,
+    /// Nothing: this is a create.
+    Absent,
+    /// The object at exactly this revision (optimistic concurrency).
+    Revision(u64),
+}
+
+/// A page of a list, read at one consistent revision.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ListPage {
+    pub items: Vec<StoredObject>,
+    /// The store's revision when the page was read.
+    pub revision: u64,
+    /// Whether more objects follow the last item.
+    pub more: bool,
+}
+
+/// Which objects to list: one resource, optionally one namespace, in `(namespace, name)`
+/// order, starting after `after` when continuing a paged list.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ListQuery {
+    pub resource: String,
+    pub namespace: Option<String>,
+    pub after: Option<(String, String)>,
+    pub limit: Option<usize>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0} already exists")]
+    AlreadyExists(ObjectKey),
+    #[error("{0} not found")]
+    NotFound(ObjectKey),
+    #[error("{key} has been modified: expected revision {expected}, found {actual}")]
+    Conflict { key: ObjectKey, expected: u64, actual: u64 },
+    #[error("revision {requested} has been compacted: the oldest revision the event log holds is {oldest}")]
+    Compacted { requested: u64, oldest: u64 },
+    /// The transaction's closure failed; its own error is carried separately by [`transact`].
+    #[error("transaction aborted")]
+    Aborted,
+    #[error("storage failure: {0}")]
+    Backend(String),
+}
+
+/// The operations of one write transaction.
+pub trait WriteTxn {
+    fn get(&mut self, key: &ObjectKey) -> Result<Option<StoredObject>, StoreError>;
+    /// Every object of `resource` in `namespace` (all namespaces when `None`).
+    fn list(&mut self, resource: &str, namespace: Option<&str>) -> Result<Vec<StoredObject>, StoreError>;
+    /// Creates or replaces an object, recording `refs` as the references it declares.
+    /// Returns the revision of the change.
+    fn put(&mut self, key: &ObjectKey, body: &[u8], refs: &[String], expect: Precondition) -> Result<u64, StoreError>;
+    /// Deletes an object. Returns the revision of the change.
+    fn delete(&mut self, key: &ObjectKey, expect: Precondition) -> Result<u64, StoreError>;
+}
+
+/// The metadata store: one behavioural contract ([`suite`]) every backend passes.
+pub trait MetadataStore: Send + Sync {
+    fn get(&self, key: &ObjectKey) -> Result<Option<StoredObject>, StoreError>;
+    fn list(&self, query: &ListQuery) -> Result<ListPage, StoreError>;
+    /// Keys of the objects of `resource` that declared `reference` when last written.
+    fn referrers(&self, resource: &str, reference: &str) -> Result<Vec<ObjectKey>, StoreError>;
+    /// Runs `f` in one transaction and commits it when `f` returns `Ok`. Returns the
+    /// store's revision after the commit.
+    fn write(&self, f: &mut dyn FnMut(&mut dyn WriteTxn) -> Result<(), StoreError>) -> Result<u64, StoreError>;
+    /// Up to `limit` events of `resource` (in `namespace`, when given) with a revision
+    /// above `after`, oldest first. Fails with [`StoreError::Compacted`] when events after
+    /// `after` may already have been dropped.
+    fn events_since(&self, resource: &str, namespace: Option<&str>, after: u64, limit: usize) -> Result<Vec<Event>, StoreError>;
+    fn current_revision(&self) -> Result<u64, StoreError>;
+    /// Drops event-log entries so that at most `keep` remain. Returns the new floor: the
+    /// highest revision that can no longer be watched from.
+    fn compact(&self, keep: u64) -> Result<u64, StoreError>;
+    /// Receives the revision of each commit, in order, as it becomes visible to reads.
+    fn subscribe(&self) -> tokio::sync::watch::Receiver<u64>;
+}
+
+/// Runs `f` as one write transaction, carrying its own error type through: an `Err`
+/// from `f` rolls back and is returned as is.
+pub fn transact<T, E>(store: &dyn MetadataStore, f: impl FnOnce(&mut dyn WriteTxn) -> Result<T, E>) -> Result<T, E>
+where
+    E: From<StoreError>,
+{
+    let mut f = Some(f);
+    let mut outcome: Option<Result<T, E>> = None;
+    let committed = store.write(&mut |txn| {
+        let Some(f) = f.take() else {
+            return Err(StoreError::Backend("a transaction closure ran twice".to_string()));
+        };
+        match f(txn) {
+            Ok(value) => {
+                outcome = Some(Ok(value));
+                Ok(())
+            }
+            Err(err) => {
+                outcome = Some(Err(err));
+                Err(StoreError::Aborted)
+            }
+        }
+    });
+    match (committed, outcome) {
+        (Ok(_), Some(result)) => result,
+        (Err(StoreError::Aborted), Some(Err(err))) => Err(err),
+        (Err(err), _) => Err(err.into()),
+        (Ok(_), None) => Err(StoreError::Backend("a transaction committed without running".to_string()).into()),
+    }
+}

@@ -1,0 +1,359 @@
+//! The embedded backend: SQLite in WAL mode, one writer connection and a pool of
+//! read-only connections, so writers never fight and readers never wait for writers.
+
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use r2d2_sqlite::SqliteConnectionManager;
+use r2d2_sqlite::rusqlite::{self, Connection, OpenFlags, OptionalExtension, Transaction, params};
+use tokio::sync::watch;
+
+use crate::{Event, EventType, ListPage, ListQuery, MetadataStore, ObjectKey, Precondition, StoreError, StoredObject, WriteTxn};
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+) STRICT;
+INSERT OR IGNORE INTO meta (key, value) VALUES ('revision', 0), ('compacted', 0), ('schema', 1);
+CREATE TABLE IF NOT EXISTS objects (
+    resource TEXT NOT NULL,
+    namespace TEXT NOT NULL,
+    name TEXT NOT NULL,
+    revision INTEGER NOT NULL,
+    body BLOB NOT NULL,
+    PRIMARY KEY (resource, namespace, name)
+) STRICT, WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS refs (
+    resource TEXT NOT NULL,
+    reference TEXT NOT NULL,
+    namespace TEXT NOT NULL,
+    name TEXT NOT NULL,
+    PRIMARY KEY (resource, reference, namespace, name)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS refs_by_object ON refs (resource, namespace, name);
+CREATE TABLE IF NOT EXISTS events (
+    revision INTEGER PRIMARY KEY,
+    resource TEXT NOT NULL,
+    namespace TEXT NOT NULL,
+    name TEXT NOT NULL,
+    kind INTEGER NOT NULL,
+    body BLOB NOT NULL
+) STRICT;
+CREATE INDEX IF NOT EXISTS events_by_resource ON events (resource, revision);
+"#;
+
+/// How hard a commit waits for the disk. `Normal` survives a crash of the process (the
+/// WAL is in the operating system's hands at commit); `Full` also survives a power cut,
+/// at the cost of an fsync per commit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Synchronous {
+    Normal,
+    Full,
+}
+
+pub struct SqliteStore {
+    writer: Mutex<Connection>,
+    readers: r2d2::Pool<SqliteConnectionManager>,
+    committed: watch::Sender<u64>,
+}
+
+fn backend(err: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(err.to_string())
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file at `path`.
+    pub fn open(path: &Path, synchronous: Synchronous) -> Result<SqliteStore, StoreError> {
+        let writer = Connection::open(path).map_err(backend)?;
+        let sync = match synchronous {
+            Synchronous::Normal => "NORMAL",
+            Synchronous::Full => "FULL",
+        };
+        writer
+            .execute_batch(&format!(
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;"
+            ))
+            .map_err(backend)?;
+        writer.execute_batch(SCHEMA).map_err(backend)?;
+        let manager = SqliteConnectionManager::file(path)
+            .with_flags(OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI)
+            .with_init(|conn| conn.execute_batch("PRAGMA busy_timeout = 5000;"));
+        let readers = r2d2::Pool::builder()
+            .max_size(16)
+            .min_idle(Some(2))
+            .connection_timeout(Duration::from_secs(30))
+            .build(manager)
+            .map_err(backend)?;
+        let revision = meta_value(&writer, "revision")?;
+        let (committed, _) = watch::channel(revision);
+        Ok(SqliteStore { writer: Mutex::new(writer), readers, committed })
+    }
+
+    fn reader(&self) -> Result<r2d2::PooledConnection<SqliteConnectionManager>, StoreError> {
+        self.readers.get().map_err(backend)
+    }
+}
+
+fn meta_value(conn: &Connection, key: &str) -> Result<u64, StoreError> {
+    conn.prepare_cached("SELECT value FROM meta WHERE key = ?1")
+        .and_then(|mut stmt| stmt.query_row([key], |row| row.get::<_, i64>(0)))
+        .map(|v| v as u64)
+        .map_err(backend)
+}
+
+fn row_to_object(resource: &str, row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredObject> {
+    Ok(StoredObject {
+        key: ObjectKey { resource: resource.to_string(), namespace: row.get(0)?, name: row.get(1)? },
+        revision: row.get::<_, i64>(2)? as u64,
+        body: row.get(3)?,
+    })
+}
+
+fn get_object(conn: &Connection, key: &ObjectKey) -> Result<Option<StoredObject>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached("SELECT namespace, name, revision, body FROM objects WHERE resource = ?1 AND namespace = ?2 AND name = ?3")
+        .map_err(backend)?;
+    stmt.query_row(params![key.resource, key.namespace, key.name], |row| row_to_object(&key.resource, row))
+        .optional()
+        .map_err(backend)
+}
+
+fn list_objects(conn: &Connection, query: &ListQuery) -> Result<Vec<StoredObject>, StoreError> {
+    let (after_ns, after_name) = query.after.clone().unwrap_or_default();
+    let limit = query.limit.map_or(-1, |l| l as i64 + 1);
+    let mut stmt = match &query.namespace {
+        Some(_) => conn.prepare_cached(
+            "SELECT namespace, name, revision, body FROM objects WHERE resource = ?1 AND namespace = ?2 AND name > ?4 \
+             ORDER BY name LIMIT ?5",
+        ),
+        None => conn.prepare_cached(
+            "SELECT namespace, name, revision, body FROM objects WHERE resource = ?1 AND (namespace, name) > (?3, ?4) \
+             ORDER BY namespace, name LIMIT ?5",
+        ),
+    }
+    .map_err(backend)?;
+    let namespace = query.namespace.clone().unwrap_or_default();
+    let rows = stmt
+        .query_map(params![query.resource, namespace, after_ns, after_name, limit], |row| row_to_object(&query.resource, row))
+        .map_err(backend)?;
+    rows.collect::<Result<Vec<_>, _>>().map_err(backend)
+}
+
+impl MetadataStore for SqliteStore {
+    fn get(&self, key: &ObjectKey) -> Result<Option<StoredObject>, StoreError> {
+        let conn = self.reader()?;
+        get_object(&conn, key)
+    }
+
+    fn list(&self, query: &ListQuery) -> Result<ListPage, StoreError> {
+        let mut conn = self.reader()?;
+        let txn = conn.transaction().map_err(backend)?;
+        let revision = meta_value(&txn, "revision")?;
+        let mut items = list_objects(&txn, query)?;
+        txn.commit().map_err(backend)?;
+        let more = query.limit.is_some_and(|limit| items.len() > limit);
+        if let Some(limit) = query.limit {
+            items.truncate(limit);
+        }
+        Ok(ListPage { items, revision, more })
+    }
+
+    fn referrers(&self, resource: &str, reference: &str) -> Result<Vec<ObjectKey>, StoreError> {
+        let conn = self.reader()?;
+        let mut stmt = conn
+            .prepare_cached("SELECT namespace, name FROM refs WHERE resource = ?1 AND reference = ?2 ORDER BY namespace, name")
+            .map_err(backend)?;
+        let rows = stmt
+            .query_map(params![resource, reference], |row| {
+                Ok(ObjectKey { resource: resource.to_string(), namespace: row.get(0)?, name: row.get(1)? })
+            })
+            .map_err(backend)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(backend)
+    }
+
+    fn write(&self, f: &mut dyn FnMut(&mut dyn WriteTxn) -> Result<(), StoreError>) -> Result<u64, StoreError> {
+        let mut conn = self.writer.lock().map_err(|_| StoreError::Backend("the writer connection was poisoned by a panic".into()))?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(backend)?;
+        let start = meta_value(&tx, "revision")?;
+        let mut txn = SqliteTxn { tx: &tx, revision: start };
+        f(&mut txn)?;
+        let revision = txn.revision;
+        if revision != start {
+            tx.execute("UPDATE meta SET value = ?1 WHERE key = 'revision'", [revision as i64]).map_err(backend)?;
+        }
+        tx.commit().map_err(backend)?;
+        if revision != start {
+            // Sent while the writer lock is held, so revisions are announced in order.
+            self.committed.send_replace(revision);
+        }
+        Ok(revision)
+    }
+
+    fn events_since(&self, resource: &str, namespace: Option<&str>, after: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
+        let mut conn = self.reader()?;
+        let txn = conn.transaction().map_err(backend)?;
+        let floor = meta_value(&txn, "compacted")?;
+        if after < floor {
+            return Err(StoreError::Compacted { requested: after, oldest: floor + 1 });
+        }
+        let mut stmt = txn
+            .prepare_cached(
+                "SELECT namespace, name, revision, body, kind FROM events WHERE resource = ?1 AND revision > ?2 \
+                 AND (?3 IS NULL OR namespace = ?3) ORDER BY revision LIMIT ?4",
+            )
+            .map_err(backend)?;
+        let rows = stmt
+            .query_map(params![resource, after as i64, namespace, limit as i64], |row| {
+                let event_type = match row.get::<_, i64>(4)? {
+                    0 => EventType::Added,
+                    1 => EventType::Modified,
+                    _ => EventType::Deleted,
+                };
+                Ok(Event { event_type, object: row_to_object(resource, row)? })
+            })
+            .map_err(backend)?;
+        let events = rows.collect::<Result<Vec<_>, _>>().map_err(backend)?;
+        drop(stmt);
+        txn.commit().map_err(backend)?;
+        Ok(events)
+    }
+
+    fn current_revision(&self) -> Result<u64, StoreError> {
+        Ok(*self.committed.borrow())
+    }
+
+    fn compact(&self, keep: u64) -> Result<u64, StoreError> {
+        let conn = self.writer.lock().map_err(|_| StoreError::Backend("the writer connection was poisoned by a panic".into()))?;
+        let revision = meta_value(&conn, "revision")?;
+        let floor = meta_value(&conn, "compacted")?;
+        let target = revision.saturating_sub(keep);
+        if target <= floor {
+            return Ok(floor);
+        }
+        let tx = conn.unchecked_transaction().map_err(backend)?;
+        tx.execute("DELETE FROM events WHERE revision <= ?1", [target as i64]).map_err(backend)?;
+        tx.execute("UPDATE meta SET value = ?1 WHERE key = 'compacted'", [target as i64]).map_err(backend)?;
+        tx.commit().map_err(backend)?;
+        Ok(target)
+    }
+
+    fn subscribe(&self) -> watch::Receiver<u64> {
+        self.committed.subscribe()
+    }
+}
+
+struct SqliteTxn<'a> {
+    tx: &'a Transaction<'a>,
+    revision: u64,
+}
+
+impl SqliteTxn<'_> {
+    fn check(&self, key: &ObjectKey, current: Option<&StoredObject>, expect: Precondition) -> Result<(), StoreError> {
+        match (expect, current) {
+            (Precondition::Any, _) => Ok(()),
+            (Precondition::Absent, None) => Ok(()),
+            (Precondition::Absent, Some(_)) => Err(StoreError::AlreadyExists(key.clone())),
+            (Precondition::Revision(_), None) => Err(StoreError::NotFound(key.clone())),
+            (Precondition::Revision(expected), Some(found)) if found.revision != expected => {
+                Err(StoreError::Conflict { key: key.clone(), expected, actual: found.revision })
+            }
+            (Precondition::Revision(_), Some(_)) => Ok(()),
+        }
+    }
+
+    fn record_event(&mut self, key: &ObjectKey, kind: EventType, body: &[u8]) -> Result<u64, StoreError> {
+        self.revision += 1;
+        let kind = match kind {
+            EventType::Added => 0,
+            EventType::Modified => 1,
+            EventType::Deleted => 2,
+        };
+        self.tx
+            .prepare_cached("INSERT INTO events (revision, resource, namespace, name, kind, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")
+            .and_then(|mut stmt| stmt.execute(params![self.revision as i64, key.resource, key.namespace, key.name, kind, body]))
+            .map_err(backend)?;
+        Ok(self.revision)
+    }
+
+    fn clear_refs(&self, key: &ObjectKey) -> Result<(), StoreError> {
+        self.tx
+            .prepare_cached("DELETE FROM refs WHERE resource = ?1 AND namespace = ?2 AND name = ?3")
+            .and_then(|mut stmt| stmt.execute(params![key.resource, key.namespace, key.name]))
+            .map_err(backend)?;
+        Ok(())
+    }
+}
+
+impl WriteTxn for SqliteTxn<'_> {
+    fn get(&mut self, key: &ObjectKey) -> Result<Option<StoredObject>, StoreError> {
+        get_object(self.tx, key)
+    }
+
+    fn list(&mut self, resource: &str, namespace: Option<&str>) -> Result<Vec<StoredObject>, StoreError> {
+        let query = ListQuery { resource: resource.to_string(), namespace: namespace.map(str::to_string), ..ListQuery::default() };
+        list_objects(self.tx, &query)
+    }
+
+    fn put(&mut self, key: &ObjectKey, body: &[u8], refs: &[String], expect: Precondition) -> Result<u64, StoreError> {
+        let current = get_object(self.tx, key)?;
+        self.check(key, current.as_ref(), expect)?;
+        let kind = if current.is_some() { EventType::Modified } else { EventType::Added };
+        let revision = self.record_event(key, kind, body)?;
+        self.tx
+            .prepare_cached("INSERT OR REPLACE INTO objects (resource, namespace, name, revision, body) VALUES (?1, ?2, ?3, ?4, ?5)")
+            .and_then(|mut stmt| stmt.execute(params![key.resource, key.namespace, key.name, revision as i64, body]))
+            .map_err(backend)?;
+        self.clear_refs(key)?;
+        let mut insert = self
+            .tx
+            .prepare_cached("INSERT OR IGNORE INTO refs (resource, reference, namespace, name) VALUES (?1, ?2, ?3, ?4)")
+            .map_err(backend)?;
+        for reference in refs {
+            insert.execute(params![key.resource, reference, key.namespace, key.name]).map_err(backend)?;
+        }
+        Ok(revision)
+    }
+
+    fn delete(&mut self, key: &ObjectKey, expect: Precondition) -> Result<u64, StoreError> {
+        let Some(current) = get_object(self.tx, key)? else {
+            return Err(StoreError::NotFound(key.clone()));
+        };
+        self.check(key, Some(&current), expect)?;
+        let revision = self.record_event(key, EventType::Deleted, &current.body)?;
+        self.tx
+            .prepare_cached("DELETE FROM objects WHERE resource = ?1 AND namespace = ?2 AND name = ?3")
+            .and_then(|mut stmt| stmt.execute(params![key.resource, key.namespace, key.name]))
+            .map_err(backend)?;
+        self.clear_refs(key)?;
+        Ok(revision)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open_temp() -> (tempfile::TempDir, SqliteStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("berth.db"), Synchronous::Normal).unwrap();
+        (dir, store)
+    }
+
+    crate::store_test_suite!(open_temp);
+
+    #[test]
+    fn state_survives_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("berth.db");
+        let key = ObjectKey::new("things", "ns", "a");
+        {
+            let store = SqliteStore::open(&path, Synchronous::Full).unwrap();
+            crate::transact(&store, |txn| txn.put(&key, b"one", &[], Precondition::Absent)).unwrap();
+        }
+        let store = SqliteStore::open(&path, Synchronous::Full).unwrap();
+        assert_eq!(store.get(&key).unwrap().unwrap().body, b"one");
+        assert_eq!(store.current_revision().unwrap(), 1);
+    }
+}
