@@ -101,6 +101,17 @@ pub struct Token {
     #[serde(default)]
     pub metadata: ObjectMeta,
     pub spec: TokenSpec,
+    /// Only in the response that creates the token: the bearer token itself, shown once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<TokenStatus>,
+    /// The SHA-256 of the token's secret part, as stored; never returned.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub secret_sha256: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TokenStatus {
+    pub token: String,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -122,6 +133,8 @@ impl Token {
             api_version: BERTH_API_VERSION.to_string(),
             metadata: ObjectMeta { name: name.to_string(), ..ObjectMeta::default() },
             spec,
+            status: None,
+            secret_sha256: String::new(),
         }
     }
 

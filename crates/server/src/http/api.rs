@@ -1,0 +1,417 @@
+//! Routes and handlers of the image API (`/apis/image.openshift.io/v1`), the core API
+//! (`/api/v1`: namespaces, secrets) and berth's own API (`/apis/berth.dev/v1`: tokens).
+
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use axum::routing::{get, post};
+use berth_model::core::{Namespace, Secret, Token};
+use berth_model::image::Image;
+use berth_model::imagestream::{ImageStream, ImageStreamMapping, ImageStreamTag, ImageTag};
+use berth_model::meta::StatusDetails;
+use berth_model::selector::{FieldSelector, LabelSelector};
+use berth_model::{BERTH_API_VERSION, IMAGE_API_VERSION};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::http::body::{RawBody, apply_patch, decode, decode_value};
+use crate::http::watch::serve_watch;
+use crate::http::{App, call, list_of, render_error, resource_list, respond, success};
+use crate::services::watch::Watchable;
+use crate::services::{Caller, Catalog, Error, ErrorKind, ListOptions, Resource, Result};
+
+const IMAGE: &str = "/apis/image.openshift.io/v1";
+const IMAGE_NS: &str = "/apis/image.openshift.io/v1/namespaces/{ns}";
+const CORE: &str = "/api/v1";
+const BERTH: &str = "/apis/berth.dev/v1";
+
+pub fn routes() -> Router<App> {
+    Router::new()
+        .route("/api", get(|| async { axum::Json(json!({"kind": "APIVersions", "versions": ["v1"]})) }))
+        .route("/apis", get(|| async { axum::Json(discovery_groups()) }))
+        .route(CORE, get(|| async { axum::Json(resource_list_doc("v1", &[("namespaces", "Namespace", false), ("secrets", "Secret", true)])) }))
+        .route(IMAGE, get(|| async { axum::Json(image_resources()) }))
+        .route(BERTH, get(|| async { axum::Json(resource_list_doc(BERTH_API_VERSION, &[("tokens", "Token", false)])) }))
+        // Image streams.
+        .route(&format!("{IMAGE}/imagestreams"), get(list_streams))
+        .route(&format!("{IMAGE_NS}/imagestreams"), get(list_streams).post(create_stream))
+        .route(&format!("{IMAGE_NS}/imagestreams/{{name}}"), get(get_stream).put(update_stream).patch(patch_stream).delete(delete_stream))
+        // Virtual kinds.
+        .route(&format!("{IMAGE_NS}/imagestreamtags"), get(list_stream_tags).post(create_stream_tag))
+        .route(&format!("{IMAGE_NS}/imagestreamtags/{{name}}"), get(get_stream_tag).put(update_stream_tag).delete(delete_stream_tag))
+        .route(&format!("{IMAGE_NS}/imagetags"), get(list_image_tags).post(create_image_tag))
+        .route(&format!("{IMAGE_NS}/imagetags/{{name}}"), get(get_image_tag).put(update_image_tag).delete(delete_image_tag))
+        .route(&format!("{IMAGE_NS}/imagestreamimages/{{name}}"), get(get_stream_image))
+        .route(&format!("{IMAGE_NS}/imagestreammappings"), post(create_mapping))
+        // Images.
+        .route(&format!("{IMAGE}/images"), get(list_images).post(create_image))
+        .route(&format!("{IMAGE}/images/{{name}}"), get(get_image).put(update_image).patch(patch_image).delete(delete_image))
+        // Namespaces and secrets.
+        .route(&format!("{CORE}/namespaces"), get(list_namespaces).post(create_namespace))
+        .route(&format!("{CORE}/namespaces/{{name}}"), get(get_namespace).put(update_namespace).patch(patch_namespace).delete(delete_namespace))
+        .route(&format!("{CORE}/secrets"), get(list_secrets))
+        .route(&format!("{CORE}/namespaces/{{ns}}/secrets"), get(list_secrets).post(create_secret))
+        .route(&format!("{CORE}/namespaces/{{ns}}/secrets/{{name}}"), get(get_secret).put(update_secret).patch(patch_secret).delete(delete_secret))
+        // Tokens.
+        .route(&format!("{BERTH}/tokens"), get(list_tokens).post(create_token))
+        .route(&format!("{BERTH}/tokens/{{name}}"), get(get_token).delete(delete_token))
+}
+
+/// The query parameters of lists and watches.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListParams {
+    label_selector: Option<String>,
+    field_selector: Option<String>,
+    limit: Option<String>,
+    #[serde(rename = "continue")]
+    continue_token: Option<String>,
+    watch: Option<String>,
+    resource_version: Option<String>,
+    timeout_seconds: Option<String>,
+}
+
+impl ListParams {
+    fn is_watch(&self) -> bool {
+        matches!(self.watch.as_deref(), Some("true" | "1"))
+    }
+
+    fn options(&self) -> Result<ListOptions> {
+        let label_selector = LabelSelector::parse(self.label_selector.as_deref().unwrap_or_default()).map_err(Error::bad_request)?;
+        let field_selector = FieldSelector::parse(self.field_selector.as_deref().unwrap_or_default()).map_err(Error::bad_request)?;
+        let limit = match self.limit.as_deref() {
+            None | Some("") | Some("0") => None,
+            Some(text) => Some(text.parse::<usize>().map_err(|_| Error::bad_request(format!("limit {text:?} is not a positive number")))?),
+        };
+        Ok(ListOptions { label_selector, field_selector, limit, continue_token: self.continue_token.clone().filter(|t| !t.is_empty()) })
+    }
+
+    /// The revision a watch starts after; `None` (or "0") starts with the current state.
+    pub fn watch_revision(&self) -> Result<Option<u64>> {
+        match self.resource_version.as_deref() {
+            None | Some("") | Some("0") => Ok(None),
+            Some(text) => text.parse().map(Some).map_err(|_| Error::bad_request(format!("resourceVersion {text:?} is not one this server issued"))),
+        }
+    }
+
+    pub fn timeout(&self) -> Result<Option<std::time::Duration>> {
+        match self.timeout_seconds.as_deref() {
+            None | Some("") => Ok(None),
+            Some(text) => text
+                .parse()
+                .map(|s| Some(std::time::Duration::from_secs(s)))
+                .map_err(|_| Error::bad_request(format!("timeoutSeconds {text:?} is not a number"))),
+        }
+    }
+}
+
+/// A list, or a watch when `?watch=true`.
+async fn list_or_watch<T, F>(app: App, headers: HeaderMap, namespace: Option<String>, params: ListParams, list: F) -> Response
+where
+    T: Watchable,
+    F: FnOnce(&Catalog, &Caller, Option<&str>, &ListOptions) -> Result<crate::services::ListResult<T>> + Send + 'static,
+{
+    let options = match params.options() {
+        Ok(options) => options,
+        Err(err) => return render_error(err),
+    };
+    if params.is_watch() {
+        return serve_watch::<T>(app, headers, namespace, options, params).await;
+    }
+    let result = call(&app, &headers, move |catalog, caller| list(catalog, caller, namespace.as_deref(), &options)).await;
+    respond(&headers, StatusCode::OK, result.map(resource_list))
+}
+
+/// Decodes a body as `T` and runs `f` with it.
+async fn with_body<T, R, F>(app: App, headers: HeaderMap, body: RawBody, kind: &'static str, api_version: &'static str, code: StatusCode, f: F) -> Response
+where
+    T: serde::de::DeserializeOwned + Send + 'static,
+    R: serde::Serialize + Send + 'static,
+    F: FnOnce(&Catalog, &Caller, T) -> Result<R> + Send + 'static,
+{
+    let object: T = match decode(&body, kind, api_version) {
+        Ok(object) => object,
+        Err(err) => return render_error(err),
+    };
+    let result = call(&app, &headers, move |catalog, caller| f(catalog, caller, object)).await;
+    respond(&headers, code, result)
+}
+
+/// Applies a merge or strategic-merge patch: read, patch, write, retried when another
+/// writer got in between (unless the patch itself names a resourceVersion).
+async fn patch_object<T, G, P>(app: App, headers: HeaderMap, body: RawBody, get: G, put: P) -> Response
+where
+    T: Resource,
+    G: Fn(&Catalog, &Caller) -> Result<T> + Send + 'static,
+    P: Fn(&Catalog, &Caller, T) -> Result<T> + Send + 'static,
+{
+    let result = call(&app, &headers, move |catalog, caller| {
+        let mut attempts = 0;
+        loop {
+            let current = get(catalog, caller)?;
+            let value = serde_json::to_value(&current).map_err(|err| Error::internal(err.to_string()))?;
+            let patched: T = decode_value(apply_patch(value, &body)?, T::KIND, T::API_VERSION)?;
+            match put(catalog, caller, patched) {
+                Err(err) if err.kind == ErrorKind::Conflict && attempts < 5 && !patch_pins_version(&body) => attempts += 1,
+                other => return other,
+            }
+        }
+    })
+    .await;
+    respond(&headers, StatusCode::OK, result)
+}
+
+fn patch_pins_version(body: &RawBody) -> bool {
+    serde_json::from_slice::<serde_json::Value>(&body.bytes).ok().and_then(|v| v.pointer("/metadata/resourceVersion").cloned()).is_some()
+}
+
+fn deleted(kind: &str, group: &str, name: &str) -> berth_model::meta::Status {
+    success(StatusDetails { name: name.to_string(), group: group.to_string(), kind: kind.to_string(), causes: Vec::new() })
+}
+
+// Image streams.
+
+async fn list_streams(State(app): State<App>, ns: Option<Path<String>>, Query(params): Query<ListParams>, headers: HeaderMap) -> Response {
+    list_or_watch(app, headers, ns.map(|Path(ns)| ns), params, |c, caller, ns, o| c.list_streams(caller, ns, o)).await
+}
+
+async fn create_stream(State(app): State<App>, Path(ns): Path<String>, headers: HeaderMap, body: RawBody) -> Response {
+    with_body(app, headers, body, ImageStream::KIND, IMAGE_API_VERSION, StatusCode::CREATED, move |c, caller, s| c.create_stream(caller, &ns, s)).await
+}
+
+async fn get_stream(State(app): State<App>, Path((ns, name)): Path<(String, String)>, headers: HeaderMap) -> Response {
+    let result = call(&app, &headers, move |c, caller| c.get_stream(caller, &ns, &name)).await;
+    respond(&headers, StatusCode::OK, result)
+}
+
+async fn update_stream(State(app): State<App>, Path((ns, name)): Path<(String, String)>, headers: HeaderMap, body: RawBody) -> Response {
+    with_body(app, headers, body, ImageStream::KIND, IMAGE_API_VERSION, StatusCode::OK, move |c, caller, s| c.update_stream(caller, &ns, &name, s)).await
+}
+
+async fn patch_stream(State(app): State<App>, Path((ns, name)): Path<(String, String)>, headers: HeaderMap, body: RawBody) -> Response {
+    let (ns2, name2) = (ns.clone(), name.clone());
+    patch_object(app, headers, body, move |c, caller| c.get_stream(caller, &ns, &name), move |c, caller, s| c.update_stream(caller, &ns2, &name2, s)).await
+}
+
+async fn delete_stream(State(app): State<App>, Path((ns, name)): Path<(String, String)>, headers: HeaderMap) -> Response {
+    let result = call(&app, &headers, move |c, caller| c.delete_stream(caller, &ns, &name)).await;
+    respond(&headers, StatusCode::OK, result)
+}
+
+// ImageStreamTags and ImageTags.
+
+async fn list_stream_tags(State(app): State<App>, Path(ns): Path<String>, Query(params): Query<ListParams>, headers: HeaderMap) -> Response {
+    let result = match params.options() {
+        Ok(options) => call(&app, &headers, move |c, caller| c.list_stream_tags(caller, &ns, &options)).await,
+        Err(err) => Err(err),
+    };
+    respond(&headers, StatusCode::OK, result.map(|list| list_of("ImageStreamTag", IMAGE_API_VERSION, list)))
+}
+
+async fn get_stream_tag(State(app): State<App>, Path((ns, name)): Path<(String, String)>, headers: HeaderMap) -> Response {
+    let result = call(&app, &headers, move |c, caller| c.get_stream_tag(caller, &ns, &name)).await;
+    respond(&headers, StatusCode::OK, result)
+}
+
+async fn create_stream_tag(State(app): State<App>, Path(ns): Path<String>, headers: HeaderMap, body: RawBody) -> Response {
+    with_body(app, headers, body, "ImageStreamTag", IMAGE_API_VERSION, StatusCode::CREATED, move |c, caller, t: ImageStreamTag| {
+        c.create_stream_tag(caller, &ns, t)
+    })
+    .await
+}
+
+async fn update_stream_tag(State(app): State<App>, Path((ns, name)): Path<(String, String)>, headers: HeaderMap, body: RawBody) -> Response {
+    with_body(app, headers, body, "ImageStreamTag", IMAGE_API_VERSION, StatusCode::OK, move |c, caller, t: ImageStreamTag| {
+        c.update_stream_tag(caller, &ns, &name, t)
+    })
+    .await
+}
+
+async fn delete_stream_tag(State(app): State<App>, Path((ns, name)): Path<(String, String)>, headers: HeaderMap) -> Response {
+    let shown = name.clone();
+    let result = call(&app, &headers, move |c, caller| c.delete_stream_tag(caller, &ns, &name)).await;
+    respond(&headers, StatusCode::OK, result.map(|()| deleted("imagestreamtags", "image.openshift.io", &shown)))
+}
+
+async fn list_image_tags(State(app): State<App>, Path(ns): Path<String>, Query(params): Query<ListParams>, headers: HeaderMap) -> Response {
+    let result = match params.options() {
+        Ok(options) => call(&app, &headers, move |c, caller| c.list_image_tags(caller, &ns, &options)).await,
+        Err(err) => Err(err),
+    };
+    respond(&headers, StatusCode::OK, result.map(|list| list_of("ImageTag", IMAGE_API_VERSION, list)))
+}
+
+async fn get_image_tag(State(app): State<App>, Path((ns, name)): Path<(String, String)>, headers: HeaderMap) -> Response {
+    let result = call(&app, &headers, move |c, caller| c.get_image_tag(caller, &ns, &name)).await;
+    respond(&headers, StatusCode::OK, result)
+}
+
+async fn create_image_tag(State(app): State<App>, Path(ns): Path<String>, headers: HeaderMap, body: RawBody) -> Response {
+    with_body(app, headers, body, "ImageTag", IMAGE_API_VERSION, StatusCode::CREATED, move |c, caller, t: ImageTag| c.create_image_tag(caller, &ns, t)).await
+}
+
+async fn update_image_tag(State(app): State<App>, Path((ns, name)): Path<(String, String)>, headers: HeaderMap, body: RawBody) -> Response {
+    with_body(app, headers, body, "ImageTag", IMAGE_API_VERSION, StatusCode::OK, move |c, caller, t: ImageTag| {
+        c.update_image_tag(caller, &ns, &name, t)
+    })
+    .await
+}
+
+async fn delete_image_tag(State(app): State<App>, Path((ns, name)): Path<(String, String)>, headers: HeaderMap) -> Response {
+    let shown = name.clone();
+    let result = call(&app, &headers, move |c, caller| c.delete_image_tag(caller, &ns, &name)).await;
+    respond(&headers, StatusCode::OK, result.map(|()| deleted("imagetags", "image.openshift.io", &shown)))
+}
+
+async fn get_stream_image(State(app): State<App>, Path((ns, name)): Path<(String, String)>, headers: HeaderMap) -> Response {
+    let result = call(&app, &headers, move |c, caller| c.get_stream_image(caller, &ns, &name)).await;
+    respond(&headers, StatusCode::OK, result)
+}
+
+async fn create_mapping(State(app): State<App>, Path(ns): Path<String>, headers: HeaderMap, body: RawBody) -> Response {
+    with_body(app, headers, body, "ImageStreamMapping", IMAGE_API_VERSION, StatusCode::CREATED, move |c, caller, m: ImageStreamMapping| {
+        let name = m.metadata.name.clone();
+        c.create_mapping(caller, &ns, m)?;
+        Ok(berth_model::meta::Status { code: 201, ..deleted("imagestreammappings", "image.openshift.io", &name) })
+    })
+    .await
+}
+
+// Images.
+
+async fn list_images(State(app): State<App>, Query(params): Query<ListParams>, headers: HeaderMap) -> Response {
+    list_or_watch(app, headers, None, params, |c, caller, _, o| c.list_images(caller, o)).await
+}
+
+async fn create_image(State(app): State<App>, headers: HeaderMap, body: RawBody) -> Response {
+    with_body(app, headers, body, Image::KIND, IMAGE_API_VERSION, StatusCode::CREATED, |c, caller, i| c.create_image(caller, i)).await
+}
+
+async fn get_image(State(app): State<App>, Path(name): Path<String>, headers: HeaderMap) -> Response {
+    let result = call(&app, &headers, move |c, caller| c.get_image(caller, &name)).await;
+    respond(&headers, StatusCode::OK, result)
+}
+
+async fn update_image(State(app): State<App>, Path(name): Path<String>, headers: HeaderMap, body: RawBody) -> Response {
+    with_body(app, headers, body, Image::KIND, IMAGE_API_VERSION, StatusCode::OK, move |c, caller, i| c.update_image(caller, &name, i)).await
+}
+
+async fn patch_image(State(app): State<App>, Path(name): Path<String>, headers: HeaderMap, body: RawBody) -> Response {
+    let name2 = name.clone();
+    patch_object(app, headers, body, move |c, caller| c.get_image(caller, &name), move |c, caller, i| c.update_image(caller, &name2, i)).await
+}
+
+async fn delete_image(State(app): State<App>, Path(name): Path<String>, headers: HeaderMap) -> Response {
+    let result = call(&app, &headers, move |c, caller| c.delete_image(caller, &name)).await;
+    respond(&headers, StatusCode::OK, result)
+}
+
+// Namespaces.
+
+async fn list_namespaces(State(app): State<App>, Query(params): Query<ListParams>, headers: HeaderMap) -> Response {
+    list_or_watch(app, headers, None, params, |c, caller, _, o| c.list_namespaces(caller, o)).await
+}
+
+async fn create_namespace(State(app): State<App>, headers: HeaderMap, body: RawBody) -> Response {
+    with_body(app, headers, body, Namespace::KIND, "v1", StatusCode::CREATED, |c, caller, n| c.create_namespace(caller, n)).await
+}
+
+async fn get_namespace(State(app): State<App>, Path(name): Path<String>, headers: HeaderMap) -> Response {
+    let result = call(&app, &headers, move |c, caller| c.get_namespace(caller, &name)).await;
+    respond(&headers, StatusCode::OK, result)
+}
+
+async fn update_namespace(State(app): State<App>, Path(name): Path<String>, headers: HeaderMap, body: RawBody) -> Response {
+    with_body(app, headers, body, Namespace::KIND, "v1", StatusCode::OK, move |c, caller, n| c.update_namespace(caller, &name, n)).await
+}
+
+async fn patch_namespace(State(app): State<App>, Path(name): Path<String>, headers: HeaderMap, body: RawBody) -> Response {
+    let name2 = name.clone();
+    patch_object(app, headers, body, move |c, caller| c.get_namespace(caller, &name), move |c, caller, n| c.update_namespace(caller, &name2, n)).await
+}
+
+async fn delete_namespace(State(app): State<App>, Path(name): Path<String>, headers: HeaderMap) -> Response {
+    let result = call(&app, &headers, move |c, caller| c.delete_namespace(caller, &name)).await;
+    respond(&headers, StatusCode::OK, result)
+}
+
+// Secrets.
+
+async fn list_secrets(State(app): State<App>, ns: Option<Path<String>>, Query(params): Query<ListParams>, headers: HeaderMap) -> Response {
+    list_or_watch(app, headers, ns.map(|Path(ns)| ns), params, |c, caller, ns, o| c.list_secrets(caller, ns, o)).await
+}
+
+async fn create_secret(State(app): State<App>, Path(ns): Path<String>, headers: HeaderMap, body: RawBody) -> Response {
+    with_body(app, headers, body, Secret::KIND, "v1", StatusCode::CREATED, move |c, caller, s| c.put_secret(caller, &ns, None, s)).await
+}
+
+async fn get_secret(State(app): State<App>, Path((ns, name)): Path<(String, String)>, headers: HeaderMap) -> Response {
+    let result = call(&app, &headers, move |c, caller| c.get_secret(caller, &ns, &name)).await;
+    respond(&headers, StatusCode::OK, result)
+}
+
+async fn update_secret(State(app): State<App>, Path((ns, name)): Path<(String, String)>, headers: HeaderMap, body: RawBody) -> Response {
+    with_body(app, headers, body, Secret::KIND, "v1", StatusCode::OK, move |c, caller, s| c.put_secret(caller, &ns, Some(&name), s)).await
+}
+
+async fn patch_secret(State(app): State<App>, Path((ns, name)): Path<(String, String)>, headers: HeaderMap, body: RawBody) -> Response {
+    let (ns2, name2) = (ns.clone(), name.clone());
+    patch_object(app, headers, body, move |c, caller| c.get_secret(caller, &ns, &name), move |c, caller, s| c.put_secret(caller, &ns2, Some(&name2), s)).await
+}
+
+async fn delete_secret(State(app): State<App>, Path((ns, name)): Path<(String, String)>, headers: HeaderMap) -> Response {
+    let result = call(&app, &headers, move |c, caller| c.delete_secret(caller, &ns, &name)).await;
+    respond(&headers, StatusCode::OK, result)
+}
+
+// Tokens.
+
+async fn list_tokens(State(app): State<App>, Query(params): Query<ListParams>, headers: HeaderMap) -> Response {
+    list_or_watch(app, headers, None, params, |c, caller, _, o| c.list_tokens(caller, o)).await
+}
+
+async fn create_token(State(app): State<App>, headers: HeaderMap, body: RawBody) -> Response {
+    with_body(app, headers, body, Token::KIND, BERTH_API_VERSION, StatusCode::CREATED, |c, caller, t| c.create_token(caller, t)).await
+}
+
+async fn get_token(State(app): State<App>, Path(name): Path<String>, headers: HeaderMap) -> Response {
+    let result = call(&app, &headers, move |c, caller| c.get_token(caller, &name)).await;
+    respond(&headers, StatusCode::OK, result)
+}
+
+async fn delete_token(State(app): State<App>, Path(name): Path<String>, headers: HeaderMap) -> Response {
+    let result = call(&app, &headers, move |c, caller| c.delete_token(caller, &name)).await;
+    respond(&headers, StatusCode::OK, result)
+}
+
+// Discovery, enough for clients that look before they call.
+
+fn resource_list_doc(group_version: &str, resources: &[(&str, &str, bool)]) -> serde_json::Value {
+    let resources: Vec<_> = resources
+        .iter()
+        .map(|(name, kind, namespaced)| json!({"name": name, "kind": kind, "namespaced": namespaced, "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"]}))
+        .collect();
+    json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources})
+}
+
+fn image_resources() -> serde_json::Value {
+    resource_list_doc(
+        IMAGE_API_VERSION,
+        &[
+            ("images", "Image", false),
+            ("imagestreams", "ImageStream", true),
+            ("imagestreamtags", "ImageStreamTag", true),
+            ("imagetags", "ImageTag", true),
+            ("imagestreamimages", "ImageStreamImage", true),
+            ("imagestreammappings", "ImageStreamMapping", true),
+        ],
+    )
+}
+
+fn discovery_groups() -> serde_json::Value {
+    let group = |name: &str, version: &str| {
+        json!({"name": name, "versions": [{"groupVersion": format!("{name}/{version}"), "version": version}], "preferredVersion": {"groupVersion": format!("{name}/{version}"), "version": version}})
+    };
+    json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": [group("image.openshift.io", "v1"), group("berth.dev", "v1")]})
+}

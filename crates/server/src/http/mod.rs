@@ -1,0 +1,172 @@
+//! The HTTP edge. Handlers parse the request, authenticate, call one service function on
+//! a blocking thread, and render the result; they hold no rules of their own. Errors are
+//! rendered as Kubernetes `Status` bodies here and nowhere else.
+
+mod api;
+mod body;
+mod watch;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use berth_model::meta::{ListMeta, Status, StatusCause, StatusDetails};
+use serde::Serialize;
+
+use crate::services::{Caller, Catalog, Error, ErrorKind, ListResult, Resource};
+
+pub use body::MAX_BODY_BYTES;
+
+/// Shared state of every handler.
+#[derive(Clone)]
+pub struct App {
+    pub catalog: Catalog,
+    pub ready: Arc<AtomicBool>,
+}
+
+/// The whole HTTP surface: the image API, the core API, berth's API, health checks.
+pub fn router(app: App) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/version", get(|| async { axum::Json(serde_json::json!({"gitVersion": env!("CARGO_PKG_VERSION"), "platform": "berth"})) }))
+        .merge(api::routes())
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(app)
+}
+
+async fn readyz(axum::extract::State(app): axum::extract::State<App>) -> Response {
+    if app.ready.load(Ordering::Acquire) { "ok".into_response() } else { (StatusCode::SERVICE_UNAVAILABLE, "starting").into_response() }
+}
+
+async fn not_found() -> Response {
+    render_error(Error::new(ErrorKind::NotFound, "the server could not find the requested resource: check the path (image API paths start with /apis/image.openshift.io/v1/)"))
+}
+
+async fn method_not_allowed() -> Response {
+    render_error(Error::new(ErrorKind::MethodNotAllowed, "this method is not supported on this resource"))
+}
+
+/// The bearer token of a request: `Authorization: Bearer <token>`.
+fn bearer(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_string())
+}
+
+/// Authenticates the request and runs `f` on a blocking thread (the store is synchronous).
+async fn call<T, F>(app: &App, headers: &HeaderMap, f: F) -> Result<T, Error>
+where
+    T: Send + 'static,
+    F: FnOnce(&Catalog, &Caller) -> Result<T, Error> + Send + 'static,
+{
+    let catalog = app.catalog.clone();
+    let token = bearer(headers);
+    tokio::task::spawn_blocking(move || {
+        let caller = catalog.authenticate(token.as_deref())?;
+        f(&catalog, &caller)
+    })
+    .await
+    .map_err(|err| Error::internal(format!("the request was interrupted: {err}")))?
+}
+
+/// Whether the client asked for YAML rather than JSON.
+fn wants_yaml(headers: &HeaderMap) -> bool {
+    headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|accept| accept.contains("yaml") && !accept.contains("json"))
+}
+
+/// Renders `value` with `status`, as JSON, or YAML when asked.
+fn render<T: Serialize>(headers: &HeaderMap, status: StatusCode, value: &T) -> Response {
+    if wants_yaml(headers) {
+        match yaml_serde::to_string(value) {
+            Ok(text) => return (status, [(header::CONTENT_TYPE, HeaderValue::from_static("application/yaml"))], text).into_response(),
+            Err(err) => return render_error(Error::internal(format!("the response could not be written as YAML: {err}"))),
+        }
+    }
+    match serde_json::to_vec(value) {
+        Ok(bytes) => (status, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], bytes).into_response(),
+        Err(err) => render_error(Error::internal(format!("the response could not be written: {err}"))),
+    }
+}
+
+fn respond<T: Serialize>(headers: &HeaderMap, status: StatusCode, result: Result<T, Error>) -> Response {
+    match result {
+        Ok(value) => render(headers, status, &value),
+        Err(err) => render_error(err),
+    }
+}
+
+/// A list in the Kubernetes shape: `{kind: XList, apiVersion, metadata, items}`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct List<T> {
+    kind: String,
+    api_version: &'static str,
+    metadata: ListMeta,
+    items: Vec<T>,
+}
+
+fn list_of<T: Serialize>(kind: &str, api_version: &'static str, list: ListResult<T>) -> List<T> {
+    List { kind: format!("{kind}List"), api_version, metadata: list.metadata, items: list.items }
+}
+
+fn resource_list<T: Resource>(list: ListResult<T>) -> List<T> {
+    list_of(T::KIND, T::API_VERSION, list)
+}
+
+/// A `Status` of success, as Kubernetes returns for deletes of virtual objects.
+fn success(details: StatusDetails) -> Status {
+    Status {
+        kind: "Status".to_string(),
+        api_version: "v1".to_string(),
+        metadata: ListMeta::default(),
+        status: "Success".to_string(),
+        message: String::new(),
+        reason: String::new(),
+        details: Some(details),
+        code: 200,
+    }
+}
+
+/// The `Status` body of an error.
+pub fn status_of(err: &Error) -> Status {
+    let (group, kind) = match err.resource.split_once('.') {
+        Some((kind, group)) => (group.to_string(), kind.to_string()),
+        None => (String::new(), err.resource.clone()),
+    };
+    let details = (!err.resource.is_empty() || !err.causes.is_empty()).then(|| StatusDetails {
+        name: err.name.clone(),
+        group,
+        kind,
+        causes: err
+            .causes
+            .iter()
+            .map(|c| StatusCause { reason: "FieldValueInvalid".to_string(), message: c.message.clone(), field: c.field.clone() })
+            .collect(),
+    });
+    Status {
+        kind: "Status".to_string(),
+        api_version: "v1".to_string(),
+        metadata: ListMeta::default(),
+        status: "Failure".to_string(),
+        message: err.message.clone(),
+        reason: err.kind.reason().to_string(),
+        details,
+        code: err.kind.code(),
+    }
+}
+
+pub fn render_error(err: Error) -> Response {
+    let status = status_of(&err);
+    let code = StatusCode::from_u16(status.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let body = serde_json::to_vec(&status).expect("Status always serialises");
+    let mut response = (code, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response();
+    if err.kind == ErrorKind::Unauthorized {
+        response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"berth\""));
+    }
+    response
+}

@@ -1,0 +1,197 @@
+//! Start-up and shutdown of `berth serve`: the data directory, the store, the first
+//! admin token and client config, the listener, and background compaction.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use berth_store::{MetadataStore, SqliteStore, Synchronous};
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::http::{App, router};
+use crate::services::{Catalog, CatalogConfig};
+
+/// Everything `berth serve` is told at start-up.
+#[derive(Clone, Debug)]
+pub struct ServeConfig {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    /// `host[:port]` of berth's registry in pull specs; the listen address when `None`.
+    pub registry_hostname: Option<String>,
+    pub public_registry_hostnames: Vec<String>,
+    pub synchronous: Synchronous,
+    /// How many event-log entries to keep for watches to resume from.
+    pub event_retention: u64,
+    pub compaction_interval: Duration,
+    /// Where to write the client config on first start; `None` writes none.
+    pub client_config: Option<PathBuf>,
+}
+
+/// The file the CLI reads to find the server and its token.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientConfig {
+    pub server: String,
+    pub token: String,
+}
+
+impl ClientConfig {
+    /// `$BERTH_CONFIG`, else `$XDG_CONFIG_HOME/berth/config.yaml`, else
+    /// `~/.config/berth/config.yaml`.
+    pub fn default_path() -> Option<PathBuf> {
+        if let Some(path) = std::env::var_os("BERTH_CONFIG") {
+            return Some(PathBuf::from(path));
+        }
+        let base = std::env::var_os("XDG_CONFIG_HOME").map(PathBuf::from).or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))?;
+        Some(base.join("berth").join("config.yaml"))
+    }
+
+    pub fn load(path: &Path) -> anyhow::Result<ClientConfig> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        yaml_serde::from_str(&text).with_context(|| format!("{} is not a berth client config", path.display()))
+    }
+
+    pub fn save(&self, path: &Path) -> anyhow::Result<()> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        write_private(path, &yaml_serde::to_string(self)?)
+    }
+}
+
+/// A running server.
+pub struct Started {
+    pub addr: SocketAddr,
+    /// The admin token, when this start created it (the first start of a data directory).
+    pub admin_token: Option<String>,
+    shutdown: oneshot::Sender<()>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Started {
+    /// Stops accepting, lets requests in flight finish, and waits for the server to end.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.shutdown.send(());
+        self.task.await.context("the server task failed")?
+    }
+
+    /// Waits until the server ends by itself (it does not, unless it fails).
+    pub async fn wait(self) -> anyhow::Result<()> {
+        let Started { shutdown, task, .. } = self;
+        let result = task.await.context("the server task failed")?;
+        drop(shutdown);
+        result
+    }
+
+    pub fn shutdown_handle(&mut self) -> oneshot::Sender<()> {
+        std::mem::replace(&mut self.shutdown, oneshot::channel().0)
+    }
+}
+
+/// Opens the data directory and starts serving. Returns once the listener is bound and
+/// the server is ready.
+pub async fn start(config: ServeConfig) -> anyhow::Result<Started> {
+    std::fs::create_dir_all(config.data_dir.join("blobs")).with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+    let db = config.data_dir.join("berth.db");
+    let store: Arc<dyn MetadataStore> = Arc::new(SqliteStore::open(&db, config.synchronous).with_context(|| format!("opening {}", db.display()))?);
+    let listener = TcpListener::bind(config.listen).await.with_context(|| format!("listening on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let catalog = Catalog::new(
+        Arc::clone(&store),
+        CatalogConfig {
+            registry_hostname: config.registry_hostname.clone().unwrap_or_else(|| addr.to_string()),
+            public_registry_hostnames: config.public_registry_hostnames.clone(),
+        },
+    );
+    let admin_token = tokio::task::spawn_blocking({
+        let catalog = catalog.clone();
+        move || catalog.bootstrap_admin()
+    })
+    .await?
+    .map_err(|err| anyhow::anyhow!(err.message))?;
+    if let Some(token) = &admin_token {
+        let token_file = config.data_dir.join("admin.token");
+        write_private(&token_file, &format!("{token}\n"))?;
+        tracing::info!(path = %token_file.display(), "created the cluster-admin token");
+        if let Some(path) = &config.client_config {
+            ClientConfig { server: format!("http://{addr}"), token: token.clone() }.save(path)?;
+            tracing::info!(path = %path.display(), "wrote the client config: berth commands on this machine will use this server");
+        }
+    }
+    let ready = Arc::new(AtomicBool::new(false));
+    let app = App { catalog, ready: Arc::clone(&ready) };
+    let (shutdown, stopped) = oneshot::channel::<()>();
+    let compactor = tokio::spawn(compact_forever(store, config.event_retention, config.compaction_interval));
+    let task = tokio::spawn(async move {
+        let served = axum::serve(listener, router(app)).with_graceful_shutdown(async move {
+            let _ = stopped.await;
+        });
+        let result = served.await.context("serving HTTP");
+        compactor.abort();
+        result
+    });
+    ready.store(true, Ordering::Release);
+    tracing::info!(%addr, data_dir = %config.data_dir.display(), "berth is serving");
+    Ok(Started { addr, admin_token, shutdown, task })
+}
+
+/// Runs `berth serve` until SIGINT or SIGTERM.
+pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
+    let mut started = start(config).await?;
+    let shutdown = started.shutdown_handle();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        let _ = shutdown.send(());
+    });
+    started.wait().await
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+async fn compact_forever(store: Arc<dyn MetadataStore>, keep: u64, every: Duration) {
+    let mut interval = tokio::time::interval(every);
+    loop {
+        interval.tick().await;
+        let store = Arc::clone(&store);
+        match tokio::task::spawn_blocking(move || store.compact(keep)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(err)) => tracing::warn!(%err, "event-log compaction failed; will retry"),
+            Err(_) => return,
+        }
+    }
+}
+
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path).with_context(|| format!("writing {}", path.display()))?;
+    file.write_all(text.as_bytes())?;
+    Ok(())
+}

@@ -1,0 +1,214 @@
+//! berth's services. HTTP handlers call services; services never call handlers and know
+//! nothing of HTTP: each function takes the authenticated [`Caller`] and typed input,
+//! applies the model's rules inside one store transaction, and returns typed output or a
+//! typed [`Error`]. Services are synchronous (the store is); the HTTP edge runs them on
+//! blocking threads.
+
+pub mod error;
+pub mod images;
+pub mod namespaces;
+pub mod resource;
+pub mod streams;
+pub mod tokens;
+pub mod watch;
+
+use std::sync::Arc;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use berth_model::ObjectMeta;
+use berth_model::access::{Action, Grant};
+use berth_model::meta::ListMeta;
+use berth_model::selector::{FieldSelector, LabelSelector};
+use berth_store::{ListQuery, MetadataStore, WriteTxn};
+use serde::{Deserialize, Serialize};
+
+pub use error::{Error, ErrorKind, Result};
+pub use resource::Resource;
+
+/// Settings the services need, given explicitly at start-up.
+#[derive(Clone, Debug)]
+pub struct CatalogConfig {
+    /// `host[:port]` that pull specs of images in berth start with
+    /// (`status.dockerImageRepository`).
+    pub registry_hostname: String,
+    /// Public hostnames of berth's registry; the first one fills
+    /// `status.publicDockerImageRepository`.
+    pub public_registry_hostnames: Vec<String>,
+}
+
+/// The catalog: every service over one store.
+#[derive(Clone)]
+pub struct Catalog {
+    store: Arc<dyn MetadataStore>,
+    config: Arc<CatalogConfig>,
+}
+
+/// Who is asking: the token's name and what it allows.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    pub token: String,
+    pub grant: Grant,
+}
+
+impl Caller {
+    /// Fails with 403 and a message naming what is missing when the caller may not act.
+    pub fn require(&self, action: Action<'_>, verb: &str, resource: &str) -> Result<()> {
+        if self.grant.allows(action) {
+            return Ok(());
+        }
+        let place = match action {
+            Action::Read(ns) | Action::Write(ns) | Action::ReadSecretData(ns) | Action::SeeNamespace(ns) => format!(" in namespace {ns:?}"),
+            _ => " at the cluster scope".to_string(),
+        };
+        Err(Error::forbidden(format!(
+            "{resource} is forbidden: token {:?} ({}) cannot {verb} {resource}{place}; ask an admin for a token with that access",
+            self.token,
+            self.grant.describe()
+        )))
+    }
+}
+
+/// What a list asks for, as the Kubernetes list parameters say it.
+#[derive(Clone, Debug, Default)]
+pub struct ListOptions {
+    pub label_selector: LabelSelector,
+    pub field_selector: FieldSelector,
+    pub limit: Option<usize>,
+    pub continue_token: Option<String>,
+}
+
+/// A page of a list, with the list's metadata.
+#[derive(Clone, Debug)]
+pub struct ListResult<T> {
+    pub items: Vec<T>,
+    pub metadata: ListMeta,
+}
+
+#[derive(Serialize, Deserialize)]
+struct ContinueToken {
+    ns: String,
+    name: String,
+}
+
+impl ListOptions {
+    fn matches(&self, meta: &ObjectMeta) -> bool {
+        self.label_selector.matches(&meta.labels) && self.field_selector.matches(meta)
+    }
+
+    fn after(&self) -> Result<Option<(String, String)>> {
+        let Some(token) = &self.continue_token else {
+            return Ok(None);
+        };
+        let decoded = URL_SAFE_NO_PAD
+            .decode(token)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<ContinueToken>(&bytes).ok())
+            .ok_or_else(|| Error::bad_request("the continue token is not one this server issued: start the list again without it"))?;
+        Ok(Some((decoded.ns, decoded.name)))
+    }
+}
+
+impl Catalog {
+    pub fn new(store: Arc<dyn MetadataStore>, config: CatalogConfig) -> Catalog {
+        Catalog { store, config: Arc::new(config) }
+    }
+
+    pub fn store(&self) -> &Arc<dyn MetadataStore> {
+        &self.store
+    }
+
+    pub fn config(&self) -> &CatalogConfig {
+        &self.config
+    }
+
+    /// Reads one object, or `None`.
+    pub(crate) fn load<T: Resource>(&self, namespace: &str, name: &str) -> Result<Option<T>> {
+        match self.store.get(&T::key(namespace, name))? {
+            Some(stored) => Ok(Some(T::decode(&stored)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Reads one object, or fails with 404.
+    pub(crate) fn require<T: Resource>(&self, namespace: &str, name: &str) -> Result<T> {
+        self.load(namespace, name)?.ok_or_else(|| Error::not_found(T::QUALIFIED, name))
+    }
+
+    /// Lists objects of `T` (in `namespace`, or all) that match `options` and pass `keep`.
+    pub(crate) fn list_objects<T: Resource>(&self, namespace: Option<&str>, options: &ListOptions, keep: impl Fn(&T) -> bool) -> Result<ListResult<T>> {
+        if let Some(name) = options.field_selector.exact_name()
+            && let Some(ns) = namespace.or(if T::NAMESPACED { None } else { Some("") })
+        {
+            let revision = self.store.current_revision()?;
+            let items = self.load::<T>(ns, name)?.into_iter().filter(|o| options.matches(o.meta()) && keep(o)).collect();
+            return Ok(ListResult { items, metadata: ListMeta { resource_version: revision.to_string(), ..ListMeta::default() } });
+        }
+        let query = ListQuery { resource: T::RESOURCE.to_string(), namespace: namespace.map(str::to_string), after: options.after()?, limit: options.limit };
+        let page = self.store.list(&query)?;
+        let continue_token = match (page.more, page.items.last()) {
+            (true, Some(last)) => {
+                let token = ContinueToken { ns: last.key.namespace.clone(), name: last.key.name.clone() };
+                URL_SAFE_NO_PAD.encode(serde_json::to_vec(&token).expect("continue tokens serialise"))
+            }
+            _ => String::new(),
+        };
+        let mut items = Vec::with_capacity(page.items.len());
+        for stored in &page.items {
+            let object = T::decode(stored)?;
+            if options.matches(object.meta()) && keep(&object) {
+                items.push(object);
+            }
+        }
+        Ok(ListResult { items, metadata: ListMeta { resource_version: page.revision.to_string(), continue_token } })
+    }
+}
+
+/// Fails with 404 (and a hint) unless `namespace` exists, inside a write transaction so
+/// that nothing is created in a namespace being deleted.
+pub(crate) fn ensure_namespace(txn: &mut dyn WriteTxn, namespace: &str) -> Result<()> {
+    let key = <berth_model::core::Namespace as Resource>::key("", namespace);
+    if txn.get(&key)?.is_none() {
+        let mut err = Error::not_found("namespaces", namespace);
+        err.message = format!("namespaces {namespace:?} not found: create it first with `berth create namespace {namespace}`");
+        return Err(err);
+    }
+    Ok(())
+}
+
+/// Checks that an object's `metadata.namespace` agrees with the URL's and fills it in.
+pub(crate) fn place_in_namespace(meta: &mut ObjectMeta, namespace: &str) -> Result<()> {
+    if !meta.namespace.is_empty() && meta.namespace != namespace {
+        return Err(Error::bad_request(format!(
+            "the namespace of the object ({:?}) does not match the namespace of the request ({namespace:?})",
+            meta.namespace
+        )));
+    }
+    meta.namespace = namespace.to_string();
+    Ok(())
+}
+
+/// The `resourceVersion` a client sent as a precondition, if any.
+pub(crate) fn precondition(meta: &ObjectMeta) -> Result<berth_store::Precondition> {
+    if meta.resource_version.is_empty() {
+        return Ok(berth_store::Precondition::Any);
+    }
+    meta.resource_version
+        .parse()
+        .map(berth_store::Precondition::Revision)
+        .map_err(|_| Error::bad_request(format!("metadata.resourceVersion {:?} is not one this server issued", meta.resource_version)))
+}
+
+/// Fills the fields the server owns on a new object.
+pub(crate) fn stamp_new(meta: &mut ObjectMeta, now: berth_model::Time) {
+    meta.uid = uuid::Uuid::new_v4().to_string();
+    meta.creation_timestamp = Some(now);
+    meta.resource_version.clear();
+}
+
+/// Keeps the fields the server owns from the stored object on an update.
+pub(crate) fn keep_server_fields(meta: &mut ObjectMeta, stored: &ObjectMeta) {
+    meta.uid = stored.uid.clone();
+    meta.creation_timestamp = stored.creation_timestamp;
+    meta.generation = stored.generation;
+}

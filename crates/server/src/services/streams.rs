@@ -1,0 +1,369 @@
+//! Image streams and the views and actions built on them: ImageStreamTag, ImageTag,
+//! ImageStreamImage and ImageStreamMapping.
+
+use berth_model::access::Action;
+use berth_model::image::Image;
+use berth_model::imagestream::{FindImageError, ImageStream, ImageStreamImage, ImageStreamMapping, ImageStreamTag, ImageTag, TagReference};
+use berth_model::names::{check_stream_name, check_tag, split_stream_image, split_stream_tag};
+use berth_model::reference::ImageReference;
+use berth_model::tags::{self, SourceStreams};
+use berth_model::{FieldError, ObjectMeta, Time};
+use berth_store::{Precondition, WriteTxn, transact};
+
+use crate::services::{
+    Caller, Catalog, Error, ListOptions, ListResult, Resource, Result, ensure_namespace, keep_server_fields, place_in_namespace, precondition,
+    stamp_new,
+};
+
+const ISTAG: &str = "imagestreamtags.image.openshift.io";
+const IMAGETAG: &str = "imagetags.image.openshift.io";
+const ISIMAGE: &str = "imagestreamimages.image.openshift.io";
+const ISM: &str = "imagestreammappings.image.openshift.io";
+const STREAMS: &str = ImageStream::QUALIFIED;
+
+/// What a change to one stream's tags is, for [`Catalog::change_tag`].
+enum TagChange {
+    /// Create the tag; fail if the stream already has it.
+    Create(TagReference),
+    /// Create or replace the tag.
+    Set(TagReference),
+    /// Remove the tag's spec and history.
+    Delete,
+}
+
+impl Catalog {
+    pub(crate) fn with_repositories(&self, mut stream: ImageStream) -> ImageStream {
+        let path = format!("{}/{}", stream.metadata.namespace, stream.metadata.name);
+        stream.status.docker_image_repository = format!("{}/{path}", self.config().registry_hostname);
+        stream.status.public_docker_image_repository =
+            self.config().public_registry_hostnames.first().map(|host| format!("{host}/{path}")).unwrap_or_default();
+        stream
+    }
+
+    pub fn get_stream(&self, caller: &Caller, namespace: &str, name: &str) -> Result<ImageStream> {
+        caller.require(Action::Read(namespace), "get", STREAMS)?;
+        Ok(self.with_repositories(self.require(namespace, name)?))
+    }
+
+    pub fn list_streams(&self, caller: &Caller, namespace: Option<&str>, options: &ListOptions) -> Result<ListResult<ImageStream>> {
+        match namespace {
+            Some(ns) => caller.require(Action::Read(ns), "list", STREAMS)?,
+            None => caller.require(Action::ReadCluster, "list", STREAMS)?,
+        }
+        let mut list = self.list_objects::<ImageStream>(namespace, options, |_| true)?;
+        list.items = list.items.into_iter().map(|s| self.with_repositories(s)).collect();
+        Ok(list)
+    }
+
+    pub fn create_stream(&self, caller: &Caller, namespace: &str, mut stream: ImageStream) -> Result<ImageStream> {
+        caller.require(Action::Write(namespace), "create", STREAMS)?;
+        place_in_namespace(&mut stream.metadata, namespace)?;
+        let name = stream.metadata.name.clone();
+        check_valid(&stream)?;
+        let now = Time::now();
+        stamp_new(&mut stream.metadata, now);
+        let stored = transact(&**self.store(), |txn| {
+            ensure_namespace(txn, namespace)?;
+            let sources = load_sources(txn, caller, None, &stream)?;
+            tags::prepare_create(&mut stream, &sources, now).map_err(|causes| Error::invalid(STREAMS, &name, causes))?;
+            put_stream(txn, &mut stream, Precondition::Absent)?;
+            Ok::<_, Error>(stream)
+        })?;
+        Ok(self.with_repositories(stored))
+    }
+
+    pub fn update_stream(&self, caller: &Caller, namespace: &str, name: &str, mut stream: ImageStream) -> Result<ImageStream> {
+        caller.require(Action::Write(namespace), "update", STREAMS)?;
+        place_in_namespace(&mut stream.metadata, namespace)?;
+        name_matches(&stream.metadata, name)?;
+        check_valid(&stream)?;
+        let expect = precondition(&stream.metadata)?;
+        let stored = transact(&**self.store(), |txn| {
+            let old = read_stream(txn, namespace, name)?.ok_or_else(|| Error::not_found(STREAMS, name))?;
+            keep_server_fields(&mut stream.metadata, &old.metadata);
+            let sources = load_sources(txn, caller, Some(&old), &stream)?;
+            tags::prepare_update(&old, &mut stream, &sources, Time::now()).map_err(|causes| Error::invalid(STREAMS, name, causes))?;
+            put_stream(txn, &mut stream, expect)?;
+            Ok::<_, Error>(stream)
+        })?;
+        Ok(self.with_repositories(stored))
+    }
+
+    pub fn delete_stream(&self, caller: &Caller, namespace: &str, name: &str) -> Result<ImageStream> {
+        caller.require(Action::Write(namespace), "delete", STREAMS)?;
+        let deleted = transact(&**self.store(), |txn| {
+            let stream = read_stream(txn, namespace, name)?.ok_or_else(|| Error::not_found(STREAMS, name))?;
+            txn.delete(&ImageStream::key(namespace, name), Precondition::Any)?;
+            Ok::<_, Error>(stream)
+        })?;
+        Ok(self.with_repositories(deleted))
+    }
+
+    /// The Image a stream's tag points at now, if berth has it.
+    fn current_image(&self, stream: &ImageStream, tag: &str) -> Result<Option<Image>> {
+        match stream.latest_event(tag) {
+            Some(event) if !event.image.is_empty() => self.load::<Image>("", &event.image),
+            _ => Ok(None),
+        }
+    }
+
+    pub fn get_stream_tag(&self, caller: &Caller, namespace: &str, name: &str) -> Result<ImageStreamTag> {
+        caller.require(Action::Read(namespace), "get", ISTAG)?;
+        let (stream_name, tag) = split_tag_name(ISTAG, name)?;
+        let stream = self.load::<ImageStream>(namespace, stream_name)?.ok_or_else(|| Error::not_found(ISTAG, name))?;
+        let image = self.current_image(&stream, tag)?;
+        stream.image_stream_tag(tag, image.as_ref()).ok_or_else(|| Error::not_found(ISTAG, name))
+    }
+
+    pub fn list_stream_tags(&self, caller: &Caller, namespace: &str, options: &ListOptions) -> Result<ListResult<ImageStreamTag>> {
+        caller.require(Action::Read(namespace), "list", ISTAG)?;
+        self.list_tag_views(namespace, options, |stream, tag, image| stream.image_stream_tag(tag, image), |v| &v.metadata)
+    }
+
+    pub fn get_image_tag(&self, caller: &Caller, namespace: &str, name: &str) -> Result<ImageTag> {
+        caller.require(Action::Read(namespace), "get", IMAGETAG)?;
+        let (stream_name, tag) = split_tag_name(IMAGETAG, name)?;
+        let stream = self.load::<ImageStream>(namespace, stream_name)?.ok_or_else(|| Error::not_found(IMAGETAG, name))?;
+        let image = self.current_image(&stream, tag)?;
+        stream.image_tag(tag, image.as_ref()).ok_or_else(|| Error::not_found(IMAGETAG, name))
+    }
+
+    /// Lists image tags; as in OpenShift, list items leave out the image.
+    pub fn list_image_tags(&self, caller: &Caller, namespace: &str, options: &ListOptions) -> Result<ListResult<ImageTag>> {
+        caller.require(Action::Read(namespace), "list", IMAGETAG)?;
+        self.list_tag_views(namespace, options, |stream, tag, _| stream.image_tag(tag, None), |v| &v.metadata)
+    }
+
+    fn list_tag_views<V>(
+        &self,
+        namespace: &str,
+        options: &ListOptions,
+        view: impl Fn(&ImageStream, &str, Option<&Image>) -> Option<V>,
+        meta: impl Fn(&V) -> &ObjectMeta,
+    ) -> Result<ListResult<V>> {
+        let streams = self.list_objects::<ImageStream>(namespace.into(), &ListOptions { limit: None, continue_token: None, ..ListOptions::default() }, |_| true)?;
+        let mut items = Vec::new();
+        for stream in &streams.items {
+            for tag in stream.tag_names() {
+                let image = self.current_image(stream, tag)?;
+                if let Some(v) = view(stream, tag, image.as_ref())
+                    && options.field_selector.matches(meta(&v))
+                    && options.label_selector.matches(&meta(&v).labels)
+                {
+                    items.push(v);
+                }
+            }
+        }
+        Ok(ListResult { items, metadata: streams.metadata })
+    }
+
+    pub fn create_stream_tag(&self, caller: &Caller, namespace: &str, istag: ImageStreamTag) -> Result<ImageStreamTag> {
+        let name = istag.metadata.name.clone();
+        let spec = required_spec(ISTAG, &name, istag.tag)?;
+        self.change_tag(caller, namespace, ISTAG, &name, &istag.metadata, TagChange::Create(spec))?;
+        self.get_stream_tag(caller, namespace, &name)
+    }
+
+    pub fn update_stream_tag(&self, caller: &Caller, namespace: &str, name: &str, istag: ImageStreamTag) -> Result<ImageStreamTag> {
+        name_matches(&istag.metadata, name)?;
+        let spec = required_spec(ISTAG, name, istag.tag)?;
+        self.change_tag(caller, namespace, ISTAG, name, &istag.metadata, TagChange::Set(spec))?;
+        self.get_stream_tag(caller, namespace, name)
+    }
+
+    pub fn delete_stream_tag(&self, caller: &Caller, namespace: &str, name: &str) -> Result<()> {
+        self.change_tag(caller, namespace, ISTAG, name, &ObjectMeta::default(), TagChange::Delete)
+    }
+
+    pub fn create_image_tag(&self, caller: &Caller, namespace: &str, image_tag: ImageTag) -> Result<ImageTag> {
+        let name = image_tag.metadata.name.clone();
+        let spec = required_spec(IMAGETAG, &name, image_tag.spec)?;
+        self.change_tag(caller, namespace, IMAGETAG, &name, &image_tag.metadata, TagChange::Create(spec))?;
+        self.get_image_tag(caller, namespace, &name)
+    }
+
+    pub fn update_image_tag(&self, caller: &Caller, namespace: &str, name: &str, image_tag: ImageTag) -> Result<ImageTag> {
+        name_matches(&image_tag.metadata, name)?;
+        let spec = required_spec(IMAGETAG, name, image_tag.spec)?;
+        self.change_tag(caller, namespace, IMAGETAG, name, &image_tag.metadata, TagChange::Set(spec))?;
+        self.get_image_tag(caller, namespace, name)
+    }
+
+    pub fn delete_image_tag(&self, caller: &Caller, namespace: &str, name: &str) -> Result<()> {
+        self.change_tag(caller, namespace, IMAGETAG, name, &ObjectMeta::default(), TagChange::Delete)
+    }
+
+    /// Changes one tag of a stream (ImageStreamTag and ImageTag writes). A create or set
+    /// makes the stream when it does not exist yet, as OpenShift does.
+    fn change_tag(&self, caller: &Caller, namespace: &str, resource: &str, name: &str, meta: &ObjectMeta, change: TagChange) -> Result<()> {
+        let verb = match change {
+            TagChange::Create(_) => "create",
+            TagChange::Set(_) => "update",
+            TagChange::Delete => "delete",
+        };
+        caller.require(Action::Write(namespace), verb, resource)?;
+        let mut place = meta.clone();
+        place_in_namespace(&mut place, namespace)?;
+        let (stream_name, tag) = split_tag_name(resource, name)?;
+        let expect = precondition(meta)?;
+        let now = Time::now();
+        transact(&**self.store(), |txn| {
+            ensure_namespace(txn, namespace)?;
+            let old = read_stream(txn, namespace, stream_name)?;
+            let spec = match change {
+                TagChange::Delete => {
+                    let mut stream = old.ok_or_else(|| Error::not_found(resource, name))?;
+                    if !tags::remove_tag(&mut stream, tag) {
+                        return Err(Error::not_found(resource, name));
+                    }
+                    return put_stream(txn, &mut stream, expect);
+                }
+                TagChange::Create(_) if old.as_ref().is_some_and(|s| s.spec_tag(tag).is_some() || s.status_tag(tag).is_some()) => {
+                    return Err(Error::already_exists(resource, name));
+                }
+                TagChange::Create(spec) | TagChange::Set(spec) => spec,
+            };
+            let spec = TagReference { name: tag.to_string(), ..spec };
+            let mut stream = old.clone().unwrap_or_else(|| new_stream(namespace, stream_name, now));
+            tags::set_spec_tag(&mut stream, spec);
+            check_valid(&stream).map_err(|err| Error { resource: resource.to_string(), name: name.to_string(), ..err })?;
+            let sources = load_sources(txn, caller, old.as_ref(), &stream)?;
+            let prepared = match &old {
+                Some(old) => tags::prepare_update(old, &mut stream, &sources, now),
+                None => tags::prepare_create(&mut stream, &sources, now),
+            };
+            prepared.map_err(|causes| Error::invalid(resource, name, causes))?;
+            let expect = if old.is_none() { Precondition::Absent } else { expect };
+            put_stream(txn, &mut stream, expect)
+        })
+    }
+
+    pub fn get_stream_image(&self, caller: &Caller, namespace: &str, name: &str) -> Result<ImageStreamImage> {
+        caller.require(Action::Read(namespace), "get", ISIMAGE)?;
+        let Some((stream_name, id)) = split_stream_image(name) else {
+            return Err(Error::bad_request(format!("{name:?} is not an image stream image name: use STREAM@DIGEST")));
+        };
+        let stream = self.load::<ImageStream>(namespace, stream_name)?.ok_or_else(|| Error::not_found(ISIMAGE, name))?;
+        let event = match stream.find_image(id) {
+            Ok(event) => event,
+            Err(FindImageError::NotFound) => return Err(Error::not_found(ISIMAGE, name)),
+            Err(FindImageError::Ambiguous) => {
+                return Err(Error::bad_request(format!("{id:?} matches more than one image in {}: give more of the digest", stream.describe())));
+            }
+        };
+        let image = self.load::<Image>("", &event.image)?.ok_or_else(|| Error::not_found(ISIMAGE, name))?;
+        Ok(stream.image_stream_image(&image))
+    }
+
+    /// Stores `mapping.image` (unless berth already has it) and points the tag at it,
+    /// creating the stream when it is missing.
+    pub fn create_mapping(&self, caller: &Caller, namespace: &str, mut mapping: ImageStreamMapping) -> Result<()> {
+        caller.require(Action::Write(namespace), "create", ISM)?;
+        place_in_namespace(&mut mapping.metadata, namespace)?;
+        let stream_name = mapping.metadata.name.clone();
+        let mut errors: Vec<FieldError> = Vec::new();
+        errors.extend(check_stream_name("metadata.name", namespace, &stream_name).err());
+        errors.extend(check_tag("tag", &mapping.tag).err());
+        if let Err(image_errors) = mapping.image.validate("image.") {
+            errors.extend(image_errors);
+        }
+        if mapping.image.docker_image_reference.is_empty() {
+            errors.push(FieldError::new("image.dockerImageReference", "the pull spec of the image is required"));
+        } else if let Err(message) = ImageReference::parse(&mapping.image.docker_image_reference) {
+            errors.push(FieldError::new("image.dockerImageReference", message));
+        }
+        if !errors.is_empty() {
+            return Err(Error::invalid(ISM, &stream_name, errors));
+        }
+        let now = Time::now();
+        let tag = mapping.tag.clone();
+        let mut image = mapping.image;
+        transact(&**self.store(), |txn| {
+            ensure_namespace(txn, namespace)?;
+            let image_key = Image::key("", &image.metadata.name);
+            match txn.get(&image_key)? {
+                Some(stored) => {
+                    let known = Image::decode(&stored)?;
+                    image.metadata = known.metadata;
+                }
+                None => {
+                    image.metadata.namespace.clear();
+                    stamp_new(&mut image.metadata, now);
+                    txn.put(&image_key, &image.encode(), &[], Precondition::Absent)?;
+                }
+            }
+            let old = read_stream(txn, namespace, &stream_name)?;
+            let expect = if old.is_some() { Precondition::Any } else { Precondition::Absent };
+            let mut stream = old.unwrap_or_else(|| new_stream(namespace, &stream_name, now));
+            if tags::map_image(&mut stream, &tag, &image, now) {
+                put_stream(txn, &mut stream, expect)?;
+            }
+            Ok(())
+        })
+    }
+}
+
+fn new_stream(namespace: &str, name: &str, now: Time) -> ImageStream {
+    let mut stream = ImageStream {
+        metadata: ObjectMeta { name: name.to_string(), namespace: namespace.to_string(), generation: Some(1), ..ObjectMeta::default() },
+        ..ImageStream::default()
+    };
+    stamp_new(&mut stream.metadata, now);
+    stream
+}
+
+fn check_valid(stream: &ImageStream) -> Result<()> {
+    let errors = tags::validate_stream(stream);
+    if errors.is_empty() { Ok(()) } else { Err(Error::invalid(STREAMS, &stream.metadata.name, errors)) }
+}
+
+fn name_matches(meta: &ObjectMeta, name: &str) -> Result<()> {
+    if !meta.name.is_empty() && meta.name != name {
+        return Err(Error::bad_request(format!("the name of the object ({:?}) does not match the name in the URL ({name:?})", meta.name)));
+    }
+    Ok(())
+}
+
+fn split_tag_name<'a>(resource: &str, name: &'a str) -> Result<(&'a str, &'a str)> {
+    split_stream_tag(name).ok_or_else(|| {
+        Error::invalid(resource, name, vec![FieldError::new("metadata.name", format!("{name:?} must be STREAM:TAG"))])
+    })
+}
+
+fn required_spec(resource: &str, name: &str, spec: Option<TagReference>) -> Result<TagReference> {
+    spec.ok_or_else(|| {
+        let field = if resource == ISTAG { "tag" } else { "spec" };
+        Error::invalid(resource, name, vec![FieldError::new(field, "the tag's spec is required: say where the tag comes from in `from`")])
+    })
+}
+
+fn read_stream(txn: &mut dyn WriteTxn, namespace: &str, name: &str) -> Result<Option<ImageStream>> {
+    match txn.get(&ImageStream::key(namespace, name))? {
+        Some(stored) => Ok(Some(ImageStream::decode(&stored)?)),
+        None => Ok(None),
+    }
+}
+
+fn put_stream(txn: &mut dyn WriteTxn, stream: &mut ImageStream, expect: Precondition) -> Result<()> {
+    let key = ImageStream::key(&stream.metadata.namespace, &stream.metadata.name);
+    // The repositories in status are derived on read, never stored.
+    stream.status.docker_image_repository.clear();
+    stream.status.public_docker_image_repository.clear();
+    let revision = txn.put(&key, &stream.encode(), &stream.refs(), expect).map_err(|err| Error::from_store(err, STREAMS, &key.name))?;
+    stream.metadata.resource_version = revision.to_string();
+    stream.set_type();
+    Ok(())
+}
+
+/// Loads the other streams the changed tags of `stream` read from, checking the caller
+/// may read each.
+fn load_sources(txn: &mut dyn WriteTxn, caller: &Caller, old: Option<&ImageStream>, stream: &ImageStream) -> Result<SourceStreams> {
+    let mut sources = SourceStreams::new();
+    for (namespace, name) in tags::source_streams_needed(old, stream) {
+        caller.require(Action::Read(&namespace), "get", STREAMS)?;
+        if let Some(source) = read_stream(txn, &namespace, &name)? {
+            sources.insert((namespace, name), source);
+        }
+    }
+    Ok(sources)
+}

@@ -1,0 +1,122 @@
+//! API tokens: created with a role on namespaces (or the cluster), stored as a SHA-256 of
+//! their secret part, shown once, revoked by deletion.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use berth_model::Time;
+use berth_model::access::{Action, Grant};
+use berth_model::core::{Token, TokenSpec, TokenStatus};
+use berth_store::{Precondition, transact};
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::services::{Caller, Catalog, Error, ListOptions, ListResult, Resource, Result, stamp_new};
+
+const TOKENS: &str = Token::QUALIFIED;
+const PREFIX: &str = "brt_";
+
+fn secret_hash(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+fn without_secret(mut token: Token) -> Token {
+    token.secret_sha256.clear();
+    token.status = None;
+    token
+}
+
+impl Catalog {
+    /// Resolves a bearer token to the caller it names.
+    pub fn authenticate(&self, bearer: Option<&str>) -> Result<Caller> {
+        let Some(bearer) = bearer else {
+            return Err(Error::unauthorized(
+                "no bearer token: pass --token or set BERTH_TOKEN (`berth serve` writes the admin token to <data-dir>/admin.token on first start)",
+            ));
+        };
+        let invalid = || Error::unauthorized("the bearer token is not valid: it may have been revoked; ask an admin for a new one (`berth token create`)");
+        let (name, secret) = bearer.strip_prefix(PREFIX).and_then(|rest| rest.split_once('.')).ok_or_else(invalid)?;
+        if berth_model::names::check_dns_label("", name).is_err() {
+            return Err(invalid());
+        }
+        let token: Token = self.load("", name)?.ok_or_else(invalid)?;
+        if !bool::from(secret_hash(secret).as_bytes().ct_eq(token.secret_sha256.as_bytes())) {
+            return Err(invalid());
+        }
+        if token.expired(Time::now()) {
+            let at = token.spec.expiration_timestamp.map(|t| t.to_string()).unwrap_or_default();
+            return Err(Error::unauthorized(format!("token {name:?} expired at {at}: ask an admin for a new one (`berth token create`)")));
+        }
+        Ok(Caller { token: name.to_string(), grant: token.grant() })
+    }
+
+    /// Creates a token; the response carries the bearer token in `status.token`, once.
+    pub fn create_token(&self, caller: &Caller, token: Token) -> Result<Token> {
+        caller.require(Action::AdministerCluster, "create", TOKENS)?;
+        self.insert_token(token)
+    }
+
+    fn insert_token(&self, mut token: Token) -> Result<Token> {
+        let name = token.metadata.name.clone();
+        let errors = token.validate();
+        if !errors.is_empty() {
+            return Err(Error::invalid(TOKENS, &name, errors));
+        }
+        let mut raw = [0u8; 32];
+        rand::rng().fill_bytes(&mut raw);
+        let secret = URL_SAFE_NO_PAD.encode(raw);
+        token.metadata.namespace.clear();
+        stamp_new(&mut token.metadata, Time::now());
+        token.secret_sha256 = secret_hash(&secret);
+        token.status = None;
+        let revision = transact(&**self.store(), |txn| txn.put(&Token::key("", &name), &token.encode(), &[], Precondition::Absent))
+            .map_err(|err| Error::from_store(err, TOKENS, &name))?;
+        token.metadata.resource_version = revision.to_string();
+        token.set_type();
+        let mut shown = without_secret(token);
+        shown.status = Some(TokenStatus { token: format!("{PREFIX}{name}.{secret}") });
+        Ok(shown)
+    }
+
+    pub fn get_token(&self, caller: &Caller, name: &str) -> Result<Token> {
+        caller.require(Action::AdministerCluster, "get", TOKENS)?;
+        Ok(without_secret(self.require("", name)?))
+    }
+
+    pub fn list_tokens(&self, caller: &Caller, options: &ListOptions) -> Result<ListResult<Token>> {
+        caller.require(Action::AdministerCluster, "list", TOKENS)?;
+        let mut list = self.list_objects::<Token>(None, options, |_| true)?;
+        list.items = list.items.into_iter().map(without_secret).collect();
+        Ok(list)
+    }
+
+    /// Revokes a token: it stops working at once.
+    pub fn delete_token(&self, caller: &Caller, name: &str) -> Result<Token> {
+        caller.require(Action::AdministerCluster, "delete", TOKENS)?;
+        let stored = transact(&**self.store(), |txn| {
+            let key = Token::key("", name);
+            let stored = txn.get(&key)?.ok_or_else(|| Error::not_found(TOKENS, name))?;
+            txn.delete(&key, Precondition::Any)?;
+            Token::decode(&stored)
+        })?;
+        Ok(without_secret(stored))
+    }
+
+    /// On a store with no tokens, creates the cluster-admin token `admin` and returns
+    /// the bearer token; otherwise returns `None`.
+    pub fn bootstrap_admin(&self) -> Result<Option<String>> {
+        let existing = self.list_objects::<Token>(None, &ListOptions { limit: Some(1), ..ListOptions::default() }, |_| true)?;
+        if !existing.items.is_empty() {
+            return Ok(None);
+        }
+        let admin = Grant::cluster_admin();
+        let spec = TokenSpec {
+            role: admin.role,
+            namespaces: vec!["*".to_string()],
+            description: "created by the first start of berth serve".to_string(),
+            expiration_timestamp: None,
+        };
+        let created = self.insert_token(Token::new("admin", spec))?;
+        Ok(created.status.map(|s| s.token))
+    }
+}
