@@ -1,0 +1,163 @@
+//! The harness every integration test starts from: the real server, over a temporary
+//! data directory, on an ephemeral loopback port, driven over HTTP.
+
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use berth_server::{ServeConfig, Started};
+use berth_store::Synchronous;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+pub const IMAGE_API: &str = "/apis/image.openshift.io/v1";
+
+pub struct TestApp {
+    pub base: String,
+    pub admin: String,
+    pub dir: tempfile::TempDir,
+    started: Option<Started>,
+    http: reqwest::Client,
+}
+
+impl TestApp {
+    pub async fn start() -> TestApp {
+        TestApp::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(configure: impl FnOnce(&mut ServeConfig)) -> TestApp {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = ServeConfig {
+            data_dir: dir.path().to_path_buf(),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            registry_hostname: Some("registry.berth.test".into()),
+            public_registry_hostnames: vec![],
+            synchronous: Synchronous::Normal,
+            event_retention: 100_000,
+            compaction_interval: Duration::from_secs(3600),
+            client_config: None,
+        };
+        configure(&mut config);
+        let started = berth_server::start(config).await.unwrap();
+        let admin = started.admin_token.clone().expect("a new data directory gets an admin token");
+        TestApp { base: format!("http://{}", started.addr), admin, dir, started: Some(started), http: reqwest::Client::new() }
+    }
+
+    pub async fn stop(mut self) {
+        self.started.take().unwrap().stop().await.unwrap();
+    }
+
+    /// Sends a request with `token`, returning the status and the JSON body (Null if none).
+    pub async fn send(&self, token: &str, method: Method, path: &str, body: Option<&Value>) -> (StatusCode, Value) {
+        let mut request = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(token);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let bytes = response.bytes().await.unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    /// Sends raw bytes with a content type.
+    pub async fn send_raw(&self, token: &str, method: Method, path: &str, content_type: &str, body: Vec<u8>) -> (StatusCode, Value) {
+        let response = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let bytes = response.bytes().await.unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.send(&self.admin.clone(), Method::GET, path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.send(&self.admin.clone(), Method::POST, path, Some(&body)).await
+    }
+
+    pub async fn put(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.send(&self.admin.clone(), Method::PUT, path, Some(&body)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> (StatusCode, Value) {
+        self.send(&self.admin.clone(), Method::DELETE, path, None).await
+    }
+
+    /// Creates a namespace, asserting it worked.
+    pub async fn namespace(&self, name: &str) {
+        let (status, body) = self.post("/api/v1/namespaces", json!({"metadata": {"name": name}})).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+
+    /// Creates a token and returns the bearer token.
+    pub async fn token(&self, name: &str, role: &str, namespaces: &[&str]) -> String {
+        let body = json!({"apiVersion": "berth.dev/v1", "kind": "Token", "metadata": {"name": name}, "spec": {"role": role, "namespaces": namespaces}});
+        let (status, created) = self.post("/apis/berth.dev/v1/tokens", body).await;
+        assert_eq!(status, StatusCode::CREATED, "{created}");
+        created["status"]["token"].as_str().unwrap().to_string()
+    }
+
+    /// The store's current revision, read from a list.
+    pub async fn revision(&self) -> u64 {
+        let (_, list) = self.get("/api/v1/namespaces").await;
+        list["metadata"]["resourceVersion"].as_str().unwrap().parse().unwrap()
+    }
+
+    /// Points `stream:tag` in `ns` at a new image made from `seed`; returns its digest.
+    pub async fn map(&self, ns: &str, stream: &str, tag: &str, seed: &str) -> String {
+        let manifest = format!("{{\"schemaVersion\":2,\"seed\":\"{seed}\"}}");
+        let digest = sha256(&manifest);
+        let body = json!({
+            "kind": "ImageStreamMapping",
+            "apiVersion": "image.openshift.io/v1",
+            "metadata": {"name": stream},
+            "tag": tag,
+            "image": {
+                "metadata": {"name": digest},
+                "dockerImageReference": format!("registry.example.com/{ns}/{stream}@{digest}"),
+                "dockerImageManifest": manifest,
+                "dockerImageLayers": [{"name": sha256(seed), "size": 1024, "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip"}],
+            }
+        });
+        let (status, reply) = self.post(&format!("{IMAGE_API}/namespaces/{ns}/imagestreammappings"), body).await;
+        assert_eq!(status, StatusCode::CREATED, "{reply}");
+        digest
+    }
+
+    pub async fn stream(&self, ns: &str, name: &str) -> Value {
+        let (status, body) = self.get(&format!("{IMAGE_API}/namespaces/{ns}/imagestreams/{name}")).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body
+    }
+}
+
+pub fn sha256(text: &str) -> String {
+    use sha2::Digest;
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(text.as_bytes())))
+}
+
+/// The history of `tag` in a stream: `(image, generation)` newest first.
+pub fn history(stream: &Value, tag: &str) -> Vec<(String, i64)> {
+    stream["status"]["tags"]
+        .as_array()
+        .and_then(|tags| tags.iter().find(|t| t["tag"] == tag))
+        .and_then(|t| t["items"].as_array())
+        .map(|items| items.iter().map(|e| (e["image"].as_str().unwrap_or_default().to_string(), e["generation"].as_i64().unwrap())).collect())
+        .unwrap_or_default()
+}
+
+pub fn spec_tag<'a>(stream: &'a Value, tag: &str) -> &'a Value {
+    stream["spec"]["tags"].as_array().and_then(|tags| tags.iter().find(|t| t["name"] == tag)).unwrap_or(&Value::Null)
+}
+
+pub fn stream_body(name: &str, tags: Value) -> Value {
+    json!({"kind": "ImageStream", "apiVersion": "image.openshift.io/v1", "metadata": {"name": name}, "spec": {"tags": tags}})
+}
