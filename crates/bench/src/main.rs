@@ -53,11 +53,17 @@ fn main() -> anyhow::Result<()> {
     }
     for ns_idx in 0..args.namespaces {
         let namespace = format!("ns-{ns_idx:03}");
-        let streams: Vec<ImageStream> =
-            (0..args.streams_per_namespace).map(|s_idx| stream(&args, &namespace, ns_idx * args.streams_per_namespace + s_idx, s_idx, &images, base)).collect();
+        let streams: Vec<ImageStream> = (0..args.streams_per_namespace)
+            .map(|s_idx| stream(&args, &namespace, ns_idx * args.streams_per_namespace + s_idx, s_idx, &images, base))
+            .collect();
         transact(&store, |txn| {
             let ns = Namespace {
-                metadata: ObjectMeta { name: namespace.clone(), uid: format!("ns-{ns_idx}"), creation_timestamp: Some(base), ..ObjectMeta::default() },
+                metadata: ObjectMeta {
+                    name: namespace.clone(),
+                    uid: format!("ns-{ns_idx}"),
+                    creation_timestamp: Some(base),
+                    ..ObjectMeta::default()
+                },
                 status: NamespaceStatus { phase: "Active".into() },
                 ..Namespace::default()
             };
@@ -97,7 +103,12 @@ fn image(idx: usize, created: Time) -> Image {
     .to_string();
     let digest = Digest::sha256_of(manifest.as_bytes());
     Image {
-        metadata: ObjectMeta { name: digest.to_string(), uid: format!("img-{idx}"), creation_timestamp: Some(created), ..ObjectMeta::default() },
+        metadata: ObjectMeta {
+            name: digest.to_string(),
+            uid: format!("img-{idx}"),
+            creation_timestamp: Some(created),
+            ..ObjectMeta::default()
+        },
         docker_image_reference: format!("registry.example.com/library/app@{digest}"),
         docker_image_metadata: Some(json!({
             "kind": "DockerImage", "apiVersion": "image.openshift.io/1.0", "Id": digest.to_string(), "Created": created,
@@ -118,12 +129,22 @@ fn stream(args: &Args, namespace: &str, global_idx: usize, s_idx: usize, images:
     let spec_tags = (0..args.tags)
         .map(|t| TagReference {
             name: format!("t{t}"),
-            from: Some(ObjectReference { kind: tags::KIND_DOCKER_IMAGE.into(), name: format!("registry.example.com/{namespace}/{name}:t{t}"), ..ObjectReference::default() }),
+            from: Some(ObjectReference {
+                kind: tags::KIND_DOCKER_IMAGE.into(),
+                name: format!("registry.example.com/{namespace}/{name}:t{t}"),
+                ..ObjectReference::default()
+            }),
             ..TagReference::default()
         })
         .collect();
     let mut stream = ImageStream {
-        metadata: ObjectMeta { name, namespace: namespace.to_string(), uid: format!("is-{global_idx}"), creation_timestamp: Some(base), ..ObjectMeta::default() },
+        metadata: ObjectMeta {
+            name,
+            namespace: namespace.to_string(),
+            uid: format!("is-{global_idx}"),
+            creation_timestamp: Some(base),
+            ..ObjectMeta::default()
+        },
         spec: ImageStreamSpec { tags: spec_tags, ..ImageStreamSpec::default() },
         ..ImageStream::default()
     };

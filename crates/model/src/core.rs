@@ -154,7 +154,8 @@ impl Token {
     }
 
     pub fn grant(&self) -> Grant {
-        let scope = if self.spec.namespaces.iter().any(|n| n == "*") { Scope::Cluster } else { Scope::Namespaces(self.spec.namespaces.clone()) };
+        let scope =
+            if self.spec.namespaces.iter().any(|n| n == "*") { Scope::Cluster } else { Scope::Namespaces(self.spec.namespaces.clone()) };
         Grant { role: self.spec.role, scope }
     }
 

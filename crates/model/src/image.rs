@@ -120,16 +120,29 @@ impl Image {
         let mut errors = Vec::new();
         let mut check = |field: &str, same: bool| {
             if !same {
-                errors.push(FieldError::new(field, "field is immutable: an image's content never changes; only labels and annotations may be updated"));
+                errors.push(FieldError::new(
+                    field,
+                    "field is immutable: an image's content never changes; only labels and annotations may be updated",
+                ));
             }
         };
-        check("dockerImageReference", update.docker_image_reference.is_empty() || update.docker_image_reference == self.docker_image_reference);
+        check(
+            "dockerImageReference",
+            update.docker_image_reference.is_empty() || update.docker_image_reference == self.docker_image_reference,
+        );
         check("dockerImageMetadata", update.docker_image_metadata.is_none() || update.docker_image_metadata == self.docker_image_metadata);
         check("dockerImageManifest", update.docker_image_manifest.is_empty() || update.docker_image_manifest == self.docker_image_manifest);
         check("dockerImageConfig", update.docker_image_config.is_empty() || update.docker_image_config == self.docker_image_config);
         check("dockerImageLayers", update.docker_image_layers.is_empty() || update.docker_image_layers == self.docker_image_layers);
-        check("dockerImageManifests", update.docker_image_manifests.is_empty() || update.docker_image_manifests == self.docker_image_manifests);
-        check("dockerImageManifestMediaType", update.docker_image_manifest_media_type.is_empty() || update.docker_image_manifest_media_type == self.docker_image_manifest_media_type);
+        check(
+            "dockerImageManifests",
+            update.docker_image_manifests.is_empty() || update.docker_image_manifests == self.docker_image_manifests,
+        );
+        check(
+            "dockerImageManifestMediaType",
+            update.docker_image_manifest_media_type.is_empty()
+                || update.docker_image_manifest_media_type == self.docker_image_manifest_media_type,
+        );
         errors
     }
 }

@@ -227,7 +227,8 @@ impl ImageStream {
 
     /// Every tag named in spec or status, sorted.
     pub fn tag_names(&self) -> Vec<&str> {
-        let mut names: Vec<&str> = self.spec.tags.iter().map(|t| t.name.as_str()).chain(self.status.tags.iter().map(|t| t.tag.as_str())).collect();
+        let mut names: Vec<&str> =
+            self.spec.tags.iter().map(|t| t.name.as_str()).chain(self.status.tags.iter().map(|t| t.tag.as_str())).collect();
         names.sort_unstable();
         names.dedup();
         names
@@ -236,7 +237,8 @@ impl ImageStream {
     /// Every image digest anywhere in the stream's history: the stream's references to
     /// images, which decide who may read an Image.
     pub fn referenced_images(&self) -> Vec<&str> {
-        let mut images: Vec<&str> = self.status.tags.iter().flat_map(|t| t.items.iter()).map(|e| e.image.as_str()).filter(|i| !i.is_empty()).collect();
+        let mut images: Vec<&str> =
+            self.status.tags.iter().flat_map(|t| t.items.iter()).map(|e| e.image.as_str()).filter(|i| !i.is_empty()).collect();
         images.sort_unstable();
         images.dedup();
         images

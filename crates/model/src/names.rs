@@ -17,9 +17,7 @@ pub fn check_dns_label(field: &str, name: &str) -> Result<(), FieldError> {
     if !is_label(name) {
         return Err(FieldError::new(
             field,
-            format!(
-                "{name:?} is not a valid name: use lowercase letters, digits and '-', starting and ending with a letter or digit"
-            ),
+            format!("{name:?} is not a valid name: use lowercase letters, digits and '-', starting and ending with a letter or digit"),
         ));
     }
     Ok(())
@@ -37,9 +35,7 @@ pub fn check_dns_subdomain(field: &str, name: &str) -> Result<(), FieldError> {
     if !name.split('.').all(is_label) {
         return Err(FieldError::new(
             field,
-            format!(
-                "{name:?} is not a valid name: use lowercase letters, digits, '-' and '.', starting and ending with a letter or digit"
-            ),
+            format!("{name:?} is not a valid name: use lowercase letters, digits, '-' and '.', starting and ending with a letter or digit"),
         ));
     }
     Ok(())
@@ -49,10 +45,7 @@ pub fn check_dns_subdomain(field: &str, name: &str) -> Result<(), FieldError> {
 pub fn check_stream_name(field: &str, namespace: &str, name: &str) -> Result<(), FieldError> {
     check_dns_subdomain(field, name)?;
     if namespace.len() + 1 + name.len() > MAX_NAMESPACED_NAME {
-        return Err(FieldError::new(
-            field,
-            format!("'{namespace}/{name}' is longer than {MAX_NAMESPACED_NAME} characters"),
-        ));
+        return Err(FieldError::new(field, format!("'{namespace}/{name}' is longer than {MAX_NAMESPACED_NAME} characters")));
     }
     Ok(())
 }
@@ -66,9 +59,7 @@ pub fn check_tag(field: &str, tag: &str) -> Result<(), FieldError> {
     if !first_ok || !rest_ok || tag.len() > 128 {
         return Err(FieldError::new(
             field,
-            format!(
-                "{tag:?} is not a valid tag: use up to 128 letters, digits, '_', '.' and '-', not starting with '.' or '-'"
-            ),
+            format!("{tag:?} is not a valid tag: use up to 128 letters, digits, '_', '.' and '-', not starting with '.' or '-'"),
         ));
     }
     Ok(())

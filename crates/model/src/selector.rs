@@ -75,9 +75,7 @@ impl FieldSelector {
                 "metadata.name" => FieldName::Name,
                 "metadata.namespace" => FieldName::Namespace,
                 other => {
-                    return Err(format!(
-                        "field selector {other:?} is not supported: use metadata.name or metadata.namespace"
-                    ));
+                    return Err(format!("field selector {other:?} is not supported: use metadata.name or metadata.namespace"));
                 }
             };
             terms.push((field, equal, value.trim().to_string()));
@@ -152,9 +150,8 @@ fn parse_requirement(part: &str) -> Result<Requirement, String> {
 }
 
 fn check_key(key: &str) -> Result<String, String> {
-    let valid = !key.is_empty()
-        && key.len() <= 317
-        && key.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/'));
+    let valid =
+        !key.is_empty() && key.len() <= 317 && key.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/'));
     if valid { Ok(key.to_string()) } else { Err(format!("{key:?} is not a valid label key")) }
 }
 

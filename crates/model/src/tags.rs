@@ -29,9 +29,17 @@ pub type SourceStreams = BTreeMap<(String, String), ImageStream>;
 pub enum TagSource {
     DockerImage(ImageReference),
     /// `[stream:]tag` in `namespace`.
-    StreamTag { namespace: String, stream: String, tag: String },
+    StreamTag {
+        namespace: String,
+        stream: String,
+        tag: String,
+    },
     /// `[stream@]id` in `namespace`.
-    StreamImage { namespace: String, stream: String, id: String },
+    StreamImage {
+        namespace: String,
+        stream: String,
+        id: String,
+    },
 }
 
 impl TagSource {
@@ -251,7 +259,9 @@ fn resolve_source(stream: &ImageStream, sources: &SourceStreams, source: &TagSou
         TagSource::StreamImage { id, .. } => match source_stream.find_image(id) {
             Ok(event) => Ok(Some(event.clone())),
             Err(FindImageError::NotFound) => Err(format!("image {id} not found in image stream {namespace}/{other}")),
-            Err(FindImageError::Ambiguous) => Err(format!("{id} matches more than one image in image stream {namespace}/{other}: give the full digest")),
+            Err(FindImageError::Ambiguous) => {
+                Err(format!("{id} matches more than one image in image stream {namespace}/{other}: give the full digest"))
+            }
         },
         TagSource::DockerImage(_) => unreachable!("DockerImage sources are handled by the caller"),
     }
@@ -321,8 +331,10 @@ pub fn update_tracking_tags(stream: &mut ImageStream, tag: &str, event: &TagEven
             .tags
             .iter()
             .filter(|t| !visited.contains(&t.name))
-            .filter(|t| matches!(TagSource::of(stream, t), Some(Ok(TagSource::StreamTag { ref namespace, stream: ref other, tag: ref from_tag }))
-                if *namespace == stream.metadata.namespace && *other == stream.metadata.name && *from_tag == source))
+            .filter(|t| {
+                matches!(TagSource::of(stream, t), Some(Ok(TagSource::StreamTag { ref namespace, stream: ref other, tag: ref from_tag }))
+                if *namespace == stream.metadata.namespace && *other == stream.metadata.name && *from_tag == source)
+            })
             .map(|t| (t.name.clone(), t.generation.unwrap_or(1)))
             .collect();
         for (follower, generation) in followers {

@@ -47,7 +47,9 @@ impl ClientConfig {
         if let Some(path) = std::env::var_os("BERTH_CONFIG") {
             return Some(PathBuf::from(path));
         }
-        let base = std::env::var_os("XDG_CONFIG_HOME").map(PathBuf::from).or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))?;
+        let base = std::env::var_os("XDG_CONFIG_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))?;
         Some(base.join("berth").join("config.yaml"))
     }
 
@@ -96,9 +98,11 @@ impl Started {
 /// Opens the data directory and starts serving. Returns once the listener is bound and
 /// the server is ready.
 pub async fn start(config: ServeConfig) -> anyhow::Result<Started> {
-    std::fs::create_dir_all(config.data_dir.join("blobs")).with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+    std::fs::create_dir_all(config.data_dir.join("blobs"))
+        .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
     let db = config.data_dir.join("berth.db");
-    let store: Arc<dyn MetadataStore> = Arc::new(SqliteStore::open(&db, config.synchronous).with_context(|| format!("opening {}", db.display()))?);
+    let store: Arc<dyn MetadataStore> =
+        Arc::new(SqliteStore::open(&db, config.synchronous).with_context(|| format!("opening {}", db.display()))?);
     let listener = TcpListener::bind(config.listen).await.with_context(|| format!("listening on {}", config.listen))?;
     let addr = listener.local_addr()?;
     let catalog = Catalog::new(

@@ -32,7 +32,9 @@ fn requests(ns: &str) -> Vec<(&'static str, Case)> {
 
 async fn run(app: &TestApp, token: &str, request: &Case) -> StatusCode {
     match (&request.method, &request.body) {
-        (&Method::PATCH, Some(body)) => app.send_raw(token, Method::PATCH, &request.path, "application/merge-patch+json", body.to_string().into_bytes()).await.0,
+        (&Method::PATCH, Some(body)) => {
+            app.send_raw(token, Method::PATCH, &request.path, "application/merge-patch+json", body.to_string().into_bytes()).await.0
+        }
         (method, body) => app.send(token, method.clone(), &request.path, body.as_ref()).await.0,
     }
 }
@@ -151,7 +153,8 @@ async fn tokens_are_checked_revoked_and_expire() {
     assert_eq!(app.delete("/apis/berth.dev/v1/tokens/viewer").await.0, StatusCode::OK);
     assert_eq!(app.send(&view, Method::GET, "/api/v1/namespaces/a", None).await.0, StatusCode::UNAUTHORIZED);
 
-    let body = json!({"metadata": {"name": "old"}, "spec": {"role": "view", "namespaces": ["a"], "expirationTimestamp": "2020-01-01T00:00:00Z"}});
+    let body =
+        json!({"metadata": {"name": "old"}, "spec": {"role": "view", "namespaces": ["a"], "expirationTimestamp": "2020-01-01T00:00:00Z"}});
     let (_, created) = app.post("/apis/berth.dev/v1/tokens", body).await;
     let expired = created["status"]["token"].as_str().unwrap();
     let (status, error) = app.send(expired, Method::GET, "/api/v1/namespaces/a", None).await;

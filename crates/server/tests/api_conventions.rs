@@ -41,7 +41,9 @@ async fn lists_take_selectors_limits_and_continue_tokens() {
         body["metadata"]["labels"] = json!({"tier": tier});
         assert_eq!(app.post(&path, body).await.0, StatusCode::CREATED);
     }
-    let names = |list: &Value| list["items"].as_array().unwrap().iter().map(|i| i["metadata"]["name"].as_str().unwrap().to_string()).collect::<Vec<_>>();
+    let names = |list: &Value| {
+        list["items"].as_array().unwrap().iter().map(|i| i["metadata"]["name"].as_str().unwrap().to_string()).collect::<Vec<_>>()
+    };
     let (_, web) = app.get(&format!("{path}?labelSelector=tier%3Dweb")).await;
     assert_eq!(names(&web), ["a", "c", "d"]);
     assert_eq!(web["kind"], "ImageStreamList");
@@ -105,7 +107,8 @@ async fn watch_streams_every_change_once_in_order_under_concurrent_writers() {
             tokio::spawn(async move {
                 let client = reqwest::Client::new();
                 let url = format!("{base}{IMAGE_API}/namespaces/team/imagestreams");
-                let create = client.post(&url).bearer_auth(&token).json(&stream_body(&format!("s{writer}"), json!([]))).send().await.unwrap();
+                let create =
+                    client.post(&url).bearer_auth(&token).json(&stream_body(&format!("s{writer}"), json!([]))).send().await.unwrap();
                 assert_eq!(create.status(), StatusCode::CREATED);
                 for round in 0..ROUNDS {
                     let patch = json!({"metadata": {"labels": {"round": round.to_string()}}});
@@ -128,7 +131,8 @@ async fn watch_streams_every_change_once_in_order_under_concurrent_writers() {
     let expected = WRITERS * (ROUNDS + 1);
     let events = read_events(response, expected).await;
     assert_eq!(events.len(), expected, "every change arrives");
-    let revisions: Vec<u64> = events.iter().map(|e| e["object"]["metadata"]["resourceVersion"].as_str().unwrap().parse().unwrap()).collect();
+    let revisions: Vec<u64> =
+        events.iter().map(|e| e["object"]["metadata"]["resourceVersion"].as_str().unwrap().parse().unwrap()).collect();
     assert!(revisions.windows(2).all(|w| w[0] < w[1]), "in revision order, no duplicates");
     assert_eq!(*revisions.last().unwrap(), app.revision().await, "nothing is missing at the end");
     let mut per_stream: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -156,8 +160,10 @@ async fn watch_without_a_revision_starts_with_the_current_objects_and_sees_delet
     app.post(&path, stream_body("new", json!([]))).await;
     app.delete(&format!("{path}/old")).await;
     let events = reader.await.unwrap();
-    let seen: Vec<(String, String)> =
-        events.iter().map(|e| (e["type"].as_str().unwrap().to_string(), e["object"]["metadata"]["name"].as_str().unwrap().to_string())).collect();
+    let seen: Vec<(String, String)> = events
+        .iter()
+        .map(|e| (e["type"].as_str().unwrap().to_string(), e["object"]["metadata"]["name"].as_str().unwrap().to_string()))
+        .collect();
     let pairs = [("ADDED", "old"), ("ADDED", "new"), ("DELETED", "old")].map(|(a, b)| (a.to_string(), b.to_string()));
     assert_eq!(seen, pairs);
     app.stop().await;
@@ -182,7 +188,12 @@ async fn a_compacted_revision_gets_410_gone() {
     assert!(error["message"].as_str().unwrap().contains("too old resource version: 2"));
     // A recent revision is still served.
     let recent = app.revision().await - 2;
-    let response = reqwest::Client::new().get(format!("{}{path}?watch=true&resourceVersion={recent}", app.base)).bearer_auth(&app.admin).send().await.unwrap();
+    let response = reqwest::Client::new()
+        .get(format!("{}{path}?watch=true&resourceVersion={recent}", app.base))
+        .bearer_auth(&app.admin)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(read_events(response, 2).await.len(), 2);
     app.stop().await;
@@ -201,15 +212,28 @@ async fn patches_and_yaml_bodies() {
     assert_eq!(created["spec"]["tags"][0]["importPolicy"]["scheduled"], true);
 
     let patch = json!({"spec": {"tags": [{"name": "3.0", "from": {"kind": "DockerImage", "name": "registry.example.com/ruby:3.0"}}]}});
-    let (status, patched) =
-        app.send_raw(&app.admin, Method::PATCH, &format!("{path}/ruby"), "application/strategic-merge-patch+json", patch.to_string().into_bytes()).await;
+    let (status, patched) = app
+        .send_raw(
+            &app.admin,
+            Method::PATCH,
+            &format!("{path}/ruby"),
+            "application/strategic-merge-patch+json",
+            patch.to_string().into_bytes(),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{patched}");
     let tags: Vec<&str> = patched["spec"]["tags"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
     assert_eq!(tags, ["2.7", "3.0"], "a strategic merge keeps the other tags");
     assert_eq!(patched["metadata"]["generation"], 2);
 
     let (status, yaml_back) = {
-        let response = reqwest::Client::new().get(format!("{}{path}/ruby", app.base)).bearer_auth(&app.admin).header("accept", "application/yaml").send().await.unwrap();
+        let response = reqwest::Client::new()
+            .get(format!("{}{path}/ruby", app.base))
+            .bearer_auth(&app.admin)
+            .header("accept", "application/yaml")
+            .send()
+            .await
+            .unwrap();
         (response.status(), response.text().await.unwrap())
     };
     assert_eq!(status, StatusCode::OK);

@@ -6,6 +6,10 @@ use common::{IMAGE_API, TestApp, sha256, stream_body};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
+/// What is sent, with what content type to which path, the status wanted, and words the
+/// message must contain.
+type BadRequest = (&'static str, &'static str, String, Vec<u8>, StatusCode, &'static str);
+
 #[tokio::test]
 async fn each_kind_of_bad_input_is_refused_with_a_clear_status_and_nothing_stored() {
     let app = TestApp::start().await;
@@ -13,28 +17,110 @@ async fn each_kind_of_bad_input_is_refused_with_a_clear_status_and_nothing_store
     let streams = format!("{IMAGE_API}/namespaces/team/imagestreams");
     let mappings = format!("{IMAGE_API}/namespaces/team/imagestreammappings");
     let digest = sha256("x");
-    let mapping = |name: &str, tag: &str, image: serde_json::Value| {
-        json!({"kind": "ImageStreamMapping", "apiVersion": "image.openshift.io/v1", "metadata": {"name": name}, "tag": tag, "image": image})
-    };
+    let mapping = |name: &str, tag: &str, image: serde_json::Value| json!({"kind": "ImageStreamMapping", "apiVersion": "image.openshift.io/v1", "metadata": {"name": name}, "tag": tag, "image": image});
     let good_image = json!({"metadata": {"name": digest}, "dockerImageReference": format!("registry.example.com/team/app@{digest}")});
     let long_name = format!("{}.{}.{}.{}", "a".repeat(63), "b".repeat(63), "c".repeat(63), "d".repeat(60));
-    // (what, content type, path, body, status, words the message must contain)
-    let cases: Vec<(&str, &str, String, Vec<u8>, StatusCode, &str)> = vec![
+    let cases: Vec<BadRequest> = vec![
         ("malformed JSON", "application/json", streams.clone(), b"{\"metadata\": {".to_vec(), StatusCode::BAD_REQUEST, "not valid JSON"),
         ("malformed YAML", "application/yaml", streams.clone(), b"metadata: [unclosed".to_vec(), StatusCode::BAD_REQUEST, "not valid YAML"),
         ("empty body", "application/json", streams.clone(), b"  ".to_vec(), StatusCode::BAD_REQUEST, "empty"),
-        ("wrong kind", "application/json", streams.clone(), br#"{"kind":"Pod","apiVersion":"v1","metadata":{"name":"x"}}"#.to_vec(), StatusCode::BAD_REQUEST, "takes ImageStream"),
-        ("wrong apiVersion", "application/json", streams.clone(), br#"{"kind":"ImageStream","apiVersion":"image.openshift.io/v9","metadata":{"name":"x"}}"#.to_vec(), StatusCode::BAD_REQUEST, "not served here"),
-        ("wrong field type", "application/json", streams.clone(), br#"{"metadata":{"name":"x"},"spec":{"tags":"latest"}}"#.to_vec(), StatusCode::BAD_REQUEST, "malformed"),
+        (
+            "wrong kind",
+            "application/json",
+            streams.clone(),
+            br#"{"kind":"Pod","apiVersion":"v1","metadata":{"name":"x"}}"#.to_vec(),
+            StatusCode::BAD_REQUEST,
+            "takes ImageStream",
+        ),
+        (
+            "wrong apiVersion",
+            "application/json",
+            streams.clone(),
+            br#"{"kind":"ImageStream","apiVersion":"image.openshift.io/v9","metadata":{"name":"x"}}"#.to_vec(),
+            StatusCode::BAD_REQUEST,
+            "not served here",
+        ),
+        (
+            "wrong field type",
+            "application/json",
+            streams.clone(),
+            br#"{"metadata":{"name":"x"},"spec":{"tags":"latest"}}"#.to_vec(),
+            StatusCode::BAD_REQUEST,
+            "malformed",
+        ),
         ("unsupported media type", "text/plain", streams.clone(), b"name: x".to_vec(), StatusCode::UNSUPPORTED_MEDIA_TYPE, "not supported"),
-        ("invalid stream name", "application/json", streams.clone(), stream_body("Bad_Name", json!([])).to_string().into_bytes(), StatusCode::UNPROCESSABLE_ENTITY, "not a valid name"),
-        ("namespace/name over 255", "application/json", streams.clone(), stream_body(&long_name, json!([])).to_string().into_bytes(), StatusCode::UNPROCESSABLE_ENTITY, "longer than 255"),
-        ("invalid tag name", "application/json", streams.clone(), stream_body("app", json!([{"name": "-x", "from": {"kind": "DockerImage", "name": "a:b"}}])).to_string().into_bytes(), StatusCode::UNPROCESSABLE_ENTITY, "not a valid tag"),
-        ("bad source reference", "application/json", streams.clone(), stream_body("app", json!([{"name": "x", "from": {"kind": "DockerImage", "name": "UPPER:case"}}])).to_string().into_bytes(), StatusCode::UNPROCESSABLE_ENTITY, "repository path"),
-        ("invalid digest", "application/json", mappings.clone(), mapping("app", "latest", json!({"metadata": {"name": "sha256:1234"}, "dockerImageReference": "r.example.com/a@sha256:1234"})).to_string().into_bytes(), StatusCode::UNPROCESSABLE_ENTITY, "wrong length"),
-        ("manifest not matching its digest", "application/json", mappings.clone(), mapping("app", "latest", json!({"metadata": {"name": digest}, "dockerImageReference": "r.example.com/a:1", "dockerImageManifest": "{}"})).to_string().into_bytes(), StatusCode::UNPROCESSABLE_ENTITY, "manifest's digest is"),
-        ("mapping without a tag", "application/json", mappings.clone(), mapping("app", "", good_image.clone()).to_string().into_bytes(), StatusCode::UNPROCESSABLE_ENTITY, "not a valid tag"),
-        ("unknown namespace", "application/json", format!("{IMAGE_API}/namespaces/nowhere/imagestreams"), stream_body("app", json!([])).to_string().into_bytes(), StatusCode::NOT_FOUND, "berth create namespace nowhere"),
+        (
+            "invalid stream name",
+            "application/json",
+            streams.clone(),
+            stream_body("Bad_Name", json!([])).to_string().into_bytes(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "not a valid name",
+        ),
+        (
+            "namespace/name over 255",
+            "application/json",
+            streams.clone(),
+            stream_body(&long_name, json!([])).to_string().into_bytes(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "longer than 255",
+        ),
+        (
+            "invalid tag name",
+            "application/json",
+            streams.clone(),
+            stream_body("app", json!([{"name": "-x", "from": {"kind": "DockerImage", "name": "a:b"}}])).to_string().into_bytes(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "not a valid tag",
+        ),
+        (
+            "bad source reference",
+            "application/json",
+            streams.clone(),
+            stream_body("app", json!([{"name": "x", "from": {"kind": "DockerImage", "name": "UPPER:case"}}])).to_string().into_bytes(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "repository path",
+        ),
+        (
+            "invalid digest",
+            "application/json",
+            mappings.clone(),
+            mapping("app", "latest", json!({"metadata": {"name": "sha256:1234"}, "dockerImageReference": "r.example.com/a@sha256:1234"}))
+                .to_string()
+                .into_bytes(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "wrong length",
+        ),
+        (
+            "manifest not matching its digest",
+            "application/json",
+            mappings.clone(),
+            mapping(
+                "app",
+                "latest",
+                json!({"metadata": {"name": digest}, "dockerImageReference": "r.example.com/a:1", "dockerImageManifest": "{}"}),
+            )
+            .to_string()
+            .into_bytes(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "manifest's digest is",
+        ),
+        (
+            "mapping without a tag",
+            "application/json",
+            mappings.clone(),
+            mapping("app", "", good_image.clone()).to_string().into_bytes(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "not a valid tag",
+        ),
+        (
+            "unknown namespace",
+            "application/json",
+            format!("{IMAGE_API}/namespaces/nowhere/imagestreams"),
+            stream_body("app", json!([])).to_string().into_bytes(),
+            StatusCode::NOT_FOUND,
+            "berth create namespace nowhere",
+        ),
         ("oversize body", "application/json", streams.clone(), vec![b' '; 4 * 1024 * 1024], StatusCode::PAYLOAD_TOO_LARGE, "larger than"),
     ];
     let before = app.revision().await;

@@ -25,7 +25,10 @@ async fn generations_follow_spec_changes_and_reimport_requests() {
     assert_eq!(spec_tag(&created, "5.6")["generation"], 1);
     assert_eq!(created["status"]["dockerImageRepository"], "registry.berth.test/team/mysql");
     let condition = &created["status"]["tags"][0]["conditions"][0];
-    assert_eq!((condition["type"].as_str(), condition["status"].as_str(), condition["reason"].as_str()), (Some("ImportSuccess"), Some("Unknown"), Some("NotImported")));
+    assert_eq!(
+        (condition["type"].as_str(), condition["status"].as_str(), condition["reason"].as_str()),
+        (Some("ImportSuccess"), Some("Unknown"), Some("NotImported"))
+    );
 
     // A label change is not a spec change.
     let mut relabelled = created.clone();
@@ -107,7 +110,10 @@ async fn tracking_tags_pins_and_references() {
     // A pin to an image the stream never had is refused, and nothing changes.
     let before = app.revision().await;
     let mut bad = stream.clone();
-    bad["spec"]["tags"].as_array_mut().unwrap().push(json!({"name": "bad", "from": {"kind": "ImageStreamImage", "name": format!("app@{}", common::sha256("never"))}}));
+    bad["spec"]["tags"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "bad", "from": {"kind": "ImageStreamImage", "name": format!("app@{}", common::sha256("never"))}}));
     let (status, error) = app.put(&path("imagestreams/app"), bad).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{error}");
     assert_eq!(error["reason"], "Invalid");

@@ -115,9 +115,7 @@ fn get_object(conn: &Connection, key: &ObjectKey) -> Result<Option<StoredObject>
     let mut stmt = conn
         .prepare_cached("SELECT namespace, name, revision, body FROM objects WHERE resource = ?1 AND namespace = ?2 AND name = ?3")
         .map_err(backend)?;
-    stmt.query_row(params![key.resource, key.namespace, key.name], |row| row_to_object(&key.resource, row))
-        .optional()
-        .map_err(backend)
+    stmt.query_row(params![key.resource, key.namespace, key.name], |row| row_to_object(&key.resource, row)).optional().map_err(backend)
 }
 
 fn list_objects(conn: &Connection, query: &ListQuery) -> Result<Vec<StoredObject>, StoreError> {

@@ -184,7 +184,9 @@ pub fn concurrent_writers_get_contiguous_revisions(store: Arc<dyn MetadataStore>
         .map(|writer| {
             let store = Arc::clone(&store);
             std::thread::spawn(move || {
-                (0..50).map(|idx| put(&*store, &key("ns", &format!("{writer}-{idx}")), "x", Precondition::Absent).unwrap()).collect::<Vec<_>>()
+                (0..50)
+                    .map(|idx| put(&*store, &key("ns", &format!("{writer}-{idx}")), "x", Precondition::Absent).unwrap())
+                    .collect::<Vec<_>>()
             })
         })
         .collect();

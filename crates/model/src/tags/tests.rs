@@ -122,7 +122,10 @@ fn a_tag_from_a_tag_of_the_same_stream_follows_it() {
     map_image(&mut s, "latest", &one, at(1));
     assert_eq!(s.latest_event("stable").unwrap().image, one.metadata.name);
     map_image(&mut s, "latest", &two, at(2));
-    assert_eq!(history(&s, "stable").iter().map(|(i, _)| i.clone()).collect::<Vec<_>>(), vec![two.metadata.name.clone(), one.metadata.name.clone()]);
+    assert_eq!(
+        history(&s, "stable").iter().map(|(i, _)| i.clone()).collect::<Vec<_>>(),
+        vec![two.metadata.name.clone(), one.metadata.name.clone()]
+    );
 }
 
 #[test]

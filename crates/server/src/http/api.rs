@@ -30,7 +30,10 @@ pub fn routes() -> Router<App> {
     Router::new()
         .route("/api", get(|| async { axum::Json(json!({"kind": "APIVersions", "versions": ["v1"]})) }))
         .route("/apis", get(|| async { axum::Json(discovery_groups()) }))
-        .route(CORE, get(|| async { axum::Json(resource_list_doc("v1", &[("namespaces", "Namespace", false), ("secrets", "Secret", true)])) }))
+        .route(
+            CORE,
+            get(|| async { axum::Json(resource_list_doc("v1", &[("namespaces", "Namespace", false), ("secrets", "Secret", true)])) }),
+        )
         .route(IMAGE, get(|| async { axum::Json(image_resources()) }))
         .route(BERTH, get(|| async { axum::Json(resource_list_doc(BERTH_API_VERSION, &[("tokens", "Token", false)])) }))
         // Image streams.
@@ -49,10 +52,16 @@ pub fn routes() -> Router<App> {
         .route(&format!("{IMAGE}/images/{{name}}"), get(get_image).put(update_image).patch(patch_image).delete(delete_image))
         // Namespaces and secrets.
         .route(&format!("{CORE}/namespaces"), get(list_namespaces).post(create_namespace))
-        .route(&format!("{CORE}/namespaces/{{name}}"), get(get_namespace).put(update_namespace).patch(patch_namespace).delete(delete_namespace))
+        .route(
+            &format!("{CORE}/namespaces/{{name}}"),
+            get(get_namespace).put(update_namespace).patch(patch_namespace).delete(delete_namespace),
+        )
         .route(&format!("{CORE}/secrets"), get(list_secrets))
         .route(&format!("{CORE}/namespaces/{{ns}}/secrets"), get(list_secrets).post(create_secret))
-        .route(&format!("{CORE}/namespaces/{{ns}}/secrets/{{name}}"), get(get_secret).put(update_secret).patch(patch_secret).delete(delete_secret))
+        .route(
+            &format!("{CORE}/namespaces/{{ns}}/secrets/{{name}}"),
+            get(get_secret).put(update_secret).patch(patch_secret).delete(delete_secret),
+        )
         // Tokens.
         .route(&format!("{BERTH}/tokens"), get(list_tokens).post(create_token))
         .route(&format!("{BERTH}/tokens/{{name}}"), get(get_token).delete(delete_token))
@@ -91,7 +100,9 @@ impl ListParams {
     pub fn watch_revision(&self) -> Result<Option<u64>> {
         match self.resource_version.as_deref() {
             None | Some("") | Some("0") => Ok(None),
-            Some(text) => text.parse().map(Some).map_err(|_| Error::bad_request(format!("resourceVersion {text:?} is not one this server issued"))),
+            Some(text) => {
+                text.parse().map(Some).map_err(|_| Error::bad_request(format!("resourceVersion {text:?} is not one this server issued")))
+            }
         }
     }
 
@@ -124,7 +135,15 @@ where
 }
 
 /// Decodes a body as `T` and runs `f` with it.
-async fn with_body<T, R, F>(app: App, headers: HeaderMap, body: RawBody, kind: &'static str, api_version: &'static str, code: StatusCode, f: F) -> Response
+async fn with_body<T, R, F>(
+    app: App,
+    headers: HeaderMap,
+    body: RawBody,
+    kind: &'static str,
+    api_version: &'static str,
+    code: StatusCode,
+    f: F,
+) -> Response
 where
     T: serde::de::DeserializeOwned + Send + 'static,
     R: serde::Serialize + Send + 'static,
@@ -177,7 +196,10 @@ async fn list_streams(State(app): State<App>, ns: Option<Path<String>>, Query(pa
 }
 
 async fn create_stream(State(app): State<App>, Path(ns): Path<String>, headers: HeaderMap, body: RawBody) -> Response {
-    with_body(app, headers, body, ImageStream::KIND, IMAGE_API_VERSION, StatusCode::CREATED, move |c, caller, s| c.create_stream(caller, &ns, s)).await
+    with_body(app, headers, body, ImageStream::KIND, IMAGE_API_VERSION, StatusCode::CREATED, move |c, caller, s| {
+        c.create_stream(caller, &ns, s)
+    })
+    .await
 }
 
 async fn get_stream(State(app): State<App>, Path((ns, name)): Path<(String, String)>, headers: HeaderMap) -> Response {
@@ -186,12 +208,22 @@ async fn get_stream(State(app): State<App>, Path((ns, name)): Path<(String, Stri
 }
 
 async fn update_stream(State(app): State<App>, Path((ns, name)): Path<(String, String)>, headers: HeaderMap, body: RawBody) -> Response {
-    with_body(app, headers, body, ImageStream::KIND, IMAGE_API_VERSION, StatusCode::OK, move |c, caller, s| c.update_stream(caller, &ns, &name, s)).await
+    with_body(app, headers, body, ImageStream::KIND, IMAGE_API_VERSION, StatusCode::OK, move |c, caller, s| {
+        c.update_stream(caller, &ns, &name, s)
+    })
+    .await
 }
 
 async fn patch_stream(State(app): State<App>, Path((ns, name)): Path<(String, String)>, headers: HeaderMap, body: RawBody) -> Response {
     let (ns2, name2) = (ns.clone(), name.clone());
-    patch_object(app, headers, body, move |c, caller| c.get_stream(caller, &ns, &name), move |c, caller, s| c.update_stream(caller, &ns2, &name2, s)).await
+    patch_object(
+        app,
+        headers,
+        body,
+        move |c, caller| c.get_stream(caller, &ns, &name),
+        move |c, caller, s| c.update_stream(caller, &ns2, &name2, s),
+    )
+    .await
 }
 
 async fn delete_stream(State(app): State<App>, Path((ns, name)): Path<(String, String)>, headers: HeaderMap) -> Response {
@@ -201,7 +233,12 @@ async fn delete_stream(State(app): State<App>, Path((ns, name)): Path<(String, S
 
 // ImageStreamTags and ImageTags.
 
-async fn list_stream_tags(State(app): State<App>, Path(ns): Path<String>, Query(params): Query<ListParams>, headers: HeaderMap) -> Response {
+async fn list_stream_tags(
+    State(app): State<App>,
+    Path(ns): Path<String>,
+    Query(params): Query<ListParams>,
+    headers: HeaderMap,
+) -> Response {
     let result = match params.options() {
         Ok(options) => call(&app, &headers, move |c, caller| c.list_stream_tags(caller, &ns, &options)).await,
         Err(err) => Err(err),
@@ -221,7 +258,12 @@ async fn create_stream_tag(State(app): State<App>, Path(ns): Path<String>, heade
     .await
 }
 
-async fn update_stream_tag(State(app): State<App>, Path((ns, name)): Path<(String, String)>, headers: HeaderMap, body: RawBody) -> Response {
+async fn update_stream_tag(
+    State(app): State<App>,
+    Path((ns, name)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: RawBody,
+) -> Response {
     with_body(app, headers, body, "ImageStreamTag", IMAGE_API_VERSION, StatusCode::OK, move |c, caller, t: ImageStreamTag| {
         c.update_stream_tag(caller, &ns, &name, t)
     })
@@ -248,7 +290,10 @@ async fn get_image_tag(State(app): State<App>, Path((ns, name)): Path<(String, S
 }
 
 async fn create_image_tag(State(app): State<App>, Path(ns): Path<String>, headers: HeaderMap, body: RawBody) -> Response {
-    with_body(app, headers, body, "ImageTag", IMAGE_API_VERSION, StatusCode::CREATED, move |c, caller, t: ImageTag| c.create_image_tag(caller, &ns, t)).await
+    with_body(app, headers, body, "ImageTag", IMAGE_API_VERSION, StatusCode::CREATED, move |c, caller, t: ImageTag| {
+        c.create_image_tag(caller, &ns, t)
+    })
+    .await
 }
 
 async fn update_image_tag(State(app): State<App>, Path((ns, name)): Path<(String, String)>, headers: HeaderMap, body: RawBody) -> Response {
@@ -294,12 +339,14 @@ async fn get_image(State(app): State<App>, Path(name): Path<String>, headers: He
 }
 
 async fn update_image(State(app): State<App>, Path(name): Path<String>, headers: HeaderMap, body: RawBody) -> Response {
-    with_body(app, headers, body, Image::KIND, IMAGE_API_VERSION, StatusCode::OK, move |c, caller, i| c.update_image(caller, &name, i)).await
+    with_body(app, headers, body, Image::KIND, IMAGE_API_VERSION, StatusCode::OK, move |c, caller, i| c.update_image(caller, &name, i))
+        .await
 }
 
 async fn patch_image(State(app): State<App>, Path(name): Path<String>, headers: HeaderMap, body: RawBody) -> Response {
     let name2 = name.clone();
-    patch_object(app, headers, body, move |c, caller| c.get_image(caller, &name), move |c, caller, i| c.update_image(caller, &name2, i)).await
+    patch_object(app, headers, body, move |c, caller| c.get_image(caller, &name), move |c, caller, i| c.update_image(caller, &name2, i))
+        .await
 }
 
 async fn delete_image(State(app): State<App>, Path(name): Path<String>, headers: HeaderMap) -> Response {
@@ -328,7 +375,14 @@ async fn update_namespace(State(app): State<App>, Path(name): Path<String>, head
 
 async fn patch_namespace(State(app): State<App>, Path(name): Path<String>, headers: HeaderMap, body: RawBody) -> Response {
     let name2 = name.clone();
-    patch_object(app, headers, body, move |c, caller| c.get_namespace(caller, &name), move |c, caller, n| c.update_namespace(caller, &name2, n)).await
+    patch_object(
+        app,
+        headers,
+        body,
+        move |c, caller| c.get_namespace(caller, &name),
+        move |c, caller, n| c.update_namespace(caller, &name2, n),
+    )
+    .await
 }
 
 async fn delete_namespace(State(app): State<App>, Path(name): Path<String>, headers: HeaderMap) -> Response {
@@ -357,7 +411,14 @@ async fn update_secret(State(app): State<App>, Path((ns, name)): Path<(String, S
 
 async fn patch_secret(State(app): State<App>, Path((ns, name)): Path<(String, String)>, headers: HeaderMap, body: RawBody) -> Response {
     let (ns2, name2) = (ns.clone(), name.clone());
-    patch_object(app, headers, body, move |c, caller| c.get_secret(caller, &ns, &name), move |c, caller, s| c.put_secret(caller, &ns2, Some(&name2), s)).await
+    patch_object(
+        app,
+        headers,
+        body,
+        move |c, caller| c.get_secret(caller, &ns, &name),
+        move |c, caller, s| c.put_secret(caller, &ns2, Some(&name2), s),
+    )
+    .await
 }
 
 async fn delete_secret(State(app): State<App>, Path((ns, name)): Path<(String, String)>, headers: HeaderMap) -> Response {
@@ -410,8 +471,6 @@ fn image_resources() -> serde_json::Value {
 }
 
 fn discovery_groups() -> serde_json::Value {
-    let group = |name: &str, version: &str| {
-        json!({"name": name, "versions": [{"groupVersion": format!("{name}/{version}"), "version": version}], "preferredVersion": {"groupVersion": format!("{name}/{version}"), "version": version}})
-    };
+    let group = |name: &str, version: &str| json!({"name": name, "versions": [{"groupVersion": format!("{name}/{version}"), "version": version}], "preferredVersion": {"groupVersion": format!("{name}/{version}"), "version": version}});
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": [group("image.openshift.io", "v1"), group("berth.dev", "v1")]})
 }

@@ -32,7 +32,13 @@ impl<S: Send + Sync> FromRequest<S> for RawBody {
                 format!("the request body is larger than {MAX_BODY_BYTES} bytes: split the change into smaller objects"),
             ))
         };
-        if req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok()).is_some_and(|n| n > MAX_BODY_BYTES) {
+        if req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok())
+            .is_some_and(|n| n > MAX_BODY_BYTES)
+        {
             return Err(too_large());
         }
         match axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES).await {
@@ -56,7 +62,10 @@ fn parse_value(body: &RawBody) -> Result<Value, Error> {
     } else if body.content_type.contains("json") || body.content_type.is_empty() {
         serde_json::from_slice(&body.bytes).map_err(|err| Error::bad_request(format!("the request body is not valid JSON: {err}")))
     } else {
-        Err(Error::new(ErrorKind::UnsupportedMediaType, format!("content type {:?} is not supported: send application/json or application/yaml", body.content_type)))
+        Err(Error::new(
+            ErrorKind::UnsupportedMediaType,
+            format!("content type {:?} is not supported: send application/json or application/yaml", body.content_type),
+        ))
     }
 }
 
@@ -90,11 +99,14 @@ pub fn apply_patch(current: Value, body: &RawBody) -> Result<Value, Error> {
         other => {
             return Err(Error::new(
                 ErrorKind::UnsupportedMediaType,
-                format!("patch type {other:?} is not supported: use application/merge-patch+json or application/strategic-merge-patch+json"),
+                format!(
+                    "patch type {other:?} is not supported: use application/merge-patch+json or application/strategic-merge-patch+json"
+                ),
             ));
         }
     };
-    let patch: Value = serde_json::from_slice(&body.bytes).map_err(|err| Error::bad_request(format!("the patch is not valid JSON: {err}")))?;
+    let patch: Value =
+        serde_json::from_slice(&body.bytes).map_err(|err| Error::bad_request(format!("the patch is not valid JSON: {err}")))?;
     if !patch.is_object() {
         return Err(Error::bad_request("the patch must be a JSON object"));
     }
@@ -143,7 +155,8 @@ mod tests {
 
     #[test]
     fn merge_patch_replaces_lists_and_removes_nulls() {
-        let out = patch(r#"{"a":{"b":1,"c":2},"l":[{"name":"x"}]}"#, r#"{"a":{"c":null},"l":[{"name":"y"}]}"#, "application/merge-patch+json");
+        let out =
+            patch(r#"{"a":{"b":1,"c":2},"l":[{"name":"x"}]}"#, r#"{"a":{"c":null},"l":[{"name":"y"}]}"#, "application/merge-patch+json");
         assert_eq!(out, serde_json::json!({"a":{"b":1},"l":[{"name":"y"}]}));
     }
 

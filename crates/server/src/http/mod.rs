@@ -44,7 +44,10 @@ async fn readyz(axum::extract::State(app): axum::extract::State<App>) -> Respons
 }
 
 async fn not_found() -> Response {
-    render_error(Error::new(ErrorKind::NotFound, "the server could not find the requested resource: check the path (image API paths start with /apis/image.openshift.io/v1/)"))
+    render_error(Error::new(
+        ErrorKind::NotFound,
+        "the server could not find the requested resource: check the path (image API paths start with /apis/image.openshift.io/v1/)",
+    ))
 }
 
 async fn method_not_allowed() -> Response {

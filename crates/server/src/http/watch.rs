@@ -27,7 +27,13 @@ struct State<T> {
     done: bool,
 }
 
-pub async fn serve_watch<T: Watchable>(app: App, headers: HeaderMap, namespace: Option<String>, options: ListOptions, params: ListParams) -> Response {
+pub async fn serve_watch<T: Watchable>(
+    app: App,
+    headers: HeaderMap,
+    namespace: Option<String>,
+    options: ListOptions,
+    params: ListParams,
+) -> Response {
     let (revision, timeout) = match (params.watch_revision(), params.timeout()) {
         (Ok(revision), Ok(timeout)) => (revision, timeout.unwrap_or(DEFAULT_TIMEOUT)),
         (Err(err), _) | (_, Err(err)) => return render_error(err),

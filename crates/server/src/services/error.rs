@@ -92,7 +92,11 @@ impl Error {
     }
 
     pub fn not_found(resource: &str, name: &str) -> Error {
-        Error { resource: resource.to_string(), name: name.to_string(), ..Error::new(ErrorKind::NotFound, format!("{resource} {name:?} not found")) }
+        Error {
+            resource: resource.to_string(),
+            name: name.to_string(),
+            ..Error::new(ErrorKind::NotFound, format!("{resource} {name:?} not found"))
+        }
     }
 
     pub fn already_exists(resource: &str, name: &str) -> Error {
@@ -149,7 +153,9 @@ impl From<StoreError> for Error {
         match err {
             StoreError::Backend(message) => {
                 tracing::error!(%message, "storage failure");
-                Error::internal("the server could not read or write its store; the change was not made. Try again, and check the server's log if it persists")
+                Error::internal(
+                    "the server could not read or write its store; the change was not made. Try again, and check the server's log if it persists",
+                )
             }
             StoreError::Compacted { .. } | StoreError::AlreadyExists(_) | StoreError::NotFound(_) | StoreError::Conflict { .. } => {
                 let (resource, name) = match &err {

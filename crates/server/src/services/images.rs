@@ -60,7 +60,10 @@ impl Catalog {
     pub fn update_image(&self, caller: &Caller, name: &str, update: Image) -> Result<Image> {
         caller.require(Action::WriteImages, "update", IMAGES)?;
         if !update.metadata.name.is_empty() && update.metadata.name != name {
-            return Err(Error::bad_request(format!("the name of the object ({:?}) does not match the name in the URL ({name:?})", update.metadata.name)));
+            return Err(Error::bad_request(format!(
+                "the name of the object ({:?}) does not match the name in the URL ({name:?})",
+                update.metadata.name
+            )));
         }
         let expect = precondition(&update.metadata)?;
         transact(&**self.store(), |txn| {

@@ -136,7 +136,12 @@ impl Catalog {
     }
 
     /// Lists objects of `T` (in `namespace`, or all) that match `options` and pass `keep`.
-    pub(crate) fn list_objects<T: Resource>(&self, namespace: Option<&str>, options: &ListOptions, keep: impl Fn(&T) -> bool) -> Result<ListResult<T>> {
+    pub(crate) fn list_objects<T: Resource>(
+        &self,
+        namespace: Option<&str>,
+        options: &ListOptions,
+        keep: impl Fn(&T) -> bool,
+    ) -> Result<ListResult<T>> {
         if let Some(name) = options.field_selector.exact_name()
             && let Some(ns) = namespace.or(if T::NAMESPACED { None } else { Some("") })
         {
@@ -144,7 +149,12 @@ impl Catalog {
             let items = self.load::<T>(ns, name)?.into_iter().filter(|o| options.matches(o.meta()) && keep(o)).collect();
             return Ok(ListResult { items, metadata: ListMeta { resource_version: revision.to_string(), ..ListMeta::default() } });
         }
-        let query = ListQuery { resource: T::RESOURCE.to_string(), namespace: namespace.map(str::to_string), after: options.after()?, limit: options.limit };
+        let query = ListQuery {
+            resource: T::RESOURCE.to_string(),
+            namespace: namespace.map(str::to_string),
+            after: options.after()?,
+            limit: options.limit,
+        };
         let page = self.store.list(&query)?;
         let continue_token = match (page.more, page.items.last()) {
             (true, Some(last)) => {

@@ -11,8 +11,8 @@ use berth_model::imagestream::ImageStream;
 use berth_store::{Precondition, transact};
 
 use crate::services::{
-    Caller, Catalog, Error, ListOptions, ListResult, Resource, Result, ensure_namespace, keep_server_fields, place_in_namespace, precondition,
-    stamp_new,
+    Caller, Catalog, Error, ListOptions, ListResult, Resource, Result, ensure_namespace, keep_server_fields, place_in_namespace,
+    precondition, stamp_new,
 };
 
 /// The namespaced resources a namespace holds, deleted with it.
@@ -115,7 +115,10 @@ impl Catalog {
             && !secret.metadata.name.is_empty()
             && secret.metadata.name != name
         {
-            return Err(Error::bad_request(format!("the name of the object ({:?}) does not match the name in the URL ({name:?})", secret.metadata.name)));
+            return Err(Error::bad_request(format!(
+                "the name of the object ({:?}) does not match the name in the URL ({name:?})",
+                secret.metadata.name
+            )));
         }
         let name = name.map_or_else(|| secret.metadata.name.clone(), str::to_string);
         secret.metadata.name = name.clone();

@@ -86,9 +86,15 @@ macro_rules! resource {
     };
 }
 
-resource!(ImageStream, "imagestreams", "imagestreams.image.openshift.io", "ImageStream", IMAGE_API_VERSION, true, |stream: &ImageStream| {
-    stream.referenced_images().into_iter().map(str::to_string).collect()
-});
+resource!(
+    ImageStream,
+    "imagestreams",
+    "imagestreams.image.openshift.io",
+    "ImageStream",
+    IMAGE_API_VERSION,
+    true,
+    |stream: &ImageStream| { stream.referenced_images().into_iter().map(str::to_string).collect() }
+);
 resource!(Image, "images", "images.image.openshift.io", "Image", IMAGE_API_VERSION, false);
 resource!(Namespace, "namespaces", "namespaces", "Namespace", "v1", false);
 resource!(Secret, "secrets", "secrets", "Secret", "v1", true);

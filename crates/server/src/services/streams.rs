@@ -11,8 +11,8 @@ use berth_model::{FieldError, ObjectMeta, Time};
 use berth_store::{Precondition, WriteTxn, transact};
 
 use crate::services::{
-    Caller, Catalog, Error, ListOptions, ListResult, Resource, Result, ensure_namespace, keep_server_fields, place_in_namespace, precondition,
-    stamp_new,
+    Caller, Catalog, Error, ListOptions, ListResult, Resource, Result, ensure_namespace, keep_server_fields, place_in_namespace,
+    precondition, stamp_new,
 };
 
 const ISTAG: &str = "imagestreamtags.image.openshift.io";
@@ -141,7 +141,11 @@ impl Catalog {
         view: impl Fn(&ImageStream, &str, Option<&Image>) -> Option<V>,
         meta: impl Fn(&V) -> &ObjectMeta,
     ) -> Result<ListResult<V>> {
-        let streams = self.list_objects::<ImageStream>(namespace.into(), &ListOptions { limit: None, continue_token: None, ..ListOptions::default() }, |_| true)?;
+        let streams = self.list_objects::<ImageStream>(
+            namespace.into(),
+            &ListOptions { limit: None, continue_token: None, ..ListOptions::default() },
+            |_| true,
+        )?;
         let mut items = Vec::new();
         for stream in &streams.items {
             for tag in stream.tag_names() {
@@ -248,7 +252,10 @@ impl Catalog {
             Ok(event) => event,
             Err(FindImageError::NotFound) => return Err(Error::not_found(ISIMAGE, name)),
             Err(FindImageError::Ambiguous) => {
-                return Err(Error::bad_request(format!("{id:?} matches more than one image in {}: give more of the digest", stream.describe())));
+                return Err(Error::bad_request(format!(
+                    "{id:?} matches more than one image in {}: give more of the digest",
+                    stream.describe()
+                )));
             }
         };
         let image = self.load::<Image>("", &event.image)?.ok_or_else(|| Error::not_found(ISIMAGE, name))?;
@@ -325,9 +332,8 @@ fn name_matches(meta: &ObjectMeta, name: &str) -> Result<()> {
 }
 
 fn split_tag_name<'a>(resource: &str, name: &'a str) -> Result<(&'a str, &'a str)> {
-    split_stream_tag(name).ok_or_else(|| {
-        Error::invalid(resource, name, vec![FieldError::new("metadata.name", format!("{name:?} must be STREAM:TAG"))])
-    })
+    split_stream_tag(name)
+        .ok_or_else(|| Error::invalid(resource, name, vec![FieldError::new("metadata.name", format!("{name:?} must be STREAM:TAG"))]))
 }
 
 fn required_spec(resource: &str, name: &str, spec: Option<TagReference>) -> Result<TagReference> {

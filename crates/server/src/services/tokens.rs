@@ -34,7 +34,11 @@ impl Catalog {
                 "no bearer token: pass --token or set BERTH_TOKEN (`berth serve` writes the admin token to <data-dir>/admin.token on first start)",
             ));
         };
-        let invalid = || Error::unauthorized("the bearer token is not valid: it may have been revoked; ask an admin for a new one (`berth token create`)");
+        let invalid = || {
+            Error::unauthorized(
+                "the bearer token is not valid: it may have been revoked; ask an admin for a new one (`berth token create`)",
+            )
+        };
         let (name, secret) = bearer.strip_prefix(PREFIX).and_then(|rest| rest.split_once('.')).ok_or_else(invalid)?;
         if berth_model::names::check_dns_label("", name).is_err() {
             return Err(invalid());

@@ -109,7 +109,8 @@ impl Catalog {
                 (revision, Vec::new())
             }
             None => {
-                let list = self.list_objects::<T>(namespace, &ListOptions { limit: None, continue_token: None, ..options.clone() }, |_| true)?;
+                let list =
+                    self.list_objects::<T>(namespace, &ListOptions { limit: None, continue_token: None, ..options.clone() }, |_| true)?;
                 let mut initial = Vec::new();
                 for object in list.items {
                     if let Some(object) = T::view(self, caller, object)? {

@@ -150,7 +150,9 @@ pub fn history(stream: &Value, tag: &str) -> Vec<(String, i64)> {
         .as_array()
         .and_then(|tags| tags.iter().find(|t| t["tag"] == tag))
         .and_then(|t| t["items"].as_array())
-        .map(|items| items.iter().map(|e| (e["image"].as_str().unwrap_or_default().to_string(), e["generation"].as_i64().unwrap())).collect())
+        .map(|items| {
+            items.iter().map(|e| (e["image"].as_str().unwrap_or_default().to_string(), e["generation"].as_i64().unwrap())).collect()
+        })
         .unwrap_or_default()
 }
 

@@ -1,0 +1,151 @@
+//! Nothing acknowledged is lost: writers run against `berth serve`, the server is killed
+//! with SIGKILL at random moments, restarted on the same data directory, and every write
+//! it acknowledged must be there, with the store consistent.
+
+use std::collections::BTreeSet;
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use serde_json::{Value, json};
+
+const API: &str = "/apis/image.openshift.io/v1/namespaces/crash";
+
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(data_dir: &Path, port: u16) -> Server {
+    let child = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["serve", "--data-dir"])
+        .arg(data_dir)
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--no-client-config"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("berth starts");
+    let url = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !reqwest::blocking::get(format!("{url}/readyz")).map(|r| r.status().is_success()).unwrap_or(false) {
+        assert!(Instant::now() < deadline, "berth did not become ready");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Server { child, url }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn sha256_hex(seed: &str) -> String {
+    // A digest-shaped name that is unique per write; no manifest is sent, so it need not
+    // be the hash of anything.
+    let mut out = String::new();
+    let mut state: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in seed.bytes() {
+        state = (state ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+    }
+    for round in 0..4u64 {
+        let mut x = state ^ round.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        out.push_str(&format!("{:016x}", x ^ (x >> 31)));
+    }
+    format!("sha256:{out}")
+}
+
+/// One acknowledged tag move: stream, tag, image.
+type Ack = (String, String, String);
+
+fn writer(url: String, token: String, id: usize, stop: Arc<AtomicBool>, acked: Arc<Mutex<Vec<Ack>>>) {
+    let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+    let mut seq = 0;
+    while !stop.load(Ordering::Relaxed) {
+        seq += 1;
+        let stream = format!("s{}", seq % 7);
+        let tag = format!("w{id}");
+        let digest = sha256_hex(&format!("{id}-{seq}-{}", rand::rng().random::<u64>()));
+        let body = json!({"metadata": {"name": stream}, "tag": tag,
+            "image": {"metadata": {"name": digest}, "dockerImageReference": format!("registry.example.com/crash/{stream}@{digest}")}});
+        match client.post(format!("{url}{API}/imagestreammappings")).bearer_auth(&token).json(&body).send() {
+            Ok(response) if response.status().as_u16() == 201 => acked.lock().unwrap().push((stream, tag, digest)),
+            // The server died mid-request: the write may or may not have happened.
+            _ => return,
+        }
+    }
+}
+
+fn get(client: &reqwest::blocking::Client, url: &str, token: &str) -> (u16, Value) {
+    let response = client.get(url).bearer_auth(token).send().unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().unwrap_or(Value::Null))
+}
+
+#[test]
+fn acknowledged_writes_survive_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let server = start(dir.path(), port);
+    let token = std::fs::read_to_string(dir.path().join("admin.token")).unwrap().trim().to_string();
+    let client = reqwest::blocking::Client::new();
+    let created = client.post(format!("{}/api/v1/namespaces", server.url)).bearer_auth(&token).json(&json!({"metadata": {"name": "crash"}})).send().unwrap();
+    assert_eq!(created.status().as_u16(), 201);
+    drop(server);
+
+    let acked: Arc<Mutex<Vec<Ack>>> = Arc::default();
+    for round in 0..5 {
+        let mut server = start(dir.path(), port);
+        let stop = Arc::new(AtomicBool::new(false));
+        let writers: Vec<_> = (0..4)
+            .map(|id| {
+                let (url, token, stop, acked) = (server.url.clone(), token.clone(), Arc::clone(&stop), Arc::clone(&acked));
+                std::thread::spawn(move || writer(url, token, id, stop, acked))
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(rand::rng().random_range(150..900)));
+        server.child.kill().unwrap(); // SIGKILL: no shutdown, no flush.
+        server.child.wait().unwrap();
+        stop.store(true, Ordering::Relaxed);
+        for writer in writers {
+            writer.join().unwrap();
+        }
+        assert!(!acked.lock().unwrap().is_empty(), "round {round} acknowledged no write");
+    }
+
+    let server = start(dir.path(), port);
+    let acked = acked.lock().unwrap().clone();
+    let mut streams = BTreeSet::new();
+    for (stream, tag, digest) in &acked {
+        streams.insert(stream.clone());
+        let (status, _) = get(&client, &format!("{}/apis/image.openshift.io/v1/images/{digest}", server.url), &token);
+        assert_eq!(status, 200, "acknowledged image {digest} is missing");
+        let (status, body) = get(&client, &format!("{}{API}/imagestreams/{stream}", server.url), &token);
+        assert_eq!(status, 200);
+        let history = body["status"]["tags"].as_array().unwrap().iter().find(|t| t["tag"] == tag.as_str()).expect("the tag exists");
+        assert!(history["items"].as_array().unwrap().iter().any(|e| e["image"] == digest.as_str()), "acknowledged tag move {stream}:{tag} -> {digest} is missing");
+    }
+    // Consistency: every image a history names exists, and no object is newer than the
+    // revision the store reports.
+    let (_, list) = get(&client, &format!("{}{API}/imagestreams", server.url), &token);
+    let revision: u64 = list["metadata"]["resourceVersion"].as_str().unwrap().parse().unwrap();
+    for stream in list["items"].as_array().unwrap() {
+        assert!(stream["metadata"]["resourceVersion"].as_str().unwrap().parse::<u64>().unwrap() <= revision);
+        for event in stream["status"]["tags"].as_array().unwrap().iter().flat_map(|t| t["items"].as_array().unwrap()) {
+            let (status, _) = get(&client, &format!("{}/apis/image.openshift.io/v1/images/{}", server.url, event["image"].as_str().unwrap()), &token);
+            assert_eq!(status, 200, "history names an image that does not exist");
+        }
+    }
+    println!("{} acknowledged writes over 5 crashes, all present", acked.len());
+}
