@@ -11,11 +11,12 @@ local function digest()
   end
   return "sha256:" .. table.concat(out)
 end
+-- wrk.format replaces wrk.headers when given headers, so the token is passed again.
 init = function() c.setup_headers() end
 request = function()
   local d = digest()
   local ns = c.namespace()
   local body = '{"kind":"ImageStreamMapping","apiVersion":"image.openshift.io/v1","metadata":{"name":"' .. c.stream() ..
     '"},"tag":"' .. c.tag() .. '","image":{"metadata":{"name":"' .. d .. '"},"dockerImageReference":"registry.example.com/' .. ns .. '/app@' .. d .. '"}}'
-  return wrk.format("POST", "/apis/image.openshift.io/v1/namespaces/" .. ns .. "/imagestreammappings", {["Content-Type"] = "application/json"}, body)
+  return wrk.format("POST", "/apis/image.openshift.io/v1/namespaces/" .. ns .. "/imagestreammappings", {["Content-Type"] = "application/json", ["Authorization"] = wrk.headers["Authorization"]}, body)
 end

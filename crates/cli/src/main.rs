@@ -1,1 +1,95 @@
-fn main(){}
+//! `berth`: the server (`berth serve`) and a kubectl/oc-style client for it.
+//!
+//! This file holds the command line's shape and the dispatch; each verb lives in
+//! [`commands`], the HTTP client in [`client`], the kind table in [`kinds`] and every
+//! way of printing in [`output`].
+
+mod client;
+mod commands;
+mod kinds;
+mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::commands::Context;
+
+/// berth: an image catalog that speaks OpenShift's image API.
+#[derive(Debug, Parser)]
+#[command(name = "berth", version, about, propagate_version = true)]
+struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Flags every client verb understands.
+#[derive(Clone, Debug, Args)]
+#[command(next_help_heading = "Global options")]
+pub struct GlobalArgs {
+    /// The berth server's URL, e.g. http://127.0.0.1:7440 (default: the client config's).
+    #[arg(long, global = true, env = "BERTH_SERVER")]
+    pub server: Option<String>,
+    /// The bearer token to authenticate with (default: the client config's).
+    #[arg(long, global = true, env = "BERTH_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// The namespace to work in [env: BERTH_NAMESPACE] [default: default]. `token create`
+    /// reads it, repeated, as the namespaces the token is for.
+    // The environment variable is read by hand (see `Context::namespace`) so that
+    // `token create` only ever grants namespaces typed on its own command line.
+    #[arg(short = 'n', long = "namespace", global = true, value_name = "NAMESPACE")]
+    pub namespaces: Vec<String>,
+    /// The client config file that `berth serve` writes and the client reads.
+    #[arg(long, global = true, env = "BERTH_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the berth server.
+    Serve(commands::serve::ServeArgs),
+    /// Create or update objects from a JSON or YAML file.
+    Apply(commands::apply::ApplyArgs),
+    /// List objects, or show one.
+    Get(commands::get::GetArgs),
+    /// Show an image stream or an image stream tag in detail.
+    Describe(commands::describe::DescribeArgs),
+    /// Delete objects by kind and name.
+    Delete(commands::delete::DeleteArgs),
+    /// Create an object from the command line.
+    #[command(subcommand)]
+    Create(commands::create::CreateCommand),
+    /// Point image stream tags at another tag or image.
+    Tag(commands::tag::TagArgs),
+    /// Create, list and revoke API tokens.
+    #[command(subcommand)]
+    Token(commands::token::TokenCommand),
+    /// Print a shell completion script.
+    Completion(commands::completion::CompletionArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let ctx = Context::new(cli.global);
+    let result = match cli.command {
+        Command::Serve(args) => commands::serve::run(&ctx, args),
+        Command::Apply(args) => commands::apply::run(&ctx, args),
+        Command::Get(args) => commands::get::run(&ctx, args),
+        Command::Describe(args) => commands::describe::run(&ctx, args),
+        Command::Delete(args) => commands::delete::run(&ctx, args),
+        Command::Create(command) => commands::create::run(&ctx, command),
+        Command::Tag(args) => commands::tag::run(&ctx, args),
+        Command::Token(command) => commands::token::run(&ctx, command),
+        Command::Completion(args) => commands::completion::run::<Cli>(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            output::print_error(&err);
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -100,7 +100,12 @@ fn acknowledged_writes_survive_kill_9() {
     let server = start(dir.path(), port);
     let token = std::fs::read_to_string(dir.path().join("admin.token")).unwrap().trim().to_string();
     let client = reqwest::blocking::Client::new();
-    let created = client.post(format!("{}/api/v1/namespaces", server.url)).bearer_auth(&token).json(&json!({"metadata": {"name": "crash"}})).send().unwrap();
+    let created = client
+        .post(format!("{}/api/v1/namespaces", server.url))
+        .bearer_auth(&token)
+        .json(&json!({"metadata": {"name": "crash"}}))
+        .send()
+        .unwrap();
     assert_eq!(created.status().as_u16(), 201);
     drop(server);
 
@@ -134,7 +139,10 @@ fn acknowledged_writes_survive_kill_9() {
         let (status, body) = get(&client, &format!("{}{API}/imagestreams/{stream}", server.url), &token);
         assert_eq!(status, 200);
         let history = body["status"]["tags"].as_array().unwrap().iter().find(|t| t["tag"] == tag.as_str()).expect("the tag exists");
-        assert!(history["items"].as_array().unwrap().iter().any(|e| e["image"] == digest.as_str()), "acknowledged tag move {stream}:{tag} -> {digest} is missing");
+        assert!(
+            history["items"].as_array().unwrap().iter().any(|e| e["image"] == digest.as_str()),
+            "acknowledged tag move {stream}:{tag} -> {digest} is missing"
+        );
     }
     // Consistency: every image a history names exists, and no object is newer than the
     // revision the store reports.
@@ -143,7 +151,8 @@ fn acknowledged_writes_survive_kill_9() {
     for stream in list["items"].as_array().unwrap() {
         assert!(stream["metadata"]["resourceVersion"].as_str().unwrap().parse::<u64>().unwrap() <= revision);
         for event in stream["status"]["tags"].as_array().unwrap().iter().flat_map(|t| t["items"].as_array().unwrap()) {
-            let (status, _) = get(&client, &format!("{}/apis/image.openshift.io/v1/images/{}", server.url, event["image"].as_str().unwrap()), &token);
+            let (status, _) =
+                get(&client, &format!("{}/apis/image.openshift.io/v1/images/{}", server.url, event["image"].as_str().unwrap()), &token);
             assert_eq!(status, 200, "history names an image that does not exist");
         }
     }

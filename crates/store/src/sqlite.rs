@@ -84,6 +84,9 @@ impl SqliteStore {
             .max_size(16)
             .min_idle(Some(2))
             .connection_timeout(Duration::from_secs(30))
+            // A read-only connection to a local file does not go stale; checking it on
+            // every checkout would cost a query per request.
+            .test_on_check_out(false)
             .build(manager)
             .map_err(backend)?;
         let revision = meta_value(&writer, "revision")?;

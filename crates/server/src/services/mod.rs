@@ -42,6 +42,7 @@ pub struct CatalogConfig {
 pub struct Catalog {
     store: Arc<dyn MetadataStore>,
     config: Arc<CatalogConfig>,
+    callers: Arc<tokens::CallerCache>,
 }
 
 /// Who is asking: the token's name and what it allows.
@@ -111,7 +112,7 @@ impl ListOptions {
 
 impl Catalog {
     pub fn new(store: Arc<dyn MetadataStore>, config: CatalogConfig) -> Catalog {
-        Catalog { store, config: Arc::new(config) }
+        Catalog { store, config: Arc::new(config), callers: Arc::default() }
     }
 
     pub fn store(&self) -> &Arc<dyn MetadataStore> {

@@ -1,6 +1,9 @@
 //! API tokens: created with a role on namespaces (or the cluster), stored as a SHA-256 of
 //! their secret part, shown once, revoked by deletion.
 
+use std::collections::HashMap;
+use std::sync::RwLock;
+
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use berth_model::Time;
@@ -15,6 +18,39 @@ use crate::services::{Caller, Catalog, Error, ListOptions, ListResult, Resource,
 
 const TOKENS: &str = Token::QUALIFIED;
 const PREFIX: &str = "brt_";
+
+/// Callers already authenticated, keyed by the SHA-256 of their bearer token, so that a
+/// request costs no store read for its token. Every token write in this process clears
+/// it, so a revoked token stops working at once. (Replicas sharing a store will need to
+/// clear it from the event log's token events as well.)
+#[derive(Default)]
+pub struct CallerCache {
+    entries: RwLock<HashMap<[u8; 32], (Caller, Option<Time>)>>,
+}
+
+/// Bounds the cache; past it the cache starts over.
+const MAX_CACHED_CALLERS: usize = 10_000;
+
+impl CallerCache {
+    fn get(&self, key: &[u8; 32]) -> Option<(Caller, Option<Time>)> {
+        self.entries.read().ok()?.get(key).cloned()
+    }
+
+    fn insert(&self, key: [u8; 32], caller: Caller, expires: Option<Time>) {
+        if let Ok(mut entries) = self.entries.write() {
+            if entries.len() >= MAX_CACHED_CALLERS {
+                entries.clear();
+            }
+            entries.insert(key, (caller, expires));
+        }
+    }
+
+    fn clear(&self) {
+        if let Ok(mut entries) = self.entries.write() {
+            entries.clear();
+        }
+    }
+}
 
 fn secret_hash(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
@@ -34,6 +70,13 @@ impl Catalog {
                 "no bearer token: pass --token or set BERTH_TOKEN (`berth serve` writes the admin token to <data-dir>/admin.token on first start)",
             ));
         };
+        let key: [u8; 32] = Sha256::digest(bearer.as_bytes()).into();
+        let now = Time::now();
+        if let Some((caller, expires)) = self.callers.get(&key)
+            && expires.is_none_or(|at| at > now)
+        {
+            return Ok(caller);
+        }
         let invalid = || {
             Error::unauthorized(
                 "the bearer token is not valid: it may have been revoked; ask an admin for a new one (`berth token create`)",
@@ -47,11 +90,13 @@ impl Catalog {
         if !bool::from(secret_hash(secret).as_bytes().ct_eq(token.secret_sha256.as_bytes())) {
             return Err(invalid());
         }
-        if token.expired(Time::now()) {
+        if token.expired(now) {
             let at = token.spec.expiration_timestamp.map(|t| t.to_string()).unwrap_or_default();
             return Err(Error::unauthorized(format!("token {name:?} expired at {at}: ask an admin for a new one (`berth token create`)")));
         }
-        Ok(Caller { token: name.to_string(), grant: token.grant() })
+        let caller = Caller { token: name.to_string(), grant: token.grant() };
+        self.callers.insert(key, caller.clone(), token.spec.expiration_timestamp);
+        Ok(caller)
     }
 
     /// Creates a token; the response carries the bearer token in `status.token`, once.
@@ -75,6 +120,7 @@ impl Catalog {
         token.status = None;
         let revision = transact(&**self.store(), |txn| txn.put(&Token::key("", &name), &token.encode(), &[], Precondition::Absent))
             .map_err(|err| Error::from_store(err, TOKENS, &name))?;
+        self.callers.clear();
         token.metadata.resource_version = revision.to_string();
         token.set_type();
         let mut shown = without_secret(token);
@@ -103,6 +149,7 @@ impl Catalog {
             txn.delete(&key, Precondition::Any)?;
             Token::decode(&stored)
         })?;
+        self.callers.clear();
         Ok(without_secret(stored))
     }
 

@@ -1,0 +1,66 @@
+//! `berth serve`: runs the server in this process.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use berth_server::ServeConfig;
+use berth_store::Synchronous;
+use tracing_subscriber::EnvFilter;
+
+use crate::commands::Context;
+
+/// How often the event log is trimmed to `--event-retention` entries.
+const COMPACTION_INTERVAL: Duration = Duration::from_secs(10);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SyncMode {
+    /// Faster writes; the last commits may be lost on power failure (not on a crash).
+    Normal,
+    /// Every commit is on disk before it is acknowledged.
+    Full,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Where the database, blobs and first admin token live.
+    #[arg(long, default_value = "./berth-data")]
+    data_dir: PathBuf,
+    /// The address to listen on.
+    #[arg(long, default_value = "127.0.0.1:7440")]
+    listen: SocketAddr,
+    /// `host[:port]` that image pull specs start with (default: the listen address).
+    #[arg(long)]
+    registry_hostname: Option<String>,
+    /// How durable each commit is.
+    #[arg(long, value_enum, default_value_t = SyncMode::Full)]
+    sync: SyncMode,
+    /// How many event-log entries to keep for watches to resume from.
+    #[arg(long, default_value_t = 100_000)]
+    event_retention: u64,
+    /// Do not write the client config (server URL and admin token) on first start.
+    #[arg(long)]
+    no_client_config: bool,
+}
+
+pub fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
+    // Logging is for the server only: client verbs print results, not logs.
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let config = ServeConfig {
+        data_dir: args.data_dir,
+        listen: args.listen,
+        registry_hostname: args.registry_hostname,
+        public_registry_hostnames: Vec::new(),
+        synchronous: match args.sync {
+            SyncMode::Normal => Synchronous::Normal,
+            SyncMode::Full => Synchronous::Full,
+        },
+        event_retention: args.event_retention,
+        compaction_interval: COMPACTION_INTERVAL,
+        client_config: if args.no_client_config { None } else { ctx.config_path() },
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
+    runtime.block_on(berth_server::run(config))
+}

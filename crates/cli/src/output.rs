@@ -1,0 +1,450 @@
+//! Everything berth prints: tables (one generic path fed by per-kind column
+//! definitions), JSON, YAML and `-o name`, humanised ages and sizes, and errors.
+
+use std::fmt;
+use std::io::Write;
+
+use chrono::{DateTime, Utc};
+use comfy_table::{Table as Grid, presets};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::client::ApiError;
+use crate::kinds::Kind;
+
+/// An error whose details were already printed (for example each failed document of an
+/// apply): `main` only sets the exit code.
+#[derive(Debug)]
+pub struct Reported;
+
+impl fmt::Display for Reported {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the errors above were reported")
+    }
+}
+
+impl std::error::Error for Reported {}
+
+/// Prints an error as kubectl does: server errors as `Error from server (Reason): ...`,
+/// the client's own as `error: ...`.
+pub fn print_error(err: &anyhow::Error) {
+    if err.downcast_ref::<Reported>().is_some() {
+        return;
+    }
+    match err.downcast_ref::<ApiError>() {
+        Some(api) => eprintln!("{api}"),
+        None => eprintln!("error: {err:#}"),
+    }
+}
+
+/// `-o` of `get`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Wide,
+    Json,
+    Yaml,
+    Name,
+}
+
+/// The string at a JSON pointer, or "" when it is absent or not a string.
+pub fn text<'a>(value: &'a Value, pointer: &str) -> &'a str {
+    value.pointer(pointer).and_then(Value::as_str).unwrap_or_default()
+}
+
+/// The array at a JSON pointer, or an empty slice.
+pub fn array<'a>(value: &'a Value, pointer: &str) -> &'a [Value] {
+    value.pointer(pointer).and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default()
+}
+
+/// Pretty JSON with kubectl's four-space indent. Objects are printed from the server's
+/// JSON without passing through typed structs, so nothing (timestamps included) is
+/// rewritten.
+pub fn print_json(value: &Value) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    let mut serializer = serde_json::Serializer::with_formatter(&mut out, serde_json::ser::PrettyFormatter::with_indent(b"    "));
+    value.serialize(&mut serializer)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+pub fn print_yaml(value: &Value) -> anyhow::Result<()> {
+    print!("{}", yaml_serde::to_string(value)?);
+    Ok(())
+}
+
+/// `imagestream.image.openshift.io/ruby`, as `-o name` and `apply` print objects.
+pub fn qualified_name(kind: &Kind, object: &Value) -> String {
+    format!("{}/{}", kind.qualified(), text(object, "/metadata/name"))
+}
+
+/// A number of seconds in kubectl's short form: `45s`, `5m`, `3h`, `2d`, `3y`. Negative
+/// spans (a clock ahead of this one) read as `0s`.
+pub fn short_duration(seconds: i64) -> String {
+    let s = seconds.max(0);
+    match s {
+        s if s < 60 => format!("{s}s"),
+        s if s < 60 * 60 => format!("{}m", s / 60),
+        s if s < 48 * 60 * 60 => format!("{}h", s / 3600),
+        s if s < 2 * 365 * 24 * 60 * 60 => format!("{}d", s / 86_400),
+        s => format!("{}y", s / (365 * 86_400)),
+    }
+}
+
+fn parse_time(at: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(at).ok().map(|t| t.with_timezone(&Utc))
+}
+
+fn seconds_since(at: &str) -> Option<i64> {
+    parse_time(at).map(|t| (Utc::now() - t).num_seconds())
+}
+
+fn ago_since(at: DateTime<Utc>) -> String {
+    format!("{} ago", short_duration((Utc::now() - at).num_seconds()))
+}
+
+/// The AGE column: `5m`; empty when the time is absent.
+pub fn age(at: &str) -> String {
+    seconds_since(at).map(short_duration).unwrap_or_default()
+}
+
+/// The UPDATED column and describe's times: `5m ago`; empty when the time is absent.
+pub fn ago(at: &str) -> String {
+    parse_time(at).map(ago_since).unwrap_or_default()
+}
+
+/// A size in decimal units with three significant digits, as `docker images` prints
+/// it: `999B`, `1.5kB`, `12.3MB`.
+pub fn size(bytes: i64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut value = bytes.max(0) as f64;
+    let mut unit = 0;
+    while value >= 1000.0 && unit < UNITS.len() - 1 {
+        value /= 1000.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        return format!("{bytes}B");
+    }
+    let decimals = if value >= 100.0 {
+        0
+    } else if value >= 10.0 {
+        1
+    } else {
+        2
+    };
+    let number = format!("{value:.decimals$}");
+    let number = if number.contains('.') { number.trim_end_matches('0').trim_end_matches('.') } else { &number };
+    format!("{number}{}", UNITS[unit])
+}
+
+/// Where a tag comes from, as `oc` says it: `DockerImage mysql:5.6`, or
+/// `ImageStreamTag other/app:latest` when the source is in another namespace.
+pub fn source_text(kind: &str, namespace: &str, name: &str, own_namespace: &str) -> String {
+    if namespace.is_empty() || namespace == own_namespace { format!("{kind} {name}") } else { format!("{kind} {namespace}/{name}") }
+}
+
+/// The size of an image object: `dockerImageMetadata.Size`, else the sum of its layers
+/// (the model's rule, so the CLI and server agree).
+fn image_size(image: Option<&Value>) -> String {
+    image
+        .and_then(|image| serde_json::from_value::<berth_model::image::Image>(image.clone()).ok())
+        .map(|image| size(image.size()))
+        .unwrap_or_default()
+}
+
+/// One column of a table: its header, whether only `-o wide` shows it, and its cell.
+pub struct Column {
+    header: &'static str,
+    wide: bool,
+    cell: fn(&Value) -> String,
+}
+
+const fn column(header: &'static str, cell: fn(&Value) -> String) -> Column {
+    Column { header, wide: false, cell }
+}
+
+const fn wide_column(header: &'static str, cell: fn(&Value) -> String) -> Column {
+    Column { header, wide: true, cell }
+}
+
+fn name(v: &Value) -> String {
+    text(v, "/metadata/name").to_string()
+}
+
+fn namespace(v: &Value) -> String {
+    text(v, "/metadata/namespace").to_string()
+}
+
+fn created_age(v: &Value) -> String {
+    age(text(v, "/metadata/creationTimestamp"))
+}
+
+fn stream_repository(v: &Value) -> String {
+    text(v, "/status/dockerImageRepository").to_string()
+}
+
+/// Tag names from spec and status, sorted, at most four and then `+ N more...`.
+fn stream_tags(v: &Value) -> String {
+    const SHOWN: usize = 4;
+    let spec = array(v, "/spec/tags").iter().map(|t| text(t, "/name"));
+    let status = array(v, "/status/tags").iter().map(|t| text(t, "/tag"));
+    let mut names: Vec<&str> = spec.chain(status).filter(|n| !n.is_empty()).collect();
+    names.sort_unstable();
+    names.dedup();
+    let shown = names.iter().take(SHOWN).copied().collect::<Vec<_>>().join(",");
+    match names.len().saturating_sub(SHOWN) {
+        0 => shown,
+        more => format!("{shown} + {more} more..."),
+    }
+}
+
+/// When any tag of the stream last moved: the newest current TagEvent.
+fn stream_updated(v: &Value) -> String {
+    let newest = array(v, "/status/tags").iter().filter_map(|t| parse_time(text(t, "/items/0/created"))).max();
+    newest.map(ago_since).unwrap_or_default()
+}
+
+fn image_reference(v: &Value) -> String {
+    text(v, "/dockerImageReference").to_string()
+}
+
+fn embedded_image_reference(v: &Value) -> String {
+    text(v, "/image/dockerImageReference").to_string()
+}
+
+fn embedded_image_name(v: &Value) -> String {
+    text(v, "/image/metadata/name").to_string()
+}
+
+fn created_ago(v: &Value) -> String {
+    ago(text(v, "/metadata/creationTimestamp"))
+}
+
+fn image_tag_source(v: &Value) -> String {
+    match v.pointer("/spec/from") {
+        Some(from) => source_text(text(from, "/kind"), text(from, "/namespace"), text(from, "/name"), text(v, "/metadata/namespace")),
+        None => String::new(),
+    }
+}
+
+fn image_tag_reference(v: &Value) -> String {
+    text(v, "/status/items/0/dockerImageReference").to_string()
+}
+
+fn image_tag_updated(v: &Value) -> String {
+    ago(text(v, "/status/items/0/created"))
+}
+
+fn own_size(v: &Value) -> String {
+    image_size(Some(v))
+}
+
+fn embedded_size(v: &Value) -> String {
+    image_size(v.get("image"))
+}
+
+fn namespace_status(v: &Value) -> String {
+    text(v, "/status/phase").to_string()
+}
+
+fn secret_type(v: &Value) -> String {
+    text(v, "/type").to_string()
+}
+
+/// The number of keys; `<hidden>` when the server left the data out (callers without
+/// admin rights in the namespace see secrets' metadata only).
+fn secret_data(v: &Value) -> String {
+    match v.get("data").and_then(Value::as_object) {
+        Some(data) => data.len().to_string(),
+        None => "<hidden>".to_string(),
+    }
+}
+
+fn token_role(v: &Value) -> String {
+    text(v, "/spec/role").to_string()
+}
+
+fn token_namespaces(v: &Value) -> String {
+    array(v, "/spec/namespaces").iter().filter_map(Value::as_str).collect::<Vec<_>>().join(",")
+}
+
+fn token_expires(v: &Value) -> String {
+    match seconds_since(text(v, "/spec/expirationTimestamp")) {
+        None => "never".to_string(),
+        Some(elapsed) if elapsed >= 0 => "expired".to_string(),
+        Some(elapsed) => format!("in {}", short_duration(-elapsed)),
+    }
+}
+
+fn token_description(v: &Value) -> String {
+    text(v, "/spec/description").to_string()
+}
+
+static NAMESPACE_COLUMN: Column = column("NAMESPACE", namespace);
+static NAME_ONLY: [Column; 1] = [column("NAME", name)];
+static IMAGE_STREAM_COLUMNS: [Column; 4] =
+    [column("NAME", name), column("IMAGE REPOSITORY", stream_repository), column("TAGS", stream_tags), column("UPDATED", stream_updated)];
+static IMAGE_STREAM_TAG_COLUMNS: [Column; 4] = [
+    column("NAME", name),
+    column("IMAGE REFERENCE", embedded_image_reference),
+    column("UPDATED", created_ago),
+    wide_column("IMAGE", embedded_image_name),
+];
+static IMAGE_TAG_COLUMNS: [Column; 4] = [
+    column("NAME", name),
+    column("SPEC", image_tag_source),
+    column("IMAGE REFERENCE", image_tag_reference),
+    column("UPDATED", image_tag_updated),
+];
+static IMAGE_STREAM_IMAGE_COLUMNS: [Column; 3] =
+    [column("NAME", name), column("IMAGE REFERENCE", embedded_image_reference), column("SIZE", embedded_size)];
+static IMAGE_COLUMNS: [Column; 3] = [column("NAME", name), column("IMAGE REFERENCE", image_reference), column("SIZE", own_size)];
+static NAMESPACE_COLUMNS: [Column; 3] = [column("NAME", name), column("STATUS", namespace_status), column("AGE", created_age)];
+static SECRET_COLUMNS: [Column; 4] =
+    [column("NAME", name), column("TYPE", secret_type), column("DATA", secret_data), column("AGE", created_age)];
+static TOKEN_COLUMNS: [Column; 6] = [
+    column("NAME", name),
+    column("ROLE", token_role),
+    column("NAMESPACES", token_namespaces),
+    column("EXPIRES", token_expires),
+    column("AGE", created_age),
+    wide_column("DESCRIPTION", token_description),
+];
+
+fn columns_of(kind: &Kind) -> &'static [Column] {
+    match kind.kind {
+        "ImageStream" => &IMAGE_STREAM_COLUMNS,
+        "ImageStreamTag" => &IMAGE_STREAM_TAG_COLUMNS,
+        "ImageTag" => &IMAGE_TAG_COLUMNS,
+        "ImageStreamImage" => &IMAGE_STREAM_IMAGE_COLUMNS,
+        "Image" => &IMAGE_COLUMNS,
+        "Namespace" => &NAMESPACE_COLUMNS,
+        "Secret" => &SECRET_COLUMNS,
+        "Token" => &TOKEN_COLUMNS,
+        _ => &NAME_ONLY,
+    }
+}
+
+/// Lays rows out as kubectl does: no borders, columns two spaces apart.
+fn render(rows: &[Vec<String>]) -> Vec<String> {
+    let mut grid = Grid::new();
+    grid.load_style(presets::NOTHING);
+    grid.add_rows(rows.iter().cloned());
+    // comfy-table pads each cell with a space on both sides: between columns that is
+    // kubectl's two spaces; the outer ones are trimmed.
+    grid.lines().map(|line| line.strip_prefix(' ').unwrap_or(&line).trim_end().to_string()).collect()
+}
+
+/// A table of one kind, printed all at once or (for a watch) a row at a time.
+pub struct Table {
+    columns: Vec<&'static Column>,
+    /// The widest cell printed so far in each column, so that rows printed one at a
+    /// time line up with those before them.
+    widest: Vec<String>,
+}
+
+impl Table {
+    pub fn new(kind: &Kind, wide: bool, all_namespaces: bool) -> Table {
+        let namespace = (all_namespaces && kind.namespaced).then_some(&NAMESPACE_COLUMN);
+        let columns: Vec<&'static Column> = namespace.into_iter().chain(columns_of(kind).iter().filter(|c| wide || !c.wide)).collect();
+        Table { columns, widest: Vec::new() }
+    }
+
+    fn header(&self) -> Vec<String> {
+        self.columns.iter().map(|c| c.header.to_string()).collect()
+    }
+
+    fn cells(&self, object: &Value) -> Vec<String> {
+        self.columns.iter().map(|c| (c.cell)(object)).collect()
+    }
+
+    fn remember(&mut self, rows: &[Vec<String>]) {
+        for row in rows {
+            if self.widest.is_empty() {
+                self.widest = row.clone();
+            }
+            for (widest, cell) in self.widest.iter_mut().zip(row) {
+                if cell.chars().count() > widest.chars().count() {
+                    widest.clone_from(cell);
+                }
+            }
+        }
+    }
+
+    /// Prints the header and a row per object.
+    pub fn print(&mut self, objects: &[Value]) {
+        let rows: Vec<Vec<String>> = std::iter::once(self.header()).chain(objects.iter().map(|o| self.cells(o))).collect();
+        self.remember(&rows);
+        for line in render(&rows) {
+            println!("{line}");
+        }
+    }
+
+    /// Prints one more row, aligned with what was printed before (the header first, if
+    /// nothing was).
+    pub fn print_row(&mut self, object: &Value) {
+        if self.widest.is_empty() {
+            return self.print(std::slice::from_ref(object));
+        }
+        let row = self.cells(object);
+        self.remember(std::slice::from_ref(&row));
+        if let Some(line) = render(&[self.widest.clone(), row]).pop() {
+            println!("{line}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::kinds;
+
+    #[test]
+    fn durations_are_short() {
+        assert_eq!(short_duration(-5), "0s");
+        assert_eq!(short_duration(59), "59s");
+        assert_eq!(short_duration(5 * 60 + 3), "5m");
+        assert_eq!(short_duration(3 * 3600), "3h");
+        assert_eq!(short_duration(47 * 3600), "47h");
+        assert_eq!(short_duration(2 * 86_400), "2d");
+        assert_eq!(short_duration(800 * 86_400), "2y");
+    }
+
+    #[test]
+    fn sizes_use_decimal_units() {
+        assert_eq!(size(999), "999B");
+        assert_eq!(size(1500), "1.5kB");
+        assert_eq!(size(12_345_678), "12.3MB");
+        assert_eq!(size(123_456_789), "123MB");
+        assert_eq!(size(2_000_000_000), "2GB");
+    }
+
+    #[test]
+    fn stream_tags_are_sorted_and_capped() {
+        let stream = json!({"spec": {"tags": [{"name": "b"}, {"name": "a"}, {"name": "f"}]},
+            "status": {"tags": [{"tag": "a"}, {"tag": "c"}, {"tag": "d"}, {"tag": "e"}]}});
+        assert_eq!(stream_tags(&stream), "a,b,c,d + 2 more...");
+    }
+
+    #[test]
+    fn tables_have_no_borders_and_two_space_gaps() {
+        let rows = vec![vec!["NAME".to_string(), "DATA".to_string()], vec!["pull-secret".to_string(), "1".to_string()]];
+        assert_eq!(render(&rows), vec!["NAME         DATA", "pull-secret  1"]);
+    }
+
+    #[test]
+    fn all_namespaces_adds_a_namespace_column_and_wide_adds_wide_columns() {
+        let table = Table::new(&kinds::IMAGE_STREAM_TAG, true, true);
+        assert_eq!(table.header(), vec!["NAMESPACE", "NAME", "IMAGE REFERENCE", "UPDATED", "IMAGE"]);
+        let table = Table::new(&kinds::NAMESPACE, false, true);
+        assert_eq!(table.header(), vec!["NAME", "STATUS", "AGE"]);
+    }
+
+    #[test]
+    fn secrets_without_data_say_hidden() {
+        assert_eq!(secret_data(&json!({"data": {"a": "", "b": ""}})), "2");
+        assert_eq!(secret_data(&json!({})), "<hidden>");
+    }
+}

@@ -1,0 +1,333 @@
+//! The `berth` client against a real `berth serve`: each test starts the binary on a
+//! free port with its own data directory and client config, and runs client commands
+//! as a user would, checking their output and exit codes.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+/// A running `berth serve`, killed when dropped.
+struct Berth {
+    child: Child,
+    dir: tempfile::TempDir,
+    config: PathBuf,
+}
+
+impl Drop for Berth {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    // Bind to port 0 to learn a free port, then let it go for the server to take.
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A `berth` command with a clean environment but for the client config.
+fn berth_command(config: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_berth"));
+    command.env("BERTH_CONFIG", config).env_remove("BERTH_SERVER").env_remove("BERTH_TOKEN").env_remove("BERTH_NAMESPACE");
+    command
+}
+
+impl Berth {
+    fn start() -> Berth {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("client.yaml");
+        let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
+        let port = free_port();
+        let child = berth_command(&config)
+            .args(["serve", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--sync", "normal"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("berth serve starts");
+        let server = Berth { child, dir, config };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !reqwest::blocking::get(format!("http://127.0.0.1:{port}/readyz")).is_ok_and(|r| r.status().is_success()) {
+            let log = std::fs::read_to_string(server.dir.path().join("server.log")).unwrap_or_default();
+            assert!(Instant::now() < deadline, "berth serve did not become ready:\n{log}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(server.config.exists(), "berth serve wrote no client config");
+        server
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = berth_command(&self.config);
+        command.args(args);
+        command
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    /// Runs a command that must succeed; returns its stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let output = self.run(args);
+        assert!(output.status.success(), "berth {args:?} failed:\n{}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8(output.stdout).unwrap()
+    }
+
+    /// Runs a command that must fail with exit code 1; returns its stderr.
+    fn fails(&self, args: &[&str]) -> String {
+        let output = self.run(args);
+        assert_eq!(output.status.code(), Some(1), "berth {args:?} did not fail:\n{}", String::from_utf8_lossy(&output.stdout));
+        String::from_utf8(output.stderr).unwrap()
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        serde_json::from_str(&self.ok(args)).unwrap()
+    }
+
+    fn write(&self, name: &str, text: &str) -> String {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_string()
+    }
+
+    /// A server with the namespace `team`.
+    fn with_team() -> Berth {
+        let berth = Berth::start();
+        assert_eq!(berth.ok(&["create", "namespace", "team"]), "namespace/team created\n");
+        berth
+    }
+}
+
+fn sha256(text: &str) -> String {
+    let hex: String = Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
+}
+
+/// A mapping that points `app:latest` at an image whose manifest is `manifest`, named
+/// by the manifest's digest as the server requires.
+fn mapping(manifest: &str) -> (String, Value) {
+    let digest = sha256(manifest);
+    let mapping = serde_json::json!({
+        "apiVersion": "image.openshift.io/v1",
+        "kind": "ImageStreamMapping",
+        "metadata": {"name": "app", "namespace": "team"},
+        "tag": "latest",
+        "image": {
+            "metadata": {"name": digest},
+            "dockerImageReference": format!("registry.example.com/team/app@{digest}"),
+            "dockerImageManifest": manifest,
+            "dockerImageLayers": [{"name": sha256(&format!("layer of {manifest}")), "size": 1_500_000, "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip"}],
+        }
+    });
+    (digest, mapping)
+}
+
+const STREAM_LIST: &str = r#"
+apiVersion: v1
+kind: List
+items:
+- apiVersion: image.openshift.io/v1
+  kind: ImageStream
+  metadata:
+    name: db
+  spec:
+    tags:
+    - name: "5.6"
+      from:
+        kind: DockerImage
+        name: mysql:5.6
+    - name: latest
+      from:
+        kind: ImageStreamTag
+        name: db:5.6
+"#;
+
+#[test]
+fn apply_creates_then_reports_unchanged_and_configured() {
+    let berth = Berth::with_team();
+    let file = berth.write("db.yaml", STREAM_LIST);
+    assert_eq!(berth.ok(&["apply", "-f", &file, "-n", "team"]), "imagestream.image.openshift.io/db created\n");
+    assert_eq!(berth.ok(&["apply", "-f", &file, "-n", "team"]), "imagestream.image.openshift.io/db unchanged\n");
+    let labelled = berth.write("db2.yaml", &STREAM_LIST.replace("    name: db\n", "    name: db\n    labels:\n      tier: data\n"));
+    assert_eq!(berth.ok(&["apply", "-f", &labelled, "-n", "team"]), "imagestream.image.openshift.io/db configured\n");
+
+    let table = berth.ok(&["get", "is", "-n", "team"]);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 2, "{table}");
+    assert!(lines[0].starts_with("NAME  IMAGE REPOSITORY"), "{table}");
+    assert!(lines[1].starts_with("db    ") && lines[1].contains("/team/db") && lines[1].contains("5.6,latest"), "{table}");
+
+    let selected = berth.ok(&["get", "is", "-n", "team", "-l", "tier=data", "-o", "name"]);
+    assert_eq!(selected, "imagestream.image.openshift.io/db\n");
+    let none = berth.run(&["get", "is", "-n", "team", "-l", "tier=web"]);
+    assert!(none.stdout.is_empty());
+    assert_eq!(String::from_utf8_lossy(&none.stderr), "No resources found in team namespace.\n");
+
+    let stream = berth.json(&["get", "imagestream", "db", "-n", "team", "-o", "json"]);
+    assert_eq!(stream["metadata"]["labels"]["tier"], "data");
+    let conditions = berth.ok(&["describe", "is", "db", "-n", "team"]);
+    assert!(conditions.contains("  tagged from DockerImage mysql:5.6"), "{conditions}");
+    assert!(conditions.contains("  tagged from ImageStreamTag db:5.6"), "{conditions}");
+    assert!(conditions.contains("  ! NotImported: "), "{conditions}");
+
+    assert_eq!(berth.ok(&["delete", "is", "db", "-n", "team"]), "imagestream.image.openshift.io \"db\" deleted\n");
+    let gone = berth.fails(&["get", "is", "db", "-n", "team"]);
+    assert!(gone.starts_with("Error from server (NotFound): "), "{gone}");
+}
+
+#[test]
+fn mappings_build_history_and_tags_follow_it() {
+    let berth = Berth::with_team();
+    let (first, first_mapping) = mapping("{\"schemaVersion\":2,\"n\":1}");
+    let (second, second_mapping) = mapping("{\"schemaVersion\":2,\"n\":2}");
+    let file = berth.write("m1.yaml", &yaml_serde::to_string(&first_mapping).unwrap());
+    assert_eq!(berth.ok(&["apply", "-f", &file]), "imagestreammapping.image.openshift.io/app created\n");
+    let istag = berth.json(&["get", "istag", "app:latest", "-n", "team", "-o", "json"]);
+    assert_eq!(istag["image"]["metadata"]["name"], first.as_str());
+
+    // A JSON file works as well as YAML.
+    let file = berth.write("m2.json", &second_mapping.to_string());
+    assert_eq!(berth.ok(&["apply", "-f", &file]), "imagestreammapping.image.openshift.io/app created\n");
+    let istag = berth.json(&["get", "istag", "app:latest", "-n", "team", "-o", "json"]);
+    assert_eq!(istag["image"]["metadata"]["name"], second.as_str());
+    assert_eq!(istag["image"]["dockerImageReference"], format!("registry.example.com/team/app@{second}"));
+
+    let described = berth.ok(&["describe", "is", "app", "-n", "team"]);
+    assert!(described.contains("Unique Images:      2\n"), "{described}");
+    assert!(described.contains("\nlatest\n  pushed image\n"), "{described}");
+    let newest = described.find(&format!("  * registry.example.com/team/app@{second}")).expect("the current image is starred");
+    let older = described.find(&format!("    registry.example.com/team/app@{first}")).expect("the older image is listed");
+    assert!(newest < older, "{described}");
+    assert!(described.contains(&format!("      {first}\n")) && described.contains(&format!("      {second}\n")), "{described}");
+
+    assert_eq!(berth.ok(&["tag", "app:latest", "app:prod", "-n", "team"]), "Tag app:prod set to app:latest.\n");
+    let prod = berth.json(&["get", "istag", "app:prod", "-n", "team", "-o", "json"]);
+    assert_eq!(prod["image"]["metadata"]["name"], second.as_str());
+    assert_eq!(prod["tag"]["from"]["kind"], "ImageStreamTag");
+
+    let tags = berth.ok(&["get", "istag", "-n", "team", "-o", "wide"]);
+    assert!(tags.starts_with("NAME        IMAGE REFERENCE"), "{tags}");
+    assert_eq!(tags.lines().filter(|l| l.contains(&second)).count(), 2, "{tags}");
+
+    let detail = berth.ok(&["describe", "istag", "app:prod", "-n", "team"]);
+    assert!(detail.contains(&format!("Image Name:         {second}\n")), "{detail}");
+    assert!(detail.contains("Image Size:         1.5MB\n") && detail.contains("Layers:             1\n"), "{detail}");
+    assert!(detail.contains("Tagged From:        ImageStreamTag app:latest\n"), "{detail}");
+
+    assert_eq!(berth.ok(&["tag", "-d", "app:prod", "-n", "team"]), "Deleted tag team/app:prod.\n");
+    assert!(berth.fails(&["get", "istag", "app:prod", "-n", "team"]).starts_with("Error from server (NotFound)"));
+
+    let images = berth.ok(&["get", "images"]);
+    assert!(images.contains(&first) && images.contains(&second) && images.contains("1.5MB"), "{images}");
+}
+
+#[test]
+fn an_unknown_kind_fails_the_whole_file_and_creates_nothing() {
+    let berth = Berth::with_team();
+    let file = berth.write("mixed.yaml", &format!("{STREAM_LIST}---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: web\n"));
+    let stderr = berth.fails(&["apply", "-f", &file, "-n", "team"]);
+    assert!(stderr.contains("document 2: kind \"Pod\" with apiVersion \"v1\" is not supported"), "{stderr}");
+    assert!(stderr.contains("ImageStream (image.openshift.io/v1)") && stderr.contains("nothing was applied"), "{stderr}");
+    let listed = berth.run(&["get", "is", "-n", "team"]);
+    assert!(listed.stdout.is_empty(), "{}", String::from_utf8_lossy(&listed.stdout));
+}
+
+#[test]
+fn a_view_token_reads_but_cannot_write() {
+    let berth = Berth::with_team();
+    let file = berth.write("db.yaml", STREAM_LIST);
+    berth.ok(&["apply", "-f", &file, "-n", "team"]);
+    let created = berth.run(&["token", "create", "viewer", "--role", "view", "--namespace", "team", "--expires-in", "24h"]);
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    let token = String::from_utf8(created.stdout).unwrap();
+    assert_eq!(token.lines().count(), 1, "the token alone is printed: {token}");
+    assert!(String::from_utf8_lossy(&created.stderr).contains("only time"));
+    let token = token.trim();
+
+    let as_viewer = |args: &[&str]| berth.command(args).env("BERTH_TOKEN", token).output().unwrap();
+    let listed = as_viewer(&["get", "is", "-n", "team"]);
+    assert!(listed.status.success() && String::from_utf8_lossy(&listed.stdout).contains("db"));
+    let applied = as_viewer(&["apply", "-f", &file, "-n", "team"]);
+    assert_eq!(applied.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&applied.stderr);
+    assert!(stderr.starts_with("Error from server (Forbidden): "), "{stderr}");
+    let elsewhere = as_viewer(&["get", "is", "-n", "default"]);
+    assert!(String::from_utf8_lossy(&elsewhere.stderr).starts_with("Error from server (Forbidden)"));
+
+    let tokens = berth.ok(&["token", "list"]);
+    let viewer = tokens.lines().find(|l| l.starts_with("viewer ")).unwrap_or_else(|| panic!("{tokens}"));
+    assert!(viewer.contains(" view ") && viewer.contains(" team ") && viewer.contains(" in 23h "), "{tokens}");
+    assert_eq!(berth.ok(&["token", "revoke", "viewer"]), "token.berth.dev \"viewer\" revoked\n");
+    let revoked = as_viewer(&["get", "is", "-n", "team"]);
+    assert!(String::from_utf8_lossy(&revoked.stderr).starts_with("Error from server (Unauthorized)"));
+
+    let unscoped = berth.fails(&["token", "create", "nowhere", "--role", "view"]);
+    assert!(unscoped.contains("--cluster"), "{unscoped}");
+}
+
+#[test]
+fn watch_prints_a_row_per_change() {
+    let berth = Berth::with_team();
+    let mut watch = berth.command(&["get", "is", "-n", "team", "-w"]).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let (lines, received) = mpsc::channel();
+    let stdout = watch.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    // Give the watch time to list and start before the change it must see.
+    std::thread::sleep(Duration::from_millis(500));
+    berth.ok(&["apply", "-f", &berth.write("db.yaml", STREAM_LIST), "-n", "team"]);
+    let header = received.recv_timeout(Duration::from_secs(10)).expect("a header");
+    let row = received.recv_timeout(Duration::from_secs(10)).expect("a row");
+    let _ = watch.kill();
+    let _ = watch.wait();
+    assert!(header.starts_with("NAME") && header.contains("TAGS"), "{header}");
+    assert!(row.starts_with("db ") && row.contains("5.6,latest"), "{row}");
+}
+
+#[test]
+fn yaml_output_keeps_the_servers_timestamps() {
+    let berth = Berth::with_team();
+    let json = berth.json(&["get", "ns", "team", "-o", "json"]);
+    let yaml = berth.ok(&["get", "ns", "team", "-o", "yaml"]);
+    let created = json["metadata"]["creationTimestamp"].as_str().unwrap();
+    assert!(yaml.contains(created) && yaml.contains("kind: Namespace"), "{yaml}");
+    let list = berth.json(&["get", "namespaces", "-o", "json"]);
+    assert_eq!(list["kind"], "NamespaceList");
+    assert!(list["metadata"]["resourceVersion"].is_string());
+}
+
+#[test]
+fn errors_say_what_to_do_next() {
+    let berth = Berth::start();
+    let port = free_port();
+    let unreachable = berth.fails(&["get", "is", "--server", &format!("http://127.0.0.1:{port}")]);
+    assert_eq!(unreachable, format!("error: cannot reach the berth server at http://127.0.0.1:{port}: is `berth serve` running?\n"));
+    let nowhere = berth.dir.path().join("missing.yaml");
+    let output = berth_command(&nowhere).args(["get", "is"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&output.stderr), "error: no server: start one with `berth serve`, or pass --server\n");
+    let missing_ns = berth.fails(&["apply", "-f", &berth.write("db.yaml", STREAM_LIST), "-n", "nope"]);
+    assert!(missing_ns.contains("berth create namespace nope"), "{missing_ns}");
+    let kind = berth.fails(&["get", "pods"]);
+    assert!(kind.contains("\"pods\"") && kind.contains("imagestreams (is)"), "{kind}");
+}
+
+#[test]
+fn completion_prints_a_script() {
+    let output = Command::new(env!("CARGO_BIN_EXE_berth")).args(["completion", "bash"]).output().unwrap();
+    assert!(output.status.success());
+    let script = String::from_utf8(output.stdout).unwrap();
+    assert!(script.contains("_berth()") && script.contains("complete -F _berth"), "{script}");
+}
