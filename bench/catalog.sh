@@ -32,14 +32,15 @@ start=$(date +%s%N); serve; ready=$(date +%s%N)
 startup_ms=$(( (ready - start) / 1000000 ))
 export BERTH_TOKEN=$(cat "$work/data/admin.token") BENCH_WRK_DIR="$PWD/bench/wrk"
 
-printf '\n%-22s %12s %10s %10s %10s\n' scenario req/s p50 p99 errors
+printf '\n%-22s %12s %10s %10s %10s %12s\n' scenario req/s p50 p99 errors "RSS after"
 for scenario in get-istag get-imagestream list-namespace tag-update; do
   out=$(wrk -t2 -c32 -d"${duration}s" --latency -s "bench/wrk/$scenario.lua" "$url")
   rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
   p50=$(awk '$1=="50%" {print $2}' <<<"$out")
   p99=$(awk '$1=="99%" {print $2}' <<<"$out")
   errors=$(awk '/Non-2xx/ {print $5}' <<<"$out"); errors=${errors:-0}
-  printf '%-22s %12s %10s %10s %10s\n' "$scenario" "$rps" "$p50" "$p99" "$errors"
+  rss_now=$(awk '/VmRSS/ {print int($2/1024) " MiB"}' "/proc/$pid/status")
+  printf '%-22s %12s %10s %10s %10s %12s\n' "$scenario" "$rps" "$p50" "$p99" "$errors" "$rss_now"
 done
 rss=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
 hwm=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")

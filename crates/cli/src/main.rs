@@ -16,6 +16,11 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::commands::Context;
 
+/// mimalloc keeps the server's memory compact under many concurrent requests (glibc's
+/// per-thread arenas grew it past 200 MiB in the catalog benchmark) and allocates faster.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// berth: an image catalog that speaks OpenShift's image API.
 #[derive(Debug, Parser)]
 #[command(name = "berth", version, about, propagate_version = true)]

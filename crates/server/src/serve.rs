@@ -118,14 +118,19 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Started> {
     })
     .await?
     .map_err(|err| anyhow::anyhow!(err.message))?;
+    let token_file = config.data_dir.join("admin.token");
     if let Some(token) = &admin_token {
-        let token_file = config.data_dir.join("admin.token");
         write_private(&token_file, &format!("{token}\n"))?;
         tracing::info!(path = %token_file.display(), "created the cluster-admin token");
-        if let Some(path) = &config.client_config {
-            ClientConfig { server: format!("http://{addr}"), token: token.clone() }.save(path)?;
-            tracing::info!(path = %path.display(), "wrote the client config: berth commands on this machine will use this server");
-        }
+    }
+    // The client config is written on first start, and again whenever it is missing (it
+    // was deleted, or BERTH_CONFIG points somewhere new), from the saved admin token.
+    if let Some(path) = &config.client_config
+        && (admin_token.is_some() || !path.exists())
+        && let Some(token) = admin_token.clone().or_else(|| std::fs::read_to_string(&token_file).ok().map(|t| t.trim().to_string()))
+    {
+        ClientConfig { server: format!("http://{addr}"), token }.save(path)?;
+        tracing::info!(path = %path.display(), "wrote the client config: berth commands on this machine will use this server");
     }
     let ready = Arc::new(AtomicBool::new(false));
     let app = App { catalog, ready: Arc::clone(&ready) };

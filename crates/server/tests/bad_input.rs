@@ -168,6 +168,13 @@ async fn unknown_paths_and_methods_answer_with_status_bodies() {
     assert_eq!((status, error["reason"].as_str()), (StatusCode::NOT_FOUND, Some("NotFound")));
     let (status, error) = app.send(&app.admin, Method::DELETE, "/api/v1/namespaces", None).await;
     assert_eq!((status, error["reason"].as_str()), (StatusCode::METHOD_NOT_ALLOWED, Some("MethodNotAllowed")));
+    app.namespace("team").await;
+    let (status, error) = app.get(&format!("{IMAGE_API}/namespaces/team/imagestreamtags?watch=true")).await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{error}");
+    assert!(error["message"].as_str().unwrap().contains("watch imagestreams"));
+    let (_, discovery) = app.get(IMAGE_API).await;
+    let mappings = discovery["resources"].as_array().unwrap().iter().find(|r| r["name"] == "imagestreammappings").unwrap();
+    assert_eq!(mappings["verbs"], json!(["create"]));
     let (status, _) = app.get("/healthz").await;
     assert_eq!(status, StatusCode::OK);
     app.stop().await;

@@ -18,13 +18,14 @@ CREATE TABLE IF NOT EXISTS meta (
 ) STRICT;
 INSERT OR IGNORE INTO meta (key, value) VALUES ('revision', 0), ('compacted', 0), ('schema', 1);
 CREATE TABLE IF NOT EXISTS objects (
+    id INTEGER PRIMARY KEY,
     resource TEXT NOT NULL,
     namespace TEXT NOT NULL,
     name TEXT NOT NULL,
     revision INTEGER NOT NULL,
-    body BLOB NOT NULL,
-    PRIMARY KEY (resource, namespace, name)
-) STRICT, WITHOUT ROWID;
+    body BLOB NOT NULL
+) STRICT;
+CREATE UNIQUE INDEX IF NOT EXISTS objects_by_key ON objects (resource, namespace, name);
 CREATE TABLE IF NOT EXISTS refs (
     resource TEXT NOT NULL,
     reference TEXT NOT NULL,
@@ -43,6 +44,15 @@ CREATE TABLE IF NOT EXISTS events (
 ) STRICT;
 CREATE INDEX IF NOT EXISTS events_by_resource ON events (resource, revision);
 "#;
+
+/// The writer's page cache: the pages a write touches (index roots, hot streams) stay in
+/// memory instead of being read back from the file.
+const WRITER_CACHE_KIB: u32 = 32 * 1024;
+/// Checkpoints run on a background thread ([`CHECKPOINT_EVERY`]); this larger threshold is
+/// only a safety net that makes a commit checkpoint if the background thread falls behind.
+const WAL_AUTOCHECKPOINT_PAGES: u32 = 16_384;
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+const READERS: u32 = 8;
 
 /// How hard a commit waits for the disk. `Normal` survives a crash of the process (the
 /// WAL is in the operating system's hands at commit); `Full` also survives a power cut,
@@ -73,7 +83,8 @@ impl SqliteStore {
         };
         writer
             .execute_batch(&format!(
-                "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;"
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; \
+                 PRAGMA cache_size = -{WRITER_CACHE_KIB}; PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES};"
             ))
             .map_err(backend)?;
         writer.execute_batch(SCHEMA).map_err(backend)?;
@@ -81,7 +92,7 @@ impl SqliteStore {
             .with_flags(OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI)
             .with_init(|conn| conn.execute_batch("PRAGMA busy_timeout = 5000;"));
         let readers = r2d2::Pool::builder()
-            .max_size(16)
+            .max_size(READERS)
             .min_idle(Some(2))
             .connection_timeout(Duration::from_secs(30))
             // A read-only connection to a local file does not go stale; checking it on
@@ -91,12 +102,40 @@ impl SqliteStore {
             .map_err(backend)?;
         let revision = meta_value(&writer, "revision")?;
         let (committed, _) = watch::channel(revision);
+        spawn_checkpointer(path, committed.subscribe())?;
         Ok(SqliteStore { writer: Mutex::new(writer), readers, committed })
     }
 
     fn reader(&self) -> Result<r2d2::PooledConnection<SqliteConnectionManager>, StoreError> {
         self.readers.get().map_err(backend)
     }
+}
+
+/// Copies the WAL back into the database file off the commit path, so that writers never
+/// pay for it. PASSIVE checkpoints neither block nor wait for readers or the writer. The
+/// thread ends when the store is dropped (its revision channel closes).
+fn spawn_checkpointer(path: &Path, mut committed: watch::Receiver<u64>) -> Result<(), StoreError> {
+    let conn = Connection::open(path).map_err(backend)?;
+    conn.execute_batch("PRAGMA busy_timeout = 5000;").map_err(backend)?;
+    std::thread::Builder::new()
+        .name("berth-checkpoint".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(CHECKPOINT_EVERY);
+                match committed.has_changed() {
+                    Ok(true) => {
+                        committed.mark_unchanged();
+                        if let Err(err) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                            tracing::warn!(%err, "WAL checkpoint failed; will retry");
+                        }
+                    }
+                    Ok(false) => {}
+                    Err(_) => return,
+                }
+            }
+        })
+        .map_err(backend)?;
+    Ok(())
 }
 
 fn meta_value(conn: &Connection, key: &str) -> Result<u64, StoreError> {
@@ -278,6 +317,39 @@ impl SqliteTxn<'_> {
         Ok(self.revision)
     }
 
+    /// Makes the object's references exactly `refs`, touching only those that changed
+    /// (a stream's update usually adds one image to dozens it already names).
+    fn replace_refs(&self, key: &ObjectKey, refs: &[String], existed: bool) -> Result<(), StoreError> {
+        let mut wanted: Vec<&str> = refs.iter().map(String::as_str).collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        let existing: Vec<String> = if existed {
+            let mut stmt = self
+                .tx
+                .prepare_cached("SELECT reference FROM refs WHERE resource = ?1 AND namespace = ?2 AND name = ?3")
+                .map_err(backend)?;
+            let rows = stmt.query_map(params![key.resource, key.namespace, key.name], |row| row.get(0)).map_err(backend)?;
+            rows.collect::<Result<_, _>>().map_err(backend)?
+        } else {
+            Vec::new()
+        };
+        let mut remove = self
+            .tx
+            .prepare_cached("DELETE FROM refs WHERE resource = ?1 AND reference = ?2 AND namespace = ?3 AND name = ?4")
+            .map_err(backend)?;
+        for reference in existing.iter().filter(|r| wanted.binary_search(&r.as_str()).is_err()) {
+            remove.execute(params![key.resource, reference, key.namespace, key.name]).map_err(backend)?;
+        }
+        let mut insert = self
+            .tx
+            .prepare_cached("INSERT OR IGNORE INTO refs (resource, reference, namespace, name) VALUES (?1, ?2, ?3, ?4)")
+            .map_err(backend)?;
+        for reference in wanted.iter().filter(|r| !existing.iter().any(|e| e == *r)) {
+            insert.execute(params![key.resource, reference, key.namespace, key.name]).map_err(backend)?;
+        }
+        Ok(())
+    }
+
     fn clear_refs(&self, key: &ObjectKey) -> Result<(), StoreError> {
         self.tx
             .prepare_cached("DELETE FROM refs WHERE resource = ?1 AND namespace = ?2 AND name = ?3")
@@ -300,20 +372,27 @@ impl WriteTxn for SqliteTxn<'_> {
     fn put(&mut self, key: &ObjectKey, body: &[u8], refs: &[String], expect: Precondition) -> Result<u64, StoreError> {
         let current = get_object(self.tx, key)?;
         self.check(key, current.as_ref(), expect)?;
-        let kind = if current.is_some() { EventType::Modified } else { EventType::Added };
-        let revision = self.record_event(key, kind, body)?;
-        self.tx
-            .prepare_cached("INSERT OR REPLACE INTO objects (resource, namespace, name, revision, body) VALUES (?1, ?2, ?3, ?4, ?5)")
-            .and_then(|mut stmt| stmt.execute(params![key.resource, key.namespace, key.name, revision as i64, body]))
-            .map_err(backend)?;
-        self.clear_refs(key)?;
-        let mut insert = self
-            .tx
-            .prepare_cached("INSERT OR IGNORE INTO refs (resource, reference, namespace, name) VALUES (?1, ?2, ?3, ?4)")
-            .map_err(backend)?;
-        for reference in refs {
-            insert.execute(params![key.resource, reference, key.namespace, key.name]).map_err(backend)?;
-        }
+        let revision = match &current {
+            // Writing the same bytes again is no change: no event, no new revision.
+            Some(current) if current.body == body => return Ok(current.revision),
+            Some(_) => {
+                let revision = self.record_event(key, EventType::Modified, body)?;
+                self.tx
+                    .prepare_cached("UPDATE objects SET revision = ?4, body = ?5 WHERE resource = ?1 AND namespace = ?2 AND name = ?3")
+                    .and_then(|mut stmt| stmt.execute(params![key.resource, key.namespace, key.name, revision as i64, body]))
+                    .map_err(backend)?;
+                revision
+            }
+            None => {
+                let revision = self.record_event(key, EventType::Added, body)?;
+                self.tx
+                    .prepare_cached("INSERT INTO objects (resource, namespace, name, revision, body) VALUES (?1, ?2, ?3, ?4, ?5)")
+                    .and_then(|mut stmt| stmt.execute(params![key.resource, key.namespace, key.name, revision as i64, body]))
+                    .map_err(backend)?;
+                revision
+            }
+        };
+        self.replace_refs(key, refs, current.is_some())?;
         Ok(revision)
     }
 

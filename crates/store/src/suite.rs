@@ -21,6 +21,7 @@ macro_rules! store_test_suite {
             events_record_every_change_in_order,
             compaction_makes_old_revisions_unwatchable,
             subscribers_hear_each_commit,
+            writing_the_same_bytes_changes_nothing,
             concurrent_writers_get_contiguous_revisions,
         );
     };
@@ -195,4 +196,17 @@ pub fn concurrent_writers_get_contiguous_revisions(store: Arc<dyn MetadataStore>
     assert_eq!(revisions, (start + 1..=start + 400).collect::<Vec<_>>());
     let events = store.events_since("things", None, start, 1000).unwrap();
     assert_eq!(events.iter().map(|e| e.object.revision).collect::<Vec<_>>(), revisions);
+}
+
+pub fn writing_the_same_bytes_changes_nothing(store: Arc<dyn MetadataStore>) {
+    let a = key("ns", "a");
+    let first = transact(&*store, |txn| txn.put(&a, b"same", &["r1".into()], Precondition::Absent)).unwrap();
+    let again = transact(&*store, |txn| txn.put(&a, b"same", &["r1".into()], Precondition::Revision(first))).unwrap();
+    assert_eq!(again, first);
+    assert_eq!(store.current_revision().unwrap(), first);
+    assert_eq!(store.events_since("things", None, first, 10).unwrap(), vec![]);
+    let changed = transact(&*store, |txn| txn.put(&a, b"other", &["r2".into()], Precondition::Revision(first))).unwrap();
+    assert_eq!(changed, first + 1);
+    assert_eq!(store.referrers("things", "r2").unwrap(), vec![a.clone()]);
+    assert!(store.referrers("things", "r1").unwrap().is_empty());
 }

@@ -13,6 +13,7 @@ use crate::commands::Context;
 
 /// How often the event log is trimmed to `--event-retention` entries.
 const COMPACTION_INTERVAL: Duration = Duration::from_secs(10);
+const MAX_BLOCKING_THREADS: usize = 16;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum SyncMode {
@@ -61,6 +62,12 @@ pub fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
         compaction_interval: COMPACTION_INTERVAL,
         client_config: if args.no_client_config { None } else { ctx.config_path() },
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
+    // Blocking threads run writes and lists; more of them than this only queue on the one
+    // writer connection and the reader pool while each holds its own memory.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .max_blocking_threads(MAX_BLOCKING_THREADS)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
     runtime.block_on(berth_server::run(config))
 }

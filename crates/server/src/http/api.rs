@@ -17,7 +17,7 @@ use serde_json::json;
 
 use crate::http::body::{RawBody, apply_patch, decode, decode_value};
 use crate::http::watch::serve_watch;
-use crate::http::{App, call, list_of, render_error, resource_list, respond, success};
+use crate::http::{App, call, call_inline, list_of, render_error, resource_list, respond, success};
 use crate::services::watch::Watchable;
 use crate::services::{Caller, Catalog, Error, ErrorKind, ListOptions, Resource, Result};
 
@@ -32,10 +32,20 @@ pub fn routes() -> Router<App> {
         .route("/apis", get(|| async { axum::Json(discovery_groups()) }))
         .route(
             CORE,
-            get(|| async { axum::Json(resource_list_doc("v1", &[("namespaces", "Namespace", false), ("secrets", "Secret", true)])) }),
+            get(|| async {
+                axum::Json(resource_list_doc("v1", &[("namespaces", "Namespace", false, ALL), ("secrets", "Secret", true, ALL)]))
+            }),
         )
         .route(IMAGE, get(|| async { axum::Json(image_resources()) }))
-        .route(BERTH, get(|| async { axum::Json(resource_list_doc(BERTH_API_VERSION, &[("tokens", "Token", false)])) }))
+        .route(
+            BERTH,
+            get(|| async {
+                axum::Json(resource_list_doc(
+                    BERTH_API_VERSION,
+                    &[("tokens", "Token", false, &["create", "delete", "get", "list", "watch"])],
+                ))
+            }),
+        )
         // Image streams.
         .route(&format!("{IMAGE}/imagestreams"), get(list_streams))
         .route(&format!("{IMAGE_NS}/imagestreams"), get(list_streams).post(create_stream))
@@ -181,6 +191,18 @@ where
     respond(&headers, StatusCode::OK, result)
 }
 
+/// Virtual kinds have no event log of their own: a watch on them is refused, with the
+/// watch that gives the same changes.
+fn no_watch(params: &ListParams, resource: &str) -> Result<()> {
+    if params.is_watch() {
+        return Err(Error::new(
+            ErrorKind::MethodNotAllowed,
+            format!("{resource} cannot be watched: watch imagestreams, whose every tag change is an event"),
+        ));
+    }
+    Ok(())
+}
+
 fn patch_pins_version(body: &RawBody) -> bool {
     serde_json::from_slice::<serde_json::Value>(&body.bytes).ok().and_then(|v| v.pointer("/metadata/resourceVersion").cloned()).is_some()
 }
@@ -203,7 +225,7 @@ async fn create_stream(State(app): State<App>, Path(ns): Path<String>, headers: 
 }
 
 async fn get_stream(State(app): State<App>, Path((ns, name)): Path<(String, String)>, headers: HeaderMap) -> Response {
-    let result = call(&app, &headers, move |c, caller| c.get_stream(caller, &ns, &name)).await;
+    let result = call_inline(&app, &headers, |c, caller| c.get_stream(caller, &ns, &name));
     respond(&headers, StatusCode::OK, result)
 }
 
@@ -239,7 +261,7 @@ async fn list_stream_tags(
     Query(params): Query<ListParams>,
     headers: HeaderMap,
 ) -> Response {
-    let result = match params.options() {
+    let result = match no_watch(&params, "imagestreamtags").and_then(|()| params.options()) {
         Ok(options) => call(&app, &headers, move |c, caller| c.list_stream_tags(caller, &ns, &options)).await,
         Err(err) => Err(err),
     };
@@ -247,7 +269,7 @@ async fn list_stream_tags(
 }
 
 async fn get_stream_tag(State(app): State<App>, Path((ns, name)): Path<(String, String)>, headers: HeaderMap) -> Response {
-    let result = call(&app, &headers, move |c, caller| c.get_stream_tag(caller, &ns, &name)).await;
+    let result = call_inline(&app, &headers, |c, caller| c.get_stream_tag(caller, &ns, &name));
     respond(&headers, StatusCode::OK, result)
 }
 
@@ -277,7 +299,7 @@ async fn delete_stream_tag(State(app): State<App>, Path((ns, name)): Path<(Strin
 }
 
 async fn list_image_tags(State(app): State<App>, Path(ns): Path<String>, Query(params): Query<ListParams>, headers: HeaderMap) -> Response {
-    let result = match params.options() {
+    let result = match no_watch(&params, "imagetags").and_then(|()| params.options()) {
         Ok(options) => call(&app, &headers, move |c, caller| c.list_image_tags(caller, &ns, &options)).await,
         Err(err) => Err(err),
     };
@@ -285,7 +307,7 @@ async fn list_image_tags(State(app): State<App>, Path(ns): Path<String>, Query(p
 }
 
 async fn get_image_tag(State(app): State<App>, Path((ns, name)): Path<(String, String)>, headers: HeaderMap) -> Response {
-    let result = call(&app, &headers, move |c, caller| c.get_image_tag(caller, &ns, &name)).await;
+    let result = call_inline(&app, &headers, |c, caller| c.get_image_tag(caller, &ns, &name));
     respond(&headers, StatusCode::OK, result)
 }
 
@@ -310,7 +332,7 @@ async fn delete_image_tag(State(app): State<App>, Path((ns, name)): Path<(String
 }
 
 async fn get_stream_image(State(app): State<App>, Path((ns, name)): Path<(String, String)>, headers: HeaderMap) -> Response {
-    let result = call(&app, &headers, move |c, caller| c.get_stream_image(caller, &ns, &name)).await;
+    let result = call_inline(&app, &headers, |c, caller| c.get_stream_image(caller, &ns, &name));
     respond(&headers, StatusCode::OK, result)
 }
 
@@ -334,7 +356,7 @@ async fn create_image(State(app): State<App>, headers: HeaderMap, body: RawBody)
 }
 
 async fn get_image(State(app): State<App>, Path(name): Path<String>, headers: HeaderMap) -> Response {
-    let result = call(&app, &headers, move |c, caller| c.get_image(caller, &name)).await;
+    let result = call_inline(&app, &headers, |c, caller| c.get_image(caller, &name));
     respond(&headers, StatusCode::OK, result)
 }
 
@@ -365,7 +387,7 @@ async fn create_namespace(State(app): State<App>, headers: HeaderMap, body: RawB
 }
 
 async fn get_namespace(State(app): State<App>, Path(name): Path<String>, headers: HeaderMap) -> Response {
-    let result = call(&app, &headers, move |c, caller| c.get_namespace(caller, &name)).await;
+    let result = call_inline(&app, &headers, |c, caller| c.get_namespace(caller, &name));
     respond(&headers, StatusCode::OK, result)
 }
 
@@ -401,7 +423,7 @@ async fn create_secret(State(app): State<App>, Path(ns): Path<String>, headers: 
 }
 
 async fn get_secret(State(app): State<App>, Path((ns, name)): Path<(String, String)>, headers: HeaderMap) -> Response {
-    let result = call(&app, &headers, move |c, caller| c.get_secret(caller, &ns, &name)).await;
+    let result = call_inline(&app, &headers, |c, caller| c.get_secret(caller, &ns, &name));
     respond(&headers, StatusCode::OK, result)
 }
 
@@ -437,7 +459,7 @@ async fn create_token(State(app): State<App>, headers: HeaderMap, body: RawBody)
 }
 
 async fn get_token(State(app): State<App>, Path(name): Path<String>, headers: HeaderMap) -> Response {
-    let result = call(&app, &headers, move |c, caller| c.get_token(caller, &name)).await;
+    let result = call_inline(&app, &headers, |c, caller| c.get_token(caller, &name));
     respond(&headers, StatusCode::OK, result)
 }
 
@@ -448,10 +470,18 @@ async fn delete_token(State(app): State<App>, Path(name): Path<String>, headers:
 
 // Discovery, enough for clients that look before they call.
 
-fn resource_list_doc(group_version: &str, resources: &[(&str, &str, bool)]) -> serde_json::Value {
+/// The verbs of a kind with the full set.
+const ALL: &[&str] = &["create", "delete", "get", "list", "patch", "update", "watch"];
+/// The verbs of ImageStreamTag and ImageTag.
+const TAG_VERBS: &[&str] = &["create", "delete", "get", "list", "update"];
+
+/// `(resource, kind, namespaced, verbs)` of each resource of a group.
+type ResourceDoc<'a> = (&'a str, &'a str, bool, &'a [&'a str]);
+
+fn resource_list_doc(group_version: &str, resources: &[ResourceDoc<'_>]) -> serde_json::Value {
     let resources: Vec<_> = resources
         .iter()
-        .map(|(name, kind, namespaced)| json!({"name": name, "kind": kind, "namespaced": namespaced, "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"]}))
+        .map(|(name, kind, namespaced, verbs)| json!({"name": name, "kind": kind, "namespaced": namespaced, "verbs": verbs}))
         .collect();
     json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources})
 }
@@ -460,12 +490,12 @@ fn image_resources() -> serde_json::Value {
     resource_list_doc(
         IMAGE_API_VERSION,
         &[
-            ("images", "Image", false),
-            ("imagestreams", "ImageStream", true),
-            ("imagestreamtags", "ImageStreamTag", true),
-            ("imagetags", "ImageTag", true),
-            ("imagestreamimages", "ImageStreamImage", true),
-            ("imagestreammappings", "ImageStreamMapping", true),
+            ("images", "Image", false, ALL),
+            ("imagestreams", "ImageStream", true, ALL),
+            ("imagestreamtags", "ImageStreamTag", true, TAG_VERBS),
+            ("imagetags", "ImageTag", true, TAG_VERBS),
+            ("imagestreamimages", "ImageStreamImage", true, &["get"]),
+            ("imagestreammappings", "ImageStreamMapping", true, &["create"]),
         ],
     )
 }

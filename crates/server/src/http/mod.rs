@@ -77,6 +77,18 @@ where
     .map_err(|err| Error::internal(format!("the request was interrupted: {err}")))?
 }
 
+/// Authenticates the request and runs `f` right here on the async worker. Only for
+/// single-object reads: they are a few indexed SQLite reads from the read-only pool, far
+/// shorter than the hand-off to a blocking thread would be, and they never wait for the
+/// writer. Everything that writes or may run long goes through [`call`].
+fn call_inline<T, F>(app: &App, headers: &HeaderMap, f: F) -> Result<T, Error>
+where
+    F: FnOnce(&Catalog, &Caller) -> Result<T, Error>,
+{
+    let caller = app.catalog.authenticate(bearer(headers).as_deref())?;
+    f(&app.catalog, &caller)
+}
+
 /// Whether the client asked for YAML rather than JSON.
 fn wants_yaml(headers: &HeaderMap) -> bool {
     headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|accept| accept.contains("yaml") && !accept.contains("json"))

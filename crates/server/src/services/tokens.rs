@@ -23,9 +23,12 @@ const PREFIX: &str = "brt_";
 /// request costs no store read for its token. Every token write in this process clears
 /// it, so a revoked token stops working at once. (Replicas sharing a store will need to
 /// clear it from the event log's token events as well.)
+/// A caller and when its token expires.
+type CachedCaller = (Caller, Option<Time>);
+
 #[derive(Default)]
 pub struct CallerCache {
-    entries: RwLock<HashMap<[u8; 32], (Caller, Option<Time>)>>,
+    entries: RwLock<HashMap<[u8; 32], CachedCaller>>,
 }
 
 /// Bounds the cache; past it the cache starts over.
