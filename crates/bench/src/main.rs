@@ -44,8 +44,9 @@ fn main() -> anyhow::Result<()> {
 
     let images: Vec<Image> = (0..args.images).map(|idx| image(idx, base)).collect();
     for chunk in images.chunks(500) {
-        transact(&store, |txn| {
-            for image in chunk {
+        let chunk = chunk.to_vec();
+        transact(&store, move |txn| {
+            for image in &chunk {
                 txn.put(&Image::key("", &image.metadata.name), &image.encode(), &[], Precondition::Absent)?;
             }
             Ok::<_, berth_store::StoreError>(())
@@ -56,7 +57,7 @@ fn main() -> anyhow::Result<()> {
         let streams: Vec<ImageStream> = (0..args.streams_per_namespace)
             .map(|s_idx| stream(&args, &namespace, ns_idx * args.streams_per_namespace + s_idx, s_idx, &images, base))
             .collect();
-        transact(&store, |txn| {
+        transact(&store, move |txn| {
             let ns = Namespace {
                 metadata: ObjectMeta {
                     name: namespace.clone(),

@@ -18,6 +18,7 @@ mod sqlite;
 pub mod suite;
 
 use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
 
 pub use sqlite::{SqliteStore, Synchronous};
 
@@ -126,6 +127,9 @@ pub enum StoreError {
     Backend(String),
 }
 
+/// A unit of work for [`MetadataStore::write`].
+pub type WriteJob = Box<dyn FnOnce(&mut dyn WriteTxn) -> Result<(), StoreError> + Send + 'static>;
+
 /// The operations of one write transaction.
 pub trait WriteTxn {
     fn get(&mut self, key: &ObjectKey) -> Result<Option<StoredObject>, StoreError>;
@@ -144,9 +148,12 @@ pub trait MetadataStore: Send + Sync {
     fn list(&self, query: &ListQuery) -> Result<ListPage, StoreError>;
     /// Keys of the objects of `resource` that declared `reference` when last written.
     fn referrers(&self, resource: &str, reference: &str) -> Result<Vec<ObjectKey>, StoreError>;
-    /// Runs `f` in one transaction and commits it when `f` returns `Ok`. Returns the
-    /// store's revision after the commit.
-    fn write(&self, f: &mut dyn FnMut(&mut dyn WriteTxn) -> Result<(), StoreError>) -> Result<u64, StoreError>;
+    /// Runs `job` atomically and returns once it is committed (durably, as the backend is
+    /// configured): all of its changes or, when it returns `Err`, none. A backend may
+    /// commit several jobs together (group commit); each still sees the others' changes
+    /// only as a whole and in revision order. Returns the revision of the job's last
+    /// change (the current revision when it changed nothing).
+    fn write(&self, job: WriteJob) -> Result<u64, StoreError>;
     /// Up to `limit` events of `resource` (in `namespace`, when given) with a revision
     /// above `after`, oldest first. Fails with [`StoreError::Compacted`] when events after
     /// `after` may already have been dropped.
@@ -161,27 +168,21 @@ pub trait MetadataStore: Send + Sync {
 
 /// Runs `f` as one write transaction, carrying its own error type through: an `Err`
 /// from `f` rolls back and is returned as is.
-pub fn transact<T, E>(store: &dyn MetadataStore, f: impl FnOnce(&mut dyn WriteTxn) -> Result<T, E>) -> Result<T, E>
+pub fn transact<T, E, F>(store: &dyn MetadataStore, f: F) -> Result<T, E>
 where
-    E: From<StoreError>,
+    T: Send + 'static,
+    E: From<StoreError> + Send + 'static,
+    F: FnOnce(&mut dyn WriteTxn) -> Result<T, E> + Send + 'static,
 {
-    let mut f = Some(f);
-    let mut outcome: Option<Result<T, E>> = None;
-    let committed = store.write(&mut |txn| {
-        let Some(f) = f.take() else {
-            return Err(StoreError::Backend("a transaction closure ran twice".to_string()));
-        };
-        match f(txn) {
-            Ok(value) => {
-                outcome = Some(Ok(value));
-                Ok(())
-            }
-            Err(err) => {
-                outcome = Some(Err(err));
-                Err(StoreError::Aborted)
-            }
-        }
-    });
+    let outcome: Arc<Mutex<Option<Result<T, E>>>> = Arc::default();
+    let slot = Arc::clone(&outcome);
+    let committed = store.write(Box::new(move |txn| {
+        let result = f(txn);
+        let failed = result.is_err();
+        *slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(result);
+        if failed { Err(StoreError::Aborted) } else { Ok(()) }
+    }));
+    let outcome = outcome.lock().unwrap_or_else(PoisonError::into_inner).take();
     match (committed, outcome) {
         (Ok(_), Some(result)) => result,
         (Err(StoreError::Aborted), Some(Err(err))) => Err(err),

@@ -2,14 +2,14 @@
 //! read-only connections, so writers never fight and readers never wait for writers.
 
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::mpsc;
 use std::time::Duration;
 
 use r2d2_sqlite::SqliteConnectionManager;
-use r2d2_sqlite::rusqlite::{self, Connection, OpenFlags, OptionalExtension, Transaction, params};
+use r2d2_sqlite::rusqlite::{self, Connection, OpenFlags, OptionalExtension, params};
 use tokio::sync::watch;
 
-use crate::{Event, EventType, ListPage, ListQuery, MetadataStore, ObjectKey, Precondition, StoreError, StoredObject, WriteTxn};
+use crate::{Event, EventType, ListPage, ListQuery, MetadataStore, ObjectKey, Precondition, StoreError, StoredObject, WriteJob, WriteTxn};
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS meta (
@@ -51,7 +51,7 @@ const WRITER_CACHE_KIB: u32 = 32 * 1024;
 /// Checkpoints run on a background thread ([`CHECKPOINT_EVERY`]); this larger threshold is
 /// only a safety net that makes a commit checkpoint if the background thread falls behind.
 const WAL_AUTOCHECKPOINT_PAGES: u32 = 16_384;
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
 const READERS: u32 = 8;
 
 /// How hard a commit waits for the disk. `Normal` survives a crash of the process (the
@@ -64,10 +64,20 @@ pub enum Synchronous {
 }
 
 pub struct SqliteStore {
-    writer: Mutex<Connection>,
+    /// Work for the writer thread, which owns the one read-write connection.
+    writer: mpsc::Sender<WriterMsg>,
     readers: r2d2::Pool<SqliteConnectionManager>,
     committed: watch::Sender<u64>,
 }
+
+/// What the writer thread is asked to do.
+enum WriterMsg {
+    Write { job: WriteJob, done: mpsc::SyncSender<Result<u64, StoreError>> },
+    Compact { keep: u64, done: mpsc::SyncSender<Result<u64, StoreError>> },
+}
+
+/// The most writes committed together. Each still runs in its own savepoint.
+const MAX_GROUP: usize = 64;
 
 fn backend(err: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(err.to_string())
@@ -103,7 +113,19 @@ impl SqliteStore {
         let revision = meta_value(&writer, "revision")?;
         let (committed, _) = watch::channel(revision);
         spawn_checkpointer(path, committed.subscribe())?;
-        Ok(SqliteStore { writer: Mutex::new(writer), readers, committed })
+        let (sender, receiver) = mpsc::channel();
+        let announcer = committed.clone();
+        std::thread::Builder::new()
+            .name("berth-writer".into())
+            .spawn(move || write_forever(writer, receiver, announcer))
+            .map_err(backend)?;
+        Ok(SqliteStore { writer: sender, readers, committed })
+    }
+
+    fn ask(&self, msg: impl FnOnce(mpsc::SyncSender<Result<u64, StoreError>>) -> WriterMsg) -> Result<u64, StoreError> {
+        let (done, result) = mpsc::sync_channel(1);
+        self.writer.send(msg(done)).map_err(|_| StoreError::Backend("the writer thread has stopped".into()))?;
+        result.recv().map_err(|_| StoreError::Backend("the writer thread stopped during a write".into()))?
     }
 
     fn reader(&self) -> Result<r2d2::PooledConnection<SqliteConnectionManager>, StoreError> {
@@ -213,22 +235,8 @@ impl MetadataStore for SqliteStore {
         rows.collect::<Result<Vec<_>, _>>().map_err(backend)
     }
 
-    fn write(&self, f: &mut dyn FnMut(&mut dyn WriteTxn) -> Result<(), StoreError>) -> Result<u64, StoreError> {
-        let mut conn = self.writer.lock().map_err(|_| StoreError::Backend("the writer connection was poisoned by a panic".into()))?;
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(backend)?;
-        let start = meta_value(&tx, "revision")?;
-        let mut txn = SqliteTxn { tx: &tx, revision: start };
-        f(&mut txn)?;
-        let revision = txn.revision;
-        if revision != start {
-            tx.execute("UPDATE meta SET value = ?1 WHERE key = 'revision'", [revision as i64]).map_err(backend)?;
-        }
-        tx.commit().map_err(backend)?;
-        if revision != start {
-            // Sent while the writer lock is held, so revisions are announced in order.
-            self.committed.send_replace(revision);
-        }
-        Ok(revision)
+    fn write(&self, job: WriteJob) -> Result<u64, StoreError> {
+        self.ask(|done| WriterMsg::Write { job, done })
     }
 
     fn events_since(&self, resource: &str, namespace: Option<&str>, after: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
@@ -265,18 +273,7 @@ impl MetadataStore for SqliteStore {
     }
 
     fn compact(&self, keep: u64) -> Result<u64, StoreError> {
-        let conn = self.writer.lock().map_err(|_| StoreError::Backend("the writer connection was poisoned by a panic".into()))?;
-        let revision = meta_value(&conn, "revision")?;
-        let floor = meta_value(&conn, "compacted")?;
-        let target = revision.saturating_sub(keep);
-        if target <= floor {
-            return Ok(floor);
-        }
-        let tx = conn.unchecked_transaction().map_err(backend)?;
-        tx.execute("DELETE FROM events WHERE revision <= ?1", [target as i64]).map_err(backend)?;
-        tx.execute("UPDATE meta SET value = ?1 WHERE key = 'compacted'", [target as i64]).map_err(backend)?;
-        tx.commit().map_err(backend)?;
-        Ok(target)
+        self.ask(|done| WriterMsg::Compact { keep, done })
     }
 
     fn subscribe(&self) -> watch::Receiver<u64> {
@@ -284,8 +281,110 @@ impl MetadataStore for SqliteStore {
     }
 }
 
+/// The writer thread: takes every write waiting (up to [`MAX_GROUP`]), runs each in its
+/// own savepoint inside one transaction, commits once, and only then answers each. One
+/// commit (and one fsync) serves the whole group, and revisions stay in commit order.
+/// Ends when the store is dropped.
+fn write_forever(conn: Connection, inbox: mpsc::Receiver<WriterMsg>, committed: watch::Sender<u64>) {
+    while let Ok(first) = inbox.recv() {
+        let mut writes = Vec::new();
+        let mut next = Some(first);
+        while let Some(msg) = next.take() {
+            match msg {
+                WriterMsg::Write { job, done } => writes.push((job, done)),
+                WriterMsg::Compact { keep, done } => {
+                    commit_group(&conn, std::mem::take(&mut writes), &committed);
+                    let _ = done.send(compact_log(&conn, keep));
+                }
+            }
+            if writes.len() < MAX_GROUP {
+                next = inbox.try_recv().ok();
+            }
+        }
+        commit_group(&conn, writes, &committed);
+    }
+}
+
+type Reply = mpsc::SyncSender<Result<u64, StoreError>>;
+
+fn commit_group(conn: &Connection, writes: Vec<(WriteJob, Reply)>, committed: &watch::Sender<u64>) {
+    if writes.is_empty() {
+        return;
+    }
+    let fail_all = |writes: Vec<Reply>, err: StoreError| {
+        for done in writes {
+            let _ = done.send(Err(err.clone()));
+        }
+    };
+    let start = match conn.execute_batch("BEGIN IMMEDIATE").map_err(backend).and_then(|()| meta_value(conn, "revision")) {
+        Ok(start) => start,
+        Err(err) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            return fail_all(writes.into_iter().map(|(_, done)| done).collect(), err);
+        }
+    };
+    let mut revision = start;
+    let mut answers = Vec::with_capacity(writes.len());
+    for (job, done) in writes {
+        let outcome = conn.execute_batch("SAVEPOINT job").map_err(backend).and_then(|()| {
+            let mut txn = SqliteTxn { conn, revision };
+            // A panicking job must not take the writer thread, and every other write, with it.
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&mut txn))) {
+                Ok(result) => result.map(|()| txn.revision),
+                Err(_) => Err(StoreError::Backend("a write panicked and was rolled back".into())),
+            }
+        });
+        let answer = match outcome {
+            Ok(after) => conn.execute_batch("RELEASE job").map_err(backend).map(|()| {
+                revision = after;
+                after
+            }),
+            Err(err) => {
+                let _ = conn.execute_batch("ROLLBACK TO job; RELEASE job");
+                Err(err)
+            }
+        };
+        answers.push((done, answer));
+    }
+    let commit = if revision == start {
+        conn.execute_batch("COMMIT").map_err(backend)
+    } else {
+        conn.execute("UPDATE meta SET value = ?1 WHERE key = 'revision'", [revision as i64])
+            .map_err(backend)
+            .and_then(|_| conn.execute_batch("COMMIT").map_err(backend))
+    };
+    match commit {
+        Ok(()) => {
+            if revision != start {
+                committed.send_replace(revision);
+            }
+            for (done, answer) in answers {
+                let _ = done.send(answer);
+            }
+        }
+        Err(err) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            fail_all(answers.into_iter().map(|(done, _)| done).collect(), err);
+        }
+    }
+}
+
+fn compact_log(conn: &Connection, keep: u64) -> Result<u64, StoreError> {
+    let revision = meta_value(conn, "revision")?;
+    let floor = meta_value(conn, "compacted")?;
+    let target = revision.saturating_sub(keep);
+    if target <= floor {
+        return Ok(floor);
+    }
+    let tx = conn.unchecked_transaction().map_err(backend)?;
+    tx.execute("DELETE FROM events WHERE revision <= ?1", [target as i64]).map_err(backend)?;
+    tx.execute("UPDATE meta SET value = ?1 WHERE key = 'compacted'", [target as i64]).map_err(backend)?;
+    tx.commit().map_err(backend)?;
+    Ok(target)
+}
+
 struct SqliteTxn<'a> {
-    tx: &'a Transaction<'a>,
+    conn: &'a Connection,
     revision: u64,
 }
 
@@ -310,7 +409,7 @@ impl SqliteTxn<'_> {
             EventType::Modified => 1,
             EventType::Deleted => 2,
         };
-        self.tx
+        self.conn
             .prepare_cached("INSERT INTO events (revision, resource, namespace, name, kind, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")
             .and_then(|mut stmt| stmt.execute(params![self.revision as i64, key.resource, key.namespace, key.name, kind, body]))
             .map_err(backend)?;
@@ -325,7 +424,7 @@ impl SqliteTxn<'_> {
         wanted.dedup();
         let existing: Vec<String> = if existed {
             let mut stmt = self
-                .tx
+                .conn
                 .prepare_cached("SELECT reference FROM refs WHERE resource = ?1 AND namespace = ?2 AND name = ?3")
                 .map_err(backend)?;
             let rows = stmt.query_map(params![key.resource, key.namespace, key.name], |row| row.get(0)).map_err(backend)?;
@@ -334,14 +433,14 @@ impl SqliteTxn<'_> {
             Vec::new()
         };
         let mut remove = self
-            .tx
+            .conn
             .prepare_cached("DELETE FROM refs WHERE resource = ?1 AND reference = ?2 AND namespace = ?3 AND name = ?4")
             .map_err(backend)?;
         for reference in existing.iter().filter(|r| wanted.binary_search(&r.as_str()).is_err()) {
             remove.execute(params![key.resource, reference, key.namespace, key.name]).map_err(backend)?;
         }
         let mut insert = self
-            .tx
+            .conn
             .prepare_cached("INSERT OR IGNORE INTO refs (resource, reference, namespace, name) VALUES (?1, ?2, ?3, ?4)")
             .map_err(backend)?;
         for reference in wanted.iter().filter(|r| !existing.iter().any(|e| e == *r)) {
@@ -351,7 +450,7 @@ impl SqliteTxn<'_> {
     }
 
     fn clear_refs(&self, key: &ObjectKey) -> Result<(), StoreError> {
-        self.tx
+        self.conn
             .prepare_cached("DELETE FROM refs WHERE resource = ?1 AND namespace = ?2 AND name = ?3")
             .and_then(|mut stmt| stmt.execute(params![key.resource, key.namespace, key.name]))
             .map_err(backend)?;
@@ -361,23 +460,23 @@ impl SqliteTxn<'_> {
 
 impl WriteTxn for SqliteTxn<'_> {
     fn get(&mut self, key: &ObjectKey) -> Result<Option<StoredObject>, StoreError> {
-        get_object(self.tx, key)
+        get_object(self.conn, key)
     }
 
     fn list(&mut self, resource: &str, namespace: Option<&str>) -> Result<Vec<StoredObject>, StoreError> {
         let query = ListQuery { resource: resource.to_string(), namespace: namespace.map(str::to_string), ..ListQuery::default() };
-        list_objects(self.tx, &query)
+        list_objects(self.conn, &query)
     }
 
     fn put(&mut self, key: &ObjectKey, body: &[u8], refs: &[String], expect: Precondition) -> Result<u64, StoreError> {
-        let current = get_object(self.tx, key)?;
+        let current = get_object(self.conn, key)?;
         self.check(key, current.as_ref(), expect)?;
         let revision = match &current {
             // Writing the same bytes again is no change: no event, no new revision.
             Some(current) if current.body == body => return Ok(current.revision),
             Some(_) => {
                 let revision = self.record_event(key, EventType::Modified, body)?;
-                self.tx
+                self.conn
                     .prepare_cached("UPDATE objects SET revision = ?4, body = ?5 WHERE resource = ?1 AND namespace = ?2 AND name = ?3")
                     .and_then(|mut stmt| stmt.execute(params![key.resource, key.namespace, key.name, revision as i64, body]))
                     .map_err(backend)?;
@@ -385,7 +484,7 @@ impl WriteTxn for SqliteTxn<'_> {
             }
             None => {
                 let revision = self.record_event(key, EventType::Added, body)?;
-                self.tx
+                self.conn
                     .prepare_cached("INSERT INTO objects (resource, namespace, name, revision, body) VALUES (?1, ?2, ?3, ?4, ?5)")
                     .and_then(|mut stmt| stmt.execute(params![key.resource, key.namespace, key.name, revision as i64, body]))
                     .map_err(backend)?;
@@ -397,12 +496,12 @@ impl WriteTxn for SqliteTxn<'_> {
     }
 
     fn delete(&mut self, key: &ObjectKey, expect: Precondition) -> Result<u64, StoreError> {
-        let Some(current) = get_object(self.tx, key)? else {
+        let Some(current) = get_object(self.conn, key)? else {
             return Err(StoreError::NotFound(key.clone()));
         };
         self.check(key, Some(&current), expect)?;
         let revision = self.record_event(key, EventType::Deleted, &current.body)?;
-        self.tx
+        self.conn
             .prepare_cached("DELETE FROM objects WHERE resource = ?1 AND namespace = ?2 AND name = ?3")
             .and_then(|mut stmt| stmt.execute(params![key.resource, key.namespace, key.name]))
             .map_err(backend)?;
@@ -430,7 +529,11 @@ mod tests {
         let key = ObjectKey::new("things", "ns", "a");
         {
             let store = SqliteStore::open(&path, Synchronous::Full).unwrap();
-            crate::transact(&store, |txn| txn.put(&key, b"one", &[], Precondition::Absent)).unwrap();
+            crate::transact(&store, {
+                let key = key.clone();
+                move |txn| txn.put(&key, b"one", &[], Precondition::Absent)
+            })
+            .unwrap();
         }
         let store = SqliteStore::open(&path, Synchronous::Full).unwrap();
         assert_eq!(store.get(&key).unwrap().unwrap().body, b"one");

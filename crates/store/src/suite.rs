@@ -41,7 +41,13 @@ fn key(namespace: &str, name: &str) -> ObjectKey {
 }
 
 fn put(store: &dyn MetadataStore, key: &ObjectKey, body: &str, expect: Precondition) -> Result<u64, StoreError> {
-    transact(store, |txn| txn.put(key, body.as_bytes(), &[], expect))
+    let (key, body) = (key.clone(), body.to_string());
+    transact(store, move |txn| txn.put(&key, body.as_bytes(), &[], expect))
+}
+
+fn delete(store: &dyn MetadataStore, key: &ObjectKey, expect: Precondition) -> Result<u64, StoreError> {
+    let key = key.clone();
+    transact(store, move |txn| txn.delete(&key, expect))
 }
 
 pub fn create_read_update_delete(store: Arc<dyn MetadataStore>) {
@@ -53,7 +59,7 @@ pub fn create_read_update_delete(store: Arc<dyn MetadataStore>) {
     let updated = put(&*store, &a, "v2", Precondition::Revision(created)).unwrap();
     assert!(updated > created);
     assert_eq!(store.get(&a).unwrap().unwrap().body, b"v2");
-    transact(&*store, |txn| txn.delete(&a, Precondition::Revision(updated))).unwrap();
+    delete(&*store, &a, Precondition::Revision(updated)).unwrap();
     assert_eq!(store.get(&a).unwrap(), None);
 }
 
@@ -68,7 +74,7 @@ pub fn preconditions_protect_concurrent_changes(store: Arc<dyn MetadataStore>) {
     );
     assert_eq!(store.get(&a).unwrap().unwrap().body, b"v2", "a failed write changes nothing");
     let missing = key("ns", "missing");
-    assert_eq!(transact(&*store, |txn| txn.delete(&missing, Precondition::Any)), Err(StoreError::NotFound(missing.clone())));
+    assert_eq!(delete(&*store, &missing, Precondition::Any), Err(StoreError::NotFound(missing.clone())));
     assert_eq!(put(&*store, &missing, "x", Precondition::Revision(1)), Err(StoreError::NotFound(missing)));
 }
 
@@ -112,15 +118,17 @@ pub fn lists_are_ordered_filtered_and_paged(store: Arc<dyn MetadataStore>) {
 pub fn references_follow_the_latest_write(store: Arc<dyn MetadataStore>) {
     let a = key("ns", "a");
     let b = key("other", "b");
-    transact(&*store, |txn| {
-        txn.put(&a, b"a", &["img1".into(), "img2".into()], Precondition::Absent)?;
-        txn.put(&b, b"b", &["img1".into()], Precondition::Absent)
+    let (a2, b2) = (a.clone(), b.clone());
+    transact(&*store, move |txn| {
+        txn.put(&a2, b"a", &["img1".into(), "img2".into()], Precondition::Absent)?;
+        txn.put(&b2, b"b", &["img1".into()], Precondition::Absent)
     })
     .unwrap();
     assert_eq!(store.referrers("things", "img1").unwrap(), vec![a.clone(), b.clone()]);
-    transact(&*store, |txn| txn.put(&a, b"a2", &["img2".into()], Precondition::Any)).unwrap();
+    let a2 = a.clone();
+    transact(&*store, move |txn| txn.put(&a2, b"a2", &["img2".into()], Precondition::Any)).unwrap();
     assert_eq!(store.referrers("things", "img1").unwrap(), vec![b.clone()]);
-    transact(&*store, |txn| txn.delete(&b, Precondition::Any)).unwrap();
+    delete(&*store, &b, Precondition::Any).unwrap();
     assert!(store.referrers("things", "img1").unwrap().is_empty());
     assert!(store.referrers("others", "img2").unwrap().is_empty());
 }
@@ -144,7 +152,7 @@ pub fn events_record_every_change_in_order(store: Arc<dyn MetadataStore>) {
     put(&*store, &a, "v1", Precondition::Absent).unwrap();
     put(&*store, &key("other", "b"), "b", Precondition::Absent).unwrap();
     put(&*store, &a, "v2", Precondition::Any).unwrap();
-    transact(&*store, |txn| txn.delete(&a, Precondition::Any)).unwrap();
+    delete(&*store, &a, Precondition::Any).unwrap();
     let events = store.events_since("things", Some("ns"), start, 100).unwrap();
     let seen: Vec<(EventType, &[u8], u64)> = events.iter().map(|e| (e.event_type, e.object.body.as_slice(), e.object.revision)).collect();
     assert_eq!(
@@ -200,12 +208,16 @@ pub fn concurrent_writers_get_contiguous_revisions(store: Arc<dyn MetadataStore>
 
 pub fn writing_the_same_bytes_changes_nothing(store: Arc<dyn MetadataStore>) {
     let a = key("ns", "a");
-    let first = transact(&*store, |txn| txn.put(&a, b"same", &["r1".into()], Precondition::Absent)).unwrap();
-    let again = transact(&*store, |txn| txn.put(&a, b"same", &["r1".into()], Precondition::Revision(first))).unwrap();
+    let put_refs = |body: &'static [u8], reference: &str, expect: Precondition| {
+        let (key, reference) = (a.clone(), reference.to_string());
+        transact(&*store, move |txn| txn.put(&key, body, &[reference], expect))
+    };
+    let first = put_refs(b"same", "r1", Precondition::Absent).unwrap();
+    let again = put_refs(b"same", "r1", Precondition::Revision(first)).unwrap();
     assert_eq!(again, first);
     assert_eq!(store.current_revision().unwrap(), first);
     assert_eq!(store.events_since("things", None, first, 10).unwrap(), vec![]);
-    let changed = transact(&*store, |txn| txn.put(&a, b"other", &["r2".into()], Precondition::Revision(first))).unwrap();
+    let changed = put_refs(b"other", "r2", Precondition::Revision(first)).unwrap();
     assert_eq!(changed, first + 1);
     assert_eq!(store.referrers("things", "r2").unwrap(), vec![a.clone()]);
     assert!(store.referrers("things", "r1").unwrap().is_empty());

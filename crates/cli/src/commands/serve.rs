@@ -13,7 +13,7 @@ use crate::commands::Context;
 
 /// How often the event log is trimmed to `--event-retention` entries.
 const COMPACTION_INTERVAL: Duration = Duration::from_secs(10);
-const MAX_BLOCKING_THREADS: usize = 16;
+const MAX_BLOCKING_THREADS: usize = 8;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum SyncMode {

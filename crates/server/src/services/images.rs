@@ -49,7 +49,8 @@ impl Catalog {
         image.validate("").map_err(|causes| Error::invalid(IMAGES, &name, causes))?;
         image.metadata.namespace.clear();
         stamp_new(&mut image.metadata, Time::now());
-        let revision = transact(&**self.store(), |txn| txn.put(&Image::key("", &name), &image.encode(), &[], Precondition::Absent))
+        let (key, body) = (Image::key("", &name), image.encode());
+        let revision = transact(&**self.store(), move |txn| txn.put(&key, &body, &[], Precondition::Absent))
             .map_err(|err| Error::from_store(err, IMAGES, &name))?;
         image.metadata.resource_version = revision.to_string();
         image.set_type();
@@ -66,7 +67,9 @@ impl Catalog {
             )));
         }
         let expect = precondition(&update.metadata)?;
-        transact(&**self.store(), |txn| {
+        let name = name.to_string();
+        transact(&**self.store(), move |txn| {
+            let name = name.as_str();
             let key = Image::key("", name);
             let stored = txn.get(&key)?.ok_or_else(|| Error::not_found(IMAGES, name))?;
             let mut image = Image::decode(&stored)?;
@@ -87,7 +90,9 @@ impl Catalog {
 
     pub fn delete_image(&self, caller: &Caller, name: &str) -> Result<Image> {
         caller.require(Action::AdministerCluster, "delete", IMAGES)?;
-        transact(&**self.store(), |txn| {
+        let name = name.to_string();
+        transact(&**self.store(), move |txn| {
+            let name = name.as_str();
             let key = Image::key("", name);
             let stored = txn.get(&key)?.ok_or_else(|| Error::not_found(IMAGES, name))?;
             txn.delete(&key, Precondition::Any)?;

@@ -165,8 +165,10 @@ impl Catalog {
             _ => String::new(),
         };
         let mut items = Vec::with_capacity(page.items.len());
-        for stored in &page.items {
-            let object = T::decode(stored)?;
+        // Each stored row is freed as soon as it is decoded: a page of streams holds
+        // megabytes, and lists run concurrently.
+        for stored in page.items {
+            let object = T::decode(&stored)?;
             if options.matches(object.meta()) && keep(&object) {
                 items.push(object);
             }

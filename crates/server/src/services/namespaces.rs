@@ -39,7 +39,8 @@ impl Catalog {
         namespace.metadata.namespace.clear();
         stamp_new(&mut namespace.metadata, Time::now());
         namespace.status = NamespaceStatus { phase: "Active".to_string() };
-        let revision = transact(&**self.store(), |txn| txn.put(&Namespace::key("", &name), &namespace.encode(), &[], Precondition::Absent))
+        let (key, body) = (Namespace::key("", &name), namespace.encode());
+        let revision = transact(&**self.store(), move |txn| txn.put(&key, &body, &[], Precondition::Absent))
             .map_err(|err| Error::from_store(err, "namespaces", &name))?;
         namespace.metadata.resource_version = revision.to_string();
         namespace.set_type();
@@ -50,7 +51,9 @@ impl Catalog {
     pub fn update_namespace(&self, caller: &Caller, name: &str, update: Namespace) -> Result<Namespace> {
         caller.require(Action::AdministerCluster, "update", "namespaces")?;
         let expect = precondition(&update.metadata)?;
-        transact(&**self.store(), |txn| {
+        let owned = name.to_string();
+        transact(&**self.store(), move |txn| {
+            let name = owned.as_str();
             let key = Namespace::key("", name);
             let stored = txn.get(&key)?.ok_or_else(|| Error::not_found("namespaces", name))?;
             let mut namespace = Namespace::decode(&stored)?;
@@ -67,7 +70,9 @@ impl Catalog {
     /// Deletes a namespace and everything in it, in one transaction.
     pub fn delete_namespace(&self, caller: &Caller, name: &str) -> Result<Namespace> {
         caller.require(Action::AdministerCluster, "delete", "namespaces")?;
-        transact(&**self.store(), |txn| {
+        let owned = name.to_string();
+        transact(&**self.store(), move |txn| {
+            let name = owned.as_str();
             let key = Namespace::key("", name);
             let stored = txn.get(&key)?.ok_or_else(|| Error::not_found("namespaces", name))?;
             for resource in CONTENTS {
@@ -142,7 +147,9 @@ impl Catalog {
         secret.data = Some(data);
         let expect = if verb == "create" { Precondition::Absent } else { precondition(&secret.metadata)? };
         let now = Time::now();
-        let stored = transact(&**self.store(), |txn| {
+        let owned_namespace = namespace.to_string();
+        let stored = transact(&**self.store(), move |txn| {
+            let namespace = owned_namespace.as_str();
             ensure_namespace(txn, namespace)?;
             let key = Secret::key(namespace, &name);
             match txn.get(&key)? {
@@ -160,7 +167,9 @@ impl Catalog {
 
     pub fn delete_secret(&self, caller: &Caller, namespace: &str, name: &str) -> Result<Secret> {
         caller.require(Action::Write(namespace), "delete", "secrets")?;
-        let deleted = transact(&**self.store(), |txn| {
+        let (owned_namespace, owned) = (namespace.to_string(), name.to_string());
+        let deleted = transact(&**self.store(), move |txn| {
+            let (namespace, name) = (owned_namespace.as_str(), owned.as_str());
             ensure_namespace(txn, namespace)?;
             let key = Secret::key(namespace, name);
             let stored = txn.get(&key)?.ok_or_else(|| Error::not_found("secrets", name))?;

@@ -62,7 +62,9 @@ impl Catalog {
         check_valid(&stream)?;
         let now = Time::now();
         stamp_new(&mut stream.metadata, now);
-        let stored = transact(&**self.store(), |txn| {
+        let (owned_namespace, caller) = (namespace.to_string(), caller.clone());
+        let stored = transact(&**self.store(), move |txn| {
+            let (namespace, caller) = (owned_namespace.as_str(), &caller);
             ensure_namespace(txn, namespace)?;
             let sources = load_sources(txn, caller, None, &stream)?;
             tags::prepare_create(&mut stream, &sources, now).map_err(|causes| Error::invalid(STREAMS, &name, causes))?;
@@ -78,7 +80,9 @@ impl Catalog {
         name_matches(&stream.metadata, name)?;
         check_valid(&stream)?;
         let expect = precondition(&stream.metadata)?;
-        let stored = transact(&**self.store(), |txn| {
+        let (owned_namespace, owned, caller) = (namespace.to_string(), name.to_string(), caller.clone());
+        let stored = transact(&**self.store(), move |txn| {
+            let (namespace, name, caller) = (owned_namespace.as_str(), owned.as_str(), &caller);
             let old = read_stream(txn, namespace, name)?.ok_or_else(|| Error::not_found(STREAMS, name))?;
             keep_server_fields(&mut stream.metadata, &old.metadata);
             let sources = load_sources(txn, caller, Some(&old), &stream)?;
@@ -91,7 +95,9 @@ impl Catalog {
 
     pub fn delete_stream(&self, caller: &Caller, namespace: &str, name: &str) -> Result<ImageStream> {
         caller.require(Action::Write(namespace), "delete", STREAMS)?;
-        let deleted = transact(&**self.store(), |txn| {
+        let (owned_namespace, owned) = (namespace.to_string(), name.to_string());
+        let deleted = transact(&**self.store(), move |txn| {
+            let (namespace, name) = (owned_namespace.as_str(), owned.as_str());
             let stream = read_stream(txn, namespace, name)?.ok_or_else(|| Error::not_found(STREAMS, name))?;
             txn.delete(&ImageStream::key(namespace, name), Precondition::Any)?;
             Ok::<_, Error>(stream)
@@ -211,7 +217,17 @@ impl Catalog {
         let (stream_name, tag) = split_tag_name(resource, name)?;
         let expect = precondition(meta)?;
         let now = Time::now();
-        transact(&**self.store(), |txn| {
+        let (owned_namespace, owned_resource, owned_name, owned_stream, owned_tag, caller) =
+            (namespace.to_string(), resource.to_string(), name.to_string(), stream_name.to_string(), tag.to_string(), caller.clone());
+        transact(&**self.store(), move |txn| {
+            let (namespace, resource, name, stream_name, tag, caller) = (
+                owned_namespace.as_str(),
+                owned_resource.as_str(),
+                owned_name.as_str(),
+                owned_stream.as_str(),
+                owned_tag.as_str(),
+                &caller,
+            );
             ensure_namespace(txn, namespace)?;
             let old = read_stream(txn, namespace, stream_name)?;
             let spec = match change {
@@ -285,7 +301,9 @@ impl Catalog {
         let now = Time::now();
         let tag = mapping.tag.clone();
         let mut image = mapping.image;
-        transact(&**self.store(), |txn| {
+        let owned_namespace = namespace.to_string();
+        transact(&**self.store(), move |txn| {
+            let namespace = owned_namespace.as_str();
             ensure_namespace(txn, namespace)?;
             let image_key = Image::key("", &image.metadata.name);
             match txn.get(&image_key)? {

@@ -121,7 +121,8 @@ impl Catalog {
         stamp_new(&mut token.metadata, Time::now());
         token.secret_sha256 = secret_hash(&secret);
         token.status = None;
-        let revision = transact(&**self.store(), |txn| txn.put(&Token::key("", &name), &token.encode(), &[], Precondition::Absent))
+        let (key, body) = (Token::key("", &name), token.encode());
+        let revision = transact(&**self.store(), move |txn| txn.put(&key, &body, &[], Precondition::Absent))
             .map_err(|err| Error::from_store(err, TOKENS, &name))?;
         self.callers.clear();
         token.metadata.resource_version = revision.to_string();
@@ -146,7 +147,9 @@ impl Catalog {
     /// Revokes a token: it stops working at once.
     pub fn delete_token(&self, caller: &Caller, name: &str) -> Result<Token> {
         caller.require(Action::AdministerCluster, "delete", TOKENS)?;
-        let stored = transact(&**self.store(), |txn| {
+        let owned = name.to_string();
+        let stored = transact(&**self.store(), move |txn| {
+            let name = owned.as_str();
             let key = Token::key("", name);
             let stored = txn.get(&key)?.ok_or_else(|| Error::not_found(TOKENS, name))?;
             txn.delete(&key, Precondition::Any)?;
