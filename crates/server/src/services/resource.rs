@@ -36,10 +36,14 @@ pub trait Resource: Serialize + DeserializeOwned + Clone + Send + Sync + 'static
 
     /// Decodes a stored object, with `resourceVersion` from its revision.
     fn decode(stored: &StoredObject) -> Result<Self> {
-        let mut object: Self = serde_json::from_slice(&stored.body).map_err(|err| {
+        let unreadable = |err: &dyn std::fmt::Display| {
             tracing::error!(key = %stored.key, %err, "stored object does not decode");
             Error::internal(format!("stored {} {:?} could not be read", Self::QUALIFIED, stored.key.name))
-        })?;
+        };
+        // Checking UTF-8 once over the whole body is cheaper than serde_json checking each
+        // string of a large stream separately.
+        let text = std::str::from_utf8(&stored.body).map_err(|err| unreadable(&err))?;
+        let mut object: Self = serde_json::from_str(text).map_err(|err| unreadable(&err))?;
         object.meta_mut().resource_version = stored.revision.to_string();
         object.set_type();
         Ok(object)
