@@ -51,6 +51,8 @@ const WRITER_CACHE_KIB: u32 = 32 * 1024;
 /// Checkpoints run on a background thread ([`CHECKPOINT_EVERY`]); this larger threshold is
 /// only a safety net that makes a commit checkpoint if the background thread falls behind.
 const WAL_AUTOCHECKPOINT_PAGES: u32 = 16_384;
+/// The WAL file is truncated back to this size after a checkpoint that emptied it.
+const WAL_SIZE_LIMIT_BYTES: u64 = 64 * 1024 * 1024;
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
 const READERS: u32 = 8;
 
@@ -94,7 +96,8 @@ impl SqliteStore {
         writer
             .execute_batch(&format!(
                 "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; \
-                 PRAGMA cache_size = -{WRITER_CACHE_KIB}; PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES};"
+                 PRAGMA cache_size = -{WRITER_CACHE_KIB}; PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES}; \
+                 PRAGMA journal_size_limit = {WAL_SIZE_LIMIT_BYTES};"
             ))
             .map_err(backend)?;
         writer.execute_batch(SCHEMA).map_err(backend)?;

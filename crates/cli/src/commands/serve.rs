@@ -37,8 +37,9 @@ pub struct ServeArgs {
     /// How durable each commit is.
     #[arg(long, value_enum, default_value_t = SyncMode::Full)]
     sync: SyncMode,
-    /// How many event-log entries to keep for watches to resume from.
-    #[arg(long, default_value_t = 100_000)]
+    /// How many event-log entries to keep for watches to resume from. Each holds a whole
+    /// object (an image stream can be tens of KB), so this bounds the log's disk use.
+    #[arg(long, default_value_t = 20_000)]
     event_retention: u64,
     /// Do not write the client config (server URL and admin token) on first start.
     #[arg(long)]

@@ -17,7 +17,7 @@ use serde_json::json;
 
 use crate::http::body::{RawBody, apply_patch, decode, decode_value};
 use crate::http::watch::serve_watch;
-use crate::http::{App, call, call_inline, list_of, render_error, resource_list, respond, success};
+use crate::http::{App, call, call_inline, list_of, render_error, resource_list, respond, stream_list, success, wants_yaml};
 use crate::services::watch::Watchable;
 use crate::services::{Caller, Catalog, Error, ErrorKind, ListOptions, Resource, Result};
 
@@ -140,8 +140,11 @@ where
     if params.is_watch() {
         return serve_watch::<T>(app, headers, namespace, options, params).await;
     }
-    let result = call(&app, &headers, move |catalog, caller| list(catalog, caller, namespace.as_deref(), &options)).await;
-    respond(&headers, StatusCode::OK, result.map(resource_list))
+    if wants_yaml(&headers) {
+        let result = call(&app, &headers, move |catalog, caller| list(catalog, caller, namespace.as_deref(), &options)).await;
+        return respond(&headers, StatusCode::OK, result.map(resource_list));
+    }
+    stream_list(app, headers, move |catalog, caller| list(catalog, caller, namespace.as_deref(), &options)).await
 }
 
 /// Decodes a body as `T` and runs `f` with it.

@@ -14,6 +14,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use berth_model::meta::{ListMeta, Status, StatusCause, StatusDetails};
+use bytes::Bytes;
 use serde::Serialize;
 
 use crate::services::{Caller, Catalog, Error, ErrorKind, ListResult, Resource};
@@ -90,7 +91,7 @@ where
 }
 
 /// Whether the client asked for YAML rather than JSON.
-fn wants_yaml(headers: &HeaderMap) -> bool {
+pub(crate) fn wants_yaml(headers: &HeaderMap) -> bool {
     headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|accept| accept.contains("yaml") && !accept.contains("json"))
 }
 
@@ -131,6 +132,64 @@ fn list_of<T: Serialize>(kind: &str, api_version: &'static str, list: ListResult
 
 fn resource_list<T: Resource>(list: ListResult<T>) -> List<T> {
     list_of(T::KIND, T::API_VERSION, list)
+}
+
+/// Bytes of list JSON gathered before they are handed to the connection.
+const LIST_CHUNK: usize = 64 * 1024;
+
+/// Answers a list as JSON written item by item while the client reads it, so that a large
+/// list never exists whole in memory, neither as objects nor as text: each item is
+/// serialised into a bounded channel of chunks and then dropped. Errors found before the
+/// first byte (authentication, authorization, selectors) are answered with a `Status`.
+pub(crate) async fn stream_list<T, F>(app: App, headers: HeaderMap, list: F) -> Response
+where
+    T: Resource,
+    F: FnOnce(&Catalog, &Caller) -> Result<ListResult<T>, Error> + Send + 'static,
+{
+    let (started, first) = tokio::sync::oneshot::channel::<Result<(), Error>>();
+    let (chunks, body) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(2);
+    let catalog = app.catalog.clone();
+    let token = bearer(&headers);
+    tokio::task::spawn_blocking(move || {
+        let listed = catalog.authenticate(token.as_deref()).and_then(|caller| list(&catalog, &caller));
+        let result = match listed {
+            Ok(result) => result,
+            Err(err) => {
+                let _ = started.send(Err(err));
+                return;
+            }
+        };
+        if started.send(Ok(())).is_err() {
+            return;
+        }
+        let head = serde_json::json!({"kind": format!("{}List", T::KIND), "apiVersion": T::API_VERSION, "metadata": result.metadata});
+        let mut buffer = serde_json::to_vec(&head).expect("list metadata serialises");
+        buffer.pop(); // The closing brace: items follow.
+        buffer.extend_from_slice(b",\"items\":[");
+        for (idx, item) in result.items.into_iter().enumerate() {
+            if idx > 0 {
+                buffer.push(b',');
+            }
+            if let Err(err) = serde_json::to_writer(&mut buffer, &item) {
+                let _ = chunks.blocking_send(Err(std::io::Error::other(err)));
+                return;
+            }
+            if buffer.len() >= LIST_CHUNK && chunks.blocking_send(Ok(Bytes::from(std::mem::take(&mut buffer)))).is_err() {
+                return;
+            }
+        }
+        buffer.extend_from_slice(b"]}");
+        let _ = chunks.blocking_send(Ok(Bytes::from(buffer)));
+    });
+    match first.await {
+        Ok(Ok(())) => {
+            let stream = tokio_stream::wrappers::ReceiverStream::new(body);
+            (StatusCode::OK, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], axum::body::Body::from_stream(stream))
+                .into_response()
+        }
+        Ok(Err(err)) => render_error(err),
+        Err(_) => render_error(Error::internal("the list was interrupted")),
+    }
 }
 
 /// A `Status` of success, as Kubernetes returns for deletes of virtual objects.
