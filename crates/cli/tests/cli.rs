@@ -331,3 +331,51 @@ fn completion_prints_a_script() {
     let script = String::from_utf8(output.stdout).unwrap();
     assert!(script.contains("_berth()") && script.contains("complete -F _berth"), "{script}");
 }
+
+#[test]
+fn sigterm_and_sigint_stop_the_server_cleanly_and_a_restart_rewrites_a_missing_client_config() {
+    for signal in ["-TERM", "-INT"] {
+        let mut server = Berth::start();
+        server.ok(&["create", "namespace", "kept"]);
+        let killed = Command::new("kill").args([signal, &server.child.id().to_string()]).status().unwrap();
+        assert!(killed.success());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            if let Some(status) = server.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(Instant::now() < deadline, "berth serve did not stop on {signal}");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(status.success(), "berth serve exited with {status} on {signal}");
+        let log = std::fs::read_to_string(server.dir.path().join("server.log")).unwrap();
+        assert!(log.contains("shutting down"), "{log}");
+    }
+
+    // The client config is written again from the saved admin token when it is missing.
+    let mut first = Berth::start();
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+    let data = first.dir.path().join("data");
+    let config = first.config.clone();
+    std::fs::remove_file(&config).unwrap();
+    let port = free_port();
+    let mut child = berth_command(&config)
+        .args(["serve", "--data-dir"])
+        .arg(&data)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !config.exists() {
+        assert!(Instant::now() < deadline, "the client config was not written again");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    let listed = berth_command(&config).args(["get", "namespaces", "-o", "name"]).output().unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(listed.status.success(), "{}", String::from_utf8_lossy(&listed.stderr));
+}

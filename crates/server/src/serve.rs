@@ -78,20 +78,18 @@ pub struct Started {
 impl Started {
     /// Stops accepting, lets requests in flight finish, and waits for the server to end.
     pub async fn stop(self) -> anyhow::Result<()> {
-        let _ = self.shutdown.send(());
-        self.task.await.context("the server task failed")?
+        self.serve_until(std::future::ready(())).await
     }
 
-    /// Waits until the server ends by itself (it does not, unless it fails).
-    pub async fn wait(self) -> anyhow::Result<()> {
-        let Started { shutdown, task, .. } = self;
-        let result = task.await.context("the server task failed")?;
-        drop(shutdown);
-        result
-    }
-
-    pub fn shutdown_handle(&mut self) -> oneshot::Sender<()> {
-        std::mem::replace(&mut self.shutdown, oneshot::channel().0)
+    /// Serves until `signal` completes (then shuts down gracefully) or the server fails.
+    pub async fn serve_until(self, signal: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+        let Started { shutdown, mut task, .. } = self;
+        tokio::select! {
+            ended = &mut task => return ended.context("the server task failed")?,
+            () = signal => {}
+        }
+        let _ = shutdown.send(());
+        task.await.context("the server task failed")?
     }
 }
 
@@ -151,14 +149,13 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Started> {
 
 /// Runs `berth serve` until SIGINT or SIGTERM.
 pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
-    let mut started = start(config).await?;
-    let shutdown = started.shutdown_handle();
-    tokio::spawn(async move {
-        wait_for_signal().await;
-        tracing::info!("shutting down");
-        let _ = shutdown.send(());
-    });
-    started.wait().await
+    start(config)
+        .await?
+        .serve_until(async {
+            wait_for_signal().await;
+            tracing::info!("shutting down");
+        })
+        .await
 }
 
 async fn wait_for_signal() {
