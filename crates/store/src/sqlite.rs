@@ -47,7 +47,7 @@ CREATE INDEX IF NOT EXISTS events_by_resource ON events (resource, revision);
 
 /// The writer's page cache: the pages a write touches (index roots, hot streams) stay in
 /// memory instead of being read back from the file.
-const WRITER_CACHE_KIB: u32 = 32 * 1024;
+const WRITER_CACHE_KIB: u32 = 8 * 1024;
 /// Checkpoints run on a background thread ([`CHECKPOINT_EVERY`]); this larger threshold is
 /// only a safety net that makes a commit checkpoint if the background thread falls behind.
 const WAL_AUTOCHECKPOINT_PAGES: u32 = 16_384;

@@ -131,7 +131,7 @@ impl ListParams {
 async fn list_or_watch<T, F>(app: App, headers: HeaderMap, namespace: Option<String>, params: ListParams, list: F) -> Response
 where
     T: Watchable,
-    F: FnOnce(&Catalog, &Caller, Option<&str>, &ListOptions) -> Result<crate::services::ListResult<T>> + Send + 'static,
+    F: FnOnce(&Catalog, &Caller, Option<&str>, &ListOptions) -> Result<crate::services::LazyList<T>> + Send + 'static,
 {
     let options = match params.options() {
         Ok(options) => options,
@@ -141,7 +141,7 @@ where
         return serve_watch::<T>(app, headers, namespace, options, params).await;
     }
     if wants_yaml(&headers) {
-        let result = call(&app, &headers, move |catalog, caller| list(catalog, caller, namespace.as_deref(), &options)).await;
+        let result = call(&app, &headers, move |catalog, caller| list(catalog, caller, namespace.as_deref(), &options)?.collect()).await;
         return respond(&headers, StatusCode::OK, result.map(resource_list));
     }
     stream_list(app, headers, move |catalog, caller| list(catalog, caller, namespace.as_deref(), &options)).await

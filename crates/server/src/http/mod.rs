@@ -17,7 +17,7 @@ use berth_model::meta::{ListMeta, Status, StatusCause, StatusDetails};
 use bytes::Bytes;
 use serde::Serialize;
 
-use crate::services::{Caller, Catalog, Error, ErrorKind, ListResult, Resource};
+use crate::services::{Caller, Catalog, Error, ErrorKind, LazyList, ListResult, Resource};
 
 pub use body::MAX_BODY_BYTES;
 
@@ -144,7 +144,7 @@ const LIST_CHUNK: usize = 64 * 1024;
 pub(crate) async fn stream_list<T, F>(app: App, headers: HeaderMap, list: F) -> Response
 where
     T: Resource,
-    F: FnOnce(&Catalog, &Caller) -> Result<ListResult<T>, Error> + Send + 'static,
+    F: FnOnce(&Catalog, &Caller) -> Result<LazyList<T>, Error> + Send + 'static,
 {
     let (started, first) = tokio::sync::oneshot::channel::<Result<(), Error>>();
     let (chunks, body) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(2);
@@ -166,10 +166,18 @@ where
         let mut buffer = serde_json::to_vec(&head).expect("list metadata serialises");
         buffer.pop(); // The closing brace: items follow.
         buffer.extend_from_slice(b",\"items\":[");
-        for (idx, item) in result.items.into_iter().enumerate() {
+        for (idx, item) in result.items.enumerate() {
             if idx > 0 {
                 buffer.push(b',');
             }
+            let item = match item {
+                Ok(item) => item,
+                Err(err) => {
+                    // The status line is sent: all that is left is to cut the response short.
+                    let _ = chunks.blocking_send(Err(std::io::Error::other(err.message)));
+                    return;
+                }
+            };
             if let Err(err) = serde_json::to_writer(&mut buffer, &item) {
                 let _ = chunks.blocking_send(Err(std::io::Error::other(err)));
                 return;

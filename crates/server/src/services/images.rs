@@ -8,7 +8,7 @@ use berth_model::image::Image;
 use berth_model::imagestream::ImageStream;
 use berth_store::{Precondition, transact};
 
-use crate::services::{Caller, Catalog, Error, ListOptions, ListResult, Resource, Result, keep_server_fields, precondition, stamp_new};
+use crate::services::{Caller, Catalog, Error, LazyList, ListOptions, Resource, Result, keep_server_fields, precondition, stamp_new};
 
 const IMAGES: &str = Image::QUALIFIED;
 
@@ -28,19 +28,14 @@ impl Catalog {
         self.require("", name)
     }
 
-    pub fn list_images(&self, caller: &Caller, options: &ListOptions) -> Result<ListResult<Image>> {
+    pub fn list_images(&self, caller: &Caller, options: &ListOptions) -> Result<LazyList<Image>> {
+        let list = self.list_objects::<Image>(None, options, |_| true)?;
         if caller.grant.allows(Action::ReadCluster) {
-            return self.list_objects::<Image>(None, options, |_| true);
+            return Ok(list);
         }
         // A namespaced caller sees the images its namespaces' streams reference.
-        let list = self.list_objects::<Image>(None, options, |_| true)?;
-        let mut items = Vec::new();
-        for image in list.items {
-            if self.can_see_image(caller, &image.metadata.name)? {
-                items.push(image);
-            }
-        }
-        Ok(ListResult { items, metadata: list.metadata })
+        let (catalog, caller) = (self.clone(), caller.clone());
+        Ok(list.view(move |image| Ok(catalog.can_see_image(&caller, &image.metadata.name)?.then_some(image))))
     }
 
     pub fn create_image(&self, caller: &Caller, mut image: Image) -> Result<Image> {

@@ -86,6 +86,29 @@ pub struct ListResult<T> {
     pub metadata: ListMeta,
 }
 
+/// Items of a list, decoded one at a time as they are taken.
+pub type Items<T> = Box<dyn Iterator<Item = Result<T>> + Send>;
+
+/// A page of a list of stored objects, decoded lazily: a page of image streams is
+/// megabytes, and only the item being written out need exist in memory.
+pub struct LazyList<T> {
+    pub items: Items<T>,
+    pub metadata: ListMeta,
+}
+
+impl<T: 'static> LazyList<T> {
+    /// Decodes every item.
+    pub fn collect(self) -> Result<ListResult<T>> {
+        Ok(ListResult { items: self.items.collect::<Result<Vec<T>>>()?, metadata: self.metadata })
+    }
+
+    /// Turns each item into what the caller may see of it, or drops it (`None`).
+    pub fn view<U>(self, mut f: impl FnMut(T) -> Result<Option<U>> + Send + 'static) -> LazyList<U> {
+        let items = self.items.filter_map(move |item| item.and_then(&mut f).transpose());
+        LazyList { items: Box::new(items), metadata: self.metadata }
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 struct ContinueToken {
     ns: String,
@@ -141,14 +164,16 @@ impl Catalog {
         &self,
         namespace: Option<&str>,
         options: &ListOptions,
-        keep: impl Fn(&T) -> bool,
-    ) -> Result<ListResult<T>> {
+        keep: impl Fn(&T) -> bool + Send + 'static,
+    ) -> Result<LazyList<T>> {
         if let Some(name) = options.field_selector.exact_name()
             && let Some(ns) = namespace.or(if T::NAMESPACED { None } else { Some("") })
         {
             let revision = self.store.current_revision()?;
-            let items = self.load::<T>(ns, name)?.into_iter().filter(|o| options.matches(o.meta()) && keep(o)).collect();
-            return Ok(ListResult { items, metadata: ListMeta { resource_version: revision.to_string(), ..ListMeta::default() } });
+            let items: Vec<Result<T>> =
+                self.load::<T>(ns, name)?.into_iter().filter(|o| options.matches(o.meta()) && keep(o)).map(Ok).collect();
+            let metadata = ListMeta { resource_version: revision.to_string(), ..ListMeta::default() };
+            return Ok(LazyList { items: Box::new(items.into_iter()), metadata });
         }
         let query = ListQuery {
             resource: T::RESOURCE.to_string(),
@@ -164,16 +189,13 @@ impl Catalog {
             }
             _ => String::new(),
         };
-        let mut items = Vec::with_capacity(page.items.len());
-        // Each stored row is freed as soon as it is decoded: a page of streams holds
-        // megabytes, and lists run concurrently.
-        for stored in page.items {
-            let object = T::decode(&stored)?;
-            if options.matches(object.meta()) && keep(&object) {
-                items.push(object);
-            }
-        }
-        Ok(ListResult { items, metadata: ListMeta { resource_version: page.revision.to_string(), continue_token } })
+        let options = options.clone();
+        // Each stored row is decoded when it is taken and freed after.
+        let items = page.items.into_iter().filter_map(move |stored| match T::decode(&stored) {
+            Ok(object) => (options.matches(object.meta()) && keep(&object)).then_some(Ok(object)),
+            Err(err) => Some(Err(err)),
+        });
+        Ok(LazyList { items: Box::new(items), metadata: ListMeta { resource_version: page.revision.to_string(), continue_token } })
     }
 }
 

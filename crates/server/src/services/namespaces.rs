@@ -11,7 +11,7 @@ use berth_model::imagestream::ImageStream;
 use berth_store::{Precondition, transact};
 
 use crate::services::{
-    Caller, Catalog, Error, ListOptions, ListResult, Resource, Result, ensure_namespace, keep_server_fields, place_in_namespace,
+    Caller, Catalog, Error, LazyList, ListOptions, Resource, Result, ensure_namespace, keep_server_fields, place_in_namespace,
     precondition, stamp_new,
 };
 
@@ -25,8 +25,9 @@ impl Catalog {
     }
 
     /// Lists the namespaces the caller can see.
-    pub fn list_namespaces(&self, caller: &Caller, options: &ListOptions) -> Result<ListResult<Namespace>> {
-        self.list_objects::<Namespace>(None, options, |ns| caller.grant.allows(Action::SeeNamespace(&ns.metadata.name)))
+    pub fn list_namespaces(&self, caller: &Caller, options: &ListOptions) -> Result<LazyList<Namespace>> {
+        let grant = caller.grant.clone();
+        self.list_objects::<Namespace>(None, options, move |ns| grant.allows(Action::SeeNamespace(&ns.metadata.name)))
     }
 
     pub fn create_namespace(&self, caller: &Caller, mut namespace: Namespace) -> Result<Namespace> {
@@ -101,14 +102,13 @@ impl Catalog {
         Ok(self.secret_for(caller, self.require(namespace, name)?))
     }
 
-    pub fn list_secrets(&self, caller: &Caller, namespace: Option<&str>, options: &ListOptions) -> Result<ListResult<Secret>> {
+    pub fn list_secrets(&self, caller: &Caller, namespace: Option<&str>, options: &ListOptions) -> Result<LazyList<Secret>> {
         match namespace {
             Some(ns) => caller.require(Action::Read(ns), "list", "secrets")?,
             None => caller.require(Action::ReadCluster, "list", "secrets")?,
         }
-        let mut list = self.list_objects::<Secret>(namespace, options, |_| true)?;
-        list.items = list.items.into_iter().map(|s| self.secret_for(caller, s)).collect();
-        Ok(list)
+        let (catalog, caller) = (self.clone(), caller.clone());
+        Ok(self.list_objects::<Secret>(namespace, options, |_| true)?.view(move |s| Ok(Some(catalog.secret_for(&caller, s)))))
     }
 
     /// Creates (`create`) or replaces a secret. Data is write-only below admin.

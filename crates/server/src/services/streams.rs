@@ -11,7 +11,7 @@ use berth_model::{FieldError, ObjectMeta, Time};
 use berth_store::{Precondition, WriteTxn, transact};
 
 use crate::services::{
-    Caller, Catalog, Error, ListOptions, ListResult, Resource, Result, ensure_namespace, keep_server_fields, place_in_namespace,
+    Caller, Catalog, Error, LazyList, ListOptions, ListResult, Resource, Result, ensure_namespace, keep_server_fields, place_in_namespace,
     precondition, stamp_new,
 };
 
@@ -45,14 +45,13 @@ impl Catalog {
         Ok(self.with_repositories(self.require(namespace, name)?))
     }
 
-    pub fn list_streams(&self, caller: &Caller, namespace: Option<&str>, options: &ListOptions) -> Result<ListResult<ImageStream>> {
+    pub fn list_streams(&self, caller: &Caller, namespace: Option<&str>, options: &ListOptions) -> Result<LazyList<ImageStream>> {
         match namespace {
             Some(ns) => caller.require(Action::Read(ns), "list", STREAMS)?,
             None => caller.require(Action::ReadCluster, "list", STREAMS)?,
         }
-        let mut list = self.list_objects::<ImageStream>(namespace, options, |_| true)?;
-        list.items = list.items.into_iter().map(|s| self.with_repositories(s)).collect();
-        Ok(list)
+        let catalog = self.clone();
+        Ok(self.list_objects::<ImageStream>(namespace, options, |_| true)?.view(move |s| Ok(Some(catalog.with_repositories(s)))))
     }
 
     pub fn create_stream(&self, caller: &Caller, namespace: &str, mut stream: ImageStream) -> Result<ImageStream> {
@@ -147,11 +146,13 @@ impl Catalog {
         view: impl Fn(&ImageStream, &str, Option<&Image>) -> Option<V>,
         meta: impl Fn(&V) -> &ObjectMeta,
     ) -> Result<ListResult<V>> {
-        let streams = self.list_objects::<ImageStream>(
-            namespace.into(),
-            &ListOptions { limit: None, continue_token: None, ..ListOptions::default() },
-            |_| true,
-        )?;
+        let streams = self
+            .list_objects::<ImageStream>(
+                namespace.into(),
+                &ListOptions { limit: None, continue_token: None, ..ListOptions::default() },
+                |_| true,
+            )?
+            .collect()?;
         let mut items = Vec::new();
         for stream in &streams.items {
             for tag in stream.tag_names() {

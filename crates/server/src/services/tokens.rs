@@ -14,7 +14,7 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::services::{Caller, Catalog, Error, ListOptions, ListResult, Resource, Result, stamp_new};
+use crate::services::{Caller, Catalog, Error, LazyList, ListOptions, Resource, Result, stamp_new};
 
 const TOKENS: &str = Token::QUALIFIED;
 const PREFIX: &str = "brt_";
@@ -137,11 +137,9 @@ impl Catalog {
         Ok(without_secret(self.require("", name)?))
     }
 
-    pub fn list_tokens(&self, caller: &Caller, options: &ListOptions) -> Result<ListResult<Token>> {
+    pub fn list_tokens(&self, caller: &Caller, options: &ListOptions) -> Result<LazyList<Token>> {
         caller.require(Action::AdministerCluster, "list", TOKENS)?;
-        let mut list = self.list_objects::<Token>(None, options, |_| true)?;
-        list.items = list.items.into_iter().map(without_secret).collect();
-        Ok(list)
+        Ok(self.list_objects::<Token>(None, options, |_| true)?.view(|t| Ok(Some(without_secret(t)))))
     }
 
     /// Revokes a token: it stops working at once.
@@ -162,7 +160,7 @@ impl Catalog {
     /// On a store with no tokens, creates the cluster-admin token `admin` and returns
     /// the bearer token; otherwise returns `None`.
     pub fn bootstrap_admin(&self) -> Result<Option<String>> {
-        let existing = self.list_objects::<Token>(None, &ListOptions { limit: Some(1), ..ListOptions::default() }, |_| true)?;
+        let existing = self.list_objects::<Token>(None, &ListOptions { limit: Some(1), ..ListOptions::default() }, |_| true)?.collect()?;
         if !existing.items.is_empty() {
             return Ok(None);
         }

@@ -109,8 +109,9 @@ impl Catalog {
                 (revision, Vec::new())
             }
             None => {
-                let list =
-                    self.list_objects::<T>(namespace, &ListOptions { limit: None, continue_token: None, ..options.clone() }, |_| true)?;
+                let list = self
+                    .list_objects::<T>(namespace, &ListOptions { limit: None, continue_token: None, ..options.clone() }, |_| true)?
+                    .collect()?;
                 let mut initial = Vec::new();
                 for object in list.items {
                     if let Some(object) = T::view(self, caller, object)? {
