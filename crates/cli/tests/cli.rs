@@ -337,6 +337,11 @@ fn sigterm_and_sigint_stop_the_server_cleanly_and_a_restart_rewrites_a_missing_c
     for signal in ["-TERM", "-INT"] {
         let mut server = Berth::start();
         server.ok(&["create", "namespace", "kept"]);
+        // An open watch must not hold the shutdown up.
+        let mut watcher = server.command(&["get", "namespaces", "-w"]).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+        let mut first_line = String::new();
+        BufReader::new(watcher.stdout.take().unwrap()).read_line(&mut first_line).unwrap();
+        assert!(first_line.contains("kept") || first_line.contains("NAME"), "{first_line}");
         let killed = Command::new("kill").args([signal, &server.child.id().to_string()]).status().unwrap();
         assert!(killed.success());
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -348,6 +353,8 @@ fn sigterm_and_sigint_stop_the_server_cleanly_and_a_restart_rewrites_a_missing_c
             std::thread::sleep(Duration::from_millis(20));
         };
         assert!(status.success(), "berth serve exited with {status} on {signal}");
+        let _ = watcher.kill();
+        let _ = watcher.wait();
         let log = std::fs::read_to_string(server.dir.path().join("server.log")).unwrap();
         assert!(log.contains("shutting down"), "{log}");
     }

@@ -131,12 +131,14 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Started> {
         tracing::info!(path = %path.display(), "wrote the client config: berth commands on this machine will use this server");
     }
     let ready = Arc::new(AtomicBool::new(false));
-    let app = App { catalog, ready: Arc::clone(&ready) };
     let (shutdown, stopped) = oneshot::channel::<()>();
+    let (stopping, stopping_seen) = tokio::sync::watch::channel(false);
+    let app = App { catalog, ready: Arc::clone(&ready), stopping: stopping_seen };
     let compactor = tokio::spawn(compact_forever(store, config.event_retention, config.compaction_interval));
     let task = tokio::spawn(async move {
         let served = axum::serve(listener, router(app)).with_graceful_shutdown(async move {
             let _ = stopped.await;
+            stopping.send_replace(true);
         });
         let result = served.await.context("serving HTTP");
         compactor.abort();

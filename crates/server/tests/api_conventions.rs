@@ -148,6 +148,30 @@ async fn watch_streams_every_change_once_in_order_under_concurrent_writers() {
     app.stop().await;
 }
 
+/// Streams watch events into a channel as they arrive.
+fn watch_events(response: reqwest::Response) -> tokio::sync::mpsc::UnboundedReceiver<Value> {
+    let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut buffer = Vec::new();
+        let mut stream = response.bytes_stream();
+        while let Some(Ok(chunk)) = stream.next().await {
+            buffer.extend_from_slice(&chunk);
+            while let Some(end) = buffer.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = buffer.drain(..=end).collect();
+                if sender.send(serde_json::from_slice(&line).unwrap()).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    receiver
+}
+
+async fn next_event(events: &mut tokio::sync::mpsc::UnboundedReceiver<Value>) -> (String, String) {
+    let event = tokio::time::timeout(Duration::from_secs(20), events.recv()).await.expect("an event arrives").expect("the watch is open");
+    (event["type"].as_str().unwrap().to_string(), event["object"]["metadata"]["name"].as_str().unwrap().to_string())
+}
+
 #[tokio::test]
 async fn watch_without_a_revision_starts_with_the_current_objects_and_sees_deletes() {
     let app = TestApp::start().await;
@@ -155,17 +179,12 @@ async fn watch_without_a_revision_starts_with_the_current_objects_and_sees_delet
     let path = format!("{IMAGE_API}/namespaces/team/imagestreams");
     app.post(&path, stream_body("old", json!([]))).await;
     let response = reqwest::Client::new().get(format!("{}{path}?watch=1", app.base)).bearer_auth(&app.admin).send().await.unwrap();
-    let reader = tokio::spawn(read_events(response, 3));
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut events = watch_events(response);
+    assert_eq!(next_event(&mut events).await, ("ADDED".to_string(), "old".to_string()));
     app.post(&path, stream_body("new", json!([]))).await;
     app.delete(&format!("{path}/old")).await;
-    let events = reader.await.unwrap();
-    let seen: Vec<(String, String)> = events
-        .iter()
-        .map(|e| (e["type"].as_str().unwrap().to_string(), e["object"]["metadata"]["name"].as_str().unwrap().to_string()))
-        .collect();
-    let pairs = [("ADDED", "old"), ("ADDED", "new"), ("DELETED", "old")].map(|(a, b)| (a.to_string(), b.to_string()));
-    assert_eq!(seen, pairs);
+    assert_eq!(next_event(&mut events).await, ("ADDED".to_string(), "new".to_string()));
+    assert_eq!(next_event(&mut events).await, ("DELETED".to_string(), "old".to_string()));
     app.stop().await;
 }
 
@@ -181,8 +200,15 @@ async fn a_compacted_revision_gets_410_gone() {
     for idx in 0..20 {
         app.post(&path, stream_body(&format!("s{idx}"), json!([]))).await;
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let (status, error) = app.get(&format!("{path}?watch=true&resourceVersion=2")).await;
+    // Compaction runs in the background: wait for it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let (status, error) = loop {
+        let (status, error) = app.get(&format!("{path}?watch=true&resourceVersion=2&timeoutSeconds=1")).await;
+        if status == StatusCode::GONE || tokio::time::Instant::now() > deadline {
+            break (status, error);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert_eq!(status, StatusCode::GONE, "{error}");
     assert_eq!(error["reason"], "Expired");
     assert!(error["message"].as_str().unwrap().contains("too old resource version: 2"));

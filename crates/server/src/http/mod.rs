@@ -26,6 +26,9 @@ pub use body::MAX_BODY_BYTES;
 pub struct App {
     pub catalog: Catalog,
     pub ready: Arc<AtomicBool>,
+    /// Turns true when the server shuts down, so that long-lived watches end and a
+    /// graceful shutdown does not wait for their timeouts.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 /// The whole HTTP surface: the image API, the core API, berth's API, health checks.

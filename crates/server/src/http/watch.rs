@@ -23,6 +23,7 @@ struct State<T> {
     watch: Option<Watch<T>>,
     pending: VecDeque<WatchEvent>,
     committed: tokio::sync::watch::Receiver<u64>,
+    stopping: tokio::sync::watch::Receiver<bool>,
     deadline: Instant,
     done: bool,
 }
@@ -57,6 +58,7 @@ pub async fn serve_watch<T: Watchable>(
         watch: Some(watch),
         pending: initial.into(),
         committed,
+        stopping: app.stopping.clone(),
         deadline: Instant::now() + timeout,
         done: false,
     };
@@ -107,10 +109,14 @@ async fn next_line<T: Watchable>(state: &mut State<T>) -> Option<Bytes> {
             }
             continue;
         }
-        match tokio::time::timeout_at(state.deadline, state.committed.changed()).await {
-            Ok(Ok(())) => continue,
-            // The deadline passed, or the store is gone (shutdown): end the watch.
-            Ok(Err(_)) | Err(_) => return None,
+        tokio::select! {
+            changed = tokio::time::timeout_at(state.deadline, state.committed.changed()) => match changed {
+                Ok(Ok(())) => continue,
+                // The deadline passed, or the store is gone: end the watch.
+                Ok(Err(_)) | Err(_) => return None,
+            },
+            // The server is shutting down: end the watch, the client will resume elsewhere.
+            _ = state.stopping.wait_for(|stopping| *stopping) => return None,
         }
     }
 }
