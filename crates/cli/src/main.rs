@@ -16,8 +16,8 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::commands::Context;
 
-/// mimalloc keeps the server's memory compact under many concurrent requests (glibc's
-/// per-thread arenas grew it past 200 MiB in the catalog benchmark) and allocates faster.
+/// mimalloc allocates faster under many concurrent requests: glibc's malloc was 15% of
+/// the server's CPU in the catalog benchmark (BENCHMARKS.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
