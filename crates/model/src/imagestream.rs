@@ -263,10 +263,6 @@ impl ImageStream {
         found.ok_or(FindImageError::NotFound)
     }
 
-    fn full_name(&self) -> String {
-        format!("{}/{}", self.metadata.namespace, self.metadata.name)
-    }
-
     /// The ImageStreamTag view of `tag`, or `None` when the stream has no such tag.
     /// `image` is the Image the tag points at now, when it is known.
     pub fn image_stream_tag(&self, tag: &str, image: Option<&Image>) -> Option<ImageStreamTag> {
@@ -343,7 +339,7 @@ impl ImageStream {
 
     /// Describes the stream for messages: `namespace/name`.
     pub fn describe(&self) -> String {
-        self.full_name()
+        format!("{}/{}", self.metadata.namespace, self.metadata.name)
     }
 }
 

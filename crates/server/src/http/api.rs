@@ -12,12 +12,14 @@ use berth_model::imagestream::{ImageStream, ImageStreamMapping, ImageStreamTag, 
 use berth_model::meta::StatusDetails;
 use berth_model::selector::{FieldSelector, LabelSelector};
 use berth_model::{BERTH_API_VERSION, IMAGE_API_VERSION};
-use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::http::body::{RawBody, apply_patch, decode, decode_value};
 use crate::http::watch::serve_watch;
 use crate::http::{App, call, call_inline, list_of, render_error, resource_list, respond, stream_list, success, wants_yaml};
+use crate::services::streams::TagView;
 use crate::services::watch::Watchable;
 use crate::services::{Caller, Catalog, Error, ErrorKind, ListOptions, Resource, Result};
 
@@ -51,10 +53,16 @@ pub fn routes() -> Router<App> {
         .route(&format!("{IMAGE_NS}/imagestreams"), get(list_streams).post(create_stream))
         .route(&format!("{IMAGE_NS}/imagestreams/{{name}}"), get(get_stream).put(update_stream).patch(patch_stream).delete(delete_stream))
         // Virtual kinds.
-        .route(&format!("{IMAGE_NS}/imagestreamtags"), get(list_stream_tags).post(create_stream_tag))
-        .route(&format!("{IMAGE_NS}/imagestreamtags/{{name}}"), get(get_stream_tag).put(update_stream_tag).delete(delete_stream_tag))
-        .route(&format!("{IMAGE_NS}/imagetags"), get(list_image_tags).post(create_image_tag))
-        .route(&format!("{IMAGE_NS}/imagetags/{{name}}"), get(get_image_tag).put(update_image_tag).delete(delete_image_tag))
+        .route(&format!("{IMAGE_NS}/imagestreamtags"), get(list_tags::<ImageStreamTag>).post(create_tag::<ImageStreamTag>))
+        .route(
+            &format!("{IMAGE_NS}/imagestreamtags/{{name}}"),
+            get(get_tag::<ImageStreamTag>).put(update_tag::<ImageStreamTag>).delete(delete_tag::<ImageStreamTag>),
+        )
+        .route(&format!("{IMAGE_NS}/imagetags"), get(list_tags::<ImageTag>).post(create_tag::<ImageTag>))
+        .route(
+            &format!("{IMAGE_NS}/imagetags/{{name}}"),
+            get(get_tag::<ImageTag>).put(update_tag::<ImageTag>).delete(delete_tag::<ImageTag>),
+        )
         .route(&format!("{IMAGE_NS}/imagestreamimages/{{name}}"), get(get_stream_image))
         .route(&format!("{IMAGE_NS}/imagestreammappings"), post(create_mapping))
         // Images.
@@ -256,82 +264,54 @@ async fn delete_stream(State(app): State<App>, Path((ns, name)): Path<(String, S
     respond(&headers, StatusCode::OK, result)
 }
 
-// ImageStreamTags and ImageTags.
+// ImageStreamTags and ImageTags: one set of handlers for both views of a tag.
 
-async fn list_stream_tags(
+async fn list_tags<V: TagView + Serialize>(
     State(app): State<App>,
     Path(ns): Path<String>,
     Query(params): Query<ListParams>,
     headers: HeaderMap,
 ) -> Response {
-    let result = match no_watch(&params, "imagestreamtags").and_then(|()| params.options()) {
-        Ok(options) => call(&app, &headers, move |c, caller| c.list_stream_tags(caller, &ns, &options)).await,
+    let result = match no_watch(&params, V::RESOURCE).and_then(|()| params.options()) {
+        Ok(options) => call(&app, &headers, move |c, caller| c.list_tag_views::<V>(caller, &ns, &options)).await,
         Err(err) => Err(err),
     };
-    respond(&headers, StatusCode::OK, result.map(|list| list_of("ImageStreamTag", IMAGE_API_VERSION, list)))
+    respond(&headers, StatusCode::OK, result.map(|list| list_of(V::KIND, IMAGE_API_VERSION, list)))
 }
 
-async fn get_stream_tag(State(app): State<App>, Path((ns, name)): Path<(String, String)>, headers: HeaderMap) -> Response {
-    let result = call_inline(&app, &headers, |c, caller| c.get_stream_tag(caller, &ns, &name));
+async fn get_tag<V: TagView + Serialize>(State(app): State<App>, Path((ns, name)): Path<(String, String)>, headers: HeaderMap) -> Response {
+    let result = call_inline(&app, &headers, |c, caller| c.get_tag_view::<V>(caller, &ns, &name));
     respond(&headers, StatusCode::OK, result)
 }
 
-async fn create_stream_tag(State(app): State<App>, Path(ns): Path<String>, headers: HeaderMap, body: RawBody) -> Response {
-    with_body(app, headers, body, "ImageStreamTag", IMAGE_API_VERSION, StatusCode::CREATED, move |c, caller, t: ImageStreamTag| {
-        c.create_stream_tag(caller, &ns, t)
+async fn create_tag<V: TagView + Serialize + DeserializeOwned>(
+    State(app): State<App>,
+    Path(ns): Path<String>,
+    headers: HeaderMap,
+    body: RawBody,
+) -> Response {
+    with_body(app, headers, body, V::KIND, IMAGE_API_VERSION, StatusCode::CREATED, move |c, caller, view: V| {
+        c.create_tag_view(caller, &ns, view)
     })
     .await
 }
 
-async fn update_stream_tag(
+async fn update_tag<V: TagView + Serialize + DeserializeOwned>(
     State(app): State<App>,
     Path((ns, name)): Path<(String, String)>,
     headers: HeaderMap,
     body: RawBody,
 ) -> Response {
-    with_body(app, headers, body, "ImageStreamTag", IMAGE_API_VERSION, StatusCode::OK, move |c, caller, t: ImageStreamTag| {
-        c.update_stream_tag(caller, &ns, &name, t)
+    with_body(app, headers, body, V::KIND, IMAGE_API_VERSION, StatusCode::OK, move |c, caller, view: V| {
+        c.update_tag_view(caller, &ns, &name, view)
     })
     .await
 }
 
-async fn delete_stream_tag(State(app): State<App>, Path((ns, name)): Path<(String, String)>, headers: HeaderMap) -> Response {
+async fn delete_tag<V: TagView>(State(app): State<App>, Path((ns, name)): Path<(String, String)>, headers: HeaderMap) -> Response {
     let shown = name.clone();
-    let result = call(&app, &headers, move |c, caller| c.delete_stream_tag(caller, &ns, &name)).await;
-    respond(&headers, StatusCode::OK, result.map(|()| deleted("imagestreamtags", "image.openshift.io", &shown)))
-}
-
-async fn list_image_tags(State(app): State<App>, Path(ns): Path<String>, Query(params): Query<ListParams>, headers: HeaderMap) -> Response {
-    let result = match no_watch(&params, "imagetags").and_then(|()| params.options()) {
-        Ok(options) => call(&app, &headers, move |c, caller| c.list_image_tags(caller, &ns, &options)).await,
-        Err(err) => Err(err),
-    };
-    respond(&headers, StatusCode::OK, result.map(|list| list_of("ImageTag", IMAGE_API_VERSION, list)))
-}
-
-async fn get_image_tag(State(app): State<App>, Path((ns, name)): Path<(String, String)>, headers: HeaderMap) -> Response {
-    let result = call_inline(&app, &headers, |c, caller| c.get_image_tag(caller, &ns, &name));
-    respond(&headers, StatusCode::OK, result)
-}
-
-async fn create_image_tag(State(app): State<App>, Path(ns): Path<String>, headers: HeaderMap, body: RawBody) -> Response {
-    with_body(app, headers, body, "ImageTag", IMAGE_API_VERSION, StatusCode::CREATED, move |c, caller, t: ImageTag| {
-        c.create_image_tag(caller, &ns, t)
-    })
-    .await
-}
-
-async fn update_image_tag(State(app): State<App>, Path((ns, name)): Path<(String, String)>, headers: HeaderMap, body: RawBody) -> Response {
-    with_body(app, headers, body, "ImageTag", IMAGE_API_VERSION, StatusCode::OK, move |c, caller, t: ImageTag| {
-        c.update_image_tag(caller, &ns, &name, t)
-    })
-    .await
-}
-
-async fn delete_image_tag(State(app): State<App>, Path((ns, name)): Path<(String, String)>, headers: HeaderMap) -> Response {
-    let shown = name.clone();
-    let result = call(&app, &headers, move |c, caller| c.delete_image_tag(caller, &ns, &name)).await;
-    respond(&headers, StatusCode::OK, result.map(|()| deleted("imagetags", "image.openshift.io", &shown)))
+    let result = call(&app, &headers, move |c, caller| c.delete_tag_view::<V>(caller, &ns, &name)).await;
+    respond(&headers, StatusCode::OK, result.map(|()| deleted(V::RESOURCE, "image.openshift.io", &shown)))
 }
 
 async fn get_stream_image(State(app): State<App>, Path((ns, name)): Path<(String, String)>, headers: HeaderMap) -> Response {

@@ -157,15 +157,11 @@ impl From<StoreError> for Error {
                     "the server could not read or write its store; the change was not made. Try again, and check the server's log if it persists",
                 )
             }
-            StoreError::Compacted { .. } | StoreError::AlreadyExists(_) | StoreError::NotFound(_) | StoreError::Conflict { .. } => {
-                let (resource, name) = match &err {
-                    StoreError::AlreadyExists(key) | StoreError::NotFound(key) | StoreError::Conflict { key, .. } => {
-                        (key.resource.clone(), key.name.clone())
-                    }
-                    _ => (String::new(), String::new()),
-                };
+            StoreError::AlreadyExists(ref key) | StoreError::NotFound(ref key) | StoreError::Conflict { ref key, .. } => {
+                let (resource, name) = (key.resource.clone(), key.name.clone());
                 Error::from_store(err, &resource, &name)
             }
+            StoreError::Compacted { .. } => Error::from_store(err, "", ""),
             StoreError::Aborted => Error::internal("the change was abandoned"),
         }
     }

@@ -15,11 +15,76 @@ use crate::services::{
     precondition, stamp_new,
 };
 
-const ISTAG: &str = "imagestreamtags.image.openshift.io";
-const IMAGETAG: &str = "imagetags.image.openshift.io";
 const ISIMAGE: &str = "imagestreamimages.image.openshift.io";
 const ISM: &str = "imagestreammappings.image.openshift.io";
 const STREAMS: &str = ImageStream::QUALIFIED;
+
+/// A virtual kind that shows one tag of a stream, named `stream:tag`: ImageStreamTag or
+/// ImageTag. Both are read, listed, created, updated and deleted the same way.
+pub trait TagView: Sized + Send + 'static {
+    const RESOURCE: &'static str;
+    /// `resource.group`, for messages.
+    const QUALIFIED: &'static str;
+    const KIND: &'static str;
+    /// The field of the submitted view that holds the spec tag, for messages.
+    const SPEC_FIELD: &'static str;
+    /// Whether list items carry the tag's image (OpenShift leaves it out of ImageTag lists).
+    const LISTS_IMAGES: bool;
+
+    /// The view of `tag` of `stream`, or `None` when the stream has no such tag.
+    fn of(stream: &ImageStream, tag: &str, image: Option<&Image>) -> Option<Self>;
+    fn meta(&self) -> &ObjectMeta;
+    /// The metadata and the spec tag of a submitted view.
+    fn into_parts(self) -> (ObjectMeta, Option<TagReference>);
+}
+
+impl TagView for ImageStreamTag {
+    const RESOURCE: &'static str = "imagestreamtags";
+    const QUALIFIED: &'static str = "imagestreamtags.image.openshift.io";
+    const KIND: &'static str = "ImageStreamTag";
+    const SPEC_FIELD: &'static str = "tag";
+    const LISTS_IMAGES: bool = true;
+
+    fn of(stream: &ImageStream, tag: &str, image: Option<&Image>) -> Option<Self> {
+        stream.image_stream_tag(tag, image)
+    }
+
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+
+    fn into_parts(self) -> (ObjectMeta, Option<TagReference>) {
+        (self.metadata, self.tag)
+    }
+}
+
+impl TagView for ImageTag {
+    const RESOURCE: &'static str = "imagetags";
+    const QUALIFIED: &'static str = "imagetags.image.openshift.io";
+    const KIND: &'static str = "ImageTag";
+    const SPEC_FIELD: &'static str = "spec";
+    const LISTS_IMAGES: bool = false;
+
+    fn of(stream: &ImageStream, tag: &str, image: Option<&Image>) -> Option<Self> {
+        stream.image_tag(tag, image)
+    }
+
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+
+    fn into_parts(self) -> (ObjectMeta, Option<TagReference>) {
+        (self.metadata, self.spec)
+    }
+}
+
+/// The tag a change is about, owned so that the change can run on the store's writer.
+struct TagTarget {
+    namespace: String,
+    name: String,
+    stream: String,
+    tag: String,
+}
 
 /// What a change to one stream's tags is, for [`Catalog::change_tag`].
 enum TagChange {
@@ -112,148 +177,101 @@ impl Catalog {
         }
     }
 
-    pub fn get_stream_tag(&self, caller: &Caller, namespace: &str, name: &str) -> Result<ImageStreamTag> {
-        caller.require(Action::Read(namespace), "get", ISTAG)?;
-        let (stream_name, tag) = split_tag_name(ISTAG, name)?;
-        let stream = self.load::<ImageStream>(namespace, stream_name)?.ok_or_else(|| Error::not_found(ISTAG, name))?;
+    /// Reads one tag of a stream as the view `V` (`stream:tag`).
+    pub fn get_tag_view<V: TagView>(&self, caller: &Caller, namespace: &str, name: &str) -> Result<V> {
+        caller.require(Action::Read(namespace), "get", V::QUALIFIED)?;
+        let (stream_name, tag) = split_tag_name(V::QUALIFIED, name)?;
+        let stream = self.load::<ImageStream>(namespace, stream_name)?.ok_or_else(|| Error::not_found(V::QUALIFIED, name))?;
         let image = self.current_image(&stream, tag)?;
-        stream.image_stream_tag(tag, image.as_ref()).ok_or_else(|| Error::not_found(ISTAG, name))
+        V::of(&stream, tag, image.as_ref()).ok_or_else(|| Error::not_found(V::QUALIFIED, name))
     }
 
-    pub fn list_stream_tags(&self, caller: &Caller, namespace: &str, options: &ListOptions) -> Result<ListResult<ImageStreamTag>> {
-        caller.require(Action::Read(namespace), "list", ISTAG)?;
-        self.list_tag_views(namespace, options, |stream, tag, image| stream.image_stream_tag(tag, image), |v| &v.metadata)
-    }
-
-    pub fn get_image_tag(&self, caller: &Caller, namespace: &str, name: &str) -> Result<ImageTag> {
-        caller.require(Action::Read(namespace), "get", IMAGETAG)?;
-        let (stream_name, tag) = split_tag_name(IMAGETAG, name)?;
-        let stream = self.load::<ImageStream>(namespace, stream_name)?.ok_or_else(|| Error::not_found(IMAGETAG, name))?;
-        let image = self.current_image(&stream, tag)?;
-        stream.image_tag(tag, image.as_ref()).ok_or_else(|| Error::not_found(IMAGETAG, name))
-    }
-
-    /// Lists image tags; as in OpenShift, list items leave out the image.
-    pub fn list_image_tags(&self, caller: &Caller, namespace: &str, options: &ListOptions) -> Result<ListResult<ImageTag>> {
-        caller.require(Action::Read(namespace), "list", IMAGETAG)?;
-        self.list_tag_views(namespace, options, |stream, tag, _| stream.image_tag(tag, None), |v| &v.metadata)
-    }
-
-    fn list_tag_views<V>(
-        &self,
-        namespace: &str,
-        options: &ListOptions,
-        view: impl Fn(&ImageStream, &str, Option<&Image>) -> Option<V>,
-        meta: impl Fn(&V) -> &ObjectMeta,
-    ) -> Result<ListResult<V>> {
-        let streams = self
-            .list_objects::<ImageStream>(
-                namespace.into(),
-                &ListOptions { limit: None, continue_token: None, ..ListOptions::default() },
-                |_| true,
-            )?
-            .collect()?;
+    /// Lists every tag of every stream of a namespace as the view `V`.
+    pub fn list_tag_views<V: TagView>(&self, caller: &Caller, namespace: &str, options: &ListOptions) -> Result<ListResult<V>> {
+        caller.require(Action::Read(namespace), "list", V::QUALIFIED)?;
+        let all = ListOptions { limit: None, continue_token: None, ..ListOptions::default() };
+        let streams = self.list_objects::<ImageStream>(Some(namespace), &all, |_| true)?.collect()?;
         let mut items = Vec::new();
         for stream in &streams.items {
             for tag in stream.tag_names() {
-                let image = self.current_image(stream, tag)?;
-                if let Some(v) = view(stream, tag, image.as_ref())
-                    && options.field_selector.matches(meta(&v))
-                    && options.label_selector.matches(&meta(&v).labels)
+                let image = if V::LISTS_IMAGES { self.current_image(stream, tag)? } else { None };
+                if let Some(view) = V::of(stream, tag, image.as_ref())
+                    && options.field_selector.matches(view.meta())
+                    && options.label_selector.matches(&view.meta().labels)
                 {
-                    items.push(v);
+                    items.push(view);
                 }
             }
         }
         Ok(ListResult { items, metadata: streams.metadata })
     }
 
-    pub fn create_stream_tag(&self, caller: &Caller, namespace: &str, istag: ImageStreamTag) -> Result<ImageStreamTag> {
-        let name = istag.metadata.name.clone();
-        let spec = required_spec(ISTAG, &name, istag.tag)?;
-        self.change_tag(caller, namespace, ISTAG, &name, &istag.metadata, TagChange::Create(spec))?;
-        self.get_stream_tag(caller, namespace, &name)
+    /// Creates a tag from a submitted view; fails when the stream already has the tag.
+    pub fn create_tag_view<V: TagView>(&self, caller: &Caller, namespace: &str, view: V) -> Result<V> {
+        let (meta, spec) = view.into_parts();
+        let name = meta.name.clone();
+        let spec = required_spec::<V>(&name, spec)?;
+        self.change_tag::<V>(caller, namespace, &name, &meta, TagChange::Create(spec))?;
+        self.get_tag_view(caller, namespace, &name)
     }
 
-    pub fn update_stream_tag(&self, caller: &Caller, namespace: &str, name: &str, istag: ImageStreamTag) -> Result<ImageStreamTag> {
-        name_matches(&istag.metadata, name)?;
-        let spec = required_spec(ISTAG, name, istag.tag)?;
-        self.change_tag(caller, namespace, ISTAG, name, &istag.metadata, TagChange::Set(spec))?;
-        self.get_stream_tag(caller, namespace, name)
+    /// Creates or replaces a tag from a submitted view.
+    pub fn update_tag_view<V: TagView>(&self, caller: &Caller, namespace: &str, name: &str, view: V) -> Result<V> {
+        let (meta, spec) = view.into_parts();
+        name_matches(&meta, name)?;
+        let spec = required_spec::<V>(name, spec)?;
+        self.change_tag::<V>(caller, namespace, name, &meta, TagChange::Set(spec))?;
+        self.get_tag_view(caller, namespace, name)
     }
 
-    pub fn delete_stream_tag(&self, caller: &Caller, namespace: &str, name: &str) -> Result<()> {
-        self.change_tag(caller, namespace, ISTAG, name, &ObjectMeta::default(), TagChange::Delete)
+    /// Removes a tag's spec and history.
+    pub fn delete_tag_view<V: TagView>(&self, caller: &Caller, namespace: &str, name: &str) -> Result<()> {
+        self.change_tag::<V>(caller, namespace, name, &ObjectMeta::default(), TagChange::Delete)
     }
 
-    pub fn create_image_tag(&self, caller: &Caller, namespace: &str, image_tag: ImageTag) -> Result<ImageTag> {
-        let name = image_tag.metadata.name.clone();
-        let spec = required_spec(IMAGETAG, &name, image_tag.spec)?;
-        self.change_tag(caller, namespace, IMAGETAG, &name, &image_tag.metadata, TagChange::Create(spec))?;
-        self.get_image_tag(caller, namespace, &name)
-    }
-
-    pub fn update_image_tag(&self, caller: &Caller, namespace: &str, name: &str, image_tag: ImageTag) -> Result<ImageTag> {
-        name_matches(&image_tag.metadata, name)?;
-        let spec = required_spec(IMAGETAG, name, image_tag.spec)?;
-        self.change_tag(caller, namespace, IMAGETAG, name, &image_tag.metadata, TagChange::Set(spec))?;
-        self.get_image_tag(caller, namespace, name)
-    }
-
-    pub fn delete_image_tag(&self, caller: &Caller, namespace: &str, name: &str) -> Result<()> {
-        self.change_tag(caller, namespace, IMAGETAG, name, &ObjectMeta::default(), TagChange::Delete)
-    }
-
-    /// Changes one tag of a stream (ImageStreamTag and ImageTag writes). A create or set
-    /// makes the stream when it does not exist yet, as OpenShift does.
-    fn change_tag(&self, caller: &Caller, namespace: &str, resource: &str, name: &str, meta: &ObjectMeta, change: TagChange) -> Result<()> {
+    /// Changes one tag of a stream through the view `V`. A create or set makes the stream
+    /// when it does not exist yet, as OpenShift does.
+    fn change_tag<V: TagView>(&self, caller: &Caller, namespace: &str, name: &str, meta: &ObjectMeta, change: TagChange) -> Result<()> {
         let verb = match change {
             TagChange::Create(_) => "create",
             TagChange::Set(_) => "update",
             TagChange::Delete => "delete",
         };
-        caller.require(Action::Write(namespace), verb, resource)?;
-        let mut place = meta.clone();
-        place_in_namespace(&mut place, namespace)?;
-        let (stream_name, tag) = split_tag_name(resource, name)?;
+        caller.require(Action::Write(namespace), verb, V::QUALIFIED)?;
+        place_in_namespace(&mut meta.clone(), namespace)?;
+        let (stream_name, tag) = split_tag_name(V::QUALIFIED, name)?;
         let expect = precondition(meta)?;
         let now = Time::now();
-        let (owned_namespace, owned_resource, owned_name, owned_stream, owned_tag, caller) =
-            (namespace.to_string(), resource.to_string(), name.to_string(), stream_name.to_string(), tag.to_string(), caller.clone());
+        let target =
+            TagTarget { namespace: namespace.to_string(), name: name.to_string(), stream: stream_name.to_string(), tag: tag.to_string() };
+        let caller = caller.clone();
         transact(&**self.store(), move |txn| {
-            let (namespace, resource, name, stream_name, tag, caller) = (
-                owned_namespace.as_str(),
-                owned_resource.as_str(),
-                owned_name.as_str(),
-                owned_stream.as_str(),
-                owned_tag.as_str(),
-                &caller,
-            );
+            let TagTarget { namespace, name, stream: stream_name, tag } = &target;
             ensure_namespace(txn, namespace)?;
             let old = read_stream(txn, namespace, stream_name)?;
             let spec = match change {
                 TagChange::Delete => {
-                    let mut stream = old.ok_or_else(|| Error::not_found(resource, name))?;
+                    let mut stream = old.ok_or_else(|| Error::not_found(V::QUALIFIED, name))?;
                     if !tags::remove_tag(&mut stream, tag) {
-                        return Err(Error::not_found(resource, name));
+                        return Err(Error::not_found(V::QUALIFIED, name));
                     }
                     return put_stream(txn, &mut stream, expect);
                 }
                 TagChange::Create(_) if old.as_ref().is_some_and(|s| s.spec_tag(tag).is_some() || s.status_tag(tag).is_some()) => {
-                    return Err(Error::already_exists(resource, name));
+                    return Err(Error::already_exists(V::QUALIFIED, name));
                 }
                 TagChange::Create(spec) | TagChange::Set(spec) => spec,
             };
-            let spec = TagReference { name: tag.to_string(), ..spec };
+            let spec = TagReference { name: tag.clone(), ..spec };
             let mut stream = old.clone().unwrap_or_else(|| new_stream(namespace, stream_name, now));
             tags::set_spec_tag(&mut stream, spec);
-            check_valid(&stream).map_err(|err| Error { resource: resource.to_string(), name: name.to_string(), ..err })?;
-            let sources = load_sources(txn, caller, old.as_ref(), &stream)?;
+            check_valid(&stream).map_err(|err| Error { resource: V::QUALIFIED.to_string(), name: name.clone(), ..err })?;
+            let sources = load_sources(txn, &caller, old.as_ref(), &stream)?;
             let prepared = match &old {
                 Some(old) => tags::prepare_update(old, &mut stream, &sources, now),
                 None => tags::prepare_create(&mut stream, &sources, now),
             };
-            prepared.map_err(|causes| Error::invalid(resource, name, causes))?;
+            prepared.map_err(|causes| Error::invalid(V::QUALIFIED, name, causes))?;
             let expect = if old.is_none() { Precondition::Absent } else { expect };
             put_stream(txn, &mut stream, expect)
         })
@@ -355,10 +373,13 @@ fn split_tag_name<'a>(resource: &str, name: &'a str) -> Result<(&'a str, &'a str
         .ok_or_else(|| Error::invalid(resource, name, vec![FieldError::new("metadata.name", format!("{name:?} must be STREAM:TAG"))]))
 }
 
-fn required_spec(resource: &str, name: &str, spec: Option<TagReference>) -> Result<TagReference> {
+fn required_spec<V: TagView>(name: &str, spec: Option<TagReference>) -> Result<TagReference> {
     spec.ok_or_else(|| {
-        let field = if resource == ISTAG { "tag" } else { "spec" };
-        Error::invalid(resource, name, vec![FieldError::new(field, "the tag's spec is required: say where the tag comes from in `from`")])
+        Error::invalid(
+            V::QUALIFIED,
+            name,
+            vec![FieldError::new(V::SPEC_FIELD, "the tag's spec is required: say where the tag comes from in `from`")],
+        )
     })
 }
 
