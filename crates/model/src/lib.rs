@@ -11,6 +11,8 @@ pub mod core;
 pub mod digest;
 pub mod image;
 pub mod imagestream;
+pub mod imagestreamimport;
+pub mod manifest;
 pub mod meta;
 pub mod names;
 pub mod reference;

@@ -56,7 +56,10 @@ impl FieldError {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Status {
+    /// Empty inside other objects (an import's per-image result), `Status` as a body.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub kind: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub api_version: String,
     #[serde(default)]
     pub metadata: ListMeta,
@@ -67,6 +70,7 @@ pub struct Status {
     pub reason: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub details: Option<StatusDetails>,
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub code: u16,
 }
 
@@ -110,4 +114,8 @@ pub struct TypeMeta {
     pub kind: String,
     #[serde(default)]
     pub api_version: String,
+}
+
+fn is_zero(code: &u16) -> bool {
+    *code == 0
 }

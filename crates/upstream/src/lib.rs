@@ -1,0 +1,1 @@
+//! Talking to other registries (being written).
