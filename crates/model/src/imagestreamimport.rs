@@ -20,6 +20,7 @@ pub mod reason {
     pub const FORBIDDEN: &str = "Forbidden";
     pub const TIMEOUT: &str = "Timeout";
     pub const DIGEST_MISMATCH: &str = "DigestMismatch";
+    pub const INCOMPLETE: &str = "IncompleteResponse";
     pub const INVALID: &str = "Invalid";
     pub const UNSUPPORTED: &str = "Unsupported";
     pub const TOO_MANY_REQUESTS: &str = "TooManyRequests";

@@ -1,0 +1,721 @@
+//! The registry client: one [`Upstream`] per server (HTTP clients, per-registry gates),
+//! and one [`Session`] per repository being read (the credentials to try and the
+//! authorization that worked).
+//!
+//! Every request goes through the registry's gate (a concurrency cap and a rate limit),
+//! answers a `WWW-Authenticate` challenge (Basic, or Bearer through the token endpoint)
+//! with each matching credential in turn and then anonymously, and is tried again on 429,
+//! 5xx, broken connections and truncated bodies, waiting as `Retry-After` asks.
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use berth_model::Digest;
+use berth_model::manifest::ACCEPTED;
+use berth_model::reference::ImageReference;
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
+use reqwest::{Method, StatusCode};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::credentials::{Credential, normalize_host};
+use crate::error::{ErrorKind, Result, UpstreamError};
+use crate::settings::ImportSettings;
+
+/// Talks to other registries on behalf of the whole server. Cheap to clone.
+#[derive(Clone)]
+pub struct Upstream {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    settings: ImportSettings,
+    verified: reqwest::Client,
+    unverified: reqwest::Client,
+    gates: Mutex<HashMap<String, Arc<Gate>>>,
+    /// For insecure registries: whether HTTPS (unverified) or plain HTTP answered.
+    schemes: Mutex<HashMap<String, &'static str>>,
+    requests: AtomicU64,
+}
+
+/// The limits on one registry.
+struct Gate {
+    permits: Arc<Semaphore>,
+    limiter: Option<DefaultDirectRateLimiter>,
+}
+
+/// A repository in another registry, as berth contacts it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Repository {
+    /// The registry as the reference names it (`docker.io` for Docker Hub).
+    pub registry: String,
+    /// `host[:port]` to connect to.
+    pub endpoint: String,
+    pub path: String,
+    pub insecure: bool,
+}
+
+impl Repository {
+    /// The repository of `reference`. Docker Hub names (`mysql`, `docker.io/mysql`) get
+    /// Docker Hub's endpoint and the `library/` prefix.
+    pub fn of(reference: &ImageReference, insecure: bool) -> Repository {
+        let registry = normalize_host(&reference.registry);
+        if registry == "docker.io" {
+            let path = if reference.path.contains('/') { reference.path.clone() } else { format!("library/{}", reference.path) };
+            return Repository { registry, endpoint: "registry-1.docker.io".to_string(), path, insecure };
+        }
+        Repository { endpoint: registry.clone(), registry, path: reference.path.clone(), insecure }
+    }
+
+    /// `registry/path`, as pull specs and messages write it.
+    pub fn name(&self) -> String {
+        format!("{}/{}", self.registry, self.path)
+    }
+
+    /// The pull spec of an image of this repository by digest.
+    pub fn pull_spec(&self, digest: &Digest) -> String {
+        format!("{}@{digest}", self.name())
+    }
+}
+
+/// A manifest as the registry sent it, checked against its digest.
+#[derive(Clone, Debug)]
+pub struct FetchedManifest {
+    pub digest: Digest,
+    pub media_type: String,
+    pub bytes: Bytes,
+}
+
+impl Upstream {
+    pub fn new(settings: ImportSettings) -> Result<Upstream, String> {
+        settings.validate()?;
+        let mut verified = client_builder(&settings);
+        for path in &settings.additional_trusted_ca {
+            let pem = std::fs::read(path).map_err(|err| format!("import.additionalTrustedCA: reading {path}: {err}"))?;
+            let certificates = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|err| format!("import.additionalTrustedCA: {path} is not a PEM certificate bundle: {err}"))?;
+            for certificate in certificates {
+                verified = verified.add_root_certificate(certificate);
+            }
+        }
+        let verified = verified.build().map_err(|err| format!("building the HTTP client: {err}"))?;
+        let unverified = client_builder(&settings)
+            .danger_accept_invalid_certs(true)
+            .build()
+            .map_err(|err| format!("building the HTTP client: {err}"))?;
+        Ok(Upstream {
+            inner: Arc::new(Inner {
+                settings,
+                verified,
+                unverified,
+                gates: Mutex::default(),
+                schemes: Mutex::default(),
+                requests: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    pub fn settings(&self) -> &ImportSettings {
+        &self.inner.settings
+    }
+
+    /// How many HTTP requests berth has sent to registries (for tests and benchmarks).
+    pub fn request_count(&self) -> u64 {
+        self.inner.requests.load(Ordering::Relaxed)
+    }
+
+    /// A session for reading `repository`, trying `credentials` in order, then anonymous.
+    pub fn session(&self, repository: Repository, credentials: Vec<Credential>) -> Session {
+        Session { upstream: self.clone(), repository, credentials, auth: Mutex::new(AuthState::default()) }
+    }
+
+    fn gate(&self, endpoint: &str) -> Arc<Gate> {
+        let mut gates = self.inner.gates.lock().expect("gate map lock");
+        let limits = self.inner.settings.limits_for(endpoint);
+        Arc::clone(gates.entry(endpoint.to_string()).or_insert_with(|| {
+            let limiter = NonZeroU32::new(limits.requests_per_second).map(|rate| {
+                let burst = NonZeroU32::new(limits.burst).unwrap_or(rate);
+                RateLimiter::direct(Quota::per_second(rate).allow_burst(burst))
+            });
+            Arc::new(Gate { permits: Arc::new(Semaphore::new(limits.max_concurrent_requests as usize)), limiter })
+        }))
+    }
+
+    /// Sends one request through the registry's gate. The permit is held until the body
+    /// has been read.
+    async fn execute(
+        &self,
+        repository: &Repository,
+        method: &Method,
+        path: &str,
+        accept: Option<&str>,
+        authorization: Option<&HeaderValue>,
+    ) -> Result<(reqwest::Response, OwnedSemaphorePermit)> {
+        let gate = self.gate(&repository.endpoint);
+        let permit = Arc::clone(&gate.permits).acquire_owned().await.expect("gates are never closed");
+        if let Some(limiter) = &gate.limiter {
+            limiter.until_ready().await;
+        }
+        let known_scheme = if repository.insecure {
+            self.inner.schemes.lock().expect("scheme map lock").get(&repository.endpoint).copied()
+        } else {
+            Some("https")
+        };
+        let client = if repository.insecure { &self.inner.unverified } else { &self.inner.verified };
+        let send = |scheme: &str| {
+            self.inner.requests.fetch_add(1, Ordering::Relaxed);
+            let mut request = client.request(method.clone(), format!("{scheme}://{}{path}", repository.endpoint));
+            if let Some(accept) = accept {
+                request = request.header(ACCEPT, accept);
+            }
+            if let Some(value) = authorization {
+                request = request.header(AUTHORIZATION, value.clone());
+            }
+            request.send()
+        };
+        let response = match known_scheme {
+            Some(scheme) => send(scheme).await.map_err(|err| transport_error(repository, &err))?,
+            // An insecure registry may speak HTTPS with a certificate nobody signed, or
+            // plain HTTP: try HTTPS first and remember which one answered.
+            None => {
+                let (scheme, response) = match send("https").await {
+                    Ok(response) => ("https", response),
+                    Err(err) if err.is_timeout() => return Err(transport_error(repository, &err)),
+                    Err(_) => ("http", send("http").await.map_err(|err| transport_error(repository, &err))?),
+                };
+                self.inner.schemes.lock().expect("scheme map lock").insert(repository.endpoint.clone(), scheme);
+                response
+            }
+        };
+        Ok((response, permit))
+    }
+}
+
+fn client_builder(settings: &ImportSettings) -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(settings.connect_timeout_seconds))
+        .timeout(settings.request_timeout())
+        .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")))
+        .redirect(reqwest::redirect::Policy::limited(5))
+}
+
+fn transport_error(repository: &Repository, err: &reqwest::Error) -> UpstreamError {
+    let host = &repository.endpoint;
+    if err.is_timeout() {
+        return UpstreamError::new(ErrorKind::Timeout, format!("{host} did not answer in time"));
+    }
+    let detail = error_chain(err);
+    if detail.contains("certificate") || detail.contains("UnknownIssuer") {
+        return UpstreamError::new(
+            ErrorKind::Unavailable,
+            format!(
+                "{host} presented a TLS certificate berth does not trust ({detail}): add its CA to import.additionalTrustedCA, or list the registry in import.insecureRegistries (or set importPolicy.insecure on the tag) if it is a test registry"
+            ),
+        );
+    }
+    if err.is_connect() {
+        return UpstreamError::new(ErrorKind::Unavailable, format!("cannot connect to {host}: {detail}"));
+    }
+    UpstreamError::new(ErrorKind::Unavailable, format!("the request to {host} failed: {detail}"))
+}
+
+/// The error and its causes in one line; URLs in reqwest errors carry no credentials
+/// because berth never puts any in a URL.
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Reading one repository: the credentials to try and the authorization that works.
+pub struct Session {
+    upstream: Upstream,
+    repository: Repository,
+    credentials: Vec<Credential>,
+    auth: Mutex<AuthState>,
+}
+
+#[derive(Default)]
+struct AuthState {
+    /// Which credential is being used; `credentials.len()` is anonymous.
+    candidate: usize,
+    /// The `Authorization` value that answers the registry's challenge for `candidate`.
+    header: Option<HeaderValue>,
+    /// Whether some credential was rejected, for the final message.
+    rejected: Vec<String>,
+}
+
+/// A successful (2xx) reply with its body.
+struct Reply {
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+/// Why one try failed, and whether (and when) another may succeed.
+struct Failure {
+    error: UpstreamError,
+    retry_after: Option<Duration>,
+}
+
+impl From<UpstreamError> for Failure {
+    fn from(error: UpstreamError) -> Failure {
+        Failure { error, retry_after: None }
+    }
+}
+
+impl Session {
+    pub fn repository(&self) -> &Repository {
+        &self.repository
+    }
+
+    /// The digest the registry gives for `reference` (a tag or digest) without sending
+    /// the manifest (HEAD). `None` when the registry does not say.
+    pub async fn manifest_digest(&self, reference: &str) -> Result<Option<Digest>> {
+        let path = format!("/v2/{}/manifests/{reference}", self.repository.path);
+        let reply = self.fetch(Method::HEAD, &path, Some(&ACCEPTED.join(", ")), 0, "manifest").await?;
+        Ok(header_text(&reply.headers, "docker-content-digest").and_then(|d| d.parse().ok()))
+    }
+
+    /// The manifest for `reference` (a tag or digest), checked against its digest: the
+    /// one asked for, else the one the registry announced.
+    pub async fn manifest(&self, reference: &str) -> Result<FetchedManifest> {
+        let path = format!("/v2/{}/manifests/{reference}", self.repository.path);
+        let max = self.upstream.inner.settings.max_manifest_bytes;
+        let reply = self.fetch(Method::GET, &path, Some(&ACCEPTED.join(", ")), max, "manifest").await?;
+        let media_type = header_text(&reply.headers, CONTENT_TYPE.as_str()).unwrap_or_default();
+        let announced = match reference.parse::<Digest>() {
+            Ok(asked) => Some(asked),
+            Err(_) => header_text(&reply.headers, "docker-content-digest").and_then(|d| d.parse::<Digest>().ok()),
+        };
+        let digest = match announced {
+            Some(expected) => {
+                let actual = expected.recompute(&reply.body);
+                if actual != expected {
+                    return Err(UpstreamError::new(
+                        ErrorKind::DigestMismatch,
+                        format!(
+                            "the manifest {}:{reference} sent by the registry hashes to {actual}, not {expected} as the registry said: the registry or something between it and berth changed the bytes; nothing was imported",
+                            self.repository.name()
+                        ),
+                    ));
+                }
+                expected
+            }
+            None => Digest::sha256_of(&reply.body),
+        };
+        Ok(FetchedManifest { digest, media_type, bytes: reply.body })
+    }
+
+    /// A blob (an image config), checked against its digest, at most `max` bytes.
+    pub async fn blob(&self, digest: &Digest, max: usize) -> Result<Bytes> {
+        let path = format!("/v2/{}/blobs/{digest}", self.repository.path);
+        let reply = self.fetch(Method::GET, &path, None, max, "blob").await?;
+        let actual = digest.recompute(&reply.body);
+        if actual != *digest {
+            return Err(UpstreamError::new(
+                ErrorKind::DigestMismatch,
+                format!("the blob {digest} of {} hashes to {actual}: the registry sent other bytes; nothing was imported", self.repository.name()),
+            ));
+        }
+        Ok(reply.body)
+    }
+
+    /// Every tag of the repository, following the registry's pagination.
+    pub async fn tags(&self) -> Result<Vec<String>> {
+        #[derive(serde::Deserialize)]
+        struct TagList {
+            #[serde(default)]
+            tags: Option<Vec<String>>,
+        }
+        let mut tags = Vec::new();
+        let mut path = format!("/v2/{}/tags/list?n=1000", self.repository.path);
+        for _ in 0..1000 {
+            let reply = self.fetch(Method::GET, &path, Some("application/json"), 16 << 20, "tag list").await?;
+            let page: TagList = serde_json::from_slice(&reply.body).map_err(|err| {
+                UpstreamError::new(ErrorKind::Invalid, format!("the tag list of {} is not valid JSON: {err}", self.repository.name()))
+            })?;
+            tags.extend(page.tags.unwrap_or_default());
+            match header_text(&reply.headers, "link").and_then(|link| next_link(&link)) {
+                Some(next) => path = next,
+                None => return Ok(tags),
+            }
+        }
+        Err(UpstreamError::new(ErrorKind::Invalid, format!("the tag list of {} did not end after 1000 pages", self.repository.name())))
+    }
+
+    /// One request, tried again on transient failures.
+    async fn fetch(&self, method: Method, path: &str, accept: Option<&str>, max_body: usize, what: &str) -> Result<Reply> {
+        let settings = &self.upstream.inner.settings;
+        let mut attempt = 0;
+        loop {
+            let failure = match self.fetch_once(&method, path, accept, max_body, what).await {
+                Ok(reply) => return Ok(reply),
+                Err(failure) => failure,
+            };
+            if !failure.error.is_transient() || attempt >= settings.retries {
+                return Err(failure.error);
+            }
+            let backoff = Duration::from_millis(settings.retry_base_millis.saturating_mul(1 << attempt.min(16)));
+            let jitter = Duration::from_millis(rand::random_range(0..=settings.retry_base_millis.max(1)));
+            let wait = failure.retry_after.unwrap_or(backoff + jitter);
+            if wait > Duration::from_secs(settings.max_retry_after_seconds) {
+                return Err(UpstreamError::new(
+                    failure.error.kind,
+                    format!("{} (the registry asks to wait {} s, longer than import.maxRetryAfterSeconds)", failure.error.message, wait.as_secs()),
+                ));
+            }
+            tracing::debug!(registry = %self.repository.endpoint, attempt, wait_ms = wait.as_millis() as u64, error = %failure.error, "retrying");
+            tokio::time::sleep(wait).await;
+            attempt += 1;
+        }
+    }
+
+    /// One try: authorization challenges are answered here (each credential, then
+    /// anonymous); statuses and broken bodies become failures.
+    async fn fetch_once(&self, method: &Method, path: &str, accept: Option<&str>, max_body: usize, what: &str) -> Result<Reply, Failure> {
+        loop {
+            let (candidate, header) = {
+                let state = self.auth.lock().expect("auth state lock");
+                (state.candidate, state.header.clone())
+            };
+            let (response, permit) = self.upstream.execute(&self.repository, method, path, accept, header.as_ref()).await?;
+            let status = response.status();
+            if status == StatusCode::UNAUTHORIZED {
+                let challenge = Challenge::of(response.headers());
+                drop(permit);
+                self.answer_challenge(candidate, header.is_some(), challenge).await?;
+                continue;
+            }
+            if !status.is_success() {
+                let retry_after = retry_after(response.headers());
+                let body = response.bytes().await.unwrap_or_default();
+                drop(permit);
+                return Err(self.status_failure(status, &body, retry_after, what));
+            }
+            let headers = response.headers().clone();
+            let body = if *method == Method::HEAD { Bytes::new() } else { read_body(response, max_body, &self.repository, what).await? };
+            drop(permit);
+            return Ok(Reply { headers, body });
+        }
+    }
+
+    /// Moves the session on after a 401 for `candidate`: first answer the challenge with
+    /// that candidate's credential, and when that was rejected move to the next one, ending
+    /// with anonymous access. Fails when nothing is left to try.
+    async fn answer_challenge(&self, candidate: usize, had_header: bool, challenge: Challenge) -> Result<(), Failure> {
+        let credential = self.credentials.get(candidate);
+        let answer = if had_header {
+            None
+        } else {
+            match (&challenge, credential) {
+                (Challenge::Bearer(params), _) => match self.token(params, credential).await {
+                    Ok(token) => Some(bearer(&token)),
+                    Err(err) if err.kind == ErrorKind::Unauthorized => None,
+                    Err(err) => return Err(err.into()),
+                },
+                (Challenge::Basic, Some(credential)) => Some(basic(credential)),
+                (Challenge::Basic | Challenge::Other, None) | (Challenge::Other, Some(_)) => None,
+            }
+        };
+        let mut state = self.auth.lock().expect("auth state lock");
+        if state.candidate != candidate {
+            // Another request of this session already moved on.
+            return Ok(());
+        }
+        match answer {
+            Some(header) => state.header = Some(header),
+            None if candidate < self.credentials.len() => {
+                // The registry rejected this credential: a broken pull secret must not
+                // break a public image, so go on to the next one and then anonymous.
+                state.rejected.push(self.credentials[candidate].source.clone());
+                state.candidate += 1;
+                state.header = None;
+                tracing::debug!(registry = %self.repository.endpoint, "credentials rejected; trying the next, then anonymous");
+            }
+            None => return Err(self.unauthorized(&state.rejected).into()),
+        }
+        Ok(())
+    }
+
+    fn unauthorized(&self, rejected: &[String]) -> UpstreamError {
+        let registry = &self.repository.registry;
+        let message = if rejected.is_empty() {
+            format!(
+                "{registry} requires credentials to read {}: add a pull secret (type kubernetes.io/dockerconfigjson) for {registry} to the namespace",
+                self.repository.path
+            )
+        } else {
+            format!(
+                "{registry} rejected the credentials of pull secret(s) {} and anonymous access to {}: check the username and password in those secrets",
+                rejected.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", "),
+                self.repository.path
+            )
+        };
+        UpstreamError::new(ErrorKind::Unauthorized, message)
+    }
+
+    /// Gets a bearer token from the challenge's realm, with `credential` (or anonymously).
+    async fn token(&self, params: &HashMap<String, String>, credential: Option<&Credential>) -> Result<String> {
+        #[derive(serde::Deserialize)]
+        struct TokenReply {
+            #[serde(default)]
+            token: Option<String>,
+            #[serde(default)]
+            access_token: Option<String>,
+        }
+        let Some(realm) = params.get("realm") else {
+            return Err(UpstreamError::new(
+                ErrorKind::Invalid,
+                format!("{} asked for a bearer token without saying where to get one", self.repository.endpoint),
+            ));
+        };
+        let mut url = url::Url::parse(realm).map_err(|_| {
+            UpstreamError::new(ErrorKind::Invalid, format!("{} named a token service that is not a URL", self.repository.endpoint))
+        })?;
+        {
+            let mut query = url.query_pairs_mut();
+            if let Some(service) = params.get("service") {
+                query.append_pair("service", service);
+            }
+            let scope = params.get("scope").cloned().unwrap_or_else(|| format!("repository:{}:pull", self.repository.path));
+            query.append_pair("scope", &scope);
+        }
+        let client = if self.repository.insecure { &self.upstream.inner.unverified } else { &self.upstream.inner.verified };
+        let mut request = client.get(url);
+        if let Some(credential) = credential {
+            request = request.header(AUTHORIZATION, basic(credential));
+        }
+        self.upstream.inner.requests.fetch_add(1, Ordering::Relaxed);
+        let response = request.send().await.map_err(|err| transport_error(&self.repository, &err))?;
+        let status = response.status();
+        if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+            return Err(UpstreamError::new(ErrorKind::Unauthorized, "the token service rejected the credentials"));
+        }
+        if !status.is_success() {
+            return Err(UpstreamError::new(ErrorKind::Unavailable, format!("the token service of {} answered {status}", self.repository.endpoint)));
+        }
+        let reply: TokenReply = response.json().await.map_err(|_| {
+            UpstreamError::new(ErrorKind::Invalid, format!("the token service of {} sent no token", self.repository.endpoint))
+        })?;
+        reply.token.or(reply.access_token).filter(|t| !t.is_empty()).ok_or_else(|| {
+            UpstreamError::new(ErrorKind::Invalid, format!("the token service of {} sent no token", self.repository.endpoint))
+        })
+    }
+
+    fn status_failure(&self, status: StatusCode, body: &[u8], retry_after: Option<Duration>, what: &str) -> Failure {
+        let detail = registry_message(body);
+        let name = self.repository.name();
+        let (kind, message) = match status {
+            StatusCode::NOT_FOUND => (ErrorKind::NotFound, format!("{name}: {what} not found{detail}")),
+            StatusCode::FORBIDDEN => (ErrorKind::Forbidden, format!("{} refused access to {name}{detail}", self.repository.registry)),
+            StatusCode::TOO_MANY_REQUESTS => {
+                (ErrorKind::TooManyRequests, format!("{} is limiting requests (429 Too Many Requests){detail}", self.repository.registry))
+            }
+            status if status.is_server_error() => {
+                (ErrorKind::Unavailable, format!("{} failed with {status} while sending the {what} of {name}{detail}", self.repository.registry))
+            }
+            status => (ErrorKind::Invalid, format!("{} answered {status} for the {what} of {name}{detail}", self.repository.registry)),
+        };
+        Failure { error: UpstreamError::new(kind, message), retry_after }
+    }
+}
+
+/// Reads a body of at most `max` bytes, failing clearly when it is larger or breaks off.
+async fn read_body(response: reqwest::Response, max: usize, repository: &Repository, what: &str) -> Result<Bytes> {
+    let announced = response.content_length();
+    if announced.is_some_and(|len| len > max as u64) {
+        return Err(too_large(repository, what, max));
+    }
+    let mut body = BytesMut::with_capacity(announced.unwrap_or(0) as usize);
+    let mut stream = response.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|err| {
+            if err.is_timeout() {
+                UpstreamError::new(ErrorKind::Timeout, format!("{} stopped sending the {what} of {}", repository.endpoint, repository.name()))
+            } else {
+                incomplete(repository, what, body.len(), announced)
+            }
+        })?;
+        if body.len() + chunk.len() > max {
+            return Err(too_large(repository, what, max));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    if announced.is_some_and(|len| len != body.len() as u64) {
+        return Err(incomplete(repository, what, body.len(), announced));
+    }
+    Ok(body.freeze())
+}
+
+fn incomplete(repository: &Repository, what: &str, received: usize, announced: Option<u64>) -> UpstreamError {
+    let of = announced.map(|len| format!(" of {len}")).unwrap_or_default();
+    UpstreamError::new(
+        ErrorKind::Incomplete,
+        format!("the connection to {} closed after {received}{of} bytes of the {what} of {}", repository.endpoint, repository.name()),
+    )
+}
+
+fn too_large(repository: &Repository, what: &str, max: usize) -> UpstreamError {
+    UpstreamError::new(ErrorKind::TooLarge, format!("the {what} of {} is larger than berth accepts ({max} bytes)", repository.name()))
+}
+
+/// The registry's own words from an OCI error body, as `: message`.
+fn registry_message(body: &[u8]) -> String {
+    #[derive(serde::Deserialize)]
+    struct Errors {
+        errors: Vec<Entry>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Entry {
+        #[serde(default)]
+        code: String,
+        #[serde(default)]
+        message: String,
+    }
+    match serde_json::from_slice::<Errors>(body) {
+        Ok(Errors { errors }) if !errors.is_empty() => {
+            let first = &errors[0];
+            let text: String = format!("{} {}", first.code, first.message).trim().chars().take(200).collect();
+            format!(" ({text})")
+        }
+        _ => String::new(),
+    }
+}
+
+fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
+}
+
+/// `Retry-After` as seconds or an HTTP date.
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let text = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(seconds) = text.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = httpdate::parse_http_date(text).ok()?;
+    Some(at.duration_since(std::time::SystemTime::now()).unwrap_or(Duration::ZERO))
+}
+
+/// The `next` target of a `Link` header, as a path (and query) on the same registry.
+fn next_link(link: &str) -> Option<String> {
+    let (target, params) = link.split_once(';')?;
+    if !params.contains("rel=\"next\"") && !params.contains("rel=next") {
+        return None;
+    }
+    let target = target.trim().trim_start_matches('<').trim_end_matches('>');
+    match url::Url::parse(target) {
+        Ok(absolute) => Some(format!("{}{}", absolute.path(), absolute.query().map(|q| format!("?{q}")).unwrap_or_default())),
+        Err(_) if target.starts_with('/') => Some(target.to_string()),
+        Err(_) => None,
+    }
+}
+
+/// What a 401 asked for.
+enum Challenge {
+    Basic,
+    Bearer(HashMap<String, String>),
+    Other,
+}
+
+impl Challenge {
+    fn of(headers: &HeaderMap) -> Challenge {
+        let Some(value) = headers.get(WWW_AUTHENTICATE).and_then(|v| v.to_str().ok()) else {
+            return Challenge::Other;
+        };
+        let (scheme, rest) = value.trim().split_once(' ').unwrap_or((value.trim(), ""));
+        match scheme.to_ascii_lowercase().as_str() {
+            "basic" => Challenge::Basic,
+            "bearer" => Challenge::Bearer(parse_params(rest)),
+            _ => Challenge::Other,
+        }
+    }
+}
+
+/// `key="value",key2=value2`, with commas allowed inside quotes.
+fn parse_params(text: &str) -> HashMap<String, String> {
+    let mut params = HashMap::new();
+    let mut rest = text.trim();
+    while !rest.is_empty() {
+        let Some((key, after)) = rest.split_once('=') else {
+            break;
+        };
+        let key = key.trim().trim_start_matches(',').trim().to_ascii_lowercase();
+        let after = after.trim_start();
+        let (value, remaining) = match after.strip_prefix('"') {
+            Some(quoted) => match quoted.find('"') {
+                Some(end) => (&quoted[..end], &quoted[end + 1..]),
+                None => (quoted, ""),
+            },
+            None => match after.find(',') {
+                Some(end) => (&after[..end], &after[end..]),
+                None => (after, ""),
+            },
+        };
+        params.insert(key, value.to_string());
+        rest = remaining.trim_start().trim_start_matches(',').trim_start();
+    }
+    params
+}
+
+fn basic(credential: &Credential) -> HeaderValue {
+    let encoded = STANDARD.encode(format!("{}:{}", credential.username, credential.password));
+    let mut value = HeaderValue::from_str(&format!("Basic {encoded}")).expect("base64 is a valid header value");
+    value.set_sensitive(true);
+    value
+}
+
+fn bearer(token: &str) -> HeaderValue {
+    let mut value = HeaderValue::from_str(&format!("Bearer {token}")).unwrap_or_else(|_| HeaderValue::from_static("Bearer invalid"));
+    value.set_sensitive(true);
+    value
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_challenges_are_parsed() {
+        let params = parse_params(r#"realm="https://auth.example/token",service="registry.example",scope="repository:a/b:pull,push""#);
+        assert_eq!(params["realm"], "https://auth.example/token");
+        assert_eq!(params["service"], "registry.example");
+        assert_eq!(params["scope"], "repository:a/b:pull,push");
+        assert_eq!(parse_params("realm=x, service=y")["service"], "y");
+    }
+
+    #[test]
+    fn link_headers_give_the_next_page() {
+        assert_eq!(next_link(r#"</v2/app/tags/list?last=b&n=2>; rel="next""#).as_deref(), Some("/v2/app/tags/list?last=b&n=2"));
+        assert_eq!(next_link(r#"<https://r.example/v2/app/tags/list?last=b>; rel="next""#).as_deref(), Some("/v2/app/tags/list?last=b"));
+        assert_eq!(next_link(r#"</v2/app/tags/list?last=b>; rel="prev""#), None);
+    }
+
+    #[test]
+    fn docker_hub_names_get_its_endpoint_and_library_prefix() {
+        let hub = Repository::of(&ImageReference::parse("mysql:5.6").unwrap(), false);
+        assert_eq!((hub.endpoint.as_str(), hub.path.as_str(), hub.name().as_str()), ("registry-1.docker.io", "library/mysql", "docker.io/library/mysql"));
+        let other = Repository::of(&ImageReference::parse("127.0.0.1:5000/team/app:1").unwrap(), true);
+        assert_eq!((other.endpoint.as_str(), other.path.as_str()), ("127.0.0.1:5000", "team/app"));
+    }
+
+    #[test]
+    fn retry_after_takes_seconds_or_dates() {
+        let mut headers = HeaderMap::new();
+        headers.insert(RETRY_AFTER, HeaderValue::from_static("3"));
+        assert_eq!(retry_after(&headers), Some(Duration::from_secs(3)));
+        headers.insert(RETRY_AFTER, HeaderValue::from_static("Thu, 01 Jan 1970 00:00:00 GMT"));
+        assert_eq!(retry_after(&headers), Some(Duration::ZERO));
+    }
+}
