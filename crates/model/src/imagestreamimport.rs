@@ -129,21 +129,6 @@ pub struct ImageImportStatus {
     pub manifests: Vec<Image>,
 }
 
-impl Default for Status {
-    fn default() -> Status {
-        Status {
-            kind: String::new(),
-            api_version: String::new(),
-            metadata: Default::default(),
-            status: String::new(),
-            message: String::new(),
-            reason: String::new(),
-            details: None,
-            code: 0,
-        }
-    }
-}
-
 impl Status {
     /// A per-image success.
     pub fn success() -> Status {

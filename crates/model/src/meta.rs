@@ -53,7 +53,7 @@ impl FieldError {
 }
 
 /// A Kubernetes `Status` body, the shape of every error the image API returns.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Status {
     /// Empty inside other objects (an import's per-image result), `Status` as a body.

@@ -17,8 +17,8 @@ pub const KIND_DOCKER_IMAGE: &str = "DockerImage";
 pub const KIND_IMAGE_STREAM_TAG: &str = "ImageStreamTag";
 pub const KIND_IMAGE_STREAM_IMAGE: &str = "ImageStreamImage";
 pub const CONDITION_IMPORT_SUCCESS: &str = "ImportSuccess";
-/// The reason on a DockerImage tag whose image has not been imported yet.
-pub const REASON_NOT_IMPORTED: &str = "NotImported";
+/// The stream annotation that records when its tags were last checked upstream.
+pub const REPOSITORY_CHECK_ANNOTATION: &str = "openshift.io/image.dockerRepositoryCheck";
 
 /// Streams other than the one being changed, keyed by `(namespace, name)`, that its
 /// changed tags read from. The caller loads them (checking the user may read them).
@@ -218,10 +218,8 @@ fn resolve_changed_tags(stream: &mut ImageStream, changed: &[String], sources: &
             Some(Ok(TagSource::DockerImage(reference))) if tag.reference => {
                 Some(TagEvent { created: now, docker_image_reference: reference.to_string(), image: String::new(), generation })
             }
-            Some(Ok(TagSource::DockerImage(reference))) => {
-                set_not_imported(stream, name, &reference, generation, now);
-                continue;
-            }
+            // The importer picks the tag up: its generation is now ahead of its status.
+            Some(Ok(TagSource::DockerImage(_))) => continue,
             Some(Ok(source)) => match resolve_source(stream, sources, &source) {
                 Ok(Some(found)) => Some(TagEvent { created: now, generation, ..found }),
                 Ok(None) => None,
@@ -267,21 +265,6 @@ fn resolve_source(stream: &ImageStream, sources: &SourceStreams, source: &TagSou
     }
 }
 
-fn set_not_imported(stream: &mut ImageStream, tag: &str, reference: &ImageReference, generation: i64, now: Time) {
-    let message = format!(
-        "waiting to import {reference}: this berth does not import from other registries; point the tag at an image with an ImageStreamMapping or at another tag"
-    );
-    let list = status_tag_mut(stream, tag);
-    list.conditions = vec![TagEventCondition {
-        condition_type: CONDITION_IMPORT_SUCCESS.to_string(),
-        status: "Unknown".to_string(),
-        last_transition_time: Some(now),
-        reason: REASON_NOT_IMPORTED.to_string(),
-        message,
-        generation,
-    }];
-}
-
 fn status_tag_mut<'a>(stream: &'a mut ImageStream, tag: &str) -> &'a mut NamedTagEventList {
     let idx = match stream.status.tags.binary_search_by(|t| t.tag.as_str().cmp(tag)) {
         Ok(idx) => idx,
@@ -291,6 +274,85 @@ fn status_tag_mut<'a>(stream: &'a mut ImageStream, tag: &str) -> &'a mut NamedTa
         }
     };
     &mut stream.status.tags[idx]
+}
+
+/// A DockerImage tag of a stream that waits to be imported: its spec generation is ahead
+/// of both its current image and its last failed import.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PendingImport {
+    pub tag: String,
+    pub reference: ImageReference,
+    pub generation: i64,
+}
+
+/// The DockerImage tags of `stream` whose spec is ahead of their status (OpenShift's
+/// import controller condition), in tag order.
+pub fn pending_imports(stream: &ImageStream) -> Vec<PendingImport> {
+    let mut pending = Vec::new();
+    for tag in &stream.spec.tags {
+        let Some(Ok(TagSource::DockerImage(reference))) = TagSource::of(stream, tag) else {
+            continue;
+        };
+        if tag.reference {
+            continue;
+        }
+        let generation = tag.generation.unwrap_or(1);
+        let status = stream.status_tag(&tag.name);
+        let imported = status.and_then(|s| s.items.first()).is_some_and(|e| e.generation >= generation);
+        let failed = status.is_some_and(|s| {
+            s.conditions.iter().any(|c| c.condition_type == CONDITION_IMPORT_SUCCESS && c.status == "False" && c.generation >= generation)
+        });
+        if !imported && !failed {
+            pending.push(PendingImport { tag: tag.name.clone(), reference, generation });
+        }
+    }
+    pending
+}
+
+/// Whether the spec tag `tag` still asks for what `pending` was about: the same source at
+/// the same generation. An import whose tag changed meanwhile is dropped.
+pub fn still_pending(stream: &ImageStream, pending: &PendingImport) -> bool {
+    stream.spec_tag(&pending.tag).is_some_and(|t| {
+        t.generation.unwrap_or(1) == pending.generation
+            && matches!(TagSource::of(stream, t), Some(Ok(TagSource::DockerImage(ref r))) if *r == pending.reference)
+    })
+}
+
+/// Records a successful import of `tag`: the event (with the tag's generation) becomes the
+/// head when it differs, the import condition is cleared, and tags tracking this one
+/// follow. Returns whether the head changed.
+pub fn record_import(stream: &mut ImageStream, tag: &str, event: TagEvent, now: Time) -> bool {
+    let moved = add_tag_event(stream, tag, event.clone());
+    status_tag_mut(stream, tag).conditions.clear();
+    if moved {
+        update_tracking_tags(stream, tag, &event, now);
+    }
+    moved
+}
+
+/// Records a failed import of `tag` at `generation`: history is left as it is, and the
+/// condition `ImportSuccess=False` says why.
+pub fn record_import_failure(stream: &mut ImageStream, tag: &str, generation: i64, reason: &str, message: &str, now: Time) {
+    let list = status_tag_mut(stream, tag);
+    let since = list
+        .conditions
+        .iter()
+        .find(|c| c.condition_type == CONDITION_IMPORT_SUCCESS && c.status == "False" && c.reason == reason)
+        .and_then(|c| c.last_transition_time)
+        .unwrap_or(now);
+    list.conditions = vec![TagEventCondition {
+        condition_type: CONDITION_IMPORT_SUCCESS.to_string(),
+        status: "False".to_string(),
+        last_transition_time: Some(since),
+        reason: reason.to_string(),
+        message: message.to_string(),
+        generation,
+    }];
+}
+
+/// Records that the stream's tags were checked upstream at `now`.
+pub fn mark_repository_checked(stream: &mut ImageStream, now: Time) {
+    stream.metadata.annotations.insert(REPOSITORY_CHECK_ANNOTATION.to_string(), now.to_string());
 }
 
 /// Records that `tag` now points at `next` (OpenShift's `AddTagEventToImageStream`): a new

@@ -5,4 +5,5 @@ pub mod http;
 pub mod serve;
 pub mod services;
 
-pub use serve::{ClientConfig, ServeConfig, Started, run, start};
+pub use berth_upstream::ImportSettings;
+pub use serve::{ClientConfig, ServeConfig, ServerFile, Started, run, start};

@@ -15,7 +15,9 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::http::{App, router};
+use crate::services::import::Importer;
 use crate::services::{Catalog, CatalogConfig};
+use berth_upstream::{ImportSettings, Upstream};
 
 /// Everything `berth serve` is told at start-up.
 #[derive(Clone, Debug)]
@@ -31,6 +33,27 @@ pub struct ServeConfig {
     pub compaction_interval: Duration,
     /// Where to write the client config on first start; `None` writes none.
     pub client_config: Option<PathBuf>,
+    /// Registry settings for import (the config file's `import` section).
+    pub import: ImportSettings,
+}
+
+/// The server's config file (`berth serve --config`): settings that are too many or too
+/// structured for flags.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServerFile {
+    #[serde(default)]
+    pub import: ImportSettings,
+}
+
+impl ServerFile {
+    pub fn load(path: &Path) -> anyhow::Result<ServerFile> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading the server config {}", path.display()))?;
+        let file: ServerFile =
+            yaml_serde::from_str(&text).with_context(|| format!("{} is not a valid berth server config", path.display()))?;
+        file.import.validate().map_err(|err| anyhow::anyhow!("{}: {err}", path.display()))?;
+        Ok(file)
+    }
 }
 
 /// The file the CLI reads to find the server and its token.
@@ -71,11 +94,17 @@ pub struct Started {
     pub addr: SocketAddr,
     /// The admin token, when this start created it (the first start of a data directory).
     pub admin_token: Option<String>,
+    upstream: Upstream,
     shutdown: oneshot::Sender<()>,
     task: JoinHandle<anyhow::Result<()>>,
 }
 
 impl Started {
+    /// How many requests the importer has sent to other registries.
+    pub fn upstream_requests(&self) -> u64 {
+        self.upstream.request_count()
+    }
+
     /// Stops accepting, lets requests in flight finish, and waits for the server to end.
     pub async fn stop(self) -> anyhow::Result<()> {
         self.serve_until(std::future::ready(())).await
@@ -133,7 +162,10 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Started> {
     let ready = Arc::new(AtomicBool::new(false));
     let (shutdown, stopped) = oneshot::channel::<()>();
     let (stopping, stopping_seen) = tokio::sync::watch::channel(false);
-    let app = App { catalog, ready: Arc::clone(&ready), stopping: stopping_seen };
+    let upstream = Upstream::new(config.import.clone()).map_err(|err| anyhow::anyhow!("import settings: {err}"))?;
+    let importer = Importer::new(catalog.clone(), upstream.clone());
+    tokio::spawn(importer.clone().run_controller(stopping_seen.clone()));
+    let app = App { catalog, importer, ready: Arc::clone(&ready), stopping: stopping_seen };
     let compactor = tokio::spawn(compact_forever(store, config.event_retention, config.compaction_interval));
     let task = tokio::spawn(async move {
         let served = axum::serve(listener, router(app)).with_graceful_shutdown(async move {
@@ -146,7 +178,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Started> {
     });
     ready.store(true, Ordering::Release);
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "berth is serving");
-    Ok(Started { addr, admin_token, shutdown, task })
+    Ok(Started { addr, admin_token, upstream, shutdown, task })
 }
 
 /// Runs `berth serve` until SIGINT or SIGTERM.

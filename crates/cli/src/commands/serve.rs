@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use berth_server::ServeConfig;
+use berth_server::{ServeConfig, ServerFile};
 use berth_store::Synchronous;
 use tracing_subscriber::EnvFilter;
 
@@ -44,12 +44,20 @@ pub struct ServeArgs {
     /// Do not write the client config (server URL and admin token) on first start.
     #[arg(long)]
     no_client_config: bool,
+    /// A YAML file with the server's settings: `import` (allowed and insecure registries,
+    /// trusted CAs, the default platform, limits, timeouts, retries). See the README.
+    #[arg(long, env = "BERTH_SERVER_CONFIG", value_name = "FILE")]
+    server_config: Option<PathBuf>,
 }
 
 pub fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
     // Logging is for the server only: client verbs print results, not logs.
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let file = match &args.server_config {
+        Some(path) => ServerFile::load(path)?,
+        None => ServerFile::default(),
+    };
     let config = ServeConfig {
         data_dir: args.data_dir,
         listen: args.listen,
@@ -62,6 +70,7 @@ pub fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
         event_retention: args.event_retention,
         compaction_interval: COMPACTION_INTERVAL,
         client_config: if args.no_client_config { None } else { ctx.config_path() },
+        import: file.import,
     };
     // Blocking threads run writes and lists; more of them than this only queue on the one
     // writer connection and the reader pool while each holds its own memory.

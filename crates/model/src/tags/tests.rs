@@ -47,11 +47,40 @@ fn create_stamps_generation_one_and_waits_for_import() {
     let s = created(vec![tag("5.6", KIND_DOCKER_IMAGE, "mysql:5.6")]);
     assert_eq!(s.metadata.generation, Some(1));
     assert_eq!(s.spec.tags[0].generation, Some(1));
-    let condition = &s.status_tag("5.6").unwrap().conditions[0];
-    assert_eq!((condition.condition_type.as_str(), condition.status.as_str()), ("ImportSuccess", "Unknown"));
-    assert_eq!(condition.reason, REASON_NOT_IMPORTED);
-    assert!(condition.message.contains("mysql:5.6"));
     assert!(s.latest_event("5.6").is_none());
+    let pending = pending_imports(&s);
+    assert_eq!(pending.len(), 1);
+    assert_eq!((pending[0].tag.as_str(), pending[0].reference.to_string(), pending[0].generation), ("5.6", "mysql:5.6".to_string(), 1));
+}
+
+#[test]
+fn imports_settle_pending_tags_and_failures_keep_history() {
+    let mut s = created(vec![tag("5.6", KIND_DOCKER_IMAGE, "mysql:5.6"), tag("current", KIND_IMAGE_STREAM_TAG, "5.6")]);
+    let pending = pending_imports(&s).remove(0);
+    assert!(still_pending(&s, &pending));
+    let first = TagEvent { created: at(1), docker_image_reference: "docker.io/library/mysql@sha256:a".into(), image: "sha256:a".into(), generation: 1 };
+    assert!(record_import(&mut s, "5.6", first, at(1)));
+    assert!(pending_imports(&s).is_empty());
+    assert_eq!(history(&s, "current"), [("sha256:a".to_string(), 1)]);
+
+    // A re-import request (generation 0) makes the tag pending again; a failure then
+    // keeps history and settles the tag until the next request.
+    let old = s.clone();
+    s.spec.tags.iter_mut().find(|t| t.name == "5.6").unwrap().generation = Some(0);
+    prepare_update(&old, &mut s, &SourceStreams::new(), at(2)).unwrap();
+    let pending = pending_imports(&s).remove(0);
+    assert_eq!(pending.generation, 2);
+    record_import_failure(&mut s, "5.6", pending.generation, "NotFound", "gone", at(2));
+    assert!(pending_imports(&s).is_empty());
+    assert_eq!(history(&s, "5.6"), [("sha256:a".to_string(), 1)]);
+    let condition = &s.status_tag("5.6").unwrap().conditions[0];
+    assert_eq!((condition.status.as_str(), condition.reason.as_str(), condition.generation), ("False", "NotFound", 2));
+
+    // Changing the source drops an import that was about the old one.
+    let old = s.clone();
+    s.spec.tags.iter_mut().find(|t| t.name == "5.6").unwrap().from.as_mut().unwrap().name = "mysql:5.7".into();
+    prepare_update(&old, &mut s, &SourceStreams::new(), at(3)).unwrap();
+    assert!(!still_pending(&s, &pending));
 }
 
 #[test]
@@ -111,7 +140,8 @@ fn users_cannot_set_tag_generations_except_to_zero() {
     assert_eq!(reimport.metadata.generation, Some(2));
     assert_eq!(reimport.spec.tags[1].generation, Some(2), "0 asks for a re-import at the new generation");
     assert_eq!(reimport.spec.tags[0].generation, Some(1), "other tags keep theirs");
-    assert_eq!(reimport.status_tag("b").unwrap().conditions[0].generation, 2);
+    let pending: Vec<(String, i64)> = pending_imports(&reimport).into_iter().map(|p| (p.tag, p.generation)).collect();
+    assert_eq!(pending, [("a".to_string(), 1), ("b".to_string(), 2)]);
 }
 
 #[test]

@@ -9,6 +9,7 @@ use axum::routing::{get, post};
 use berth_model::core::{Namespace, Secret, Token};
 use berth_model::image::Image;
 use berth_model::imagestream::{ImageStream, ImageStreamMapping, ImageStreamTag, ImageTag};
+use berth_model::imagestreamimport::ImageStreamImport;
 use berth_model::meta::StatusDetails;
 use berth_model::selector::{FieldSelector, LabelSelector};
 use berth_model::{BERTH_API_VERSION, IMAGE_API_VERSION};
@@ -65,6 +66,7 @@ pub fn routes() -> Router<App> {
         )
         .route(&format!("{IMAGE_NS}/imagestreamimages/{{name}}"), get(get_stream_image))
         .route(&format!("{IMAGE_NS}/imagestreammappings"), post(create_mapping))
+        .route(&format!("{IMAGE_NS}/imagestreamimports"), post(create_import))
         // Images.
         .route(&format!("{IMAGE}/images"), get(list_images).post(create_image))
         .route(&format!("{IMAGE}/images/{{name}}"), get(get_image).put(update_image).patch(patch_image).delete(delete_image))
@@ -328,6 +330,21 @@ async fn create_mapping(State(app): State<App>, Path(ns): Path<String>, headers:
     .await
 }
 
+/// Imports wait on other registries, so they run on the async workers; only their store
+/// work goes to blocking threads.
+async fn create_import(State(app): State<App>, Path(ns): Path<String>, headers: HeaderMap, body: RawBody) -> Response {
+    let isi: ImageStreamImport = match decode(&body, "ImageStreamImport", IMAGE_API_VERSION) {
+        Ok(isi) => isi,
+        Err(err) => return render_error(err),
+    };
+    let caller = match call(&app, &headers, |_, caller| Ok(caller.clone())).await {
+        Ok(caller) => caller,
+        Err(err) => return render_error(err),
+    };
+    let result = app.importer.create_import(&caller, &ns, isi).await;
+    respond(&headers, StatusCode::CREATED, result)
+}
+
 // Images.
 
 async fn list_images(State(app): State<App>, Query(params): Query<ListParams>, headers: HeaderMap) -> Response {
@@ -479,6 +496,7 @@ fn image_resources() -> serde_json::Value {
             ("imagetags", "ImageTag", true, TAG_VERBS),
             ("imagestreamimages", "ImageStreamImage", true, &["get"]),
             ("imagestreammappings", "ImageStreamMapping", true, &["create"]),
+            ("imagestreamimports", "ImageStreamImport", true, &["create"]),
         ],
     )
 }

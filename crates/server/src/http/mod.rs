@@ -17,6 +17,7 @@ use berth_model::meta::{ListMeta, Status, StatusCause, StatusDetails};
 use bytes::Bytes;
 use serde::Serialize;
 
+use crate::services::import::Importer;
 use crate::services::{Caller, Catalog, Error, ErrorKind, LazyList, ListResult, Resource};
 
 pub use body::MAX_BODY_BYTES;
@@ -25,6 +26,7 @@ pub use body::MAX_BODY_BYTES;
 #[derive(Clone)]
 pub struct App {
     pub catalog: Catalog,
+    pub importer: Importer,
     pub ready: Arc<AtomicBool>,
     /// Turns true when the server shuts down, so that long-lived watches end and a
     /// graceful shutdown does not wait for their timeouts.

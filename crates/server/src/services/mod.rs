@@ -6,6 +6,7 @@
 
 pub mod error;
 pub mod images;
+pub mod import;
 pub mod namespaces;
 pub mod resource;
 pub mod streams;

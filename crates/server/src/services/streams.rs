@@ -347,7 +347,7 @@ impl Catalog {
     }
 }
 
-fn new_stream(namespace: &str, name: &str, now: Time) -> ImageStream {
+pub(crate) fn new_stream(namespace: &str, name: &str, now: Time) -> ImageStream {
     let mut stream = ImageStream {
         metadata: ObjectMeta { name: name.to_string(), namespace: namespace.to_string(), generation: Some(1), ..ObjectMeta::default() },
         ..ImageStream::default()
@@ -383,14 +383,14 @@ fn required_spec<V: TagView>(name: &str, spec: Option<TagReference>) -> Result<T
     })
 }
 
-fn read_stream(txn: &mut dyn WriteTxn, namespace: &str, name: &str) -> Result<Option<ImageStream>> {
+pub(crate) fn read_stream(txn: &mut dyn WriteTxn, namespace: &str, name: &str) -> Result<Option<ImageStream>> {
     match txn.get(&ImageStream::key(namespace, name))? {
         Some(stored) => Ok(Some(ImageStream::decode(&stored)?)),
         None => Ok(None),
     }
 }
 
-fn put_stream(txn: &mut dyn WriteTxn, stream: &mut ImageStream, expect: Precondition) -> Result<()> {
+pub(crate) fn put_stream(txn: &mut dyn WriteTxn, stream: &mut ImageStream, expect: Precondition) -> Result<()> {
     let key = ImageStream::key(&stream.metadata.namespace, &stream.metadata.name);
     // The repositories in status are derived on read, never stored.
     stream.status.docker_image_repository.clear();

@@ -36,11 +36,23 @@ impl TestApp {
             event_retention: 100_000,
             compaction_interval: Duration::from_secs(3600),
             client_config: None,
+            // Tests reach only loopback registries: anything else is refused without a request.
+            import: berth_server::ImportSettings {
+                allowed_registries: vec!["127.0.0.1:*".into(), "localhost:*".into()],
+                insecure_registries: vec!["127.0.0.1:*".into(), "localhost:*".into()],
+                retry_base_millis: 20,
+                ..berth_server::ImportSettings::default()
+            },
         };
         configure(&mut config);
         let started = berth_server::start(config).await.unwrap();
         let admin = started.admin_token.clone().expect("a new data directory gets an admin token");
         TestApp { base: format!("http://{}", started.addr), admin, dir, started: Some(started), http: reqwest::Client::new() }
+    }
+
+    /// How many requests the server's importer has sent to other registries.
+    pub fn upstream_requests(&self) -> u64 {
+        self.started.as_ref().unwrap().upstream_requests()
     }
 
     pub async fn stop(mut self) {

@@ -1,0 +1,338 @@
+//! The importer: turns images in other registries into Images and TagEvents.
+//!
+//! Two ways in, one engine:
+//! - the import controller ([`Importer::run_controller`]) watches the event log for
+//!   streams whose DockerImage tags are ahead of their status and imports them;
+//! - `ImageStreamImport` ([`Importer::create_import`]) imports (or, as a dry run, only
+//!   looks up) the images and repositories it names, on request.
+//!
+//! The engine does the least work it can: a tag whose manifest digest (HEAD) is the one
+//! it already points at costs one request; an Image berth already has is never fetched
+//! again; within one run a manifest or config blob wanted by several tags is fetched once;
+//! the tags of a run are fetched concurrently under each registry's gate. A failure leaves
+//! history as it was and sets `ImportSuccess=False` with a reason.
+//!
+//! Unlike the catalog's services, the importer is async (it waits on registries); its store
+//! work runs on blocking threads.
+
+mod controller;
+mod lookup;
+mod request;
+mod store;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use berth_model::Time;
+use berth_model::access::Action;
+use berth_model::image::Image;
+use berth_model::imagestream::{ImageStream, TagReference};
+use berth_model::imagestreamimport::{ImageStreamImport, RepositoryImportStatus};
+use berth_model::manifest::{self};
+use berth_model::meta::Status;
+use berth_model::reference::ImageReference;
+use berth_model::tags::{self, PendingImport};
+use berth_upstream::{ErrorKind as UpstreamKind, Keyring, Upstream, UpstreamError};
+use futures::StreamExt;
+
+use crate::services::{Caller, Catalog, Error, Result};
+
+use lookup::{Lookup, Outcome, Run, check_allowed, lookup_all};
+use request::{Wanted, WantedRepository, image_status, validate_import};
+
+const ISI: &str = "imagestreamimports.image.openshift.io";
+/// Tag annotations that choose the platform `Legacy` import mode keeps.
+const PREFER_ARCH: &str = "importer.image.openshift.io/prefer-arch";
+const PREFER_OS: &str = "importer.image.openshift.io/prefer-os";
+/// How many images of one run are looked up at once; each registry's gate caps the
+/// requests actually in flight.
+const LOOKUPS_IN_FLIGHT: usize = 64;
+/// How often a long import commits what it has so far, so that watchers see progress.
+const COMMIT_EVERY: Duration = Duration::from_millis(200);
+/// How many streams the controller imports at once.
+const STREAMS_IN_FLIGHT: usize = 16;
+
+/// `(namespace, stream)` keys the controller is asked to look at again.
+type Nudges = tokio::sync::mpsc::UnboundedReceiver<(String, String)>;
+
+/// The importer, shared by the controller and the API. Cheap to clone.
+#[derive(Clone)]
+pub struct Importer {
+    catalog: Catalog,
+    upstream: Upstream,
+    /// Tags an import is working on, `(namespace, stream, tag)`: the controller leaves
+    /// them alone.
+    claims: Arc<Mutex<HashSet<(String, String, String)>>>,
+    /// Streams the controller should look at again, sent when claims are released.
+    nudges: tokio::sync::mpsc::UnboundedSender<(String, String)>,
+    nudged: Arc<Mutex<Option<Nudges>>>,
+}
+
+impl Importer {
+    pub fn new(catalog: Catalog, upstream: Upstream) -> Importer {
+        let (nudges, nudged) = tokio::sync::mpsc::unbounded_channel();
+        Importer { catalog, upstream, claims: Arc::default(), nudges, nudged: Arc::new(Mutex::new(Some(nudged))) }
+    }
+
+    pub fn upstream(&self) -> &Upstream {
+        &self.upstream
+    }
+
+    /// Creates an `ImageStreamImport`: looks up `spec.images` and `spec.repository` and,
+    /// unless `spec.import` is false, imports them into the stream (creating it).
+    pub async fn create_import(&self, caller: &Caller, namespace: &str, mut isi: ImageStreamImport) -> Result<ImageStreamImport> {
+        caller.require(Action::Write(namespace), "create", ISI)?;
+        let stream_name = isi.metadata.name.clone();
+        let requested = validate_import(namespace, &isi)?;
+        let (catalog, owned) = (self.catalog.clone(), namespace.to_string());
+        let (keyring, existing) = blocking(move || {
+            if catalog.load::<berth_model::core::Namespace>("", &owned)?.is_none() {
+                return Err(namespace_missing(&owned));
+            }
+            Ok((catalog.pull_keyring(&owned)?, catalog.load::<ImageStream>(&owned, &stream_name)?))
+        })
+        .await?;
+        let stream_name = isi.metadata.name.clone();
+        let run = Arc::new(self.run(keyring));
+
+        // A repository import becomes one lookup per tag, by OpenShift's priority, capped.
+        let mut wanted: Vec<Wanted> = requested.images;
+        let mut repository_status = None;
+        if let Some(repository) = &requested.repository {
+            match self.repository_tags(&run, repository).await {
+                Ok((tags, additional)) => {
+                    repository_status =
+                        Some(RepositoryImportStatus { status: Status::success(), images: Vec::new(), additional_tags: additional });
+                    wanted.extend(tags.into_iter().map(|tag| Wanted {
+                        tag: tag.clone(),
+                        reference: ImageReference { tag: Some(tag), digest: None, ..repository.reference.clone() },
+                        import_policy: repository.import_policy.clone(),
+                        reference_policy: repository.reference_policy.clone(),
+                        include_manifest: repository.include_manifest,
+                        from_repository: true,
+                    }));
+                }
+                Err(err) => {
+                    repository_status = Some(RepositoryImportStatus {
+                        status: Status::failure(err.reason(), err.code(), err.message.clone()),
+                        ..Default::default()
+                    })
+                }
+            }
+        }
+
+        let results: Vec<(Wanted, Outcome)> = if isi.spec.import {
+            self.import_wanted(namespace, &stream_name, &run, wanted).await?
+        } else {
+            let lookups: Vec<Lookup> = wanted.iter().map(|w| w.lookup(existing.as_ref())).collect();
+            let outcomes = lookup_all(&run, lookups).map(|(_, outcome)| outcome).collect::<Vec<_>>().await;
+            wanted.into_iter().zip(outcomes).collect()
+        };
+
+        let mut images_status = Vec::new();
+        let mut repository_images = Vec::new();
+        for (want, outcome) in results {
+            let status = image_status(&want, outcome);
+            if want.from_repository { repository_images.push(status) } else { images_status.push(status) }
+        }
+        if let Some(repository) = &mut repository_status {
+            repository.images = repository_images;
+        }
+        isi.status.images = images_status;
+        isi.status.repository = repository_status;
+        isi.status.import = if isi.spec.import {
+            let (catalog, owned, name) = (self.catalog.clone(), namespace.to_string(), isi.metadata.name.clone());
+            blocking(move || Ok(catalog.load::<ImageStream>(&owned, &name)?.map(|s| catalog.with_repositories(s)))).await?
+        } else {
+            None
+        };
+        isi.metadata.namespace = namespace.to_string();
+        isi.metadata.creation_timestamp = Some(Time::now());
+        isi.kind = "ImageStreamImport".to_string();
+        isi.api_version = berth_model::IMAGE_API_VERSION.to_string();
+        Ok(isi)
+    }
+
+    /// Lists a repository's tags, ordered by priority and split at the server's cap.
+    async fn repository_tags(
+        &self,
+        run: &Run,
+        repository: &WantedRepository,
+    ) -> std::result::Result<(Vec<String>, Vec<String>), UpstreamError> {
+        check_allowed(&self.upstream, &repository.reference, repository.import_policy.insecure)?;
+        let session = run.session(&repository.reference, repository.import_policy.insecure);
+        let mut tags = session.tags().await?;
+        if tags.is_empty() {
+            return Err(UpstreamError::new(UpstreamKind::NotFound, format!("the repository {} has no tags", session.repository().name())));
+        }
+        manifest::prioritize_tags(&mut tags);
+        let cap = self.upstream.settings().max_images_bulk_imported_per_repository;
+        let additional = if cap >= 0 && tags.len() > cap as usize { tags.split_off(cap as usize) } else { Vec::new() };
+        Ok((tags, additional))
+    }
+
+    /// Imports `wanted` into the stream: the spec tags are written first (all at one new
+    /// generation, so a watcher can see what is coming), then results are committed as
+    /// they arrive.
+    async fn import_wanted(
+        &self,
+        namespace: &str,
+        stream_name: &str,
+        run: &Arc<Run>,
+        wanted: Vec<Wanted>,
+    ) -> Result<Vec<(Wanted, Outcome)>> {
+        let tag_names: Vec<String> = wanted.iter().map(|w| w.tag.clone()).collect();
+        let _claim = self.claim(namespace, stream_name, &tag_names);
+        let specs: Vec<TagReference> = wanted.iter().map(Wanted::spec_tag).collect();
+        let (catalog, owned_namespace, owned_name) = (self.catalog.clone(), namespace.to_string(), stream_name.to_string());
+        let stream = blocking(move || catalog.set_import_tags(&owned_namespace, &owned_name, specs)).await?;
+        let pending: HashMap<String, PendingImport> = tags::pending_imports(&stream).into_iter().map(|p| (p.tag.clone(), p)).collect();
+        let lookups: Vec<Lookup> = wanted.iter().map(|w| w.lookup(Some(&stream))).collect();
+        let mut by_tag: HashMap<String, Wanted> = wanted.into_iter().map(|w| (w.tag.clone(), w)).collect();
+        let mut results = Vec::new();
+        let mut batch = Vec::new();
+        let mut last_commit = Instant::now();
+        let mut outcomes = lookup_all(run, lookups);
+        while let Some((lookup, outcome)) = outcomes.next().await {
+            if let Some(pending) = pending.get(&lookup.tag) {
+                batch.push((pending.clone(), outcome.clone()));
+            }
+            if let Some(want) = by_tag.remove(&lookup.tag) {
+                results.push((want, outcome));
+            }
+            if last_commit.elapsed() >= COMMIT_EVERY {
+                self.commit(namespace, stream_name, run, std::mem::take(&mut batch)).await?;
+                last_commit = Instant::now();
+            }
+        }
+        self.commit(namespace, stream_name, run, batch).await?;
+        // Statuses follow the order of the request, not of completion.
+        results.sort_by_key(|(want, _)| tag_names.iter().position(|t| *t == want.tag));
+        Ok(results)
+    }
+
+    /// Imports the pending DockerImage tags of one stream (the controller's work).
+    pub async fn import_pending(&self, namespace: &str, stream_name: &str) -> Result<()> {
+        let (catalog, owned_namespace, owned_name) = (self.catalog.clone(), namespace.to_string(), stream_name.to_string());
+        let loaded = blocking(move || {
+            let Some(stream) = catalog.load::<ImageStream>(&owned_namespace, &owned_name)? else {
+                return Ok(None);
+            };
+            Ok(Some((catalog.pull_keyring(&owned_namespace)?, stream)))
+        })
+        .await?;
+        let Some((keyring, stream)) = loaded else {
+            return Ok(());
+        };
+        let pending: Vec<PendingImport> = {
+            let claims = self.claims.lock().expect("claims lock");
+            tags::pending_imports(&stream)
+                .into_iter()
+                .filter(|p| !claims.contains(&(namespace.to_string(), stream_name.to_string(), p.tag.clone())))
+                .collect()
+        };
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let tag_names: Vec<String> = pending.iter().map(|p| p.tag.clone()).collect();
+        let _claim = self.claim(namespace, stream_name, &tag_names);
+        let run = Arc::new(self.run(keyring));
+        let lookups: Vec<Lookup> = pending
+            .iter()
+            .map(|p| {
+                let policy = stream.spec_tag(&p.tag).map(|t| t.import_policy.clone()).unwrap_or_default();
+                Lookup::new(Some(&stream), &p.tag, p.reference.clone(), &policy)
+            })
+            .collect();
+        let by_tag: HashMap<String, PendingImport> = pending.into_iter().map(|p| (p.tag.clone(), p)).collect();
+        let mut batch = Vec::new();
+        let mut last_commit = Instant::now();
+        let mut outcomes = lookup_all(&run, lookups);
+        while let Some((lookup, outcome)) = outcomes.next().await {
+            batch.push((by_tag[&lookup.tag].clone(), outcome));
+            if last_commit.elapsed() >= COMMIT_EVERY {
+                self.commit(namespace, stream_name, &run, std::mem::take(&mut batch)).await?;
+                last_commit = Instant::now();
+            }
+        }
+        self.commit(namespace, stream_name, &run, batch).await
+    }
+
+    /// Stores the images fetched for `results` and records each result on its tag, in one
+    /// transaction. A result whose tag changed meanwhile is dropped.
+    async fn commit(&self, namespace: &str, stream_name: &str, run: &Run, results: Vec<(PendingImport, Outcome)>) -> Result<()> {
+        if results.is_empty() {
+            return Ok(());
+        }
+        let mut images: Vec<Image> = Vec::new();
+        {
+            let mut fetched = run.fetched.lock().expect("fetched images lock");
+            for (_, outcome) in &results {
+                if let Ok(found) = outcome {
+                    for image in std::iter::once(&found.image).chain(&found.manifests) {
+                        if let Some(new) = fetched.remove(&image.metadata.name) {
+                            images.push(new);
+                        }
+                    }
+                }
+            }
+            // A Legacy import keeps the list it chose from too, so that the next HEAD
+            // that finds the same list needs no further request.
+            let lists: Vec<String> =
+                fetched.iter().filter(|(_, image)| !image.docker_image_manifests.is_empty()).map(|(name, _)| name.clone()).collect();
+            images.extend(lists.into_iter().filter_map(|name| fetched.remove(&name)));
+        }
+        let (catalog, owned_namespace, owned_name) = (self.catalog.clone(), namespace.to_string(), stream_name.to_string());
+        blocking(move || catalog.record_imports(&owned_namespace, &owned_name, images, results)).await
+    }
+
+    fn run(&self, keyring: Keyring) -> Run {
+        Run {
+            upstream: self.upstream.clone(),
+            catalog: self.catalog.clone(),
+            keyring,
+            sessions: Mutex::default(),
+            images: Mutex::default(),
+            configs: Mutex::default(),
+            fetched: Mutex::default(),
+        }
+    }
+
+    /// Marks tags as being imported until the guard drops; then the controller looks at
+    /// the stream again in case something is still pending.
+    fn claim(&self, namespace: &str, stream: &str, tags: &[String]) -> ClaimGuard {
+        let keys: Vec<(String, String, String)> = tags.iter().map(|t| (namespace.to_string(), stream.to_string(), t.clone())).collect();
+        self.claims.lock().expect("claims lock").extend(keys.iter().cloned());
+        ClaimGuard { claims: Arc::clone(&self.claims), keys, nudges: self.nudges.clone() }
+    }
+}
+
+/// Releases claimed tags and nudges the controller.
+struct ClaimGuard {
+    claims: Arc<Mutex<HashSet<(String, String, String)>>>,
+    keys: Vec<(String, String, String)>,
+    nudges: tokio::sync::mpsc::UnboundedSender<(String, String)>,
+}
+
+impl Drop for ClaimGuard {
+    fn drop(&mut self) {
+        let mut claims = self.claims.lock().expect("claims lock");
+        for key in &self.keys {
+            claims.remove(key);
+        }
+        if let Some((namespace, stream, _)) = self.keys.first() {
+            let _ = self.nudges.send((namespace.clone(), stream.clone()));
+        }
+    }
+}
+
+fn namespace_missing(namespace: &str) -> Error {
+    let mut err = Error::not_found("namespaces", namespace);
+    err.message = format!("namespaces {namespace:?} not found: create it first with `berth create namespace {namespace}`");
+    err
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f).await.map_err(|err| Error::internal(format!("the import was interrupted: {err}")))?
+}
