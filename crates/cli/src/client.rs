@@ -86,6 +86,9 @@ fn reason_for(code: u16) -> &'static str {
     }
 }
 
+/// Cheap to clone: clones share one connection pool, so a command may hand one to a
+/// thread (an import's watch runs beside its POST).
+#[derive(Clone)]
 pub struct Client {
     base: Url,
     token: Option<String>,
@@ -152,8 +155,19 @@ impl Client {
     }
 
     fn call(&self, method: reqwest::Method, path: &str, query: &[(&str, String)], body: Option<&Value>) -> anyhow::Result<Value> {
+        self.call_within(method, path, query, body, REQUEST_TIMEOUT)
+    }
+
+    fn call_within(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&Value>,
+        timeout: Duration,
+    ) -> anyhow::Result<Value> {
         let url = self.url(path, query)?;
-        let mut request = self.http.request(method, url.clone()).timeout(REQUEST_TIMEOUT);
+        let mut request = self.http.request(method, url.clone()).timeout(timeout);
         if let Some(body) = body {
             request = request.json(body);
         }
@@ -176,6 +190,12 @@ impl Client {
 
     pub fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
         self.call(reqwest::Method::POST, path, &[], Some(body))
+    }
+
+    /// A POST that may take longer than other requests: an import waits on other
+    /// registries.
+    pub fn post_within(&self, path: &str, body: &Value, timeout: Duration) -> anyhow::Result<Value> {
+        self.call_within(reqwest::Method::POST, path, &[], Some(body), timeout)
     }
 
     pub fn put(&self, path: &str, body: &Value) -> anyhow::Result<Value> {

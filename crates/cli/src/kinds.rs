@@ -73,6 +73,15 @@ pub static IMAGE_STREAM_MAPPING: Kind = Kind {
     apply: Apply::Action,
     ..image_kind("ImageStreamMapping", "imagestreammapping", "imagestreammappings", &[])
 };
+/// Not in [`KINDS`]: only `berth import-image` sends one, and reports each image's
+/// result, which `apply` ("created") would hide.
+pub static IMAGE_STREAM_IMPORT: Kind = Kind {
+    list: false,
+    get: false,
+    delete: false,
+    apply: Apply::Action,
+    ..image_kind("ImageStreamImport", "imagestreamimport", "imagestreamimports", &[])
+};
 pub static IMAGE: Kind = Kind { namespaced: false, watch: true, ..image_kind("Image", "image", "images", &[]) };
 pub static NAMESPACE: Kind =
     Kind { group: "", namespaced: false, watch: true, ..image_kind("Namespace", "namespace", "namespaces", &["ns"]) };

@@ -67,8 +67,11 @@ enum Command {
     /// Create an object from the command line.
     #[command(subcommand)]
     Create(commands::create::CreateCommand),
-    /// Point image stream tags at another tag or image.
+    /// Point image stream tags at another tag or image, or at an image of another
+    /// registry (and wait for its import).
     Tag(commands::tag::TagArgs),
+    /// Import images from another registry into an image stream.
+    ImportImage(commands::import_image::ImportImageArgs),
     /// Create, list and revoke API tokens.
     #[command(subcommand)]
     Token(commands::token::TokenCommand),
@@ -87,6 +90,7 @@ fn main() -> ExitCode {
         Command::Delete(args) => commands::delete::run(&ctx, args),
         Command::Create(command) => commands::create::run(&ctx, command),
         Command::Tag(args) => commands::tag::run(&ctx, args),
+        Command::ImportImage(args) => commands::import_image::run(&ctx, args),
         Command::Token(command) => commands::token::run(&ctx, command),
         Command::Completion(args) => commands::completion::run::<Cli>(args),
     };

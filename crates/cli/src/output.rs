@@ -4,6 +4,8 @@
 use std::fmt;
 use std::io::Write;
 
+use berth_model::image::Image;
+use berth_model::imagestream::{ImageStreamTag, ImageTag, TagEventCondition, TagReference};
 use chrono::{DateTime, Utc};
 use comfy_table::{Table as Grid, presets};
 use serde::Serialize;
@@ -44,6 +46,22 @@ pub enum Format {
     Json,
     Yaml,
     Name,
+}
+
+/// `-o` of verbs that print the one object the server answered: its JSON or YAML.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum DocumentFormat {
+    Json,
+    Yaml,
+}
+
+impl DocumentFormat {
+    pub fn print(self, value: &Value) -> anyhow::Result<()> {
+        match self {
+            DocumentFormat::Json => print_json(value),
+            DocumentFormat::Yaml => print_yaml(value),
+        }
+    }
 }
 
 /// The string at a JSON pointer, or "" when it is absent or not a string.
@@ -143,13 +161,131 @@ pub fn source_text(kind: &str, namespace: &str, name: &str, own_namespace: &str)
     if namespace.is_empty() || namespace == own_namespace { format!("{kind} {name}") } else { format!("{kind} {namespace}/{name}") }
 }
 
-/// The size of an image object: `dockerImageMetadata.Size`, else the sum of its layers
-/// (the model's rule, so the CLI and server agree).
-fn image_size(image: Option<&Value>) -> String {
-    image
-        .and_then(|image| serde_json::from_value::<berth_model::image::Image>(image.clone()).ok())
-        .map(|image| size(image.size()))
-        .unwrap_or_default()
+/// An image embedded in or sent as an object; `None` when absent or not an image.
+pub fn parse_image(image: Option<&Value>) -> Option<Image> {
+    image.and_then(|image| serde_json::from_value::<Image>(image.clone()).ok())
+}
+
+/// A manifest list (or OCI index) is an image of images: it has platforms, not layers.
+fn is_manifest_list(image: &Image) -> bool {
+    !image.docker_image_manifests.is_empty()
+}
+
+/// The size of an image: `dockerImageMetadata.Size`, else the sum of its layers (the
+/// model's rule, so the CLI and server agree); empty for a manifest list, whose children
+/// each have their own.
+pub fn image_size(image: &Image) -> String {
+    if is_manifest_list(image) { String::new() } else { size(image.size()) }
+}
+
+/// The number of layers; empty for a manifest list.
+pub fn image_layers(image: &Image) -> String {
+    if is_manifest_list(image) { String::new() } else { image.docker_image_layers.len().to_string() }
+}
+
+/// An image's platforms, `linux/amd64,linux/arm64`, at most `shown` then `+ N more...`.
+pub fn image_platforms(image: &Image, shown: usize) -> String {
+    let platforms = berth_model::manifest::platforms(image);
+    capped(platforms.iter().map(String::as_str), shown, ",")
+}
+
+/// What one line says about an image: `5 layers, 12.3MB, linux/amd64`, or
+/// `manifest list: linux/amd64, linux/arm64` (platforms left out when unknown).
+pub fn image_facts(image: &Image) -> String {
+    let platforms = berth_model::manifest::platforms(image).join(", ");
+    if is_manifest_list(image) {
+        let count = image.docker_image_manifests.len();
+        return if platforms.is_empty() { format!("manifest list of {count}") } else { format!("manifest list: {platforms}") };
+    }
+    let layers = match image.docker_image_layers.len() {
+        1 => "1 layer".to_string(),
+        n => format!("{n} layers"),
+    };
+    let facts = [layers, size(image.size()), platforms];
+    facts.into_iter().filter(|f| !f.is_empty()).collect::<Vec<_>>().join(", ")
+}
+
+/// `sha256:` and the first 12 hex digits, as tables show an image: enough to tell
+/// images apart, and a prefix `berth get isimage STREAM@ID` accepts.
+pub fn short_digest(digest: &str) -> String {
+    const SHOWN: usize = 12;
+    match digest.split_once(':') {
+        Some((algorithm, hex)) => format!("{algorithm}:{}", hex.get(..SHOWN).unwrap_or(hex)),
+        None => digest.to_string(),
+    }
+}
+
+/// Up to `shown` items joined by `separator`, then `+ N more...` for the rest.
+fn capped<'a>(items: impl ExactSizeIterator<Item = &'a str>, shown: usize, separator: &str) -> String {
+    let more = items.len().saturating_sub(shown);
+    let joined = items.take(shown).collect::<Vec<_>>().join(separator);
+    if more == 0 { joined } else { format!("{joined} + {more} more...") }
+}
+
+/// Where the import of a tag from another registry stands. The server imports a tag in
+/// the background after its spec changes; the spec tag's `generation` says which change
+/// that was, the generation of the tag's current image how far the import got, and a
+/// failed import leaves an `ImportSuccess` condition with status `False`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ImportState<'a> {
+    /// The tag is not imported: it was pushed, follows a tag of this catalog, or is a
+    /// reference (`reference: true`) that is never imported.
+    NotImported,
+    /// The server has not imported the tag's current spec yet.
+    Pending,
+    Imported,
+    Failed {
+        reason: &'a str,
+        message: &'a str,
+    },
+}
+
+/// The condition type import failures are recorded under.
+const IMPORT_SUCCESS: &str = "ImportSuccess";
+
+impl<'a> ImportState<'a> {
+    /// The state of a tag from its spec, the generation of its current image (`None`
+    /// while it has none) and its conditions.
+    pub fn of(spec: Option<&TagReference>, image_generation: Option<i64>, conditions: &'a [TagEventCondition]) -> ImportState<'a> {
+        let Some(spec) = spec.filter(|s| !s.reference && s.from.as_ref().is_some_and(|f| f.kind == "DockerImage")) else {
+            return ImportState::NotImported;
+        };
+        let wanted = spec.generation.unwrap_or(0);
+        let failure = conditions.iter().find(|c| c.condition_type == IMPORT_SUCCESS && c.status == "False" && c.generation >= wanted);
+        if let Some(failure) = failure {
+            return ImportState::Failed { reason: &failure.reason, message: &failure.message };
+        }
+        match image_generation {
+            Some(generation) if generation >= wanted => ImportState::Imported,
+            _ => ImportState::Pending,
+        }
+    }
+
+    /// The IMPORT column: `Imported`, `Importing`, `Failed: Reason`, or empty.
+    pub fn cell(&self) -> String {
+        match self {
+            ImportState::NotImported => String::new(),
+            ImportState::Pending => "Importing".to_string(),
+            ImportState::Imported => "Imported".to_string(),
+            ImportState::Failed { reason, .. } => format!("Failed: {reason}"),
+        }
+    }
+
+    /// `describe`'s Import line: `importing`, `imported`, `failed (Reason): message`.
+    pub fn describe(&self) -> String {
+        match self {
+            ImportState::NotImported => String::new(),
+            ImportState::Pending => "importing".to_string(),
+            ImportState::Imported => "imported".to_string(),
+            ImportState::Failed { reason, message } => format!("failed ({reason}): {message}"),
+        }
+    }
+
+    /// Whether a condition is one this state already reports: the ImportSuccess
+    /// condition of a tag that imports (an older failure is superseded by the state).
+    pub fn reports(&self, condition: &TagEventCondition) -> bool {
+        *self != ImportState::NotImported && condition.condition_type == IMPORT_SUCCESS
+    }
 }
 
 /// One column of a table: its header, whether only `-o wide` shows it, and its cell.
@@ -191,11 +327,7 @@ fn stream_tags(v: &Value) -> String {
     let mut names: Vec<&str> = spec.chain(status).filter(|n| !n.is_empty()).collect();
     names.sort_unstable();
     names.dedup();
-    let shown = names.iter().take(SHOWN).copied().collect::<Vec<_>>().join(",");
-    match names.len().saturating_sub(SHOWN) {
-        0 => shown,
-        more => format!("{shown} + {more} more..."),
-    }
+    capped(names.into_iter(), SHOWN, ",")
 }
 
 /// When any tag of the stream last moved: the newest current TagEvent.
@@ -235,12 +367,51 @@ fn image_tag_updated(v: &Value) -> String {
     ago(text(v, "/status/items/0/created"))
 }
 
+/// How many platforms a PLATFORM cell names before `+ N more...`.
+const PLATFORMS_SHOWN: usize = 2;
+
 fn own_size(v: &Value) -> String {
-    image_size(Some(v))
+    parse_image(Some(v)).map(|i| image_size(&i)).unwrap_or_default()
+}
+
+fn own_layers(v: &Value) -> String {
+    parse_image(Some(v)).map(|i| image_layers(&i)).unwrap_or_default()
+}
+
+fn own_platforms(v: &Value) -> String {
+    parse_image(Some(v)).map(|i| image_platforms(&i, PLATFORMS_SHOWN)).unwrap_or_default()
 }
 
 fn embedded_size(v: &Value) -> String {
-    image_size(v.get("image"))
+    parse_image(v.get("image")).map(|i| image_size(&i)).unwrap_or_default()
+}
+
+fn embedded_layers(v: &Value) -> String {
+    parse_image(v.get("image")).map(|i| image_layers(&i)).unwrap_or_default()
+}
+
+fn embedded_platforms(v: &Value) -> String {
+    parse_image(v.get("image")).map(|i| image_platforms(&i, PLATFORMS_SHOWN)).unwrap_or_default()
+}
+
+/// The IMPORT cell of an ImageStreamTag: its spec tag against the generation of its
+/// image (the top-level `generation`, meaningful only when it has an image).
+fn stream_tag_import(v: &Value) -> String {
+    let Ok(istag) = serde_json::from_value::<ImageStreamTag>(v.clone()) else {
+        return String::new();
+    };
+    let image_generation = istag.image.as_ref().map(|_| istag.generation);
+    ImportState::of(istag.tag.as_ref(), image_generation, &istag.conditions).cell()
+}
+
+/// The IMPORT cell of an ImageTag: its spec against its newest TagEvent.
+fn image_tag_import(v: &Value) -> String {
+    let Ok(itag) = serde_json::from_value::<ImageTag>(v.clone()) else {
+        return String::new();
+    };
+    let history = itag.status.as_ref();
+    let image_generation = history.and_then(|h| h.items.first()).map(|e| e.generation);
+    ImportState::of(itag.spec.as_ref(), image_generation, history.map(|h| h.conditions.as_slice()).unwrap_or_default()).cell()
 }
 
 fn namespace_status(v: &Value) -> String {
@@ -284,21 +455,40 @@ static NAMESPACE_COLUMN: Column = column("NAMESPACE", namespace);
 static NAME_ONLY: [Column; 1] = [column("NAME", name)];
 static IMAGE_STREAM_COLUMNS: [Column; 4] =
     [column("NAME", name), column("IMAGE REPOSITORY", stream_repository), column("TAGS", stream_tags), column("UPDATED", stream_updated)];
-static IMAGE_STREAM_TAG_COLUMNS: [Column; 4] = [
+static IMAGE_STREAM_TAG_COLUMNS: [Column; 8] = [
     column("NAME", name),
     column("IMAGE REFERENCE", embedded_image_reference),
     column("UPDATED", created_ago),
     wide_column("IMAGE", embedded_image_name),
+    wide_column("SIZE", embedded_size),
+    wide_column("LAYERS", embedded_layers),
+    wide_column("PLATFORM", embedded_platforms),
+    wide_column("IMPORT", stream_tag_import),
 ];
-static IMAGE_TAG_COLUMNS: [Column; 4] = [
+static IMAGE_TAG_COLUMNS: [Column; 8] = [
     column("NAME", name),
     column("SPEC", image_tag_source),
     column("IMAGE REFERENCE", image_tag_reference),
     column("UPDATED", image_tag_updated),
+    wide_column("SIZE", embedded_size),
+    wide_column("LAYERS", embedded_layers),
+    wide_column("PLATFORM", embedded_platforms),
+    wide_column("IMPORT", image_tag_import),
 ];
-static IMAGE_STREAM_IMAGE_COLUMNS: [Column; 3] =
-    [column("NAME", name), column("IMAGE REFERENCE", embedded_image_reference), column("SIZE", embedded_size)];
-static IMAGE_COLUMNS: [Column; 3] = [column("NAME", name), column("IMAGE REFERENCE", image_reference), column("SIZE", own_size)];
+static IMAGE_STREAM_IMAGE_COLUMNS: [Column; 5] = [
+    column("NAME", name),
+    column("IMAGE REFERENCE", embedded_image_reference),
+    column("SIZE", embedded_size),
+    wide_column("LAYERS", embedded_layers),
+    wide_column("PLATFORM", embedded_platforms),
+];
+static IMAGE_COLUMNS: [Column; 5] = [
+    column("NAME", name),
+    column("IMAGE REFERENCE", image_reference),
+    column("SIZE", own_size),
+    wide_column("LAYERS", own_layers),
+    wide_column("PLATFORM", own_platforms),
+];
 static NAMESPACE_COLUMNS: [Column; 3] = [column("NAME", name), column("STATUS", namespace_status), column("AGE", created_age)];
 static SECRET_COLUMNS: [Column; 4] =
     [column("NAME", name), column("TYPE", secret_type), column("DATA", secret_data), column("AGE", created_age)];
@@ -333,6 +523,13 @@ fn render(rows: &[Vec<String>]) -> Vec<String> {
     // comfy-table pads each cell with a space on both sides: between columns that is
     // kubectl's two spaces; the outer ones are trimmed.
     grid.lines().map(|line| line.strip_prefix(' ').unwrap_or(&line).trim_end().to_string()).collect()
+}
+
+/// Prints a table of rows, the first being the header, laid out as kubectl does.
+pub fn print_rows(rows: &[Vec<String>]) {
+    for line in render(rows) {
+        println!("{line}");
+    }
 }
 
 /// A table of one kind, printed all at once or (for a watch) a row at a time.
@@ -437,7 +634,10 @@ mod tests {
     #[test]
     fn all_namespaces_adds_a_namespace_column_and_wide_adds_wide_columns() {
         let table = Table::new(&kinds::IMAGE_STREAM_TAG, true, true);
-        assert_eq!(table.header(), vec!["NAMESPACE", "NAME", "IMAGE REFERENCE", "UPDATED", "IMAGE"]);
+        assert_eq!(
+            table.header(),
+            vec!["NAMESPACE", "NAME", "IMAGE REFERENCE", "UPDATED", "IMAGE", "SIZE", "LAYERS", "PLATFORM", "IMPORT"]
+        );
         let table = Table::new(&kinds::NAMESPACE, false, true);
         assert_eq!(table.header(), vec!["NAME", "STATUS", "AGE"]);
     }
@@ -446,5 +646,51 @@ mod tests {
     fn secrets_without_data_say_hidden() {
         assert_eq!(secret_data(&json!({"data": {"a": "", "b": ""}})), "2");
         assert_eq!(secret_data(&json!({})), "<hidden>");
+    }
+
+    #[test]
+    fn image_cells_tell_images_from_manifest_lists() {
+        let image = json!({"metadata": {"name": "sha256:0123456789abcdef"},
+            "dockerImageLayers": [{"name": "sha256:1", "size": 1000}, {"name": "sha256:2", "size": 500}],
+            "dockerImageMetadata": {"Os": "linux", "Architecture": "arm", "Variant": "v7"}});
+        assert_eq!((own_size(&image), own_layers(&image), own_platforms(&image)), ("1.5kB".into(), "2".into(), "linux/arm/v7".into()));
+        let list = json!({"metadata": {"name": "sha256:ff"}, "dockerImageManifests": [
+            {"digest": "sha256:a", "os": "linux", "architecture": "amd64"},
+            {"digest": "sha256:b", "os": "linux", "architecture": "arm64"},
+            {"digest": "sha256:c", "os": "linux", "architecture": "s390x"},
+            {"digest": "sha256:d", "os": "unknown", "architecture": "unknown"}]});
+        assert_eq!((own_size(&list), own_layers(&list)), (String::new(), String::new()));
+        assert_eq!(own_platforms(&list), "linux/amd64,linux/arm64 + 1 more...");
+        assert_eq!(image_facts(&parse_image(Some(&list)).unwrap()), "manifest list: linux/amd64, linux/arm64, linux/s390x");
+        assert_eq!(image_facts(&parse_image(Some(&image)).unwrap()), "2 layers, 1.5kB, linux/arm/v7");
+        assert_eq!(short_digest("sha256:0123456789abcdef"), "sha256:0123456789ab");
+        assert_eq!(short_digest("sha256:ab"), "sha256:ab");
+    }
+
+    #[test]
+    fn import_state_compares_spec_and_image_generations() {
+        let istag = |generation: i64, with_image: bool, conditions: Value| {
+            let mut v = json!({"tag": {"name": "1", "from": {"kind": "DockerImage", "name": "r/a:1"}, "generation": 3},
+                "generation": generation, "conditions": conditions});
+            if with_image {
+                v["image"] = json!({"metadata": {"name": "sha256:aa"}});
+            }
+            stream_tag_import(&v)
+        };
+        assert_eq!(istag(2, true, json!([])), "Importing");
+        assert_eq!(istag(3, true, json!([])), "Imported");
+        assert_eq!(istag(0, false, json!([])), "Importing");
+        let failed = json!([{"type": "ImportSuccess", "status": "False", "reason": "Unauthorized", "generation": 3}]);
+        assert_eq!(istag(2, true, failed), "Failed: Unauthorized");
+        let stale = json!([{"type": "ImportSuccess", "status": "False", "reason": "Unauthorized", "generation": 2}]);
+        assert_eq!(istag(2, true, stale), "Importing");
+        assert_eq!(stream_tag_import(&json!({"tag": {"name": "1", "from": {"kind": "ImageStreamTag", "name": "a:1"}}})), "");
+        assert_eq!(
+            stream_tag_import(&json!({"tag": {"name": "1", "reference": true, "from": {"kind": "DockerImage", "name": "r/a:1"}}})),
+            ""
+        );
+        let itag = json!({"spec": {"name": "1", "from": {"kind": "DockerImage", "name": "r/a:1"}, "generation": 3},
+            "status": {"tag": "1", "items": [{"created": "2026-01-01T00:00:00Z", "dockerImageReference": "r/a@sha256:aa", "image": "sha256:aa", "generation": 3}]}});
+        assert_eq!(image_tag_import(&itag), "Imported");
     }
 }

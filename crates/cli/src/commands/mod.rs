@@ -7,6 +7,8 @@ pub mod create;
 pub mod delete;
 pub mod describe;
 pub mod get;
+pub mod import_image;
+pub mod importing;
 pub mod serve;
 pub mod tag;
 pub mod token;
