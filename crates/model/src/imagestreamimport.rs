@@ -4,10 +4,10 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::ObjectMeta;
 use crate::image::Image;
 use crate::imagestream::{ImageStream, TagImportPolicy, TagReferencePolicy};
 use crate::meta::{ObjectReference, Status};
-use crate::ObjectMeta;
 
 /// How many tags a whole-repository import takes when the server's config says nothing
 /// (OpenShift's `maxImagesBulkImportedPerRepository`).

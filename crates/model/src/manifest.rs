@@ -246,10 +246,8 @@ pub fn image_from_manifest(
                 .collect();
         }
         Manifest::Image { config: config_descriptor, layers, .. } => {
-            image.docker_image_layers = layers
-                .iter()
-                .map(|l| ImageLayer { name: l.digest.clone(), size: l.size, media_type: l.media_type.clone() })
-                .collect();
+            image.docker_image_layers =
+                layers.iter().map(|l| ImageLayer { name: l.digest.clone(), size: l.size, media_type: l.media_type.clone() }).collect();
             image.metadata.annotations.insert(LAYERS_ORDER_ANNOTATION.to_string(), "ascending".to_string());
             let config_bytes = config.unwrap_or(b"{}");
             let parsed = ImageConfig::parse(config_bytes)?;
@@ -259,7 +257,8 @@ pub fn image_from_manifest(
                 image.docker_image_config = config_text.to_string();
             }
             let layers_size: i64 = layers.iter().map(|l| l.size).sum();
-            image.docker_image_metadata = Some(docker_image_metadata(&config_descriptor.digest, &parsed, layers_size + config_descriptor.size));
+            image.docker_image_metadata =
+                Some(docker_image_metadata(&config_descriptor.digest, &parsed, layers_size + config_descriptor.size));
             image.docker_image_metadata_version = "1.0".to_string();
         }
     }

@@ -200,10 +200,13 @@ fn isi(name: &str, import: bool, spec: Value) -> Value {
 async fn repository_imports_take_tags_by_priority_up_to_the_cap() {
     let registry = start_registry(Auth::Open);
     let tags = ["other", "1.0", "latest", "v2.1", "2.1.3", "1.1"];
-    blocking(|| {
+    let pushed: std::collections::HashMap<&str, String> = blocking(|| {
+        let mut pushed = std::collections::HashMap::new();
         for (seed, tag) in tags.iter().enumerate() {
-            registry.push("team/repo", Some(tag), &TestImage::new(Format::Oci, 100 + seed as u64 % 3, 1, 256, "amd64")).unwrap();
+            let image = TestImage::new(Format::Oci, 100 + seed as u64 % 3, 1, 256, "amd64");
+            pushed.insert(*tag, registry.push("team/repo", Some(tag), &image).unwrap().digest);
         }
+        pushed
     });
     let app = TestApp::start_with(|config| config.import.max_images_bulk_imported_per_repository = 3).await;
     app.namespace(NS).await;
@@ -218,7 +221,11 @@ async fn repository_imports_take_tags_by_priority_up_to_the_cap() {
         dry["status"]["repository"]["images"].as_array().unwrap().iter().map(|i| i["tag"].as_str().unwrap()).collect();
     assert_eq!(imported, ["latest", "v2.1", "1.1"]);
     assert_eq!(dry["status"]["repository"]["additionalTags"], json!(["1.0", "2.1.3", "other"]));
-    assert!(dry["status"]["repository"]["images"].as_array().unwrap().iter().all(|i| i["status"]["status"] == "Success"));
+    for item in dry["status"]["repository"]["images"].as_array().unwrap() {
+        assert_eq!(item["status"]["status"], "Success");
+        let tag = item["tag"].as_str().unwrap();
+        assert_eq!(item["image"]["metadata"]["name"], pushed[tag], "the dry run pairs {tag} with its own image");
+    }
     assert!(dry["status"]["import"].is_null());
     assert_eq!(app.revision().await, revision, "a dry run writes nothing");
     let (status, _) = app.get(&format!("{IMAGE_API}/namespaces/{NS}/imagestreams/repo")).await;
@@ -329,5 +336,24 @@ async fn pull_secrets_are_matched_by_host_and_never_shown() {
 
     let stream = app.stream(NS, "private").await.to_string();
     assert!(!stream.contains(password) && !stream.contains("not-the-password"));
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_http_registry_needs_to_be_marked_insecure() {
+    let registry = start_registry(Auth::Open);
+    let image = TestImage::new(Format::Oci, 30, 1, 256, "amd64");
+    let pushed = blocking(|| registry.push("team/plain", Some("1"), &image).unwrap());
+    let app = TestApp::start_with(|config| config.import.insecure_registries.clear()).await;
+    app.namespace(NS).await;
+    let source = registry.pull_spec("team/plain", "1");
+
+    tag_from(&app, "plain:1", &source, json!({})).await;
+    let (reason, message) = condition(&settled(&app, "plain:1").await);
+    assert_eq!(reason, "ServiceUnavailable");
+    assert!(message.contains("importPolicy.insecure") && message.contains("insecureRegistries"), "{message}");
+
+    tag_from(&app, "plain:1", &source, json!({"importPolicy": {"insecure": true}})).await;
+    assert_eq!(reimport(&app, "plain:1").await["image"]["metadata"]["name"], pushed.digest);
     app.stop().await;
 }

@@ -212,11 +212,13 @@ fn transport_error(repository: &Repository, err: &reqwest::Error) -> UpstreamErr
         return UpstreamError::new(ErrorKind::Timeout, format!("{host} did not answer in time"));
     }
     let detail = error_chain(err);
-    if detail.contains("certificate") || detail.contains("UnknownIssuer") {
+    let tls_failed =
+        ["certificate", "UnknownIssuer", "corrupt message", "InvalidContentType", "handshake"].iter().any(|s| detail.contains(s));
+    if tls_failed && !repository.insecure {
         return UpstreamError::new(
             ErrorKind::Unavailable,
             format!(
-                "{host} presented a TLS certificate berth does not trust ({detail}): add its CA to import.additionalTrustedCA, or list the registry in import.insecureRegistries (or set importPolicy.insecure on the tag) if it is a test registry"
+                "TLS with {host} failed ({detail}): if its certificate is signed by your own CA, add the CA to import.additionalTrustedCA; if it is a test registry without TLS or with a self-signed certificate, list it in import.insecureRegistries or set importPolicy.insecure on the tag"
             ),
         );
     }
@@ -326,7 +328,10 @@ impl Session {
         if actual != *digest {
             return Err(UpstreamError::new(
                 ErrorKind::DigestMismatch,
-                format!("the blob {digest} of {} hashes to {actual}: the registry sent other bytes; nothing was imported", self.repository.name()),
+                format!(
+                    "the blob {digest} of {} hashes to {actual}: the registry sent other bytes; nothing was imported",
+                    self.repository.name()
+                ),
             ));
         }
         Ok(reply.body)
@@ -373,7 +378,11 @@ impl Session {
             if wait > Duration::from_secs(settings.max_retry_after_seconds) {
                 return Err(UpstreamError::new(
                     failure.error.kind,
-                    format!("{} (the registry asks to wait {} s, longer than import.maxRetryAfterSeconds)", failure.error.message, wait.as_secs()),
+                    format!(
+                        "{} (the registry asks to wait {} s, longer than import.maxRetryAfterSeconds)",
+                        failure.error.message,
+                        wait.as_secs()
+                    ),
                 ));
             }
             tracing::debug!(registry = %self.repository.endpoint, attempt, wait_ms = wait.as_millis() as u64, error = %failure.error, "retrying");
@@ -504,7 +513,10 @@ impl Session {
             return Err(UpstreamError::new(ErrorKind::Unauthorized, "the token service rejected the credentials"));
         }
         if !status.is_success() {
-            return Err(UpstreamError::new(ErrorKind::Unavailable, format!("the token service of {} answered {status}", self.repository.endpoint)));
+            return Err(UpstreamError::new(
+                ErrorKind::Unavailable,
+                format!("the token service of {} answered {status}", self.repository.endpoint),
+            ));
         }
         let reply: TokenReply = response.json().await.map_err(|_| {
             UpstreamError::new(ErrorKind::Invalid, format!("the token service of {} sent no token", self.repository.endpoint))
@@ -523,9 +535,10 @@ impl Session {
             StatusCode::TOO_MANY_REQUESTS => {
                 (ErrorKind::TooManyRequests, format!("{} is limiting requests (429 Too Many Requests){detail}", self.repository.registry))
             }
-            status if status.is_server_error() => {
-                (ErrorKind::Unavailable, format!("{} failed with {status} while sending the {what} of {name}{detail}", self.repository.registry))
-            }
+            status if status.is_server_error() => (
+                ErrorKind::Unavailable,
+                format!("{} failed with {status} while sending the {what} of {name}{detail}", self.repository.registry),
+            ),
             status => (ErrorKind::Invalid, format!("{} answered {status} for the {what} of {name}{detail}", self.repository.registry)),
         };
         Failure { error: UpstreamError::new(kind, message), retry_after }
@@ -543,7 +556,10 @@ async fn read_body(response: reqwest::Response, max: usize, repository: &Reposit
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|err| {
             if err.is_timeout() {
-                UpstreamError::new(ErrorKind::Timeout, format!("{} stopped sending the {what} of {}", repository.endpoint, repository.name()))
+                UpstreamError::new(
+                    ErrorKind::Timeout,
+                    format!("{} stopped sending the {what} of {}", repository.endpoint, repository.name()),
+                )
             } else {
                 incomplete(repository, what, body.len(), announced)
             }
@@ -705,7 +721,10 @@ mod tests {
     #[test]
     fn docker_hub_names_get_its_endpoint_and_library_prefix() {
         let hub = Repository::of(&ImageReference::parse("mysql:5.6").unwrap(), false);
-        assert_eq!((hub.endpoint.as_str(), hub.path.as_str(), hub.name().as_str()), ("registry-1.docker.io", "library/mysql", "docker.io/library/mysql"));
+        assert_eq!(
+            (hub.endpoint.as_str(), hub.path.as_str(), hub.name().as_str()),
+            ("registry-1.docker.io", "library/mysql", "docker.io/library/mysql")
+        );
         let other = Repository::of(&ImageReference::parse("127.0.0.1:5000/team/app:1").unwrap(), true);
         assert_eq!((other.endpoint.as_str(), other.path.as_str()), ("127.0.0.1:5000", "team/app"));
     }

@@ -95,7 +95,8 @@ impl ImportSettings {
     /// Checks the settings, naming the field at fault.
     pub fn validate(&self) -> Result<(), String> {
         if !self.default_platform.is_empty() {
-            berth_model::manifest::PlatformPreference::parse(&self.default_platform).map_err(|err| format!("import.defaultPlatform: {err}"))?;
+            berth_model::manifest::PlatformPreference::parse(&self.default_platform)
+                .map_err(|err| format!("import.defaultPlatform: {err}"))?;
         }
         if self.max_images_bulk_imported_per_repository < -1 || self.max_images_bulk_imported_per_repository == 0 {
             return Err("import.maxImagesBulkImportedPerRepository must be positive, or -1 for no limit".to_string());
@@ -195,7 +196,8 @@ mod tests {
 
     #[test]
     fn settings_read_from_yaml_keep_defaults_for_the_rest() {
-        let settings: ImportSettings = serde_json::from_value(serde_json::json!({"insecureRegistries": ["127.0.0.1:*"], "limits": {"burst": 7}})).unwrap();
+        let settings: ImportSettings =
+            serde_json::from_value(serde_json::json!({"insecureRegistries": ["127.0.0.1:*"], "limits": {"burst": 7}})).unwrap();
         assert_eq!(settings.limits.burst, 7);
         assert_eq!(settings.limits.max_concurrent_requests, 16);
         assert_eq!(settings.max_images_bulk_imported_per_repository, 50);

@@ -58,7 +58,12 @@ fn imports_settle_pending_tags_and_failures_keep_history() {
     let mut s = created(vec![tag("5.6", KIND_DOCKER_IMAGE, "mysql:5.6"), tag("current", KIND_IMAGE_STREAM_TAG, "5.6")]);
     let pending = pending_imports(&s).remove(0);
     assert!(still_pending(&s, &pending));
-    let first = TagEvent { created: at(1), docker_image_reference: "docker.io/library/mysql@sha256:a".into(), image: "sha256:a".into(), generation: 1 };
+    let first = TagEvent {
+        created: at(1),
+        docker_image_reference: "docker.io/library/mysql@sha256:a".into(),
+        image: "sha256:a".into(),
+        generation: 1,
+    };
     assert!(record_import(&mut s, "5.6", first, at(1)));
     assert!(pending_imports(&s).is_empty());
     assert_eq!(history(&s, "current"), [("sha256:a".to_string(), 1)]);

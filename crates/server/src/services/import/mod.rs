@@ -126,8 +126,15 @@ impl Importer {
             self.import_wanted(namespace, &stream_name, &run, wanted).await?
         } else {
             let lookups: Vec<Lookup> = wanted.iter().map(|w| w.lookup(existing.as_ref())).collect();
-            let outcomes = lookup_all(&run, lookups).map(|(_, outcome)| outcome).collect::<Vec<_>>().await;
-            wanted.into_iter().zip(outcomes).collect()
+            // Results arrive in completion order; pair them with what was asked by tag.
+            let mut outcomes: HashMap<String, Outcome> = lookup_all(&run, lookups).map(|(l, outcome)| (l.tag, outcome)).collect().await;
+            wanted
+                .into_iter()
+                .map(|want| {
+                    let outcome = outcomes.remove(&want.tag).expect("every lookup has an outcome");
+                    (want, outcome)
+                })
+                .collect()
         };
 
         let mut images_status = Vec::new();
