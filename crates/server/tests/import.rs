@@ -169,6 +169,13 @@ async fn manifest_lists_follow_the_import_mode() {
     tag_from(&app, "multi:arm", &source, json!({"annotations": {"importer.image.openshift.io/prefer-arch": "arm64"}})).await;
     assert_eq!(settled(&app, "multi:arm").await["image"]["metadata"]["name"], arm64.digest());
 
+    // The server's default platform comes before linux/amd64.
+    let arm_default = TestApp::start_with(|config| config.import.default_platform = "linux/arm64".into()).await;
+    arm_default.namespace(NS).await;
+    tag_from(&arm_default, "multi:legacy", &source, json!({})).await;
+    assert_eq!(settled(&arm_default, "multi:legacy").await["image"]["metadata"]["name"], arm64.digest());
+    arm_default.stop().await;
+
     // Nothing matches: the first runnable child (a Docker manifest list here).
     tag_from(&app, "multi:first", &registry.pull_spec("team/multi", "docker"), json!({})).await;
     let first = settled(&app, "multi:first").await;
@@ -231,9 +238,12 @@ async fn repository_imports_take_tags_by_priority_up_to_the_cap() {
     let (status, _) = app.get(&format!("{IMAGE_API}/namespaces/{NS}/imagestreams/repo")).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 
-    // The import creates the stream with a spec tag per imported tag.
-    let (status, done) = app.post(&path, isi("repo", true, repository)).await;
+    // The import creates the stream with a spec tag per imported tag. Three tags over two
+    // images: the tag list, a HEAD per tag, and each manifest and config fetched once.
+    let before = app.upstream_requests();
+    let (status, done) = app.post(&path, isi("repo", true, repository.clone())).await;
     assert_eq!(status, StatusCode::CREATED, "{done}");
+    assert_eq!(app.upstream_requests() - before, 1 + 3 + 2 + 2, "each manifest and config blob is fetched once");
     let stream = &done["status"]["import"];
     let spec: Vec<&str> = stream["spec"]["tags"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
     assert_eq!(spec, ["1.1", "latest", "v2.1"]);
@@ -241,6 +251,13 @@ async fn repository_imports_take_tags_by_priority_up_to_the_cap() {
         let item = &done["status"]["repository"]["images"].as_array().unwrap().iter().find(|i| i["tag"] == tag).unwrap()["image"];
         assert_eq!(history(stream, tag)[0].0, item["metadata"]["name"].as_str().unwrap());
     }
+
+    // Again, with nothing moved: the tag list and one HEAD per tag.
+    let before = app.upstream_requests();
+    let (status, again) = app.post(&path, isi("repo", true, repository)).await;
+    assert_eq!(status, StatusCode::CREATED, "{again}");
+    assert_eq!(app.upstream_requests() - before, 1 + 3);
+    assert_eq!(history(&again["status"]["import"], "latest").len(), 1, "an unchanged tag gets no new event");
     app.stop().await;
 }
 
