@@ -36,6 +36,8 @@ impl Namespace {
 /// The Secret types berth stores: pull credentials.
 pub const SECRET_TYPE_DOCKERCONFIGJSON: &str = "kubernetes.io/dockerconfigjson";
 pub const SECRET_TYPE_DOCKERCFG: &str = "kubernetes.io/dockercfg";
+/// Arbitrary keys, such as the key that signs a Subscription's deliveries.
+pub const SECRET_TYPE_OPAQUE: &str = "Opaque";
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -66,11 +68,14 @@ impl Secret {
     /// caller (the edge that knows base64) extracts.
     pub fn validate(&self, decoded: Option<&[u8]>) -> Vec<FieldError> {
         let mut errors: Vec<FieldError> = check_dns_subdomain("metadata.name", &self.metadata.name).err().into_iter().collect();
+        if self.secret_type == SECRET_TYPE_OPAQUE {
+            return errors;
+        }
         if self.secret_type != SECRET_TYPE_DOCKERCONFIGJSON && self.secret_type != SECRET_TYPE_DOCKERCFG {
             errors.push(FieldError::new(
                 "type",
                 format!(
-                    "secret type {:?} is not stored by berth: use {SECRET_TYPE_DOCKERCONFIGJSON} for registry pull credentials",
+                    "secret type {:?} is not stored by berth: use {SECRET_TYPE_DOCKERCONFIGJSON} for registry pull credentials, or {SECRET_TYPE_OPAQUE} for other keys",
                     self.secret_type
                 ),
             ));

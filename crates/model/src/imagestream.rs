@@ -244,6 +244,25 @@ impl ImageStream {
         images
     }
 
+    /// The tracking keys (`ImageReference::tracking_key`) of the external tags this stream
+    /// imports, as `from:<key>` references: how a registry's "tag changed" finds it.
+    pub fn tracked_sources(&self) -> Vec<String> {
+        let mut keys: Vec<String> = self
+            .spec
+            .tags
+            .iter()
+            .filter(|t| !t.reference)
+            .filter_map(|t| t.from.as_ref())
+            .filter(|f| f.kind == "DockerImage")
+            .filter_map(|f| crate::reference::ImageReference::parse(&f.name).ok())
+            .filter_map(|r| r.tracking_key())
+            .map(|key| format!("from:{key}"))
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        keys
+    }
+
     /// Finds an image in the stream's history by digest or by a unique digest prefix, as
     /// OpenShift resolves `stream@id`.
     pub fn find_image(&self, id: &str) -> Result<&TagEvent, FindImageError> {

@@ -15,6 +15,7 @@ pub mod imagestreamimport;
 pub mod manifest;
 pub mod meta;
 pub mod names;
+pub mod notify;
 pub mod reference;
 pub mod selector;
 pub mod tags;

@@ -49,6 +49,17 @@ impl ImageReference {
         Ok(ImageReference { registry: registry.to_string(), path: path.to_string(), tag, digest })
     }
 
+    /// `registry/path:tag` with Docker Hub's names made canonical (`docker.io`,
+    /// `library/` for single names): the key under which streams that track this tag are
+    /// found when the registry says it changed. `None` for a reference by digest, which
+    /// never moves.
+    pub fn tracking_key(&self) -> Option<String> {
+        if self.digest.is_some() {
+            return None;
+        }
+        Some(tracking_key(&self.registry, &self.path, self.tag.as_deref().unwrap_or("latest")))
+    }
+
     /// The same repository, by digest, as a tag's history records an image.
     pub fn with_digest(&self, digest: &Digest) -> ImageReference {
         ImageReference { tag: None, digest: Some(digest.clone()), ..self.clone() }
@@ -69,6 +80,20 @@ impl fmt::Display for ImageReference {
         }
         Ok(())
     }
+}
+
+/// The canonical `registry/path:tag` of a tag of a repository (see
+/// [`ImageReference::tracking_key`]).
+pub fn tracking_key(registry: &str, path: &str, tag: &str) -> String {
+    let registry = registry.to_ascii_lowercase();
+    let registry = match registry.as_str() {
+        "" | "index.docker.io" | "registry-1.docker.io" | "registry.hub.docker.com" => "docker.io",
+        other => other,
+    };
+    if registry == "docker.io" && !path.contains('/') {
+        return format!("docker.io/library/{path}:{tag}");
+    }
+    format!("{registry}/{path}:{tag}")
 }
 
 fn valid_registry(host: &str) -> bool {

@@ -4,6 +4,8 @@
 pub mod http;
 pub mod serve;
 pub mod services;
+pub mod webhooks;
 
 pub use berth_upstream::ImportSettings;
 pub use serve::{ClientConfig, ServeConfig, ServerFile, Started, run, start};
+pub use services::notify::DeliverySettings;

@@ -16,6 +16,7 @@ use tokio::task::JoinHandle;
 
 use crate::http::{App, router};
 use crate::services::import::Importer;
+use crate::services::notify::{DeliverySettings, Notifier};
 use crate::services::{Catalog, CatalogConfig};
 use berth_upstream::{ImportSettings, Upstream};
 
@@ -35,6 +36,8 @@ pub struct ServeConfig {
     pub client_config: Option<PathBuf>,
     /// Registry settings for import (the config file's `import` section).
     pub import: ImportSettings,
+    /// How notifications are delivered to subscribers.
+    pub delivery: DeliverySettings,
 }
 
 /// The server's config file (`berth serve --config`): settings that are too many or too
@@ -165,6 +168,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Started> {
     let upstream = Upstream::new(config.import.clone()).map_err(|err| anyhow::anyhow!("import settings: {err}"))?;
     let importer = Importer::new(catalog.clone(), upstream.clone());
     tokio::spawn(importer.clone().run_controller(stopping_seen.clone()));
+    tokio::spawn(Notifier::new(catalog.clone(), config.delivery.clone()).run(stopping_seen.clone()));
     let app = App { catalog, importer, ready: Arc::clone(&ready), stopping: stopping_seen };
     let compactor = tokio::spawn(compact_forever(store, config.event_retention, config.compaction_interval));
     let task = tokio::spawn(async move {

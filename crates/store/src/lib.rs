@@ -146,6 +146,8 @@ pub trait WriteTxn {
 pub trait MetadataStore: Send + Sync {
     fn get(&self, key: &ObjectKey) -> Result<Option<StoredObject>, StoreError>;
     fn list(&self, query: &ListQuery) -> Result<ListPage, StoreError>;
+    /// How many objects `query` would list, all pages together (`limit` is ignored).
+    fn count(&self, query: &ListQuery) -> Result<u64, StoreError>;
     /// Keys of the objects of `resource` that declared `reference` when last written.
     fn referrers(&self, resource: &str, reference: &str) -> Result<Vec<ObjectKey>, StoreError>;
     /// Runs `job` atomically and returns once it is committed (durably, as the backend is

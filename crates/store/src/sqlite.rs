@@ -225,6 +225,21 @@ impl MetadataStore for SqliteStore {
         Ok(ListPage { items, revision, more })
     }
 
+    fn count(&self, query: &ListQuery) -> Result<u64, StoreError> {
+        let conn = self.reader()?;
+        let (after_ns, after_name) = query.after.clone().unwrap_or_default();
+        let count: i64 = match &query.namespace {
+            Some(namespace) => conn
+                .prepare_cached("SELECT COUNT(*) FROM objects WHERE resource = ?1 AND namespace = ?2 AND name > ?3")
+                .and_then(|mut stmt| stmt.query_row(params![query.resource, namespace, after_name], |row| row.get(0))),
+            None => conn
+                .prepare_cached("SELECT COUNT(*) FROM objects WHERE resource = ?1 AND (namespace, name) > (?2, ?3)")
+                .and_then(|mut stmt| stmt.query_row(params![query.resource, after_ns, after_name], |row| row.get(0))),
+        }
+        .map_err(backend)?;
+        Ok(count as u64)
+    }
+
     fn referrers(&self, resource: &str, reference: &str) -> Result<Vec<ObjectKey>, StoreError> {
         let conn = self.reader()?;
         let mut stmt = conn

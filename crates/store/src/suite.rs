@@ -113,6 +113,11 @@ pub fn lists_are_ordered_filtered_and_paged(store: Arc<dyn MetadataStore>) {
     assert!(!second.more);
     assert_eq!(second.items.len(), 1);
     assert_eq!(second.items[0].key, key("b", "2"));
+
+    // Counting takes the same query, without the limit.
+    assert_eq!(store.count(&all).unwrap(), 4);
+    assert_eq!(store.count(&ListQuery { after: Some(("b".into(), "1".into())), limit: Some(1), ..in_b }).unwrap(), 1);
+    assert_eq!(store.count(&rest).unwrap(), 1);
 }
 
 pub fn references_follow_the_latest_write(store: Arc<dyn MetadataStore>) {

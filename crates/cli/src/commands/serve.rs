@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use berth_server::{ServeConfig, ServerFile};
+use berth_server::{DeliverySettings, ServeConfig, ServerFile};
 use berth_store::Synchronous;
 use tracing_subscriber::EnvFilter;
 
@@ -71,6 +71,7 @@ pub fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
         compaction_interval: COMPACTION_INTERVAL,
         client_config: if args.no_client_config { None } else { ctx.config_path() },
         import: file.import,
+        delivery: DeliverySettings::default(),
     };
     // Blocking threads run writes and lists; more of them than this only queue on the one
     // writer connection and the reader pool while each holds its own memory.

@@ -11,6 +11,7 @@ use berth_model::image::Image;
 use berth_model::imagestream::{ImageStream, ImageStreamMapping, ImageStreamTag, ImageTag};
 use berth_model::imagestreamimport::ImageStreamImport;
 use berth_model::meta::StatusDetails;
+use berth_model::notify::Subscription;
 use berth_model::selector::{FieldSelector, LabelSelector};
 use berth_model::{BERTH_API_VERSION, IMAGE_API_VERSION};
 use serde::de::DeserializeOwned;
@@ -45,7 +46,10 @@ pub fn routes() -> Router<App> {
             get(|| async {
                 axum::Json(resource_list_doc(
                     BERTH_API_VERSION,
-                    &[("tokens", "Token", false, &["create", "delete", "get", "list", "watch"])],
+                    &[
+                        ("tokens", "Token", false, &["create", "delete", "get", "list", "watch"]),
+                        ("subscriptions", "Subscription", true, &["create", "delete", "get", "list", "update", "watch"]),
+                    ],
                 ))
             }),
         )
@@ -81,6 +85,13 @@ pub fn routes() -> Router<App> {
         .route(
             &format!("{CORE}/namespaces/{{ns}}/secrets/{{name}}"),
             get(get_secret).put(update_secret).patch(patch_secret).delete(delete_secret),
+        )
+        // Subscriptions.
+        .route(&format!("{BERTH}/subscriptions"), get(list_subscriptions))
+        .route(&format!("{BERTH}/namespaces/{{ns}}/subscriptions"), get(list_subscriptions).post(create_subscription))
+        .route(
+            &format!("{BERTH}/namespaces/{{ns}}/subscriptions/{{name}}"),
+            get(get_subscription).put(update_subscription).delete(delete_subscription),
         )
         // Tokens.
         .route(&format!("{BERTH}/tokens"), get(list_tokens).post(create_token))
@@ -445,6 +456,46 @@ async fn patch_secret(State(app): State<App>, Path((ns, name)): Path<(String, St
 
 async fn delete_secret(State(app): State<App>, Path((ns, name)): Path<(String, String)>, headers: HeaderMap) -> Response {
     let result = call(&app, &headers, move |c, caller| c.delete_secret(caller, &ns, &name)).await;
+    respond(&headers, StatusCode::OK, result)
+}
+
+// Subscriptions.
+
+async fn list_subscriptions(
+    State(app): State<App>,
+    ns: Option<Path<String>>,
+    Query(params): Query<ListParams>,
+    headers: HeaderMap,
+) -> Response {
+    list_or_watch(app, headers, ns.map(|Path(ns)| ns), params, |c, caller, ns, o| c.list_subscriptions(caller, ns, o)).await
+}
+
+async fn create_subscription(State(app): State<App>, Path(ns): Path<String>, headers: HeaderMap, body: RawBody) -> Response {
+    with_body(app, headers, body, Subscription::KIND, BERTH_API_VERSION, StatusCode::CREATED, move |c, caller, s| {
+        c.put_subscription(caller, &ns, None, s)
+    })
+    .await
+}
+
+async fn get_subscription(State(app): State<App>, Path((ns, name)): Path<(String, String)>, headers: HeaderMap) -> Response {
+    let result = call_inline(&app, &headers, |c, caller| c.get_subscription(caller, &ns, &name));
+    respond(&headers, StatusCode::OK, result)
+}
+
+async fn update_subscription(
+    State(app): State<App>,
+    Path((ns, name)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: RawBody,
+) -> Response {
+    with_body(app, headers, body, Subscription::KIND, BERTH_API_VERSION, StatusCode::OK, move |c, caller, s| {
+        c.put_subscription(caller, &ns, Some(&name), s)
+    })
+    .await
+}
+
+async fn delete_subscription(State(app): State<App>, Path((ns, name)): Path<(String, String)>, headers: HeaderMap) -> Response {
+    let result = call(&app, &headers, move |c, caller| c.delete_subscription(caller, &ns, &name)).await;
     respond(&headers, StatusCode::OK, result)
 }
 

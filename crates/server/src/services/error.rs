@@ -91,6 +91,11 @@ impl Error {
         Error::new(ErrorKind::Internal, message)
     }
 
+    /// The same error with another message.
+    pub fn with_message(self, message: impl Into<String>) -> Error {
+        Error { message: message.into(), ..self }
+    }
+
     pub fn not_found(resource: &str, name: &str) -> Error {
         Error {
             resource: resource.to_string(),

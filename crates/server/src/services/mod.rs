@@ -8,8 +8,10 @@ pub mod error;
 pub mod images;
 pub mod import;
 pub mod namespaces;
+pub mod notify;
 pub mod resource;
 pub mod streams;
+pub mod subscriptions;
 pub mod tokens;
 pub mod watch;
 

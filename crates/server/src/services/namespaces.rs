@@ -131,6 +131,13 @@ impl Catalog {
         for (key, value) in secret.string_data.take().unwrap_or_default() {
             data.insert(key, STANDARD.encode(value));
         }
+        if let Some(key) = data.iter().find(|(_, v)| STANDARD.decode(v).is_err()).map(|(k, _)| k.clone()) {
+            return Err(Error::invalid(
+                "secrets",
+                &name,
+                vec![berth_model::FieldError::new(format!("data[{key}]"), "is not valid base64")],
+            ));
+        }
         let decoded = data.get(secret.credentials_key()).map(|v| STANDARD.decode(v));
         let decoded = match decoded {
             Some(Err(_)) => {

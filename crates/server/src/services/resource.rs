@@ -4,6 +4,7 @@
 use berth_model::core::{Namespace, Secret, Token};
 use berth_model::image::Image;
 use berth_model::imagestream::ImageStream;
+use berth_model::notify::{Subscription, TagChange};
 use berth_model::{BERTH_API_VERSION, IMAGE_API_VERSION, ObjectMeta};
 use berth_store::{ObjectKey, StoredObject};
 use serde::Serialize;
@@ -97,9 +98,15 @@ resource!(
     "ImageStream",
     IMAGE_API_VERSION,
     true,
-    |stream: &ImageStream| { stream.referenced_images().into_iter().map(str::to_string).collect() }
+    |stream: &ImageStream| {
+        let mut refs: Vec<String> = stream.referenced_images().into_iter().map(str::to_string).collect();
+        refs.extend(stream.tracked_sources());
+        refs
+    }
 );
 resource!(Image, "images", "images.image.openshift.io", "Image", IMAGE_API_VERSION, false);
 resource!(Namespace, "namespaces", "namespaces", "Namespace", "v1", false);
 resource!(Secret, "secrets", "secrets", "Secret", "v1", true);
 resource!(Token, "tokens", "tokens.berth.dev", "Token", BERTH_API_VERSION, false);
+resource!(Subscription, "subscriptions", "subscriptions.berth.dev", "Subscription", BERTH_API_VERSION, true);
+resource!(TagChange, "tagchanges", "tagchanges.berth.dev", "TagChange", BERTH_API_VERSION, true);

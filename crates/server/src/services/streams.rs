@@ -10,6 +10,7 @@ use berth_model::tags::{self, SourceStreams};
 use berth_model::{FieldError, ObjectMeta, Time};
 use berth_store::{Precondition, WriteTxn, transact};
 
+use crate::services::subscriptions;
 use crate::services::{
     Caller, Catalog, Error, LazyList, ListOptions, ListResult, Resource, Result, ensure_namespace, keep_server_fields, place_in_namespace,
     precondition, stamp_new,
@@ -163,7 +164,10 @@ impl Catalog {
         let deleted = transact(&**self.store(), move |txn| {
             let (namespace, name) = (owned_namespace.as_str(), owned.as_str());
             let stream = read_stream(txn, namespace, name)?.ok_or_else(|| Error::not_found(STREAMS, name))?;
-            txn.delete(&ImageStream::key(namespace, name), Precondition::Any)?;
+            let revision = txn.delete(&ImageStream::key(namespace, name), Precondition::Any)?;
+            if subscriptions::has_subscriptions(txn, namespace)? {
+                subscriptions::record_tag_changes(txn, namespace, Some(&stream), None, revision)?;
+            }
             Ok::<_, Error>(stream)
         })?;
         Ok(self.with_repositories(deleted))
@@ -390,12 +394,18 @@ pub(crate) fn read_stream(txn: &mut dyn WriteTxn, namespace: &str, name: &str) -
     }
 }
 
+/// Writes a stream, and its tag changes to the outbox when the namespace has subscribers.
 pub(crate) fn put_stream(txn: &mut dyn WriteTxn, stream: &mut ImageStream, expect: Precondition) -> Result<()> {
     let key = ImageStream::key(&stream.metadata.namespace, &stream.metadata.name);
     // The repositories in status are derived on read, never stored.
     stream.status.docker_image_repository.clear();
     stream.status.public_docker_image_repository.clear();
+    let subscribed = subscriptions::has_subscriptions(txn, &key.namespace)?;
+    let old = if subscribed { read_stream(txn, &key.namespace, &key.name)? } else { None };
     let revision = txn.put(&key, &stream.encode(), &stream.refs(), expect).map_err(|err| Error::from_store(err, STREAMS, &key.name))?;
+    if subscribed {
+        subscriptions::record_tag_changes(txn, &key.namespace, old.as_ref(), Some(stream), revision)?;
+    }
     stream.metadata.resource_version = revision.to_string();
     stream.set_type();
     Ok(())

@@ -37,6 +37,12 @@ impl Watchable for ImageStream {
     }
 }
 
+impl Watchable for berth_model::notify::Subscription {
+    fn view(_catalog: &Catalog, _caller: &Caller, object: Self) -> Result<Option<Self>> {
+        Ok(Some(object))
+    }
+}
+
 impl Watchable for Secret {
     fn view(catalog: &Catalog, caller: &Caller, object: Self) -> Result<Option<Self>> {
         Ok(Some(catalog.secret_for(caller, object)))

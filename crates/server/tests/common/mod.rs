@@ -16,6 +16,7 @@ pub struct TestApp {
     pub base: String,
     pub admin: String,
     pub dir: tempfile::TempDir,
+    config: ServeConfig,
     started: Option<Started>,
     http: reqwest::Client,
 }
@@ -43,11 +44,24 @@ impl TestApp {
                 retry_base_millis: 20,
                 ..berth_server::ImportSettings::default()
             },
+            delivery: berth_server::DeliverySettings {
+                retry_base: Duration::from_millis(50),
+                retry_max: Duration::from_millis(500),
+                status_every: Duration::from_millis(50),
+                ..berth_server::DeliverySettings::default()
+            },
         };
         configure(&mut config);
-        let started = berth_server::start(config).await.unwrap();
+        let started = berth_server::start(config.clone()).await.unwrap();
         let admin = started.admin_token.clone().expect("a new data directory gets an admin token");
-        TestApp { base: format!("http://{}", started.addr), admin, dir, started: Some(started), http: reqwest::Client::new() }
+        config.listen = started.addr;
+        TestApp { base: format!("http://{}", started.addr), admin, dir, config, started: Some(started), http: reqwest::Client::new() }
+    }
+
+    /// Stops the server and starts it again on the same data directory and address.
+    pub async fn restart(&mut self) {
+        self.started.take().unwrap().stop().await.unwrap();
+        self.started = Some(berth_server::start(self.config.clone()).await.unwrap());
     }
 
     /// How many requests the server's importer has sent to other registries.

@@ -1,0 +1,441 @@
+//! Delivery of tag changes to subscribers: one worker per Subscription reads the
+//! namespace's outbox (`tagchanges`, written in the same transaction as each change) after
+//! its cursor, in order, and POSTs each wanted change as a signed CloudEvent. A failed
+//! delivery is retried with exponential backoff and jitter, without end and without
+//! skipping ahead, so events are delivered at least once and in order; the cursor is kept
+//! in the subscription's status, so delivery resumes where it was after a restart.
+//! Outbox entries every subscription has passed are removed.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use berth_model::Time;
+use berth_model::image::Image;
+use berth_model::notify::{Subscription, TagChange, cloud_event};
+use berth_store::{EventType, ListQuery, Precondition, StoreError, transact};
+use hmac::{KeyInit, Mac};
+use tokio::sync::{Notify, watch};
+
+use crate::services::{Catalog, Error, Resource, Result};
+
+/// How delivery behaves. `Default` is what `berth serve` uses.
+#[derive(Clone, Debug)]
+pub struct DeliverySettings {
+    /// The first retry waits this long, doubling up to `retry_max`.
+    pub retry_base: Duration,
+    pub retry_max: Duration,
+    pub request_timeout: Duration,
+    /// How often a busy worker writes its cursor to the subscription's status.
+    pub status_every: Duration,
+}
+
+impl Default for DeliverySettings {
+    fn default() -> DeliverySettings {
+        DeliverySettings {
+            retry_base: Duration::from_millis(500),
+            retry_max: Duration::from_secs(300),
+            request_timeout: Duration::from_secs(10),
+            status_every: Duration::from_millis(500),
+        }
+    }
+}
+
+/// The outbox entries a worker reads at a time.
+const BATCH: usize = 256;
+/// How often entries every subscription has passed are removed.
+const GC_EVERY: Duration = Duration::from_secs(10);
+
+/// Delivers the outbox to subscribers. Cheap to clone.
+#[derive(Clone)]
+pub struct Notifier {
+    catalog: Catalog,
+    http: reqwest::Client,
+    settings: Arc<DeliverySettings>,
+}
+
+struct Worker {
+    wake: Arc<Notify>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Notifier {
+    pub fn new(catalog: Catalog, settings: DeliverySettings) -> Notifier {
+        let http = reqwest::Client::builder()
+            .timeout(settings.request_timeout)
+            .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .expect("the HTTP client builds");
+        Notifier { catalog, http, settings: Arc::new(settings) }
+    }
+
+    /// Runs a worker per subscription until `stop` turns true, starting and stopping
+    /// workers as subscriptions come and go and waking them when their outbox grows.
+    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        let store = Arc::clone(self.catalog.store());
+        let mut revisions = store.subscribe();
+        let mut workers: HashMap<(String, String), Worker> = HashMap::new();
+        let mut after = store.current_revision().unwrap_or(0);
+        self.rescan(&mut workers, &stop).await;
+        let mut last_gc = Instant::now();
+        loop {
+            tokio::select! {
+                changed = revisions.changed() => if changed.is_err() { break },
+                _ = stop.changed() => break,
+                () = tokio::time::sleep(GC_EVERY) => {}
+            }
+            if last_gc.elapsed() >= GC_EVERY {
+                let catalog = self.catalog.clone();
+                if let Ok(Err(err)) = tokio::task::spawn_blocking(move || catalog.collect_outbox()).await {
+                    tracing::warn!(error = %err.message, "removing delivered notifications failed; will retry");
+                }
+                last_gc = Instant::now();
+            }
+            let store = Arc::clone(&store);
+            let read = tokio::task::spawn_blocking(move || {
+                let subscriptions = store.events_since(Subscription::RESOURCE, None, after, 10_000)?;
+                let changes = store.events_since(TagChange::RESOURCE, None, after, 100_000)?;
+                Ok::<_, StoreError>((subscriptions, changes, store.current_revision()?))
+            })
+            .await;
+            match read {
+                Ok(Ok((subscriptions, changes, revision))) => {
+                    after = revision;
+                    for event in subscriptions {
+                        let key = (event.object.key.namespace.clone(), event.object.key.name.clone());
+                        match event.event_type {
+                            EventType::Deleted => {
+                                if let Some(worker) = workers.remove(&key) {
+                                    worker.task.abort();
+                                }
+                            }
+                            _ => self.ensure_worker(&mut workers, key, &stop),
+                        }
+                    }
+                    for event in changes.iter().filter(|e| e.event_type == EventType::Added) {
+                        for ((namespace, _), worker) in &workers {
+                            if *namespace == event.object.key.namespace {
+                                worker.wake.notify_one();
+                            }
+                        }
+                    }
+                }
+                Ok(Err(StoreError::Compacted { .. })) => {
+                    after = self.catalog.store().current_revision().unwrap_or(after);
+                    self.rescan(&mut workers, &stop).await;
+                }
+                Ok(Err(err)) => tracing::error!(%err, "the notifier could not read the event log"),
+                Err(_) => break,
+            }
+        }
+        for worker in workers.into_values() {
+            worker.task.abort();
+        }
+    }
+
+    /// Starts a worker for every subscription that has none, and wakes all of them.
+    async fn rescan(&self, workers: &mut HashMap<(String, String), Worker>, stop: &watch::Receiver<bool>) {
+        let catalog = self.catalog.clone();
+        let listed = tokio::task::spawn_blocking(move || {
+            catalog.store().list(&ListQuery { resource: Subscription::RESOURCE.into(), ..Default::default() })
+        })
+        .await;
+        match listed {
+            Ok(Ok(page)) => {
+                for stored in page.items {
+                    self.ensure_worker(workers, (stored.key.namespace, stored.key.name), stop);
+                }
+            }
+            Ok(Err(err)) => tracing::error!(%err, "the notifier could not list subscriptions"),
+            Err(_) => return,
+        }
+        for worker in workers.values() {
+            worker.wake.notify_one();
+        }
+    }
+
+    fn ensure_worker(&self, workers: &mut HashMap<(String, String), Worker>, key: (String, String), stop: &watch::Receiver<bool>) {
+        if let Some(worker) = workers.get(&key)
+            && !worker.task.is_finished()
+        {
+            worker.wake.notify_one();
+            return;
+        }
+        let wake = Arc::new(Notify::new());
+        let task = tokio::spawn(self.clone().work(key.0.clone(), key.1.clone(), Arc::clone(&wake), stop.clone()));
+        wake.notify_one();
+        workers.insert(key, Worker { wake, task });
+    }
+
+    /// Delivers one subscription's changes, in order, until it is deleted or `stop`.
+    async fn work(self, namespace: String, name: String, wake: Arc<Notify>, stop: watch::Receiver<bool>) {
+        let mut progress = Progress::default();
+        let mut last_status = Instant::now();
+        loop {
+            if *stop.borrow() {
+                break;
+            }
+            let Some(subscription) = self.load_subscription(&namespace, &name).await else {
+                return;
+            };
+            let cursor = progress.cursor.clone().unwrap_or_else(|| subscription.status.cursor.clone());
+            let batch = self.outbox_after(&namespace, &cursor).await;
+            if batch.is_empty() {
+                if progress.dirty {
+                    self.save_progress(&namespace, &name, &mut progress).await;
+                }
+                tokio::select! {
+                    () = wake.notified() => {}
+                    () = tokio::time::sleep(Duration::from_secs(5)) => {}
+                }
+                continue;
+            }
+            for change in batch {
+                if subscription.wants(&change)
+                    && !self.deliver_until_done(&namespace, &name, &subscription, &change, &mut progress, &stop).await
+                {
+                    return;
+                }
+                progress.cursor = Some(change.metadata.name.clone());
+                progress.dirty = true;
+                if last_status.elapsed() >= self.settings.status_every {
+                    self.save_progress(&namespace, &name, &mut progress).await;
+                    last_status = Instant::now();
+                }
+            }
+        }
+        if progress.dirty {
+            self.save_progress(&namespace, &name, &mut progress).await;
+        }
+    }
+
+    /// Tries to deliver `change` until it is delivered (`true`), or the subscription is
+    /// gone or the server stops (`false`).
+    async fn deliver_until_done(
+        &self,
+        namespace: &str,
+        name: &str,
+        subscription: &Subscription,
+        change: &TagChange,
+        progress: &mut Progress,
+        stop: &watch::Receiver<bool>,
+    ) -> bool {
+        let mut attempt = 0u32;
+        let mut last_saved: Option<Instant> = None;
+        let mut subscription = subscription.clone();
+        loop {
+            match self.deliver(namespace, &subscription, change).await {
+                Ok(()) => {
+                    progress.delivered += 1;
+                    progress.last_delivered = Some((format!("{namespace}/{}", change.metadata.name), Time::now()));
+                    progress.error = None;
+                    return true;
+                }
+                Err(message) => {
+                    tracing::debug!(namespace, subscription = name, %message, attempt, "delivery failed; will retry");
+                    progress.error = Some((message, Time::now()));
+                    progress.dirty = true;
+                    // The status says why delivery is stuck, without a write per retry.
+                    if last_saved.is_none_or(|at| at.elapsed() >= self.settings.status_every) {
+                        self.save_progress(namespace, name, progress).await;
+                        last_saved = Some(Instant::now());
+                    }
+                }
+            }
+            let backoff = self.settings.retry_base.saturating_mul(1 << attempt.min(20)).min(self.settings.retry_max);
+            let jitter = Duration::from_millis(rand::random_range(0..=backoff.as_millis().max(1) as u64 / 4));
+            let mut stop = stop.clone();
+            tokio::select! {
+                () = tokio::time::sleep(backoff + jitter) => {}
+                _ = stop.changed() => return false,
+            }
+            attempt += 1;
+            // The subscription may have changed (a fixed URL) or gone meanwhile.
+            match self.load_subscription(namespace, name).await {
+                Some(fresh) => subscription = fresh,
+                None => return false,
+            }
+        }
+    }
+
+    /// One delivery: the CloudEvent as JSON, signed when the subscription has a key.
+    async fn deliver(&self, namespace: &str, subscription: &Subscription, change: &TagChange) -> std::result::Result<(), String> {
+        let catalog = self.catalog.clone();
+        let (namespace_owned, change_owned, secret_ref) = (namespace.to_string(), change.clone(), subscription.spec.secret_ref.clone());
+        let prepared = tokio::task::spawn_blocking(move || -> Result<(Vec<u8>, Option<Vec<u8>>)> {
+            let load = |digest: &str| if digest.is_empty() { Ok(None) } else { catalog.load::<Image>("", digest) };
+            let (previous, current) = (load(&change_owned.previous_image)?, load(&change_owned.image)?);
+            let event = cloud_event(&namespace_owned, &change_owned, previous.as_ref(), current.as_ref());
+            let key = match &secret_ref {
+                Some(reference) => Some(catalog.secret_value(&namespace_owned, &reference.name, &reference.key)?),
+                None => None,
+            };
+            Ok((serde_json::to_vec(&event).expect("events serialise"), key))
+        })
+        .await
+        .map_err(|err| format!("preparing the event failed: {err}"))?
+        .map_err(|err| err.message)?;
+        let (body, key) = prepared;
+        let mut request = self
+            .http
+            .post(&subscription.spec.url)
+            .header("content-type", "application/cloudevents+json")
+            .header("x-berth-delivery", format!("{namespace}/{}", change.metadata.name));
+        if let Some(key) = key {
+            let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&key).expect("HMAC takes keys of any length");
+            mac.update(&body);
+            request = request.header("x-berth-signature", format!("sha256={}", hex::encode(mac.finalize().into_bytes())));
+        }
+        let response =
+            request.body(body).send().await.map_err(|err| format!("POST {} failed: {}", subscription.spec.url, without_url(err)))?;
+        let status = response.status();
+        if status.is_success() { Ok(()) } else { Err(format!("POST {} answered {status}", subscription.spec.url)) }
+    }
+
+    async fn load_subscription(&self, namespace: &str, name: &str) -> Option<Subscription> {
+        let (catalog, namespace, name) = (self.catalog.clone(), namespace.to_string(), name.to_string());
+        tokio::task::spawn_blocking(move || catalog.load::<Subscription>(&namespace, &name)).await.ok()?.ok()?
+    }
+
+    async fn outbox_after(&self, namespace: &str, cursor: &str) -> Vec<TagChange> {
+        let (catalog, namespace, cursor) = (self.catalog.clone(), namespace.to_string(), cursor.to_string());
+        let read = tokio::task::spawn_blocking(move || -> Result<Vec<TagChange>> {
+            let query = ListQuery {
+                resource: TagChange::RESOURCE.into(),
+                namespace: Some(namespace.clone()),
+                after: Some((namespace, cursor)),
+                limit: Some(BATCH),
+            };
+            catalog.store().list(&query)?.items.iter().map(TagChange::decode).collect()
+        })
+        .await;
+        match read {
+            Ok(Ok(changes)) => changes,
+            Ok(Err(err)) => {
+                tracing::warn!(error = %err.message, "reading the outbox failed; will retry");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                Vec::new()
+            }
+            Err(_) => Vec::new(),
+        }
+    }
+
+    async fn save_progress(&self, namespace: &str, name: &str, progress: &mut Progress) {
+        let (catalog, namespace, name, snapshot) = (self.catalog.clone(), namespace.to_string(), name.to_string(), progress.clone());
+        match tokio::task::spawn_blocking(move || catalog.save_delivery_progress(&namespace, &name, &snapshot)).await {
+            Ok(Ok(())) => {
+                progress.dirty = false;
+                progress.delivered = 0;
+            }
+            Ok(Err(err)) => tracing::warn!(error = %err.message, "saving delivery progress failed; will retry"),
+            Err(_) => {}
+        }
+    }
+}
+
+/// What a worker has done since it last wrote the subscription's status.
+#[derive(Clone, Debug, Default)]
+struct Progress {
+    cursor: Option<String>,
+    /// Deliveries not yet counted in the status.
+    delivered: u64,
+    last_delivered: Option<(String, Time)>,
+    error: Option<(String, Time)>,
+    dirty: bool,
+}
+
+/// A reqwest error without its URL (already in the message) and causes joined.
+fn without_url(err: reqwest::Error) -> String {
+    let err = err.without_url();
+    let mut text = err.to_string();
+    let mut source = std::error::Error::source(&err);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+impl Catalog {
+    /// Writes a worker's progress into the subscription's status (only the status: the
+    /// spec is the user's).
+    fn save_delivery_progress(&self, namespace: &str, name: &str, progress: &Progress) -> Result<()> {
+        let (namespace, name, progress) = (namespace.to_string(), name.to_string(), progress.clone());
+        let store = std::sync::Arc::clone(self.store());
+        transact(&**self.store(), move |txn| {
+            let key = Subscription::key(&namespace, &name);
+            let Some(stored) = txn.get(&key)? else {
+                return Ok(());
+            };
+            let mut subscription = Subscription::decode(&stored)?;
+            let status = &mut subscription.status;
+            if let Some(cursor) = &progress.cursor {
+                status.cursor = cursor.clone();
+            }
+            status.delivered += progress.delivered;
+            if let Some((id, at)) = &progress.last_delivered {
+                status.last_delivered_id = id.clone();
+                status.last_delivered_time = Some(*at);
+            }
+            match &progress.error {
+                Some((message, at)) => {
+                    status.last_error = message.clone();
+                    status.last_error_time = Some(*at);
+                }
+                None => status.last_error.clear(),
+            }
+            let after = Some((namespace.clone(), status.cursor.clone()));
+            status.backlog =
+                store.count(&ListQuery { resource: TagChange::RESOURCE.into(), namespace: Some(namespace.clone()), after, limit: None })?;
+            txn.put(&key, &subscription.encode(), &[], Precondition::Revision(stored.revision))?;
+            Ok::<_, Error>(())
+        })
+    }
+
+    /// Removes outbox entries that every subscription of their namespace has passed (all
+    /// of a namespace's entries when it has no subscription left).
+    pub(crate) fn collect_outbox(&self) -> Result<()> {
+        let store = std::sync::Arc::clone(self.store());
+        let all = |resource: &str| store.list(&ListQuery { resource: resource.into(), limit: Some(100_000), ..Default::default() });
+        let mut floor: HashMap<String, String> = HashMap::new();
+        let subscriptions: Vec<Subscription> =
+            all(Subscription::RESOURCE)?.items.iter().map(Subscription::decode).collect::<Result<_>>()?;
+        for subscription in &subscriptions {
+            let entry = floor.entry(subscription.metadata.namespace.clone()).or_insert_with(|| subscription.status.cursor.clone());
+            if subscription.status.cursor < *entry {
+                *entry = subscription.status.cursor.clone();
+            }
+        }
+        let done: Vec<(String, String)> = all(TagChange::RESOURCE)?
+            .items
+            .into_iter()
+            .filter(|stored| floor.get(&stored.key.namespace).is_none_or(|cursor| stored.key.name <= *cursor))
+            .take(5_000)
+            .map(|stored| (stored.key.namespace, stored.key.name))
+            .collect();
+        if done.is_empty() {
+            return Ok(());
+        }
+        transact(&**self.store(), move |txn| {
+            for (namespace, name) in &done {
+                txn.delete(&TagChange::key(namespace, name), Precondition::Any)?;
+            }
+            Ok::<_, Error>(())
+        })
+    }
+
+    /// The decoded value of `key` in Secret `name` of `namespace`.
+    pub(crate) fn secret_value(&self, namespace: &str, name: &str, key: &str) -> Result<Vec<u8>> {
+        use base64::Engine;
+        let secret = self.load::<berth_model::core::Secret>(namespace, name)?.ok_or_else(|| {
+            Error::not_found("secrets", name).with_message(format!("the signing Secret {name:?} of namespace {namespace:?} does not exist"))
+        })?;
+        let encoded = secret.data.as_ref().and_then(|d| d.get(key)).ok_or_else(|| {
+            Error::not_found("secrets", name).with_message(format!("Secret {name:?} has no key {key:?} to sign deliveries with"))
+        })?;
+        base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .map_err(|_| Error::internal(format!("the value of {key:?} in Secret {name:?} is not base64")))
+    }
+}
