@@ -309,6 +309,19 @@ pub fn pending_imports(stream: &ImageStream) -> Vec<PendingImport> {
     pending
 }
 
+/// The import `tag` of `stream` asks for at its current generation, whether or not it is
+/// pending: what a scheduled check or a registry webhook looks up again. `None` unless
+/// the tag imports a DockerImage.
+pub fn import_of(stream: &ImageStream, tag: &str) -> Option<PendingImport> {
+    let spec = stream.spec_tag(tag).filter(|t| !t.reference)?;
+    match TagSource::of(stream, spec) {
+        Some(Ok(TagSource::DockerImage(reference))) => {
+            Some(PendingImport { tag: tag.to_string(), reference, generation: spec.generation.unwrap_or(1) })
+        }
+        _ => None,
+    }
+}
+
 /// Whether the spec tag `tag` still asks for what `pending` was about: the same source at
 /// the same generation. An import whose tag changed meanwhile is dropped.
 pub fn still_pending(stream: &ImageStream, pending: &PendingImport) -> bool {

@@ -18,6 +18,22 @@ impl Time {
     pub fn now() -> Time {
         Time::from_datetime(Utc::now())
     }
+
+    /// This time plus `duration` (saturating at the end of time).
+    pub fn plus(self, duration: std::time::Duration) -> Time {
+        let delta = chrono::Duration::from_std(duration).unwrap_or(chrono::Duration::MAX);
+        Time::from_datetime(self.0.checked_add_signed(delta).unwrap_or(DateTime::<Utc>::MAX_UTC))
+    }
+}
+
+impl std::str::FromStr for Time {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Time, String> {
+        DateTime::parse_from_rfc3339(text)
+            .map(|at| Time::from_datetime(at.with_timezone(&Utc)))
+            .map_err(|err| format!("invalid time {text:?}: {err}"))
+    }
 }
 
 impl fmt::Display for Time {

@@ -20,6 +20,8 @@ use crate::services::notify::{DeliverySettings, Notifier};
 use crate::services::{Catalog, CatalogConfig};
 use berth_upstream::{ImportSettings, Upstream};
 
+use crate::webhooks::WebhookEndpoint;
+
 /// Everything `berth serve` is told at start-up.
 #[derive(Clone, Debug)]
 pub struct ServeConfig {
@@ -38,6 +40,8 @@ pub struct ServeConfig {
     pub import: ImportSettings,
     /// How notifications are delivered to subscribers.
     pub delivery: DeliverySettings,
+    /// Registry webhook endpoints (`POST /webhooks/{name}`).
+    pub webhooks: Vec<WebhookEndpoint>,
 }
 
 /// The server's config file (`berth serve --config`): settings that are too many or too
@@ -47,6 +51,9 @@ pub struct ServeConfig {
 pub struct ServerFile {
     #[serde(default)]
     pub import: ImportSettings,
+    /// Endpoints registries send change notifications to.
+    #[serde(default)]
+    pub webhooks: Vec<WebhookEndpoint>,
 }
 
 impl ServerFile {
@@ -55,6 +62,13 @@ impl ServerFile {
         let file: ServerFile =
             yaml_serde::from_str(&text).with_context(|| format!("{} is not a valid berth server config", path.display()))?;
         file.import.validate().map_err(|err| anyhow::anyhow!("{}: {err}", path.display()))?;
+        let mut names = std::collections::BTreeSet::new();
+        for (idx, endpoint) in file.webhooks.iter().enumerate() {
+            endpoint.validate().map_err(|err| anyhow::anyhow!("{}: webhooks[{idx}]: {err}", path.display()))?;
+            if !names.insert(endpoint.name.as_str()) {
+                anyhow::bail!("{}: webhooks[{idx}]: the name {:?} is used by another endpoint", path.display(), endpoint.name);
+            }
+        }
         Ok(file)
     }
 }
@@ -168,8 +182,9 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Started> {
     let upstream = Upstream::new(config.import.clone()).map_err(|err| anyhow::anyhow!("import settings: {err}"))?;
     let importer = Importer::new(catalog.clone(), upstream.clone());
     tokio::spawn(importer.clone().run_controller(stopping_seen.clone()));
+    tokio::spawn(importer.clone().run_scheduler(stopping_seen.clone()));
     tokio::spawn(Notifier::new(catalog.clone(), config.delivery.clone()).run(stopping_seen.clone()));
-    let app = App { catalog, importer, ready: Arc::clone(&ready), stopping: stopping_seen };
+    let app = App { catalog, importer, webhooks: Arc::new(config.webhooks.clone()), ready: Arc::clone(&ready), stopping: stopping_seen };
     let compactor = tokio::spawn(compact_forever(store, config.event_retention, config.compaction_interval));
     let task = tokio::spawn(async move {
         let served = axum::serve(listener, router(app)).with_graceful_shutdown(async move {

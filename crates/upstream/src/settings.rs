@@ -43,6 +43,14 @@ pub struct ImportSettings {
     pub max_manifest_bytes: usize,
     /// The largest image config berth accepts.
     pub max_config_bytes: usize,
+    /// How often tags with `importPolicy.scheduled` are checked upstream.
+    pub scheduled_import_interval_seconds: u64,
+    /// The shortest interval a stream may ask for with its
+    /// `berth.dev/scheduled-import-interval` annotation.
+    pub minimum_scheduled_import_interval_seconds: u64,
+    /// Scheduled checks started per minute across the server; -1 for no limit.
+    pub max_scheduled_imports_per_minute: i64,
+    pub disable_scheduled_import: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -81,6 +89,10 @@ impl Default for ImportSettings {
             max_retry_after_seconds: 60,
             max_manifest_bytes: 4 << 20,
             max_config_bytes: 8 << 20,
+            scheduled_import_interval_seconds: 900,
+            minimum_scheduled_import_interval_seconds: 60,
+            max_scheduled_imports_per_minute: 60,
+            disable_scheduled_import: false,
         }
     }
 }
@@ -100,6 +112,15 @@ impl ImportSettings {
         }
         if self.max_images_bulk_imported_per_repository < -1 || self.max_images_bulk_imported_per_repository == 0 {
             return Err("import.maxImagesBulkImportedPerRepository must be positive, or -1 for no limit".to_string());
+        }
+        if self.scheduled_import_interval_seconds == 0
+            || self.scheduled_import_interval_seconds < self.minimum_scheduled_import_interval_seconds
+        {
+            return Err("import.scheduledImportIntervalSeconds must be at least import.minimumScheduledImportIntervalSeconds (and not 0)"
+                .to_string());
+        }
+        if self.max_scheduled_imports_per_minute == 0 || self.max_scheduled_imports_per_minute < -1 {
+            return Err("import.maxScheduledImportsPerMinute must be positive, or -1 for no limit".to_string());
         }
         for limits in std::iter::once(&self.limits).chain(self.registries.iter().map(|r| &r.limits)) {
             if limits.max_concurrent_requests == 0 {

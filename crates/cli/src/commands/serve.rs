@@ -72,6 +72,7 @@ pub fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
         client_config: if args.no_client_config { None } else { ctx.config_path() },
         import: file.import,
         delivery: DeliverySettings::default(),
+        webhooks: file.webhooks,
     };
     // Blocking threads run writes and lists; more of them than this only queue on the one
     // writer connection and the reader pool while each holds its own memory.

@@ -4,7 +4,7 @@
 use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use berth_model::core::{Namespace, Secret, Token};
 use berth_model::image::Image;
@@ -93,6 +93,9 @@ pub fn routes() -> Router<App> {
             &format!("{BERTH}/namespaces/{{ns}}/subscriptions/{{name}}"),
             get(get_subscription).put(update_subscription).delete(delete_subscription),
         )
+        // Scheduled imports (read-only views of the scheduler).
+        .route(&format!("{BERTH}/scheduledimports"), get(list_scheduled))
+        .route(&format!("{BERTH}/namespaces/{{ns}}/scheduledimports"), get(list_scheduled))
         // Tokens.
         .route(&format!("{BERTH}/tokens"), get(list_tokens).post(create_token))
         .route(&format!("{BERTH}/tokens/{{name}}"), get(get_token).delete(delete_token))
@@ -497,6 +500,48 @@ async fn update_subscription(
 async fn delete_subscription(State(app): State<App>, Path((ns, name)): Path<(String, String)>, headers: HeaderMap) -> Response {
     let result = call(&app, &headers, move |c, caller| c.delete_subscription(caller, &ns, &name)).await;
     respond(&headers, StatusCode::OK, result)
+}
+
+// Scheduled imports and registry webhooks.
+
+async fn list_scheduled(State(app): State<App>, ns: Option<Path<String>>, headers: HeaderMap) -> Response {
+    let importer = app.importer.clone();
+    let result = call_inline(&app, &headers, |_, caller| importer.scheduled_imports(caller, ns.as_ref().map(|Path(ns)| ns.as_str())))
+        .map(|items| json!({"kind": "ScheduledImportList", "apiVersion": BERTH_API_VERSION, "items": items}));
+    respond(&headers, StatusCode::OK, result)
+}
+
+/// `POST /webhooks/{name}`: a registry says something changed. Verified by the endpoint's
+/// shared secret or HMAC before anything is read; 202 once the checks are started.
+pub(crate) async fn receive_webhook(
+    State(app): State<App>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    use crate::webhooks::WebhookError;
+    let Some(endpoint) = app.webhooks.iter().find(|e| e.name == name) else {
+        return render_error(Error::new(
+            ErrorKind::NotFound,
+            format!("no webhook endpoint {name:?}: endpoints are listed under `webhooks` in the server config"),
+        ));
+    };
+    let changes = match endpoint.parse(&headers, &body) {
+        Ok(changes) => changes,
+        Err(WebhookError::Unverified(message)) => return render_error(Error::new(ErrorKind::Unauthorized, message)),
+        Err(WebhookError::TooLarge(limit)) => {
+            return render_error(Error::new(
+                ErrorKind::TooLarge,
+                format!("the payload is larger than this endpoint takes ({limit} bytes)"),
+            ));
+        }
+        Err(err @ WebhookError::Malformed(_)) => return render_error(Error::bad_request(err.to_string())),
+    };
+    let received = changes.len();
+    match app.importer.upstream_changed(changes).await {
+        Ok(tracked) => (StatusCode::ACCEPTED, axum::Json(json!({"changes": received, "trackedTags": tracked}))).into_response(),
+        Err(err) => render_error(err),
+    }
 }
 
 // Tokens.

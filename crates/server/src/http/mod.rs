@@ -27,6 +27,7 @@ pub use body::MAX_BODY_BYTES;
 pub struct App {
     pub catalog: Catalog,
     pub importer: Importer,
+    pub webhooks: Arc<Vec<crate::webhooks::WebhookEndpoint>>,
     pub ready: Arc<AtomicBool>,
     /// Turns true when the server shuts down, so that long-lived watches end and a
     /// graceful shutdown does not wait for their timeouts.
@@ -40,6 +41,7 @@ pub fn router(app: App) -> Router {
         .route("/readyz", get(readyz))
         .route("/version", get(|| async { axum::Json(serde_json::json!({"gitVersion": env!("CARGO_PKG_VERSION"), "platform": "berth"})) }))
         .merge(api::routes())
+        .route("/webhooks/{name}", axum::routing::post(api::receive_webhook))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(app)

@@ -50,6 +50,7 @@ impl TestApp {
                 status_every: Duration::from_millis(50),
                 ..berth_server::DeliverySettings::default()
             },
+            webhooks: Vec::new(),
         };
         configure(&mut config);
         let started = berth_server::start(config.clone()).await.unwrap();

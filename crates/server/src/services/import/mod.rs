@@ -17,7 +17,9 @@
 
 mod controller;
 mod lookup;
+mod notified;
 mod request;
+mod schedule;
 mod store;
 
 use std::collections::{HashMap, HashSet};
@@ -40,6 +42,7 @@ use crate::services::{Caller, Catalog, Error, Result};
 
 use lookup::{Lookup, Outcome, Run, check_allowed, lookup_all};
 use request::{Wanted, WantedRepository, image_status, validate_import};
+pub use schedule::ScheduledImport;
 
 const ISI: &str = "imagestreamimports.image.openshift.io";
 /// Tag annotations that choose the platform `Legacy` import mode keeps.
@@ -53,8 +56,32 @@ const COMMIT_EVERY: Duration = Duration::from_millis(200);
 /// How many streams the controller imports at once.
 const STREAMS_IN_FLIGHT: usize = 16;
 
-/// `(namespace, stream)` keys the controller is asked to look at again.
-type Nudges = tokio::sync::mpsc::UnboundedReceiver<(String, String)>;
+/// How one tag's check ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CheckResult {
+    /// The tag's digest did not move.
+    Unchanged,
+    /// The tag now points at this image.
+    Imported(String),
+    /// The reason and message of the failure.
+    Failed(String, String),
+}
+
+impl CheckResult {
+    fn of(current: Option<&str>, outcome: &Outcome) -> CheckResult {
+        match outcome {
+            Ok(found) if current == Some(found.image.metadata.name.as_str()) => CheckResult::Unchanged,
+            Ok(found) => CheckResult::Imported(found.image.metadata.name.clone()),
+            Err(err) => CheckResult::Failed(err.reason().to_string(), err.message.clone()),
+        }
+    }
+}
+
+/// `(namespace, stream)`.
+type StreamKey = (String, String);
+
+/// Streams the controller is asked to look at again.
+type Nudges = tokio::sync::mpsc::UnboundedReceiver<StreamKey>;
 
 /// The importer, shared by the controller and the API. Cheap to clone.
 #[derive(Clone)]
@@ -67,12 +94,24 @@ pub struct Importer {
     /// Streams the controller should look at again, sent when claims are released.
     nudges: tokio::sync::mpsc::UnboundedSender<(String, String)>,
     nudged: Arc<Mutex<Option<Nudges>>>,
+    /// Tags registry webhooks asked to check, per stream, waiting out the coalescing window.
+    coalescing: Arc<Mutex<HashMap<StreamKey, Vec<String>>>>,
+    /// Scheduled tags and when each is checked next.
+    schedule: Arc<Mutex<std::collections::BTreeMap<schedule::TagKey, schedule::Scheduled>>>,
 }
 
 impl Importer {
     pub fn new(catalog: Catalog, upstream: Upstream) -> Importer {
         let (nudges, nudged) = tokio::sync::mpsc::unbounded_channel();
-        Importer { catalog, upstream, claims: Arc::default(), nudges, nudged: Arc::new(Mutex::new(Some(nudged))) }
+        Importer {
+            catalog,
+            upstream,
+            claims: Arc::default(),
+            nudges,
+            nudged: Arc::new(Mutex::new(Some(nudged))),
+            coalescing: Arc::default(),
+            schedule: Arc::default(),
+        }
     }
 
     pub fn upstream(&self) -> &Upstream {
@@ -221,6 +260,19 @@ impl Importer {
 
     /// Imports the pending DockerImage tags of one stream (the controller's work).
     pub async fn import_pending(&self, namespace: &str, stream_name: &str) -> Result<()> {
+        self.import_selected(namespace, stream_name, None).await.map(|_| ())
+    }
+
+    /// Looks `tags` of a stream up again now, at their current spec (scheduled imports and
+    /// registry webhooks): a tag whose digest did not move costs one request and keeps its
+    /// history; one that moved gets a new TagEvent. Returns each tag's result.
+    pub async fn check_tags(&self, namespace: &str, stream_name: &str, tags: Vec<String>) -> Result<Vec<(String, CheckResult)>> {
+        self.import_selected(namespace, stream_name, Some(tags)).await
+    }
+
+    /// Imports the chosen tags of one stream (`None`: the pending ones), skipping tags
+    /// another import is working on, and commits results as they arrive.
+    async fn import_selected(&self, namespace: &str, stream_name: &str, chosen: Option<Vec<String>>) -> Result<Vec<(String, CheckResult)>> {
         let (catalog, owned_namespace, owned_name) = (self.catalog.clone(), namespace.to_string(), stream_name.to_string());
         let loaded = blocking(move || {
             let Some(stream) = catalog.load::<ImageStream>(&owned_namespace, &owned_name)? else {
@@ -230,17 +282,18 @@ impl Importer {
         })
         .await?;
         let Some((keyring, stream)) = loaded else {
-            return Ok(());
+            return Ok(Vec::new());
+        };
+        let selected = match chosen {
+            None => tags::pending_imports(&stream),
+            Some(names) => names.iter().filter_map(|tag| tags::import_of(&stream, tag)).collect(),
         };
         let pending: Vec<PendingImport> = {
             let claims = self.claims.lock().expect("claims lock");
-            tags::pending_imports(&stream)
-                .into_iter()
-                .filter(|p| !claims.contains(&(namespace.to_string(), stream_name.to_string(), p.tag.clone())))
-                .collect()
+            selected.into_iter().filter(|p| !claims.contains(&(namespace.to_string(), stream_name.to_string(), p.tag.clone()))).collect()
         };
         if pending.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let tag_names: Vec<String> = pending.iter().map(|p| p.tag.clone()).collect();
         let _claim = self.claim(namespace, stream_name, &tag_names);
@@ -253,17 +306,20 @@ impl Importer {
             })
             .collect();
         let by_tag: HashMap<String, PendingImport> = pending.into_iter().map(|p| (p.tag.clone(), p)).collect();
+        let mut results = Vec::new();
         let mut batch = Vec::new();
         let mut last_commit = Instant::now();
         let mut outcomes = lookup_all(&run, lookups);
         while let Some((lookup, outcome)) = outcomes.next().await {
+            results.push((lookup.tag.clone(), CheckResult::of(lookup.current.as_deref(), &outcome)));
             batch.push((by_tag[&lookup.tag].clone(), outcome));
             if last_commit.elapsed() >= COMMIT_EVERY {
                 self.commit(namespace, stream_name, &run, std::mem::take(&mut batch)).await?;
                 last_commit = Instant::now();
             }
         }
-        self.commit(namespace, stream_name, &run, batch).await
+        self.commit(namespace, stream_name, &run, batch).await?;
+        Ok(results)
     }
 
     /// Stores the images fetched for `results` and records each result on its tag, in one

@@ -1,0 +1,213 @@
+//! Knowing when an upstream image changes: scheduled import (with its rate limit), and
+//! registry webhooks in (verified, coalesced, free when nobody tracks the change).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use berth_server::webhooks::{WebhookEndpoint, WebhookFormat, signature};
+use berth_testkit::{Auth, DistributionRegistry, Format, TestImage};
+use common::{IMAGE_API, TestApp};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+const NS: &str = "team";
+const TOKEN: &str = "shared-secret-for-the-registry";
+const HMAC_KEY: &str = "hmac-key-for-the-berth-format";
+
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    tokio::task::block_in_place(f)
+}
+
+fn istag_path(name: &str) -> String {
+    format!("{IMAGE_API}/namespaces/{NS}/imagestreamtags/{name}")
+}
+
+async fn set_tag(app: &TestApp, name: &str, from: &str, scheduled: bool) {
+    let tag = json!({"from": {"kind": "DockerImage", "name": from}, "importPolicy": {"scheduled": scheduled}});
+    let (status, reply) = app.put(&istag_path(name), json!({"metadata": {"name": name}, "tag": tag})).await;
+    assert!(status.is_success(), "{reply}");
+}
+
+/// Waits until `stream:tag` points at `digest`.
+async fn points_at(app: &TestApp, name: &str, digest: &str, within: Duration) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let (_, istag) = app.get(&istag_path(name)).await;
+        if istag["image"]["metadata"]["name"] == digest {
+            return istag;
+        }
+        assert!(Instant::now() < deadline, "{name} did not move to {digest}: {istag}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_tags_follow_their_source_without_any_webhook() {
+    let registry = blocking(|| DistributionRegistry::start(Auth::Open).unwrap());
+    let first = blocking(|| registry.push("team/app", Some("1"), &TestImage::new(Format::Oci, 1, 1, 128, "amd64")).unwrap());
+    let app = TestApp::start_with(|config| {
+        config.import.scheduled_import_interval_seconds = 1;
+        config.import.minimum_scheduled_import_interval_seconds = 1;
+    })
+    .await;
+    app.namespace(NS).await;
+    set_tag(&app, "app:1", &registry.pull_spec("team/app", "1"), true).await;
+    set_tag(&app, "app:manual", &registry.pull_spec("team/app", "1"), false).await;
+    points_at(&app, "app:1", &first.digest, Duration::from_secs(10)).await;
+    points_at(&app, "app:manual", &first.digest, Duration::from_secs(10)).await;
+
+    let moved = blocking(|| registry.push("team/app", Some("1"), &TestImage::new(Format::Oci, 2, 1, 128, "amd64")).unwrap());
+    points_at(&app, "app:1", &moved.digest, Duration::from_secs(10)).await;
+    let (_, manual) = app.get(&istag_path("app:manual")).await;
+    assert_eq!(manual["image"]["metadata"]["name"], first.digest, "a tag that is not scheduled stays until asked");
+
+    // Admins see the schedule: last and next check, last result.
+    let (status, list) = app.get(&format!("/apis/berth.dev/v1/namespaces/{NS}/scheduledimports")).await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    let items = list["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{list}");
+    assert_eq!((items[0]["stream"].as_str(), items[0]["tag"].as_str()), (Some("app"), Some("1")));
+    assert!(items[0]["lastCheck"].is_string() && items[0]["nextCheck"].is_string(), "{list}");
+    assert!(items[0]["lastResult"].as_str().is_some_and(|r| r == "Unchanged" || r.starts_with("Imported")), "{list}");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rate_limit_holds_when_a_thousand_tags_are_due_at_once() {
+    let registry = blocking(|| DistributionRegistry::start(Auth::Open).unwrap());
+    blocking(|| registry.push("team/app", Some("1"), &TestImage::new(Format::Oci, 3, 1, 128, "amd64")).unwrap());
+    let per_minute = 600;
+    let app = TestApp::start_with(|config| {
+        config.import.scheduled_import_interval_seconds = 1;
+        config.import.minimum_scheduled_import_interval_seconds = 1;
+        config.import.max_scheduled_imports_per_minute = per_minute;
+    })
+    .await;
+    app.namespace(NS).await;
+    let from = registry.pull_spec("team/app", "1");
+    let tags: Vec<Value> = (0..1000)
+        .map(|i| json!({"name": format!("t{i}"), "from": {"kind": "DockerImage", "name": from}, "importPolicy": {"scheduled": true}}))
+        .collect();
+    let stream =
+        json!({"kind": "ImageStream", "apiVersion": "image.openshift.io/v1", "metadata": {"name": "many"}, "spec": {"tags": tags}});
+    let (status, reply) = app.post(&format!("{IMAGE_API}/namespaces/{NS}/imagestreams"), stream).await;
+    assert_eq!(status, StatusCode::CREATED, "{reply}");
+    // The first import of all 1,000 is the controller's, not the scheduler's.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let stream = app.stream(NS, "many").await;
+        if stream["status"]["tags"].as_array().map_or(0, Vec::len) == 1000 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the first import did not finish");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Every tag is due within the second; the scheduler starts at most 10 checks a second.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (before, started) = (app.upstream_requests(), Instant::now());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let checks = app.upstream_requests() - before;
+    let allowed = (started.elapsed().as_secs_f64() * per_minute as f64 / 60.0).ceil() as u64 + 2;
+    assert!(checks <= allowed, "{checks} checks in {:?}, the limit allows {allowed}", started.elapsed());
+    assert!(checks >= 15, "the scheduler keeps checking at its rate: {checks}");
+    app.stop().await;
+}
+
+fn endpoints(registry: &str) -> Vec<WebhookEndpoint> {
+    let endpoint = |name: &str, format, token: Option<&str>, hmac: Option<&str>| WebhookEndpoint {
+        name: name.to_string(),
+        format,
+        registry: registry.to_string(),
+        token: token.map(str::to_string),
+        hmac_secret: hmac.map(str::to_string),
+        max_body_bytes: 64 << 10,
+    };
+    vec![endpoint("dist", WebhookFormat::Distribution, Some(TOKEN), None), endpoint("plain", WebhookFormat::Berth, None, Some(HMAC_KEY))]
+}
+
+async fn post_webhook(app: &TestApp, name: &str, headers: &[(&str, String)], body: Vec<u8>) -> (StatusCode, Value) {
+    let mut request = reqwest::Client::new().post(format!("{}/webhooks/{name}", app.base)).body(body);
+    for (key, value) in headers {
+        request = request.header(*key, value);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_reimport_tracked_tags_and_refuse_what_they_cannot_trust() {
+    let registry = blocking(|| DistributionRegistry::start(Auth::Open).unwrap());
+    let first = blocking(|| registry.push("team/app", Some("1"), &TestImage::new(Format::Oci, 4, 1, 128, "amd64")).unwrap());
+    let host = registry.host();
+    let app = TestApp::start_with(|config| config.webhooks = endpoints(&host)).await;
+    app.namespace(NS).await;
+    set_tag(&app, "app:1", &registry.pull_spec("team/app", "1"), false).await;
+    set_tag(&app, "app:copy", &registry.pull_spec("team/app", "1"), false).await;
+    points_at(&app, "app:1", &first.digest, Duration::from_secs(10)).await;
+    points_at(&app, "app:copy", &first.digest, Duration::from_secs(10)).await;
+
+    let moved = blocking(|| registry.push("team/app", Some("1"), &TestImage::new(Format::Oci, 5, 1, 128, "amd64")).unwrap());
+    let payload = |digest: &str| serde_json::to_vec(&json!({"repository": "team/app", "tag": "1", "digest": digest})).unwrap();
+    let signed = |body: &[u8]| vec![("x-berth-signature", signature(HMAC_KEY, body))];
+
+    // Refused without a valid signature, and nothing is asked upstream.
+    let before = app.upstream_requests();
+    let body = payload(&moved.digest);
+    let (status, reply) =
+        post_webhook(&app, "plain", &[("x-berth-signature", signature("wrong-key-wrong-key", &body))], body.clone()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{reply}");
+    let (status, _) = post_webhook(&app, "plain", &[], body.clone()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let junk = b"{not json".to_vec();
+    let (status, reply) = post_webhook(&app, "plain", &signed(&junk), junk).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{reply}");
+    let huge = vec![b' '; 70 << 10];
+    let (status, _) = post_webhook(&app, "plain", &signed(&huge), huge).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    let (status, _) = post_webhook(&app, "nowhere", &[], body.clone()).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    // Something nobody tracks is accepted and costs nothing.
+    let untracked = serde_json::to_vec(&json!({"repository": "team/other", "tag": "1"})).unwrap();
+    let (status, reply) = post_webhook(&app, "plain", &signed(&untracked), untracked).await;
+    assert_eq!((status, reply["trackedTags"].as_u64()), (StatusCode::ACCEPTED, Some(0)), "{reply}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(app.upstream_requests(), before, "nothing was imported");
+    let (_, istag) = app.get(&istag_path("app:1")).await;
+    assert_eq!(istag["image"]["metadata"]["name"], first.digest);
+
+    // A signed notification moves both tracking tags; duplicates coalesce.
+    for _ in 0..5 {
+        let (status, reply) = post_webhook(&app, "plain", &signed(&body), body.clone()).await;
+        assert_eq!((status, reply["trackedTags"].as_u64()), (StatusCode::ACCEPTED, Some(2)), "{reply}");
+    }
+    points_at(&app, "app:1", &moved.digest, Duration::from_secs(10)).await;
+    points_at(&app, "app:copy", &moved.digest, Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let requests = app.upstream_requests() - before;
+    assert!(requests <= 4, "five notifications, one check: a HEAD per tag, one manifest, one config ({requests})");
+
+    // A notification for the digest a tag already has asks nothing upstream.
+    let before = app.upstream_requests();
+    let (status, reply) = post_webhook(&app, "plain", &signed(&body), body.clone()).await;
+    assert_eq!((status, reply["trackedTags"].as_u64()), (StatusCode::ACCEPTED, Some(0)), "{reply}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(app.upstream_requests(), before);
+
+    // The distribution envelope, with its shared secret.
+    let third = blocking(|| registry.push("team/app", Some("1"), &TestImage::new(Format::Oci, 6, 1, 128, "amd64")).unwrap());
+    let envelope = serde_json::to_vec(&json!({"events": [{
+        "id": "1", "timestamp": "2026-11-23T10:00:00Z", "action": "push",
+        "target": {"mediaType": Format::Oci.manifest_media_type(), "digest": third.digest, "repository": "team/app", "tag": "1", "size": 1, "length": 1, "url": "http://x"},
+        "request": {"id": "r", "addr": "127.0.0.1", "host": host, "method": "PUT", "useragent": "test"},
+        "actor": {}, "source": {"addr": "127.0.0.1", "instanceID": "i"}
+    }]}))
+    .unwrap();
+    let (status, _) = post_webhook(&app, "dist", &[("authorization", "Bearer nope".into())], envelope.clone()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, reply) = post_webhook(&app, "dist", &[("authorization", format!("Bearer {TOKEN}"))], envelope).await;
+    assert_eq!((status, reply["trackedTags"].as_u64()), (StatusCode::ACCEPTED, Some(2)), "{reply}");
+    points_at(&app, "app:1", &third.digest, Duration::from_secs(10)).await;
+    app.stop().await;
+}
