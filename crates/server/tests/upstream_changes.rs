@@ -177,10 +177,13 @@ async fn webhooks_reimport_tracked_tags_and_refuse_what_they_cannot_trust() {
     let (_, istag) = app.get(&istag_path("app:1")).await;
     assert_eq!(istag["image"]["metadata"]["name"], first.digest);
 
-    // A signed notification moves both tracking tags; duplicates coalesce.
-    for _ in 0..5 {
+    // A signed notification moves both tracking tags; duplicates coalesce (or, once the
+    // tags have the notified digest, cost nothing).
+    let (status, reply) = post_webhook(&app, "plain", &signed(&body), body.clone()).await;
+    assert_eq!((status, reply["trackedTags"].as_u64()), (StatusCode::ACCEPTED, Some(2)), "{reply}");
+    for _ in 0..4 {
         let (status, reply) = post_webhook(&app, "plain", &signed(&body), body.clone()).await;
-        assert_eq!((status, reply["trackedTags"].as_u64()), (StatusCode::ACCEPTED, Some(2)), "{reply}");
+        assert!(status == StatusCode::ACCEPTED && matches!(reply["trackedTags"].as_u64(), Some(0 | 2)), "{reply}");
     }
     points_at(&app, "app:1", &moved.digest, Duration::from_secs(10)).await;
     points_at(&app, "app:copy", &moved.digest, Duration::from_secs(10)).await;

@@ -80,6 +80,9 @@ impl CheckResult {
 /// `(namespace, stream)`.
 type StreamKey = (String, String);
 
+/// Tags a registry said changed, with the digest it named (`None`: look it up).
+type NotifiedTags = std::collections::BTreeMap<String, Option<berth_model::Digest>>;
+
 /// Streams the controller is asked to look at again.
 type Nudges = tokio::sync::mpsc::UnboundedReceiver<StreamKey>;
 
@@ -95,7 +98,7 @@ pub struct Importer {
     nudges: tokio::sync::mpsc::UnboundedSender<(String, String)>,
     nudged: Arc<Mutex<Option<Nudges>>>,
     /// Tags registry webhooks asked to check, per stream, waiting out the coalescing window.
-    coalescing: Arc<Mutex<HashMap<StreamKey, Vec<String>>>>,
+    coalescing: Arc<Mutex<HashMap<StreamKey, NotifiedTags>>>,
     /// Scheduled tags and when each is checked next.
     schedule: Arc<Mutex<std::collections::BTreeMap<schedule::TagKey, schedule::Scheduled>>>,
 }

@@ -1,21 +1,22 @@
 //! Registry webhooks in: a registry says `repository:tag` changed, and every stream tag
 //! that imports it is checked at once. Streams are found through the `from:` references
 //! they declare (no scan); a payload whose digest is the one a tag already has costs no
-//! request; notifications arriving within a short window for the same stream coalesce
-//! into one check.
+//! request; notifications that arrive while a stream is being checked coalesce into one
+//! follow-up check, which only runs for tags not already at the notified digest.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use berth_model::Digest;
 use berth_model::imagestream::ImageStream;
 use berth_model::reference::{ImageReference, tracking_key};
 
-use super::{Importer, blocking};
+use super::{Importer, StreamKey, blocking};
 use crate::services::{Resource, Result};
 use crate::webhooks::UpstreamChange;
 
-/// Notifications for one stream within this window become one check.
-const COALESCE_WINDOW: Duration = Duration::from_millis(100);
+/// How often a check waits for another import of its tags to finish.
+const CLAIM_POLL: Duration = Duration::from_millis(50);
 /// How long a check waits for another import of the same tags to finish.
 const CLAIM_WAIT: Duration = Duration::from_secs(30);
 
@@ -25,7 +26,7 @@ impl Importer {
     pub async fn upstream_changed(&self, changes: Vec<UpstreamChange>) -> Result<usize> {
         let catalog = self.catalog.clone();
         let targets = blocking(move || {
-            let mut targets: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+            let mut targets: BTreeMap<StreamKey, Vec<(String, Option<Digest>)>> = BTreeMap::new();
             for change in &changes {
                 let Some(tag) = &change.tag else {
                     continue;
@@ -45,7 +46,10 @@ impl Importer {
                         if change.digest.as_ref().is_some_and(|d| current == Some(d.as_str())) {
                             continue;
                         }
-                        targets.entry((stream_key.namespace.clone(), stream_key.name.clone())).or_default().push(spec.name.clone());
+                        targets
+                            .entry((stream_key.namespace.clone(), stream_key.name.clone()))
+                            .or_default()
+                            .push((spec.name.clone(), change.digest.clone()));
                     }
                 }
             }
@@ -59,45 +63,89 @@ impl Importer {
         Ok(count)
     }
 
-    /// Checks `tags` of a stream soon, joining a check of that stream that has not
-    /// started yet.
-    fn request_check(&self, namespace: String, stream: String, tags: Vec<String>) {
+    /// Checks `tags` of a stream now. Notifications that arrive while a check of the
+    /// stream is running are merged into one follow-up check, which is skipped for tags
+    /// that already point at the digest they were notified with.
+    fn request_check(&self, namespace: String, stream: String, tags: Vec<(String, Option<Digest>)>) {
         let key = (namespace, stream);
         {
             let mut waiting = self.coalescing.lock().expect("coalescing lock");
-            if let Some(joined) = waiting.get_mut(&key) {
-                joined.extend(tags);
+            if let Some(queued) = waiting.get_mut(&key) {
+                merge(queued, tags);
                 return;
             }
-            waiting.insert(key.clone(), tags);
+            let mut queued = BTreeMap::new();
+            merge(&mut queued, tags);
+            waiting.insert(key.clone(), queued);
         }
         let importer = self.clone();
         tokio::spawn(async move {
-            tokio::time::sleep(COALESCE_WINDOW).await;
-            let Some(mut tags) = importer.coalescing.lock().expect("coalescing lock").remove(&key) else {
-                return;
-            };
-            tags.sort();
-            tags.dedup();
-            // A tag another import holds is checked once that import is done, so that a
-            // notification never falls between two imports.
-            let deadline = tokio::time::Instant::now() + CLAIM_WAIT;
-            while !tags.is_empty() && tokio::time::Instant::now() < deadline {
-                match importer.check_tags(&key.0, &key.1, tags.clone()).await {
-                    Ok(done) => tags.retain(|t| !done.iter().any(|(d, _)| d == t) && importer.is_claimed(&key.0, &key.1, t)),
-                    Err(err) => {
-                        tracing::warn!(namespace = %key.0, stream = %key.1, error = %err.message, "a notified check failed");
-                        return;
-                    }
+            loop {
+                let queued = std::mem::take(
+                    importer.coalescing.lock().expect("coalescing lock").get_mut(&key).expect("the entry stays while its task runs"),
+                );
+                let wanted = importer.still_wanted(&key, queued).await;
+                if !wanted.is_empty() {
+                    importer.check_when_free(&key, wanted).await;
                 }
-                if !tags.is_empty() {
-                    tokio::time::sleep(COALESCE_WINDOW).await;
+                let mut waiting = importer.coalescing.lock().expect("coalescing lock");
+                if waiting.get(&key).is_none_or(BTreeMap::is_empty) {
+                    waiting.remove(&key);
+                    return;
                 }
             }
         });
     }
 
+    /// Drops queued tags that already point at the digest they were notified with.
+    async fn still_wanted(&self, key: &StreamKey, queued: BTreeMap<String, Option<Digest>>) -> Vec<String> {
+        let (catalog, namespace, name) = (self.catalog.clone(), key.0.clone(), key.1.clone());
+        let stream = blocking(move || catalog.load::<ImageStream>(&namespace, &name)).await.ok().flatten();
+        queued
+            .into_iter()
+            .filter(|(tag, digest)| match (digest, stream.as_ref().and_then(|s| s.latest_event(tag))) {
+                (Some(digest), Some(event)) => event.image != digest.as_str(),
+                _ => true,
+            })
+            .map(|(tag, _)| tag)
+            .collect()
+    }
+
+    /// Checks `tags`; a tag another import holds is checked once that import is done, so
+    /// that a notification never falls between two imports.
+    async fn check_when_free(&self, key: &StreamKey, mut tags: Vec<String>) {
+        let deadline = tokio::time::Instant::now() + CLAIM_WAIT;
+        while !tags.is_empty() && tokio::time::Instant::now() < deadline {
+            let held: Vec<String> = tags.iter().filter(|t| self.is_claimed(&key.0, &key.1, t)).cloned().collect();
+            let free: Vec<String> = tags.iter().filter(|t| !held.contains(t)).cloned().collect();
+            if !free.is_empty()
+                && let Err(err) = self.check_tags(&key.0, &key.1, free).await
+            {
+                tracing::warn!(namespace = %key.0, stream = %key.1, error = %err.message, "a notified check failed");
+                return;
+            }
+            tags = held;
+            if !tags.is_empty() {
+                tokio::time::sleep(CLAIM_POLL).await;
+            }
+        }
+    }
+
     fn is_claimed(&self, namespace: &str, stream: &str, tag: &str) -> bool {
         self.claims.lock().expect("claims lock").contains(&(namespace.to_string(), stream.to_string(), tag.to_string()))
+    }
+}
+
+/// Merges notified tags into a queue: a notification without a digest ("look it up")
+/// wins over one with a digest; otherwise the latest digest does.
+fn merge(queued: &mut BTreeMap<String, Option<Digest>>, tags: Vec<(String, Option<Digest>)>) {
+    for (tag, digest) in tags {
+        match queued.get_mut(&tag) {
+            Some(existing) if existing.is_none() => {}
+            Some(existing) => *existing = digest,
+            None => {
+                queued.insert(tag, digest);
+            }
+        }
     }
 }

@@ -67,6 +67,7 @@ impl Importer {
             .ok()
             .and_then(NonZeroU32::new)
             .map(|per_minute| RateLimiter::direct(Quota::per_minute(per_minute).allow_burst(NonZeroU32::MIN)));
+        tokio::spawn(self.clone().dispatch_due_checks(limiter, stop.clone()));
         let store = Arc::clone(self.catalog.store());
         let mut revisions = store.subscribe();
         let mut after = self.scan_schedule().await.unwrap_or_else(|err| {
@@ -92,51 +93,53 @@ impl Importer {
                         after = self.scan_schedule().await.unwrap_or(revision);
                     }
                 }
-                () = tokio::time::sleep(Duration::from_millis(200)) => {}
                 _ = stop.changed() => return,
             }
-            self.start_due_checks(limiter.as_ref());
         }
     }
 
-    /// Starts the checks that are due, as many as the rate limit allows now; the rest stay
-    /// due for the next round.
-    fn start_due_checks(&self, limiter: Option<&governor::DefaultDirectRateLimiter>) {
-        let now = Instant::now();
-        let mut due: Vec<(Instant, TagKey)> = {
-            let schedule = self.schedule.lock().expect("schedule lock");
-            schedule.iter().filter(|(_, s)| !s.running && s.next <= now).map(|(k, s)| (s.next, k.clone())).collect()
-        };
-        due.sort();
-        let mut by_stream: std::collections::BTreeMap<(String, String), Vec<String>> = Default::default();
-        for (_, (namespace, stream, tag)) in due {
-            if limiter.is_some_and(|l| l.check().is_err()) {
-                break;
-            }
-            if let Some(entry) = self.schedule.lock().expect("schedule lock").get_mut(&(namespace.clone(), stream.clone(), tag.clone())) {
-                entry.running = true;
-            }
-            by_stream.entry((namespace, stream)).or_default().push(tag);
-        }
-        for ((namespace, stream), tags) in by_stream {
-            let importer = self.clone();
-            tokio::spawn(async move {
-                let results = importer.check_tags(&namespace, &stream, tags.clone()).await;
-                let mut schedule = importer.schedule.lock().expect("schedule lock");
-                let now = Time::now();
-                for tag in tags {
-                    let Some(entry) = schedule.get_mut(&(namespace.clone(), stream.clone(), tag.clone())) else {
-                        continue;
-                    };
-                    entry.running = false;
-                    entry.next = Instant::now() + entry.interval;
-                    entry.last_check = Some(now);
-                    entry.last_result = match &results {
-                        Ok(results) => results.iter().find(|(t, _)| *t == tag).map(|(_, r)| r.clone()),
-                        Err(err) => Some(CheckResult::Failed("InternalError".into(), err.message.clone())),
-                    };
+    /// Starts due checks, earliest first, each when the rate limit lets it, until `stop`.
+    async fn dispatch_due_checks(self, limiter: Option<governor::DefaultDirectRateLimiter>, mut stop: tokio::sync::watch::Receiver<bool>) {
+        loop {
+            let due = {
+                let now = Instant::now();
+                let schedule = self.schedule.lock().expect("schedule lock");
+                schedule.iter().filter(|(_, s)| !s.running && s.next <= now).min_by_key(|(_, s)| s.next).map(|(k, _)| k.clone())
+            };
+            let Some(key) = due else {
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_millis(100)) => continue,
+                    _ = stop.changed() => return,
                 }
-            });
+            };
+            if let Some(limiter) = &limiter {
+                tokio::select! {
+                    () = limiter.until_ready() => {}
+                    _ = stop.changed() => return,
+                }
+            }
+            match self.schedule.lock().expect("schedule lock").get_mut(&key) {
+                Some(entry) => entry.running = true,
+                None => continue,
+            }
+            let importer = self.clone();
+            tokio::spawn(async move { importer.run_check(key).await });
+        }
+    }
+
+    /// Checks one scheduled tag and records when and how.
+    async fn run_check(&self, key: TagKey) {
+        let (namespace, stream, tag) = &key;
+        let result = match self.check_tags(namespace, stream, vec![tag.clone()]).await {
+            Ok(results) => results.into_iter().next().map(|(_, r)| r),
+            Err(err) => Some(CheckResult::Failed("InternalError".into(), err.message)),
+        };
+        let mut schedule = self.schedule.lock().expect("schedule lock");
+        if let Some(entry) = schedule.get_mut(&key) {
+            entry.running = false;
+            entry.next = Instant::now() + entry.interval;
+            entry.last_check = Some(Time::now());
+            entry.last_result = result;
         }
     }
 
