@@ -93,9 +93,14 @@ impl Notifier {
             }
             let store = Arc::clone(&store);
             let read = tokio::task::spawn_blocking(move || {
-                let subscriptions = store.events_since(Subscription::RESOURCE, None, after, 10_000)?;
-                let changes = store.events_since(TagChange::RESOURCE, None, after, 100_000)?;
-                Ok::<_, StoreError>((subscriptions, changes, store.current_revision()?))
+                // Everything up to `revision` is read now; later commits next time.
+                let revision = store.current_revision()?;
+                let upto = |events: Vec<berth_store::Event>| -> Vec<berth_store::Event> {
+                    events.into_iter().filter(|e| e.object.revision <= revision).collect()
+                };
+                let subscriptions = upto(store.events_since(Subscription::RESOURCE, None, after, 10_000)?);
+                let changes = upto(store.events_since(TagChange::RESOURCE, None, after, 100_000)?);
+                Ok::<_, StoreError>((subscriptions, changes, revision))
             })
             .await;
             match read {
