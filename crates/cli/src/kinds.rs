@@ -37,6 +37,10 @@ pub struct Kind {
     pub get: bool,
     pub delete: bool,
     pub apply: Apply,
+    /// Whether items are Kubernetes objects, with metadata (a name, labels). False for the
+    /// plain records of a read-only view: a ScheduledImport is `{namespace, stream, tag,
+    /// ...}`, named `stream:tag`, with no labels to select on and no URL of its own.
+    pub metadata: bool,
 }
 
 const fn image_kind(kind: &'static str, singular: &'static str, plural: &'static str, short: &'static [&'static str]) -> Kind {
@@ -53,6 +57,7 @@ const fn image_kind(kind: &'static str, singular: &'static str, plural: &'static
         get: true,
         delete: true,
         apply: Apply::Upsert,
+        metadata: true,
     }
 }
 
@@ -89,8 +94,33 @@ pub static SECRET: Kind = Kind { group: "", watch: true, all_namespaces: true, .
 pub static TOKEN: Kind =
     Kind { group: BERTH_GROUP, namespaced: false, watch: true, apply: Apply::CreateOnly, ..image_kind("Token", "token", "tokens", &[]) };
 
-pub static KINDS: [&Kind; 9] =
-    [&IMAGE_STREAM, &IMAGE_STREAM_TAG, &IMAGE_TAG, &IMAGE_STREAM_IMAGE, &IMAGE_STREAM_MAPPING, &IMAGE, &NAMESPACE, &SECRET, &TOKEN];
+pub static SUBSCRIPTION: Kind =
+    Kind { group: BERTH_GROUP, watch: true, all_namespaces: true, ..image_kind("Subscription", "subscription", "subscriptions", &["sub"]) };
+/// The server's schedule of tags with `importPolicy.scheduled`: listed only, never read
+/// by name (`get` filters the list), written or deleted.
+pub static SCHEDULED_IMPORT: Kind = Kind {
+    group: BERTH_GROUP,
+    all_namespaces: true,
+    get: false,
+    delete: false,
+    apply: Apply::Never,
+    metadata: false,
+    ..image_kind("ScheduledImport", "scheduledimport", "scheduledimports", &["si"])
+};
+
+pub static KINDS: [&Kind; 11] = [
+    &IMAGE_STREAM,
+    &IMAGE_STREAM_TAG,
+    &IMAGE_TAG,
+    &IMAGE_STREAM_IMAGE,
+    &IMAGE_STREAM_MAPPING,
+    &IMAGE,
+    &NAMESPACE,
+    &SECRET,
+    &TOKEN,
+    &SUBSCRIPTION,
+    &SCHEDULED_IMPORT,
+];
 
 impl Kind {
     /// `image.openshift.io/v1`, or `v1` for the core group.
@@ -146,7 +176,7 @@ pub fn lookup(typed: &str) -> anyhow::Result<&'static Kind> {
     if let Some(kind) = KINDS.iter().find(|k| k.names().any(|n| n == wanted)) {
         return Ok(kind);
     }
-    let known: Vec<String> = KINDS.iter().filter(|k| k.get).map(|k| k.shown()).collect();
+    let known: Vec<String> = KINDS.iter().filter(|k| k.get || k.list).map(|k| k.shown()).collect();
     bail!("the server doesn't have a resource type {typed:?}: use one of {}", known.join(", "))
 }
 
@@ -168,9 +198,17 @@ mod tests {
 
     #[test]
     fn aliases_find_their_kinds() {
-        for (typed, kind) in
-            [("is", "ImageStream"), ("ImageStreams", "ImageStream"), ("istag", "ImageStreamTag"), ("ns", "Namespace"), ("tokens", "Token")]
-        {
+        for (typed, kind) in [
+            ("is", "ImageStream"),
+            ("ImageStreams", "ImageStream"),
+            ("istag", "ImageStreamTag"),
+            ("ns", "Namespace"),
+            ("tokens", "Token"),
+            ("sub", "Subscription"),
+            ("subscriptions.berth.dev", "Subscription"),
+            ("si", "ScheduledImport"),
+            ("scheduledimport", "ScheduledImport"),
+        ] {
             assert_eq!(lookup(typed).unwrap().kind, kind, "{typed}");
         }
         assert_eq!(lookup("imagestreams.image.openshift.io").unwrap().kind, "ImageStream");
@@ -186,6 +224,10 @@ mod tests {
         assert_eq!(SECRET.collection(Some("team")), "/api/v1/namespaces/team/secrets");
         assert_eq!(NAMESPACE.object("x", "team"), "/api/v1/namespaces/team");
         assert_eq!(TOKEN.collection(Some("team")), "/apis/berth.dev/v1/tokens");
+        assert_eq!(SUBSCRIPTION.object("team", "hooks"), "/apis/berth.dev/v1/namespaces/team/subscriptions/hooks");
+        assert_eq!(SUBSCRIPTION.collection(None), "/apis/berth.dev/v1/subscriptions");
+        assert_eq!(SCHEDULED_IMPORT.collection(Some("team")), "/apis/berth.dev/v1/namespaces/team/scheduledimports");
+        assert_eq!(SCHEDULED_IMPORT.collection(None), "/apis/berth.dev/v1/scheduledimports");
     }
 
     #[test]
@@ -195,6 +237,9 @@ mod tests {
         assert_eq!(for_document("Namespace", "v1").map(|k| k.plural), Some("namespaces"));
         assert!(for_document("Namespace", "image.openshift.io/v1").is_none());
         assert!(for_document("Token", "v1").is_none());
+        assert_eq!(for_document("Subscription", "berth.dev/v1").map(|k| k.apply), Some(Apply::Upsert));
+        assert_eq!(for_document("ScheduledImport", "berth.dev/v1").map(|k| k.apply), Some(Apply::Never));
+        assert_eq!(SUBSCRIPTION.qualified(), "subscription.berth.dev");
         assert_eq!(IMAGE_STREAM.qualified(), "imagestream.image.openshift.io");
         assert_eq!(SECRET.qualified(), "secret");
     }

@@ -60,7 +60,7 @@ enum Command {
     Apply(commands::apply::ApplyArgs),
     /// List objects, or show one.
     Get(commands::get::GetArgs),
-    /// Show an image stream or an image stream tag in detail.
+    /// Show an image stream, an image stream tag or a subscription in detail.
     Describe(commands::describe::DescribeArgs),
     /// Delete objects by kind and name.
     Delete(commands::delete::DeleteArgs),

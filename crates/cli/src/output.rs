@@ -92,7 +92,13 @@ pub fn print_yaml(value: &Value) -> anyhow::Result<()> {
 
 /// `imagestream.image.openshift.io/ruby`, as `-o name` and `apply` print objects.
 pub fn qualified_name(kind: &Kind, object: &Value) -> String {
-    format!("{}/{}", kind.qualified(), text(object, "/metadata/name"))
+    format!("{}/{}", kind.qualified(), item_name(kind, object))
+}
+
+/// The name of an item of a list: `metadata.name`, or `stream:tag` for the plain records
+/// of a view without metadata (ScheduledImport).
+pub fn item_name(kind: &Kind, item: &Value) -> String {
+    if kind.metadata { text(item, "/metadata/name").to_string() } else { record_name(item) }
 }
 
 /// A number of seconds in kubectl's short form: `45s`, `5m`, `3h`, `2d`, `3y`. Negative
@@ -128,6 +134,25 @@ pub fn age(at: &str) -> String {
 /// The UPDATED column and describe's times: `5m ago`; empty when the time is absent.
 pub fn ago(at: &str) -> String {
     parse_time(at).map(ago_since).unwrap_or_default()
+}
+
+/// A time to come: `in 13m`, or `due` when it has come; empty when the time is absent.
+pub fn until(at: &str) -> String {
+    match parse_time(at).map(|t| (t - Utc::now()).num_seconds()) {
+        None => String::new(),
+        Some(seconds) if seconds <= 0 => "due".to_string(),
+        Some(seconds) => format!("in {}", short_duration(seconds)),
+    }
+}
+
+/// A check interval exactly, in the units the stream annotation
+/// `berth.dev/scheduled-import-interval` takes: `15m`, `1m30s`, `2h`.
+pub fn interval(seconds: u64) -> String {
+    if seconds == 0 {
+        return "0s".to_string();
+    }
+    let parts = [(seconds / 3600, "h"), (seconds % 3600 / 60, "m"), (seconds % 60, "s")];
+    parts.iter().filter(|(n, _)| *n > 0).map(|(n, unit)| format!("{n}{unit}")).collect()
 }
 
 /// A size in decimal units with three significant digits, as `docker images` prints
@@ -451,7 +476,81 @@ fn token_description(v: &Value) -> String {
     text(v, "/spec/description").to_string()
 }
 
+/// The EVENTS cell: the changes wanted, or `all` (an empty list means all).
+fn subscription_events(v: &Value) -> String {
+    let events: Vec<&str> = array(v, "/spec/events").iter().filter_map(Value::as_str).collect();
+    if events.is_empty() { "all".to_string() } else { events.join(",") }
+}
+
+fn subscription_url(v: &Value) -> String {
+    text(v, "/spec/url").to_string()
+}
+
+/// A count the server keeps in status, `0` until it writes one.
+fn count(v: &Value, pointer: &str) -> String {
+    v.pointer(pointer).and_then(Value::as_u64).unwrap_or(0).to_string()
+}
+
+fn subscription_delivered(v: &Value) -> String {
+    count(v, "/status/delivered")
+}
+
+fn subscription_backlog(v: &Value) -> String {
+    count(v, "/status/backlog")
+}
+
+/// `<none>` for a value not there yet, as kubectl prints a CronJob never scheduled.
+fn or_none(cell: String) -> String {
+    if cell.is_empty() { "<none>".to_string() } else { cell }
+}
+
+fn subscription_last_delivered(v: &Value) -> String {
+    or_none(age(text(v, "/status/lastDeliveredTime")))
+}
+
+/// The error of the last delivery attempt, on one line; the server clears it once a
+/// delivery succeeds.
+fn subscription_last_error(v: &Value) -> String {
+    or_none(text(v, "/status/lastError").split_whitespace().collect::<Vec<_>>().join(" "))
+}
+
+fn record_namespace(v: &Value) -> String {
+    text(v, "/namespace").to_string()
+}
+
+/// A scheduled import is named by its tag, `stream:tag`.
+fn record_name(v: &Value) -> String {
+    format!("{}:{}", text(v, "/stream"), text(v, "/tag"))
+}
+
+fn scheduled_from(v: &Value) -> String {
+    text(v, "/from").to_string()
+}
+
+fn scheduled_interval(v: &Value) -> String {
+    v.get("intervalSeconds").and_then(Value::as_u64).map(interval).unwrap_or_default()
+}
+
+fn scheduled_last_check(v: &Value) -> String {
+    or_none(age(text(v, "/lastCheck")))
+}
+
+fn scheduled_next_check(v: &Value) -> String {
+    until(text(v, "/nextCheck"))
+}
+
+/// The LAST RESULT cell: `Unchanged`, `Imported sha256:0123456789ab` (the digest as
+/// tables show images), `Failed (Reason): message`; `<none>` before the first check.
+fn scheduled_last_result(v: &Value) -> String {
+    let result = text(v, "/lastResult");
+    match result.split_once(' ') {
+        Some(("Imported", digest)) => format!("Imported {}", short_digest(digest)),
+        _ => or_none(result.to_string()),
+    }
+}
+
 static NAMESPACE_COLUMN: Column = column("NAMESPACE", namespace);
+static RECORD_NAMESPACE_COLUMN: Column = column("NAMESPACE", record_namespace);
 static NAME_ONLY: [Column; 1] = [column("NAME", name)];
 static IMAGE_STREAM_COLUMNS: [Column; 4] =
     [column("NAME", name), column("IMAGE REPOSITORY", stream_repository), column("TAGS", stream_tags), column("UPDATED", stream_updated)];
@@ -501,6 +600,24 @@ static TOKEN_COLUMNS: [Column; 6] = [
     wide_column("DESCRIPTION", token_description),
 ];
 
+static SUBSCRIPTION_COLUMNS: [Column; 7] = [
+    column("NAME", name),
+    column("URL", subscription_url),
+    column("EVENTS", subscription_events),
+    column("DELIVERED", subscription_delivered),
+    column("BACKLOG", subscription_backlog),
+    column("LAST DELIVERED", subscription_last_delivered),
+    wide_column("LAST ERROR", subscription_last_error),
+];
+static SCHEDULED_IMPORT_COLUMNS: [Column; 6] = [
+    column("NAME", record_name),
+    column("FROM", scheduled_from),
+    column("INTERVAL", scheduled_interval),
+    column("LAST CHECK", scheduled_last_check),
+    column("NEXT CHECK", scheduled_next_check),
+    column("LAST RESULT", scheduled_last_result),
+];
+
 fn columns_of(kind: &Kind) -> &'static [Column] {
     match kind.kind {
         "ImageStream" => &IMAGE_STREAM_COLUMNS,
@@ -511,6 +628,8 @@ fn columns_of(kind: &Kind) -> &'static [Column] {
         "Namespace" => &NAMESPACE_COLUMNS,
         "Secret" => &SECRET_COLUMNS,
         "Token" => &TOKEN_COLUMNS,
+        "Subscription" => &SUBSCRIPTION_COLUMNS,
+        "ScheduledImport" => &SCHEDULED_IMPORT_COLUMNS,
         _ => &NAME_ONLY,
     }
 }
@@ -542,7 +661,8 @@ pub struct Table {
 
 impl Table {
     pub fn new(kind: &Kind, wide: bool, all_namespaces: bool) -> Table {
-        let namespace = (all_namespaces && kind.namespaced).then_some(&NAMESPACE_COLUMN);
+        let namespace_column = if kind.metadata { &NAMESPACE_COLUMN } else { &RECORD_NAMESPACE_COLUMN };
+        let namespace = (all_namespaces && kind.namespaced).then_some(namespace_column);
         let columns: Vec<&'static Column> = namespace.into_iter().chain(columns_of(kind).iter().filter(|c| wide || !c.wide)).collect();
         Table { columns, widest: Vec::new() }
     }
@@ -692,5 +812,103 @@ mod tests {
         let itag = json!({"spec": {"name": "1", "from": {"kind": "DockerImage", "name": "r/a:1"}, "generation": 3},
             "status": {"tag": "1", "items": [{"created": "2026-01-01T00:00:00Z", "dockerImageReference": "r/a@sha256:aa", "image": "sha256:aa", "generation": 3}]}});
         assert_eq!(image_tag_import(&itag), "Imported");
+    }
+
+    /// An RFC 3339 time `seconds` from now (negative: in the past).
+    fn from_now(seconds: i64) -> String {
+        (Utc::now() + chrono::Duration::seconds(seconds)).to_rfc3339()
+    }
+
+    fn row(kind: &Kind, wide: bool, all_namespaces: bool, object: &Value) -> Vec<(String, String)> {
+        let table = Table::new(kind, wide, all_namespaces);
+        table.header().into_iter().zip(table.cells(object)).collect()
+    }
+
+    fn cells(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(h, c)| (h.to_string(), c.to_string())).collect()
+    }
+
+    #[test]
+    fn subscription_rows_show_where_what_and_how_delivery_stands() {
+        let subscription = json!({"kind": "Subscription", "metadata": {"name": "hooks", "namespace": "team"},
+            "spec": {"url": "https://ci.example.com/hook", "events": ["TagCreated", "TagMoved"]},
+            "status": {"delivered": 12, "backlog": 3, "lastDeliveredTime": from_now(-150),
+                "lastError": "POST https://ci.example.com/hook: 503\nService Unavailable", "lastErrorTime": from_now(-30)}});
+        assert_eq!(
+            row(&kinds::SUBSCRIPTION, true, true, &subscription),
+            cells(&[
+                ("NAMESPACE", "team"),
+                ("NAME", "hooks"),
+                ("URL", "https://ci.example.com/hook"),
+                ("EVENTS", "TagCreated,TagMoved"),
+                ("DELIVERED", "12"),
+                ("BACKLOG", "3"),
+                ("LAST DELIVERED", "2m"),
+                ("LAST ERROR", "POST https://ci.example.com/hook: 503 Service Unavailable"),
+            ])
+        );
+        let fresh = json!({"metadata": {"name": "all"}, "spec": {"url": "http://h/x"}, "status": {}});
+        assert_eq!(
+            row(&kinds::SUBSCRIPTION, true, false, &fresh),
+            cells(&[
+                ("NAME", "all"),
+                ("URL", "http://h/x"),
+                ("EVENTS", "all"),
+                ("DELIVERED", "0"),
+                ("BACKLOG", "0"),
+                ("LAST DELIVERED", "<none>"),
+                ("LAST ERROR", "<none>"),
+            ])
+        );
+        assert!(!Table::new(&kinds::SUBSCRIPTION, false, false).header().contains(&"LAST ERROR".to_string()));
+    }
+
+    #[test]
+    fn scheduled_import_rows_are_named_stream_colon_tag() {
+        let digest = format!("sha256:{}", "0123456789abcdef".repeat(4));
+        let checked = json!({"namespace": "team", "stream": "app", "tag": "latest", "from": "quay.io/team/app:latest",
+            "intervalSeconds": 900, "lastCheck": from_now(-150), "nextCheck": from_now(13 * 60 + 30),
+            "lastResult": format!("Imported {digest}")});
+        assert_eq!(
+            row(&kinds::SCHEDULED_IMPORT, false, true, &checked),
+            cells(&[
+                ("NAMESPACE", "team"),
+                ("NAME", "app:latest"),
+                ("FROM", "quay.io/team/app:latest"),
+                ("INTERVAL", "15m"),
+                ("LAST CHECK", "2m"),
+                ("NEXT CHECK", "in 13m"),
+                ("LAST RESULT", "Imported sha256:0123456789ab"),
+            ])
+        );
+        let new = json!({"namespace": "team", "stream": "db", "tag": "8", "from": "mysql:8", "intervalSeconds": 90,
+            "nextCheck": from_now(-5)});
+        assert_eq!(
+            row(&kinds::SCHEDULED_IMPORT, false, false, &new),
+            cells(&[
+                ("NAME", "db:8"),
+                ("FROM", "mysql:8"),
+                ("INTERVAL", "1m30s"),
+                ("LAST CHECK", "<none>"),
+                ("NEXT CHECK", "due"),
+                ("LAST RESULT", "<none>"),
+            ])
+        );
+        assert_eq!(
+            scheduled_last_result(&json!({"lastResult": "Failed (Unauthorized): authentication required"})),
+            "Failed (Unauthorized): authentication required"
+        );
+        assert_eq!(qualified_name(&kinds::SCHEDULED_IMPORT, &new), "scheduledimport.berth.dev/db:8");
+        assert_eq!(qualified_name(&kinds::SUBSCRIPTION, &json!({"metadata": {"name": "hooks"}})), "subscription.berth.dev/hooks");
+    }
+
+    #[test]
+    fn intervals_are_exact() {
+        assert_eq!(interval(0), "0s");
+        assert_eq!(interval(45), "45s");
+        assert_eq!(interval(900), "15m");
+        assert_eq!(interval(5400), "1h30m");
+        assert_eq!(interval(86_400), "24h");
+        assert_eq!(interval(3661), "1h1m1s");
     }
 }

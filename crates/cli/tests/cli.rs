@@ -326,6 +326,104 @@ fn errors_say_what_to_do_next() {
     assert!(kind.contains("\"pods\"") && kind.contains("imagestreams (is)"), "{kind}");
 }
 
+/// A subscription to two kinds of change of `app:latest`, signed with the key in the
+/// Opaque Secret `hook-key`. Port 9 (discard) takes nothing: no tag changes, so no
+/// delivery is attempted in the test.
+const SUBSCRIPTION: &str = r#"
+apiVersion: berth.dev/v1
+kind: Subscription
+metadata:
+  name: hooks
+spec:
+  url: http://127.0.0.1:9/hook
+  events: [TagCreated, TagMoved]
+  streams: [app]
+  tags: ["app:latest"]
+  streamSelector:
+    tier: web
+  secretRef:
+    name: hook-key
+    key: signing-key
+"#;
+
+#[test]
+fn subscriptions_are_applied_listed_and_described_and_scheduled_imports_listed() {
+    let berth = Berth::with_team();
+    let created = berth.run(&["create", "secret", "generic", "hook-key", "--from-literal=signing-key=s3cr3t-value", "-n", "team"]);
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    assert_eq!(String::from_utf8_lossy(&created.stdout), "secret/hook-key created\n");
+    assert!(!String::from_utf8_lossy(&created.stderr).contains("s3cr3t"), "the value is never printed back");
+    let secrets = berth.ok(&["get", "secrets", "-n", "team"]);
+    assert!(secrets.lines().any(|l| l.starts_with("hook-key") && l.contains(" Opaque ") && l.contains(" 1 ")), "{secrets}");
+
+    let file = berth.write("hooks.yaml", SUBSCRIPTION);
+    assert_eq!(berth.ok(&["apply", "-f", &file, "-n", "team"]), "subscription.berth.dev/hooks created\n");
+    assert_eq!(berth.ok(&["apply", "-f", &file, "-n", "team"]), "subscription.berth.dev/hooks unchanged\n");
+
+    let table = berth.ok(&["get", "subscriptions", "-n", "team"]);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 2, "{table}");
+    let header: Vec<&str> = lines[0].split("  ").map(str::trim).filter(|c| !c.is_empty()).collect();
+    assert_eq!(header, ["NAME", "URL", "EVENTS", "DELIVERED", "BACKLOG", "LAST DELIVERED"], "{table}");
+    let row: Vec<&str> = lines[1].split_whitespace().collect();
+    assert_eq!(row, ["hooks", "http://127.0.0.1:9/hook", "TagCreated,TagMoved", "0", "0", "<none>"], "{table}");
+    let wide = berth.ok(&["get", "sub", "-A", "-o", "wide"]);
+    assert!(wide.starts_with("NAMESPACE  NAME") && wide.lines().next().unwrap().ends_with("LAST ERROR"), "{wide}");
+    assert!(wide.lines().nth(1).is_some_and(|l| l.starts_with("team       hooks")), "{wide}");
+    assert_eq!(berth.ok(&["get", "sub", "-n", "team", "-o", "name"]), "subscription.berth.dev/hooks\n");
+
+    let described = berth.ok(&["describe", "subscription", "hooks", "-n", "team"]);
+    for line in [
+        "Name:               hooks\n",
+        "URL:                http://127.0.0.1:9/hook\n",
+        "Events:             TagCreated, TagMoved\n",
+        "Streams:            app\n",
+        "Tags:               app:latest\n",
+        "Stream Selector:    tier=web\n",
+        "Secret Ref:         key signing-key of Secret hook-key",
+        "Delivered:          0\n",
+        "Last Error:         <none>\n",
+    ] {
+        assert!(described.contains(line), "{line:?} in:\n{described}");
+    }
+
+    let none = berth.run(&["get", "scheduledimports", "-n", "team"]);
+    assert!(none.status.success() && none.stdout.is_empty(), "{}", String::from_utf8_lossy(&none.stdout));
+    assert_eq!(String::from_utf8_lossy(&none.stderr), "No resources found in team namespace.\n");
+    let list = berth.json(&["get", "si", "-A", "-o", "json"]);
+    assert_eq!((list["kind"].as_str(), list["items"].as_array().map(Vec::len)), (Some("ScheduledImportList"), Some(0)));
+    assert!(berth.fails(&["get", "si", "-n", "team", "-l", "a=b"]).contains("no labels"));
+
+    // A scheduled tag whose registry refuses connections: the server schedules it anyway,
+    // and get and describe show the schedule.
+    let tagged = berth.ok(&["tag", "127.0.0.1:1/team/app:1", "app:latest", "--scheduled", "--insecure", "--no-wait", "-n", "team"]);
+    assert_eq!(tagged, "Tag app:latest set to import 127.0.0.1:1/team/app:1 periodically.\n");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let scheduled = loop {
+        let table = berth.ok(&["get", "si", "-n", "team"]);
+        if table.lines().count() == 2 {
+            break table;
+        }
+        assert!(Instant::now() < deadline, "the tag was not scheduled: {table:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(scheduled.starts_with("NAME        FROM"), "{scheduled}");
+    let row: Vec<&str> = scheduled.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(row[..2], ["app:latest", "127.0.0.1:1/team/app:1"], "{scheduled}");
+    assert_eq!(berth.ok(&["get", "si", "app:latest", "-n", "team", "-o", "name"]), "scheduledimport.berth.dev/app:latest\n");
+    let missing = berth.fails(&["get", "si", "app:other", "-n", "team"]);
+    assert!(missing.starts_with("Error from server (NotFound): scheduledimports.berth.dev \"app:other\" not found"), "{missing}");
+    let described = berth.ok(&["describe", "istag", "app:latest", "-n", "team"]);
+    let line = described.lines().find(|l| l.starts_with("Scheduled:")).unwrap_or_else(|| panic!("{described}"));
+    assert!(line.starts_with("Scheduled:          every ") && line.contains(", next "), "{described}");
+    let stream = berth.ok(&["describe", "is", "app", "-n", "team"]);
+    assert!(stream.contains("\n  Scheduled: every "), "{stream}");
+
+    assert_eq!(berth.ok(&["delete", "subscription", "hooks", "-n", "team"]), "subscription.berth.dev \"hooks\" deleted\n");
+    let gone = berth.run(&["get", "sub", "-n", "team"]);
+    assert_eq!(String::from_utf8_lossy(&gone.stderr), "No resources found in team namespace.\n");
+}
+
 #[test]
 fn completion_prints_a_script() {
     let output = Command::new(env!("CARGO_BIN_EXE_berth")).args(["completion", "bash"]).output().unwrap();

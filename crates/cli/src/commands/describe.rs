@@ -1,5 +1,5 @@
-//! `berth describe imagestream NAME` and `berth describe imagestreamtag STREAM:TAG`:
-//! the human-readable detail `oc describe` prints.
+//! `berth describe imagestream NAME`, `berth describe imagestreamtag STREAM:TAG` and
+//! `berth describe subscription NAME`: the human-readable detail `oc describe` prints.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -8,36 +8,91 @@ use anyhow::{Context as _, bail};
 use berth_model::ObjectMeta;
 use berth_model::image::Image;
 use berth_model::imagestream::{ImageStream, ImageStreamTag, TagEventCondition, TagReference};
+use berth_model::notify::Subscription;
 use serde_json::Value;
 
-use crate::client::Client;
+use crate::client::{ApiError, Client};
 use crate::commands::Context;
 use crate::kinds;
-use crate::output::{self, ImportState, ago, source_text, text};
+use crate::output::{self, ImportState, ago, array, source_text, text};
 
 #[derive(Debug, clap::Args)]
 pub struct DescribeArgs {
-    /// imagestream (is) or imagestreamtag (istag).
+    /// imagestream (is), imagestreamtag (istag) or subscription (sub).
     kind: String,
-    /// The stream's name, or STREAM:TAG for a tag.
+    /// The object's name, STREAM:TAG for a tag.
     name: String,
 }
 
 pub fn run(ctx: &Context, args: DescribeArgs) -> anyhow::Result<()> {
     let kind = kinds::lookup(&args.kind)?;
-    if kind.kind != kinds::IMAGE_STREAM.kind && kind.kind != kinds::IMAGE_STREAM_TAG.kind {
-        bail!("describe shows imagestreams (is) and imagestreamtags (istag); for {} use `berth get {} -o yaml`", kind.plural, kind.plural);
+    if ![kinds::IMAGE_STREAM.kind, kinds::IMAGE_STREAM_TAG.kind, kinds::SUBSCRIPTION.kind].contains(&kind.kind) {
+        bail!(
+            "describe shows imagestreams (is), imagestreamtags (istag) and subscriptions (sub); for {} use `berth get {} -o yaml`",
+            kind.plural,
+            kind.plural
+        );
     }
     let client = ctx.client()?;
-    let object = client.get(&kind.object(&ctx.namespace(), &args.name), &[])?;
+    let namespace = ctx.namespace();
+    let object = client.get(&kind.object(&namespace, &args.name), &[])?;
     let described = if kind.kind == kinds::IMAGE_STREAM.kind {
         let stream: ImageStream = serde_json::from_value(object).context("the server sent an image stream berth cannot read")?;
-        describe_stream(&stream, &current_images(&client, &stream))
+        let schedule = if stream.spec.tags.iter().any(|t| t.import_policy.scheduled) { read_schedule(&client, &namespace) } else { None };
+        describe_stream(&stream, &current_images(&client, &stream), schedule.as_deref())
+    } else if kind.kind == kinds::IMAGE_STREAM_TAG.kind {
+        let istag: ImageStreamTag = serde_json::from_value(object).context("the server sent an image stream tag berth cannot read")?;
+        let scheduled = istag.tag.as_ref().is_some_and(|t| t.import_policy.scheduled);
+        let schedule = if scheduled { read_schedule(&client, &namespace) } else { None };
+        describe_stream_tag(&istag, schedule.as_deref())
     } else {
-        describe_stream_tag(&serde_json::from_value(object).context("the server sent an image stream tag berth cannot read")?)
+        describe_subscription(&serde_json::from_value(object).context("the server sent a subscription berth cannot read")?)
     };
     print!("{described}");
     Ok(())
+}
+
+/// The scheduled imports of a namespace, read once for all its tags. `None` when they
+/// cannot be read: a caller may read streams and yet not the schedule (403), and a
+/// server without scheduled import has no such list (404); either way the tags are
+/// described without it, and only other failures are worth a warning.
+fn read_schedule(client: &Client, namespace: &str) -> Option<Vec<Value>> {
+    match client.get(&kinds::SCHEDULED_IMPORT.collection(Some(namespace)), &[]) {
+        Ok(list) => Some(array(&list, "/items").to_vec()),
+        Err(err) if err.downcast_ref::<ApiError>().is_some_and(|e| e.code == 403 || e.code == 404) => None,
+        Err(err) => {
+            eprintln!("warning: the scheduled imports of namespace {namespace} cannot be read: {err:#}");
+            None
+        }
+    }
+}
+
+/// What the `Scheduled:` line says of a tag with `importPolicy.scheduled`:
+/// `every 15m, last checked 2m ago (Unchanged), next in 13m` from the server's schedule
+/// (`None` when it could not be read).
+fn scheduled_text(schedule: Option<&[Value]>, stream: &str, tag: &str) -> String {
+    let Some(schedule) = schedule else {
+        return "true".to_string();
+    };
+    let Some(entry) = schedule.iter().find(|e| text(e, "/stream") == stream && text(e, "/tag") == tag) else {
+        return "true, but the server is not checking it: scheduled import is off there, or the tag is pinned to a digest it \
+                already has"
+            .to_string();
+    };
+    let mut parts = vec![format!("every {}", output::interval(entry.get("intervalSeconds").and_then(Value::as_u64).unwrap_or(0)))];
+    let last_check = text(entry, "/lastCheck");
+    let result = text(entry, "/lastResult");
+    parts.push(match (last_check.is_empty(), result.is_empty()) {
+        (true, _) => "not checked yet".to_string(),
+        (false, true) => format!("last checked {}", ago(last_check)),
+        (false, false) => format!("last checked {} ({result})", ago(last_check)),
+    });
+    match output::until(text(entry, "/nextCheck")).as_str() {
+        "" => {}
+        "due" => parts.push("next check due now".to_string()),
+        next => parts.push(format!("next {next}")),
+    }
+    parts.join(", ")
 }
 
 /// `Label:` and value lines, values aligned; a value of several lines continues under
@@ -102,7 +157,8 @@ fn when(at: &str) -> String {
 
 /// `images` holds the current image of each tag, by digest, for its size, layers and
 /// platforms.
-fn describe_stream(stream: &ImageStream, images: &BTreeMap<String, Image>) -> String {
+/// `schedule` holds the namespace's scheduled imports, when they could be read.
+fn describe_stream(stream: &ImageStream, images: &BTreeMap<String, Image>, schedule: Option<&[Value]>) -> String {
     let mut out = Fields::default();
     out.metadata(&stream.metadata);
     out.field("Image Repository", &stream.status.docker_image_repository);
@@ -115,14 +171,14 @@ fn describe_stream(stream: &ImageStream, images: &BTreeMap<String, Image>) -> St
     out.field("Tags", &tags.len().to_string());
     for tag in tags {
         out.line("");
-        describe_tag(&mut out, stream, tag, images);
+        describe_tag(&mut out, stream, tag, images, schedule);
     }
     out.0
 }
 
 /// One tag: where it comes from and how its import stands, then its history newest
 /// first (the current image starred, with its facts), then its other conditions.
-fn describe_tag(out: &mut Fields, stream: &ImageStream, tag: &str, images: &BTreeMap<String, Image>) {
+fn describe_tag(out: &mut Fields, stream: &ImageStream, tag: &str, images: &BTreeMap<String, Image>, schedule: Option<&[Value]>) {
     out.line(tag);
     let spec = stream.spec_tag(tag);
     match spec {
@@ -130,6 +186,9 @@ fn describe_tag(out: &mut Fields, stream: &ImageStream, tag: &str, images: &BTre
         Some(spec) => {
             if let Some(source) = tag_source(spec, &stream.metadata.namespace) {
                 out.line(&format!("  tagged from {source}"));
+            }
+            if spec.import_policy.scheduled {
+                out.line(&format!("  Scheduled: {}", scheduled_text(schedule, &stream.metadata.name, tag)));
             }
         }
     }
@@ -172,12 +231,17 @@ fn tag_source(spec: &TagReference, own_namespace: &str) -> Option<String> {
     spec.from.as_ref().map(|from| source_text(&from.kind, &from.namespace, &from.name, own_namespace))
 }
 
-fn describe_stream_tag(istag: &ImageStreamTag) -> String {
+/// `schedule` holds the namespace's scheduled imports, when they could be read.
+fn describe_stream_tag(istag: &ImageStreamTag, schedule: Option<&[Value]>) -> String {
     let mut out = Fields::default();
     out.metadata(&istag.metadata);
     match istag.tag.as_ref() {
         None => out.field("Tagged From", "pushed image"),
         Some(spec) => out.field("Tagged From", &tag_source(spec, &istag.metadata.namespace).unwrap_or_else(|| "<none>".to_string())),
+    }
+    if let Some(spec) = istag.tag.as_ref().filter(|t| t.import_policy.scheduled) {
+        let stream = istag.metadata.name.split_once(':').map_or(istag.metadata.name.as_str(), |(stream, _)| stream);
+        out.field("Scheduled", &scheduled_text(schedule, stream, &spec.name));
     }
     let import = ImportState::of(istag.tag.as_ref(), istag.image.as_ref().map(|_| istag.generation), &istag.conditions);
     if import != ImportState::NotImported {
@@ -189,6 +253,50 @@ fn describe_stream_tag(istag: &ImageStreamTag) -> String {
     }
     describe_conditions(&mut out, &istag.conditions, &import);
     out.0
+}
+
+/// A subscription: where it delivers, which changes (every filter, `all` when it does
+/// not narrow), how bodies are signed, and how delivery stands.
+fn describe_subscription(subscription: &Subscription) -> String {
+    let (spec, status) = (&subscription.spec, &subscription.status);
+    let mut out = Fields::default();
+    out.metadata(&subscription.metadata);
+    out.field("URL", &spec.url);
+    let events: Vec<String> =
+        spec.events.iter().map(|e| serde_json::to_value(e).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()).collect();
+    out.field("Events", &all_or_list(&events));
+    out.field("Streams", &all_or_list(&spec.streams));
+    out.field("Tags", &all_or_list(&spec.tags));
+    out.map("Stream Selector", &spec.stream_selector);
+    match &spec.secret_ref {
+        Some(secret) => {
+            out.field("Secret Ref", &format!("key {} of Secret {} (signs each body: X-Berth-Signature)", secret.key, secret.name))
+        }
+        None => out.field("Secret Ref", "<none> (bodies are not signed)"),
+    }
+    out.field("Delivered", &status.delivered.to_string());
+    out.field("Backlog", &status.backlog.to_string());
+    out.field("Cursor", or_none(&status.cursor));
+    match &status.last_delivered_time {
+        Some(at) => out.field("Last Delivered", &when(&at.to_string())),
+        None => out.field("Last Delivered", "<never>"),
+    }
+    out.field("Last Delivered ID", or_none(&status.last_delivered_id));
+    // The server clears the error once a delivery succeeds, and keeps its time.
+    out.field("Last Error", or_none(&status.last_error));
+    if !status.last_error.is_empty() {
+        out.field("Last Error Time", &when(&status.last_error_time.map(|t| t.to_string()).unwrap_or_default()));
+    }
+    out.0
+}
+
+/// A filter's values, `all` when empty (an empty filter lets everything through).
+fn all_or_list(values: &[String]) -> String {
+    if values.is_empty() { "all".to_string() } else { values.join(", ") }
+}
+
+fn or_none(value: &str) -> &str {
+    if value.is_empty() { "<none>" } else { value }
 }
 
 fn describe_image(out: &mut Fields, image: &Image) {
@@ -241,7 +349,7 @@ mod tests {
         let image: Image = serde_json::from_value(json!({"metadata": {"name": "sha256:b"},
             "dockerImageLayers": [{"name": "sha256:1", "size": 1}], "dockerImageMetadata": {"Os": "linux", "Architecture": "amd64", "Size": 1500}}))
         .unwrap();
-        let text = describe_stream(&stream, &BTreeMap::from([("sha256:b".to_string(), image)]));
+        let text = describe_stream(&stream, &BTreeMap::from([("sha256:b".to_string(), image)]), None);
         assert!(text.contains("Image Repository:   berth:7440/team/app\n"), "{text}");
         assert!(text.contains("Unique Images:      2\nTags:               2\n"), "{text}");
         assert!(text.contains("\ndb\n  tagged from DockerImage mysql:5.6\n  ! import failed (NotImported): not imported yet\n"), "{text}");
@@ -265,7 +373,7 @@ mod tests {
             "generation": 0,
             "conditions": [{"type": "ImportSuccess", "status": "False", "reason": "NotFound", "message": "old", "generation": 1}],
         }));
-        let text = describe_stream_tag(&importing);
+        let text = describe_stream_tag(&importing, None);
         assert!(text.contains("Tagged From:        DockerImage quay.io/team/app:1\nImport:             importing\n"), "{text}");
         assert!(!text.contains("old"), "a superseded failure is not shown: {text}");
 
@@ -274,7 +382,7 @@ mod tests {
             "tag": {"name": "1", "from": {"kind": "DockerImage", "name": "quay.io/team/app:1"}, "generation": 2},
             "conditions": [{"type": "ImportSuccess", "status": "False", "reason": "Unauthorized", "message": "authentication required", "generation": 2}],
         }));
-        let text = describe_stream_tag(&failed);
+        let text = describe_stream_tag(&failed, None);
         assert!(text.contains("Import:             failed (Unauthorized): authentication required\n"), "{text}");
         assert_eq!(text.matches("authentication required").count(), 1, "{text}");
 
@@ -287,9 +395,98 @@ mod tests {
                     {"digest": "sha256:a", "os": "linux", "architecture": "amd64"},
                     {"digest": "sha256:b", "os": "linux", "architecture": "arm64", "variant": "v8"}]},
         }));
-        let text = describe_stream_tag(&list);
+        let text = describe_stream_tag(&list, None);
         assert!(text.contains("Import:             imported\n"), "{text}");
         assert!(text.contains("Manifests:          2\nPlatforms:          linux/amd64\n                    linux/arm64/v8\n"), "{text}");
         assert!(!text.contains("Layers:"), "{text}");
+    }
+
+    /// An RFC 3339 time `seconds` from now (negative: in the past).
+    fn from_now(seconds: i64) -> String {
+        (chrono::Utc::now() + chrono::Duration::seconds(seconds)).to_rfc3339()
+    }
+
+    fn scheduled_tag(scheduled: bool) -> ImageStreamTag {
+        stream_tag(json!({
+            "metadata": {"name": "app:latest", "namespace": "team"},
+            "tag": {"name": "latest", "from": {"kind": "DockerImage", "name": "quay.io/team/app:latest"},
+                "importPolicy": {"scheduled": scheduled}},
+        }))
+    }
+
+    #[test]
+    fn scheduled_tags_say_when_they_were_and_will_be_checked() {
+        let schedule = vec![
+            json!({"namespace": "team", "stream": "app", "tag": "latest", "from": "quay.io/team/app:latest", "intervalSeconds": 900,
+                "lastCheck": from_now(-150), "nextCheck": from_now(13 * 60 + 30), "lastResult": "Unchanged"}),
+            json!({"namespace": "team", "stream": "app", "tag": "next", "from": "quay.io/team/app:next", "intervalSeconds": 90,
+                "nextCheck": from_now(-1)}),
+        ];
+        let text = describe_stream_tag(&scheduled_tag(true), Some(&schedule));
+        assert!(
+            text.contains("Tagged From:        DockerImage quay.io/team/app:latest\nScheduled:          every 15m, last checked 2m ago (Unchanged), next in 13m\n"),
+            "{text}"
+        );
+        assert_eq!(scheduled_text(Some(&schedule), "app", "next"), "every 1m30s, not checked yet, next check due now");
+        assert!(scheduled_text(Some(&[]), "app", "latest").starts_with("true, but the server is not checking it"));
+        // The schedule could not be read (403): the policy alone.
+        assert!(describe_stream_tag(&scheduled_tag(true), None).contains("\nScheduled:          true\n"));
+        assert!(!describe_stream_tag(&scheduled_tag(false), Some(&schedule)).contains("Scheduled:"));
+
+        let stream: ImageStream = serde_json::from_value(json!({
+            "metadata": {"name": "app", "namespace": "team"},
+            "spec": {"tags": [
+                {"name": "latest", "from": {"kind": "DockerImage", "name": "quay.io/team/app:latest"}, "importPolicy": {"scheduled": true}},
+                {"name": "pinned", "from": {"kind": "DockerImage", "name": "quay.io/team/app:1"}}]},
+        }))
+        .unwrap();
+        let text = describe_stream(&stream, &BTreeMap::new(), Some(&schedule));
+        assert!(
+            text.contains("\nlatest\n  tagged from DockerImage quay.io/team/app:latest\n  Scheduled: every 15m, last checked 2m ago (Unchanged), next in 13m\n"),
+            "{text}"
+        );
+        assert_eq!(text.matches("Scheduled:").count(), 1, "{text}");
+    }
+
+    #[test]
+    fn a_subscription_shows_its_filters_signing_key_and_delivery() {
+        let subscription: Subscription = serde_json::from_value(json!({
+            "metadata": {"name": "hooks", "namespace": "team", "creationTimestamp": "2026-01-01T00:00:00Z"},
+            "spec": {"url": "https://ci.example.com/hook", "events": ["TagMoved", "ImportFailed"], "streams": ["app", "db"],
+                "tags": ["app:latest"], "streamSelector": {"tier": "web"}, "secretRef": {"name": "hook-key", "key": "signing-key"}},
+            "status": {"cursor": "000000000042", "lastDeliveredId": "team/000000000041", "lastDeliveredTime": "2026-01-02T00:00:00Z",
+                "delivered": 7, "backlog": 2, "lastError": "connection refused", "lastErrorTime": "2026-01-03T00:00:00Z"},
+        }))
+        .unwrap();
+        let text = describe_subscription(&subscription);
+        for line in [
+            "Name:               hooks\n",
+            "URL:                https://ci.example.com/hook\n",
+            "Events:             TagMoved, ImportFailed\n",
+            "Streams:            app, db\n",
+            "Tags:               app:latest\n",
+            "Stream Selector:    tier=web\n",
+            "Secret Ref:         key signing-key of Secret hook-key (signs each body: X-Berth-Signature)\n",
+            "Delivered:          7\nBacklog:            2\nCursor:             000000000042\n",
+            "(2026-01-02T00:00:00Z)\nLast Delivered ID:  team/000000000041\n",
+            "Last Error:         connection refused\nLast Error Time:    ",
+            "(2026-01-03T00:00:00Z)\n",
+        ] {
+            assert!(text.contains(line), "{line:?} in:\n{text}");
+        }
+
+        let open: Subscription = serde_json::from_value(json!({"metadata": {"name": "all", "namespace": "team"},
+            "spec": {"url": "http://h.example/x"}}))
+        .unwrap();
+        let text = describe_subscription(&open);
+        for line in [
+            "Events:             all\nStreams:            all\nTags:               all\nStream Selector:    <none>\n",
+            "Secret Ref:         <none> (bodies are not signed)\n",
+            "Last Delivered:     <never>\n",
+            "Last Error:         <none>\n",
+        ] {
+            assert!(text.contains(line), "{line:?} in:\n{text}");
+        }
+        assert!(!text.contains("Last Error Time"), "{text}");
     }
 }

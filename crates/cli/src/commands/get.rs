@@ -4,7 +4,7 @@
 use anyhow::bail;
 use serde_json::Value;
 
-use crate::client::Client;
+use crate::client::{ApiError, Client};
 use crate::commands::Context;
 use crate::kinds::{self, Kind};
 use crate::output::{self, Format, Table, array, text};
@@ -12,9 +12,11 @@ use crate::output::{self, Format, Table, array, text};
 #[derive(Debug, Default, clap::Args)]
 pub struct GetArgs {
     /// The kind: imagestreams (is), imagestreamtags (istag), imagetags (itag),
-    /// imagestreamimages (isimage), images, namespaces (ns), secrets, tokens.
+    /// imagestreamimages (isimage), images, namespaces (ns), secrets, tokens,
+    /// subscriptions (sub), scheduledimports (si).
     pub kind: String,
-    /// The object to show; every object of the kind when left out.
+    /// The object to show (`STREAM:TAG` for a scheduled import); every object of the kind
+    /// when left out.
     pub name: Option<String>,
     /// List across all namespaces.
     #[arg(short = 'A', long)]
@@ -32,8 +34,11 @@ pub struct GetArgs {
 
 pub fn run(ctx: &Context, args: GetArgs) -> anyhow::Result<()> {
     let kind = kinds::lookup(&args.kind)?;
-    if !kind.get {
+    if !kind.get && !kind.list {
         bail!("{} cannot be read back: they are only created, with `berth apply`", kind.plural);
+    }
+    if args.selector.is_some() && !kind.metadata {
+        bail!("{} have no labels to select on: leave out -l", kind.plural);
     }
     let namespace = scope(ctx, kind, &args)?;
     let client = ctx.client()?;
@@ -42,6 +47,7 @@ pub fn run(ctx: &Context, args: GetArgs) -> anyhow::Result<()> {
         return watch(&client, &mut printer, namespace.as_deref(), &args);
     }
     match &args.name {
+        Some(name) if !kind.get => printer.print_object(&find_in_list(&client, kind, namespace.as_deref(), name)?),
         Some(name) => printer.print_object(&client.get(&kind.object(namespace.as_deref().unwrap_or_default(), name), &[])?),
         None => {
             if !kind.list {
@@ -49,6 +55,22 @@ pub fn run(ctx: &Context, args: GetArgs) -> anyhow::Result<()> {
             }
             printer.print_list(&client.get(&kind.collection(namespace.as_deref()), &query(&args))?)
         }
+    }
+}
+
+/// One item of a kind the server only lists (scheduled imports have no URL each): the
+/// list's item of that name, or NotFound as the server says it of objects.
+fn find_in_list(client: &Client, kind: &Kind, namespace: Option<&str>, name: &str) -> anyhow::Result<Value> {
+    let list = client.get(&kind.collection(namespace), &[])?;
+    match array(&list, "/items").iter().find(|item| output::item_name(kind, item) == name) {
+        Some(item) => Ok(item.clone()),
+        None => Err(ApiError {
+            code: 404,
+            reason: "NotFound".to_string(),
+            message: format!("{}.{} {name:?} not found", kind.plural, kind.group),
+            causes: Vec::new(),
+        }
+        .into()),
     }
 }
 
@@ -84,8 +106,11 @@ fn query(args: &GetArgs) -> Vec<(&'static str, String)> {
 /// change between the two is missed or shown twice.
 fn watch(client: &Client, printer: &mut Printer, namespace: Option<&str>, args: &GetArgs) -> anyhow::Result<()> {
     let kind = printer.kind;
-    if !kind.watch {
+    if !kind.watch && kind.group == kinds::IMAGE_GROUP {
         bail!("the server cannot watch {}: watch imagestreams instead, which carry every tag", kind.plural);
+    }
+    if !kind.watch {
+        bail!("the server cannot watch {}: list them again instead", kind.plural);
     }
     let path = kind.collection(namespace);
     let mut query = query(args);

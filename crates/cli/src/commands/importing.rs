@@ -211,19 +211,14 @@ impl Failure<'_> {
         Some(hint)
     }
 
-    /// berth has no `create secret` verb, so the hint spells out the Secret to apply.
+    /// The command that makes the pull secret, with placeholders for the credentials:
+    /// the user types them, and berth never prints them.
     fn pull_secret_hint(&self, host: &str) -> String {
         let namespace = self.namespace;
         let name = format!("{}-pull-secret", host.replace(['.', ':', '[', ']'], "-"));
         format!(
             "hint: {host} wants credentials. Add a pull secret for it to namespace {namespace}, then run `{retry}`:\n\
-             berth apply -n {namespace} -f - <<'EOF'\n\
-             apiVersion: v1\n\
-             kind: Secret\n\
-             metadata:\n  name: {name}\n\
-             type: kubernetes.io/dockerconfigjson\n\
-             stringData:\n  .dockerconfigjson: '{{\"auths\": {{\"{host}\": {{\"username\": \"USER\", \"password\": \"PASSWORD\"}}}}}}'\n\
-             EOF",
+             berth create secret docker-registry {name} -n {namespace} --docker-server={host} --docker-username=USER --docker-password=PASSWORD",
             retry = self.retry
         )
     }
@@ -290,13 +285,16 @@ mod tests {
     }
 
     #[test]
-    fn unauthorized_imports_get_the_pull_secret_to_apply() {
+    fn unauthorized_imports_get_the_command_that_makes_a_pull_secret() {
         let hint = failure(reason::UNAUTHORIZED, "authentication required", "quay.io:443/team/app:1").hint().unwrap();
-        assert!(hint.contains("Add a pull secret for it to namespace team, then run `berth import-image app:1`"), "{hint}");
+        assert!(hint.contains("Add a pull secret for it to namespace team, then run `berth import-image app:1`:\n"), "{hint}");
         assert!(
-            hint.contains("berth apply -n team -f - <<'EOF'\napiVersion: v1\nkind: Secret\nmetadata:\n  name: quay-io-443-pull-secret\n")
+            hint.ends_with(
+                "\nberth create secret docker-registry quay-io-443-pull-secret -n team --docker-server=quay.io:443 \
+                 --docker-username=USER --docker-password=PASSWORD"
+            ),
+            "{hint}"
         );
-        assert!(hint.contains(r#"'{"auths": {"quay.io:443": {"username": "USER", "password": "PASSWORD"}}}'"#), "{hint}");
         let docker_hub = failure(reason::UNAUTHORIZED, "", "library/mysql:8").hint().unwrap();
         assert!(docker_hub.starts_with("hint: docker.io wants credentials."), "{docker_hub}");
     }
