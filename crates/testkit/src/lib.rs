@@ -1,14 +1,17 @@
 //! Test support: the real CNCF distribution registry (`docker-registry`) started on an
-//! ephemeral loopback port, deterministic test images and indexes pushed into it over the
-//! registry HTTP API, and `skopeo` as an independent client.
+//! ephemeral loopback port, deterministic test images and indexes pushed into it (or into
+//! any plain-HTTP registry, with [`RegistryClient`]) over the registry HTTP API, and
+//! `skopeo` as an independent client.
 //!
 //! Everything here is blocking. Call it from synchronous tests, or from
 //! `tokio::task::spawn_blocking` in async ones: the HTTP client blocks its thread.
 
+mod client;
 mod image;
 mod registry;
 mod skopeo;
 
+pub use client::{Pushed, RegistryClient};
 pub use image::{Format, TestImage, TestIndex, digest_of};
-pub use registry::{Auth, DistributionRegistry, Pushed};
+pub use registry::{Auth, DistributionRegistry};
 pub use skopeo::{skopeo_copy, skopeo_inspect};

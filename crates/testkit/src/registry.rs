@@ -9,12 +9,10 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use reqwest::StatusCode;
-use reqwest::blocking::{Client, RequestBuilder, Response};
-use reqwest::header::{CONTENT_TYPE, LOCATION};
 use tempfile::TempDir;
 
-use crate::image::{TestImage, TestIndex, digest_of};
+use crate::client::{Pushed, RegistryClient};
+use crate::image::{TestImage, TestIndex};
 
 const REGISTRY_BINARY: &str = "/usr/bin/docker-registry";
 /// How long a started registry has to answer `GET /v2/`.
@@ -36,15 +34,14 @@ pub enum Auth {
     },
 }
 
-/// A manifest as the registry stored it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Pushed {
-    /// The manifest's digest, as the registry reported it in `Docker-Content-Digest`.
-    pub digest: String,
-    /// The manifest bytes.
-    pub manifest: Vec<u8>,
-    /// The manifest's media type.
-    pub media_type: String,
+impl Auth {
+    /// The user and password clients send, if any.
+    pub fn credentials(&self) -> Option<(&str, &str)> {
+        match self {
+            Auth::Open => None,
+            Auth::Basic { user, password } => Some((user, password)),
+        }
+    }
 }
 
 /// A running `docker-registry` on `127.0.0.1` and an ephemeral port, storing into a
@@ -53,7 +50,8 @@ pub struct DistributionRegistry {
     child: Option<Child>,
     addr: SocketAddr,
     auth: Auth,
-    http: Client,
+    /// Pushes to this registry; rebuilt whenever the port changes.
+    client: RegistryClient,
     /// Holds `config.yml`, `htpasswd`, `registry.log` and `storage/`.
     dir: TempDir,
 }
@@ -70,10 +68,14 @@ impl DistributionRegistry {
             }
             fs::write(dir.path().join("htpasswd"), output.stdout)?;
         }
-        let http = Client::builder().no_proxy().connect_timeout(Duration::from_secs(5)).timeout(Duration::from_secs(300)).build()?;
-        let mut registry = DistributionRegistry { child: None, addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), auth, http, dir };
+        let addr = free_port()?;
+        let client = RegistryClient::new(&addr.to_string(), auth.credentials())?;
+        let mut registry = DistributionRegistry { child: None, addr, auth, client, dir };
         for attempt in 1..=START_ATTEMPTS {
-            registry.addr = free_port()?;
+            if attempt > 1 {
+                registry.addr = free_port()?;
+                registry.client = RegistryClient::new(&registry.addr.to_string(), registry.credentials())?;
+            }
             registry.write_config()?;
             // Each attempt gets a fresh log, so that a clash seen in it is this attempt's.
             let _ = fs::remove_file(registry.log_path());
@@ -98,7 +100,12 @@ impl DistributionRegistry {
 
     /// The URL of `path` (which starts with `/`) on the registry.
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        self.client.url(path)
+    }
+
+    /// The client that pushes to this registry (with its credentials, if any).
+    pub fn client(&self) -> &RegistryClient {
+        &self.client
     }
 
     /// The pull spec of `repository` at `reference`: `host/repository:tag`, or
@@ -110,10 +117,7 @@ impl DistributionRegistry {
 
     /// The user and password clients need, if the registry requires them.
     pub fn credentials(&self) -> Option<(&str, &str)> {
-        match &self.auth {
-            Auth::Open => None,
-            Auth::Basic { user, password } => Some((user, password)),
-        }
+        self.auth.credentials()
     }
 
     /// Kills the registry process (it answers nothing until [`DistributionRegistry::restart`]).
@@ -138,77 +142,29 @@ impl DistributionRegistry {
 
     /// Pushes `image`'s blobs and then its manifest, under `tag`, or by digest if `None`.
     pub fn push(&self, repository: &str, tag: Option<&str>, image: &TestImage) -> anyhow::Result<Pushed> {
-        for layer in &image.layers {
-            self.push_blob(repository, layer)?;
-        }
-        self.push_blob(repository, &image.config_bytes())?;
-        self.push_manifest(repository, tag, image.format.manifest_media_type(), &image.manifest_bytes())
+        self.client.push(repository, tag, image)
     }
 
     /// Pushes each child of `index` (and its attestation) by digest, then the index under
     /// `tag`, or by digest if `None`.
     pub fn push_index(&self, repository: &str, tag: Option<&str>, index: &TestIndex) -> anyhow::Result<Pushed> {
-        for child in index.children.iter().chain(index.attestation().as_ref()) {
-            self.push(repository, None, child)?;
-        }
-        self.push_manifest(repository, tag, index.media_type(), &index.manifest_bytes())
+        self.client.push_index(repository, tag, index)
     }
 
-    /// Pushes one blob unless the repository already has it (monolithic upload: `POST`,
-    /// then one `PUT ?digest=`). Returns its digest.
+    /// Pushes one blob unless the repository already has it. Returns its digest.
     pub fn push_blob(&self, repository: &str, blob: &[u8]) -> anyhow::Result<String> {
-        let digest = digest_of(blob);
-        let exists = self.request(reqwest::Method::HEAD, &format!("/v2/{repository}/blobs/{digest}")).send()?;
-        if exists.status() == StatusCode::OK {
-            return Ok(digest);
-        }
-        let started = self.request(reqwest::Method::POST, &format!("/v2/{repository}/blobs/uploads/")).send()?;
-        let started = expect_status(started, StatusCode::ACCEPTED, "starting a blob upload")?;
-        let location = started.headers().get(LOCATION).context("a blob upload without Location")?.to_str()?;
-        // The registry answers with an absolute URL; a relative one is resolved against it.
-        let location = if location.starts_with('/') { self.url(location) } else { location.to_string() };
-        let separator = if location.contains('?') { '&' } else { '?' };
-        let upload = self
-            .http
-            .put(format!("{location}{separator}digest={digest}"))
-            .header(CONTENT_TYPE, "application/octet-stream")
-            .body(blob.to_vec());
-        expect_status(self.authenticate(upload).send()?, StatusCode::CREATED, "uploading a blob")?;
-        Ok(digest)
+        self.client.push_blob(repository, blob)
     }
 
     /// Pushes manifest bytes as they are, under `tag`, or by digest if `None`, and checks
     /// that the registry reports the digest of these bytes.
     pub fn push_manifest(&self, repository: &str, tag: Option<&str>, media_type: &str, manifest: &[u8]) -> anyhow::Result<Pushed> {
-        let digest = digest_of(manifest);
-        let reference = tag.unwrap_or(&digest);
-        let request =
-            self.request(reqwest::Method::PUT, &format!("/v2/{repository}/manifests/{reference}")).header(CONTENT_TYPE, media_type);
-        let response = expect_status(request.body(manifest.to_vec()).send()?, StatusCode::CREATED, "pushing a manifest")?;
-        let reported = response.headers().get("docker-content-digest").context("a manifest push without Docker-Content-Digest")?;
-        if reported.to_str()? != digest {
-            bail!("the registry stored manifest {reported:?}, but its bytes have digest {digest}");
-        }
-        Ok(Pushed { digest, manifest: manifest.to_vec(), media_type: media_type.to_string() })
+        self.client.push_manifest(repository, tag, media_type, manifest)
     }
 
     /// Deletes the manifest `digest` from `repository`, and with it every tag pointing to it.
     pub fn delete_manifest(&self, repository: &str, digest: &str) -> anyhow::Result<()> {
-        let response = self.request(reqwest::Method::DELETE, &format!("/v2/{repository}/manifests/{digest}")).send()?;
-        expect_status(response, StatusCode::ACCEPTED, "deleting a manifest")?;
-        Ok(())
-    }
-
-    /// A request to `path` on the registry, with the registry's credentials if it has any.
-    fn request(&self, method: reqwest::Method, path: &str) -> RequestBuilder {
-        self.authenticate(self.http.request(method, self.url(path)))
-    }
-
-    fn authenticate(&self, request: RequestBuilder) -> RequestBuilder {
-        match self.credentials() {
-            Some((user, password)) => request.basic_auth(user, Some(password)),
-            None => request,
-        }
+        self.client.delete_manifest(repository, digest)
     }
 
     fn log_path(&self) -> PathBuf {
@@ -260,9 +216,7 @@ impl DistributionRegistry {
             if let Some(status) = self.child.as_mut().and_then(|child| child.try_wait().transpose()).transpose()? {
                 bail!("docker-registry exited ({status}) before answering; its log:\n{}", self.log());
             }
-            if let Ok(response) = self.request(reqwest::Method::GET, "/v2/").send()
-                && response.status() == StatusCode::OK
-            {
+            if self.client.ping() {
                 return Ok(());
             }
             if Instant::now() > deadline {
@@ -283,14 +237,4 @@ impl Drop for DistributionRegistry {
 /// binds it, which is why `start` retries.
 fn free_port() -> anyhow::Result<SocketAddr> {
     Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr()?)
-}
-
-/// `response` if it has `expected` status, else an error with the status and body.
-fn expect_status(response: Response, expected: StatusCode, what: &str) -> anyhow::Result<Response> {
-    if response.status() == expected {
-        return Ok(response);
-    }
-    let status = response.status();
-    let body = response.text().unwrap_or_default();
-    bail!("{what}: expected {expected}, got {status}: {body}")
 }
