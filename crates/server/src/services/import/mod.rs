@@ -287,19 +287,38 @@ impl Importer {
         let Some((keyring, stream)) = loaded else {
             return Ok(Vec::new());
         };
+        let pending_only = chosen.is_none();
         let selected = match chosen {
             None => tags::pending_imports(&stream),
             Some(names) => names.iter().filter_map(|tag| tags::import_of(&stream, tag)).collect(),
         };
-        let pending: Vec<PendingImport> = {
-            let claims = self.claims.lock().expect("claims lock");
-            selected.into_iter().filter(|p| !claims.contains(&(namespace.to_string(), stream_name.to_string(), p.tag.clone()))).collect()
+        // Tags another import holds are left to it; the rest are held by this one.
+        let (_claim, pending) = {
+            let mut claims = self.claims.lock().expect("claims lock");
+            let free: Vec<PendingImport> = selected
+                .into_iter()
+                .filter(|p| !claims.contains(&(namespace.to_string(), stream_name.to_string(), p.tag.clone())))
+                .collect();
+            let keys: Vec<(String, String, String)> =
+                free.iter().map(|p| (namespace.to_string(), stream_name.to_string(), p.tag.clone())).collect();
+            claims.extend(keys.iter().cloned());
+            (ClaimGuard { claims: Arc::clone(&self.claims), keys, nudges: self.nudges.clone() }, free)
         };
         if pending.is_empty() {
             return Ok(Vec::new());
         }
-        let tag_names: Vec<String> = pending.iter().map(|p| p.tag.clone()).collect();
-        let _claim = self.claim(namespace, stream_name, &tag_names);
+        // The stream was read before the claim: an import that just finished may have
+        // settled some of these tags meanwhile. Read it again now that nobody else can.
+        let (catalog, owned_namespace, owned_name) = (self.catalog.clone(), namespace.to_string(), stream_name.to_string());
+        let Some(stream) = blocking(move || catalog.load::<ImageStream>(&owned_namespace, &owned_name)).await? else {
+            return Ok(Vec::new());
+        };
+        let pending: Vec<PendingImport> = if pending_only {
+            let still = tags::pending_imports(&stream);
+            pending.into_iter().filter(|p| still.contains(p)).collect()
+        } else {
+            pending.into_iter().filter(|p| tags::still_pending(&stream, p)).collect()
+        };
         let run = Arc::new(self.run(keyring));
         let lookups: Vec<Lookup> = pending
             .iter()
