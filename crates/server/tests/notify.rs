@@ -196,3 +196,65 @@ async fn nothing_is_lost_while_the_receiver_is_down_and_berth_restarts() {
     assert!(events.iter().all(|e| e["subject"] == "app:latest"), "filters hold");
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_to_a_tracked_tag_reaches_the_subscriber_through_registry_notifications() {
+    use berth_server::webhooks::{WebhookEndpoint, WebhookFormat};
+    use berth_testkit::{Auth, DistributionRegistry, Format, Notifications, TestImage};
+
+    // berth's address must be in the registry's config before either starts.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let token = "registry-notification-token";
+    let notify = Notifications {
+        url: format!("http://127.0.0.1:{port}/webhooks/registry"),
+        headers: vec![("Authorization".into(), format!("Bearer {token}"))],
+    };
+    let registry = tokio::task::block_in_place(|| DistributionRegistry::start_notifying(Auth::Open, notify).unwrap());
+    let (first, next) = tokio::task::block_in_place(|| {
+        let first = registry.push("team/app", Some("1"), &TestImage::new(Format::Oci, 40, 2, 256, "amd64")).unwrap();
+        let next = registry.push("team/staging", Some("2"), &TestImage::new(Format::Oci, 41, 2, 256, "amd64")).unwrap();
+        (first, next)
+    });
+    let endpoint = WebhookEndpoint {
+        name: "registry".into(),
+        format: WebhookFormat::Distribution,
+        registry: registry.host(),
+        token: Some(token.into()),
+        hmac_secret: None,
+        max_body_bytes: 1 << 20,
+    };
+    let app = TestApp::start_with(|config| {
+        config.listen = format!("127.0.0.1:{port}").parse().unwrap();
+        config.webhooks = vec![endpoint];
+    })
+    .await;
+    app.namespace(NS).await;
+    let (receiver, url) = Receiver::start().await;
+    subscribe(&app, &url, json!({"tags": ["app:1"]})).await;
+    let tag = json!({"from": {"kind": "DockerImage", "name": registry.pull_spec("team/app", "1")}});
+    let (status, reply) =
+        app.put(&format!("{IMAGE_API}/namespaces/{NS}/imagestreamtags/app:1"), json!({"metadata": {"name": "app:1"}, "tag": tag})).await;
+    assert!(status.is_success(), "{reply}");
+    let created = receiver.wait_for(1).await;
+    assert_eq!(
+        (created[0]["type"].as_str(), created[0]["data"]["digest"].as_str()),
+        (Some("dev.berth.tag.created"), Some(first.digest.as_str()))
+    );
+
+    // A real client pushes another image to the tracked tag; nobody tells berth but the
+    // registry's own notification.
+    let (source, target) = (registry.pull_spec("team/staging", "2"), registry.pull_spec("team/app", "1"));
+    tokio::task::block_in_place(|| {
+        berth_testkit::skopeo_copy(&format!("docker://{source}"), &format!("docker://{target}"), &["--preserve-digests"]).unwrap()
+    });
+    let events = receiver.wait_for(2).await;
+    let moved = &events[1];
+    assert_eq!(moved["type"], "dev.berth.tag.moved", "{moved}");
+    assert_eq!(
+        (moved["data"]["previousDigest"].as_str(), moved["data"]["digest"].as_str()),
+        (Some(first.digest.as_str()), Some(next.digest.as_str()))
+    );
+    assert_eq!(moved["data"]["changes"]["env"]["changed"], json!(["SEED"]), "{moved}");
+    assert_eq!(moved["data"]["compatible"], true);
+    app.stop().await;
+}

@@ -13,5 +13,5 @@ mod skopeo;
 
 pub use client::{Pushed, RegistryClient};
 pub use image::{Format, TestImage, TestIndex, digest_of};
-pub use registry::{Auth, DistributionRegistry};
+pub use registry::{Auth, DistributionRegistry, Notifications};
 pub use skopeo::{skopeo_copy, skopeo_inspect};

@@ -44,12 +44,21 @@ impl Auth {
     }
 }
 
+/// Where a registry sends its notifications: a URL and the headers to send with each.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Notifications {
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+}
+
 /// A running `docker-registry` on `127.0.0.1` and an ephemeral port, storing into a
 /// temporary directory. Dropping it kills the process and removes the directory.
 pub struct DistributionRegistry {
     child: Option<Child>,
     addr: SocketAddr,
     auth: Auth,
+    /// Where the registry sends its notifications, if anywhere.
+    notify: Option<Notifications>,
     /// Pushes to this registry; rebuilt whenever the port changes.
     client: RegistryClient,
     /// Holds `config.yml`, `htpasswd`, `registry.log` and `storage/`.
@@ -60,6 +69,16 @@ impl DistributionRegistry {
     /// Starts a registry and waits until it answers `GET /v2/` (with the credentials of
     /// `auth`, if any). Tries another port if the one picked was taken meanwhile.
     pub fn start(auth: Auth) -> anyhow::Result<DistributionRegistry> {
+        DistributionRegistry::start_with(auth, None)
+    }
+
+    /// Starts a registry that sends its notifications (`notifications.endpoints`) to
+    /// `notify.url` with `notify.headers`.
+    pub fn start_notifying(auth: Auth, notify: Notifications) -> anyhow::Result<DistributionRegistry> {
+        DistributionRegistry::start_with(auth, Some(notify))
+    }
+
+    fn start_with(auth: Auth, notify: Option<Notifications>) -> anyhow::Result<DistributionRegistry> {
         let dir = tempfile::Builder::new().prefix("berth-registry-").tempdir()?;
         if let Auth::Basic { user, password } = &auth {
             let output = Command::new("htpasswd").args(["-Bbn", user, password]).output().context("running htpasswd")?;
@@ -70,7 +89,7 @@ impl DistributionRegistry {
         }
         let addr = free_port()?;
         let client = RegistryClient::new(&addr.to_string(), auth.credentials())?;
-        let mut registry = DistributionRegistry { child: None, addr, auth, client, dir };
+        let mut registry = DistributionRegistry { child: None, addr, auth, notify, client, dir };
         for attempt in 1..=START_ATTEMPTS {
             if attempt > 1 {
                 registry.addr = free_port()?;
@@ -177,6 +196,17 @@ impl DistributionRegistry {
             Auth::Open => String::new(),
             Auth::Basic { .. } => format!("auth:\n  htpasswd:\n    realm: berth-testkit\n    path: {}\n", dir.join("htpasswd").display()),
         };
+        let notifications = match &self.notify {
+            None => String::new(),
+            Some(notify) => {
+                let headers: String =
+                    notify.headers.iter().map(|(name, value)| format!("        {name}: [{value:?}]\n")).collect::<Vec<_>>().join("");
+                format!(
+                    "notifications:\n  endpoints:\n    - name: berth\n      url: {}\n      timeout: 2s\n      threshold: 5\n      backoff: 100ms\n      headers:\n{headers}",
+                    notify.url
+                )
+            }
+        };
         // The health check of the storage driver is off: it would only add log noise.
         let config = format!(
             "version: 0.1\n\
@@ -184,7 +214,7 @@ impl DistributionRegistry {
              storage:\n  filesystem:\n    rootdirectory: {storage}\n  delete:\n    enabled: true\n\
              http:\n  addr: {addr}\n  secret: berth-testkit\n\
              health:\n  storagedriver:\n    enabled: false\n\
-             {auth}",
+             {auth}{notifications}",
             storage = dir.join("storage").display(),
             addr = self.addr,
         );
