@@ -15,6 +15,9 @@ use super::{Importer, StreamKey, blocking};
 use crate::services::{Resource, Result};
 use crate::webhooks::UpstreamChange;
 
+/// The waits before looking again at a tag that a registry notified but had not moved yet.
+const LAGGING_TAG_RETRIES: [Duration; 5] =
+    [Duration::from_millis(50), Duration::from_millis(150), Duration::from_millis(400), Duration::from_secs(1), Duration::from_secs(2)];
 /// How often a check waits for another import of its tags to finish.
 const CLAIM_POLL: Duration = Duration::from_millis(50);
 /// How long a check waits for another import of the same tags to finish.
@@ -84,9 +87,21 @@ impl Importer {
                 let queued = std::mem::take(
                     importer.coalescing.lock().expect("coalescing lock").get_mut(&key).expect("the entry stays while its task runs"),
                 );
-                let wanted = importer.still_wanted(&key, queued).await;
+                let wanted = importer.still_wanted(&key, queued.clone()).await;
                 if !wanted.is_empty() {
                     importer.check_when_free(&key, wanted).await;
+                    // A registry may notify before it has moved the tag (distribution sends
+                    // the manifest's event before it links the tag): a tag not yet at the
+                    // digest it was notified with is looked at again, a few times.
+                    let notified: BTreeMap<String, Option<Digest>> = queued.into_iter().filter(|(_, d)| d.is_some()).collect();
+                    for delay in LAGGING_TAG_RETRIES {
+                        let lagging = importer.still_wanted(&key, notified.clone()).await;
+                        if lagging.is_empty() {
+                            break;
+                        }
+                        tokio::time::sleep(delay).await;
+                        importer.check_when_free(&key, lagging).await;
+                    }
                 }
                 let mut waiting = importer.coalescing.lock().expect("coalescing lock");
                 if waiting.get(&key).is_none_or(BTreeMap::is_empty) {
