@@ -55,6 +55,8 @@ rows = [
     ("latency p90 (ms)", "latency.ms.p90", "{:.1f}"),
     ("latency p99 (ms)", "latency.ms.p99", "{:.1f}"),
     ("latency max (ms)", "latency.ms.max", "{:.1f}"),
+    ("  iterations > 50 ms", "latency.over50ms", "{}"),
+    ("  iterations > 100 ms", "latency.over100ms", "{}"),
     ("  start -> committed p50", "latency.toCommitMs.p50", "{:.1f}"),
     ("  start -> committed p99", "latency.toCommitMs.p99", "{:.1f}"),
     ("  committed -> event p50", "latency.commitToEventMs.p50", "{:.1f}"),

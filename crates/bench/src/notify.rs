@@ -658,6 +658,8 @@ async fn latency(
         "  p50 {:.1}  p90 {:.1}  p99 {:.1}  max {:.1}  min {:.1}  mean {:.1}   (target p99 < 100 ms)",
         summary.p50, summary.p90, summary.p99, summary.max, summary.min, summary.mean
     );
+    let over = |ms: f64| timed.iter().filter(|t| **t > ms).count();
+    println!("  iterations over 50 ms: {}, over 100 ms: {}", over(50.0), over(100.0));
     println!("  {accept_label} after: p50 {:.2}  p99 {:.2}  max {:.2}", accept.p50, accept.p99, accept.max);
     println!(
         "  split at the tag move as a watch of the stream sees it ({} iterations): start -> committed p50 {:.1}  p99 {:.1}; \
@@ -683,7 +685,7 @@ async fn latency(
     Ok(json!({
         "iterations": timed.len(), "warmup": warmup.len(), "pauseMs": args.pause_ms,
         "clockStarts": if args.registry_notifies { "manifest PUT" } else { "notification POST" },
-        "ms": summary.json(), "acceptMs": accept.json(), "toCommitMs": commit.json(), "commitToEventMs": delivery.json(), "warmupMs": warmup, "samplesMs": timed,
+        "ms": summary.json(), "over50ms": over(50.0), "over100ms": over(100.0), "acceptMs": accept.json(), "toCommitMs": commit.json(), "commitToEventMs": delivery.json(), "warmupMs": warmup, "samplesMs": timed,
         "deliveries": deliveries, "distinctEvents": distinct, "untrackedNotifications": untracked,
         "berthCpuMsPerIteration": berth_cpu_ms, "seconds": elapsed, "registryRequests": requests, "registryErrors": errors,
     }))
