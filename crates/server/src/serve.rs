@@ -254,3 +254,27 @@ fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
     file.write_all(text.as_bytes())?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The settings the README documents are the settings the server reads.
+    #[test]
+    fn the_readme_server_settings_parse() {
+        let readme = include_str!("../../../README.md");
+        let mut documented = String::new();
+        for block in readme.split("```yaml\n").skip(1).filter_map(|b| b.split("```").next()) {
+            if block.starts_with("import:") || block.starts_with("webhooks:\n-") {
+                documented.push_str(&block.replace("webhooks: []", ""));
+            }
+        }
+        assert!(documented.contains("additionalTrustedCA") && documented.contains("format: berth"), "{documented}");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("berth.yaml");
+        std::fs::write(&path, documented).unwrap();
+        let file = ServerFile::load(&path).unwrap();
+        assert_eq!(file.import, ImportSettings::default(), "the README lists the defaults");
+        assert_eq!(file.webhooks.len(), 2);
+    }
+}

@@ -18,6 +18,7 @@ pub struct ImportSettings {
     /// `host[:port]` globs reached over plain HTTP or TLS without verification.
     pub insecure_registries: Vec<String>,
     /// PEM files with extra CA certificates to trust for every registry.
+    #[serde(rename = "additionalTrustedCA")]
     pub additional_trusted_ca: Vec<String>,
     /// The platform a manifest list is narrowed to in `Legacy` import mode when the tag
     /// names none: `os/arch[/variant]`.
@@ -223,5 +224,7 @@ mod tests {
         assert_eq!(settings.limits.max_concurrent_requests, 16);
         assert_eq!(settings.max_images_bulk_imported_per_repository, 50);
         assert!(serde_json::from_value::<ImportSettings>(serde_json::json!({"alowedRegistries": []})).is_err());
+        let spelled = serde_json::from_value::<ImportSettings>(serde_json::json!({"additionalTrustedCA": ["/etc/ca.pem"]})).unwrap();
+        assert_eq!(spelled.additional_trusted_ca, ["/etc/ca.pem"], "OpenShift's spelling");
     }
 }
