@@ -9,6 +9,7 @@
 pub mod access;
 pub mod core;
 pub mod digest;
+pub mod duration;
 pub mod image;
 pub mod imagestream;
 pub mod imagestreamimport;

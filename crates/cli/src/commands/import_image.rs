@@ -70,7 +70,7 @@ pub struct ImportImageArgs {
     output: Option<DocumentFormat>,
     /// How long to wait for the server's answer (it waits on other registries), e.g. 90s
     /// or 10m.
-    #[arg(long, value_parser = importing::parse_duration, default_value = "5m", value_name = "DURATION")]
+    #[arg(long, value_parser = berth_model::duration::parse_duration, default_value = "5m", value_name = "DURATION")]
     timeout: Duration,
 }
 

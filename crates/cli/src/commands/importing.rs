@@ -103,23 +103,6 @@ impl PolicyArgs {
     }
 }
 
-/// Parses `--timeout`: a number with a unit (`500ms`, `30s`, `5m`, `1h`); a bare number
-/// is seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let digits = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let (number, unit) = text.split_at(digits);
-    let bad = || format!("{text:?} is not a duration: write a number and a unit, such as 90s, 5m or 500ms");
-    let number: u64 = number.parse().map_err(|_| bad())?;
-    let millis = match unit {
-        "ms" => 1,
-        "" | "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        _ => return Err(bad()),
-    };
-    Ok(Duration::from_millis(number.saturating_mul(millis)))
-}
-
 /// A duration as `--timeout` takes it: `500ms`, `90s`, `5m`.
 pub fn duration_text(duration: Duration) -> String {
     let millis = duration.as_millis();
@@ -270,6 +253,7 @@ mod tests {
 
     #[test]
     fn durations_take_units() {
+        use berth_model::duration::parse_duration;
         assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));

@@ -69,7 +69,7 @@ pub struct TagArgs {
     #[arg(long, conflicts_with = "delete")]
     no_wait: bool,
     /// How long to wait for the imports, e.g. 90s or 5m.
-    #[arg(long, value_parser = importing::parse_duration, default_value = "60s", value_name = "DURATION", conflicts_with = "delete")]
+    #[arg(long, value_parser = berth_model::duration::parse_duration, default_value = "60s", value_name = "DURATION", conflicts_with = "delete")]
     timeout: Duration,
     /// Delete the named tags instead.
     #[arg(short = 'd', long, value_name = "STREAM:TAG", num_args = 1.., conflicts_with_all = ["scheduled", "insecure", "reference_policy", "import_mode"])]

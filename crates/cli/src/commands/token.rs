@@ -90,31 +90,17 @@ fn create(ctx: &Context, args: CreateArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Parses `90s`, `30m`, `24h`, `7d`, `2w` and sums like `1h30m`.
+/// Parses `90s`, `30m`, `24h`, `7d`, `2w` and sums like `1h30m`. A token's lifetime
+/// needs its unit written out and must be longer than nothing.
 fn parse_duration(typed: &str) -> anyhow::Result<chrono::Duration> {
-    let mut total = chrono::Duration::zero();
-    let mut number = String::new();
-    for c in typed.trim().chars() {
-        if c.is_ascii_digit() {
-            number.push(c);
-            continue;
-        }
-        let count: i64 = number.parse().with_context(|| format!("{typed:?}: put a number before each unit, as in 24h or 1h30m"))?;
-        let unit = match c {
-            's' => chrono::Duration::seconds(1),
-            'm' => chrono::Duration::minutes(1),
-            'h' => chrono::Duration::hours(1),
-            'd' => chrono::Duration::days(1),
-            'w' => chrono::Duration::weeks(1),
-            other => bail!("{typed:?}: unit {other:?} is not one of s, m, h, d, w"),
-        };
-        total += unit.checked_mul(count.try_into()?).with_context(|| format!("{typed:?} is too long"))?;
-        number.clear();
-    }
-    if !number.is_empty() || total <= chrono::Duration::zero() {
+    if typed.trim().bytes().all(|b| b.is_ascii_digit()) {
         bail!("{typed:?} is not a duration: use a number and a unit, as in 30m, 24h or 7d");
     }
-    Ok(total)
+    let duration = berth_model::duration::parse_duration(typed).map_err(|err| anyhow::anyhow!(err))?;
+    if duration.is_zero() {
+        bail!("{typed:?} is no time at all: use a number and a unit, as in 30m, 24h or 7d");
+    }
+    chrono::Duration::from_std(duration).with_context(|| format!("{typed:?} is too long"))
 }
 
 #[cfg(test)]

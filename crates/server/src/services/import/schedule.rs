@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use berth_model::Time;
 use berth_model::access::Action;
+use berth_model::duration::parse_duration;
 use berth_model::imagestream::ImageStream;
 use berth_model::tags;
 use berth_store::{EventType, ListQuery};
@@ -23,7 +24,7 @@ use serde::Serialize;
 use super::{CheckResult, Importer, blocking};
 use crate::services::{Caller, Resource, Result};
 
-/// The stream annotation that asks for another check interval (`300`, `90s`, `5m`, `2h`).
+/// The stream annotation that asks for another check interval (`300`, `90s`, `5m`, `1h30m`).
 pub const INTERVAL_ANNOTATION: &str = "berth.dev/scheduled-import-interval";
 
 /// `(namespace, stream, tag)`.
@@ -261,24 +262,12 @@ fn spread(key: &TagKey, interval: Duration) -> Duration {
 /// The stream's check interval: its annotation when valid and not below the minimum,
 /// else the server's.
 fn stream_interval(stream: &ImageStream, default_seconds: u64, minimum_seconds: u64) -> Duration {
-    let asked = stream.metadata.annotations.get(INTERVAL_ANNOTATION).and_then(|text| parse_duration(text));
+    let asked = stream.metadata.annotations.get(INTERVAL_ANNOTATION).and_then(|text| parse_duration(text).ok()).map(|d| d.as_secs());
     match asked {
         Some(seconds) if seconds >= minimum_seconds => Duration::from_secs(seconds),
         Some(_) => Duration::from_secs(minimum_seconds),
         None => Duration::from_secs(default_seconds),
     }
-}
-
-/// `300`, `90s`, `5m` or `2h`, in seconds.
-fn parse_duration(text: &str) -> Option<u64> {
-    let text = text.trim();
-    let (number, unit) = match text.char_indices().last()? {
-        (idx, 's') => (&text[..idx], 1),
-        (idx, 'm') => (&text[..idx], 60),
-        (idx, 'h') => (&text[..idx], 3600),
-        _ => (text, 1),
-    };
-    number.parse::<u64>().ok().map(|n| n * unit)
 }
 
 #[cfg(test)]
