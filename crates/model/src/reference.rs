@@ -85,15 +85,24 @@ impl fmt::Display for ImageReference {
 /// The canonical `registry/path:tag` of a tag of a repository (see
 /// [`ImageReference::tracking_key`]).
 pub fn tracking_key(registry: &str, path: &str, tag: &str) -> String {
-    let registry = registry.to_ascii_lowercase();
-    let registry = match registry.as_str() {
-        "" | "index.docker.io" | "registry-1.docker.io" | "registry.hub.docker.com" => "docker.io",
-        other => other,
-    };
-    if registry == "docker.io" && !path.contains('/') {
-        return format!("docker.io/library/{path}:{tag}");
+    let registry = canonical_registry(registry);
+    format!("{}/{}:{tag}", registry, canonical_path(&registry, path))
+}
+
+/// A registry host as berth names it: lowercase, and `docker.io` for every name Docker
+/// Hub goes by (none at all included, as runtimes default to it).
+pub fn canonical_registry(host: &str) -> String {
+    let lower = host.to_ascii_lowercase();
+    match lower.as_str() {
+        "" | "index.docker.io" | "registry-1.docker.io" | "registry.hub.docker.com" => "docker.io".to_string(),
+        _ => lower,
     }
-    format!("{registry}/{path}:{tag}")
+}
+
+/// A repository path as its registry stores it: Docker Hub keeps single names (official
+/// images) under `library/`.
+pub fn canonical_path(registry: &str, path: &str) -> String {
+    if registry == "docker.io" && !path.contains('/') { format!("library/{path}") } else { path.to_string() }
 }
 
 fn valid_registry(host: &str) -> bool {

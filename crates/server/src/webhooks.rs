@@ -47,7 +47,7 @@ use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
 use berth_model::Digest;
 use berth_model::manifest::{DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, DOCKER_SCHEMA1, DOCKER_SCHEMA1_SIGNED, OCI_INDEX, OCI_MANIFEST};
-use berth_model::reference::ImageReference;
+use berth_model::reference::{ImageReference, canonical_path};
 use hmac::{Hmac, KeyInit, Mac};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -382,11 +382,7 @@ impl WebhookEndpoint {
             None => self.registry.as_str(),
         };
         // Docker Hub's official images live under `library/`, where the importer looks for them.
-        let path = if registry == "docker.io" && !repository.text.contains('/') {
-            format!("library/{}", repository.text)
-        } else {
-            repository.text.to_string()
-        };
+        let path = canonical_path(registry, repository.text);
         let repository_ok = ImageReference::parse(&format!("{registry}/{path}"))
             .is_ok_and(|parsed| parsed.registry == registry && parsed.path == path && parsed.tag.is_none() && parsed.digest.is_none());
         if !repository_ok {

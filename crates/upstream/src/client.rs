@@ -17,7 +17,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use berth_model::Digest;
 use berth_model::manifest::ACCEPTED;
-use berth_model::reference::ImageReference;
+use berth_model::reference::{ImageReference, canonical_path, canonical_registry};
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
@@ -25,7 +25,7 @@ use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValu
 use reqwest::{Method, StatusCode};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::credentials::{Credential, normalize_host};
+use crate::credentials::Credential;
 use crate::error::{ErrorKind, Result, UpstreamError};
 use crate::settings::ImportSettings;
 
@@ -66,12 +66,10 @@ impl Repository {
     /// The repository of `reference`. Docker Hub names (`mysql`, `docker.io/mysql`) get
     /// Docker Hub's endpoint and the `library/` prefix.
     pub fn of(reference: &ImageReference, insecure: bool) -> Repository {
-        let registry = normalize_host(&reference.registry);
-        if registry == "docker.io" {
-            let path = if reference.path.contains('/') { reference.path.clone() } else { format!("library/{}", reference.path) };
-            return Repository { registry, endpoint: "registry-1.docker.io".to_string(), path, insecure };
-        }
-        Repository { endpoint: registry.clone(), registry, path: reference.path.clone(), insecure }
+        let registry = canonical_registry(&reference.registry);
+        let path = canonical_path(&registry, &reference.path);
+        let endpoint = if registry == "docker.io" { "registry-1.docker.io".to_string() } else { registry.clone() };
+        Repository { registry, endpoint, path, insecure }
     }
 
     /// `registry/path`, as pull specs and messages write it.

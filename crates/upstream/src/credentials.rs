@@ -7,6 +7,7 @@ use std::fmt;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use berth_model::reference::canonical_registry;
 use serde::Deserialize;
 
 /// A username and password for one registry. `source` names where it came from (a
@@ -83,7 +84,7 @@ impl Keyring {
     /// The credentials for an image at `host` (`name[:port]`) and repository `path`, most
     /// specific first.
     pub fn lookup(&self, host: &str, path: &str) -> Vec<Credential> {
-        let (name, port) = split_port(&normalize_host(host));
+        let (name, port) = split_port(&canonical_registry(host));
         self.entries.iter().filter(|(key, _)| key.matches(&name, port.as_deref(), path)).map(|(_, c)| c.clone()).collect()
     }
 
@@ -117,7 +118,7 @@ impl Key {
             return None;
         }
         // Docker Hub's historical key `https://index.docker.io/v1/` is for all of Docker Hub.
-        let host_port = normalize_host(host_port);
+        let host_port = canonical_registry(host_port);
         let path = if host_port == "docker.io" && path == "v1" { "" } else { path };
         let (host, port) = split_port(&host_port);
         Some(Key { text: text.to_string(), host, port, path: path.to_string() })
@@ -150,15 +151,6 @@ fn label_matches_rest(key: &str, rest: &str) -> bool {
         return rest.ends_with(key);
     }
     (0..=rest.len()).any(|skip| rest.is_char_boundary(skip) && label_matches(key, &rest[skip..]))
-}
-
-/// Docker Hub goes by several names; they share credentials.
-pub fn normalize_host(host: &str) -> String {
-    let lower = host.to_ascii_lowercase();
-    match lower.as_str() {
-        "" | "index.docker.io" | "registry-1.docker.io" | "registry.hub.docker.com" => "docker.io".to_string(),
-        _ => lower,
-    }
 }
 
 fn split_port(host: &str) -> (String, Option<String>) {
