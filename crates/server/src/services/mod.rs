@@ -207,11 +207,15 @@ impl Catalog {
 pub(crate) fn ensure_namespace(txn: &mut dyn WriteTxn, namespace: &str) -> Result<()> {
     let key = <berth_model::core::Namespace as Resource>::key("", namespace);
     if txn.get(&key)?.is_none() {
-        let mut err = Error::not_found("namespaces", namespace);
-        err.message = format!("namespaces {namespace:?} not found: create it first with `berth create namespace {namespace}`");
-        return Err(err);
+        return Err(namespace_not_found(namespace));
     }
     Ok(())
+}
+
+/// 404 for a namespace that does not exist, saying how to make it.
+pub(crate) fn namespace_not_found(namespace: &str) -> Error {
+    Error::not_found("namespaces", namespace)
+        .with_message(format!("namespaces {namespace:?} not found: create it first with `berth create namespace {namespace}`"))
 }
 
 /// Checks that an object's `metadata.namespace` agrees with the URL's and fills it in.

@@ -75,6 +75,13 @@ impl Importer {
 
     /// Every stream with pending imports, and the revision the scan saw.
     async fn scan_all(&self) -> Result<(u64, Vec<(String, String)>)> {
+        let (revision, streams) = self.streams_where(|stream| !tags::pending_imports(stream).is_empty()).await?;
+        Ok((revision, streams.into_iter().map(|s| (s.metadata.namespace, s.metadata.name)).collect()))
+    }
+
+    /// Every stream that passes `keep`, read page by page, and the revision the read began
+    /// at (changes after it come from the event log).
+    pub(super) async fn streams_where(&self, keep: fn(&ImageStream) -> bool) -> Result<(u64, Vec<ImageStream>)> {
         let catalog = self.catalog.clone();
         blocking(move || {
             let store = catalog.store();
@@ -85,8 +92,8 @@ impl Importer {
                 let page = store.list(&query)?;
                 for stored in &page.items {
                     let stream = ImageStream::decode(stored)?;
-                    if !tags::pending_imports(&stream).is_empty() {
-                        found.push((stream.metadata.namespace.clone(), stream.metadata.name.clone()));
+                    if keep(&stream) {
+                        found.push(stream);
                     }
                 }
                 match (page.more, page.items.last()) {

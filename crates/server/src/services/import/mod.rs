@@ -38,7 +38,7 @@ use berth_model::tags::{self, PendingImport};
 use berth_upstream::{ErrorKind as UpstreamKind, Keyring, Upstream, UpstreamError};
 use futures::StreamExt;
 
-use crate::services::{Caller, Catalog, Error, Result};
+use crate::services::{Caller, Catalog, Error, Result, namespace_not_found};
 
 use lookup::{Lookup, Outcome, Run, check_allowed, lookup_all};
 use request::{Wanted, WantedRepository, image_status, validate_import};
@@ -130,7 +130,7 @@ impl Importer {
         let (catalog, owned) = (self.catalog.clone(), namespace.to_string());
         let (keyring, existing) = blocking(move || {
             if catalog.load::<berth_model::core::Namespace>("", &owned)?.is_none() {
-                return Err(namespace_missing(&owned));
+                return Err(namespace_not_found(&owned));
             }
             Ok((catalog.pull_keyring(&owned)?, catalog.load::<ImageStream>(&owned, &stream_name)?))
         })
@@ -232,13 +232,35 @@ impl Importer {
         wanted: Vec<Wanted>,
     ) -> Result<Vec<(Wanted, Outcome)>> {
         let tag_names: Vec<String> = wanted.iter().map(|w| w.tag.clone()).collect();
-        let _claim = self.claim(namespace, stream_name, &tag_names);
+        let (_claim, _) = self.claim(namespace, stream_name, tag_names.clone(), Holders::TakeOver);
         let specs: Vec<TagReference> = wanted.iter().map(Wanted::spec_tag).collect();
         let (catalog, owned_namespace, owned_name) = (self.catalog.clone(), namespace.to_string(), stream_name.to_string());
         let stream = blocking(move || catalog.set_import_tags(&owned_namespace, &owned_name, specs)).await?;
         let pending: HashMap<String, PendingImport> = tags::pending_imports(&stream).into_iter().map(|p| (p.tag.clone(), p)).collect();
         let lookups: Vec<Lookup> = wanted.iter().map(|w| w.lookup(Some(&stream))).collect();
-        let mut by_tag: HashMap<String, Wanted> = wanted.into_iter().map(|w| (w.tag.clone(), w)).collect();
+        let mut outcomes: HashMap<String, Outcome> =
+            self.look_up_and_record(namespace, stream_name, run, lookups, pending).await?.into_iter().map(|(l, o)| (l.tag, o)).collect();
+        // Statuses follow the order of the request, not of completion.
+        Ok(wanted
+            .into_iter()
+            .map(|want| {
+                let outcome = outcomes.remove(&want.tag).expect("every lookup has an outcome");
+                (want, outcome)
+            })
+            .collect())
+    }
+
+    /// Looks every lookup up and records the outcomes of the `pending` tags on the stream,
+    /// committing what has arrived every [`COMMIT_EVERY`] so that watchers see progress.
+    /// Returns every lookup's outcome, in completion order.
+    async fn look_up_and_record(
+        &self,
+        namespace: &str,
+        stream_name: &str,
+        run: &Arc<Run>,
+        lookups: Vec<Lookup>,
+        pending: HashMap<String, PendingImport>,
+    ) -> Result<Vec<(Lookup, Outcome)>> {
         let mut results = Vec::new();
         let mut batch = Vec::new();
         let mut last_commit = Instant::now();
@@ -247,17 +269,13 @@ impl Importer {
             if let Some(pending) = pending.get(&lookup.tag) {
                 batch.push((pending.clone(), outcome.clone()));
             }
-            if let Some(want) = by_tag.remove(&lookup.tag) {
-                results.push((want, outcome));
-            }
+            results.push((lookup, outcome));
             if last_commit.elapsed() >= COMMIT_EVERY {
                 self.commit(namespace, stream_name, run, std::mem::take(&mut batch)).await?;
                 last_commit = Instant::now();
             }
         }
         self.commit(namespace, stream_name, run, batch).await?;
-        // Statuses follow the order of the request, not of completion.
-        results.sort_by_key(|(want, _)| tag_names.iter().position(|t| *t == want.tag));
         Ok(results)
     }
 
@@ -293,17 +311,8 @@ impl Importer {
             Some(names) => names.iter().filter_map(|tag| tags::import_of(&stream, tag)).collect(),
         };
         // Tags another import holds are left to it; the rest are held by this one.
-        let (_claim, pending) = {
-            let mut claims = self.claims.lock().expect("claims lock");
-            let free: Vec<PendingImport> = selected
-                .into_iter()
-                .filter(|p| !claims.contains(&(namespace.to_string(), stream_name.to_string(), p.tag.clone())))
-                .collect();
-            let keys: Vec<(String, String, String)> =
-                free.iter().map(|p| (namespace.to_string(), stream_name.to_string(), p.tag.clone())).collect();
-            claims.extend(keys.iter().cloned());
-            (ClaimGuard { claims: Arc::clone(&self.claims), keys, nudges: self.nudges.clone() }, free)
-        };
+        let (_claim, held) = self.claim(namespace, stream_name, selected.iter().map(|p| p.tag.clone()).collect(), Holders::LeaveAlone);
+        let pending: Vec<PendingImport> = selected.into_iter().filter(|p| held.contains(&p.tag)).collect();
         if pending.is_empty() {
             return Ok(Vec::new());
         }
@@ -328,20 +337,11 @@ impl Importer {
             })
             .collect();
         let by_tag: HashMap<String, PendingImport> = pending.into_iter().map(|p| (p.tag.clone(), p)).collect();
-        let mut results = Vec::new();
-        let mut batch = Vec::new();
-        let mut last_commit = Instant::now();
-        let mut outcomes = lookup_all(&run, lookups);
-        while let Some((lookup, outcome)) = outcomes.next().await {
-            results.push((lookup.tag.clone(), CheckResult::of(lookup.current.as_deref(), &outcome)));
-            batch.push((by_tag[&lookup.tag].clone(), outcome));
-            if last_commit.elapsed() >= COMMIT_EVERY {
-                self.commit(namespace, stream_name, &run, std::mem::take(&mut batch)).await?;
-                last_commit = Instant::now();
-            }
-        }
-        self.commit(namespace, stream_name, &run, batch).await?;
-        Ok(results)
+        let outcomes = self.look_up_and_record(namespace, stream_name, &run, lookups, by_tag).await?;
+        Ok(outcomes
+            .into_iter()
+            .map(|(lookup, outcome)| (lookup.tag.clone(), CheckResult::of(lookup.current.as_deref(), &outcome)))
+            .collect())
     }
 
     /// Stores the images fetched for `results` and records each result on its tag, in one
@@ -384,13 +384,30 @@ impl Importer {
         }
     }
 
-    /// Marks tags as being imported until the guard drops; then the controller looks at
-    /// the stream again in case something is still pending.
-    fn claim(&self, namespace: &str, stream: &str, tags: &[String]) -> ClaimGuard {
-        let keys: Vec<(String, String, String)> = tags.iter().map(|t| (namespace.to_string(), stream.to_string(), t.clone())).collect();
-        self.claims.lock().expect("claims lock").extend(keys.iter().cloned());
-        ClaimGuard { claims: Arc::clone(&self.claims), keys, nudges: self.nudges.clone() }
+    /// Marks `tags` as being imported until the guard drops (then the controller looks at
+    /// the stream again in case something is still pending). Returns the guard and the
+    /// tags it holds: all of them, or with [`Holders::LeaveAlone`] those no other import
+    /// holds.
+    fn claim(&self, namespace: &str, stream: &str, tags: Vec<String>, holders: Holders) -> (ClaimGuard, Vec<String>) {
+        let mut claims = self.claims.lock().expect("claims lock");
+        let key = |tag: &String| (namespace.to_string(), stream.to_string(), tag.clone());
+        let held: Vec<String> = match holders {
+            Holders::TakeOver => tags,
+            Holders::LeaveAlone => tags.into_iter().filter(|t| !claims.contains(&key(t))).collect(),
+        };
+        let keys: Vec<(String, String, String)> = held.iter().map(key).collect();
+        claims.extend(keys.iter().cloned());
+        (ClaimGuard { claims: Arc::clone(&self.claims), keys, nudges: self.nudges.clone() }, held)
     }
+}
+
+/// What a claim does about tags another import already holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Holders {
+    /// Hold them too: an ImageStreamImport must answer for every tag it was asked for.
+    TakeOver,
+    /// Leave them to that import.
+    LeaveAlone,
 }
 
 /// Releases claimed tags and nudges the controller.
@@ -410,12 +427,6 @@ impl Drop for ClaimGuard {
             let _ = self.nudges.send((namespace.clone(), stream.clone()));
         }
     }
-}
-
-fn namespace_missing(namespace: &str) -> Error {
-    let mut err = Error::not_found("namespaces", namespace);
-    err.message = format!("namespaces {namespace:?} not found: create it first with `berth create namespace {namespace}`");
-    err
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {

@@ -17,11 +17,11 @@ use berth_model::access::Action;
 use berth_model::duration::parse_duration;
 use berth_model::imagestream::ImageStream;
 use berth_model::tags;
-use berth_store::{EventType, ListQuery};
+use berth_store::EventType;
 use governor::{Quota, RateLimiter};
 use serde::Serialize;
 
-use super::{CheckResult, Importer, blocking};
+use super::{CheckResult, Importer};
 use crate::services::{Caller, Resource, Result};
 
 /// The stream annotation that asks for another check interval (`300`, `90s`, `5m`, `1h30m`).
@@ -146,27 +146,7 @@ impl Importer {
 
     /// Rebuilds the schedule from every stream; returns the revision it saw.
     async fn scan_schedule(&self) -> Result<u64> {
-        let catalog = self.catalog.clone();
-        let (revision, streams) = blocking(move || {
-            let store = catalog.store();
-            let revision = store.current_revision()?;
-            let mut streams = Vec::new();
-            let mut query = ListQuery { resource: ImageStream::RESOURCE.to_string(), limit: Some(500), ..ListQuery::default() };
-            loop {
-                let page = store.list(&query)?;
-                for stored in &page.items {
-                    let stream = ImageStream::decode(stored)?;
-                    if stream.spec.tags.iter().any(|t| t.import_policy.scheduled) {
-                        streams.push(stream);
-                    }
-                }
-                match (page.more, page.items.last()) {
-                    (true, Some(last)) => query.after = Some((last.key.namespace.clone(), last.key.name.clone())),
-                    _ => return Ok((revision, streams)),
-                }
-            }
-        })
-        .await?;
+        let (revision, streams) = self.streams_where(|stream| stream.spec.tags.iter().any(|t| t.import_policy.scheduled)).await?;
         for stream in &streams {
             self.sync_schedule(stream);
         }
