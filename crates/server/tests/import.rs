@@ -4,11 +4,9 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
-
 use base64::Engine;
 use berth_testkit::{Auth, DistributionRegistry, Format, TestImage, TestIndex};
-use common::{IMAGE_API, TestApp, history};
+use common::{IMAGE_API, TestApp, history, istag_path};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -23,46 +21,24 @@ fn start_registry(auth: Auth) -> DistributionRegistry {
     blocking(|| DistributionRegistry::start(auth).unwrap())
 }
 
-fn istag_path(name: &str) -> String {
-    format!("{IMAGE_API}/namespaces/{NS}/imagestreamtags/{name}")
-}
-
 /// Sets `stream:tag` to import `from`, with extra spec fields.
 async fn tag_from(app: &TestApp, name: &str, from: &str, extra: Value) -> Value {
     let mut tag = json!({"from": {"kind": "DockerImage", "name": from}});
     tag.as_object_mut().unwrap().extend(extra.as_object().cloned().unwrap_or_default());
     let body = json!({"kind": "ImageStreamTag", "apiVersion": "image.openshift.io/v1", "metadata": {"name": name}, "tag": tag});
-    let (status, reply) = app.put(&istag_path(name), body).await;
+    let (status, reply) = app.put(&istag_path(NS, name), body).await;
     assert!(status.is_success(), "{reply}");
     reply
 }
 
-/// Waits until the import of `stream:tag` settles: the tag's image is at its spec
-/// generation, or an import failure at that generation is recorded. Returns the istag.
-async fn settled(app: &TestApp, name: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (status, istag) = app.get(&istag_path(name)).await;
-        assert_eq!(status, StatusCode::OK, "{istag}");
-        let wanted = istag["tag"]["generation"].as_i64().unwrap();
-        let imported = istag["generation"].as_i64().unwrap_or(0) >= wanted;
-        let failed = istag["conditions"].as_array().is_some_and(|c| c.iter().any(|c| c["generation"].as_i64() >= Some(wanted)));
-        if imported || failed {
-            return istag;
-        }
-        assert!(Instant::now() < deadline, "the import of {name} did not settle: {istag}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// Asks for a re-import of `stream:tag` (generation 0) and waits for it.
 async fn reimport(app: &TestApp, name: &str) -> Value {
-    let (_, mut istag) = app.get(&istag_path(name)).await;
+    let (_, mut istag) = app.get(&istag_path(NS, name)).await;
     istag["tag"]["generation"] = json!(0);
     istag["metadata"]["resourceVersion"] = json!("");
-    let (status, reply) = app.put(&istag_path(name), json!({"metadata": istag["metadata"], "tag": istag["tag"]})).await;
+    let (status, reply) = app.put(&istag_path(NS, name), json!({"metadata": istag["metadata"], "tag": istag["tag"]})).await;
     assert!(status.is_success(), "{reply}");
-    settled(app, name).await
+    app.settled_tag(NS, name).await
 }
 
 fn condition(istag: &Value) -> (String, String) {
@@ -79,7 +55,7 @@ async fn a_tag_imports_its_image_with_full_metadata_and_history() {
     app.namespace(NS).await;
 
     tag_from(&app, "app:1.0", &registry.pull_spec("team/app", "1.0"), json!({})).await;
-    let istag = settled(&app, "app:1.0").await;
+    let istag = app.settled_tag(NS, "app:1.0").await;
     assert!(istag["conditions"].as_array().is_none_or(Vec::is_empty), "{istag}");
     let image = &istag["image"];
     assert_eq!(image["metadata"]["name"], pushed.digest);
@@ -161,30 +137,30 @@ async fn manifest_lists_follow_the_import_mode() {
 
     // Legacy: linux/amd64 when nothing else is asked for.
     tag_from(&app, "multi:legacy", &source, json!({})).await;
-    let legacy = settled(&app, "multi:legacy").await;
+    let legacy = app.settled_tag(NS, "multi:legacy").await;
     assert_eq!(legacy["image"]["metadata"]["name"], amd64.digest(), "{legacy}");
     assert_eq!(legacy["image"]["dockerImageMetadata"]["Architecture"], "amd64");
 
     // The tag's annotations choose another platform.
     tag_from(&app, "multi:arm", &source, json!({"annotations": {"importer.image.openshift.io/prefer-arch": "arm64"}})).await;
-    assert_eq!(settled(&app, "multi:arm").await["image"]["metadata"]["name"], arm64.digest());
+    assert_eq!(app.settled_tag(NS, "multi:arm").await["image"]["metadata"]["name"], arm64.digest());
 
     // The server's default platform comes before linux/amd64.
     let arm_default = TestApp::start_with(|config| config.import.default_platform = "linux/arm64".into()).await;
     arm_default.namespace(NS).await;
     tag_from(&arm_default, "multi:legacy", &source, json!({})).await;
-    assert_eq!(settled(&arm_default, "multi:legacy").await["image"]["metadata"]["name"], arm64.digest());
+    assert_eq!(arm_default.settled_tag(NS, "multi:legacy").await["image"]["metadata"]["name"], arm64.digest());
     arm_default.stop().await;
 
     // Nothing matches: the first runnable child (a Docker manifest list here).
     tag_from(&app, "multi:first", &registry.pull_spec("team/multi", "docker"), json!({})).await;
-    let first = settled(&app, "multi:first").await;
+    let first = app.settled_tag(NS, "multi:first").await;
     assert_eq!(first["image"]["metadata"]["name"], docker_list.children[0].digest(), "{first}");
     assert_ne!(first["image"]["metadata"]["name"], pushed_list.digest);
 
     // PreserveOriginal keeps the list and every child.
     tag_from(&app, "multi:all", &source, json!({"importPolicy": {"importMode": "PreserveOriginal"}})).await;
-    let all = settled(&app, "multi:all").await;
+    let all = app.settled_tag(NS, "multi:all").await;
     assert_eq!(all["image"]["metadata"]["name"], pushed.digest, "{all}");
     let children = all["image"]["dockerImageManifests"].as_array().unwrap();
     assert_eq!(children.len(), 3, "two platforms and the attestation");
@@ -325,7 +301,7 @@ async fn pull_secrets_are_matched_by_host_and_never_shown() {
 
     // No secret: a reason and what to do.
     tag_from(&app, "private:1", &registry.pull_spec("team/private", "1"), json!({})).await;
-    let (reason, message) = condition(&settled(&app, "private:1").await);
+    let (reason, message) = condition(&app.settled_tag(NS, "private:1").await);
     assert_eq!(reason, "Unauthorized");
     assert!(message.contains("pull secret"), "{message}");
 
@@ -349,7 +325,7 @@ async fn pull_secrets_are_matched_by_host_and_never_shown() {
     // A broken secret for a public registry does not break its images.
     app.post(&secrets, docker_config_secret("broken", &open.host(), "nobody", "bad")).await;
     tag_from(&app, "public:1", &open.pull_spec("team/public", "1"), json!({})).await;
-    assert_eq!(settled(&app, "public:1").await["image"]["metadata"]["name"], public.digest);
+    assert_eq!(app.settled_tag(NS, "public:1").await["image"]["metadata"]["name"], public.digest);
 
     let stream = app.stream(NS, "private").await.to_string();
     assert!(!stream.contains(password) && !stream.contains("not-the-password"));
@@ -366,7 +342,7 @@ async fn a_plain_http_registry_needs_to_be_marked_insecure() {
     let source = registry.pull_spec("team/plain", "1");
 
     tag_from(&app, "plain:1", &source, json!({})).await;
-    let (reason, message) = condition(&settled(&app, "plain:1").await);
+    let (reason, message) = condition(&app.settled_tag(NS, "plain:1").await);
     assert_eq!(reason, "ServiceUnavailable");
     assert!(message.contains("importPolicy.insecure") && message.contains("insecureRegistries"), "{message}");
 

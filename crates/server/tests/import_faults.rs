@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use berth_testkit::{Format, TestImage};
-use common::{IMAGE_API, TestApp, history};
+use common::{TestApp, history, istag_path};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -67,28 +67,13 @@ async fn app() -> TestApp {
     .await
 }
 
-fn istag_path(name: &str) -> String {
-    format!("{IMAGE_API}/namespaces/{NS}/imagestreamtags/{name}")
-}
-
 /// Sets (or re-requests, with generation 0) the import of `app:1` from `host` and waits
 /// for it to settle.
 async fn import(app: &TestApp, host: &str) -> Value {
     let tag = json!({"from": {"kind": "DockerImage", "name": format!("{host}/{REPO}:1")}, "generation": 0});
-    let (status, reply) = app.put(&istag_path("app:1"), json!({"metadata": {"name": "app:1"}, "tag": tag})).await;
+    let (status, reply) = app.put(&istag_path(NS, "app:1"), json!({"metadata": {"name": "app:1"}, "tag": tag})).await;
     assert!(status.is_success(), "{reply}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (_, istag) = app.get(&istag_path("app:1")).await;
-        let wanted = istag["tag"]["generation"].as_i64().unwrap();
-        let imported = istag["generation"].as_i64().unwrap_or(0) >= wanted;
-        let failed = istag["conditions"].as_array().is_some_and(|c| c.iter().any(|c| c["generation"].as_i64() >= Some(wanted)));
-        if imported || failed {
-            return istag;
-        }
-        assert!(Instant::now() < deadline, "the import did not settle: {istag}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    app.settled_tag(NS, "app:1").await
 }
 
 fn reason(istag: &Value) -> (&str, &str) {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use berth_server::webhooks::{WebhookEndpoint, WebhookFormat, signature};
 use berth_testkit::{Auth, DistributionRegistry, Format, TestImage};
-use common::{IMAGE_API, TestApp};
+use common::{IMAGE_API, TestApp, istag_path};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -19,13 +19,9 @@ fn blocking<T>(f: impl FnOnce() -> T) -> T {
     tokio::task::block_in_place(f)
 }
 
-fn istag_path(name: &str) -> String {
-    format!("{IMAGE_API}/namespaces/{NS}/imagestreamtags/{name}")
-}
-
 async fn set_tag(app: &TestApp, name: &str, from: &str, scheduled: bool) {
     let tag = json!({"from": {"kind": "DockerImage", "name": from}, "importPolicy": {"scheduled": scheduled}});
-    let (status, reply) = app.put(&istag_path(name), json!({"metadata": {"name": name}, "tag": tag})).await;
+    let (status, reply) = app.put(&istag_path(NS, name), json!({"metadata": {"name": name}, "tag": tag})).await;
     assert!(status.is_success(), "{reply}");
 }
 
@@ -33,7 +29,7 @@ async fn set_tag(app: &TestApp, name: &str, from: &str, scheduled: bool) {
 async fn points_at(app: &TestApp, name: &str, digest: &str, within: Duration) -> Value {
     let deadline = Instant::now() + within;
     loop {
-        let (_, istag) = app.get(&istag_path(name)).await;
+        let (_, istag) = app.get(&istag_path(NS, name)).await;
         if istag["image"]["metadata"]["name"] == digest {
             return istag;
         }
@@ -59,7 +55,7 @@ async fn scheduled_tags_follow_their_source_without_any_webhook() {
 
     let moved = blocking(|| registry.push("team/app", Some("1"), &TestImage::new(Format::Oci, 2, 1, 128, "amd64")).unwrap());
     points_at(&app, "app:1", &moved.digest, Duration::from_secs(10)).await;
-    let (_, manual) = app.get(&istag_path("app:manual")).await;
+    let (_, manual) = app.get(&istag_path(NS, "app:manual")).await;
     assert_eq!(manual["image"]["metadata"]["name"], first.digest, "a tag that is not scheduled stays until asked");
 
     // Admins see the schedule: last and next check, last result.
@@ -174,7 +170,7 @@ async fn webhooks_reimport_tracked_tags_and_refuse_what_they_cannot_trust() {
     assert_eq!((status, reply["trackedTags"].as_u64()), (StatusCode::ACCEPTED, Some(0)), "{reply}");
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(app.upstream_requests(), before, "nothing was imported");
-    let (_, istag) = app.get(&istag_path("app:1")).await;
+    let (_, istag) = app.get(&istag_path(NS, "app:1")).await;
     assert_eq!(istag["image"]["metadata"]["name"], first.digest);
 
     // A signed notification moves both tracking tags; duplicates coalesce (or, once the

@@ -228,7 +228,7 @@ fn transport_error(repository: &Repository, err: &reqwest::Error) -> UpstreamErr
 
 /// The error and its causes in one line; URLs in reqwest errors carry no credentials
 /// because berth never puts any in a URL.
-fn error_chain(err: &dyn std::error::Error) -> String {
+pub fn error_chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {

@@ -291,8 +291,11 @@ impl Notifier {
             mac.update(&body);
             request = request.header("x-berth-signature", format!("sha256={}", hex::encode(mac.finalize().into_bytes())));
         }
-        let response =
-            request.body(body).send().await.map_err(|err| format!("POST {} failed: {}", subscription.spec.url, without_url(err)))?;
+        let response = request
+            .body(body)
+            .send()
+            .await
+            .map_err(|err| format!("POST {} failed: {}", subscription.spec.url, berth_upstream::error_chain(&err.without_url())))?;
         let status = response.status();
         if status.is_success() { Ok(()) } else { Err(format!("POST {} answered {status}", subscription.spec.url)) }
     }
@@ -347,19 +350,6 @@ struct Progress {
     last_delivered: Option<(String, Time)>,
     error: Option<(String, Time)>,
     dirty: bool,
-}
-
-/// A reqwest error without its URL (already in the message) and causes joined.
-fn without_url(err: reqwest::Error) -> String {
-    let err = err.without_url();
-    let mut text = err.to_string();
-    let mut source = std::error::Error::source(&err);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 impl Catalog {

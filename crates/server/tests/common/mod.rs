@@ -159,11 +159,35 @@ impl TestApp {
         digest
     }
 
+    /// Waits until the import of `stream:tag` in `ns` settles: the tag's image is at its
+    /// spec generation, or an import failure at that generation is recorded. Returns the
+    /// ImageStreamTag.
+    pub async fn settled_tag(&self, ns: &str, name: &str) -> Value {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let (status, istag) = self.get(&istag_path(ns, name)).await;
+            assert_eq!(status, StatusCode::OK, "{istag}");
+            let wanted = istag["tag"]["generation"].as_i64().unwrap();
+            let imported = istag["generation"].as_i64().unwrap_or(0) >= wanted;
+            let failed = istag["conditions"].as_array().is_some_and(|c| c.iter().any(|c| c["generation"].as_i64() >= Some(wanted)));
+            if imported || failed {
+                return istag;
+            }
+            assert!(std::time::Instant::now() < deadline, "the import of {name} did not settle: {istag}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub async fn stream(&self, ns: &str, name: &str) -> Value {
         let (status, body) = self.get(&format!("{IMAGE_API}/namespaces/{ns}/imagestreams/{name}")).await;
         assert_eq!(status, StatusCode::OK, "{body}");
         body
     }
+}
+
+/// The path of ImageStreamTag `stream:tag` in `ns`.
+pub fn istag_path(ns: &str, name: &str) -> String {
+    format!("{IMAGE_API}/namespaces/{ns}/imagestreamtags/{name}")
 }
 
 pub fn sha256(text: &str) -> String {
