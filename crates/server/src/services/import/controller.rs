@@ -12,27 +12,23 @@ use crate::services::{Resource, Result};
 
 use super::{Importer, STREAMS_IN_FLIGHT, blocking};
 
+/// Streams being imported, each with whether it must be looked at again afterwards.
+type Active = Arc<Mutex<HashMap<(String, String), bool>>>;
+
 impl Importer {
-    /// Imports pending tags until `stop` turns true: first every stream that has some, then
-    /// each stream the event log shows changing.
+    /// Imports pending tags until `stop` turns true, and keeps the schedule of scheduled
+    /// tags: first from every stream, then from each stream the event log shows changing.
+    /// One reader of the log serves both, so each stream change is decoded once.
     pub async fn run_controller(self, mut stop: tokio::sync::watch::Receiver<bool>) {
         let store = Arc::clone(self.catalog.store());
         let mut revisions = store.subscribe();
         let mut nudged = self.nudged.lock().expect("nudge receiver lock").take().expect("the controller runs once");
         let workers = Arc::new(tokio::sync::Semaphore::new(STREAMS_IN_FLIGHT));
         let active: Arc<Mutex<HashMap<(String, String), bool>>> = Arc::default();
-        let mut after = match self.scan_all().await {
-            Ok((revision, streams)) => {
-                for key in streams {
-                    self.schedule(key, &workers, &active);
-                }
-                revision
-            }
-            Err(err) => {
-                tracing::error!(error = %err.message, "the import controller could not read the image streams; it will start from now");
-                store.current_revision().unwrap_or(0)
-            }
-        };
+        let mut after = self.scan_all(&workers, &active).await.unwrap_or_else(|err| {
+            tracing::error!(error = %err.message, "the import controller could not read the image streams; it will start from now");
+            store.current_revision().unwrap_or(0)
+        });
         loop {
             tokio::select! {
                 changed = revisions.changed() => if changed.is_err() { return },
@@ -48,23 +44,18 @@ impl Importer {
                 Ok(Ok(events)) => {
                     for event in events {
                         after = after.max(event.object.revision);
-                        if event.event_type == EventType::Deleted {
-                            continue;
-                        }
-                        if let Ok(stream) = ImageStream::decode(&event.object)
-                            && !tags::pending_imports(&stream).is_empty()
-                        {
-                            self.schedule((stream.metadata.namespace.clone(), stream.metadata.name.clone()), &workers, &active);
+                        let key = &event.object.key;
+                        match event.event_type {
+                            EventType::Deleted => self.unschedule_stream(&key.namespace, &key.name),
+                            _ => match ImageStream::decode(&event.object) {
+                                Ok(stream) => self.observe(&stream, &workers, &active),
+                                Err(err) => tracing::error!(error = %err.message, "the import controller could not read a stream change"),
+                            },
                         }
                     }
                 }
-                Ok(Err(StoreError::Compacted { .. })) => match self.scan_all().await {
-                    Ok((revision, streams)) => {
-                        after = revision;
-                        for key in streams {
-                            self.schedule(key, &workers, &active);
-                        }
-                    }
+                Ok(Err(StoreError::Compacted { .. })) => match self.scan_all(&workers, &active).await {
+                    Ok(revision) => after = revision,
                     Err(err) => tracing::error!(error = %err.message, "the import controller could not rescan the image streams"),
                 },
                 Ok(Err(err)) => tracing::error!(%err, "the import controller could not read the event log"),
@@ -73,10 +64,25 @@ impl Importer {
         }
     }
 
-    /// Every stream with pending imports, and the revision the scan saw.
-    async fn scan_all(&self) -> Result<(u64, Vec<(String, String)>)> {
-        let (revision, streams) = self.streams_where(|stream| !tags::pending_imports(stream).is_empty()).await?;
-        Ok((revision, streams.into_iter().map(|s| (s.metadata.namespace, s.metadata.name)).collect()))
+    /// Reads every stream that has pending or scheduled tags; returns the revision the read
+    /// began at.
+    async fn scan_all(&self, workers: &Arc<tokio::sync::Semaphore>, active: &Active) -> Result<u64> {
+        let needs_us =
+            |stream: &ImageStream| !tags::pending_imports(stream).is_empty() || stream.spec.tags.iter().any(|t| t.import_policy.scheduled);
+        let (revision, streams) = self.streams_where(needs_us).await?;
+        for stream in &streams {
+            self.observe(stream, workers, active);
+        }
+        Ok(revision)
+    }
+
+    /// Acts on the current state of a stream: imports its pending tags and brings its
+    /// scheduled tags into the schedule.
+    fn observe(&self, stream: &ImageStream, workers: &Arc<tokio::sync::Semaphore>, active: &Active) {
+        if !tags::pending_imports(stream).is_empty() {
+            self.schedule((stream.metadata.namespace.clone(), stream.metadata.name.clone()), workers, active);
+        }
+        self.sync_schedule(stream);
     }
 
     /// Every stream that passes `keep`, read page by page, and the revision the read began
@@ -106,7 +112,7 @@ impl Importer {
     }
 
     /// Runs one stream's import unless one is running; then it runs again afterwards.
-    fn schedule(&self, key: (String, String), workers: &Arc<tokio::sync::Semaphore>, active: &Arc<Mutex<HashMap<(String, String), bool>>>) {
+    fn schedule(&self, key: (String, String), workers: &Arc<tokio::sync::Semaphore>, active: &Active) {
         {
             let mut active = active.lock().expect("active imports lock");
             if let Some(again) = active.get_mut(&key) {

@@ -3,13 +3,13 @@
 //! below the configured minimum), spread over the interval by a hash of their name so
 //! that they do not all fire at once, under a global rate limit. A check that finds the
 //! digest unchanged costs one request and writes nothing to history. A tag pinned to a
-//! digest stops once it has its image. The schedule is kept in memory and rebuilt from
-//! the streams at start-up; [`Importer::scheduled_imports`] shows it.
+//! digest stops once it has its image. The schedule is kept in memory, fed by the import
+//! controller (from the streams at start-up, then from the event log);
+//! [`Importer::scheduled_imports`] shows it.
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::num::NonZeroU32;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use berth_model::Time;
@@ -17,12 +17,11 @@ use berth_model::access::Action;
 use berth_model::duration::parse_duration;
 use berth_model::imagestream::ImageStream;
 use berth_model::tags;
-use berth_store::EventType;
 use governor::{Quota, RateLimiter};
 use serde::Serialize;
 
 use super::{CheckResult, Importer};
-use crate::services::{Caller, Resource, Result};
+use crate::services::{Caller, Result};
 
 /// The stream annotation that asks for another check interval (`300`, `90s`, `5m`, `1h30m`).
 pub const INTERVAL_ANNOTATION: &str = "berth.dev/scheduled-import-interval";
@@ -58,9 +57,10 @@ pub struct ScheduledImport {
 }
 
 impl Importer {
-    /// Checks scheduled tags as they fall due until `stop` turns true.
-    pub async fn run_scheduler(self, mut stop: tokio::sync::watch::Receiver<bool>) {
-        let settings = self.upstream.settings().clone();
+    /// Checks scheduled tags as they fall due until `stop` turns true. The schedule itself
+    /// is kept by the import controller, which reads every stream change.
+    pub async fn run_scheduler(self, stop: tokio::sync::watch::Receiver<bool>) {
+        let settings = self.upstream.settings();
         if settings.disable_scheduled_import {
             return;
         }
@@ -68,35 +68,7 @@ impl Importer {
             .ok()
             .and_then(NonZeroU32::new)
             .map(|per_minute| RateLimiter::direct(Quota::per_minute(per_minute).allow_burst(NonZeroU32::MIN)));
-        tokio::spawn(self.clone().dispatch_due_checks(limiter, stop.clone()));
-        let store = Arc::clone(self.catalog.store());
-        let mut revisions = store.subscribe();
-        let mut after = self.scan_schedule().await.unwrap_or_else(|err| {
-            tracing::error!(error = %err.message, "the scheduler could not read the image streams");
-            store.current_revision().unwrap_or(0)
-        });
-        loop {
-            tokio::select! {
-                changed = revisions.changed() => {
-                    if changed.is_err() { return }
-                    let reader = Arc::clone(&store);
-                    if let Ok(Ok(events)) = tokio::task::spawn_blocking(move || reader.events_since(ImageStream::RESOURCE, None, after, 10_000)).await {
-                        for event in events {
-                            after = after.max(event.object.revision);
-                            let (namespace, name) = (event.object.key.namespace.clone(), event.object.key.name.clone());
-                            match event.event_type {
-                                EventType::Deleted => self.unschedule_stream(&namespace, &name),
-                                _ => if let Ok(stream) = ImageStream::decode(&event.object) { self.sync_schedule(&stream) },
-                            }
-                        }
-                    } else if let Ok(revision) = store.current_revision() {
-                        // The log was compacted past us: rebuild from the streams.
-                        after = self.scan_schedule().await.unwrap_or(revision);
-                    }
-                }
-                _ = stop.changed() => return,
-            }
-        }
+        self.dispatch_due_checks(limiter, stop).await;
     }
 
     /// Starts due checks, earliest first, each when the rate limit lets it, until `stop`.
@@ -144,19 +116,13 @@ impl Importer {
         }
     }
 
-    /// Rebuilds the schedule from every stream; returns the revision it saw.
-    async fn scan_schedule(&self) -> Result<u64> {
-        let (revision, streams) = self.streams_where(|stream| stream.spec.tags.iter().any(|t| t.import_policy.scheduled)).await?;
-        for stream in &streams {
-            self.sync_schedule(stream);
-        }
-        Ok(revision)
-    }
-
     /// Brings one stream's entries in line with its spec: scheduled tags are added (spread
     /// over their interval), others removed, pinned tags that have their image dropped.
-    fn sync_schedule(&self, stream: &ImageStream) {
+    pub(super) fn sync_schedule(&self, stream: &ImageStream) {
         let settings = self.upstream.settings();
+        if settings.disable_scheduled_import {
+            return;
+        }
         let interval =
             stream_interval(stream, settings.scheduled_import_interval_seconds, settings.minimum_scheduled_import_interval_seconds);
         let (namespace, name) = (&stream.metadata.namespace, &stream.metadata.name);
@@ -197,7 +163,7 @@ impl Importer {
         schedule.retain(|key, _| key.0 != *namespace || key.1 != *name || keep.contains(key));
     }
 
-    fn unschedule_stream(&self, namespace: &str, name: &str) {
+    pub(super) fn unschedule_stream(&self, namespace: &str, name: &str) {
         self.schedule.lock().expect("schedule lock").retain(|key, _| key.0 != namespace || key.1 != name);
     }
 
