@@ -40,7 +40,7 @@ pub(super) struct Lookup {
     pub(super) insecure: bool,
     pub(super) mode: ImportMode,
     pub(super) preferences: Vec<PlatformPreference>,
-    /// The image the tag points at now, if any: a HEAD that finds it again ends the work.
+    /// The image the tag points at now, if any: a result that finds it again is "Unchanged".
     pub(super) current: Option<String>,
 }
 
@@ -105,13 +105,9 @@ impl Run {
             Some(digest) => Some(digest.clone()),
             None => session.manifest_digest(lookup.reference.tag.as_deref().unwrap_or("latest")).await?,
         };
+        // An image berth has (the one the tag points at when nothing moved) costs no
+        // further request.
         let top = match digest {
-            Some(digest) if lookup.current.as_deref() == Some(digest.as_str()) => {
-                if let Some(image) = self.known(&digest)? {
-                    return Ok(Found { pull_spec: session.repository().pull_spec(&digest), image, manifests: Vec::new() });
-                }
-                self.image(&session, &digest).await?
-            }
             Some(digest) => self.image(&session, &digest).await?,
             None => {
                 let fetched = session.manifest(lookup.reference.tag.as_deref().unwrap_or("latest")).await?;
@@ -145,9 +141,6 @@ impl Run {
                     )
                 })?;
                 let digest: Digest = chosen.digest.parse().map_err(|_| invalid_manifest(&session, "a child digest is not valid"))?;
-                if lookup.current.as_deref() != Some(digest.as_str()) || self.known(&digest)?.is_none() {
-                    self.fetched.lock().expect("fetched images lock").entry(top.metadata.name.clone()).or_insert_with(|| top.clone());
-                }
                 let image = self.image(&session, &digest).await?;
                 Ok(Found { pull_spec: session.repository().pull_spec(&digest), image, manifests: Vec::new() })
             }
