@@ -528,7 +528,10 @@ pub(crate) async fn receive_webhook(
     };
     let changes = match endpoint.parse(&headers, &body) {
         Ok(changes) => changes,
-        Err(WebhookError::Unverified(message)) => return render_error(Error::new(ErrorKind::Unauthorized, message)),
+        Err(WebhookError::Unverified(message)) => {
+            tracing::warn!(endpoint = %name, %message, "refused an unverified registry notification");
+            return render_error(Error::new(ErrorKind::Unauthorized, message));
+        }
         Err(WebhookError::TooLarge(limit)) => {
             return render_error(Error::new(
                 ErrorKind::TooLarge,
@@ -539,7 +542,10 @@ pub(crate) async fn receive_webhook(
     };
     let received = changes.len();
     match app.importer.upstream_changed(changes).await {
-        Ok(tracked) => (StatusCode::ACCEPTED, axum::Json(json!({"changes": received, "trackedTags": tracked}))).into_response(),
+        Ok(tracked) => {
+            tracing::info!(endpoint = %name, changes = received, tracked_tags = tracked, "registry notification");
+            (StatusCode::ACCEPTED, axum::Json(json!({"changes": received, "trackedTags": tracked}))).into_response()
+        }
         Err(err) => render_error(err),
     }
 }

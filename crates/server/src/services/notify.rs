@@ -237,7 +237,13 @@ impl Notifier {
                     return true;
                 }
                 Err(message) => {
-                    tracing::debug!(namespace, subscription = name, %message, attempt, "delivery failed; will retry");
+                    // The first failure of a streak is worth an operator's attention; the
+                    // retries are not.
+                    if attempt == 0 {
+                        tracing::warn!(namespace, subscription = name, %message, "delivery failed; retrying with backoff until it succeeds");
+                    } else {
+                        tracing::debug!(namespace, subscription = name, %message, attempt, "delivery failed again");
+                    }
                     progress.error = Some((message, Time::now()));
                     progress.dirty = true;
                     // The status says why delivery is stuck, without a write per retry.

@@ -350,6 +350,16 @@ impl Importer {
         if results.is_empty() {
             return Ok(());
         }
+        for (pending, outcome) in &results {
+            match outcome {
+                Ok(found) => {
+                    tracing::debug!(namespace, stream = stream_name, tag = %pending.tag, image = %found.image.metadata.name, "looked up")
+                }
+                Err(err) => {
+                    tracing::warn!(namespace, stream = stream_name, tag = %pending.tag, reason = err.reason(), error = %err.message, "import failed")
+                }
+            }
+        }
         let mut images: Vec<Image> = Vec::new();
         {
             let mut fetched = run.fetched.lock().expect("fetched images lock");
