@@ -311,7 +311,7 @@ impl ImageStream {
             generation: latest.map_or(0, |e| e.generation),
             lookup_policy: self.spec.lookup_policy,
             conditions: status.map(|s| s.conditions.clone()).unwrap_or_default(),
-            image: image.map(|i| image_as_referenced(i, latest)),
+            image: image.map(|i| self.image_as_referenced(tag, i, latest)),
         })
     }
 
@@ -335,7 +335,7 @@ impl ImageStream {
             },
             spec: spec.cloned(),
             status: status.cloned(),
-            image: image.map(|i| image_as_referenced(i, status.and_then(|s| s.items.first()))),
+            image: image.map(|i| self.image_as_referenced(tag, i, status.and_then(|s| s.items.first()))),
         })
     }
 
@@ -356,19 +356,30 @@ impl ImageStream {
         }
     }
 
+    /// The pull spec a tag's event resolves to: with `referencePolicy: Local` (and the
+    /// stream's registry known) berth's own `dockerImageRepository@digest`, so that pulls
+    /// go through berth; otherwise the pull spec the history recorded.
+    pub fn resolved_pull_spec(&self, tag: &str, event: &TagEvent) -> String {
+        let local = self.spec_tag(tag).is_some_and(|t| t.reference_policy.policy_type == "Local");
+        if local && !self.status.docker_image_repository.is_empty() && !event.image.is_empty() {
+            return format!("{}@{}", self.status.docker_image_repository, event.image);
+        }
+        event.docker_image_reference.clone()
+    }
+
+    /// An image as a tag sees it: the pull spec is the tag's resolved one.
+    fn image_as_referenced(&self, tag: &str, image: &Image, latest: Option<&TagEvent>) -> Image {
+        let mut view = image.without_raw_content();
+        if let Some(event) = latest {
+            view.docker_image_reference = self.resolved_pull_spec(tag, event);
+        }
+        view
+    }
+
     /// Describes the stream for messages: `namespace/name`.
     pub fn describe(&self) -> String {
         format!("{}/{}", self.metadata.namespace, self.metadata.name)
     }
-}
-
-/// An image as a tag sees it: the pull spec is the one the tag's history recorded.
-fn image_as_referenced(image: &Image, latest: Option<&TagEvent>) -> Image {
-    let mut view = image.without_raw_content();
-    if let Some(event) = latest {
-        view.docker_image_reference = event.docker_image_reference.clone();
-    }
-    view
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -9,3 +9,4 @@ pub mod webhooks;
 pub use berth_upstream::ImportSettings;
 pub use serve::{ClientConfig, ServeConfig, ServerFile, Started, run, start};
 pub use services::notify::DeliverySettings;
+pub use services::registry::RegistrySettings;

@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 use crate::http::{App, router};
 use crate::services::import::Importer;
 use crate::services::notify::{DeliverySettings, Notifier};
+use crate::services::registry::{Registry, RegistrySettings};
 use crate::services::{Catalog, CatalogConfig};
 use berth_upstream::{ImportSettings, Upstream};
 
@@ -42,6 +43,8 @@ pub struct ServeConfig {
     pub delivery: DeliverySettings,
     /// Registry webhook endpoints (`POST /webhooks/{name}`).
     pub webhooks: Vec<WebhookEndpoint>,
+    /// berth's own registry (`/v2/`).
+    pub registry: RegistrySettings,
 }
 
 /// The server's config file (`berth serve --config`): settings that are too many or too
@@ -54,6 +57,9 @@ pub struct ServerFile {
     /// Endpoints registries send change notifications to.
     #[serde(default)]
     pub webhooks: Vec<WebhookEndpoint>,
+    /// berth's own registry: limits and token lifetime.
+    #[serde(default)]
+    pub registry: RegistrySettings,
 }
 
 impl ServerFile {
@@ -62,6 +68,7 @@ impl ServerFile {
         let file: ServerFile =
             yaml_serde::from_str(&text).with_context(|| format!("{} is not a valid berth server config", path.display()))?;
         file.import.validate().map_err(|err| anyhow::anyhow!("{}: {err}", path.display()))?;
+        file.registry.validate().map_err(|err| anyhow::anyhow!("{}: {err}", path.display()))?;
         let mut names = std::collections::BTreeSet::new();
         for (idx, endpoint) in file.webhooks.iter().enumerate() {
             endpoint.validate().map_err(|err| anyhow::anyhow!("{}: webhooks[{idx}]: {err}", path.display()))?;
@@ -184,7 +191,18 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Started> {
     tokio::spawn(importer.clone().run_controller(stopping_seen.clone()));
     tokio::spawn(importer.clone().run_scheduler(stopping_seen.clone()));
     tokio::spawn(Notifier::new(catalog.clone(), config.delivery.clone()).run(stopping_seen.clone()));
-    let app = App { catalog, importer, webhooks: Arc::new(config.webhooks.clone()), ready: Arc::clone(&ready), stopping: stopping_seen };
+    let blobs = berth_store::BlobStore::open_local(&config.data_dir.join("blobs"), config.synchronous == Synchronous::Full)
+        .with_context(|| format!("opening blob storage in {}", config.data_dir.join("blobs").display()))?;
+    let registry = Registry::new(catalog.clone(), blobs, upstream.clone(), config.registry.clone(), registry_key(&config.data_dir)?);
+    tokio::spawn(registry.clone().run_upload_cleanup(stopping_seen.clone()));
+    let app = App {
+        catalog,
+        importer,
+        registry,
+        webhooks: Arc::new(config.webhooks.clone()),
+        ready: Arc::clone(&ready),
+        stopping: stopping_seen,
+    };
     let compactor = tokio::spawn(compact_forever(store, config.event_retention, config.compaction_interval));
     let task = tokio::spawn(async move {
         let served = axum::serve(listener, router(app)).with_graceful_shutdown(async move {
@@ -242,6 +260,23 @@ async fn compact_forever(store: Arc<dyn MetadataStore>, keep: u64, every: Durati
             Err(_) => return,
         }
     }
+}
+
+/// The key that signs the registry's tokens: made on first start, kept in the data
+/// directory so that tokens outlive a restart.
+fn registry_key(data_dir: &Path) -> anyhow::Result<[u8; 32]> {
+    use base64::Engine;
+    let path = data_dir.join("registry.key");
+    let engine = base64::engine::general_purpose::STANDARD;
+    if let Ok(text) = std::fs::read_to_string(&path)
+        && let Ok(bytes) = engine.decode(text.trim())
+        && let Ok(key) = <[u8; 32]>::try_from(bytes.as_slice())
+    {
+        return Ok(key);
+    }
+    let key: [u8; 32] = rand::random();
+    write_private(&path, &format!("{}\n", engine.encode(key)))?;
+    Ok(key)
 }
 
 fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {

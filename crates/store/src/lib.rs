@@ -14,12 +14,14 @@
 //! PostgreSQL backend (which would take a table lock on the revision counter in each
 //! write transaction to keep commit order equal to revision order).
 
+pub mod blobs;
 mod sqlite;
 pub mod suite;
 
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 
+pub use blobs::{BlobError, BlobRead, BlobStore, ByteStream, Upload};
 pub use sqlite::{SqliteStore, Synchronous};
 
 /// Names one stored object. Cluster-scoped objects have an empty namespace.

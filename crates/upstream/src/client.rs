@@ -83,6 +83,9 @@ impl Repository {
     }
 }
 
+/// The bytes of a blob as they arrive from a registry.
+pub type BlobBody = std::pin::Pin<Box<dyn futures::Stream<Item = std::io::Result<Bytes>> + Send>>;
+
 /// A manifest as the registry sent it, checked against its digest.
 #[derive(Clone, Debug)]
 pub struct FetchedManifest {
@@ -155,6 +158,7 @@ impl Upstream {
         path: &str,
         accept: Option<&str>,
         authorization: Option<&HeaderValue>,
+        timeout: Option<Duration>,
     ) -> Result<(reqwest::Response, OwnedSemaphorePermit)> {
         let gate = self.gate(&repository.endpoint);
         let permit = Arc::clone(&gate.permits).acquire_owned().await.expect("gates are never closed");
@@ -175,6 +179,9 @@ impl Upstream {
             }
             if let Some(value) = authorization {
                 request = request.header(AUTHORIZATION, value.clone());
+            }
+            if let Some(timeout) = timeout {
+                request = request.timeout(timeout);
             }
             request.send()
         };
@@ -360,17 +367,34 @@ impl Session {
 
     /// One request, tried again on transient failures.
     async fn fetch(&self, method: Method, path: &str, accept: Option<&str>, max_body: usize, what: &str) -> Result<Reply> {
+        self.retrying(|| async {
+            let (response, permit) = self.respond(&method, path, accept, None, what).await?;
+            let headers = response.headers().clone();
+            let body = if method == Method::HEAD { Bytes::new() } else { read_body(response, max_body, &self.repository, what).await? };
+            drop(permit);
+            Ok(Reply { headers, body })
+        })
+        .await
+    }
+
+    /// Runs `attempt` until it succeeds, fails for good, or the retries are used up,
+    /// waiting between tries with backoff and jitter or as `Retry-After` asks.
+    async fn retrying<T, F, Fut>(&self, mut attempt: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, Failure>>,
+    {
         let settings = &self.upstream.inner.settings;
-        let mut attempt = 0;
+        let mut tries = 0;
         loop {
-            let failure = match self.fetch_once(&method, path, accept, max_body, what).await {
-                Ok(reply) => return Ok(reply),
+            let failure = match attempt().await {
+                Ok(value) => return Ok(value),
                 Err(failure) => failure,
             };
-            if !failure.error.is_transient() || attempt >= settings.retries {
+            if !failure.error.is_transient() || tries >= settings.retries {
                 return Err(failure.error);
             }
-            let backoff = Duration::from_millis(settings.retry_base_millis.saturating_mul(1 << attempt.min(16)));
+            let backoff = Duration::from_millis(settings.retry_base_millis.saturating_mul(1 << tries.min(16)));
             let jitter = Duration::from_millis(rand::random_range(0..=settings.retry_base_millis.max(1)));
             let wait = failure.retry_after.unwrap_or(backoff + jitter);
             if wait > Duration::from_secs(settings.max_retry_after_seconds) {
@@ -383,21 +407,29 @@ impl Session {
                     ),
                 ));
             }
-            tracing::debug!(registry = %self.repository.endpoint, attempt, wait_ms = wait.as_millis() as u64, error = %failure.error, "retrying");
+            tracing::debug!(registry = %self.repository.endpoint, attempt = tries, wait_ms = wait.as_millis() as u64, error = %failure.error, "retrying");
             tokio::time::sleep(wait).await;
-            attempt += 1;
+            tries += 1;
         }
     }
 
-    /// One try: authorization challenges are answered here (each credential, then
-    /// anonymous); statuses and broken bodies become failures.
-    async fn fetch_once(&self, method: &Method, path: &str, accept: Option<&str>, max_body: usize, what: &str) -> Result<Reply, Failure> {
+    /// One try up to the response headers: authorization challenges are answered here
+    /// (each credential, then anonymous); statuses other than 2xx become failures. The
+    /// gate's permit comes back with the response, to be held while the body is read.
+    async fn respond(
+        &self,
+        method: &Method,
+        path: &str,
+        accept: Option<&str>,
+        timeout: Option<Duration>,
+        what: &str,
+    ) -> Result<(reqwest::Response, OwnedSemaphorePermit), Failure> {
         loop {
             let (candidate, header) = {
                 let state = self.auth.lock().expect("auth state lock");
                 (state.candidate, state.header.clone())
             };
-            let (response, permit) = self.upstream.execute(&self.repository, method, path, accept, header.as_ref()).await?;
+            let (response, permit) = self.upstream.execute(&self.repository, method, path, accept, header.as_ref(), timeout).await?;
             let status = response.status();
             if status == StatusCode::UNAUTHORIZED {
                 let challenge = Challenge::of(response.headers());
@@ -411,11 +443,24 @@ impl Session {
                 drop(permit);
                 return Err(self.status_failure(status, &body, retry_after, what));
             }
-            let headers = response.headers().clone();
-            let body = if *method == Method::HEAD { Bytes::new() } else { read_body(response, max_body, &self.repository, what).await? };
-            drop(permit);
-            return Ok(Reply { headers, body });
+            return Ok((response, permit));
         }
+    }
+
+    /// Opens a blob for streaming (pull-through): its size as the registry announced it
+    /// and its bytes as they arrive. Transient failures are retried until the body
+    /// starts; the caller checks the digest of what it reads. Long transfers are allowed
+    /// an hour instead of the request timeout.
+    pub async fn open_blob(&self, digest: &Digest) -> Result<(Option<u64>, BlobBody)> {
+        let path = format!("/v2/{}/blobs/{digest}", self.repository.path);
+        let (response, permit) = self.retrying(|| self.respond(&Method::GET, &path, None, Some(Duration::from_secs(3600)), "blob")).await?;
+        let size = response.content_length();
+        let repository = self.repository.clone();
+        let body = response.bytes_stream().map(move |chunk| {
+            let _held = &permit;
+            chunk.map_err(|err| std::io::Error::other(format!("{} stopped sending the blob: {}", repository.endpoint, error_chain(&err))))
+        });
+        Ok((size, Box::pin(body)))
     }
 
     /// Moves the session on after a 401 for `candidate`: first answer the challenge with

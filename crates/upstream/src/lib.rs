@@ -16,7 +16,7 @@ pub mod credentials;
 pub mod error;
 pub mod settings;
 
-pub use client::{FetchedManifest, Repository, Session, Upstream, error_chain};
+pub use client::{BlobBody, FetchedManifest, Repository, Session, Upstream, error_chain};
 pub use credentials::{Credential, Keyring};
 pub use error::{ErrorKind, UpstreamError};
 pub use settings::{ImportSettings, RegistryLimits};

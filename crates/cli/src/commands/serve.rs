@@ -73,6 +73,7 @@ pub fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
         import: file.import,
         delivery: DeliverySettings::default(),
         webhooks: file.webhooks,
+        registry: file.registry,
     };
     // Blocking threads run writes and lists; more of them than this only queue on the one
     // writer connection and the reader pool while each holds its own memory.

@@ -4,6 +4,7 @@
 
 mod api;
 mod body;
+mod registry;
 mod watch;
 
 use std::sync::Arc;
@@ -27,6 +28,7 @@ pub use body::MAX_BODY_BYTES;
 pub struct App {
     pub catalog: Catalog,
     pub importer: Importer,
+    pub registry: crate::services::registry::Registry,
     pub webhooks: Arc<Vec<crate::webhooks::WebhookEndpoint>>,
     pub ready: Arc<AtomicBool>,
     /// Turns true when the server shuts down, so that long-lived watches end and a
@@ -34,7 +36,8 @@ pub struct App {
     pub stopping: tokio::sync::watch::Receiver<bool>,
 }
 
-/// The whole HTTP surface: the image API, the core API, berth's API, health checks.
+/// The whole HTTP surface: the image API, the core API, berth's API, the OCI registry
+/// (`/v2/`), registry webhooks, health checks.
 pub fn router(app: App) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
@@ -42,6 +45,9 @@ pub fn router(app: App) -> Router {
         .route("/version", get(|| async { axum::Json(serde_json::json!({"gitVersion": env!("CARGO_PKG_VERSION"), "platform": "berth"})) }))
         .merge(api::routes())
         .route("/webhooks/{name}", axum::routing::post(api::receive_webhook))
+        .route("/v2/", get(registry::check))
+        .route("/v2", get(registry::check))
+        .route("/v2/{*rest}", axum::routing::any(registry::dispatch))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(app)

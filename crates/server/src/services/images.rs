@@ -52,6 +52,23 @@ impl Catalog {
         Ok(image)
     }
 
+    /// Stores an image pushed by digest to a stream of `namespace` (the registry checked
+    /// the push), unless berth already has it.
+    pub fn store_pushed_image(&self, caller: &Caller, namespace: &str, mut image: Image) -> Result<()> {
+        caller.require(Action::Write(namespace), "push", IMAGES)?;
+        let name = image.metadata.name.clone();
+        image.validate("").map_err(|causes| Error::invalid(IMAGES, &name, causes))?;
+        image.metadata.namespace.clear();
+        stamp_new(&mut image.metadata, Time::now());
+        let (key, body) = (Image::key("", &name), image.encode());
+        transact(&**self.store(), move |txn| {
+            if txn.get(&key)?.is_none() {
+                txn.put(&key, &body, &[], Precondition::Absent)?;
+            }
+            Ok::<_, Error>(())
+        })
+    }
+
     /// Replaces an image's labels and annotations; any other change is refused.
     pub fn update_image(&self, caller: &Caller, name: &str, update: Image) -> Result<Image> {
         caller.require(Action::WriteImages, "update", IMAGES)?;

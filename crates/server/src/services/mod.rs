@@ -9,6 +9,7 @@ pub mod images;
 pub mod import;
 pub mod namespaces;
 pub mod notify;
+pub mod registry;
 pub mod resource;
 pub mod streams;
 pub mod subscriptions;

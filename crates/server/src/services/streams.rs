@@ -186,6 +186,7 @@ impl Catalog {
         caller.require(Action::Read(namespace), "get", V::QUALIFIED)?;
         let (stream_name, tag) = split_tag_name(V::QUALIFIED, name)?;
         let stream = self.load::<ImageStream>(namespace, stream_name)?.ok_or_else(|| Error::not_found(V::QUALIFIED, name))?;
+        let stream = self.with_repositories(stream);
         let image = self.current_image(&stream, tag)?;
         V::of(&stream, tag, image.as_ref()).ok_or_else(|| Error::not_found(V::QUALIFIED, name))
     }
@@ -196,7 +197,8 @@ impl Catalog {
         let all = ListOptions { limit: None, continue_token: None, ..ListOptions::default() };
         let streams = self.list_objects::<ImageStream>(Some(namespace), &all, |_| true)?.collect()?;
         let mut items = Vec::new();
-        for stream in &streams.items {
+        for stream in streams.items {
+            let stream = &self.with_repositories(stream);
             for tag in stream.tag_names() {
                 let image = if V::LISTS_IMAGES { self.current_image(stream, tag)? } else { None };
                 if let Some(view) = V::of(stream, tag, image.as_ref())
@@ -299,6 +301,27 @@ impl Catalog {
         };
         let image = self.load::<Image>("", &event.image)?.ok_or_else(|| Error::not_found(ISIMAGE, name))?;
         Ok(stream.image_stream_image(&image))
+    }
+
+    /// Removes the tags of a stream that point at `digest` now (a registry manifest
+    /// delete). Returns how many were removed.
+    pub fn untag_image(&self, caller: &Caller, namespace: &str, name: &str, digest: &berth_model::Digest) -> Result<usize> {
+        caller.require(Action::Write(namespace), "delete", ImageStreamTag::QUALIFIED)?;
+        let (namespace, name, digest) = (namespace.to_string(), name.to_string(), digest.to_string());
+        transact(&**self.store(), move |txn| {
+            let Some(mut stream) = read_stream(txn, &namespace, &name)? else {
+                return Ok(0);
+            };
+            let tagged: Vec<String> =
+                stream.status.tags.iter().filter(|t| t.items.first().is_some_and(|e| e.image == digest)).map(|t| t.tag.clone()).collect();
+            for tag in &tagged {
+                tags::remove_tag(&mut stream, tag);
+            }
+            if !tagged.is_empty() {
+                put_stream(txn, &mut stream, Precondition::Any)?;
+            }
+            Ok::<_, Error>(tagged.len())
+        })
     }
 
     /// Stores `mapping.image` (unless berth already has it) and points the tag at it,

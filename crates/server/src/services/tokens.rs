@@ -102,6 +102,26 @@ impl Catalog {
         Ok(caller)
     }
 
+    /// The caller of the token named `name` (a registry token names the berth token it
+    /// was issued for): the token must still exist and not have expired.
+    pub fn caller_of_token(&self, name: &str) -> Result<Caller> {
+        let key: [u8; 32] = Sha256::digest(format!("name:{name}").as_bytes()).into();
+        let now = Time::now();
+        if let Some((caller, expires)) = self.callers.get(&key)
+            && expires.is_none_or(|at| at > now)
+        {
+            return Ok(caller);
+        }
+        let revoked = || Error::unauthorized(format!("token {name:?} was revoked or has expired: log in again with a current berth token"));
+        let token: Token = self.load("", name)?.ok_or_else(revoked)?;
+        if token.expired(now) {
+            return Err(revoked());
+        }
+        let caller = Caller { token: name.to_string(), grant: token.grant() };
+        self.callers.insert(key, caller.clone(), token.spec.expiration_timestamp);
+        Ok(caller)
+    }
+
     /// Creates a token; the response carries the bearer token in `status.token`, once.
     pub fn create_token(&self, caller: &Caller, token: Token) -> Result<Token> {
         caller.require(Action::AdministerCluster, "create", TOKENS)?;

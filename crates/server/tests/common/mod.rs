@@ -51,6 +51,7 @@ impl TestApp {
                 ..berth_server::DeliverySettings::default()
             },
             webhooks: Vec::new(),
+            registry: berth_server::RegistrySettings::default(),
         };
         configure(&mut config);
         let started = berth_server::start(config.clone()).await.unwrap();

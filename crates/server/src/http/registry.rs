@@ -1,0 +1,509 @@
+//! The OCI distribution endpoint `/v2/`: one route, the repository name parsed from the
+//! right (`…/manifests/<ref>`, `…/blobs/<digest>`, `…/blobs/uploads/[<id>]`,
+//! `…/tags/list`, `…/referrers/<digest>`), the token endpoint `/v2/token`, and errors in
+//! the OCI envelope `{"errors":[{code,message,detail}]}`.
+
+use std::collections::HashMap;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use futures::{StreamExt, TryStreamExt};
+use serde_json::json;
+
+use crate::http::App;
+use crate::services::Caller;
+use crate::services::registry::{BlobContent, Code, Credential, Reference, Registry, RegistryError, Repo, parse_digest};
+
+const API_VERSION: (&str, &str) = ("docker-distribution-api-version", "registry/2.0");
+
+/// What a `/v2/` path names.
+#[derive(Debug, PartialEq, Eq)]
+enum Route<'a> {
+    Catalog,
+    Token,
+    Tags(&'a str),
+    Manifest(&'a str, &'a str),
+    Blob(&'a str, &'a str),
+    Uploads(&'a str),
+    Upload(&'a str, &'a str),
+    Referrers(&'a str, &'a str),
+}
+
+fn route(rest: &str) -> Option<Route<'_>> {
+    match rest {
+        "_catalog" => return Some(Route::Catalog),
+        "token" => return Some(Route::Token),
+        _ => {}
+    }
+    if let Some(name) = rest.strip_suffix("/tags/list") {
+        return Some(Route::Tags(name));
+    }
+    let trimmed = rest.strip_suffix('/').unwrap_or(rest);
+    if let Some(name) = trimmed.strip_suffix("/blobs/uploads") {
+        return Some(Route::Uploads(name));
+    }
+    let (head, last) = trimmed.rsplit_once('/')?;
+    let (name, kind) = head.rsplit_once('/')?;
+    match kind {
+        "manifests" => Some(Route::Manifest(name, last)),
+        "blobs" => Some(Route::Blob(name, last)),
+        "referrers" => Some(Route::Referrers(name, last)),
+        "uploads" => name.strip_suffix("/blobs").map(|name| Route::Upload(name, last)),
+        _ => None,
+    }
+}
+
+fn credential(headers: &HeaderMap) -> Credential {
+    let Some((scheme, value)) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.split_once(' ')) else {
+        return Credential::None;
+    };
+    if scheme.eq_ignore_ascii_case("bearer") {
+        return Credential::Bearer(value.trim().to_string());
+    }
+    if scheme.eq_ignore_ascii_case("basic")
+        && let Some(password) = STANDARD
+            .decode(value.trim())
+            .ok()
+            .and_then(|raw| String::from_utf8(raw).ok())
+            .and_then(|pair| pair.split_once(':').map(|(_, p)| p.to_string()))
+    {
+        return Credential::Basic(password);
+    }
+    Credential::None
+}
+
+/// Renders a registry error in the OCI envelope. A 401 carries the challenge that sends
+/// Docker clients to the token endpoint.
+fn error(err: RegistryError, headers: &HeaderMap, scope: Option<&str>) -> Response {
+    let status = StatusCode::from_u16(err.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let body = json!({"errors": [{"code": err.code.as_str(), "message": err.message, "detail": {}}]});
+    let mut response = reply(status, "application/json", body.to_string());
+    if err.code == Code::Unauthorized {
+        let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
+        let scheme = headers.get("x-forwarded-proto").and_then(|h| h.to_str().ok()).unwrap_or("http");
+        let mut challenge = format!("Bearer realm=\"{scheme}://{host}/v2/token\",service=\"berth\"");
+        if let Some(scope) = scope {
+            challenge.push_str(&format!(",scope=\"{scope}\""));
+        }
+        if let Ok(value) = HeaderValue::from_str(&challenge) {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, value);
+        }
+    }
+    if let Some(size) = err.upload_size {
+        response.headers_mut().insert(header::RANGE, range_header(size));
+    }
+    response
+}
+
+/// A response with a body of `content_type` and the registry API version header.
+fn reply(status: StatusCode, content_type: &'static str, body: String) -> Response {
+    (status, [(header::CONTENT_TYPE, content_type)], [API_VERSION], body).into_response()
+}
+
+fn range_header(size: u64) -> HeaderValue {
+    HeaderValue::from_str(&format!("0-{}", size.saturating_sub(1))).expect("a range is a valid header")
+}
+
+fn header_value(text: &str) -> HeaderValue {
+    HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// `GET /v2/`: 200 for a known caller, 401 with the challenge otherwise.
+pub(crate) async fn check(State(app): State<App>, headers: HeaderMap) -> Response {
+    match app.registry.authenticate(credential(&headers)).await {
+        Ok(_) => reply(StatusCode::OK, "application/json", "{}".to_string()),
+        Err(err) => error(err, &headers, None),
+    }
+}
+
+/// Every other `/v2/…` request.
+pub(crate) async fn dispatch(
+    State(app): State<App>,
+    method: Method,
+    Path(rest): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let Some(target) = route(&rest) else {
+        let err = RegistryError::new(Code::NameInvalid, format!("/v2/{rest} is not a registry path: see the OCI distribution spec"))
+            .with_status(404);
+        return error(err, &headers, None);
+    };
+    let registry = &app.registry;
+    if target == Route::Token {
+        return match registry.issue_token(credential(&headers)).await {
+            Ok(issued) => (StatusCode::OK, [API_VERSION], axum::Json(issued)).into_response(),
+            Err(err) => error(err, &headers, None),
+        };
+    }
+    let scope = repository_of(&target).map(|name| {
+        let actions = if matches!(method, Method::GET | Method::HEAD) { "pull" } else { "pull,push" };
+        format!("repository:{name}:{actions}")
+    });
+    let caller = match registry.authenticate(credential(&headers)).await {
+        Ok(caller) => caller,
+        Err(err) => return error(err, &headers, scope.as_deref()),
+    };
+    let request = Request { registry, caller: &caller, method: &method, query: &query, headers: &headers };
+    match request.serve(target, body).await {
+        Ok(response) => response,
+        Err(err) => error(err, &headers, scope.as_deref()),
+    }
+}
+
+fn repository_of<'a>(target: &Route<'a>) -> Option<&'a str> {
+    match target {
+        Route::Tags(name)
+        | Route::Manifest(name, _)
+        | Route::Blob(name, _)
+        | Route::Uploads(name)
+        | Route::Upload(name, _)
+        | Route::Referrers(name, _) => Some(name),
+        Route::Catalog | Route::Token => None,
+    }
+}
+
+struct Request<'a> {
+    registry: &'a Registry,
+    caller: &'a Caller,
+    method: &'a Method,
+    query: &'a HashMap<String, String>,
+    headers: &'a HeaderMap,
+}
+
+type Served = Result<Response, RegistryError>;
+
+fn unsupported(method: &Method) -> RegistryError {
+    RegistryError::new(Code::Unsupported, format!("{method} is not supported here")).with_status(405)
+}
+
+fn body_stream(body: Body) -> berth_store::ByteStream {
+    body.into_data_stream().map_err(std::io::Error::other).boxed()
+}
+
+impl Request<'_> {
+    async fn serve(&self, target: Route<'_>, body: Body) -> Served {
+        match target {
+            Route::Catalog => self.catalog().await,
+            Route::Token => Err(unsupported(self.method)),
+            Route::Tags(name) => self.tags(&Repo::parse(name)?).await,
+            Route::Manifest(name, reference) => {
+                let (repo, reference) = (Repo::parse(name)?, Reference::parse(reference)?);
+                match *self.method {
+                    Method::GET | Method::HEAD => self.get_manifest(&repo, &reference).await,
+                    Method::PUT => self.put_manifest(&repo, &reference, body).await,
+                    Method::DELETE => {
+                        self.registry.delete_manifest(self.caller, &repo, &reference).await?;
+                        Ok((StatusCode::ACCEPTED, [API_VERSION]).into_response())
+                    }
+                    _ => Err(unsupported(self.method)),
+                }
+            }
+            Route::Blob(name, digest) => {
+                let (repo, digest) = (Repo::parse(name)?, parse_digest(digest)?);
+                match *self.method {
+                    Method::GET | Method::HEAD => self.get_blob(&repo, &digest).await,
+                    Method::DELETE => Err(RegistryError::new(
+                        Code::Unsupported,
+                        "berth does not delete blobs one by one: delete the manifests that use them; unused blobs are pruned",
+                    )),
+                    _ => Err(unsupported(self.method)),
+                }
+            }
+            Route::Uploads(name) if *self.method == Method::POST => self.start_upload(&Repo::parse(name)?, body).await,
+            Route::Uploads(_) => Err(unsupported(self.method)),
+            Route::Upload(name, id) => self.upload(&Repo::parse(name)?, id, body).await,
+            Route::Referrers(name, digest) => {
+                let (repo, digest) = (Repo::parse(name)?, parse_digest(digest)?);
+                if *self.method != Method::GET {
+                    return Err(unsupported(self.method));
+                }
+                let artifact_type = self.query.get("artifactType").map(String::as_str);
+                let index = self.registry.referrers(self.caller, &repo, &digest, artifact_type).await?;
+                let mut response = reply(StatusCode::OK, berth_model::manifest::OCI_INDEX, index.to_string());
+                if artifact_type.is_some() {
+                    response.headers_mut().insert("oci-filters-applied", HeaderValue::from_static("artifactType"));
+                }
+                Ok(response)
+            }
+        }
+    }
+
+    fn page_params(&self) -> Result<(Option<usize>, Option<&str>), RegistryError> {
+        let n = match self.query.get("n") {
+            Some(n) => Some(
+                n.parse::<usize>()
+                    .map_err(|_| RegistryError::new(Code::Unsupported, format!("n={n:?} is not a number of entries")).with_status(400))?,
+            ),
+            None => None,
+        };
+        Ok((n, self.query.get("last").map(String::as_str)))
+    }
+
+    fn paged(
+        &self,
+        path: &str,
+        key: &str,
+        mut document: serde_json::Value,
+        items: Vec<String>,
+        next: Option<String>,
+        n: Option<usize>,
+    ) -> Response {
+        document[key] = json!(items);
+        let mut response = reply(StatusCode::OK, "application/json", document.to_string());
+        if let (Some(last), Some(n)) = (next, n) {
+            let query: String =
+                url::form_urlencoded::Serializer::new(String::new()).append_pair("n", &n.to_string()).append_pair("last", &last).finish();
+            response.headers_mut().insert(header::LINK, header_value(&format!("<{path}?{query}>; rel=\"next\"")));
+        }
+        response
+    }
+
+    async fn catalog(&self) -> Served {
+        if *self.method != Method::GET {
+            return Err(unsupported(self.method));
+        }
+        let (n, last) = self.page_params()?;
+        let page = self.registry.repositories(self.caller, n, last).await?;
+        Ok(self.paged("/v2/_catalog", "repositories", json!({}), page.items, page.next_after, n))
+    }
+
+    async fn tags(&self, repo: &Repo) -> Served {
+        if *self.method != Method::GET {
+            return Err(unsupported(self.method));
+        }
+        let (n, last) = self.page_params()?;
+        let page = self.registry.tags(self.caller, repo, n, last).await?;
+        let path = format!("/v2/{}/tags/list", repo.name());
+        Ok(self.paged(&path, "tags", json!({"name": repo.name()}), page.items, page.next_after, n))
+    }
+
+    async fn get_manifest(&self, repo: &Repo, reference: &Reference) -> Served {
+        let accept: Vec<String> = self
+            .headers
+            .get_all(header::ACCEPT)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(|t| t.split(';').next().unwrap_or("").trim().to_string())
+            .filter(|t| !t.is_empty())
+            .collect();
+        let content = self.registry.manifest(self.caller, repo, reference, &accept).await?;
+        let headers = [
+            (header::CONTENT_TYPE, header_value(&content.media_type)),
+            (header::HeaderName::from_static("docker-content-digest"), header_value(content.digest.as_str())),
+            (header::ETAG, header_value(&format!("\"{}\"", content.digest))),
+            (header::CONTENT_LENGTH, HeaderValue::from(content.bytes.len())),
+        ];
+        let body = if *self.method == Method::HEAD { Body::empty() } else { Body::from(content.bytes) };
+        Ok((StatusCode::OK, headers, [API_VERSION], body).into_response())
+    }
+
+    async fn put_manifest(&self, repo: &Repo, reference: &Reference, body: Body) -> Served {
+        let max = self.registry.settings().max_manifest_bytes;
+        let too_large = || {
+            RegistryError::new(Code::SizeInvalid, format!("the manifest is larger than {max} bytes (registry.maxManifestBytes)"))
+                .with_status(413)
+        };
+        let announced = self.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
+        if announced.is_some_and(|len| len > max) {
+            return Err(too_large());
+        }
+        let bytes = axum::body::to_bytes(body, max).await.map_err(|_| too_large())?;
+        let content_type = self.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let pushed = self.registry.put_manifest(self.caller, repo, reference, content_type, bytes).await?;
+        let mut response = (
+            StatusCode::CREATED,
+            [
+                (header::LOCATION, header_value(&format!("/v2/{}/manifests/{}", repo.name(), pushed.digest))),
+                (header::HeaderName::from_static("docker-content-digest"), header_value(pushed.digest.as_str())),
+            ],
+            [API_VERSION],
+        )
+            .into_response();
+        if let Some(subject) = pushed.subject {
+            response.headers_mut().insert("oci-subject", header_value(subject.as_str()));
+        }
+        Ok(response)
+    }
+
+    async fn get_blob(&self, repo: &Repo, digest: &berth_model::Digest) -> Served {
+        let range = match self.headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
+            Some(text) => Some(parse_range(text)?),
+            None => None,
+        };
+        let head = *self.method == Method::HEAD;
+        let BlobContent { size, range: sent, body } = self.registry.blob(self.caller, repo, digest, range, head).await?;
+        let mut response = Response::new(body.map(Body::from_stream).unwrap_or_else(Body::empty));
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+        headers.insert("docker-content-digest", header_value(digest.as_str()));
+        headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+        headers.insert(header::ETAG, header_value(&format!("\"{digest}\"")));
+        headers.insert(API_VERSION.0, HeaderValue::from_static(API_VERSION.1));
+        match (sent, size) {
+            (Some(range), size) if range.end != u64::MAX => {
+                *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+                let total = size.map_or("*".to_string(), |s| s.to_string());
+                let headers = response.headers_mut();
+                headers.insert(header::CONTENT_RANGE, header_value(&format!("bytes {}-{}/{total}", range.start, range.end - 1)));
+                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(range.end - range.start));
+            }
+            (_, Some(size)) => {
+                response.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+            }
+            _ => {}
+        }
+        Ok(response)
+    }
+
+    fn upload_location(repo: &Repo, id: &str) -> HeaderValue {
+        header_value(&format!("/v2/{}/blobs/uploads/{id}", repo.name()))
+    }
+
+    fn upload_accepted(repo: &Repo, id: &str, size: u64, status: StatusCode) -> Response {
+        (
+            status,
+            [
+                (header::LOCATION, Self::upload_location(repo, id)),
+                (header::RANGE, range_header(size)),
+                (header::HeaderName::from_static("docker-upload-uuid"), header_value(id)),
+                (header::CONTENT_LENGTH, HeaderValue::from(0)),
+            ],
+            [API_VERSION],
+        )
+            .into_response()
+    }
+
+    fn blob_created(repo: &Repo, digest: &berth_model::Digest) -> Response {
+        (
+            StatusCode::CREATED,
+            [
+                (header::LOCATION, header_value(&format!("/v2/{}/blobs/{digest}", repo.name()))),
+                (header::HeaderName::from_static("docker-content-digest"), header_value(digest.as_str())),
+                (header::CONTENT_LENGTH, HeaderValue::from(0)),
+            ],
+            [API_VERSION],
+        )
+            .into_response()
+    }
+
+    async fn start_upload(&self, repo: &Repo, body: Body) -> Served {
+        if let (Some(mount), Some(from)) = (self.query.get("mount"), self.query.get("from")) {
+            let digest = parse_digest(mount)?;
+            if self.registry.mount(self.caller, repo, &digest, from).await? {
+                return Ok(Self::blob_created(repo, &digest));
+            }
+        }
+        if let Some(digest) = self.query.get("digest") {
+            let digest = parse_digest(digest)?;
+            let _permit = self.registry.upload_permit()?;
+            self.registry.put_blob(self.caller, repo, &digest, body_stream(body)).await?;
+            return Ok(Self::blob_created(repo, &digest));
+        }
+        let upload = self.registry.start_upload(self.caller, repo).await?;
+        Ok(Self::upload_accepted(repo, &upload.id, 0, StatusCode::ACCEPTED))
+    }
+
+    async fn upload(&self, repo: &Repo, id: &str, body: Body) -> Served {
+        match *self.method {
+            Method::GET => {
+                let state = self.registry.upload_status(self.caller, repo, id).await?;
+                Ok(Self::upload_accepted(repo, &state.id, state.size, StatusCode::NO_CONTENT))
+            }
+            Method::PATCH => {
+                let start = match self.headers.get(header::CONTENT_RANGE).and_then(|v| v.to_str().ok()) {
+                    Some(text) => Some(parse_content_range(text)?),
+                    None => None,
+                };
+                let _permit = self.registry.upload_permit()?;
+                let state = self.registry.append(self.caller, repo, id, start, body_stream(body)).await?;
+                Ok(Self::upload_accepted(repo, &state.id, state.size, StatusCode::ACCEPTED))
+            }
+            Method::PUT => {
+                let digest = self.query.get("digest").ok_or_else(|| {
+                    RegistryError::new(Code::DigestInvalid, "finishing an upload needs ?digest=<digest of the whole blob>")
+                })?;
+                let digest = parse_digest(digest)?;
+                let _permit = self.registry.upload_permit()?;
+                self.registry.finish_upload(self.caller, repo, id, &digest, Some(body_stream(body))).await?;
+                Ok(Self::blob_created(repo, &digest))
+            }
+            Method::DELETE => {
+                self.registry.cancel_upload(self.caller, repo, id).await?;
+                Ok((StatusCode::NO_CONTENT, [API_VERSION]).into_response())
+            }
+            _ => Err(unsupported(self.method)),
+        }
+    }
+}
+
+/// `Range: bytes=<start>-[<end>]`.
+fn parse_range(text: &str) -> Result<(u64, Option<u64>), RegistryError> {
+    let invalid = || RegistryError::new(Code::BlobUnknown, format!("the Range {text:?} is not bytes=START-[END]")).with_status(416);
+    let spec = text.trim().strip_prefix("bytes=").ok_or_else(invalid)?;
+    let (start, end) = spec.split_once('-').ok_or_else(invalid)?;
+    let start = start.trim().parse::<u64>().map_err(|_| invalid())?;
+    let end = match end.trim() {
+        "" => None,
+        end => Some(end.parse::<u64>().map_err(|_| invalid())?),
+    };
+    Ok((start, end))
+}
+
+/// `Content-Range: <start>-<end>` of an upload chunk; returns the start.
+fn parse_content_range(text: &str) -> Result<u64, RegistryError> {
+    let invalid = || RegistryError::new(Code::BlobUploadInvalid, format!("the Content-Range {text:?} is not START-END")).with_status(416);
+    let spec = text.trim().trim_start_matches("bytes ").trim_start_matches("bytes=");
+    let (start, end) = spec.split_once('-').ok_or_else(invalid)?;
+    let start = start.trim().parse::<u64>().map_err(|_| invalid())?;
+    let end = end.split('/').next().unwrap_or("").trim().parse::<u64>().map_err(|_| invalid())?;
+    if end < start {
+        return Err(invalid());
+    }
+    Ok(start)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_of_any_depth_are_parsed_from_the_right() {
+        assert_eq!(route("a/b/c/manifests/latest"), Some(Route::Manifest("a/b/c", "latest")));
+        assert_eq!(route("ns/app/blobs/sha256:x"), Some(Route::Blob("ns/app", "sha256:x")));
+        assert_eq!(route("ns/app/blobs/uploads/"), Some(Route::Uploads("ns/app")));
+        assert_eq!(route("ns/app/blobs/uploads"), Some(Route::Uploads("ns/app")));
+        assert_eq!(route("ns/app/blobs/uploads/1234"), Some(Route::Upload("ns/app", "1234")));
+        assert_eq!(route("ns/manifests/tags/list"), Some(Route::Tags("ns/manifests")));
+        assert_eq!(route("ns/app/referrers/sha256:x"), Some(Route::Referrers("ns/app", "sha256:x")));
+        assert_eq!(route("_catalog"), Some(Route::Catalog));
+        assert_eq!(route("ns/app/other/x"), None);
+        assert_eq!(route("app"), None);
+    }
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range("bytes=0-99").unwrap(), (0, Some(99)));
+        assert_eq!(parse_range("bytes=100-").unwrap(), (100, None));
+        assert_eq!(parse_range("items=1-2").unwrap_err().status, 416);
+        assert_eq!(parse_content_range("0-1023").unwrap(), 0);
+        assert_eq!(parse_content_range("1024-2047").unwrap(), 1024);
+        assert_eq!(parse_content_range("5-1").unwrap_err().status, 416);
+    }
+
+    #[test]
+    fn basic_passwords_and_bearer_tokens_are_read() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::AUTHORIZATION, HeaderValue::from_str(&format!("Basic {}", STANDARD.encode("me:brt_x.y"))).unwrap());
+        assert_eq!(credential(&headers), Credential::Basic("brt_x.y".into()));
+        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer brr_abc"));
+        assert_eq!(credential(&headers), Credential::Bearer("brr_abc".into()));
+        assert_eq!(credential(&HeaderMap::new()), Credential::None);
+    }
+}

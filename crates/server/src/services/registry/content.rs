@@ -1,0 +1,381 @@
+//! Manifests, tags, the catalog and referrers: what `/v2/<name>/manifests`, `/tags/list`,
+//! `/_catalog` and `/referrers` serve. Manifests are the Images' bytes, exactly as pushed or
+//! imported; a tag is the latest entry of the stream's history.
+
+use berth_model::access::Action;
+use berth_model::image::Image;
+use berth_model::imagestream::{ImageStream, ImageStreamMapping, ImageStreamTag};
+use berth_model::manifest::{self, Descriptor, Manifest, PlatformPreference};
+use berth_model::{Digest, ObjectMeta};
+use bytes::Bytes;
+use serde_json::{Value, json};
+
+use super::{Code, MANAGED_ANNOTATION, Need, Reference, Registry, RegistryError, Repo, Result};
+use crate::services::{Caller, ListOptions};
+
+/// The largest image config read to build an Image's metadata.
+const MAX_CONFIG_BYTES: u64 = 8 << 20;
+const IMAGE_CONFIG_TYPES: [&str; 2] = ["application/vnd.docker.container.image.v1+json", "application/vnd.oci.image.config.v1+json"];
+
+/// A manifest as served.
+#[derive(Clone, Debug)]
+pub struct ManifestContent {
+    pub digest: Digest,
+    pub media_type: String,
+    pub bytes: Bytes,
+}
+
+/// What a manifest push stored.
+#[derive(Clone, Debug)]
+pub struct PushedManifest {
+    pub digest: Digest,
+    /// The manifest's `subject`, for the `OCI-Subject` header.
+    pub subject: Option<Digest>,
+}
+
+/// A page of a tag or repository list, and where the next one starts.
+#[derive(Clone, Debug)]
+pub struct TagPage {
+    pub items: Vec<String>,
+    /// The last item, when more follow.
+    pub next_after: Option<String>,
+}
+
+fn content_of(image: &Image) -> Result<ManifestContent> {
+    if image.docker_image_manifest.is_empty() {
+        return Err(RegistryError::new(
+            Code::ManifestUnknown,
+            format!("berth keeps no manifest bytes for image {}: import it again to serve it", image.metadata.name),
+        ));
+    }
+    let digest = image.metadata.name.parse::<Digest>().map_err(|err| RegistryError::new(Code::Unknown, err.to_string()))?;
+    let media_type = if image.docker_image_manifest_media_type.is_empty() {
+        manifest::OCI_MANIFEST.to_string()
+    } else {
+        image.docker_image_manifest_media_type.clone()
+    };
+    Ok(ManifestContent { digest, media_type, bytes: Bytes::from(image.docker_image_manifest.clone()) })
+}
+
+fn page(mut items: Vec<String>, n: Option<usize>, last: Option<&str>) -> TagPage {
+    items.sort();
+    items.dedup();
+    if let Some(last) = last {
+        items.retain(|item| item.as_str() > last);
+    }
+    match n {
+        Some(n) if items.len() > n => {
+            items.truncate(n);
+            let next_after = items.last().cloned();
+            TagPage { items, next_after }
+        }
+        _ => TagPage { items, next_after: None },
+    }
+}
+
+impl Registry {
+    /// The image of the stream's history that is or names `digest` (a manifest, a layer or
+    /// a config), if any.
+    pub(super) async fn in_stream(&self, digest: &Digest, stream: &ImageStream) -> Result<Option<Image>> {
+        for image in self.stream_images(stream).await? {
+            let named = image.metadata.name == digest.as_str()
+                || image.docker_image_layers.iter().any(|l| l.name == digest.as_str())
+                || config_digest(&image).as_deref() == Some(digest.as_str());
+            if named {
+                return Ok(Some(image));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The manifest `reference` names in `repo`. `accept` lists the media types the client
+    /// takes; a client that takes no manifest lists gets, by tag, the linux/amd64 image of
+    /// a list (as distribution does), never rewritten bytes.
+    pub async fn manifest(&self, caller: &Caller, repo: &Repo, reference: &Reference, accept: &[String]) -> Result<ManifestContent> {
+        self.authorize(caller, repo, Need::Pull).await?;
+        let stream = self.stream(repo).await?;
+        match reference {
+            Reference::Tag(tag) => {
+                let Some(event) = stream.latest_event(tag).filter(|e| !e.image.is_empty()) else {
+                    let why = if stream.spec_tag(tag).is_some() {
+                        format!(
+                            "tag {tag:?} of {} has no image yet (its import may be pending or failed: `berth describe istag {}:{tag} -n {}`)",
+                            repo.name(),
+                            repo.stream,
+                            repo.namespace
+                        )
+                    } else {
+                        format!("{} has no tag {tag:?}", repo.name())
+                    };
+                    return Err(RegistryError::new(Code::ManifestUnknown, why));
+                };
+                let digest = super::parse_digest(&event.image)?;
+                let image = self.image(&digest).await?.ok_or_else(|| {
+                    RegistryError::new(Code::ManifestUnknown, format!("berth does not have image {digest} that tag {tag:?} points at"))
+                })?;
+                let content = content_of(&image)?;
+                self.negotiate(content, accept).await
+            }
+            Reference::Digest(digest) => {
+                let linked = self.inner.blobs.is_linked(&repo.name(), digest).await?;
+                let image = if linked { self.image(digest).await? } else { self.in_stream(digest, &stream).await? };
+                match image.filter(|i| i.metadata.name == digest.as_str()) {
+                    Some(image) => content_of(&image),
+                    None => Err(RegistryError::new(Code::ManifestUnknown, format!("{} has no manifest {digest}", repo.name()))),
+                }
+            }
+        }
+    }
+
+    async fn negotiate(&self, content: ManifestContent, accept: &[String]) -> Result<ManifestContent> {
+        let is_list = matches!(content.media_type.as_str(), manifest::OCI_INDEX | manifest::DOCKER_MANIFEST_LIST);
+        let accepts = |t: &str| accept.iter().any(|a| a == t || a == "*/*");
+        if !is_list || accept.is_empty() || accepts(manifest::OCI_INDEX) || accepts(manifest::DOCKER_MANIFEST_LIST) {
+            return Ok(content);
+        }
+        let Ok(Manifest::List { manifests, .. }) = Manifest::parse(&content.media_type, &content.bytes) else {
+            return Ok(content);
+        };
+        let linux_amd64 = PlatformPreference::parse("linux/amd64").expect("a valid platform");
+        let child: Option<&Descriptor> = manifest::choose_child(&manifests, &[linux_amd64]);
+        let Some(child) = child else {
+            return Ok(content);
+        };
+        let digest = super::parse_digest(&child.digest)?;
+        match self.image(&digest).await? {
+            Some(image) => content_of(&image),
+            None => Err(RegistryError::new(
+                Code::ManifestUnknown,
+                format!("the tag is a manifest list and the client takes none; berth does not have its linux/amd64 image {digest}"),
+            )),
+        }
+    }
+
+    /// Stores a pushed manifest. By tag, the Image is mapped to the stream's tag (the
+    /// stream is created when missing) with the history, events and notifications of any
+    /// tag move; by digest, only the Image is stored.
+    pub async fn put_manifest(
+        &self,
+        caller: &Caller,
+        repo: &Repo,
+        reference: &Reference,
+        content_type: &str,
+        bytes: Bytes,
+    ) -> Result<PushedManifest> {
+        self.authorize(caller, repo, Need::Push).await?;
+        let max = self.inner.settings.max_manifest_bytes;
+        if bytes.len() > max {
+            return Err(RegistryError::new(
+                Code::SizeInvalid,
+                format!("the manifest has {} bytes; berth accepts at most {max}", bytes.len()),
+            )
+            .with_status(413));
+        }
+        let digest = match reference {
+            Reference::Digest(expected) => {
+                let actual = expected.recompute(&bytes);
+                if actual != *expected {
+                    return Err(RegistryError::new(
+                        Code::DigestInvalid,
+                        format!("the manifest hashes to {actual}, not {expected} as the URL says: nothing was stored"),
+                    ));
+                }
+                actual
+            }
+            Reference::Tag(_) => Digest::sha256_of(&bytes),
+        };
+        let parsed = Manifest::parse(content_type, &bytes).map_err(|err| RegistryError::new(Code::ManifestInvalid, err.to_string()))?;
+        let document: Value = serde_json::from_slice(&bytes)
+            .map_err(|err| RegistryError::new(Code::ManifestInvalid, format!("the manifest is not JSON: {err}")))?;
+        let stream = self.find_stream(repo).await?;
+        let config = match &parsed {
+            Manifest::Image { config, layers, .. } => {
+                for descriptor in std::iter::once(config).chain(layers) {
+                    self.require_blob(repo, stream.as_ref(), descriptor, Code::ManifestBlobUnknown).await?;
+                }
+                if IMAGE_CONFIG_TYPES.contains(&config.media_type.as_str()) {
+                    let config_digest = super::parse_digest(&config.digest)?;
+                    self.inner.blobs.read_all(&config_digest, MAX_CONFIG_BYTES).await?
+                } else {
+                    None
+                }
+            }
+            Manifest::List { manifests, .. } => {
+                for child in manifests {
+                    self.require_blob(repo, stream.as_ref(), child, Code::ManifestBlobUnknown).await?;
+                }
+                None
+            }
+        };
+        let pull_spec = format!("{}/{}@{digest}", self.catalog().config().registry_hostname, repo.name());
+        let mut image = manifest::image_from_manifest(&digest, &bytes, &parsed, config.as_deref(), &pull_spec)
+            .map_err(|err| RegistryError::new(Code::ManifestInvalid, err.to_string()))?;
+        image.metadata.annotations.insert(MANAGED_ANNOTATION.to_string(), "true".to_string());
+        let subject = match document.pointer("/subject/digest").and_then(Value::as_str) {
+            Some(text) => Some(super::parse_digest(text)?),
+            None => None,
+        };
+        self.inner.blobs.link(&repo.name(), &digest).await?;
+        let (caller, namespace, stream_name) = (caller.clone(), repo.namespace.clone(), repo.stream.clone());
+        match reference {
+            Reference::Tag(tag) => {
+                let mapping = ImageStreamMapping {
+                    metadata: ObjectMeta { name: stream_name, namespace: namespace.clone(), ..ObjectMeta::default() },
+                    image,
+                    tag: tag.clone(),
+                    ..ImageStreamMapping::default()
+                };
+                self.blocking(move |catalog| catalog.create_mapping(&caller, &namespace, mapping).map_err(Into::into)).await?;
+            }
+            Reference::Digest(_) => {
+                self.blocking(move |catalog| catalog.store_pushed_image(&caller, &namespace, image).map_err(Into::into)).await?;
+            }
+        }
+        if let Some(subject) = &subject {
+            let artifact_type = document
+                .get("artifactType")
+                .and_then(Value::as_str)
+                .or_else(|| document.pointer("/config/mediaType").and_then(Value::as_str))
+                .unwrap_or_default();
+            let mut descriptor = json!({
+                "mediaType": parsed.media_type(),
+                "digest": digest.as_str(),
+                "size": bytes.len(),
+            });
+            if !artifact_type.is_empty() {
+                descriptor["artifactType"] = json!(artifact_type);
+            }
+            if let Some(annotations) = document.get("annotations").filter(|a| a.is_object()) {
+                descriptor["annotations"] = annotations.clone();
+            }
+            let descriptor = serde_json::to_vec(&descriptor).expect("a descriptor serialises");
+            self.inner.blobs.add_referrer(&repo.name(), subject, &digest, descriptor).await?;
+        }
+        Ok(PushedManifest { digest, subject })
+    }
+
+    /// Fails with `code` unless the blob or manifest a descriptor names is in `repo`.
+    async fn require_blob(&self, repo: &Repo, stream: Option<&ImageStream>, descriptor: &Descriptor, code: Code) -> Result<()> {
+        let digest = super::parse_digest(&descriptor.digest)?;
+        if self.inner.blobs.is_linked(&repo.name(), &digest).await? {
+            return Ok(());
+        }
+        if let Some(stream) = stream
+            && self.in_stream(&digest, stream).await?.is_some()
+            && (self.inner.blobs.size(&digest).await?.is_some() || self.image(&digest).await?.is_some())
+        {
+            return Ok(());
+        }
+        Err(RegistryError::new(
+            code,
+            format!("{} was not pushed to {}: push it before the manifest that refers to it", digest, repo.name()),
+        ))
+    }
+
+    /// Deletes a tag (the tag and its history, as `berth tag -d`), or a manifest by digest:
+    /// the stream's tags that point at it now are removed and the repository forgets it.
+    /// The Image itself stays until pruning.
+    pub async fn delete_manifest(&self, caller: &Caller, repo: &Repo, reference: &Reference) -> Result<()> {
+        self.authorize(caller, repo, Need::Push).await?;
+        let stream = self.stream(repo).await?;
+        let (owned_caller, namespace) = (caller.clone(), repo.namespace.clone());
+        match reference {
+            Reference::Tag(tag) => {
+                let name = format!("{}:{tag}", repo.stream);
+                let unknown = format!("{} has no tag {tag:?}", repo.name());
+                self.blocking(move |catalog| {
+                    catalog.delete_tag_view::<ImageStreamTag>(&owned_caller, &namespace, &name).map_err(|err| match err.kind {
+                        crate::services::ErrorKind::NotFound => RegistryError::new(Code::ManifestUnknown, unknown),
+                        _ => err.into(),
+                    })
+                })
+                .await
+            }
+            Reference::Digest(digest) => {
+                let linked = self.inner.blobs.is_linked(&repo.name(), digest).await?;
+                let image = if linked { self.image(digest).await? } else { self.in_stream(digest, &stream).await? };
+                let Some(image) = image.filter(|i| i.metadata.name == digest.as_str()) else {
+                    return Err(RegistryError::new(Code::ManifestUnknown, format!("{} has no manifest {digest}", repo.name())));
+                };
+                let (stream_name, owned_digest) = (repo.stream.clone(), digest.clone());
+                self.blocking(move |catalog| {
+                    catalog.untag_image(&owned_caller, &namespace, &stream_name, &owned_digest).map_err(Into::into)
+                })
+                .await?;
+                self.inner.blobs.unlink(&repo.name(), digest).await?;
+                let document: Option<Value> = serde_json::from_str(&image.docker_image_manifest).ok();
+                if let Some(subject) = document.as_ref().and_then(|d| d.pointer("/subject/digest")).and_then(Value::as_str)
+                    && let Ok(subject) = subject.parse::<Digest>()
+                {
+                    self.inner.blobs.remove_referrer(&repo.name(), &subject, digest).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// The tags of `repo` that point at an image, in order, `n` at most after `last`.
+    pub async fn tags(&self, caller: &Caller, repo: &Repo, n: Option<usize>, last: Option<&str>) -> Result<TagPage> {
+        self.authorize(caller, repo, Need::Pull).await?;
+        let stream = self.stream(repo).await?;
+        let tags =
+            stream.status.tags.iter().filter(|t| t.items.first().is_some_and(|e| !e.image.is_empty())).map(|t| t.tag.clone()).collect();
+        Ok(page(tags, n, last))
+    }
+
+    /// The repositories (streams) the caller may pull from, in order.
+    pub async fn repositories(&self, caller: &Caller, n: Option<usize>, last: Option<&str>) -> Result<TagPage> {
+        let caller = caller.clone();
+        let anonymous = super::auth::is_anonymous(&caller);
+        let names = self
+            .blocking(move |catalog| {
+                let all = ListOptions::default();
+                let open: Vec<String> = if anonymous {
+                    catalog
+                        .list_objects::<berth_model::core::Namespace>(None, &all, |_| true)?
+                        .collect()?
+                        .items
+                        .into_iter()
+                        .filter(|ns| ns.metadata.annotations.get(super::ANONYMOUS_PULL_ANNOTATION).is_some_and(|v| v == "true"))
+                        .map(|ns| ns.metadata.name)
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                let streams = catalog.list_objects::<ImageStream>(None, &all, move |s| {
+                    caller.grant.allows(Action::Read(&s.metadata.namespace)) || open.contains(&s.metadata.namespace)
+                })?;
+                let mut names = Vec::new();
+                for stream in streams.items {
+                    let stream = stream?;
+                    names.push(format!("{}/{}", stream.metadata.namespace, stream.metadata.name));
+                }
+                Ok(names)
+            })
+            .await?;
+        Ok(page(names, n, last))
+    }
+
+    /// The OCI index of the manifests in `repo` whose subject is `subject`, those of
+    /// `artifact_type` only when given. Returns the index and whether it was filtered.
+    pub async fn referrers(&self, caller: &Caller, repo: &Repo, subject: &Digest, artifact_type: Option<&str>) -> Result<Value> {
+        self.authorize(caller, repo, Need::Pull).await?;
+        self.stream(repo).await?;
+        let mut manifests = Vec::new();
+        for descriptor in self.inner.blobs.referrers(&repo.name(), subject).await? {
+            let Ok(descriptor) = serde_json::from_slice::<Value>(&descriptor) else {
+                continue;
+            };
+            if artifact_type.is_some_and(|wanted| descriptor.get("artifactType").and_then(Value::as_str) != Some(wanted)) {
+                continue;
+            }
+            manifests.push(descriptor);
+        }
+        Ok(json!({"schemaVersion": 2, "mediaType": manifest::OCI_INDEX, "manifests": manifests}))
+    }
+}
+
+/// The config digest of an image (`dockerImageMetadata.Id` for schema 2 and OCI images).
+pub(super) fn config_digest(image: &Image) -> Option<String> {
+    image.docker_image_metadata.as_ref()?.get("Id")?.as_str().filter(|id| id.contains(':')).map(str::to_string)
+}

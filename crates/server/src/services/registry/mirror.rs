@@ -1,0 +1,348 @@
+//! Blob reads, and pull-through. A blob is served from the blob store when berth has it.
+//! Otherwise, when an image of the stream names it and came from another registry, it
+//! is fetched from there with the namespace's pull secrets, once per digest however many
+//! clients ask at the same time: one download writes a local file and every client
+//! follows that file as it grows. When the download's digest checks out the file
+//! becomes the stored blob, so later pulls (and pulls while the upstream is down) are
+//! local. Digests are never fetched again once stored.
+
+use std::collections::HashMap;
+use std::io::SeekFrom;
+use std::ops::Range;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use berth_model::Digest;
+use berth_model::image::Image;
+use berth_model::imagestream::ImageStream;
+use berth_model::reference::ImageReference;
+use berth_store::{BlobStore, ByteStream};
+use berth_upstream::{Repository, Session};
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use sha2::Digest as _;
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio::sync::watch;
+
+use super::{Code, Need, Registry, RegistryError, Repo, Result};
+use crate::services::Caller;
+
+/// Bytes gathered before a download writes to its file (and wakes its followers).
+const WRITE_CHUNK: usize = 256 * 1024;
+/// Bytes a follower reads at a time.
+const READ_CHUNK: usize = 256 * 1024;
+
+/// A blob to send: its size when known, the range sent, and the bytes (none for HEAD).
+pub struct BlobContent {
+    pub size: Option<u64>,
+    pub range: Option<Range<u64>>,
+    pub body: Option<ByteStream>,
+}
+
+/// Downloads in flight, by digest.
+#[derive(Clone, Default)]
+pub(super) struct Mirrors {
+    active: Arc<Mutex<HashMap<Digest, Download>>>,
+}
+
+#[derive(Clone)]
+struct Download {
+    file: PathBuf,
+    state: watch::Receiver<State>,
+}
+
+#[derive(Clone, Debug)]
+enum State {
+    Connecting,
+    Receiving { size: Option<u64>, written: u64 },
+    Done { size: u64 },
+    Failed(RegistryError),
+}
+
+impl Registry {
+    /// A blob of `repo`, or the `range` of it. With `head`, only its size.
+    pub async fn blob(
+        &self,
+        caller: &Caller,
+        repo: &Repo,
+        digest: &Digest,
+        range: Option<(u64, Option<u64>)>,
+        head: bool,
+    ) -> Result<BlobContent> {
+        self.authorize(caller, repo, Need::Pull).await?;
+        let unknown = || RegistryError::new(Code::BlobUnknown, format!("{} has no blob {digest}", repo.name()));
+        let source = if self.inner.blobs.is_linked(&repo.name(), digest).await? {
+            None
+        } else {
+            let stream = self.stream(repo).await?;
+            let image = self.in_stream(digest, &stream).await?.ok_or_else(unknown)?;
+            Some((stream, image))
+        };
+        if let Some(size) = self.inner.blobs.size(digest).await? {
+            return self.local(digest, size, range, head).await;
+        }
+        let Some((stream, image)) = source else {
+            return Err(unknown());
+        };
+        match self.download(repo, &stream, &image, digest).await? {
+            Some(download) => follow(download, range, head).await,
+            // Mirrored since this request looked.
+            None => {
+                let size = self.inner.blobs.size(digest).await?.ok_or_else(unknown)?;
+                self.local(digest, size, range, head).await
+            }
+        }
+    }
+
+    async fn local(&self, digest: &Digest, size: u64, range: Option<(u64, Option<u64>)>, head: bool) -> Result<BlobContent> {
+        let range = match range {
+            None => None,
+            Some(asked) => Some(clamp(asked, Some(size))?),
+        };
+        if head {
+            return Ok(BlobContent { size: Some(size), range, body: None });
+        }
+        let read = self
+            .inner
+            .blobs
+            .read(digest, range.clone())
+            .await?
+            .ok_or_else(|| RegistryError::new(Code::BlobUnknown, format!("blob {digest} was removed while it was being read")))?;
+        Ok(BlobContent { size: Some(read.size), range, body: Some(read.body) })
+    }
+
+    /// The download of `digest` in flight, or a new one from where `image` came from;
+    /// `None` when the blob was stored meanwhile. (A download publishes the blob before it
+    /// leaves the map, so looking in the map, then the store, then starting one can only
+    /// start a second download if a whole one ran between the first two looks.)
+    async fn download(&self, repo: &Repo, stream: &ImageStream, image: &Image, digest: &Digest) -> Result<Option<Download>> {
+        if let Some(download) = self.inner.mirrors.find(digest) {
+            return Ok(Some(download));
+        }
+        if self.inner.blobs.size(digest).await?.is_some() {
+            return Ok(None);
+        }
+        let session = self.session_for(repo, stream, image).await?;
+        let expected = image.docker_image_layers.iter().find(|l| l.name == digest.as_str()).map(|l| l.size as u64);
+        let blobs = self.inner.blobs.clone();
+        let mirrors = self.inner.mirrors.clone();
+        mirrors.start(digest, blobs, session, expected).await.map(Some)
+    }
+
+    /// A session for the registry `image` was imported from, with the namespace's pull
+    /// secrets. Images pushed to berth have nowhere else to come from.
+    async fn session_for(&self, repo: &Repo, stream: &ImageStream, image: &Image) -> Result<Arc<Session>> {
+        let gone = || {
+            RegistryError::new(
+                Code::BlobUnknown,
+                format!("berth has neither the blobs of image {} nor another registry to pull them from", image.metadata.name),
+            )
+        };
+        let reference = ImageReference::parse(&image.docker_image_reference).map_err(|_| gone())?;
+        let config = self.catalog().config();
+        if reference.registry == config.registry_hostname || config.public_registry_hostnames.contains(&reference.registry) {
+            return Err(gone());
+        }
+        let settings = self.inner.upstream.settings();
+        let insecure = settings.is_insecure(&reference.registry)
+            || stream.spec.tags.iter().any(|t| t.import_policy.insecure)
+            || stream.metadata.annotations.get("openshift.io/image.insecureRepository").is_some_and(|v| v == "true");
+        let repository = Repository::of(&reference, insecure);
+        let namespace = repo.namespace.clone();
+        let keyring = self.blocking(move |catalog| catalog.pull_keyring(&namespace).map_err(Into::into)).await?;
+        let credentials = keyring.lookup(&repository.registry, &repository.path);
+        Ok(Arc::new(self.inner.upstream.session(repository, credentials)))
+    }
+}
+
+/// Checks a requested byte range (`start`, inclusive `end`) against the size.
+fn clamp((start, end): (u64, Option<u64>), size: Option<u64>) -> Result<Range<u64>> {
+    let invalid =
+        || RegistryError::new(Code::BlobUnknown, format!("the range starting at byte {start} is outside the blob")).with_status(416);
+    let end_exclusive = match (end, size) {
+        (Some(end), Some(size)) => (end + 1).min(size),
+        (Some(end), None) => end + 1,
+        (None, Some(size)) => size,
+        (None, None) => u64::MAX,
+    };
+    if size.is_some_and(|size| start >= size) || end.is_some_and(|end| end < start) {
+        return Err(invalid());
+    }
+    Ok(start..end_exclusive)
+}
+
+impl Mirrors {
+    fn find(&self, digest: &Digest) -> Option<Download> {
+        self.active.lock().expect("mirror map lock").get(digest).cloned()
+    }
+
+    /// Starts downloading `digest` unless a download already runs (then joins it).
+    async fn start(&self, digest: &Digest, blobs: BlobStore, session: Arc<Session>, expected: Option<u64>) -> Result<Download> {
+        let file = blobs.mirror_file();
+        tokio::fs::File::create(&file)
+            .await
+            .map_err(|err| RegistryError::new(Code::Unknown, format!("creating {}: {err}", file.display())))?;
+        let (sender, state) = watch::channel(State::Connecting);
+        let download = Download { file: file.clone(), state };
+        {
+            let mut active = self.active.lock().expect("mirror map lock");
+            if let Some(running) = active.get(digest) {
+                let _ = std::fs::remove_file(&file);
+                return Ok(running.clone());
+            }
+            active.insert(digest.clone(), download.clone());
+        }
+        let (mirrors, digest) = (self.clone(), digest.clone());
+        tokio::spawn(async move {
+            let result = fetch(&blobs, &session, &digest, &file, expected, &sender).await;
+            match result {
+                Ok(size) => {
+                    tracing::info!(%digest, size, registry = %session.repository().name(), "mirrored a blob");
+                    sender.send_replace(State::Done { size });
+                }
+                Err(err) => {
+                    tracing::warn!(%digest, registry = %session.repository().name(), error = %err.message, "pull-through failed");
+                    let _ = tokio::fs::remove_file(&file).await;
+                    sender.send_replace(State::Failed(err));
+                }
+            }
+            mirrors.active.lock().expect("mirror map lock").remove(&digest);
+        });
+        Ok(download)
+    }
+}
+
+/// Downloads a blob into `file`, telling followers how far it got, checks its digest and
+/// publishes it. Returns its size.
+async fn fetch(
+    blobs: &BlobStore,
+    session: &Session,
+    digest: &Digest,
+    file: &std::path::Path,
+    expected: Option<u64>,
+    progress: &watch::Sender<State>,
+) -> Result<u64> {
+    let io = |err: std::io::Error| RegistryError::new(Code::Unavailable, format!("mirroring blob {digest}: {err}"));
+    let (announced, mut body) = session.open_blob(digest).await?;
+    let size = announced.or(expected);
+    progress.send_replace(State::Receiving { size, written: 0 });
+    let mut out = tokio::fs::OpenOptions::new().write(true).open(file).await.map_err(io)?;
+    let mut sha256 = sha2::Sha256::new();
+    let mut buffer = BytesMut::with_capacity(WRITE_CHUNK);
+    let mut written = 0u64;
+    loop {
+        let chunk = body.next().await.transpose().map_err(io)?;
+        let end = chunk.is_none();
+        if let Some(chunk) = chunk {
+            sha256.update(&chunk);
+            buffer.extend_from_slice(&chunk);
+        }
+        if buffer.len() >= WRITE_CHUNK || (end && !buffer.is_empty()) {
+            out.write_all(&buffer).await.map_err(io)?;
+            written += buffer.len() as u64;
+            buffer.clear();
+            progress.send_modify(|state| {
+                if let State::Receiving { written: w, .. } = state {
+                    *w = written;
+                }
+            });
+        }
+        if end {
+            break;
+        }
+    }
+    out.sync_all().await.map_err(io)?;
+    let actual: Digest = format!("sha256:{}", hex::encode(sha256.finalize())).parse().expect("a computed digest is valid");
+    if digest.algorithm() == "sha256" && actual != *digest {
+        return Err(RegistryError::new(
+            Code::Unavailable,
+            format!("{} sent bytes for blob {digest} that hash to {actual}: nothing was kept", session.repository().name()),
+        ));
+    }
+    if size.is_some_and(|size| size != written) {
+        return Err(RegistryError::new(
+            Code::Unavailable,
+            format!("{} sent {written} bytes of blob {digest}, not {}", session.repository().name(), size.unwrap_or_default()),
+        ));
+    }
+    blobs.publish_mirror(file, digest).await?;
+    Ok(written)
+}
+
+/// Serves a download to one client: waits until the size is known (or the download
+/// failed), then streams the file as it grows.
+async fn follow(download: Download, range: Option<(u64, Option<u64>)>, head: bool) -> Result<BlobContent> {
+    let mut state = download.state.clone();
+    let size = loop {
+        let current = state.borrow_and_update().clone();
+        match current {
+            State::Connecting => {}
+            State::Receiving { size, .. } => break size,
+            State::Done { size } => break Some(size),
+            State::Failed(err) => return Err(err),
+        }
+        if state.changed().await.is_err() {
+            return Err(RegistryError::new(Code::Unavailable, "the pull-through download stopped"));
+        }
+    };
+    let range = match range {
+        None => None,
+        Some(asked) => Some(clamp(asked, size)?),
+    };
+    if head {
+        return Ok(BlobContent { size, range, body: None });
+    }
+    let mut file = tokio::fs::File::open(&download.file)
+        .await
+        .map_err(|err| RegistryError::new(Code::Unknown, format!("opening the mirror file: {err}")))?;
+    let start = range.as_ref().map_or(0, |r| r.start);
+    let end = range.as_ref().map(|r| r.end).filter(|end| *end != u64::MAX);
+    if start > 0 {
+        file.seek(SeekFrom::Start(start)).await.map_err(|err| RegistryError::new(Code::Unknown, err.to_string()))?;
+    }
+    let follower = Follower { file, pos: start, end, state: download.state, closed: false };
+    let body = futures::stream::unfold(follower, |mut f| async move { f.next_chunk().await.map(|chunk| (chunk, f)) });
+    Ok(BlobContent { size, range, body: Some(body.boxed()) })
+}
+
+struct Follower {
+    file: tokio::fs::File,
+    pos: u64,
+    end: Option<u64>,
+    state: watch::Receiver<State>,
+    closed: bool,
+}
+
+impl Follower {
+    async fn next_chunk(&mut self) -> Option<std::io::Result<Bytes>> {
+        loop {
+            let (available, finished) = match &*self.state.borrow_and_update() {
+                State::Connecting => (0, false),
+                State::Receiving { written, .. } => (*written, false),
+                State::Done { size } => (*size, true),
+                State::Failed(err) => return Some(Err(std::io::Error::other(err.message.clone()))),
+            };
+            let limit = self.end.map_or(available, |end| end.min(available));
+            if self.pos < limit {
+                let want = (limit - self.pos).min(READ_CHUNK as u64) as usize;
+                let mut buffer = vec![0u8; want];
+                return match self.file.read_exact(&mut buffer).await {
+                    Ok(_) => {
+                        self.pos += want as u64;
+                        Some(Ok(Bytes::from(buffer)))
+                    }
+                    Err(err) => Some(Err(err)),
+                };
+            }
+            if finished || self.end.is_some_and(|end| self.pos >= end) {
+                return None;
+            }
+            if self.closed {
+                return Some(Err(std::io::Error::other("the pull-through download stopped")));
+            }
+            if self.state.changed().await.is_err() {
+                self.closed = true;
+            }
+        }
+    }
+}
