@@ -158,3 +158,72 @@ fn acknowledged_writes_survive_kill_9() {
     }
     println!("{} acknowledged writes over 5 crashes, all present", acked.len());
 }
+
+fn sha256_of(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    format!("sha256:{}", hex_of(&sha2::Sha256::digest(bytes)))
+}
+
+fn hex_of(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A server killed while a blob upload streams in leaves no visible partial blob, and the
+/// upload resumes after the restart at the size it reports.
+#[test]
+fn a_blob_upload_killed_midway_leaves_nothing_visible_and_resumes() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut server = start(dir.path(), port);
+    let token = std::fs::read_to_string(dir.path().join("admin.token")).unwrap().trim().to_string();
+    let client = reqwest::blocking::Client::new();
+    let created = client
+        .post(format!("{}/api/v1/namespaces", server.url))
+        .bearer_auth(&token)
+        .json(&json!({"metadata": {"name": "crash"}}))
+        .send()
+        .unwrap();
+    assert_eq!(created.status().as_u16(), 201);
+    let blob: Vec<u8> = (0..(4u32 << 20)).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    let digest = sha256_of(&blob);
+    let started = client.post(format!("{}/v2/crash/app/blobs/uploads/", server.url)).bearer_auth(&token).send().unwrap();
+    assert_eq!(started.status().as_u16(), 202);
+    let location = started.headers()["location"].to_str().unwrap().to_string();
+
+    // A PATCH that announces the whole blob and sends a quarter of it, then the kill.
+    let mut socket = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        socket,
+        "PATCH {location} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {token}\r\nContent-Length: {}\r\n\r\n",
+        blob.len()
+    )
+    .unwrap();
+    socket.write_all(&blob[..1 << 20]).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    drop(socket);
+
+    let server = start(dir.path(), port);
+    let head = client.head(format!("{}/v2/crash/app/blobs/{digest}", server.url)).bearer_auth(&token).send().unwrap();
+    assert_eq!(head.status().as_u16(), 404, "no partial blob is visible");
+    let status = client.get(format!("{}{location}", server.url)).bearer_auth(&token).send().unwrap();
+    assert_eq!(status.status().as_u16(), 204, "the upload survived the kill");
+    let range = status.headers()["range"].to_str().unwrap().to_string();
+    let size: usize = if range == "0-0" { 0 } else { range.trim_start_matches("0-").parse::<usize>().unwrap() + 1 };
+    assert!(size < 1 << 20, "only completed chunks count: {range}");
+    let resumed = client
+        .patch(format!("{}{location}", server.url))
+        .bearer_auth(&token)
+        .header("content-range", format!("{size}-{}", blob.len() - 1))
+        .body(blob[size..].to_vec())
+        .send()
+        .unwrap();
+    assert_eq!(resumed.status().as_u16(), 202);
+    let finished = client.put(format!("{}{location}?digest={digest}", server.url)).bearer_auth(&token).send().unwrap();
+    assert_eq!(finished.status().as_u16(), 201);
+    let pulled = client.get(format!("{}/v2/crash/app/blobs/{digest}", server.url)).bearer_auth(&token).send().unwrap();
+    assert_eq!(pulled.status().as_u16(), 200);
+    assert_eq!(sha256_of(&pulled.bytes().unwrap()), digest);
+}

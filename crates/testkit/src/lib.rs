@@ -14,4 +14,4 @@ mod skopeo;
 pub use client::{Pushed, RegistryClient};
 pub use image::{Format, TestImage, TestIndex, digest_of};
 pub use registry::{Auth, DistributionRegistry, Notifications};
-pub use skopeo::{skopeo_copy, skopeo_inspect};
+pub use skopeo::{skopeo, skopeo_copy, skopeo_inspect};

@@ -37,6 +37,10 @@ pub fn skopeo_inspect(reference: &str, creds: Option<(&str, &str)>) -> anyhow::R
 }
 
 /// Runs skopeo with `args`, returning its stdout, or an error with its stderr.
+pub fn skopeo(args: &[&str]) -> anyhow::Result<Vec<u8>> {
+    run(args)
+}
+
 fn run(args: &[&str]) -> anyhow::Result<Vec<u8>> {
     // Passwords (`--creds=`, `--src-creds=`, `--dest-creds=`) stay out of error messages.
     let shown: Vec<String> = args

@@ -239,6 +239,9 @@ async fn fetch(
         }
         if buffer.len() >= WRITE_CHUNK || (end && !buffer.is_empty()) {
             out.write_all(&buffer).await.map_err(io)?;
+            // tokio hands writes to a blocking thread: flush so that followers can read
+            // every byte announced.
+            out.flush().await.map_err(io)?;
             written += buffer.len() as u64;
             buffer.clear();
             progress.send_modify(|state| {

@@ -1,0 +1,499 @@
+//! berth's own registry (`/v2/`), driven by `skopeo` (a real client) and by raw HTTP
+//! where a client would hide what is checked: pushes land as images and tags, pulls by
+//! tag and digest, pull-through from the CNCF distribution registry (also while it is
+//! down), one upstream fetch for many cold pulls, chunked and resumed uploads, and the
+//! errors bad input gets.
+
+mod common;
+
+use base64::Engine;
+use berth_testkit::{Auth, DistributionRegistry, Format, RegistryClient, TestImage, TestIndex, digest_of, skopeo, skopeo_copy};
+use common::{IMAGE_API, TestApp, istag_path};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+const NS: &str = "team";
+
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    tokio::task::block_in_place(f)
+}
+
+fn host(app: &TestApp) -> String {
+    app.base.trim_start_matches("http://").to_string()
+}
+
+fn creds(token: &str) -> String {
+    format!("--creds=me:{token}")
+}
+
+/// A registry client for berth that logs in with `token` as the Basic password.
+fn client(app: &TestApp, token: &str) -> RegistryClient {
+    RegistryClient::new(&host(app), Some(("me", token))).unwrap()
+}
+
+/// An app with the namespace `team` and an edit token for it.
+async fn app_with_editor() -> (TestApp, String) {
+    let app = TestApp::start().await;
+    app.namespace(NS).await;
+    let token = app.token("pusher", "edit", &[NS]).await;
+    (app, token)
+}
+
+async fn v2(app: &TestApp, token: Option<&str>, method: Method, path: &str) -> reqwest::Response {
+    let mut request = reqwest::Client::new().request(method, format!("{}{path}", app.base));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    request.send().await.unwrap()
+}
+
+async fn error_code(response: reqwest::Response) -> (StatusCode, String) {
+    let status = response.status();
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    (status, body["errors"][0]["code"].as_str().unwrap_or("").to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skopeo_copies_in_and_out_in_oci_and_docker_formats() {
+    let (app, token) = app_with_editor().await;
+    let upstream = blocking(|| DistributionRegistry::start(Auth::Open).unwrap());
+    let oci = TestImage::new(Format::Oci, 1, 3, 4096, "amd64");
+    let docker = TestImage::new(Format::Docker, 2, 2, 4096, "amd64");
+    blocking(|| {
+        upstream.push("src/app", Some("oci"), &oci).unwrap();
+        upstream.push("src/app", Some("docker"), &docker).unwrap();
+    });
+    let berth = host(&app);
+    for (tag, image) in [("oci", &oci), ("docker", &docker)] {
+        let src = format!("docker://{}", upstream.pull_spec("src/app", tag));
+        let dest = format!("docker://{berth}/{NS}/app:{tag}");
+        // (The test layers are not real gzip: without --preserve-digests skopeo would
+        // compress them and push other digests.)
+        blocking(|| skopeo_copy(&src, &dest, &["--preserve-digests", &format!("--dest-creds=me:{token}")])).unwrap();
+        // The push is a tag move: the stream has the tag at the same digest, and the
+        // image is managed by berth with its metadata read from the config.
+        let (status, istag) = app.get(&istag_path(NS, &format!("app:{tag}"))).await;
+        assert_eq!(status, StatusCode::OK, "{istag}");
+        assert_eq!(istag["image"]["metadata"]["name"], image.digest());
+        assert_eq!(istag["image"]["metadata"]["annotations"]["openshift.io/image.managed"], "true");
+        assert_eq!(istag["image"]["dockerImageMetadata"]["Config"]["User"], "1001");
+        assert_eq!(istag["image"]["dockerImageReference"], format!("registry.berth.test/{NS}/app@{}", image.digest()));
+    }
+    // Out again: inspect, a copy to a directory, and the digest is the same bytes.
+    let inspected: Value = serde_json::from_slice(
+        &blocking(|| skopeo(&["inspect", "--tls-verify=false", &creds(&token), &format!("docker://{berth}/{NS}/app:oci")])).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(inspected["Digest"], oci.digest());
+    assert_eq!(inspected["Labels"]["seed"], "1");
+    let dir = tempfile::tempdir().unwrap();
+    let out = format!("dir:{}", dir.path().display());
+    blocking(|| skopeo_copy(&format!("docker://{berth}/{NS}/app:docker"), &out, &[&format!("--src-creds=me:{token}")])).unwrap();
+    let manifest = std::fs::read(dir.path().join("manifest.json")).unwrap();
+    assert_eq!(digest_of(&manifest), docker.digest(), "the manifest comes back byte for byte");
+    for layer in &docker.layers {
+        let hex = digest_of(layer).trim_start_matches("sha256:").to_string();
+        assert_eq!(std::fs::read(dir.path().join(hex)).unwrap(), *layer);
+    }
+    // Tags, then delete one: the tag is gone from the stream too.
+    let tags: Value = serde_json::from_slice(
+        &blocking(|| skopeo(&["list-tags", "--tls-verify=false", &creds(&token), &format!("docker://{berth}/{NS}/app")])).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(tags["Tags"], json!(["docker", "oci"]));
+    blocking(|| skopeo(&["delete", "--tls-verify=false", &creds(&token), &format!("docker://{berth}/{NS}/app:docker")])).unwrap();
+    let (status, _) = app.get(&istag_path(NS, "app:docker")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = app.get(&istag_path(NS, "app:oci")).await;
+    assert_eq!(status, StatusCode::OK, "the other tag stays");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multi_platform_index_is_copied_with_all_its_images() {
+    let (app, token) = app_with_editor().await;
+    let upstream = blocking(|| DistributionRegistry::start(Auth::Open).unwrap());
+    let index = TestIndex {
+        format: Format::Oci,
+        children: vec![TestImage::new(Format::Oci, 10, 1, 1024, "amd64"), TestImage::new(Format::Oci, 11, 1, 1024, "arm64/v8")],
+        with_attestation: true,
+    };
+    blocking(|| upstream.push_index("src/multi", Some("v1"), &index).unwrap());
+    let berth = host(&app);
+    let src = format!("docker://{}", upstream.pull_spec("src/multi", "v1"));
+    blocking(|| {
+        skopeo_copy(&src, &format!("docker://{berth}/{NS}/multi:v1"), &["--all", "--preserve-digests", &format!("--dest-creds=me:{token}")])
+    })
+    .unwrap();
+    let (_, istag) = app.get(&istag_path(NS, "multi:v1")).await;
+    assert_eq!(istag["image"]["metadata"]["name"], index.digest());
+    assert_eq!(istag["image"]["dockerImageManifests"].as_array().unwrap().len(), 3);
+    // Each platform's image is stored and served by digest.
+    for child in &index.children {
+        let raw = blocking(|| {
+            skopeo(&["inspect", "--raw", "--tls-verify=false", &creds(&token), &format!("docker://{berth}/{NS}/multi@{}", child.digest())])
+        })
+        .unwrap();
+        assert_eq!(digest_of(&raw), child.digest());
+    }
+    let raw = blocking(|| skopeo(&["inspect", "--raw", "--tls-verify=false", &creds(&token), &format!("docker://{berth}/{NS}/multi:v1")]))
+        .unwrap();
+    assert_eq!(digest_of(&raw), index.digest());
+    // A client that takes no lists gets the linux/amd64 image by tag.
+    let response = reqwest::Client::new()
+        .get(format!("{}/v2/{NS}/multi/manifests/v1", app.base))
+        .bearer_auth(&token)
+        .header("accept", "application/vnd.oci.image.manifest.v1+json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["docker-content-digest"], index.children[0].digest().as_str());
+    app.stop().await;
+}
+
+/// Sets `stream:tag` to import `from` and waits until the import succeeded.
+async fn import(app: &TestApp, name: &str, from: &str) -> Value {
+    let body = json!({"kind": "ImageStreamTag", "apiVersion": "image.openshift.io/v1", "metadata": {"name": name},
+        "tag": {"from": {"kind": "DockerImage", "name": from}, "referencePolicy": {"type": "Local"}}});
+    let (status, reply) = app.put(&istag_path(NS, name), body).await;
+    assert!(status.is_success(), "{reply}");
+    let istag = app.settled_tag(NS, name).await;
+    assert!(istag["image"]["metadata"]["name"].is_string(), "the import succeeded: {istag}");
+    istag
+}
+
+fn docker_config_secret(name: &str, host: &str, user: &str, password: &str) -> Value {
+    let engine = base64::engine::general_purpose::STANDARD;
+    let document = json!({"auths": {host: {"auth": engine.encode(format!("{user}:{password}"))}}}).to_string();
+    json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "type": "kubernetes.io/dockerconfigjson",
+        "data": {".dockerconfigjson": engine.encode(document)}})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_through_uses_the_namespace_secret_and_keeps_working_when_the_upstream_is_down() {
+    let (app, token) = app_with_editor().await;
+    let mut upstream =
+        blocking(|| DistributionRegistry::start(Auth::Basic { user: "robot".into(), password: "s3cret-pass".into() }).unwrap());
+    let image = TestImage::new(Format::Docker, 20, 3, 64 * 1024, "amd64");
+    blocking(|| upstream.push("lib/base", Some("1"), &image).unwrap());
+    let (status, reply) =
+        app.post(&format!("/api/v1/namespaces/{NS}/secrets"), docker_config_secret("pull", &upstream.host(), "robot", "s3cret-pass")).await;
+    assert_eq!(status, StatusCode::CREATED, "{reply}");
+    let istag = import(&app, "base:1", &upstream.pull_spec("lib/base", "1")).await;
+    // referencePolicy Local: the tag's pull spec points at berth.
+    assert_eq!(istag["image"]["dockerImageReference"], format!("registry.berth.test/{NS}/base@{}", image.digest()));
+
+    // The client has berth's token only; the blobs come from the upstream through berth.
+    let berth = host(&app);
+    let pull = |dir: &std::path::Path| {
+        let out = format!("dir:{}", dir.display());
+        blocking(|| skopeo_copy(&format!("docker://{berth}/{NS}/base:1"), &out, &[&format!("--src-creds=me:{token}")]))
+    };
+    let first = tempfile::tempdir().unwrap();
+    pull(first.path()).unwrap();
+    for layer in &image.layers {
+        let hex = digest_of(layer).trim_start_matches("sha256:").to_string();
+        assert_eq!(std::fs::read(first.path().join(hex)).unwrap(), *layer);
+    }
+    // Mirrored: with the upstream stopped the same pull still works.
+    blocking(|| upstream.stop());
+    let second = tempfile::tempdir().unwrap();
+    pull(second.path()).unwrap();
+    assert_eq!(std::fs::read(second.path().join("manifest.json")).unwrap(), image.manifest_bytes());
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_concurrent_pulls_of_a_cold_blob_make_one_upstream_fetch() {
+    let (app, token) = app_with_editor().await;
+    let upstream = blocking(|| DistributionRegistry::start(Auth::Open).unwrap());
+    let image = TestImage::new(Format::Oci, 30, 1, 8 << 20, "amd64");
+    blocking(|| upstream.push("lib/big", Some("1"), &image).unwrap());
+    import(&app, "big:1", &upstream.pull_spec("lib/big", "1")).await;
+    let layer = digest_of(&image.layers[0]);
+    let pulls = (0..20).map(|_| {
+        let (url, token) = (format!("{}/v2/{NS}/big/blobs/{layer}", app.base), token.clone());
+        tokio::spawn(async move {
+            let response = reqwest::Client::new().get(url).bearer_auth(token).send().await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+            assert_eq!(response.content_length(), Some(8 << 20));
+            digest_of(&response.bytes().await.unwrap())
+        })
+    });
+    for pull in futures::future::join_all(pulls).await {
+        assert_eq!(pull.unwrap(), layer, "every client gets the whole blob");
+    }
+    let log = upstream.log();
+    let fetches = log.lines().filter(|line| line.contains(&format!("\"GET /v2/lib/big/blobs/{layer}"))).count();
+    assert_eq!(fetches, 1, "one upstream GET of the blob:\n{log}");
+    app.stop().await;
+}
+
+/// Starts an upload and returns its location.
+async fn start_upload(app: &TestApp, token: &str) -> String {
+    let response = v2(app, Some(token), Method::POST, &format!("/v2/{NS}/up/blobs/uploads/")).await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    response.headers()["location"].to_str().unwrap().to_string()
+}
+
+async fn patch(app: &TestApp, token: &str, location: &str, range: &str, chunk: Vec<u8>) -> reqwest::Response {
+    reqwest::Client::new()
+        .patch(format!("{}{location}", app.base))
+        .bearer_auth(token)
+        .header("content-range", range)
+        .body(chunk)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunked_uploads_resume_after_a_restart_and_check_the_digest() {
+    let (mut app, token) = app_with_editor().await;
+    let blob: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let digest = digest_of(&blob);
+    let location = start_upload(&app, &token).await;
+    let response = patch(&app, &token, &location, "0-99999", blob[..100_000].to_vec()).await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    assert_eq!(response.headers()["range"], "0-99999");
+
+    app.restart().await;
+    // The upload survived: its status says where to resume.
+    let status = v2(&app, Some(&token), Method::GET, &location).await;
+    assert_eq!(status.status(), StatusCode::NO_CONTENT);
+    assert_eq!(status.headers()["range"], "0-99999");
+    // A chunk that does not start where the upload ends is refused with where it ends.
+    let wrong = patch(&app, &token, &location, "150000-299999", blob[150_000..].to_vec()).await;
+    assert_eq!(wrong.status(), StatusCode::RANGE_NOT_SATISFIABLE);
+    assert_eq!(wrong.headers()["range"], "0-99999");
+    let response = patch(&app, &token, &location, "100000-199999", blob[100_000..200_000].to_vec()).await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    // The blob is not visible before the upload is finished.
+    let head = v2(&app, Some(&token), Method::HEAD, &format!("/v2/{NS}/up/blobs/{digest}")).await;
+    assert_ne!(head.status(), StatusCode::OK);
+    // Finish with the last chunk in the PUT.
+    let put = reqwest::Client::new()
+        .put(format!("{}{location}?digest={digest}", app.base))
+        .bearer_auth(&token)
+        .body(blob[200_000..].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), StatusCode::CREATED, "{:?}", put.text().await);
+    let head = v2(&app, Some(&token), Method::HEAD, &format!("/v2/{NS}/up/blobs/{digest}")).await;
+    assert_eq!(head.status(), StatusCode::OK);
+    assert_eq!(head.headers()["content-length"], blob.len().to_string().as_str());
+    // A range of it.
+    let ranged = reqwest::Client::new()
+        .get(format!("{}/v2/{NS}/up/blobs/{digest}", app.base))
+        .bearer_auth(&token)
+        .header("range", "bytes=1000-1999")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ranged.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(ranged.headers()["content-range"], format!("bytes 1000-1999/{}", blob.len()).as_str());
+    assert_eq!(ranged.bytes().await.unwrap().as_ref(), &blob[1000..2000]);
+    // The finished upload is gone.
+    let gone = v2(&app, Some(&token), Method::GET, &location).await;
+    assert_eq!(error_code(gone).await, (StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN".into()));
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_digest_mismatch_stores_nothing() {
+    let (app, token) = app_with_editor().await;
+    let body = b"these are the bytes".to_vec();
+    let claimed = digest_of(b"other bytes");
+    let response = reqwest::Client::new()
+        .post(format!("{}/v2/{NS}/up/blobs/uploads/?digest={claimed}", app.base))
+        .bearer_auth(&token)
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(response).await, (StatusCode::BAD_REQUEST, "DIGEST_INVALID".into()));
+    for digest in [claimed, digest_of(&body)] {
+        let head = v2(&app, Some(&token), Method::HEAD, &format!("/v2/{NS}/up/blobs/{digest}")).await;
+        assert_eq!(head.status(), StatusCode::NOT_FOUND, "{digest}");
+    }
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_names_references_and_manifests_are_refused_and_change_nothing() {
+    let (app, token) = app_with_editor().await;
+    let before = app.revision().await;
+    for (path, code) in [
+        ("/v2/team/../etc/manifests/latest", "NAME_INVALID"),
+        ("/v2/team/%2e%2e/manifests/latest", "NAME_INVALID"),
+        ("/v2/Team/app/tags/list", "NAME_INVALID"),
+        ("/v2/team/a/b/manifests/latest", "NAME_INVALID"),
+        ("/v2/team/app/blobs/sha256:1234", "DIGEST_INVALID"),
+        ("/v2/team/app/manifests/sha256:zz", "DIGEST_INVALID"),
+        ("/v2/team/app/blobs/uploads/../../../../etc/passwd", "NAME_INVALID"),
+        ("/v2/team/app/blobs/uploads/not-an-upload", "BLOB_UPLOAD_UNKNOWN"),
+    ] {
+        let response = v2(&app, Some(&token), Method::GET, path).await;
+        let (status, found) = error_code(response).await;
+        assert_eq!(found, code, "{path} ({status})");
+        assert!(status.is_client_error(), "{path}: {status}");
+    }
+    let put = |body: Vec<u8>, content_type: &'static str| {
+        let (base, token) = (app.base.clone(), token.clone());
+        async move {
+            reqwest::Client::new()
+                .put(format!("{base}/v2/{NS}/app/manifests/v1"))
+                .bearer_auth(token)
+                .header("content-type", content_type)
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let oci = "application/vnd.oci.image.manifest.v1+json";
+    assert_eq!(error_code(put(b"{not json".to_vec(), oci).await).await, (StatusCode::BAD_REQUEST, "MANIFEST_INVALID".into()));
+    let image = TestImage::new(Format::Oci, 40, 1, 128, "amd64");
+    assert_eq!(
+        error_code(put(image.manifest_bytes(), oci).await).await,
+        (StatusCode::BAD_REQUEST, "MANIFEST_BLOB_UNKNOWN".into()),
+        "the blobs were never pushed"
+    );
+    let huge = vec![b' '; 5 << 20];
+    assert_eq!(error_code(put(huge, oci).await).await, (StatusCode::PAYLOAD_TOO_LARGE, "SIZE_INVALID".into()));
+    // By digest, the bytes must hash to it.
+    let wrong = reqwest::Client::new()
+        .put(format!("{}/v2/{NS}/app/manifests/{}", app.base, digest_of(b"x")))
+        .bearer_auth(&token)
+        .header("content-type", oci)
+        .body(image.manifest_bytes())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(wrong).await, (StatusCode::BAD_REQUEST, "DIGEST_INVALID".into()));
+    assert_eq!(app.revision().await, before, "nothing was stored");
+    let (status, _) = app.get(&format!("{IMAGE_API}/namespaces/{NS}/imagestreams/app")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_clients_log_in_through_the_token_flow_and_access_follows_roles() {
+    let (app, editor) = app_with_editor().await;
+    app.namespace("other").await;
+    let viewer = app.token("viewer", "view", &[NS]).await;
+    let image = TestImage::new(Format::Oci, 50, 1, 256, "amd64");
+    blocking(|| client(&app, &editor).push(&format!("{NS}/app"), Some("v1"), &image)).unwrap();
+
+    // No credentials: 401 with the challenge that names the token endpoint and the scope.
+    let response = v2(&app, None, Method::GET, &format!("/v2/{NS}/app/tags/list")).await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let challenge = response.headers()["www-authenticate"].to_str().unwrap().to_string();
+    assert!(challenge.starts_with(&format!("Bearer realm=\"{}/v2/token\"", app.base)), "{challenge}");
+    assert!(challenge.contains(&format!("scope=\"repository:{NS}/app:pull\"")), "{challenge}");
+    // The token endpoint takes a berth token as the Basic password.
+    let issued: Value = reqwest::Client::new()
+        .get(format!("{}/v2/token?service=berth&scope=repository:{NS}/app:pull", app.base))
+        .basic_auth("anyone", Some(&viewer))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let registry_token = issued["token"].as_str().unwrap().to_string();
+    assert!(issued["expires_in"].as_u64().unwrap() > 0);
+    let tags: Value = v2(&app, Some(&registry_token), Method::GET, &format!("/v2/{NS}/app/tags/list")).await.json().await.unwrap();
+    assert_eq!(tags, json!({"name": "team/app", "tags": ["v1"]}));
+    // A viewer may pull but not push; nobody sees other namespaces.
+    let push = v2(&app, Some(&registry_token), Method::POST, &format!("/v2/{NS}/app/blobs/uploads/")).await;
+    assert_eq!(error_code(push).await, (StatusCode::FORBIDDEN, "DENIED".into()));
+    let other = v2(&app, Some(&registry_token), Method::GET, "/v2/other/app/tags/list").await;
+    assert_eq!(error_code(other).await, (StatusCode::FORBIDDEN, "DENIED".into()));
+    // Wrong credentials get no token.
+    let refused = reqwest::Client::new().get(format!("{}/v2/token", app.base)).basic_auth("me", Some("brt_x.y")).send().await.unwrap();
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    // Revoking the berth token ends its registry tokens too.
+    let (status, _) = app.delete("/apis/berth.dev/v1/tokens/viewer").await;
+    assert_eq!(status, StatusCode::OK);
+    let revoked = v2(&app, Some(&registry_token), Method::GET, &format!("/v2/{NS}/app/tags/list")).await;
+    assert_eq!(revoked.status(), StatusCode::UNAUTHORIZED);
+
+    // Anonymous: a token without credentials pulls only from namespaces that opt in.
+    let anonymous: Value = reqwest::Client::new().get(format!("{}/v2/token", app.base)).send().await.unwrap().json().await.unwrap();
+    let anonymous = anonymous["token"].as_str().unwrap().to_string();
+    let closed = v2(&app, Some(&anonymous), Method::GET, &format!("/v2/{NS}/app/manifests/v1")).await;
+    assert_eq!(closed.status(), StatusCode::UNAUTHORIZED);
+    let (status, ns) = app.get(&format!("/api/v1/namespaces/{NS}")).await;
+    assert_eq!(status, StatusCode::OK);
+    let mut ns = ns;
+    ns["metadata"]["annotations"] = json!({"berth.dev/anonymous-pull": "true"});
+    let (status, reply) = app.put(&format!("/api/v1/namespaces/{NS}"), ns).await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    let open = v2(&app, Some(&anonymous), Method::GET, &format!("/v2/{NS}/app/manifests/v1")).await;
+    assert_eq!(open.status(), StatusCode::OK);
+    assert_eq!(open.headers()["docker-content-digest"], image.digest().as_str());
+    let catalog: Value = v2(&app, Some(&anonymous), Method::GET, "/v2/_catalog").await.json().await.unwrap();
+    assert_eq!(catalog, json!({"repositories": ["team/app"]}));
+    let push = v2(&app, Some(&anonymous), Method::POST, &format!("/v2/{NS}/app/blobs/uploads/")).await;
+    assert_eq!(push.status(), StatusCode::UNAUTHORIZED, "anonymous never pushes");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tags_page_mounts_link_and_referrers_list_artifacts() {
+    let (app, token) = app_with_editor().await;
+    let image = TestImage::new(Format::Oci, 60, 2, 512, "amd64");
+    let registry = blocking(|| client(&app, &token));
+    for tag in ["a", "b", "c"] {
+        blocking(|| registry.push(&format!("{NS}/app"), Some(tag), &image)).unwrap();
+    }
+    let page = v2(&app, Some(&token), Method::GET, &format!("/v2/{NS}/app/tags/list?n=2")).await;
+    assert_eq!(page.headers()["link"], format!("</v2/{NS}/app/tags/list?n=2&last=b>; rel=\"next\"").as_str());
+    assert_eq!(page.json::<Value>().await.unwrap()["tags"], json!(["a", "b"]));
+    let rest: Value = v2(&app, Some(&token), Method::GET, &format!("/v2/{NS}/app/tags/list?n=2&last=b")).await.json().await.unwrap();
+    assert_eq!(rest["tags"], json!(["c"]));
+
+    // Mount a layer into another repository without sending it.
+    let layer = digest_of(&image.layers[0]);
+    let mount = v2(&app, Some(&token), Method::POST, &format!("/v2/{NS}/copy/blobs/uploads/?mount={layer}&from={NS}/app")).await;
+    assert_eq!(mount.status(), StatusCode::CREATED);
+    let head = v2(&app, Some(&token), Method::HEAD, &format!("/v2/{NS}/copy/blobs/{layer}")).await;
+    assert_eq!(head.status(), StatusCode::OK);
+    let never = v2(&app, Some(&token), Method::HEAD, &format!("/v2/{NS}/third/blobs/{layer}")).await;
+    assert_eq!(never.status(), StatusCode::NOT_FOUND, "a repository sees only its own blobs");
+
+    // An artifact whose subject is the image shows up in the referrers of the image.
+    let empty = b"{}".to_vec();
+    blocking(|| registry.push_blob(&format!("{NS}/app"), &empty)).unwrap();
+    let artifact = json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "artifactType": "application/vnd.example.sbom",
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": digest_of(&empty), "size": 2},
+        "layers": [{"mediaType": "application/vnd.oci.empty.v1+json", "digest": digest_of(&empty), "size": 2}],
+        "subject": {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": image.digest(), "size": image.manifest_bytes().len()},
+        "annotations": {"org.example.kind": "sbom"},
+    });
+    let bytes = serde_json::to_vec(&artifact).unwrap();
+    let put = reqwest::Client::new()
+        .put(format!("{}/v2/{NS}/app/manifests/{}", app.base, digest_of(&bytes)))
+        .bearer_auth(&token)
+        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+        .body(bytes.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), StatusCode::CREATED);
+    assert_eq!(put.headers()["oci-subject"], image.digest().as_str());
+    let referrers: Value =
+        v2(&app, Some(&token), Method::GET, &format!("/v2/{NS}/app/referrers/{}", image.digest())).await.json().await.unwrap();
+    assert_eq!(referrers["manifests"][0]["digest"], digest_of(&bytes));
+    assert_eq!(referrers["manifests"][0]["artifactType"], "application/vnd.example.sbom");
+    assert_eq!(referrers["manifests"][0]["annotations"]["org.example.kind"], "sbom");
+    let filtered = v2(&app, Some(&token), Method::GET, &format!("/v2/{NS}/app/referrers/{}?artifactType=text/other", image.digest())).await;
+    assert_eq!(filtered.headers()["oci-filters-applied"], "artifactType");
+    assert_eq!(filtered.json::<Value>().await.unwrap()["manifests"], json!([]));
+    blocking(move || drop(registry));
+    app.stop().await;
+}
