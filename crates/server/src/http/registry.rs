@@ -310,11 +310,24 @@ impl Request<'_> {
             RegistryError::new(Code::SizeInvalid, format!("the manifest is larger than {max} bytes (registry.maxManifestBytes)"))
                 .with_status(413)
         };
-        let announced = self.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
-        if announced.is_some_and(|len| len > max) {
-            return Err(too_large());
+        let mut bytes = Vec::new();
+        let mut stream = body.into_data_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|err| RegistryError::new(Code::ManifestInvalid, format!("the manifest body broke off: {err}")))?;
+            if bytes.len() + chunk.len() > max {
+                // Read (a bounded amount of) the rest, so that the client, still sending,
+                // gets the answer rather than a broken connection.
+                let mut drained = bytes.len() + chunk.len();
+                while drained < 4 * max
+                    && let Some(Ok(more)) = stream.next().await
+                {
+                    drained += more.len();
+                }
+                return Err(too_large());
+            }
+            bytes.extend_from_slice(&chunk);
         }
-        let bytes = axum::body::to_bytes(body, max).await.map_err(|_| too_large())?;
+        let bytes = bytes::Bytes::from(bytes);
         let content_type = self.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
         let pushed = self.registry.put_manifest(self.caller, repo, reference, content_type, bytes).await?;
         let mut response = (

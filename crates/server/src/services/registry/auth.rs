@@ -72,7 +72,7 @@ impl Registry {
             Credential::Bearer(token) if token.starts_with(PREFIX) => return self.verify(&token).await,
             Credential::Bearer(secret) | Credential::Basic(secret) => secret,
         };
-        self.blocking(move |catalog| catalog.authenticate(Some(&secret)).map_err(Into::into)).await
+        Ok(self.catalog().authenticate(Some(&secret))?)
     }
 
     /// Issues a registry token for the caller that `credential` names (anonymous for
@@ -117,7 +117,6 @@ impl Registry {
         if claims.sub.is_empty() {
             return Ok(anonymous());
         }
-        let name = claims.sub;
-        self.blocking(move |catalog| catalog.caller_of_token(&name).map_err(Into::into)).await
+        Ok(self.catalog().caller_of_token(&claims.sub)?)
     }
 }
