@@ -38,14 +38,14 @@ mem() { awk -v k="$2" '$1 == k":" {print int($2/1024)}' "/proc/$1/status"; }   #
 
 # A distribution registry: filesystem storage in $work/<name>, optionally a proxy of $2.
 start_registry() {
-  local name=$1 proxy=${2:-} port
+  local name=$1 upstream=${2:-} port
   port=$(free_port)
   {
     echo "version: 0.1"
     echo "log: {level: error, accesslog: {disabled: true}}"
     echo "storage: {filesystem: {rootdirectory: $work/$name}, delete: {enabled: true}}"
     echo "http: {addr: 127.0.0.1:$port, secret: berth-bench}"
-    [ -n "$proxy" ] && echo "proxy: {remoteurl: http://$proxy}"
+    [ -n "$upstream" ] && echo "proxy: {remoteurl: http://$upstream}"
   } >"$work/$name.yml"
   env $(env | awk -F= '/^REGISTRY_/ {print "-u " $1}') docker-registry serve "$work/$name.yml" >"$work/$name.log" 2>&1 &
   pids+=($!)
@@ -58,7 +58,7 @@ start_registry() {
 # The images, as OCI layouts: "big" (3 layers, 64 MiB in all) and "small" (one 4 KiB layer),
 # and a lone 64 MiB blob. Layers are random bytes, so skopeo copies need
 # --preserve-digests (it would otherwise compress them).
-python3 - "$work" <<'EOF'
+python3 - "$work" "$push_runs" <<'EOF'
 import hashlib, json, os, sys
 work = sys.argv[1]
 def write_blob(layout, data):
@@ -86,7 +86,13 @@ def layout(name, layers):
     with open(f"{work}/{name}.digest", "w") as f:
         f.write(descriptor["digest"])
 third = 64 * 1024 * 1024 // 3
-layout("big", [os.urandom(third), os.urandom(third), os.urandom(64 * 1024 * 1024 - 2 * third)])
+big = lambda: [os.urandom(third), os.urandom(third), os.urandom(64 * 1024 * 1024 - 2 * third)]
+layout("big", big())
+# One image per push run and registry: skopeo remembers where it pushed a blob and mounts
+# it instead of sending it again, which would time a mount, not a push.
+for run in range(1, int(sys.argv[2]) + 1):
+    layout(f"push-berth-{run}", big())
+    layout(f"push-distribution-{run}", big())
 layout("small", [os.urandom(4096)])
 blob = os.urandom(64 * 1024 * 1024)
 with open(f"{work}/blob", "wb") as f:
@@ -113,21 +119,22 @@ target/release/berth create namespace bench >/dev/null
 creds=(--dest-creds "bench:$token")
 
 # 1. Push: a fresh repository per run, so no blob is already there.
-push() {  # registry dest-args... -> seconds
+push() {  # layout registry dest-args... -> seconds
   local start end
   start=$(now)
-  skopeo copy -q --preserve-digests --dest-tls-verify=false "${@:2}" "oci:$work/big:latest" "docker://$1" >/dev/null
+  skopeo copy -q --preserve-digests --dest-tls-verify=false "${@:3}" "oci:$work/$1:latest" "docker://$2" >/dev/null
   end=$(now)
   seconds "$start" "$end"
 }
 push_berth=() push_dist=()
 for run in $(seq "$push_runs"); do
-  push_dist+=("$(push "$distribution/bench/big$run:latest")")
-  push_berth+=("$(push "$berth/bench/big$run:latest" "${creds[@]}")")
+  push_dist+=("$(push "push-distribution-$run" "$distribution/bench/big$run:latest")")
+  push_berth+=("$(push "push-berth-$run" "$berth/bench/big$run:latest" "${creds[@]}")")
 done
-big_digest=$(cat "$work/big.digest")
-[ "$(target/release/berth get istag big1:latest -n bench -o json | jq -r .image.metadata.name)" = "$big_digest" ] \
-  || fail "the push to berth did not land as big1:latest at $big_digest"
+rss_push=$(mem "$berth_pid" VmHWM)
+pushed_digest=$(cat "$work/push-berth-1.digest")
+[ "$(target/release/berth get istag big1:latest -n bench -o json | jq -r .image.metadata.name)" = "$pushed_digest" ] \
+  || fail "the push to berth did not land as big1:latest at $pushed_digest"
 
 # 2. Manifest GET: the small image under 100 tags in each registry.
 skopeo copy -q --preserve-digests --dest-tls-verify=false "oci:$work/small:latest" "docker://$distribution/bench/small:t0" >/dev/null
@@ -154,6 +161,7 @@ by_tag_dist=$(load manifest.lua 32 "$distribution" "" BENCH_REPO=bench/small BEN
 by_tag_berth=$(load manifest.lua 32 "$berth" "$token" BENCH_REPO=bench/small BENCH_TAGS=100)
 by_digest_dist=$(load manifest.lua 32 "$distribution" "" BENCH_REPO=bench/small BENCH_DIGEST="$small_digest")
 by_digest_berth=$(load manifest.lua 32 "$berth" "$token" BENCH_REPO=bench/small BENCH_DIGEST="$small_digest")
+rss_manifests=$(mem "$berth_pid" VmHWM)
 
 # 3. A 64 MiB blob, pushed in one request (POST, then PUT with the bytes).
 blob_digest=$(cat "$work/blob.digest")
@@ -168,6 +176,7 @@ upload_blob "$distribution"
 upload_blob "$berth" -H "Authorization: Bearer $token"
 blob_dist=$(load blob.lua 4 "$distribution" "" BENCH_REPO=bench/blob BENCH_DIGEST="$blob_digest")
 blob_berth=$(load blob.lua 4 "$berth" "$token" BENCH_REPO=bench/blob BENCH_DIGEST="$blob_digest")
+rss_blob=$(mem "$berth_pid" VmHWM)
 
 # 4. Pull-through of the big image from the origin: cold (nothing local), then warm.
 skopeo copy -q --preserve-digests --dest-tls-verify=false "oci:$work/big:latest" "docker://$origin/lib/pt:1" >/dev/null
@@ -206,11 +215,11 @@ printf "$fmt" "  p99" "$(col "$by_tag_berth" 2)" "$(col "$by_tag_dist" 2)" ""
 printf "$fmt" "manifest GET by digest, req/s (c=32)" "$(col "$by_digest_berth" 1)" "$(col "$by_digest_dist" 1)" "$(ratio "$(col "$by_digest_berth" 1)" "$(col "$by_digest_dist" 1)")"
 printf "$fmt" "  p99" "$(col "$by_digest_berth" 2)" "$(col "$by_digest_dist" 2)" ""
 printf "$fmt" "64 MiB blob GET, MB/s (c=4)" "$(mbps "$(col "$blob_berth" 3)")" "$(mbps "$(col "$blob_dist" 3)")" "$(ratio "$(mbps "$(col "$blob_berth" 3)")" "$(mbps "$(col "$blob_dist" 3)")")"
-printf "$fmt" "push 3 layers / 64 MiB (skopeo), s" "${push_berth[*]}" "${push_dist[*]}" ""
+printf "$fmt" "push 3 layers / 64 MiB (skopeo), s" "$(tr ' ' / <<<"${push_berth[*]}")" "$(tr ' ' / <<<"${push_dist[*]}")" ""
 printf "$fmt" "pull-through cold (skopeo), s" "$cold_berth" "$cold_dist (proxy)" ""
 printf "$fmt" "pull-through warm (skopeo), s" "$warm_berth" "$warm_dist (proxy)" ""
 printf "$fmt" "resident memory peak / now, MiB" "$berth_hwm / $berth_rss" "$dist_hwm / $dist_rss" ""
-echo "(the proxy registry's peak: $proxy_hwm MiB)"
+echo "(the proxy registry's peak: $proxy_hwm MiB; berth's peak after the pushes $rss_push MiB, the manifest GETs $rss_manifests MiB, the blob GETs $rss_blob MiB)"
 errors="$(col "$by_tag_berth" 4) $(col "$by_tag_dist" 4) $(col "$by_digest_berth" 4) $(col "$by_digest_dist" 4) $(col "$blob_berth" 4) $(col "$blob_dist" 4)"
 echo "non-2xx responses per wrk run (berth/distribution: tag, digest, blob): $errors"
 for e in $errors; do [ "$e" = 0 ] || fail "a load run got non-2xx responses"; done

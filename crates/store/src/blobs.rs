@@ -17,7 +17,6 @@
 //! validated and streams of bytes.
 
 use std::collections::HashMap;
-use std::io::Read;
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -30,6 +29,12 @@ use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{GetOptions, GetRange, GetResultPayload, ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 use sha2::Digest as _;
+
+/// Bytes gathered into one part of a write, and parts written at once: an upload holds at
+/// most about their product in memory (object_store's default, 5 MiB parts, would hold
+/// 20 MiB per upload).
+const WRITE_PART: usize = 1 << 20;
+const WRITES_IN_FLIGHT: usize = 2;
 
 /// Bytes read from disk per chunk when a blob is streamed out.
 const READ_CHUNK: usize = 256 * 1024;
@@ -307,10 +312,11 @@ impl BlobStore {
                 hasher.update(&chunk);
             }
             if writer.is_none() {
-                writer = Some(WriteMultipart::new(self.store.put_multipart(&chunk_path(id, upload.size)).await?));
+                writer =
+                    Some(WriteMultipart::new_with_chunk_size(self.store.put_multipart(&chunk_path(id, upload.size)).await?, WRITE_PART));
             }
             let writer = writer.as_mut().expect("the writer was just made");
-            writer.wait_for_capacity(4).await?;
+            writer.wait_for_capacity(WRITES_IN_FLIGHT).await?;
             written += chunk.len() as u64;
             writer.put(chunk);
         }
@@ -366,11 +372,11 @@ impl BlobStore {
                 [(only, _)] => self.store.rename(only, &target).await?,
                 many => {
                     let assembled = Path::from(format!("uploads/{id}/assembled"));
-                    let mut writer = WriteMultipart::new(self.store.put_multipart(&assembled).await?);
+                    let mut writer = WriteMultipart::new_with_chunk_size(self.store.put_multipart(&assembled).await?, WRITE_PART);
                     for (path, _) in many {
                         let mut stream = self.store.get(path).await?.into_stream();
                         while let Some(bytes) = stream.next().await {
-                            writer.wait_for_capacity(4).await?;
+                            writer.wait_for_capacity(WRITES_IN_FLIGHT).await?;
                             writer.put(bytes?);
                         }
                     }
@@ -502,40 +508,56 @@ fn newest_change(path: &FsPath) -> std::io::Result<std::time::SystemTime> {
     Ok(newest)
 }
 
-/// Streams `range` of a local file in large chunks from one blocking thread (object_store
-/// reads 8 KiB per blocking task, which halves throughput).
+/// Streams `range` of a local file in large chunks from a thread of its own, so that a
+/// long download holds none of the runtime's few blocking threads (the catalog's writes
+/// need them) and pays no hand-off per chunk; object_store reads 8 KiB per blocking task,
+/// which halves throughput. Small reads (configs, small layers) are one blocking task.
 fn read_file(mut file: std::fs::File, range: std::ops::Range<u64>) -> ByteStream {
+    use std::io::{Read, Seek, SeekFrom};
+    let length = range.end - range.start;
+    if length <= READ_CHUNK as u64 {
+        let read = tokio::task::spawn_blocking(move || {
+            file.seek(SeekFrom::Start(range.start))?;
+            let mut buffer = Vec::with_capacity(length as usize);
+            file.take(length).read_to_end(&mut buffer)?;
+            if buffer.len() as u64 != length {
+                return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the blob file is shorter than its size"));
+            }
+            Ok(Bytes::from(buffer))
+        });
+        return futures::stream::once(async move { read.await.map_err(std::io::Error::other)? }).boxed();
+    }
     let (sender, receiver) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
-    tokio::task::spawn_blocking(move || {
-        use std::io::{Seek, SeekFrom};
+    let spawned = std::thread::Builder::new().name("berth-blob-read".into()).spawn(move || {
+        let send = |item| sender.blocking_send(item).is_ok();
         if let Err(err) = file.seek(SeekFrom::Start(range.start)) {
-            let _ = sender.blocking_send(Err(err));
+            send(Err(err));
             return;
         }
-        let mut remaining = range.end - range.start;
+        let mut remaining = length;
         while remaining > 0 {
-            let mut buffer = vec![0u8; READ_CHUNK.min(remaining as usize)];
-            match file.read(&mut buffer) {
+            let want = remaining.min(READ_CHUNK as u64);
+            let mut buffer = Vec::with_capacity(want as usize);
+            match file.by_ref().take(want).read_to_end(&mut buffer) {
                 Ok(0) => {
-                    let _ = sender.blocking_send(Err(std::io::Error::new(
-                        std::io::ErrorKind::UnexpectedEof,
-                        "the blob file is shorter than its size",
-                    )));
+                    send(Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the blob file is shorter than its size")));
                     return;
                 }
                 Ok(read) => {
-                    buffer.truncate(read);
                     remaining -= read as u64;
-                    if sender.blocking_send(Ok(Bytes::from(buffer))).is_err() {
+                    if !send(Ok(Bytes::from(buffer))) {
                         return;
                     }
                 }
                 Err(err) => {
-                    let _ = sender.blocking_send(Err(err));
+                    send(Err(err));
                     return;
                 }
             }
         }
     });
-    tokio_stream::wrappers::ReceiverStream::new(receiver).boxed()
+    if let Err(err) = spawned {
+        return futures::stream::once(async move { Err(err) }).boxed();
+    }
+    futures::stream::unfold(receiver, |mut receiver| async move { receiver.recv().await.map(|item| (item, receiver)) }).boxed()
 }

@@ -34,6 +34,11 @@ pub struct ServeArgs {
     /// `host[:port]` that image pull specs start with (default: the listen address).
     #[arg(long)]
     registry_hostname: Option<String>,
+    /// `host[:port]` clients outside use to reach berth's registry; fills
+    /// `status.publicDockerImageRepository` of every stream. May be given more than once
+    /// (the first is shown).
+    #[arg(long = "public-registry-hostname", value_name = "HOST")]
+    public_registry_hostnames: Vec<String>,
     /// How durable each commit is.
     #[arg(long, value_enum, default_value_t = SyncMode::Full)]
     sync: SyncMode,
@@ -50,7 +55,31 @@ pub struct ServeArgs {
     server_config: Option<PathBuf>,
 }
 
+/// mimalloc (the allocator) reads its options from the environment when the process
+/// starts. On Linux it commits its arenas eagerly by default, which kept berth's resident
+/// memory at about twice what it uses under registry load (26 MiB idle instead of 16, 71
+/// MiB instead of 28 after a 64 MiB push). `berth serve` therefore starts itself again
+/// with eager commit off, unless the variable is already set (then it is respected).
+const ALLOCATOR_OPTION: &str = "MIMALLOC_ARENA_EAGER_COMMIT";
+
+#[cfg(unix)]
+fn restart_with_allocator_options() {
+    use std::os::unix::process::CommandExt;
+    if std::env::var_os(ALLOCATOR_OPTION).is_some() {
+        return;
+    }
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    // `exec` returns only when it failed; berth then runs with the allocator's defaults.
+    let _ = std::process::Command::new(exe).args(std::env::args_os().skip(1)).env(ALLOCATOR_OPTION, "0").exec();
+}
+
+#[cfg(not(unix))]
+fn restart_with_allocator_options() {}
+
 pub fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
+    restart_with_allocator_options();
     // Logging is for the server only: client verbs print results, not logs.
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
@@ -62,7 +91,7 @@ pub fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
         data_dir: args.data_dir,
         listen: args.listen,
         registry_hostname: args.registry_hostname,
-        public_registry_hostnames: Vec::new(),
+        public_registry_hostnames: args.public_registry_hostnames,
         synchronous: match args.sync {
             SyncMode::Normal => Synchronous::Normal,
             SyncMode::Full => Synchronous::Full,
