@@ -300,7 +300,7 @@ mod tests {
         let readme = include_str!("../../../README.md");
         let mut documented = String::new();
         for block in readme.split("```yaml\n").skip(1).filter_map(|b| b.split("```").next()) {
-            if block.starts_with("import:") || block.starts_with("webhooks:\n-") {
+            if block.starts_with("import:") || block.starts_with("webhooks:\n-") || block.starts_with("registry:") {
                 documented.push_str(&block.replace("webhooks: []", ""));
             }
         }
@@ -310,6 +310,7 @@ mod tests {
         std::fs::write(&path, documented).unwrap();
         let file = ServerFile::load(&path).unwrap();
         assert_eq!(file.import, ImportSettings::default(), "the README lists the defaults");
+        assert_eq!(file.registry, RegistrySettings::default(), "the README lists the registry's defaults");
         assert_eq!(file.webhooks.len(), 2);
     }
 }
