@@ -497,3 +497,60 @@ async fn tags_page_mounts_link_and_referrers_list_artifacts() {
     blocking(move || drop(registry));
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_moves_the_tag_with_history_and_needs_an_existing_namespace() {
+    let (app, token) = app_with_editor().await;
+    let registry = blocking(|| client(&app, &token));
+    let (first, second) = (TestImage::new(Format::Docker, 70, 1, 256, "amd64"), TestImage::new(Format::Docker, 71, 1, 256, "amd64"));
+    blocking(|| registry.push(&format!("{NS}/app"), Some("v1"), &first)).unwrap();
+    blocking(|| registry.push(&format!("{NS}/app"), Some("v1"), &second)).unwrap();
+    let stream = app.stream(NS, "app").await;
+    let history: Vec<&str> =
+        stream["status"]["tags"][0]["items"].as_array().unwrap().iter().map(|e| e["image"].as_str().unwrap()).collect();
+    assert_eq!(history, [second.digest(), first.digest()], "newest first, the old image kept");
+    // A push by digest stores the image and moves no tag.
+    let third = TestImage::new(Format::Docker, 72, 1, 256, "amd64");
+    blocking(|| registry.push(&format!("{NS}/app"), None, &third)).unwrap();
+    let (status, _) = app.get(&format!("{IMAGE_API}/images/{}", third.digest())).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(app.stream(NS, "app").await["status"]["tags"].as_array().unwrap().len(), 1);
+    let by_digest = v2(&app, Some(&token), Method::GET, &format!("/v2/{NS}/app/manifests/{}", third.digest())).await;
+    assert_eq!(by_digest.status(), StatusCode::OK);
+
+    let before = app.revision().await;
+    let admin = app.admin.clone();
+    let response = v2(&app, Some(&admin), Method::POST, "/v2/nowhere/app/blobs/uploads/").await;
+    let status = response.status();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!((status, body["errors"][0]["code"].as_str().unwrap()), (StatusCode::NOT_FOUND, "NAME_UNKNOWN"));
+    assert!(body["errors"][0]["message"].as_str().unwrap().contains("berth create namespace nowhere"), "{body}");
+    assert_eq!(app.revision().await, before);
+    blocking(move || drop(registry));
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_beyond_the_cap_get_429_until_one_ends() {
+    let app = TestApp::start_with(|config| config.registry.max_concurrent_uploads = 1).await;
+    app.namespace(NS).await;
+    let token = app.token("pusher", "edit", &[NS]).await;
+    let first = start_upload(&app, &token).await;
+    let second = start_upload(&app, &token).await;
+    // The first PATCH keeps sending until told to stop.
+    let (feed, body) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
+    feed.send(Ok(vec![1u8; 1024])).await.unwrap();
+    let streaming = {
+        let (url, token) = (format!("{}{first}", app.base), token.clone());
+        let body = reqwest::Body::wrap_stream(tokio_stream::wrappers::ReceiverStream::new(body));
+        tokio::spawn(async move { reqwest::Client::new().patch(url).bearer_auth(token).body(body).send().await.unwrap().status() })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let refused = patch(&app, &token, &second, "0-9", vec![2u8; 10]).await;
+    assert_eq!(error_code(refused).await, (StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS".into()));
+    drop(feed);
+    assert_eq!(streaming.await.unwrap(), StatusCode::ACCEPTED);
+    let accepted = patch(&app, &token, &second, "0-9", vec![2u8; 10]).await;
+    assert_eq!(accepted.status(), StatusCode::ACCEPTED);
+    app.stop().await;
+}

@@ -561,3 +561,102 @@ fn read_file(mut file: std::fs::File, range: std::ops::Range<u64>) -> ByteStream
     }
     futures::stream::unfold(receiver, |mut receiver| async move { receiver.recv().await.map(|item| (item, receiver)) }).boxed()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(bytes: &[u8]) -> impl Stream<Item = std::io::Result<Bytes>> + Send + 'static {
+        let chunks: Vec<std::io::Result<Bytes>> = bytes.chunks(7000).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
+        futures::stream::iter(chunks)
+    }
+
+    async fn read_all(store: &BlobStore, digest: &Digest, range: Option<std::ops::Range<u64>>) -> Vec<u8> {
+        let read = store.read(digest, range).await.unwrap().expect("the blob is stored");
+        read.body
+            .try_fold(Vec::new(), |mut all, chunk| async move {
+                all.extend_from_slice(&chunk);
+                Ok(all)
+            })
+            .await
+            .unwrap()
+    }
+
+    fn content(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 31 % 251) as u8).collect()
+    }
+
+    #[tokio::test]
+    async fn content_is_visible_only_under_the_digest_it_hashes_to() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open_local(dir.path(), false).unwrap();
+        let bytes = content(600_000);
+        let digest = Digest::sha256_of(&bytes);
+        assert_eq!(store.put(&digest, body(&bytes)).await.unwrap(), 600_000);
+        assert_eq!(read_all(&store, &digest, None).await, bytes);
+        assert_eq!(read_all(&store, &digest, Some(1000..1010)).await, &bytes[1000..1010]);
+        let wrong = Digest::sha256_of(b"something else");
+        match store.put(&wrong, body(&bytes)).await {
+            Err(BlobError::DigestMismatch { expected, actual }) => assert_eq!((expected, actual), (wrong.clone(), digest)),
+            other => panic!("expected a digest mismatch, got {other:?}"),
+        }
+        assert_eq!(store.size(&wrong).await.unwrap(), None);
+        assert_eq!(std::fs::read_dir(dir.path().join("uploads")).unwrap().count(), 0, "the refused upload is gone");
+    }
+
+    #[tokio::test]
+    async fn an_upload_resumes_in_another_process_at_its_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = content(300_000);
+        let digest = Digest::sha256_of(&bytes);
+        let id = {
+            let first = BlobStore::open_local(dir.path(), false).unwrap();
+            let upload = first.start_upload("team/app").await.unwrap();
+            assert_eq!(first.append(&upload.id, Some(0), body(&bytes[..100_000])).await.unwrap(), 100_000);
+            upload.id
+        };
+        // A new store on the same directory knows nothing in memory, as after a restart.
+        let second = BlobStore::open_local(dir.path(), false).unwrap();
+        let upload = second.upload(&id).await.unwrap().unwrap();
+        assert_eq!((upload.repository.as_str(), upload.size), ("team/app", 100_000));
+        match second.append(&id, Some(50), body(b"x")).await {
+            Err(BlobError::OutOfOrder { start: 50, size: 100_000 }) => {}
+            other => panic!("expected an out-of-order chunk, got {other:?}"),
+        }
+        second.append(&id, Some(100_000), body(&bytes[100_000..])).await.unwrap();
+        assert_eq!(second.size(&digest).await.unwrap(), None, "not visible before it is finished");
+        assert_eq!(second.finish(&id, &digest).await.unwrap(), 300_000);
+        assert_eq!(read_all(&second, &digest, None).await, bytes);
+        assert!(second.upload(&id).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn abandoned_uploads_are_removed_and_fresh_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open_local(dir.path(), false).unwrap();
+        let old = store.start_upload("team/app").await.unwrap();
+        store.append(&old.id, None, body(b"partial")).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let fresh = store.start_upload("team/app").await.unwrap();
+        assert_eq!(store.remove_abandoned(Duration::from_secs(1)).await.unwrap(), 1);
+        assert!(store.upload(&old.id).await.unwrap().is_none());
+        assert!(store.upload(&fresh.id).await.unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn links_and_referrers_are_per_repository() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open_local(dir.path(), false).unwrap();
+        let (blob, subject, referrer) = (Digest::sha256_of(b"a"), Digest::sha256_of(b"s"), Digest::sha256_of(b"r"));
+        store.link("team/app", &blob).await.unwrap();
+        assert!(store.is_linked("team/app", &blob).await.unwrap());
+        assert!(!store.is_linked("team/other", &blob).await.unwrap());
+        store.unlink("team/app", &blob).await.unwrap();
+        assert!(!store.is_linked("team/app", &blob).await.unwrap());
+        store.add_referrer("team/app", &subject, &referrer, b"{\"d\":1}".to_vec()).await.unwrap();
+        assert_eq!(store.referrers("team/app", &subject).await.unwrap(), vec![Bytes::from_static(b"{\"d\":1}")]);
+        assert!(store.referrers("team/other", &subject).await.unwrap().is_empty());
+        store.remove_referrer("team/app", &subject, &referrer).await.unwrap();
+        assert!(store.referrers("team/app", &subject).await.unwrap().is_empty());
+    }
+}

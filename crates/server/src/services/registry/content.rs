@@ -215,7 +215,6 @@ impl Registry {
             Some(text) => Some(super::parse_digest(text)?),
             None => None,
         };
-        self.inner.blobs.link(&repo.name(), &digest).await?;
         let (caller, namespace, stream_name) = (caller.clone(), repo.namespace.clone(), repo.stream.clone());
         match reference {
             Reference::Tag(tag) => {
@@ -231,6 +230,8 @@ impl Registry {
                 self.blocking(move |catalog| catalog.store_pushed_image(&caller, &namespace, image).map_err(Into::into)).await?;
             }
         }
+        // Linked only once the catalog has the image, so that a refused push leaves nothing.
+        self.inner.blobs.link(&repo.name(), &digest).await?;
         if let Some(subject) = &subject {
             let artifact_type = document
                 .get("artifactType")

@@ -216,6 +216,15 @@ impl Registry {
             Need::Push => Action::Write(&repo.namespace),
         };
         if caller.grant.allows(action) {
+            if need == Need::Push && self.catalog().load::<Namespace>("", &repo.namespace)?.is_none() {
+                return Err(RegistryError::new(
+                    Code::NameUnknown,
+                    format!(
+                        "namespace {:?} does not exist: create it first with `berth create namespace {}`",
+                        repo.namespace, repo.namespace
+                    ),
+                ));
+            }
             return Ok(());
         }
         if auth::is_anonymous(caller) {
