@@ -88,29 +88,29 @@ pub struct Upload {
     pub size: u64,
 }
 
-/// Hashing state per algorithm.
+/// Hashing state for the algorithm of a digest (sha256 or sha512).
 #[derive(Clone)]
-enum Hasher {
+pub enum Hasher {
     Sha256(sha2::Sha256),
     Sha512(sha2::Sha512),
 }
 
 impl Hasher {
-    fn for_algorithm(algorithm: &str) -> Hasher {
+    pub fn for_algorithm(algorithm: &str) -> Hasher {
         match algorithm {
             "sha512" => Hasher::Sha512(sha2::Sha512::new()),
             _ => Hasher::Sha256(sha2::Sha256::new()),
         }
     }
 
-    fn update(&mut self, bytes: &[u8]) {
+    pub fn update(&mut self, bytes: &[u8]) {
         match self {
             Hasher::Sha256(h) => h.update(bytes),
             Hasher::Sha512(h) => h.update(bytes),
         }
     }
 
-    fn finish(self) -> Digest {
+    pub fn finish(self) -> Digest {
         let text = match self {
             Hasher::Sha256(h) => format!("sha256:{}", hex::encode(h.finalize())),
             Hasher::Sha512(h) => format!("sha512:{}", hex::encode(h.finalize())),
@@ -123,7 +123,7 @@ impl Hasher {
 /// of its bytes so far, so that finishing it needs no second read.
 struct Progress {
     size: u64,
-    sha256: sha2::Sha256,
+    sha256: Hasher,
 }
 
 /// The blob store. Cheap to clone.
@@ -236,7 +236,10 @@ impl BlobStore {
         let upload = Upload { id: id.clone(), repository: repository.to_string(), size: 0 };
         let info = serde_json::to_vec(&upload).expect("an upload serialises");
         self.store.put(&Path::from(format!("uploads/{id}/info")), PutPayload::from(info)).await?;
-        self.progress.lock().expect("upload progress lock").insert(id.clone(), Progress { size: 0, sha256: sha2::Sha256::new() });
+        self.progress
+            .lock()
+            .expect("upload progress lock")
+            .insert(id.clone(), Progress { size: 0, sha256: Hasher::for_algorithm("sha256") });
         Ok(upload)
     }
 
@@ -345,9 +348,7 @@ impl BlobStore {
         let size: u64 = chunks.iter().map(|(_, size)| size).sum();
         let known = self.progress.lock().expect("upload progress lock").remove(id);
         let actual = match known {
-            Some(progress) if progress.size == size && digest.algorithm() == "sha256" => {
-                format!("sha256:{}", hex::encode(progress.sha256.finalize())).parse().expect("a computed digest is valid")
-            }
+            Some(progress) if progress.size == size && digest.algorithm() == "sha256" => progress.sha256.finish(),
             _ => {
                 let mut hasher = Hasher::for_algorithm(digest.algorithm());
                 for (path, _) in &chunks {

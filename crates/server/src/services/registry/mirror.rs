@@ -16,11 +16,10 @@ use berth_model::Digest;
 use berth_model::image::Image;
 use berth_model::imagestream::ImageStream;
 use berth_model::reference::ImageReference;
-use berth_store::{BlobStore, ByteStream};
+use berth_store::{BlobStore, ByteStream, Hasher};
 use berth_upstream::{Repository, Session};
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
-use sha2::Digest as _;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio::sync::watch;
 
@@ -227,14 +226,14 @@ async fn fetch(
     let size = announced.or(expected);
     progress.send_replace(State::Receiving { size, written: 0 });
     let mut out = tokio::fs::OpenOptions::new().write(true).open(file).await.map_err(io)?;
-    let mut sha256 = sha2::Sha256::new();
+    let mut hasher = Hasher::for_algorithm(digest.algorithm());
     let mut buffer = BytesMut::with_capacity(WRITE_CHUNK);
     let mut written = 0u64;
     loop {
         let chunk = body.next().await.transpose().map_err(io)?;
         let end = chunk.is_none();
         if let Some(chunk) = chunk {
-            sha256.update(&chunk);
+            hasher.update(&chunk);
             buffer.extend_from_slice(&chunk);
         }
         if buffer.len() >= WRITE_CHUNK || (end && !buffer.is_empty()) {
@@ -255,8 +254,8 @@ async fn fetch(
         }
     }
     out.sync_all().await.map_err(io)?;
-    let actual: Digest = format!("sha256:{}", hex::encode(sha256.finalize())).parse().expect("a computed digest is valid");
-    if digest.algorithm() == "sha256" && actual != *digest {
+    let actual = hasher.finish();
+    if actual != *digest {
         return Err(RegistryError::new(
             Code::Unavailable,
             format!("{} sent bytes for blob {digest} that hash to {actual}: nothing was kept", session.repository().name()),
