@@ -199,10 +199,6 @@ impl Registry {
         &self.inner.settings
     }
 
-    pub fn blobs(&self) -> &BlobStore {
-        &self.inner.blobs
-    }
-
     fn catalog(&self) -> &Catalog {
         &self.inner.catalog
     }
