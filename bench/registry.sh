@@ -5,8 +5,9 @@
 #   1. push of a 3-layer 64 MiB image with skopeo (a fresh repository each run),
 #   2. manifest GET by tag (100 tags) and by digest with wrk (req/s, p99),
 #   3. GET of a 64 MiB blob with wrk (MB/s),
-#   4. pull-through, cold then warm, with skopeo: berth pulling through from an origin
-#      distribution registry vs. distribution configured as a proxy of the same origin,
+#   4. pull-through, cold then warm (median of 5, alternating), with skopeo: berth pulling
+#      through from an origin distribution registry vs. distribution configured as a proxy
+#      of the same origin,
 #   5. resident memory of berth and of distribution after the load (peak and current).
 # berth runs with its defaults (`--sync full`: blobs and commits are fsynced before they are
 # acknowledged); distribution with its filesystem driver (no fsync).
@@ -192,9 +193,17 @@ pull() {  # source src-args... -> seconds
   seconds "$start" "$end"
 }
 cold_dist=$(pull "$proxy/lib/pt:1")
-warm_dist=$(pull "$proxy/lib/pt:1")
 cold_berth=$(pull "$berth/bench/pt:1" --src-creds "bench:$token")
-warm_berth=$(pull "$berth/bench/pt:1" --src-creds "bench:$token")
+# Warm pulls take ~0.4 s, mostly skopeo hashing and writing 64 MiB, so one sample is
+# noise: five of each, alternating, and the median.
+warm_dists=() warm_berths=()
+for _ in 1 2 3 4 5; do
+  warm_dists+=("$(pull "$proxy/lib/pt:1")")
+  warm_berths+=("$(pull "$berth/bench/pt:1" --src-creds "bench:$token")")
+done
+median() { printf '%s\n' "$@" | sort -n | sed -n 3p; }
+warm_dist=$(median "${warm_dists[@]}")
+warm_berth=$(median "${warm_berths[@]}")
 
 berth_hwm=$(mem "$berth_pid" VmHWM) berth_rss=$(mem "$berth_pid" VmRSS)
 dist_hwm=$(mem "$distribution_pid" VmHWM) dist_rss=$(mem "$distribution_pid" VmRSS)
@@ -217,7 +226,8 @@ printf "$fmt" "  p99" "$(col "$by_digest_berth" 2)" "$(col "$by_digest_dist" 2)"
 printf "$fmt" "64 MiB blob GET, MB/s (c=4)" "$(mbps "$(col "$blob_berth" 3)")" "$(mbps "$(col "$blob_dist" 3)")" "$(ratio "$(mbps "$(col "$blob_berth" 3)")" "$(mbps "$(col "$blob_dist" 3)")")"
 printf "$fmt" "push 3 layers / 64 MiB (skopeo), s" "$(tr ' ' / <<<"${push_berth[*]}")" "$(tr ' ' / <<<"${push_dist[*]}")" ""
 printf "$fmt" "pull-through cold (skopeo), s" "$cold_berth" "$cold_dist (proxy)" ""
-printf "$fmt" "pull-through warm (skopeo), s" "$warm_berth" "$warm_dist (proxy)" ""
+printf "$fmt" "pull-through warm (skopeo, median of 5), s" "$warm_berth" "$warm_dist (proxy)" ""
+echo "(warm pulls, in order: berth ${warm_berths[*]}; distribution proxy ${warm_dists[*]})"
 printf "$fmt" "resident memory peak / now, MiB" "$berth_hwm / $berth_rss" "$dist_hwm / $dist_rss" ""
 echo "(the proxy registry's peak: $proxy_hwm MiB; berth's peak after the pushes $rss_push MiB, the manifest GETs $rss_manifests MiB, the blob GETs $rss_blob MiB)"
 errors="$(col "$by_tag_berth" 4) $(col "$by_tag_dist" 4) $(col "$by_digest_berth" 4) $(col "$by_digest_dist" 4) $(col "$blob_berth" 4) $(col "$blob_dist" 4)"
