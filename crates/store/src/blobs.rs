@@ -205,8 +205,8 @@ impl BlobStore {
     /// as it is written, and visible only when it matches. Returns its size.
     pub async fn put(&self, digest: &Digest, body: impl Stream<Item = std::io::Result<Bytes>> + Send + 'static) -> Result<u64> {
         let upload = self.start_upload("").await?;
-        self.append(&upload.id, None, body).await?;
-        self.finish(&upload.id, digest).await
+        self.append(&upload.id, "", None, body).await?;
+        self.finish(&upload.id, "", digest).await
     }
 
     /// Whether `digest` was pushed to or mounted into `repository`.
@@ -243,22 +243,32 @@ impl BlobStore {
         Ok(upload)
     }
 
-    /// An upload and how many bytes it has, or `None` when there is no such upload.
-    pub async fn upload(&self, id: &str) -> Result<Option<Upload>> {
-        if !is_upload_id(id) {
+    /// An upload of `repository` and how many bytes it has, or `None` when that
+    /// repository has no such upload.
+    pub async fn upload(&self, id: &str, repository: &str) -> Result<Option<Upload>> {
+        if !self.is_upload_of(id, repository).await? {
             return Ok(None);
         }
-        let info = match self.store.get(&Path::from(format!("uploads/{id}/info"))).await {
-            Ok(result) => result.bytes().await?,
-            Err(object_store::Error::NotFound { .. }) => return Ok(None),
-            Err(err) => return Err(err.into()),
-        };
-        let upload: Upload = serde_json::from_slice(&info).map_err(|err| BlobError::Storage(format!("upload {id}: {err}")))?;
         let size = match self.known_size(id) {
             Some(size) => size,
             None => self.chunks(id).await?.iter().map(|(_, size)| size).sum(),
         };
-        Ok(Some(Upload { id: id.to_string(), size, ..upload }))
+        Ok(Some(Upload { id: id.to_string(), repository: repository.to_string(), size }))
+    }
+
+    /// Whether `id` is an upload started in `repository` (an upload is known only in the
+    /// repository it was started in).
+    async fn is_upload_of(&self, id: &str, repository: &str) -> Result<bool> {
+        if !is_upload_id(id) {
+            return Ok(false);
+        }
+        let info = match self.store.get(&Path::from(format!("uploads/{id}/info"))).await {
+            Ok(result) => result.bytes().await?,
+            Err(object_store::Error::NotFound { .. }) => return Ok(false),
+            Err(err) => return Err(err.into()),
+        };
+        let upload: Upload = serde_json::from_slice(&info).map_err(|err| BlobError::Storage(format!("upload {id}: {err}")))?;
+        Ok(upload.repository == repository)
     }
 
     fn known_size(&self, id: &str) -> Option<u64> {
@@ -285,10 +295,11 @@ impl BlobStore {
     pub async fn append(
         &self,
         id: &str,
+        repository: &str,
         start: Option<u64>,
         body: impl Stream<Item = std::io::Result<Bytes>> + Send + 'static,
     ) -> Result<u64> {
-        let upload = self.upload(id).await?.ok_or_else(|| BlobError::UnknownUpload(id.to_string()))?;
+        let upload = self.upload(id, repository).await?.ok_or_else(|| BlobError::UnknownUpload(id.to_string()))?;
         if let Some(start) = start
             && start != upload.size
         {
@@ -342,8 +353,10 @@ impl BlobStore {
     /// Finishes an upload: its bytes must hash to `digest`; then the blob becomes visible
     /// (or is already there) and the upload is gone. Returns the blob's size. On a
     /// mismatch the upload is removed and nothing is stored.
-    pub async fn finish(&self, id: &str, digest: &Digest) -> Result<u64> {
-        self.upload(id).await?.ok_or_else(|| BlobError::UnknownUpload(id.to_string()))?;
+    pub async fn finish(&self, id: &str, repository: &str, digest: &Digest) -> Result<u64> {
+        if !self.is_upload_of(id, repository).await? {
+            return Err(BlobError::UnknownUpload(id.to_string()));
+        }
         let chunks = self.chunks(id).await?;
         let size: u64 = chunks.iter().map(|(_, size)| size).sum();
         let known = self.progress.lock().expect("upload progress lock").remove(id);
@@ -391,8 +404,8 @@ impl BlobStore {
     }
 
     /// Cancels an upload. Returns whether there was one.
-    pub async fn cancel(&self, id: &str) -> Result<bool> {
-        if self.upload(id).await?.is_none() {
+    pub async fn cancel(&self, id: &str, repository: &str) -> Result<bool> {
+        if !self.is_upload_of(id, repository).await? {
             return Ok(false);
         }
         self.progress.lock().expect("upload progress lock").remove(id);
@@ -613,22 +626,23 @@ mod tests {
         let id = {
             let first = BlobStore::open_local(dir.path(), false).unwrap();
             let upload = first.start_upload("team/app").await.unwrap();
-            assert_eq!(first.append(&upload.id, Some(0), body(&bytes[..100_000])).await.unwrap(), 100_000);
+            assert_eq!(first.append(&upload.id, "team/app", Some(0), body(&bytes[..100_000])).await.unwrap(), 100_000);
             upload.id
         };
         // A new store on the same directory knows nothing in memory, as after a restart.
         let second = BlobStore::open_local(dir.path(), false).unwrap();
-        let upload = second.upload(&id).await.unwrap().unwrap();
-        assert_eq!((upload.repository.as_str(), upload.size), ("team/app", 100_000));
-        match second.append(&id, Some(50), body(b"x")).await {
+        let upload = second.upload(&id, "team/app").await.unwrap().unwrap();
+        assert_eq!(upload.size, 100_000);
+        assert!(second.upload(&id, "team/other").await.unwrap().is_none(), "an upload is known only in its repository");
+        match second.append(&id, "team/app", Some(50), body(b"x")).await {
             Err(BlobError::OutOfOrder { start: 50, size: 100_000 }) => {}
             other => panic!("expected an out-of-order chunk, got {other:?}"),
         }
-        second.append(&id, Some(100_000), body(&bytes[100_000..])).await.unwrap();
+        second.append(&id, "team/app", Some(100_000), body(&bytes[100_000..])).await.unwrap();
         assert_eq!(second.size(&digest).await.unwrap(), None, "not visible before it is finished");
-        assert_eq!(second.finish(&id, &digest).await.unwrap(), 300_000);
+        assert_eq!(second.finish(&id, "team/app", &digest).await.unwrap(), 300_000);
         assert_eq!(read_all(&second, &digest, None).await, bytes);
-        assert!(second.upload(&id).await.unwrap().is_none());
+        assert!(second.upload(&id, "team/app").await.unwrap().is_none());
     }
 
     #[tokio::test]
@@ -636,12 +650,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = BlobStore::open_local(dir.path(), false).unwrap();
         let old = store.start_upload("team/app").await.unwrap();
-        store.append(&old.id, None, body(b"partial")).await.unwrap();
+        store.append(&old.id, "team/app", None, body(b"partial")).await.unwrap();
         tokio::time::sleep(Duration::from_millis(1100)).await;
         let fresh = store.start_upload("team/app").await.unwrap();
         assert_eq!(store.remove_abandoned(Duration::from_secs(1)).await.unwrap(), 1);
-        assert!(store.upload(&old.id).await.unwrap().is_none());
-        assert!(store.upload(&fresh.id).await.unwrap().is_some());
+        assert!(store.upload(&old.id, "team/app").await.unwrap().is_none());
+        assert!(store.upload(&fresh.id, "team/app").await.unwrap().is_some());
     }
 
     #[tokio::test]

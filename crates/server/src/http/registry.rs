@@ -426,8 +426,8 @@ impl Request<'_> {
     async fn upload(&self, repo: &Repo, id: &str, body: Body) -> Served {
         match *self.method {
             Method::GET => {
-                let state = self.registry.upload_status(self.caller, repo, id).await?;
-                Ok(Self::upload_accepted(repo, &state.id, state.size, StatusCode::NO_CONTENT))
+                let upload = self.registry.upload_status(self.caller, repo, id).await?;
+                Ok(Self::upload_accepted(repo, &upload.id, upload.size, StatusCode::NO_CONTENT))
             }
             Method::PATCH => {
                 let start = match self.headers.get(header::CONTENT_RANGE).and_then(|v| v.to_str().ok()) {
@@ -435,8 +435,8 @@ impl Request<'_> {
                     None => None,
                 };
                 let _permit = self.registry.upload_permit()?;
-                let state = self.registry.append(self.caller, repo, id, start, body_stream(body)).await?;
-                Ok(Self::upload_accepted(repo, &state.id, state.size, StatusCode::ACCEPTED))
+                let size = self.registry.append(self.caller, repo, id, start, body_stream(body)).await?;
+                Ok(Self::upload_accepted(repo, id, size, StatusCode::ACCEPTED))
             }
             Method::PUT => {
                 let digest = self.query.get("digest").ok_or_else(|| {

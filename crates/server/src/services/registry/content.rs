@@ -35,7 +35,7 @@ pub struct PushedManifest {
 
 /// A page of a tag or repository list, and where the next one starts.
 #[derive(Clone, Debug)]
-pub struct TagPage {
+pub struct Page {
     pub items: Vec<String>,
     /// The last item, when more follow.
     pub next_after: Option<String>,
@@ -57,7 +57,7 @@ fn content_of(image: &Image) -> Result<ManifestContent> {
     Ok(ManifestContent { digest, media_type, bytes: Bytes::from(image.docker_image_manifest.clone()) })
 }
 
-fn page(mut items: Vec<String>, n: Option<usize>, last: Option<&str>) -> TagPage {
+fn page(mut items: Vec<String>, n: Option<usize>, last: Option<&str>) -> Page {
     items.sort();
     items.dedup();
     if let Some(last) = last {
@@ -67,9 +67,9 @@ fn page(mut items: Vec<String>, n: Option<usize>, last: Option<&str>) -> TagPage
         Some(n) if items.len() > n => {
             items.truncate(n);
             let next_after = items.last().cloned();
-            TagPage { items, next_after }
+            Page { items, next_after }
         }
-        _ => TagPage { items, next_after: None },
+        _ => Page { items, next_after: None },
     }
 }
 
@@ -93,7 +93,7 @@ impl Registry {
     /// a list (as distribution does), never rewritten bytes.
     pub async fn manifest(&self, caller: &Caller, repo: &Repo, reference: &Reference, accept: &[String]) -> Result<ManifestContent> {
         self.authorize(caller, repo, Need::Pull).await?;
-        let stream = self.stream(repo).await?;
+        let stream = self.stream(repo)?;
         match reference {
             Reference::Tag(tag) => {
                 let Some(event) = stream.latest_event(tag).filter(|e| !e.image.is_empty()) else {
@@ -110,7 +110,7 @@ impl Registry {
                     return Err(RegistryError::new(Code::ManifestUnknown, why));
                 };
                 let digest = super::parse_digest(&event.image)?;
-                let image = self.image(&digest).await?.ok_or_else(|| {
+                let image = self.image(&digest)?.ok_or_else(|| {
                     RegistryError::new(Code::ManifestUnknown, format!("berth does not have image {digest} that tag {tag:?} points at"))
                 })?;
                 let content = content_of(&image)?;
@@ -118,7 +118,7 @@ impl Registry {
             }
             Reference::Digest(digest) => {
                 let linked = self.inner.blobs.is_linked(&repo.name(), digest).await?;
-                let image = if linked { self.image(digest).await? } else { self.in_stream(digest, &stream).await? };
+                let image = if linked { self.image(digest)? } else { self.in_stream(digest, &stream).await? };
                 match image.filter(|i| i.metadata.name == digest.as_str()) {
                     Some(image) => content_of(&image),
                     None => Err(RegistryError::new(Code::ManifestUnknown, format!("{} has no manifest {digest}", repo.name()))),
@@ -142,7 +142,7 @@ impl Registry {
             return Ok(content);
         };
         let digest = super::parse_digest(&child.digest)?;
-        match self.image(&digest).await? {
+        match self.image(&digest)? {
             Some(image) => content_of(&image),
             None => Err(RegistryError::new(
                 Code::ManifestUnknown,
@@ -163,6 +163,7 @@ impl Registry {
         bytes: Bytes,
     ) -> Result<PushedManifest> {
         self.authorize(caller, repo, Need::Push).await?;
+        self.require_namespace(repo)?;
         let max = self.inner.settings.max_manifest_bytes;
         if bytes.len() > max {
             return Err(RegistryError::new(
@@ -187,7 +188,7 @@ impl Registry {
         let parsed = Manifest::parse(content_type, &bytes).map_err(|err| RegistryError::new(Code::ManifestInvalid, err.to_string()))?;
         let document: Value = serde_json::from_slice(&bytes)
             .map_err(|err| RegistryError::new(Code::ManifestInvalid, format!("the manifest is not JSON: {err}")))?;
-        let stream = self.find_stream(repo).await?;
+        let stream = self.find_stream(repo)?;
         let config = match &parsed {
             Manifest::Image { config, layers, .. } => {
                 for descriptor in std::iter::once(config).chain(layers) {
@@ -263,7 +264,7 @@ impl Registry {
         }
         if let Some(stream) = stream
             && self.in_stream(&digest, stream).await?.is_some()
-            && (self.inner.blobs.size(&digest).await?.is_some() || self.image(&digest).await?.is_some())
+            && (self.inner.blobs.size(&digest).await?.is_some() || self.image(&digest)?.is_some())
         {
             return Ok(());
         }
@@ -278,7 +279,7 @@ impl Registry {
     /// The Image itself stays until pruning.
     pub async fn delete_manifest(&self, caller: &Caller, repo: &Repo, reference: &Reference) -> Result<()> {
         self.authorize(caller, repo, Need::Push).await?;
-        let stream = self.stream(repo).await?;
+        let stream = self.stream(repo)?;
         let (owned_caller, namespace) = (caller.clone(), repo.namespace.clone());
         match reference {
             Reference::Tag(tag) => {
@@ -294,7 +295,7 @@ impl Registry {
             }
             Reference::Digest(digest) => {
                 let linked = self.inner.blobs.is_linked(&repo.name(), digest).await?;
-                let image = if linked { self.image(digest).await? } else { self.in_stream(digest, &stream).await? };
+                let image = if linked { self.image(digest)? } else { self.in_stream(digest, &stream).await? };
                 let Some(image) = image.filter(|i| i.metadata.name == digest.as_str()) else {
                     return Err(RegistryError::new(Code::ManifestUnknown, format!("{} has no manifest {digest}", repo.name())));
                 };
@@ -316,16 +317,16 @@ impl Registry {
     }
 
     /// The tags of `repo` that point at an image, in order, `n` at most after `last`.
-    pub async fn tags(&self, caller: &Caller, repo: &Repo, n: Option<usize>, last: Option<&str>) -> Result<TagPage> {
+    pub async fn tags(&self, caller: &Caller, repo: &Repo, n: Option<usize>, last: Option<&str>) -> Result<Page> {
         self.authorize(caller, repo, Need::Pull).await?;
-        let stream = self.stream(repo).await?;
+        let stream = self.stream(repo)?;
         let tags =
             stream.status.tags.iter().filter(|t| t.items.first().is_some_and(|e| !e.image.is_empty())).map(|t| t.tag.clone()).collect();
         Ok(page(tags, n, last))
     }
 
     /// The repositories (streams) the caller may pull from, in order.
-    pub async fn repositories(&self, caller: &Caller, n: Option<usize>, last: Option<&str>) -> Result<TagPage> {
+    pub async fn repositories(&self, caller: &Caller, n: Option<usize>, last: Option<&str>) -> Result<Page> {
         let caller = caller.clone();
         let anonymous = super::auth::is_anonymous(&caller);
         let names = self
@@ -361,7 +362,7 @@ impl Registry {
     /// `artifact_type` only when given. Returns the index and whether it was filtered.
     pub async fn referrers(&self, caller: &Caller, repo: &Repo, subject: &Digest, artifact_type: Option<&str>) -> Result<Value> {
         self.authorize(caller, repo, Need::Pull).await?;
-        self.stream(repo).await?;
+        self.stream(repo)?;
         let mut manifests = Vec::new();
         for descriptor in self.inner.blobs.referrers(&repo.name(), subject).await? {
             let Ok(descriptor) = serde_json::from_slice::<Value>(&descriptor) else {

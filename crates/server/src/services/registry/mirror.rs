@@ -73,7 +73,7 @@ impl Registry {
         let source = if self.inner.blobs.is_linked(&repo.name(), digest).await? {
             None
         } else {
-            let stream = self.stream(repo).await?;
+            let stream = self.stream(repo)?;
             let image = self.in_stream(digest, &stream).await?.ok_or_else(unknown)?;
             Some((stream, image))
         };

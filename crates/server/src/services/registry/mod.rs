@@ -28,10 +28,9 @@ use tokio::sync::Semaphore;
 use crate::services::{Caller, Catalog};
 
 pub use auth::{Credential, RegistryTokenIssued};
-pub use content::{ManifestContent, PushedManifest, TagPage};
+pub use content::{ManifestContent, Page, PushedManifest};
 pub use error::{Code, RegistryError};
 pub use mirror::BlobContent;
-pub use uploads::UploadState;
 
 pub type Result<T, E = RegistryError> = std::result::Result<T, E>;
 
@@ -212,19 +211,10 @@ impl Registry {
             Need::Push => Action::Write(&repo.namespace),
         };
         if caller.grant.allows(action) {
-            if need == Need::Push && self.catalog().load::<Namespace>("", &repo.namespace)?.is_none() {
-                return Err(RegistryError::new(
-                    Code::NameUnknown,
-                    format!(
-                        "namespace {:?} does not exist: create it first with `berth create namespace {}`",
-                        repo.namespace, repo.namespace
-                    ),
-                ));
-            }
             return Ok(());
         }
         if auth::is_anonymous(caller) {
-            if need == Need::Pull && self.allows_anonymous_pull(&repo.namespace).await? {
+            if need == Need::Pull && self.allows_anonymous_pull(&repo.namespace)? {
                 return Ok(());
             }
             return Err(RegistryError::new(
@@ -247,7 +237,19 @@ impl Registry {
         ))
     }
 
-    async fn allows_anonymous_pull(&self, namespace: &str) -> Result<bool> {
+    /// NAME_UNKNOWN, with the command that makes it, when `repo`'s namespace does not
+    /// exist: checked where a push starts (an upload, a mount, a manifest).
+    fn require_namespace(&self, repo: &Repo) -> Result<()> {
+        if self.catalog().load::<Namespace>("", &repo.namespace)?.is_none() {
+            return Err(RegistryError::new(
+                Code::NameUnknown,
+                format!("namespace {:?} does not exist: create it first with `berth create namespace {}`", repo.namespace, repo.namespace),
+            ));
+        }
+        Ok(())
+    }
+
+    fn allows_anonymous_pull(&self, namespace: &str) -> Result<bool> {
         let found: Option<Namespace> = self.catalog().load::<Namespace>("", namespace)?;
         Ok(found.is_some_and(|ns| ns.metadata.annotations.get(ANONYMOUS_PULL_ANNOTATION).is_some_and(|v| v == "true")))
     }
@@ -267,8 +269,8 @@ impl Registry {
     }
 
     /// The stream of `repo`, or NAME_UNKNOWN.
-    async fn stream(&self, repo: &Repo) -> Result<ImageStream> {
-        self.find_stream(repo).await?.ok_or_else(|| {
+    fn stream(&self, repo: &Repo) -> Result<ImageStream> {
+        self.find_stream(repo)?.ok_or_else(|| {
             RegistryError::new(
                 Code::NameUnknown,
                 format!("repository {} is not known: no image stream {} exists", repo.name(), repo.name()),
@@ -276,25 +278,18 @@ impl Registry {
         })
     }
 
-    async fn find_stream(&self, repo: &Repo) -> Result<Option<ImageStream>> {
+    fn find_stream(&self, repo: &Repo) -> Result<Option<ImageStream>> {
         Ok(self.catalog().load::<ImageStream>(&repo.namespace, &repo.stream)?)
     }
 
-    async fn image(&self, digest: &Digest) -> Result<Option<Image>> {
+    fn image(&self, digest: &Digest) -> Result<Option<Image>> {
         Ok(self.catalog().load::<Image>("", digest.as_str())?)
     }
 
-    /// The images of a stream's history, each once, newest first, with the lists' children
+    /// The images of a stream's history, each once, with the lists' children
     /// that berth stored.
     async fn stream_images(&self, stream: &ImageStream) -> Result<Vec<Image>> {
-        let mut digests: Vec<String> = Vec::new();
-        for tag in &stream.status.tags {
-            for event in &tag.items {
-                if !event.image.is_empty() && !digests.contains(&event.image) {
-                    digests.push(event.image.clone());
-                }
-            }
-        }
+        let mut digests: Vec<String> = stream.referenced_images().into_iter().map(str::to_string).collect();
         self.blocking(move |catalog| {
             let mut images = Vec::new();
             let mut idx = 0;

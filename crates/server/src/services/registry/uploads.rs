@@ -4,17 +4,26 @@
 //! makes a blob visible only when its digest matched.
 
 use berth_model::Digest;
-use berth_store::ByteStream;
+use berth_store::{ByteStream, Upload};
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::{Code, Need, Registry, RegistryError, Repo, Result};
 use crate::services::Caller;
 
-/// Where an upload stands.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct UploadState {
-    pub id: String,
-    pub size: u64,
+/// BLOB_UPLOAD_UNKNOWN for an upload `repo` does not have.
+fn unknown_upload(repo: &Repo, id: &str) -> RegistryError {
+    RegistryError::new(
+        Code::BlobUploadUnknown,
+        format!("{} has no upload {id:?}: it was finished, cancelled or cleaned up; start a new upload", repo.name()),
+    )
+}
+
+/// The store's error, with an unknown upload said in the repository's words.
+fn upload_error(repo: &Repo, id: &str, err: berth_store::BlobError) -> RegistryError {
+    match err {
+        berth_store::BlobError::UnknownUpload(_) => unknown_upload(repo, id),
+        other => other.into(),
+    }
 }
 
 impl Registry {
@@ -31,10 +40,10 @@ impl Registry {
         })
     }
 
-    pub async fn start_upload(&self, caller: &Caller, repo: &Repo) -> Result<UploadState> {
+    pub async fn start_upload(&self, caller: &Caller, repo: &Repo) -> Result<Upload> {
         self.authorize(caller, repo, Need::Push).await?;
-        let upload = self.inner.blobs.start_upload(&repo.name()).await?;
-        Ok(UploadState { id: upload.id, size: 0 })
+        self.require_namespace(repo)?;
+        Ok(self.inner.blobs.start_upload(&repo.name()).await?)
     }
 
     /// Links a blob of another repository into `repo` without sending it again. Returns
@@ -42,6 +51,7 @@ impl Registry {
     /// is not there.
     pub async fn mount(&self, caller: &Caller, repo: &Repo, digest: &Digest, from: &str) -> Result<bool> {
         self.authorize(caller, repo, Need::Push).await?;
+        self.require_namespace(repo)?;
         let Ok(source) = Repo::parse(from) else {
             return Ok(false);
         };
@@ -49,7 +59,7 @@ impl Registry {
             return Ok(false);
         }
         let visible = self.inner.blobs.is_linked(&source.name(), digest).await?
-            || match self.find_stream(&source).await? {
+            || match self.find_stream(&source)? {
                 Some(stream) => self.in_stream(digest, &stream).await?.is_some(),
                 None => false,
             };
@@ -59,47 +69,36 @@ impl Registry {
         Ok(visible)
     }
 
-    /// An upload of `repo`, or BLOB_UPLOAD_UNKNOWN.
-    async fn upload_of(&self, repo: &Repo, id: &str) -> Result<UploadState> {
-        match self.inner.blobs.upload(id).await? {
-            Some(upload) if upload.repository == repo.name() => Ok(UploadState { id: upload.id, size: upload.size }),
-            _ => Err(RegistryError::new(
-                Code::BlobUploadUnknown,
-                format!("{} has no upload {id:?}: it was finished, cancelled or cleaned up; start a new upload", repo.name()),
-            )),
-        }
+    pub async fn upload_status(&self, caller: &Caller, repo: &Repo, id: &str) -> Result<Upload> {
+        self.authorize(caller, repo, Need::Push).await?;
+        self.inner.blobs.upload(id, &repo.name()).await?.ok_or_else(|| unknown_upload(repo, id))
     }
 
-    pub async fn upload_status(&self, caller: &Caller, repo: &Repo, id: &str) -> Result<UploadState> {
+    /// Appends a chunk; `start` (from `Content-Range`) must be the upload's size. Returns
+    /// the upload's new size.
+    pub async fn append(&self, caller: &Caller, repo: &Repo, id: &str, start: Option<u64>, body: ByteStream) -> Result<u64> {
         self.authorize(caller, repo, Need::Push).await?;
-        self.upload_of(repo, id).await
-    }
-
-    /// Appends a chunk; `start` (from `Content-Range`) must be the upload's size.
-    pub async fn append(&self, caller: &Caller, repo: &Repo, id: &str, start: Option<u64>, body: ByteStream) -> Result<UploadState> {
-        self.authorize(caller, repo, Need::Push).await?;
-        self.upload_of(repo, id).await?;
-        let size = self.inner.blobs.append(id, start, body).await?;
-        Ok(UploadState { id: id.to_string(), size })
+        self.inner.blobs.append(id, &repo.name(), start, body).await.map_err(|err| upload_error(repo, id, err))
     }
 
     /// Finishes an upload with its last chunk (if any): the bytes must hash to `digest`.
     /// The blob is then linked to `repo`. Returns its size.
     pub async fn finish_upload(&self, caller: &Caller, repo: &Repo, id: &str, digest: &Digest, last: Option<ByteStream>) -> Result<u64> {
         self.authorize(caller, repo, Need::Push).await?;
-        self.upload_of(repo, id).await?;
+        let name = repo.name();
         if let Some(last) = last {
-            self.inner.blobs.append(id, None, last).await?;
+            self.inner.blobs.append(id, &name, None, last).await.map_err(|err| upload_error(repo, id, err))?;
         }
-        let size = self.inner.blobs.finish(id, digest).await?;
-        self.inner.blobs.link(&repo.name(), digest).await?;
+        let size = self.inner.blobs.finish(id, &name, digest).await.map_err(|err| upload_error(repo, id, err))?;
+        self.inner.blobs.link(&name, digest).await?;
         Ok(size)
     }
 
     pub async fn cancel_upload(&self, caller: &Caller, repo: &Repo, id: &str) -> Result<()> {
         self.authorize(caller, repo, Need::Push).await?;
-        self.upload_of(repo, id).await?;
-        self.inner.blobs.cancel(id).await?;
+        if !self.inner.blobs.cancel(id, &repo.name()).await? {
+            return Err(unknown_upload(repo, id));
+        }
         Ok(())
     }
 
