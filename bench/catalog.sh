@@ -14,7 +14,8 @@ pid=""
 cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"; }
 trap cleanup EXIT
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+source bench/lib.sh
+port=$(free_port)
 url="http://127.0.0.1:$port"
 seed_start=$(date +%s.%N)
 target/release/berth-bench-seed --data-dir "$work/data"

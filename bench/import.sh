@@ -29,10 +29,7 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-now() { date +%s%N; }
-seconds() { python3 -c "print(f'{($2 - $1) / 1e9:.3f}')"; }
-fail() { echo "FAILED: $*" >&2; exit 1; }
+source bench/lib.sh
 rss() { awk '/VmRSS/ {print int($2/1024)}' "/proc/$server_pid/status"; }   # MiB
 cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }   # user + system time, in clock ticks
 busy() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9}' /proc/stat; }   # busy, all ticks

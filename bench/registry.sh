@@ -31,10 +31,7 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-now() { date +%s%N; }
-seconds() { python3 -c "print(f'{($2 - $1) / 1e9:.2f}')"; }
-fail() { echo "FAILED: $*" >&2; exit 1; }
+source bench/lib.sh
 mem() { awk -v k="$2" '$1 == k":" {print int($2/1024)}' "/proc/$1/status"; }   # MiB of VmRSS / VmHWM
 
 # A distribution registry: filesystem storage in $work/<name>, optionally a proxy of $2.
@@ -125,7 +122,7 @@ push() {  # layout registry dest-args... -> seconds
   start=$(now)
   skopeo copy -q --preserve-digests --dest-tls-verify=false "${@:3}" "oci:$work/$1:latest" "docker://$2" >/dev/null
   end=$(now)
-  seconds "$start" "$end"
+  seconds "$start" "$end" 2
 }
 push_berth=() push_dist=()
 for run in $(seq "$push_runs"); do
@@ -190,7 +187,7 @@ pull() {  # source src-args... -> seconds
   end=$(now)
   cmp -s "$dir/manifest.json" "$work/big.manifest" || fail "the pull of $1 gave another manifest"
   rm -rf "$dir"
-  seconds "$start" "$end"
+  seconds "$start" "$end" 2
 }
 cold_dist=$(pull "$proxy/lib/pt:1")
 cold_berth=$(pull "$berth/bench/pt:1" --src-creds "bench:$token")

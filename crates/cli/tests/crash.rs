@@ -87,6 +87,19 @@ fn writer(url: String, token: String, id: usize, stop: Arc<AtomicBool>, acked: A
     }
 }
 
+/// The admin token of a server's first start, after creating the namespace `crash` with it.
+fn admin_token_with_namespace(data_dir: &Path, server: &Server) -> String {
+    let token = std::fs::read_to_string(data_dir.join("admin.token")).unwrap().trim().to_string();
+    let created = reqwest::blocking::Client::new()
+        .post(format!("{}/api/v1/namespaces", server.url))
+        .bearer_auth(&token)
+        .json(&json!({"metadata": {"name": "crash"}}))
+        .send()
+        .unwrap();
+    assert_eq!(created.status().as_u16(), 201);
+    token
+}
+
 fn get(client: &reqwest::blocking::Client, url: &str, token: &str) -> (u16, Value) {
     let response = client.get(url).bearer_auth(token).send().unwrap();
     let status = response.status().as_u16();
@@ -98,15 +111,8 @@ fn acknowledged_writes_survive_kill_9() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let server = start(dir.path(), port);
-    let token = std::fs::read_to_string(dir.path().join("admin.token")).unwrap().trim().to_string();
+    let token = admin_token_with_namespace(dir.path(), &server);
     let client = reqwest::blocking::Client::new();
-    let created = client
-        .post(format!("{}/api/v1/namespaces", server.url))
-        .bearer_auth(&token)
-        .json(&json!({"metadata": {"name": "crash"}}))
-        .send()
-        .unwrap();
-    assert_eq!(created.status().as_u16(), 201);
     drop(server);
 
     let acked: Arc<Mutex<Vec<Ack>>> = Arc::default();
@@ -176,15 +182,8 @@ fn a_blob_upload_killed_midway_leaves_nothing_visible_and_resumes() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let mut server = start(dir.path(), port);
-    let token = std::fs::read_to_string(dir.path().join("admin.token")).unwrap().trim().to_string();
+    let token = admin_token_with_namespace(dir.path(), &server);
     let client = reqwest::blocking::Client::new();
-    let created = client
-        .post(format!("{}/api/v1/namespaces", server.url))
-        .bearer_auth(&token)
-        .json(&json!({"metadata": {"name": "crash"}}))
-        .send()
-        .unwrap();
-    assert_eq!(created.status().as_u16(), 201);
     let blob: Vec<u8> = (0..(4u32 << 20)).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
     let digest = sha256_of(&blob);
     let started = client.post(format!("{}/v2/crash/app/blobs/uploads/", server.url)).bearer_auth(&token).send().unwrap();

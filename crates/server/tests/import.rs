@@ -4,18 +4,12 @@
 
 mod common;
 
-use base64::Engine;
 use berth_testkit::{Auth, DistributionRegistry, Format, TestImage, TestIndex};
-use common::{IMAGE_API, TestApp, history, istag_path};
+use common::{IMAGE_API, TestApp, blocking, docker_config_secret, history, istag_path};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 const NS: &str = "team";
-
-/// Runs blocking test-kit work (the registry and its pushes) off the async workers.
-fn blocking<T>(f: impl FnOnce() -> T) -> T {
-    tokio::task::block_in_place(f)
-}
 
 fn start_registry(auth: Auth) -> DistributionRegistry {
     blocking(|| DistributionRegistry::start(auth).unwrap())
@@ -276,15 +270,6 @@ async fn image_imports_report_a_reason_per_image() {
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{missing}");
     app.stop().await;
-}
-
-fn docker_config_secret(name: &str, host: &str, user: &str, password: &str) -> Value {
-    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-    let document = json!({"auths": {host: {"auth": auth}}}).to_string();
-    json!({
-        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "type": "kubernetes.io/dockerconfigjson",
-        "data": {".dockerconfigjson": base64::engine::general_purpose::STANDARD.encode(document)},
-    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,17 +6,12 @@
 
 mod common;
 
-use base64::Engine;
 use berth_testkit::{Auth, DistributionRegistry, Format, RegistryClient, TestImage, TestIndex, digest_of, skopeo, skopeo_copy};
-use common::{IMAGE_API, TestApp, istag_path};
+use common::{IMAGE_API, TestApp, blocking, docker_config_secret, istag_path};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 const NS: &str = "team";
-
-fn blocking<T>(f: impl FnOnce() -> T) -> T {
-    tokio::task::block_in_place(f)
-}
 
 fn host(app: &TestApp) -> String {
     app.base.trim_start_matches("http://").to_string()
@@ -39,12 +34,22 @@ async fn app_with_editor() -> (TestApp, String) {
     (app, token)
 }
 
+/// A request to berth with `token` as the bearer token, for headers and a body to be added.
+fn request(app: &TestApp, token: &str, method: Method, path: &str) -> reqwest::RequestBuilder {
+    reqwest::Client::new().request(method, format!("{}{path}", app.base)).bearer_auth(token)
+}
+
 async fn v2(app: &TestApp, token: Option<&str>, method: Method, path: &str) -> reqwest::Response {
-    let mut request = reqwest::Client::new().request(method, format!("{}{path}", app.base));
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
+    match token {
+        Some(token) => request(app, token, method, path).send().await.unwrap(),
+        None => reqwest::Client::new().request(method, format!("{}{path}", app.base)).send().await.unwrap(),
     }
-    request.send().await.unwrap()
+}
+
+/// PUT of manifest bytes to `team/app` under `reference`.
+async fn put_manifest(app: &TestApp, token: &str, reference: &str, content_type: &str, body: Vec<u8>) -> reqwest::Response {
+    let path = format!("/v2/{NS}/app/manifests/{reference}");
+    request(app, token, Method::PUT, &path).header("content-type", content_type).body(body).send().await.unwrap()
 }
 
 async fn error_code(response: reqwest::Response) -> (StatusCode, String) {
@@ -140,9 +145,7 @@ async fn a_multi_platform_index_is_copied_with_all_its_images() {
         .unwrap();
     assert_eq!(digest_of(&raw), index.digest());
     // A client that takes no lists gets the linux/amd64 image by tag.
-    let response = reqwest::Client::new()
-        .get(format!("{}/v2/{NS}/multi/manifests/v1", app.base))
-        .bearer_auth(&token)
+    let response = request(&app, &token, Method::GET, &format!("/v2/{NS}/multi/manifests/v1"))
         .header("accept", "application/vnd.oci.image.manifest.v1+json")
         .send()
         .await
@@ -160,13 +163,6 @@ async fn import(app: &TestApp, name: &str, from: &str) -> Value {
     let istag = app.settled_tag(NS, name).await;
     assert!(istag["image"]["metadata"]["name"].is_string(), "the import succeeded: {istag}");
     istag
-}
-
-fn docker_config_secret(name: &str, host: &str, user: &str, password: &str) -> Value {
-    let engine = base64::engine::general_purpose::STANDARD;
-    let document = json!({"auths": {host: {"auth": engine.encode(format!("{user}:{password}"))}}}).to_string();
-    json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "type": "kubernetes.io/dockerconfigjson",
-        "data": {".dockerconfigjson": engine.encode(document)}})
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -237,14 +233,7 @@ async fn start_upload(app: &TestApp, token: &str) -> String {
 }
 
 async fn patch(app: &TestApp, token: &str, location: &str, range: &str, chunk: Vec<u8>) -> reqwest::Response {
-    reqwest::Client::new()
-        .patch(format!("{}{location}", app.base))
-        .bearer_auth(token)
-        .header("content-range", range)
-        .body(chunk)
-        .send()
-        .await
-        .unwrap()
+    request(app, token, Method::PATCH, location).header("content-range", range).body(chunk).send().await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -272,25 +261,15 @@ async fn chunked_uploads_resume_after_a_restart_and_check_the_digest() {
     let head = v2(&app, Some(&token), Method::HEAD, &format!("/v2/{NS}/up/blobs/{digest}")).await;
     assert_ne!(head.status(), StatusCode::OK);
     // Finish with the last chunk in the PUT.
-    let put = reqwest::Client::new()
-        .put(format!("{}{location}?digest={digest}", app.base))
-        .bearer_auth(&token)
-        .body(blob[200_000..].to_vec())
-        .send()
-        .await
-        .unwrap();
+    let put =
+        request(&app, &token, Method::PUT, &format!("{location}?digest={digest}")).body(blob[200_000..].to_vec()).send().await.unwrap();
     assert_eq!(put.status(), StatusCode::CREATED, "{:?}", put.text().await);
     let head = v2(&app, Some(&token), Method::HEAD, &format!("/v2/{NS}/up/blobs/{digest}")).await;
     assert_eq!(head.status(), StatusCode::OK);
     assert_eq!(head.headers()["content-length"], blob.len().to_string().as_str());
     // A range of it.
-    let ranged = reqwest::Client::new()
-        .get(format!("{}/v2/{NS}/up/blobs/{digest}", app.base))
-        .bearer_auth(&token)
-        .header("range", "bytes=1000-1999")
-        .send()
-        .await
-        .unwrap();
+    let ranged =
+        request(&app, &token, Method::GET, &format!("/v2/{NS}/up/blobs/{digest}")).header("range", "bytes=1000-1999").send().await.unwrap();
     assert_eq!(ranged.status(), StatusCode::PARTIAL_CONTENT);
     assert_eq!(ranged.headers()["content-range"], format!("bytes 1000-1999/{}", blob.len()).as_str());
     assert_eq!(ranged.bytes().await.unwrap().as_ref(), &blob[1000..2000]);
@@ -305,9 +284,7 @@ async fn a_digest_mismatch_stores_nothing() {
     let (app, token) = app_with_editor().await;
     let body = b"these are the bytes".to_vec();
     let claimed = digest_of(b"other bytes");
-    let response = reqwest::Client::new()
-        .post(format!("{}/v2/{NS}/up/blobs/uploads/?digest={claimed}", app.base))
-        .bearer_auth(&token)
+    let response = request(&app, &token, Method::POST, &format!("/v2/{NS}/up/blobs/uploads/?digest={claimed}"))
         .body(body.clone())
         .send()
         .await
@@ -339,38 +316,21 @@ async fn bad_names_references_and_manifests_are_refused_and_change_nothing() {
         assert_eq!(found, code, "{path} ({status})");
         assert!(status.is_client_error(), "{path}: {status}");
     }
-    let put = |body: Vec<u8>, content_type: &'static str| {
-        let (base, token) = (app.base.clone(), token.clone());
-        async move {
-            reqwest::Client::new()
-                .put(format!("{base}/v2/{NS}/app/manifests/v1"))
-                .bearer_auth(token)
-                .header("content-type", content_type)
-                .body(body)
-                .send()
-                .await
-                .unwrap()
-        }
-    };
     let oci = "application/vnd.oci.image.manifest.v1+json";
-    assert_eq!(error_code(put(b"{not json".to_vec(), oci).await).await, (StatusCode::BAD_REQUEST, "MANIFEST_INVALID".into()));
+    assert_eq!(
+        error_code(put_manifest(&app, &token, "v1", oci, b"{not json".to_vec()).await).await,
+        (StatusCode::BAD_REQUEST, "MANIFEST_INVALID".into())
+    );
     let image = TestImage::new(Format::Oci, 40, 1, 128, "amd64");
     assert_eq!(
-        error_code(put(image.manifest_bytes(), oci).await).await,
+        error_code(put_manifest(&app, &token, "v1", oci, image.manifest_bytes()).await).await,
         (StatusCode::BAD_REQUEST, "MANIFEST_BLOB_UNKNOWN".into()),
         "the blobs were never pushed"
     );
     let huge = vec![b' '; 5 << 20];
-    assert_eq!(error_code(put(huge, oci).await).await, (StatusCode::PAYLOAD_TOO_LARGE, "SIZE_INVALID".into()));
+    assert_eq!(error_code(put_manifest(&app, &token, "v1", oci, huge).await).await, (StatusCode::PAYLOAD_TOO_LARGE, "SIZE_INVALID".into()));
     // By digest, the bytes must hash to it.
-    let wrong = reqwest::Client::new()
-        .put(format!("{}/v2/{NS}/app/manifests/{}", app.base, digest_of(b"x")))
-        .bearer_auth(&token)
-        .header("content-type", oci)
-        .body(image.manifest_bytes())
-        .send()
-        .await
-        .unwrap();
+    let wrong = put_manifest(&app, &token, &digest_of(b"x"), oci, image.manifest_bytes()).await;
     assert_eq!(error_code(wrong).await, (StatusCode::BAD_REQUEST, "DIGEST_INVALID".into()));
     assert_eq!(app.revision().await, before, "nothing was stored");
     let (status, _) = app.get(&format!("{IMAGE_API}/namespaces/{NS}/imagestreams/app")).await;
@@ -476,14 +436,7 @@ async fn tags_page_mounts_link_and_referrers_list_artifacts() {
         "annotations": {"org.example.kind": "sbom"},
     });
     let bytes = serde_json::to_vec(&artifact).unwrap();
-    let put = reqwest::Client::new()
-        .put(format!("{}/v2/{NS}/app/manifests/{}", app.base, digest_of(&bytes)))
-        .bearer_auth(&token)
-        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
-        .body(bytes.clone())
-        .send()
-        .await
-        .unwrap();
+    let put = put_manifest(&app, &token, &digest_of(&bytes), "application/vnd.oci.image.manifest.v1+json", bytes.clone()).await;
     assert_eq!(put.status(), StatusCode::CREATED);
     assert_eq!(put.headers()["oci-subject"], image.digest().as_str());
     let referrers: Value =

@@ -7,17 +7,13 @@ use std::time::{Duration, Instant};
 
 use berth_server::webhooks::{WebhookEndpoint, WebhookFormat, signature};
 use berth_testkit::{Auth, DistributionRegistry, Format, TestImage};
-use common::{IMAGE_API, TestApp, istag_path};
+use common::{IMAGE_API, TestApp, blocking, istag_path};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 const NS: &str = "team";
 const TOKEN: &str = "shared-secret-for-the-registry";
 const HMAC_KEY: &str = "hmac-key-for-the-berth-format";
-
-fn blocking<T>(f: impl FnOnce() -> T) -> T {
-    tokio::task::block_in_place(f)
-}
 
 async fn set_tag(app: &TestApp, name: &str, from: &str, scheduled: bool) {
     let tag = json!({"from": {"kind": "DockerImage", "name": from}, "importPolicy": {"scheduled": scheduled}});

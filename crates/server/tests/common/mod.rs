@@ -12,6 +12,21 @@ use serde_json::{Value, json};
 
 pub const IMAGE_API: &str = "/apis/image.openshift.io/v1";
 
+/// Runs blocking test-kit work (a registry process, its pushes, skopeo) off the async
+/// workers.
+pub fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    tokio::task::block_in_place(f)
+}
+
+/// A `kubernetes.io/dockerconfigjson` Secret with one registry's credentials.
+pub fn docker_config_secret(name: &str, host: &str, user: &str, password: &str) -> Value {
+    use base64::Engine;
+    let engine = base64::engine::general_purpose::STANDARD;
+    let document = json!({"auths": {host: {"auth": engine.encode(format!("{user}:{password}"))}}}).to_string();
+    json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "type": "kubernetes.io/dockerconfigjson",
+        "data": {".dockerconfigjson": engine.encode(document)}})
+}
+
 pub struct TestApp {
     pub base: String,
     pub admin: String,
