@@ -340,8 +340,11 @@ fn created_age(v: &Value) -> String {
     age(text(v, "/metadata/creationTimestamp"))
 }
 
+/// Where clients pull the stream from: the public repository when the server has a
+/// public hostname, else the internal one (as `oc get is` shows it).
 fn stream_repository(v: &Value) -> String {
-    text(v, "/status/dockerImageRepository").to_string()
+    let public = text(v, "/status/publicDockerImageRepository");
+    if public.is_empty() { text(v, "/status/dockerImageRepository").to_string() } else { public.to_string() }
 }
 
 /// Tag names from spec and status, sorted, at most four and then `+ N more...`.
@@ -743,6 +746,14 @@ mod tests {
         let stream = json!({"spec": {"tags": [{"name": "b"}, {"name": "a"}, {"name": "f"}]},
             "status": {"tags": [{"tag": "a"}, {"tag": "c"}, {"tag": "d"}, {"tag": "e"}]}});
         assert_eq!(stream_tags(&stream), "a,b,c,d + 2 more...");
+    }
+
+    #[test]
+    fn the_repository_column_prefers_the_public_one() {
+        let internal = json!({"status": {"dockerImageRepository": "10.0.0.1:7440/team/app"}});
+        assert_eq!(stream_repository(&internal), "10.0.0.1:7440/team/app");
+        let public = json!({"status": {"dockerImageRepository": "10.0.0.1:7440/team/app", "publicDockerImageRepository": "registry.example.com/team/app"}});
+        assert_eq!(stream_repository(&public), "registry.example.com/team/app");
     }
 
     #[test]

@@ -216,6 +216,7 @@ impl Registry {
             Some(text) => Some(super::parse_digest(text)?),
             None => None,
         };
+        let caller_name = caller.token.clone();
         let (caller, namespace, stream_name) = (caller.clone(), repo.namespace.clone(), repo.stream.clone());
         match reference {
             Reference::Tag(tag) => {
@@ -233,6 +234,7 @@ impl Registry {
         }
         // Linked only once the catalog has the image, so that a refused push leaves nothing.
         self.inner.blobs.link(&repo.name(), &digest).await?;
+        tracing::info!(repository = %repo.name(), reference = %reference, %digest, token = %caller_name, "pushed a manifest");
         if let Some(subject) = &subject {
             let artifact_type = document
                 .get("artifactType")
@@ -281,7 +283,7 @@ impl Registry {
         self.authorize(caller, repo, Need::Push).await?;
         let stream = self.stream(repo)?;
         let (owned_caller, namespace) = (caller.clone(), repo.namespace.clone());
-        match reference {
+        let deleted = match reference {
             Reference::Tag(tag) => {
                 let name = format!("{}:{tag}", repo.stream);
                 let unknown = format!("{} has no tag {tag:?}", repo.name());
@@ -313,7 +315,11 @@ impl Registry {
                 }
                 Ok(())
             }
+        };
+        if deleted.is_ok() {
+            tracing::info!(repository = %repo.name(), reference = %reference, token = %caller.token, "deleted a manifest");
         }
+        deleted
     }
 
     /// The tags of `repo` that point at an image, in order, `n` at most after `last`.

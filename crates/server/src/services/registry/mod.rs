@@ -158,6 +158,15 @@ impl Reference {
     }
 }
 
+impl std::fmt::Display for Reference {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Reference::Tag(tag) => f.write_str(tag),
+            Reference::Digest(digest) => write!(f, "{digest}"),
+        }
+    }
+}
+
 /// Parses a digest from a URL or query, as a precise DIGEST_INVALID.
 pub fn parse_digest(text: &str) -> Result<Digest> {
     text.parse::<Digest>().map_err(|err| RegistryError::new(Code::DigestInvalid, format!("invalid digest {text:?}: {err}")))
