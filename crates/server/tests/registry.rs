@@ -374,6 +374,8 @@ async fn docker_clients_log_in_through_the_token_flow_and_access_follows_roles()
     // Wrong credentials get no token.
     let refused = reqwest::Client::new().get(format!("{}/v2/token", app.base)).basic_auth("me", Some("brt_x.y")).send().await.unwrap();
     assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    let refusal: Value = refused.json().await.unwrap();
+    assert!(refusal["errors"][0]["message"].as_str().unwrap().contains("the password must be a current berth token"), "{refusal}");
     // Revoking the berth token ends its registry tokens too.
     let (status, _) = app.delete("/apis/berth.dev/v1/tokens/viewer").await;
     assert_eq!(status, StatusCode::OK);

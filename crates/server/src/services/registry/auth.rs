@@ -70,7 +70,16 @@ impl Registry {
                 ));
             }
             Credential::Bearer(token) if token.starts_with(PREFIX) => return self.verify(&token).await,
-            Credential::Bearer(secret) | Credential::Basic(secret) => secret,
+            Credential::Bearer(secret) => secret,
+            // `docker login` sends the berth token as a password: say so when it is refused.
+            Credential::Basic(password) => {
+                return self.catalog().authenticate(Some(&password)).map_err(|err| {
+                    RegistryError::new(
+                        Code::Unauthorized,
+                        format!("log-in refused: the password must be a current berth token (`berth token create`); {}", err.message),
+                    )
+                });
+            }
         };
         Ok(self.catalog().authenticate(Some(&secret))?)
     }
