@@ -77,15 +77,7 @@ impl Registry {
     /// The image of the stream's history that is or names `digest` (a manifest, a layer or
     /// a config), if any.
     pub(super) async fn in_stream(&self, digest: &Digest, stream: &ImageStream) -> Result<Option<Image>> {
-        for image in self.stream_images(stream).await? {
-            let named = image.metadata.name == digest.as_str()
-                || image.docker_image_layers.iter().any(|l| l.name == digest.as_str())
-                || config_digest(&image).as_deref() == Some(digest.as_str());
-            if named {
-                return Ok(Some(image));
-            }
-        }
-        Ok(None)
+        Ok(self.stream_images(stream).await?.into_iter().find(|image| names(image, digest)))
     }
 
     /// The manifest `reference` names in `repo`. `accept` lists the media types the client
@@ -191,9 +183,8 @@ impl Registry {
         let stream = self.find_stream(repo)?;
         let config = match &parsed {
             Manifest::Image { config, layers, .. } => {
-                for descriptor in std::iter::once(config).chain(layers) {
-                    self.require_blob(repo, stream.as_ref(), descriptor, Code::ManifestBlobUnknown).await?;
-                }
+                let all: Vec<&Descriptor> = std::iter::once(config).chain(layers).collect();
+                self.require_in_repository(repo, stream.as_ref(), &all).await?;
                 if IMAGE_CONFIG_TYPES.contains(&config.media_type.as_str()) {
                     let config_digest = super::parse_digest(&config.digest)?;
                     self.inner.blobs.read_all(&config_digest, MAX_CONFIG_BYTES).await?
@@ -202,9 +193,7 @@ impl Registry {
                 }
             }
             Manifest::List { manifests, .. } => {
-                for child in manifests {
-                    self.require_blob(repo, stream.as_ref(), child, Code::ManifestBlobUnknown).await?;
-                }
+                self.require_in_repository(repo, stream.as_ref(), &manifests.iter().collect::<Vec<_>>()).await?;
                 None
             }
         };
@@ -258,22 +247,31 @@ impl Registry {
         Ok(PushedManifest { digest, subject })
     }
 
-    /// Fails with `code` unless the blob or manifest a descriptor names is in `repo`.
-    async fn require_blob(&self, repo: &Repo, stream: Option<&ImageStream>, descriptor: &Descriptor, code: Code) -> Result<()> {
-        let digest = super::parse_digest(&descriptor.digest)?;
-        if self.inner.blobs.is_linked(&repo.name(), &digest).await? {
-            return Ok(());
+    /// MANIFEST_BLOB_UNKNOWN unless the blob or manifest each descriptor names is in `repo`:
+    /// pushed or mounted there, or named by an image of the stream and stored. The
+    /// stream's images are read at most once, and only when something is not linked.
+    async fn require_in_repository(&self, repo: &Repo, stream: Option<&ImageStream>, descriptors: &[&Descriptor]) -> Result<()> {
+        let mut images: Option<Vec<Image>> = None;
+        for descriptor in descriptors {
+            let digest = super::parse_digest(&descriptor.digest)?;
+            if self.inner.blobs.is_linked(&repo.name(), &digest).await? {
+                continue;
+            }
+            if let Some(stream) = stream {
+                if images.is_none() {
+                    images = Some(self.stream_images(stream).await?);
+                }
+                let named = images.iter().flatten().any(|image| names(image, &digest));
+                if named && (self.inner.blobs.size(&digest).await?.is_some() || self.image(&digest)?.is_some()) {
+                    continue;
+                }
+            }
+            return Err(RegistryError::new(
+                Code::ManifestBlobUnknown,
+                format!("{digest} was not pushed to {}: push it before the manifest that refers to it", repo.name()),
+            ));
         }
-        if let Some(stream) = stream
-            && self.in_stream(&digest, stream).await?.is_some()
-            && (self.inner.blobs.size(&digest).await?.is_some() || self.image(&digest)?.is_some())
-        {
-            return Ok(());
-        }
-        Err(RegistryError::new(
-            code,
-            format!("{} was not pushed to {}: push it before the manifest that refers to it", digest, repo.name()),
-        ))
+        Ok(())
     }
 
     /// Deletes a tag (the tag and its history, as `berth tag -d`), or a manifest by digest:
@@ -381,6 +379,13 @@ impl Registry {
         }
         Ok(json!({"schemaVersion": 2, "mediaType": manifest::OCI_INDEX, "manifests": manifests}))
     }
+}
+
+/// Whether `image` is, or has as a layer or its config, the content `digest`.
+fn names(image: &Image, digest: &Digest) -> bool {
+    image.metadata.name == digest.as_str()
+        || image.docker_image_layers.iter().any(|l| l.name == digest.as_str())
+        || config_digest(image).as_deref() == Some(digest.as_str())
 }
 
 /// The config digest of an image (`dockerImageMetadata.Id` for schema 2 and OCI images).
