@@ -184,12 +184,9 @@ pub fn choose_child<'a>(manifests: &'a [Descriptor], preferences: &[PlatformPref
 /// The image configuration (the config blob), as far as berth reads it.
 #[derive(Clone, Debug, Default, Deserialize)]
 pub struct ImageConfig {
-    #[serde(default)]
-    pub architecture: String,
-    #[serde(default)]
-    pub os: String,
-    #[serde(default)]
-    pub variant: String,
+    /// The config's `architecture`, `os` and `variant`, read as a descriptor's platform is.
+    #[serde(flatten)]
+    pub platform: Platform,
     #[serde(default)]
     pub created: Option<String>,
     #[serde(default)]
@@ -290,14 +287,14 @@ fn docker_image_metadata(config_digest: &str, config: &ImageConfig, size: i64) -
     if let Some(author) = config.author.as_ref().filter(|v| !v.is_empty()) {
         out.insert("Author".into(), json!(author));
     }
-    if !config.architecture.is_empty() {
-        out.insert("Architecture".into(), json!(config.architecture));
+    if !config.platform.architecture.is_empty() {
+        out.insert("Architecture".into(), json!(config.platform.architecture));
     }
-    if !config.os.is_empty() {
-        out.insert("Os".into(), json!(config.os));
+    if !config.platform.os.is_empty() {
+        out.insert("Os".into(), json!(config.platform.os));
     }
-    if !config.variant.is_empty() {
-        out.insert("Variant".into(), json!(config.variant));
+    if !config.platform.variant.is_empty() {
+        out.insert("Variant".into(), json!(config.platform.variant));
     }
     out.insert("Size".into(), json!(size));
     Value::Object(out)
