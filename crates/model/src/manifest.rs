@@ -50,6 +50,9 @@ pub struct Descriptor {
     pub size: i64,
     #[serde(default)]
     pub platform: Option<Platform>,
+    /// Where a non-distributable layer can be fetched instead of the registry.
+    #[serde(default)]
+    pub urls: Vec<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]

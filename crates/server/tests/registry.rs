@@ -509,3 +509,171 @@ async fn uploads_beyond_the_cap_get_429_until_one_ends() {
     assert_eq!(accepted.status(), StatusCode::ACCEPTED);
     app.stop().await;
 }
+
+/// Pushes `blob` to `team/<repository>` in one request and returns its digest.
+async fn push_blob(app: &TestApp, token: &str, repository: &str, blob: &[u8]) -> String {
+    let digest = digest_of(blob);
+    let response = request(app, token, Method::POST, &format!("/v2/{NS}/{repository}/blobs/uploads/?digest={digest}"))
+        .body(blob.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED, "{:?}", response.text().await);
+    digest
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blobs_are_deleted_per_repository_and_uploads_cancelled() {
+    let (app, token) = app_with_editor().await;
+    let blob = b"a layer both repositories have".to_vec();
+    let digest = push_blob(&app, &token, "one", &blob).await;
+    push_blob(&app, &token, "two", &blob).await;
+    let deleted = v2(&app, Some(&token), Method::DELETE, &format!("/v2/{NS}/one/blobs/{digest}")).await;
+    assert_eq!(deleted.status(), StatusCode::ACCEPTED);
+    let gone = v2(&app, Some(&token), Method::GET, &format!("/v2/{NS}/one/blobs/{digest}")).await;
+    assert_eq!(error_code(gone).await, (StatusCode::NOT_FOUND, "BLOB_UNKNOWN".into()));
+    let kept = v2(&app, Some(&token), Method::GET, &format!("/v2/{NS}/two/blobs/{digest}")).await;
+    assert_eq!(kept.status(), StatusCode::OK, "the other repository still links it");
+    assert_eq!(kept.bytes().await.unwrap().as_ref(), blob.as_slice());
+    let again = v2(&app, Some(&token), Method::DELETE, &format!("/v2/{NS}/one/blobs/{digest}")).await;
+    assert_eq!(error_code(again).await, (StatusCode::NOT_FOUND, "BLOB_UNKNOWN".into()));
+    // A viewer may not delete.
+    let viewer = app.token("viewer", "view", &[NS]).await;
+    let refused = v2(&app, Some(&viewer), Method::DELETE, &format!("/v2/{NS}/two/blobs/{digest}")).await;
+    assert_eq!(error_code(refused).await, (StatusCode::FORBIDDEN, "DENIED".into()));
+    // Pushed again, it is served again.
+    push_blob(&app, &token, "one", &blob).await;
+    let back = v2(&app, Some(&token), Method::HEAD, &format!("/v2/{NS}/one/blobs/{digest}")).await;
+    assert_eq!(back.status(), StatusCode::OK);
+
+    // Cancelling an upload: 204, then it is unknown.
+    let location = start_upload(&app, &token).await;
+    patch(&app, &token, &location, "0-9", vec![7u8; 10]).await;
+    let cancelled = v2(&app, Some(&token), Method::DELETE, &location).await;
+    assert_eq!(cancelled.status(), StatusCode::NO_CONTENT);
+    let unknown = v2(&app, Some(&token), Method::GET, &location).await;
+    assert_eq!(error_code(unknown).await, (StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN".into()));
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn byte_ranges_are_served_as_rfc_9110_says() {
+    let (app, token) = app_with_editor().await;
+    let blob: Vec<u8> = (0..10_000u32).map(|i| (i % 253) as u8).collect();
+    let digest = push_blob(&app, &token, "app", &blob).await;
+    let path = format!("/v2/{NS}/app/blobs/{digest}");
+    let ranged = |range: &'static str| request(&app, &token, Method::GET, &path).header("range", range).send();
+    // A suffix: the last N bytes.
+    let suffix = ranged("bytes=-100").await.unwrap();
+    assert_eq!(suffix.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(suffix.headers()["content-range"], "bytes 9900-9999/10000");
+    assert_eq!(suffix.bytes().await.unwrap().as_ref(), &blob[9900..]);
+    // From a byte to the end, and a range whose end is past the end.
+    let open = ranged("bytes=9000-").await.unwrap();
+    assert_eq!(open.headers()["content-range"], "bytes 9000-9999/10000");
+    assert_eq!(open.bytes().await.unwrap().len(), 1000);
+    let clamped = ranged("bytes=9990-20000").await.unwrap();
+    assert_eq!(clamped.headers()["content-range"], "bytes 9990-9999/10000");
+    // Unsatisfiable: 416 with the size, and a body whose length is its Content-Length.
+    for range in ["bytes=10000-", "bytes=20000-20010", "bytes=-0", "bytes=abc"] {
+        let refused = ranged(range).await.unwrap();
+        assert_eq!(refused.status(), StatusCode::RANGE_NOT_SATISFIABLE, "{range}");
+        assert_eq!(refused.headers()["content-range"], "bytes */10000", "{range}");
+        let length: usize = refused.headers()["content-length"].to_str().unwrap().parse().unwrap();
+        assert_eq!(refused.bytes().await.unwrap().len(), length, "{range}");
+    }
+    // Several ranges, or another unit: the whole blob.
+    for range in ["bytes=0-1,5-6", "items=0-1"] {
+        let whole = ranged(range).await.unwrap();
+        assert_eq!(whole.status(), StatusCode::OK, "{range}");
+        assert_eq!(whole.bytes().await.unwrap().len(), blob.len());
+    }
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn referrers_of_anything_unknown_are_an_empty_index() {
+    let (app, token) = app_with_editor().await;
+    let unknown = digest_of(b"no manifest has this digest");
+    for repository in ["app", "never-pushed"] {
+        let response = v2(&app, Some(&token), Method::GET, &format!("/v2/{NS}/{repository}/referrers/{unknown}")).await;
+        assert_eq!(response.status(), StatusCode::OK, "{repository}");
+        assert_eq!(response.headers()["content-type"], "application/vnd.oci.image.index.v1+json");
+        let index: Value = response.json().await.unwrap();
+        assert_eq!(index, json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": []}));
+    }
+    let invalid = v2(&app, Some(&token), Method::GET, &format!("/v2/{NS}/app/referrers/sha256:nothex")).await;
+    assert_eq!(error_code(invalid).await, (StatusCode::BAD_REQUEST, "DIGEST_INVALID".into()));
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_by_digest_creates_the_repository_as_a_push_by_tag_does() {
+    let (app, token) = app_with_editor().await;
+    let image = TestImage::new(Format::Oci, 80, 2, 512, "amd64");
+    for layer in image.layers.iter().chain(std::iter::once(&image.config_bytes())) {
+        push_blob(&app, &token, "fresh", layer).await;
+    }
+    let path = format!("/v2/{NS}/fresh/manifests/{}", image.digest());
+    let put = request(&app, &token, Method::PUT, &path)
+        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+        .body(image.manifest_bytes())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), StatusCode::CREATED, "{:?}", put.text().await);
+    // The stream exists, with no tag; the manifest is served by digest; tagging it later works.
+    let stream = app.stream(NS, "fresh").await;
+    assert_eq!(stream["status"]["tags"], json!([]));
+    let by_digest = v2(&app, Some(&token), Method::GET, &path).await;
+    assert_eq!(by_digest.status(), StatusCode::OK);
+    assert_eq!(by_digest.bytes().await.unwrap().as_ref(), image.manifest_bytes().as_slice());
+    let tagged = put_manifest_to(&app, &token, "fresh", "v1", image.manifest_bytes()).await;
+    assert_eq!(tagged.status(), StatusCode::CREATED);
+    // A viewer may not create one.
+    let viewer = app.token("viewer", "view", &[NS]).await;
+    let refused = request(&app, &viewer, Method::PUT, &format!("/v2/{NS}/other/manifests/{}", image.digest()))
+        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+        .body(image.manifest_bytes())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(refused).await, (StatusCode::FORBIDDEN, "DENIED".into()));
+    let (status, _) = app.get(&format!("{IMAGE_API}/namespaces/{NS}/imagestreams/other")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    app.stop().await;
+}
+
+async fn put_manifest_to(app: &TestApp, token: &str, repository: &str, reference: &str, body: Vec<u8>) -> reqwest::Response {
+    request(app, token, Method::PUT, &format!("/v2/{NS}/{repository}/manifests/{reference}"))
+        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_distributable_layers_need_not_be_pushed_but_everything_else_does() {
+    let (app, token) = app_with_editor().await;
+    let config = br#"{"architecture":"amd64","os":"windows","rootfs":{"type":"layers","diff_ids":[]}}"#.to_vec();
+    let config_digest = push_blob(&app, &token, "win", &config).await;
+    let foreign = digest_of(b"a windows base layer kept elsewhere");
+    let manifest = |layer_digest: &str| {
+        serde_json::to_vec(&json!({
+            "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config.len()},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip", "digest": layer_digest,
+                "size": 123, "urls": ["https://mcr.example.com/layer"]}],
+        }))
+        .unwrap()
+    };
+    let accepted = put_manifest_to(&app, &token, "win", "ltsc", manifest(&foreign)).await;
+    assert_eq!(accepted.status(), StatusCode::CREATED, "{:?}", accepted.text().await);
+    // The same layer without `urls` must be in the registry.
+    let mut plain: Value = serde_json::from_slice(&manifest(&digest_of(b"another layer"))).unwrap();
+    plain["layers"][0].as_object_mut().unwrap().remove("urls");
+    let refused = put_manifest_to(&app, &token, "win", "plain", serde_json::to_vec(&plain).unwrap()).await;
+    assert_eq!(error_code(refused).await, (StatusCode::BAD_REQUEST, "MANIFEST_BLOB_UNKNOWN".into()));
+    app.stop().await;
+}

@@ -8,6 +8,8 @@
 //!   per chunk received, so that an upload survives a restart and resumes at its size.
 //! - `links/<repository>/<hex>`: the blobs and manifests pushed to (or mounted into) a
 //!   repository; a repository sees only what is linked to it or what its images name.
+//! - `unlinked/<repository>/<hex>`: blobs deleted from a repository, which it no longer
+//!   serves even where one of its images names them (until they are linked again).
 //! - `referrers/<repository>/<subject hex>/<referrer hex>`: the descriptor of a manifest
 //!   whose `subject` is the subject (the OCI referrers API).
 //! - `uploads/mirror-<id>`: blobs being mirrored from another registry (local files, so
@@ -37,7 +39,7 @@ const WRITE_PART: usize = 1 << 20;
 const WRITES_IN_FLIGHT: usize = 2;
 
 /// Bytes read from disk per chunk when a blob is streamed out.
-const READ_CHUNK: usize = 256 * 1024;
+const READ_CHUNK: usize = 512 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BlobError {
@@ -119,19 +121,29 @@ impl Hasher {
     }
 }
 
-/// What this process knows of an upload it has been receiving: its size and the sha256
-/// of its bytes so far, so that finishing it needs no second read.
-struct Progress {
-    size: u64,
-    sha256: Hasher,
+/// What this process knows of an upload, behind the upload's own lock: every write to an
+/// upload (a chunk, the finish, a cancel) holds it from its first look at the upload to
+/// its last change, so two requests can never both write at one offset, and the running
+/// hash is always the hash of exactly the chunks stored (it is advanced with the bytes
+/// handed to the chunk's writer, and kept only when that chunk was stored whole).
+#[derive(Default)]
+struct UploadState {
+    /// Bytes stored so far, once this process has counted them.
+    size: Option<u64>,
+    /// The sha256 of those bytes, when this process saw all of them arrive (not after a
+    /// restart: then finishing hashes the stored chunks).
+    sha256: Option<Hasher>,
 }
+
+type UploadLock = Arc<tokio::sync::Mutex<UploadState>>;
 
 /// The blob store. Cheap to clone.
 #[derive(Clone)]
 pub struct BlobStore {
     store: Arc<dyn ObjectStore>,
     root: PathBuf,
-    progress: Arc<Mutex<HashMap<String, Progress>>>,
+    uploads: Arc<Mutex<HashMap<String, UploadLock>>>,
+    reads: ReadPool,
 }
 
 fn blob_path(digest: &Digest) -> Path {
@@ -141,6 +153,10 @@ fn blob_path(digest: &Digest) -> Path {
 
 fn link_path(repository: &str, digest: &Digest) -> Path {
     Path::from(format!("links/{repository}/{}", digest.encoded()))
+}
+
+fn unlinked_path(repository: &str, digest: &Digest) -> Path {
+    Path::from(format!("unlinked/{repository}/{}", digest.encoded()))
 }
 
 fn upload_dir(id: &str) -> Path {
@@ -161,7 +177,7 @@ impl BlobStore {
     pub fn open_local(root: &FsPath, fsync: bool) -> Result<BlobStore> {
         std::fs::create_dir_all(root.join("uploads"))?;
         let store = LocalFileSystem::new_with_prefix(root)?.with_fsync(fsync);
-        Ok(BlobStore { store: Arc::new(store), root: root.to_path_buf(), progress: Arc::default() })
+        Ok(BlobStore { store: Arc::new(store), root: root.to_path_buf(), uploads: Arc::default(), reads: ReadPool::start()? })
     }
 
     /// The size of a stored blob, or `None`.
@@ -184,7 +200,7 @@ impl BlobStore {
         };
         let (size, range) = (result.meta.size, result.range.clone());
         let body = match result.payload {
-            GetResultPayload::File(file, _) => read_file(file, range.clone()),
+            GetResultPayload::File(file, _) => self.reads.stream(file, range.clone()),
             GetResultPayload::Stream(stream) => stream.map_err(std::io::Error::other).boxed(),
         };
         Ok(Some(BlobRead { size, range, body }))
@@ -201,8 +217,8 @@ impl BlobStore {
         }
     }
 
-    /// Stores content whose digest the caller knows (a manifest, a mirrored blob): hashed
-    /// as it is written, and visible only when it matches. Returns its size.
+    /// Stores content whose digest the caller knows: hashed as it is written, and visible
+    /// only when it matches. Returns its size.
     pub async fn put(&self, digest: &Digest, body: impl Stream<Item = std::io::Result<Bytes>> + Send + 'static) -> Result<u64> {
         let upload = self.start_upload("").await?;
         self.append(&upload.id, "", None, body).await?;
@@ -211,20 +227,47 @@ impl BlobStore {
 
     /// Whether `digest` was pushed to or mounted into `repository`.
     pub async fn is_linked(&self, repository: &str, digest: &Digest) -> Result<bool> {
-        match self.store.head(&link_path(repository, digest)).await {
+        self.exists(&link_path(repository, digest)).await
+    }
+
+    /// Whether `digest` was deleted from `repository` (and not pushed or mounted there
+    /// again since): the repository no longer serves it, even where one of its images
+    /// names it.
+    pub async fn is_unlinked(&self, repository: &str, digest: &Digest) -> Result<bool> {
+        self.exists(&unlinked_path(repository, digest)).await
+    }
+
+    async fn exists(&self, path: &Path) -> Result<bool> {
+        match self.store.head(path).await {
             Ok(_) => Ok(true),
             Err(object_store::Error::NotFound { .. }) => Ok(false),
             Err(err) => Err(err.into()),
         }
     }
 
+    /// Links `digest` into `repository` (a push or a mount).
     pub async fn link(&self, repository: &str, digest: &Digest) -> Result<()> {
         self.store.put(&link_path(repository, digest), PutPayload::default()).await?;
-        Ok(())
+        self.remove_if_present(&unlinked_path(repository, digest)).await
     }
 
+    /// Forgets `digest` in `repository` (a manifest deleted by digest).
     pub async fn unlink(&self, repository: &str, digest: &Digest) -> Result<()> {
-        match self.store.delete(&link_path(repository, digest)).await {
+        self.remove_if_present(&link_path(repository, digest)).await
+    }
+
+    /// Deletes a blob from `repository`: it is unlinked and no longer served there. Its
+    /// bytes stay for the other repositories that link it (pruning removes bytes nothing
+    /// links). Returns whether the repository had it linked.
+    pub async fn delete_from(&self, repository: &str, digest: &Digest) -> Result<bool> {
+        let linked = self.is_linked(repository, digest).await?;
+        self.store.put(&unlinked_path(repository, digest), PutPayload::default()).await?;
+        self.unlink(repository, digest).await?;
+        Ok(linked)
+    }
+
+    async fn remove_if_present(&self, path: &Path) -> Result<()> {
+        match self.store.delete(path).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(err) => Err(err.into()),
         }
@@ -236,24 +279,36 @@ impl BlobStore {
         let upload = Upload { id: id.clone(), repository: repository.to_string(), size: 0 };
         let info = serde_json::to_vec(&upload).expect("an upload serialises");
         self.store.put(&Path::from(format!("uploads/{id}/info")), PutPayload::from(info)).await?;
-        self.progress
-            .lock()
-            .expect("upload progress lock")
-            .insert(id.clone(), Progress { size: 0, sha256: Hasher::for_algorithm("sha256") });
+        let state = UploadState { size: Some(0), sha256: Some(Hasher::for_algorithm("sha256")) };
+        self.uploads.lock().expect("upload map lock").insert(id, Arc::new(tokio::sync::Mutex::new(state)));
         Ok(upload)
     }
 
-    /// An upload of `repository` and how many bytes it has, or `None` when that
-    /// repository has no such upload.
+    /// The lock of upload `id` (made when this process has none yet).
+    fn upload_lock(&self, id: &str) -> UploadLock {
+        Arc::clone(self.uploads.lock().expect("upload map lock").entry(id.to_string()).or_default())
+    }
+
+    fn forget_upload(&self, id: &str) {
+        self.uploads.lock().expect("upload map lock").remove(id);
+    }
+
+    /// An upload of `repository` and how many bytes it has stored, or `None` when that
+    /// repository has no such upload. While a chunk is arriving the size is the one before it.
     pub async fn upload(&self, id: &str, repository: &str) -> Result<Option<Upload>> {
         if !self.is_upload_of(id, repository).await? {
             return Ok(None);
         }
-        let size = match self.known_size(id) {
+        let known = self.uploads.lock().expect("upload map lock").get(id).and_then(|lock| lock.try_lock().ok().and_then(|s| s.size));
+        let size = match known {
             Some(size) => size,
-            None => self.chunks(id).await?.iter().map(|(_, size)| size).sum(),
+            None => self.stored_size(id).await?,
         };
         Ok(Some(Upload { id: id.to_string(), repository: repository.to_string(), size }))
+    }
+
+    async fn stored_size(&self, id: &str) -> Result<u64> {
+        Ok(self.chunks(id).await?.iter().map(|(_, size)| size).sum())
     }
 
     /// Whether `id` is an upload started in `repository` (an upload is known only in the
@@ -271,8 +326,19 @@ impl BlobStore {
         Ok(upload.repository == repository)
     }
 
-    fn known_size(&self, id: &str) -> Option<u64> {
-        self.progress.lock().expect("upload progress lock").get(id).map(|p| p.size)
+    /// Takes upload `id`'s lock once it is checked to be an upload of `repository`.
+    async fn lock_upload(&self, id: &str, repository: &str) -> Result<tokio::sync::OwnedMutexGuard<UploadState>> {
+        if !is_upload_id(id) {
+            return Err(BlobError::UnknownUpload(id.to_string()));
+        }
+        let guard = self.upload_lock(id).lock_owned().await;
+        // Checked under the lock: a finish or cancel that held it may have removed the upload.
+        if !self.is_upload_of(id, repository).await? {
+            drop(guard);
+            self.forget_upload(id);
+            return Err(BlobError::UnknownUpload(id.to_string()));
+        }
+        Ok(guard)
     }
 
     /// The chunks of an upload, in order, with their sizes.
@@ -291,7 +357,9 @@ impl BlobStore {
     }
 
     /// Appends a chunk to an upload. `start`, when given (a `Content-Range`), must be the
-    /// upload's size. Returns the new size. A chunk that breaks off is not kept.
+    /// upload's size. Returns the new size. A chunk that breaks off is not kept. Chunks of
+    /// one upload are written one at a time: a second request waits for the first, then
+    /// finds the upload at its new size.
     pub async fn append(
         &self,
         id: &str,
@@ -299,13 +367,22 @@ impl BlobStore {
         start: Option<u64>,
         body: impl Stream<Item = std::io::Result<Bytes>> + Send + 'static,
     ) -> Result<u64> {
-        let upload = self.upload(id, repository).await?.ok_or_else(|| BlobError::UnknownUpload(id.to_string()))?;
+        let mut state = self.lock_upload(id, repository).await?;
+        let size = match state.size {
+            Some(size) => size,
+            None => {
+                let size = self.stored_size(id).await?;
+                state.size = Some(size);
+                size
+            }
+        };
         if let Some(start) = start
-            && start != upload.size
+            && start != size
         {
-            return Err(BlobError::OutOfOrder { start, size: upload.size });
+            return Err(BlobError::OutOfOrder { start, size });
         }
-        let mut hasher = self.progress.lock().expect("upload progress lock").get(id).map(|p| p.sha256.clone());
+        // The hash advances on a copy, kept only once the chunk is stored whole.
+        let mut hasher = state.sha256.clone();
         let mut writer: Option<WriteMultipart> = None;
         let mut written = 0u64;
         let mut body = std::pin::pin!(body);
@@ -326,8 +403,7 @@ impl BlobStore {
                 hasher.update(&chunk);
             }
             if writer.is_none() {
-                writer =
-                    Some(WriteMultipart::new_with_chunk_size(self.store.put_multipart(&chunk_path(id, upload.size)).await?, WRITE_PART));
+                writer = Some(WriteMultipart::new_with_chunk_size(self.store.put_multipart(&chunk_path(id, size)).await?, WRITE_PART));
             }
             let writer = writer.as_mut().expect("the writer was just made");
             writer.wait_for_capacity(WRITES_IN_FLIGHT).await?;
@@ -337,31 +413,33 @@ impl BlobStore {
         if let Some(writer) = writer {
             writer.finish().await?;
         }
-        let size = upload.size + written;
-        let mut progress = self.progress.lock().expect("upload progress lock");
-        match hasher {
-            Some(sha256) => {
-                progress.insert(id.to_string(), Progress { size, sha256 });
-            }
-            None => {
-                progress.remove(id);
-            }
-        }
+        state.size = Some(size + written);
+        state.sha256 = hasher;
+        Ok(size + written)
+    }
+
+    /// Finishes an upload: the bytes stored must hash to `digest`; then they become the
+    /// blob (replacing whatever was stored under that digest: only bytes just checked are
+    /// ever published) and the upload is gone. Returns the blob's size. On a mismatch the
+    /// upload is removed and nothing is stored.
+    pub async fn finish(&self, id: &str, repository: &str, digest: &Digest) -> Result<u64> {
+        let state = self.lock_upload(id, repository).await?;
+        let result = self.publish_upload(id, digest, &state).await;
+        // Finished or refused, the upload is over.
+        let removed = self.remove_upload(id).await;
+        drop(state);
+        self.forget_upload(id);
+        let size = result?;
+        removed?;
         Ok(size)
     }
 
-    /// Finishes an upload: its bytes must hash to `digest`; then the blob becomes visible
-    /// (or is already there) and the upload is gone. Returns the blob's size. On a
-    /// mismatch the upload is removed and nothing is stored.
-    pub async fn finish(&self, id: &str, repository: &str, digest: &Digest) -> Result<u64> {
-        if !self.is_upload_of(id, repository).await? {
-            return Err(BlobError::UnknownUpload(id.to_string()));
-        }
+    async fn publish_upload(&self, id: &str, digest: &Digest, state: &UploadState) -> Result<u64> {
         let chunks = self.chunks(id).await?;
         let size: u64 = chunks.iter().map(|(_, size)| size).sum();
-        let known = self.progress.lock().expect("upload progress lock").remove(id);
-        let actual = match known {
-            Some(progress) if progress.size == size && digest.algorithm() == "sha256" => progress.sha256.finish(),
+        let actual = match &state.sha256 {
+            // The running hash covers exactly the stored chunks (see `UploadState`).
+            Some(sha256) if state.size == Some(size) && digest.algorithm() == "sha256" => sha256.clone().finish(),
             _ => {
                 let mut hasher = Hasher::for_algorithm(digest.algorithm());
                 for (path, _) in &chunks {
@@ -374,52 +452,48 @@ impl BlobStore {
             }
         };
         if actual != *digest {
-            self.remove_upload(id).await?;
             return Err(BlobError::DigestMismatch { expected: digest.clone(), actual });
         }
         let target = blob_path(digest);
-        if self.size(digest).await?.is_none() {
-            match chunks.as_slice() {
-                [] => {
-                    self.store.put(&target, PutPayload::default()).await?;
-                }
-                [(only, _)] => self.store.rename(only, &target).await?,
-                many => {
-                    let assembled = Path::from(format!("uploads/{id}/assembled"));
-                    let mut writer = WriteMultipart::new_with_chunk_size(self.store.put_multipart(&assembled).await?, WRITE_PART);
-                    for (path, _) in many {
-                        let mut stream = self.store.get(path).await?.into_stream();
-                        while let Some(bytes) = stream.next().await {
-                            writer.wait_for_capacity(WRITES_IN_FLIGHT).await?;
-                            writer.put(bytes?);
-                        }
+        match chunks.as_slice() {
+            [] => {
+                self.store.put(&target, PutPayload::default()).await?;
+            }
+            [(only, _)] => self.store.rename(only, &target).await?,
+            many => {
+                let assembled = Path::from(format!("uploads/{id}/assembled"));
+                let mut writer = WriteMultipart::new_with_chunk_size(self.store.put_multipart(&assembled).await?, WRITE_PART);
+                for (path, _) in many {
+                    let mut stream = self.store.get(path).await?.into_stream();
+                    while let Some(bytes) = stream.next().await {
+                        writer.wait_for_capacity(WRITES_IN_FLIGHT).await?;
+                        writer.put(bytes?);
                     }
-                    writer.finish().await?;
-                    self.store.rename(&assembled, &target).await?;
                 }
+                writer.finish().await?;
+                self.store.rename(&assembled, &target).await?;
             }
         }
-        self.remove_upload(id).await?;
         Ok(size)
     }
 
     /// Cancels an upload. Returns whether there was one.
     pub async fn cancel(&self, id: &str, repository: &str) -> Result<bool> {
-        if !self.is_upload_of(id, repository).await? {
-            return Ok(false);
-        }
-        self.progress.lock().expect("upload progress lock").remove(id);
-        self.remove_upload(id).await?;
-        Ok(true)
+        let state = match self.lock_upload(id, repository).await {
+            Ok(state) => state,
+            Err(BlobError::UnknownUpload(_)) => return Ok(false),
+            Err(err) => return Err(err),
+        };
+        let removed = self.remove_upload(id).await;
+        drop(state);
+        self.forget_upload(id);
+        removed.map(|()| true)
     }
 
     async fn remove_upload(&self, id: &str) -> Result<()> {
         let paths: Vec<Path> = self.store.list(Some(&upload_dir(id))).map_ok(|meta| meta.location).try_collect().await?;
         for path in paths {
-            match self.store.delete(&path).await {
-                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                Err(err) => return Err(err.into()),
-            }
+            self.remove_if_present(&path).await?;
         }
         // The local filesystem keeps the emptied directory (and staging files of chunks
         // that broke off); both go with it.
@@ -428,7 +502,7 @@ impl BlobStore {
     }
 
     /// Removes uploads (and abandoned mirror downloads) untouched for longer than `age`.
-    /// Returns how many were removed.
+    /// An upload receiving a chunk now is left alone. Returns how many were removed.
     pub async fn remove_abandoned(&self, age: Duration) -> Result<usize> {
         let root = self.root.join("uploads");
         let stale: Vec<(String, bool)> = tokio::task::spawn_blocking(move || {
@@ -448,8 +522,12 @@ impl BlobStore {
         let mut removed = 0;
         for (name, is_dir) in stale {
             if is_dir && is_upload_id(&name) {
-                self.progress.lock().expect("upload progress lock").remove(&name);
+                let Ok(state) = self.upload_lock(&name).try_lock_owned() else {
+                    continue;
+                };
                 self.remove_upload(&name).await?;
+                drop(state);
+                self.forget_upload(&name);
                 removed += 1;
             } else if !is_dir && name.starts_with("mirror-") {
                 let _ = std::fs::remove_file(self.root.join("uploads").join(&name));
@@ -522,58 +600,110 @@ fn newest_change(path: &FsPath) -> std::io::Result<std::time::SystemTime> {
     Ok(newest)
 }
 
-/// Streams `range` of a local file in large chunks from a thread of its own, so that a
-/// long download holds none of the runtime's few blocking threads (the catalog's writes
-/// need them) and pays no hand-off per chunk; object_store reads 8 KiB per blocking task,
-/// which halves throughput. Small reads (configs, small layers) are one blocking task.
-fn read_file(mut file: std::fs::File, range: std::ops::Range<u64>) -> ByteStream {
-    use std::io::{Read, Seek, SeekFrom};
-    let length = range.end - range.start;
-    if length <= READ_CHUNK as u64 {
-        let read = tokio::task::spawn_blocking(move || {
-            file.seek(SeekFrom::Start(range.start))?;
-            let mut buffer = Vec::with_capacity(length as usize);
-            file.take(length).read_to_end(&mut buffer)?;
-            if buffer.len() as u64 != length {
-                return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the blob file is shorter than its size"));
-            }
-            Ok(Bytes::from(buffer))
-        });
-        return futures::stream::once(async move { read.await.map_err(std::io::Error::other)? }).boxed();
-    }
-    let (sender, receiver) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
-    let spawned = std::thread::Builder::new().name("berth-blob-read".into()).spawn(move || {
-        let send = |item| sender.blocking_send(item).is_ok();
-        if let Err(err) = file.seek(SeekFrom::Start(range.start)) {
-            send(Err(err));
-            return;
+/// Reads of stored blobs from local files: a few threads of their own take one chunk
+/// request at a time from a first-come queue. Every download asks for its next chunk only
+/// when the previous one was taken by its connection (and one ahead), so under many
+/// downloads each advances in turn and none starves, the threads never exceed
+/// [`READ_THREADS`] however many clients pull, and the runtime's blocking threads (which
+/// the catalog's writes need) are never held by a download. Each chunk is read with
+/// `pread` straight into the buffer that goes out on the connection.
+#[derive(Clone)]
+struct ReadPool {
+    jobs: std::sync::mpsc::Sender<ReadJob>,
+}
+
+struct ReadJob {
+    file: Arc<std::fs::File>,
+    offset: u64,
+    len: usize,
+    reply: tokio::sync::oneshot::Sender<std::io::Result<Bytes>>,
+}
+
+/// Threads reading blob chunks, shared by every download.
+const READ_THREADS: usize = 4;
+
+impl ReadPool {
+    fn start() -> std::io::Result<ReadPool> {
+        let (jobs, queue) = std::sync::mpsc::channel::<ReadJob>();
+        let queue = Arc::new(Mutex::new(queue));
+        for idx in 0..READ_THREADS {
+            let queue = Arc::clone(&queue);
+            std::thread::Builder::new().name(format!("berth-blob-read-{idx}")).spawn(move || {
+                loop {
+                    // The lock is held only to take the next job, never while reading.
+                    let job = match queue.lock().expect("blob read queue lock").recv() {
+                        Ok(job) => job,
+                        Err(_) => return,
+                    };
+                    let _ = job.reply.send(read_at(&job.file, job.offset, job.len));
+                }
+            })?;
         }
-        let mut remaining = length;
-        while remaining > 0 {
-            let want = remaining.min(READ_CHUNK as u64);
-            let mut buffer = Vec::with_capacity(want as usize);
-            match file.by_ref().take(want).read_to_end(&mut buffer) {
-                Ok(0) => {
-                    send(Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the blob file is shorter than its size")));
-                    return;
-                }
-                Ok(read) => {
-                    remaining -= read as u64;
-                    if !send(Ok(Bytes::from(buffer))) {
-                        return;
-                    }
-                }
-                Err(err) => {
-                    send(Err(err));
-                    return;
-                }
+        Ok(ReadPool { jobs })
+    }
+
+    /// The bytes of `range` of `file`, read chunk by chunk as the consumer takes them.
+    fn stream(&self, file: std::fs::File, range: std::ops::Range<u64>) -> ByteStream {
+        let reader = Reader { pool: self.clone(), file: Arc::new(file), next: range.start, end: range.end, ahead: None };
+        futures::stream::unfold(reader, |mut reader| async move { reader.next_chunk().await.map(|chunk| (chunk, reader)) }).boxed()
+    }
+}
+
+/// One download's place in its blob, and the chunk requested ahead of the consumer.
+struct Reader {
+    pool: ReadPool,
+    file: Arc<std::fs::File>,
+    /// The first byte not yet requested.
+    next: u64,
+    end: u64,
+    ahead: Option<tokio::sync::oneshot::Receiver<std::io::Result<Bytes>>>,
+}
+
+impl Reader {
+    fn request(&mut self) -> Option<tokio::sync::oneshot::Receiver<std::io::Result<Bytes>>> {
+        if self.next >= self.end {
+            return None;
+        }
+        let len = (self.end - self.next).min(READ_CHUNK as u64) as usize;
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job = ReadJob { file: Arc::clone(&self.file), offset: self.next, len, reply };
+        self.next += len as u64;
+        // A send fails only when the pool's threads are gone; the answer then says so.
+        let _ = self.pool.jobs.send(job);
+        Some(answer)
+    }
+
+    async fn next_chunk(&mut self) -> Option<std::io::Result<Bytes>> {
+        let pending = match self.ahead.take() {
+            Some(pending) => pending,
+            None => self.request()?,
+        };
+        match pending.await {
+            Ok(Ok(chunk)) => {
+                self.ahead = self.request();
+                Some(Ok(chunk))
+            }
+            Ok(Err(err)) => {
+                self.next = self.end;
+                Some(Err(err))
+            }
+            Err(_) => {
+                self.next = self.end;
+                Some(Err(std::io::Error::other("the blob reader stopped")))
             }
         }
-    });
-    if let Err(err) = spawned {
-        return futures::stream::once(async move { Err(err) }).boxed();
     }
-    futures::stream::unfold(receiver, |mut receiver| async move { receiver.recv().await.map(|item| (item, receiver)) }).boxed()
+}
+
+/// Reads exactly `len` bytes at `offset`: a blob file shorter than its size is an error.
+fn read_at(file: &std::fs::File, offset: u64, len: usize) -> std::io::Result<Bytes> {
+    use std::os::unix::fs::FileExt;
+    let mut buffer = vec![0u8; len];
+    file.read_exact_at(&mut buffer, offset).map_err(|err| match err.kind() {
+        std::io::ErrorKind::UnexpectedEof => std::io::Error::new(err.kind(), "the blob file is shorter than its size"),
+        _ => err,
+    })?;
+    Ok(Bytes::from(buffer))
 }
 
 #[cfg(test)]
@@ -643,6 +773,89 @@ mod tests {
         assert_eq!(second.finish(&id, "team/app", &digest).await.unwrap(), 300_000);
         assert_eq!(read_all(&second, &digest, None).await, bytes);
         assert!(second.upload(&id, "team/app").await.unwrap().is_none());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn racing_chunks_at_one_offset_never_mix_the_stored_bytes_and_the_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open_local(dir.path(), false).unwrap();
+        let (first, second) = (vec![1u8; 300_000], vec![2u8; 300_000]);
+        for _ in 0..20 {
+            let upload = store.start_upload("team/app").await.unwrap();
+            let (a, b) = (store.clone(), store.clone());
+            let (id_a, id_b) = (upload.id.clone(), upload.id.clone());
+            let (bytes_a, bytes_b) = (first.clone(), second.clone());
+            let racing_a = tokio::spawn(async move { a.append(&id_a, "team/app", Some(0), body(&bytes_a)).await });
+            let racing_b = tokio::spawn(async move { b.append(&id_b, "team/app", Some(0), body(&bytes_b)).await });
+            let (result_a, result_b) = (racing_a.await.unwrap(), racing_b.await.unwrap());
+            // Exactly one chunk is taken at offset 0; the other finds the upload moved on.
+            let won = match (result_a, result_b) {
+                (Ok(300_000), Err(BlobError::OutOfOrder { start: 0, size: 300_000 })) => &first,
+                (Err(BlobError::OutOfOrder { start: 0, size: 300_000 }), Ok(300_000)) => &second,
+                other => panic!("expected one chunk taken and one refused, got {other:?}"),
+            };
+            let lost = if won == &first { &second } else { &first };
+            // Finishing under the loser's digest stores nothing; under the winner's, its bytes.
+            let retry = store.start_upload("team/app").await.unwrap();
+            store.append(&retry.id, "team/app", Some(0), body(won)).await.unwrap();
+            match store.finish(&retry.id, "team/app", &Digest::sha256_of(lost)).await {
+                Err(BlobError::DigestMismatch { .. }) => {}
+                other => panic!("expected a digest mismatch, got {other:?}"),
+            }
+            let digest = Digest::sha256_of(won);
+            store.finish(&upload.id, "team/app", &digest).await.unwrap();
+            assert_eq!(read_all(&store, &digest, None).await, *won);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_verified_upload_replaces_bytes_stored_wrongly_under_its_digest() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open_local(dir.path(), false).unwrap();
+        let bytes = content(70_000);
+        let digest = Digest::sha256_of(&bytes);
+        // Bytes that do not hash to the digest, as an older berth could have stored them.
+        let path = dir.path().join("blobs/sha256").join(&digest.encoded()[..2]);
+        std::fs::create_dir_all(&path).unwrap();
+        std::fs::write(path.join(digest.encoded()), b"poison").unwrap();
+        store.put(&digest, body(&bytes)).await.unwrap();
+        assert_eq!(read_all(&store, &digest, None).await, bytes, "the checked bytes replaced the wrong ones");
+    }
+
+    #[tokio::test]
+    async fn a_blob_deleted_from_a_repository_is_forgotten_there_until_linked_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open_local(dir.path(), false).unwrap();
+        let digest = Digest::sha256_of(b"layer");
+        store.link("team/app", &digest).await.unwrap();
+        store.link("team/other", &digest).await.unwrap();
+        assert!(store.delete_from("team/app", &digest).await.unwrap());
+        assert!(!store.is_linked("team/app", &digest).await.unwrap());
+        assert!(store.is_unlinked("team/app", &digest).await.unwrap());
+        assert!(store.is_linked("team/other", &digest).await.unwrap(), "other repositories keep it");
+        assert!(!store.is_unlinked("team/other", &digest).await.unwrap());
+        store.link("team/app", &digest).await.unwrap();
+        assert!(!store.is_unlinked("team/app", &digest).await.unwrap(), "a new push brings it back");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn many_downloads_of_one_large_blob_each_get_every_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open_local(dir.path(), false).unwrap();
+        let bytes = content(3 * READ_CHUNK + 12_345);
+        let digest = Digest::sha256_of(&bytes);
+        store.put(&digest, body(&bytes)).await.unwrap();
+        let downloads = (0..24).map(|i| {
+            let (store, digest) = (store.clone(), digest.clone());
+            let range = if i % 2 == 0 { None } else { Some(100..(2 * READ_CHUNK as u64 + 7)) };
+            async move { (range.clone(), read_all(&store, &digest, range).await) }
+        });
+        for (range, got) in futures::future::join_all(downloads).await {
+            match range {
+                None => assert_eq!(got, bytes),
+                Some(range) => assert_eq!(got, &bytes[range.start as usize..range.end as usize]),
+            }
+        }
     }
 
     #[tokio::test]

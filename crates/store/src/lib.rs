@@ -125,6 +125,9 @@ pub enum StoreError {
     /// The transaction's closure failed; its own error is carried separately by [`transact`].
     #[error("transaction aborted")]
     Aborted,
+    /// Every read connection stayed busy for as long as a reader waits for one.
+    #[error("every read connection of the store is busy")]
+    Busy,
     #[error("storage failure: {0}")]
     Backend(String),
 }

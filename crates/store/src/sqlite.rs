@@ -54,7 +54,10 @@ const WAL_AUTOCHECKPOINT_PAGES: u32 = 16_384;
 /// The WAL file is truncated back to this size after a checkpoint that emptied it.
 const WAL_SIZE_LIMIT_BYTES: u64 = 64 * 1024 * 1024;
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
-const READERS: u32 = 8;
+const READERS: u32 = 16;
+/// How long a read waits for a free connection before it is refused as busy (429): long
+/// enough to ride out a burst, short enough that no request holds a worker for long.
+const READER_WAIT: Duration = Duration::from_secs(1);
 
 /// How hard a commit waits for the disk. `Normal` survives a crash of the process (the
 /// WAL is in the operating system's hands at commit); `Full` also survives a power cut,
@@ -107,7 +110,7 @@ impl SqliteStore {
         let readers = r2d2::Pool::builder()
             .max_size(READERS)
             .min_idle(Some(2))
-            .connection_timeout(Duration::from_secs(30))
+            .connection_timeout(READER_WAIT)
             // A read-only connection to a local file does not go stale; checking it on
             // every checkout would cost a query per request.
             .test_on_check_out(false)
@@ -132,7 +135,11 @@ impl SqliteStore {
     }
 
     fn reader(&self) -> Result<r2d2::PooledConnection<SqliteConnectionManager>, StoreError> {
-        self.readers.get().map_err(backend)
+        // r2d2 fails a checkout only when no connection came free in time.
+        self.readers.get().map_err(|err| {
+            tracing::warn!(%err, "every read connection stayed busy");
+            StoreError::Busy
+        })
     }
 }
 

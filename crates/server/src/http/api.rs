@@ -21,6 +21,7 @@ use serde_json::json;
 use crate::http::body::{RawBody, apply_patch, decode, decode_value};
 use crate::http::watch::serve_watch;
 use crate::http::{App, call, call_inline, list_of, render_error, resource_list, respond, stream_list, success, wants_yaml};
+use crate::services::images::TrustedImage;
 use crate::services::streams::TagView;
 use crate::services::watch::Watchable;
 use crate::services::{Caller, Catalog, Error, ErrorKind, ListOptions, Resource, Result};
@@ -335,13 +336,40 @@ async fn get_stream_image(State(app): State<App>, Path((ns, name)): Path<(String
     respond(&headers, StatusCode::OK, result)
 }
 
+/// A mapping from a cluster admin is taken as written; one from anyone else names an
+/// image that berth reads itself, as an import would, before the tag moves.
 async fn create_mapping(State(app): State<App>, Path(ns): Path<String>, headers: HeaderMap, body: RawBody) -> Response {
-    with_body(app, headers, body, "ImageStreamMapping", IMAGE_API_VERSION, StatusCode::CREATED, move |c, caller, m: ImageStreamMapping| {
-        let name = m.metadata.name.clone();
-        c.create_mapping(caller, &ns, m)?;
-        Ok(berth_model::meta::Status { code: 201, ..deleted("imagestreammappings", "image.openshift.io", &name) })
-    })
-    .await
+    let mapping: ImageStreamMapping = match decode(&body, "ImageStreamMapping", IMAGE_API_VERSION) {
+        Ok(mapping) => mapping,
+        Err(err) => return render_error(err),
+    };
+    let checked = {
+        let (ns, mapping) = (ns.clone(), mapping.clone());
+        call(&app, &headers, move |c, caller| {
+            caller.require(berth_model::access::Action::Write(&ns), "create", "imagestreammappings.image.openshift.io")?;
+            c.check_mapping(&ns, &mapping)?;
+            Ok(TrustedImage::vouched(caller, mapping.image.clone()).ok())
+        })
+        .await
+    };
+    let vouched = match checked {
+        Ok(checked) => checked,
+        Err(err) => return render_error(err),
+    };
+    let image = match vouched {
+        Some(image) => image,
+        None => match app.importer.read_mapped_image(&ns, &mapping.image).await {
+            Ok(image) => image,
+            Err(err) => return render_error(err),
+        },
+    };
+    let name = mapping.metadata.name.clone();
+    let result = call(&app, &headers, move |c, caller| c.create_mapping(caller, &ns, mapping, image)).await;
+    respond(
+        &headers,
+        StatusCode::CREATED,
+        result.map(|()| berth_model::meta::Status { code: 201, ..deleted("imagestreammappings", "image.openshift.io", &name) }),
+    )
 }
 
 /// Imports wait on other registries, so they run on the async workers; only their store

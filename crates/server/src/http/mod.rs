@@ -260,8 +260,15 @@ pub fn render_error(err: Error) -> Response {
     let code = StatusCode::from_u16(status.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let body = serde_json::to_vec(&status).expect("Status always serialises");
     let mut response = (code, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response();
-    if err.kind == ErrorKind::Unauthorized {
-        response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"berth\""));
+    match err.kind {
+        ErrorKind::Unauthorized => {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"berth\""));
+        }
+        // As the Kubernetes API server answers when it sheds load.
+        ErrorKind::Busy => {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        _ => {}
     }
     response
 }

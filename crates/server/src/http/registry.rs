@@ -9,14 +9,14 @@ use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
 use futures::{StreamExt, TryStreamExt};
+use headers::authorization::{Basic, Bearer};
+use headers::{Authorization, ContentRange, HeaderMapExt};
 use serde_json::json;
 
 use crate::http::App;
 use crate::services::Caller;
-use crate::services::registry::{BlobContent, Code, Credential, Reference, Registry, RegistryError, Repo, parse_digest};
+use crate::services::registry::{BlobContent, Code, Credential, RangeRequest, Reference, Registry, RegistryError, Repo, parse_digest};
 
 const API_VERSION: (&str, &str) = ("docker-distribution-api-version", "registry/2.0");
 
@@ -58,29 +58,50 @@ fn route(rest: &str) -> Option<Route<'_>> {
 }
 
 fn credential(headers: &HeaderMap) -> Credential {
-    let Some((scheme, value)) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.split_once(' ')) else {
-        return Credential::None;
-    };
-    if scheme.eq_ignore_ascii_case("bearer") {
-        return Credential::Bearer(value.trim().to_string());
+    if let Some(Authorization(bearer)) = headers.typed_get::<Authorization<Bearer>>() {
+        return Credential::Bearer(bearer.token().to_string());
     }
-    if scheme.eq_ignore_ascii_case("basic")
-        && let Some(password) = STANDARD
-            .decode(value.trim())
-            .ok()
-            .and_then(|raw| String::from_utf8(raw).ok())
-            .and_then(|pair| pair.split_once(':').map(|(_, p)| p.to_string()))
-    {
-        return Credential::Basic(password);
+    if let Some(Authorization(basic)) = headers.typed_get::<Authorization<Basic>>() {
+        return Credential::Basic(basic.password().to_string());
     }
     Credential::None
 }
 
+/// The status and the OCI envelope's code of each kind of registry error: the spec's, or
+/// distribution's where the spec is silent.
+fn oci(code: Code) -> (StatusCode, &'static str) {
+    match code {
+        Code::BlobUnknown => (StatusCode::NOT_FOUND, "BLOB_UNKNOWN"),
+        Code::BlobUploadInvalid => (StatusCode::BAD_REQUEST, "BLOB_UPLOAD_INVALID"),
+        Code::BlobUploadUnknown => (StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN"),
+        Code::DigestInvalid => (StatusCode::BAD_REQUEST, "DIGEST_INVALID"),
+        Code::ManifestBlobUnknown => (StatusCode::BAD_REQUEST, "MANIFEST_BLOB_UNKNOWN"),
+        Code::ManifestInvalid => (StatusCode::BAD_REQUEST, "MANIFEST_INVALID"),
+        Code::ManifestUnknown => (StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN"),
+        Code::NameInvalid => (StatusCode::BAD_REQUEST, "NAME_INVALID"),
+        Code::NameUnknown => (StatusCode::NOT_FOUND, "NAME_UNKNOWN"),
+        Code::SizeInvalid => (StatusCode::BAD_REQUEST, "SIZE_INVALID"),
+        Code::ManifestTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "SIZE_INVALID"),
+        Code::ChunkOutOfOrder { .. } => (StatusCode::RANGE_NOT_SATISFIABLE, "BLOB_UPLOAD_INVALID"),
+        Code::RangeNotSatisfiable { .. } => (StatusCode::RANGE_NOT_SATISFIABLE, "RANGE_NOT_SATISFIABLE"),
+        Code::PathUnknown => (StatusCode::NOT_FOUND, "NAME_INVALID"),
+        Code::MethodUnsupported => (StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED"),
+        Code::PaginationInvalid => (StatusCode::BAD_REQUEST, "PAGINATION_NUMBER_INVALID"),
+        Code::Unauthorized => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
+        Code::Denied => (StatusCode::FORBIDDEN, "DENIED"),
+        Code::Unsupported => (StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED"),
+        Code::TooManyRequests => (StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS"),
+        Code::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
+        Code::Unknown => (StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN"),
+    }
+}
+
 /// Renders a registry error in the OCI envelope. A 401 carries the challenge that sends
-/// Docker clients to the token endpoint.
+/// Docker clients to the token endpoint; a chunk out of order the upload's `Range`; an
+/// unsatisfiable range the blob's size.
 fn error(err: RegistryError, headers: &HeaderMap, scope: Option<&str>) -> Response {
-    let status = StatusCode::from_u16(err.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let body = json!({"errors": [{"code": err.code.as_str(), "message": err.message, "detail": {}}]});
+    let (status, code) = oci(err.code);
+    let body = json!({"errors": [{"code": code, "message": err.message, "detail": {}}]});
     let mut response = reply(status, "application/json", body.to_string());
     if err.code == Code::Unauthorized {
         let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
@@ -93,8 +114,17 @@ fn error(err: RegistryError, headers: &HeaderMap, scope: Option<&str>) -> Respon
             response.headers_mut().insert(header::WWW_AUTHENTICATE, value);
         }
     }
-    if let Some(size) = err.upload_size {
-        response.headers_mut().insert(header::RANGE, range_header(size));
+    match err.code {
+        Code::ChunkOutOfOrder { size } => {
+            response.headers_mut().insert(header::RANGE, range_header(size));
+        }
+        Code::RangeNotSatisfiable { size } => {
+            response.headers_mut().typed_insert(ContentRange::unsatisfied_bytes(size));
+        }
+        Code::TooManyRequests => {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        _ => {}
     }
     response
 }
@@ -130,8 +160,7 @@ pub(crate) async fn dispatch(
     body: Body,
 ) -> Response {
     let Some(target) = route(&rest) else {
-        let err = RegistryError::new(Code::NameInvalid, format!("/v2/{rest} is not a registry path: see the OCI distribution spec"))
-            .with_status(404);
+        let err = RegistryError::new(Code::PathUnknown, format!("/v2/{rest} is not a registry path: see the OCI distribution spec"));
         return error(err, &headers, None);
     };
     let registry = &app.registry;
@@ -179,7 +208,7 @@ struct Request<'a> {
 type Served = Result<Response, RegistryError>;
 
 fn unsupported(method: &Method) -> RegistryError {
-    RegistryError::new(Code::Unsupported, format!("{method} is not supported here")).with_status(405)
+    RegistryError::new(Code::MethodUnsupported, format!("{method} is not supported here"))
 }
 
 fn body_stream(body: Body) -> berth_store::ByteStream {
@@ -208,10 +237,10 @@ impl Request<'_> {
                 let (repo, digest) = (Repo::parse(name)?, parse_digest(digest)?);
                 match *self.method {
                     Method::GET | Method::HEAD => self.get_blob(&repo, &digest).await,
-                    Method::DELETE => Err(RegistryError::new(
-                        Code::Unsupported,
-                        "berth does not delete blobs one by one: delete the manifests that use them; unused blobs are pruned",
-                    )),
+                    Method::DELETE => {
+                        self.registry.delete_blob(self.caller, &repo, &digest).await?;
+                        Ok((StatusCode::ACCEPTED, [API_VERSION, (header::CONTENT_LENGTH.as_str(), "0")]).into_response())
+                    }
                     _ => Err(unsupported(self.method)),
                 }
             }
@@ -238,7 +267,7 @@ impl Request<'_> {
         let n = match self.query.get("n") {
             Some(n) => Some(
                 n.parse::<usize>()
-                    .map_err(|_| RegistryError::new(Code::Unsupported, format!("n={n:?} is not a number of entries")).with_status(400))?,
+                    .map_err(|_| RegistryError::new(Code::PaginationInvalid, format!("n={n:?} is not a number of entries")))?,
             ),
             None => None,
         };
@@ -306,10 +335,8 @@ impl Request<'_> {
 
     async fn put_manifest(&self, repo: &Repo, reference: &Reference, body: Body) -> Served {
         let max = self.registry.settings().max_manifest_bytes;
-        let too_large = || {
-            RegistryError::new(Code::SizeInvalid, format!("the manifest is larger than {max} bytes (registry.maxManifestBytes)"))
-                .with_status(413)
-        };
+        let too_large =
+            || RegistryError::new(Code::ManifestTooLarge, format!("the manifest is larger than {max} bytes (registry.maxManifestBytes)"));
         let mut bytes = Vec::new();
         let mut stream = body.into_data_stream();
         while let Some(chunk) = stream.next().await {
@@ -346,12 +373,9 @@ impl Request<'_> {
     }
 
     async fn get_blob(&self, repo: &Repo, digest: &berth_model::Digest) -> Served {
-        let range = match self.headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
-            Some(text) => Some(parse_range(text)?),
-            None => None,
-        };
+        let range = self.headers.get(header::RANGE).and_then(|v| v.to_str().ok()).and_then(RangeRequest::parse);
         let head = *self.method == Method::HEAD;
-        let BlobContent { size, range: sent, body } = self.registry.blob(self.caller, repo, digest, range, head).await?;
+        let BlobContent { size, range: sent, body } = self.registry.blob(self.caller, repo, digest, range.as_ref(), head).await?;
         let mut response = Response::new(body.map(Body::from_stream).unwrap_or_else(Body::empty));
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
@@ -360,11 +384,12 @@ impl Request<'_> {
         headers.insert(header::ETAG, header_value(&format!("\"{digest}\"")));
         headers.insert(API_VERSION.0, HeaderValue::from_static(API_VERSION.1));
         match (sent, size) {
-            (Some(range), size) if range.end != u64::MAX => {
+            (Some(range), size) => {
                 *response.status_mut() = StatusCode::PARTIAL_CONTENT;
-                let total = size.map_or("*".to_string(), |s| s.to_string());
                 let headers = response.headers_mut();
-                headers.insert(header::CONTENT_RANGE, header_value(&format!("bytes {}-{}/{total}", range.start, range.end - 1)));
+                if let Ok(content_range) = ContentRange::bytes(range.clone(), size) {
+                    headers.typed_insert(content_range);
+                }
                 headers.insert(header::CONTENT_LENGTH, HeaderValue::from(range.end - range.start));
             }
             (_, Some(size)) => {
@@ -456,22 +481,11 @@ impl Request<'_> {
     }
 }
 
-/// `Range: bytes=<start>-[<end>]`.
-fn parse_range(text: &str) -> Result<(u64, Option<u64>), RegistryError> {
-    let invalid = || RegistryError::new(Code::BlobUnknown, format!("the Range {text:?} is not bytes=START-[END]")).with_status(416);
-    let spec = text.trim().strip_prefix("bytes=").ok_or_else(invalid)?;
-    let (start, end) = spec.split_once('-').ok_or_else(invalid)?;
-    let start = start.trim().parse::<u64>().map_err(|_| invalid())?;
-    let end = match end.trim() {
-        "" => None,
-        end => Some(end.parse::<u64>().map_err(|_| invalid())?),
-    };
-    Ok((start, end))
-}
-
-/// `Content-Range: <start>-<end>` of an upload chunk; returns the start.
+/// `Content-Range: <start>-<end>` of an upload chunk; returns the start. This is the OCI
+/// spec's own form (no unit, no size), which no header crate parses; RFC 9110's form
+/// (`bytes <start>-<end>/<size>`), which some clients send, is taken too.
 fn parse_content_range(text: &str) -> Result<u64, RegistryError> {
-    let invalid = || RegistryError::new(Code::BlobUploadInvalid, format!("the Content-Range {text:?} is not START-END")).with_status(416);
+    let invalid = || RegistryError::new(Code::BlobUploadInvalid, format!("the Content-Range {text:?} is not START-END"));
     let spec = text.trim().trim_start_matches("bytes ").trim_start_matches("bytes=");
     let (start, end) = spec.split_once('-').ok_or_else(invalid)?;
     let start = start.trim().parse::<u64>().map_err(|_| invalid())?;
@@ -501,17 +515,17 @@ mod tests {
     }
 
     #[test]
-    fn ranges() {
-        assert_eq!(parse_range("bytes=0-99").unwrap(), (0, Some(99)));
-        assert_eq!(parse_range("bytes=100-").unwrap(), (100, None));
-        assert_eq!(parse_range("items=1-2").unwrap_err().status, 416);
+    fn upload_chunk_ranges() {
         assert_eq!(parse_content_range("0-1023").unwrap(), 0);
         assert_eq!(parse_content_range("1024-2047").unwrap(), 1024);
-        assert_eq!(parse_content_range("5-1").unwrap_err().status, 416);
+        assert_eq!(parse_content_range("bytes 1024-2047/4096").unwrap(), 1024);
+        assert_eq!(parse_content_range("5-1").unwrap_err().code, Code::BlobUploadInvalid);
     }
 
     #[test]
     fn basic_passwords_and_bearer_tokens_are_read() {
+        use base64::Engine;
+        use base64::engine::general_purpose::STANDARD;
         let mut headers = HeaderMap::new();
         headers.insert(header::AUTHORIZATION, HeaderValue::from_str(&format!("Basic {}", STANDARD.encode("me:brt_x.y"))).unwrap());
         assert_eq!(credential(&headers), Credential::Basic("brt_x.y".into()));

@@ -20,6 +20,10 @@ pub enum ErrorKind {
     MethodNotAllowed,
     TooLarge,
     UnsupportedMediaType,
+    /// The server is too busy to take the request now: retry shortly.
+    Busy,
+    /// Something berth depends on (another registry) did not answer as it should.
+    Unavailable,
     Internal,
 }
 
@@ -36,6 +40,8 @@ impl ErrorKind {
             ErrorKind::TooLarge => 413,
             ErrorKind::UnsupportedMediaType => 415,
             ErrorKind::Invalid => 422,
+            ErrorKind::Busy => 429,
+            ErrorKind::Unavailable => 503,
             ErrorKind::Internal => 500,
         }
     }
@@ -53,6 +59,8 @@ impl ErrorKind {
             ErrorKind::MethodNotAllowed => "MethodNotAllowed",
             ErrorKind::TooLarge => "RequestEntityTooLarge",
             ErrorKind::UnsupportedMediaType => "UnsupportedMediaType",
+            ErrorKind::Busy => "TooManyRequests",
+            ErrorKind::Unavailable => "ServiceUnavailable",
             ErrorKind::Internal => "InternalError",
         }
     }
@@ -168,6 +176,7 @@ impl From<StoreError> for Error {
             }
             StoreError::Compacted { .. } => Error::from_store(err, "", ""),
             StoreError::Aborted => Error::internal("the change was abandoned"),
+            StoreError::Busy => Error::new(ErrorKind::Busy, "the server is busy reading its store for other requests: retry in a second"),
         }
     }
 }

@@ -12,6 +12,35 @@ use crate::services::{Caller, Catalog, Error, LazyList, ListOptions, Resource, R
 
 const IMAGES: &str = Image::QUALIFIED;
 
+/// An Image berth may store: one it built from bytes it checked against the digest (a
+/// push, an import, a tenant's mapping read the way an import reads it), or one a
+/// cluster admin wrote. An Image is shared by every namespace and the first one stored
+/// under a digest stays, so what a tenant says about an image (its layers, config,
+/// labels) is never taken as it: that is what this type stands for.
+#[derive(Clone, Debug)]
+pub struct TrustedImage(Image);
+
+impl TrustedImage {
+    /// An Image built from manifest and config bytes whose digests were checked.
+    pub(crate) fn verified(image: Image) -> TrustedImage {
+        TrustedImage(image)
+    }
+
+    /// An Image as a client wrote it, which only a cluster admin may vouch for.
+    pub fn vouched(caller: &Caller, image: Image) -> Result<TrustedImage> {
+        caller.require(Action::WriteImages, "create", IMAGES)?;
+        Ok(TrustedImage(image))
+    }
+
+    pub fn image(&self) -> &Image {
+        &self.0
+    }
+
+    pub(crate) fn into_image(self) -> Image {
+        self.0
+    }
+}
+
 impl Catalog {
     pub(crate) fn can_see_image(&self, caller: &Caller, digest: &str) -> Result<bool> {
         if caller.grant.allows(Action::ReadCluster) {
@@ -52,18 +81,29 @@ impl Catalog {
         Ok(image)
     }
 
-    /// Stores an image pushed by digest to a stream of `namespace` (the registry checked
-    /// the push), unless berth already has it.
-    pub fn store_pushed_image(&self, caller: &Caller, namespace: &str, mut image: Image) -> Result<()> {
+    /// Stores an image pushed by digest to stream `stream` of `namespace` (the registry
+    /// checked the push), unless berth already has it, and creates the stream (with no
+    /// tag) when it does not exist yet, as a push by tag would.
+    pub fn store_pushed_image(&self, caller: &Caller, namespace: &str, stream: &str, image: TrustedImage) -> Result<()> {
         caller.require(Action::Write(namespace), "push", IMAGES)?;
+        let mut image = image.into_image();
         let name = image.metadata.name.clone();
         image.validate("").map_err(|causes| Error::invalid(IMAGES, &name, causes))?;
+        berth_model::names::check_stream_name("metadata.name", namespace, stream)
+            .map_err(|err| Error::invalid(ImageStream::QUALIFIED, stream, vec![err]))?;
+        let now = Time::now();
         image.metadata.namespace.clear();
-        stamp_new(&mut image.metadata, Time::now());
+        stamp_new(&mut image.metadata, now);
         let (key, body) = (Image::key("", &name), image.encode());
+        let (namespace, stream) = (namespace.to_string(), stream.to_string());
         transact(&**self.store(), move |txn| {
+            crate::services::ensure_namespace(txn, &namespace)?;
             if txn.get(&key)?.is_none() {
                 txn.put(&key, &body, &[], Precondition::Absent)?;
+            }
+            if crate::services::streams::read_stream(txn, &namespace, &stream)?.is_none() {
+                let mut created = crate::services::streams::new_stream(&namespace, &stream, now);
+                crate::services::streams::put_stream(txn, &mut created, Precondition::Absent)?;
             }
             Ok::<_, Error>(())
         })

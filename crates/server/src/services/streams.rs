@@ -10,6 +10,7 @@ use berth_model::tags::{self, SourceStreams};
 use berth_model::{FieldError, ObjectMeta, Time};
 use berth_store::{Precondition, WriteTxn, transact};
 
+use crate::services::images::TrustedImage;
 use crate::services::subscriptions;
 use crate::services::{
     Caller, Catalog, Error, LazyList, ListOptions, ListResult, Resource, Result, ensure_namespace, keep_server_fields, place_in_namespace,
@@ -324,14 +325,12 @@ impl Catalog {
         })
     }
 
-    /// Stores `mapping.image` (unless berth already has it) and points the tag at it,
-    /// creating the stream when it is missing.
-    pub fn create_mapping(&self, caller: &Caller, namespace: &str, mut mapping: ImageStreamMapping) -> Result<()> {
-        caller.require(Action::Write(namespace), "create", ISM)?;
-        place_in_namespace(&mut mapping.metadata, namespace)?;
-        let stream_name = mapping.metadata.name.clone();
+    /// Checks an ImageStreamMapping as received: the stream, tag and image names and the
+    /// image's pull spec (`image.dockerImageReference`, which becomes the tag event's).
+    pub fn check_mapping(&self, namespace: &str, mapping: &ImageStreamMapping) -> Result<()> {
+        let stream_name = &mapping.metadata.name;
         let mut errors: Vec<FieldError> = Vec::new();
-        errors.extend(check_stream_name("metadata.name", namespace, &stream_name).err());
+        errors.extend(check_stream_name("metadata.name", namespace, stream_name).err());
         errors.extend(check_tag("tag", &mapping.tag).err());
         if let Err(image_errors) = mapping.image.validate("image.") {
             errors.extend(image_errors);
@@ -342,11 +341,31 @@ impl Catalog {
             errors.push(FieldError::new("image.dockerImageReference", message));
         }
         if !errors.is_empty() {
-            return Err(Error::invalid(ISM, &stream_name, errors));
+            return Err(Error::invalid(ISM, stream_name, errors));
+        }
+        Ok(())
+    }
+
+    /// Stores `image` (unless berth already has it) and points the mapping's tag at it,
+    /// with the mapping's pull spec in the tag's history, creating the stream when it is
+    /// missing. The mapping's own copy of the image is not read: `image` is what berth
+    /// read from checked bytes or what a cluster admin vouched for.
+    pub fn create_mapping(&self, caller: &Caller, namespace: &str, mut mapping: ImageStreamMapping, image: TrustedImage) -> Result<()> {
+        caller.require(Action::Write(namespace), "create", ISM)?;
+        place_in_namespace(&mut mapping.metadata, namespace)?;
+        self.check_mapping(namespace, &mapping)?;
+        let stream_name = mapping.metadata.name.clone();
+        if image.image().metadata.name != mapping.image.metadata.name {
+            return Err(Error::invalid(
+                ISM,
+                &stream_name,
+                vec![FieldError::new("image.metadata.name", "the image read does not have the digest the mapping names")],
+            ));
         }
         let now = Time::now();
         let tag = mapping.tag.clone();
-        let mut image = mapping.image;
+        let mut image = image.into_image();
+        image.docker_image_reference = mapping.image.docker_image_reference;
         let owned_namespace = namespace.to_string();
         transact(&**self.store(), move |txn| {
             let namespace = owned_namespace.as_str();

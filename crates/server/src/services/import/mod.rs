@@ -38,6 +38,7 @@ use berth_model::tags::{self, PendingImport};
 use berth_upstream::{ErrorKind as UpstreamKind, Keyring, Upstream, UpstreamError};
 use futures::StreamExt;
 
+use crate::services::images::TrustedImage;
 use crate::services::{Caller, Catalog, Error, Result, namespace_not_found};
 
 use lookup::{Lookup, Outcome, Run, check_allowed, lookup_all};
@@ -45,6 +46,7 @@ use request::{Wanted, WantedRepository, image_status, validate_import};
 pub use schedule::ScheduledImport;
 
 const ISI: &str = "imagestreamimports.image.openshift.io";
+const ISM: &str = "imagestreammappings.image.openshift.io";
 /// Tag annotations that choose the platform `Legacy` import mode keeps.
 const PREFER_ARCH: &str = "importer.image.openshift.io/prefer-arch";
 const PREFER_OS: &str = "importer.image.openshift.io/prefer-os";
@@ -380,6 +382,57 @@ impl Importer {
         }
         let (catalog, owned_namespace, owned_name) = (self.catalog.clone(), namespace.to_string(), stream_name.to_string());
         blocking(move || catalog.record_imports(&owned_namespace, &owned_name, images, results)).await
+    }
+
+    /// The Image an ImageStreamMapping from a tenant names, read the way an import reads
+    /// it: berth's own copy when it has the digest; else the manifest (the one the mapping
+    /// carries, when it hashes to the digest, or fetched by digest) and its config from the
+    /// registry of the mapping's `dockerImageReference`, with the namespace's pull secrets
+    /// and under the server's registry settings. Nothing else the mapping says of the
+    /// image (layers, metadata, labels) is taken.
+    pub async fn read_mapped_image(&self, namespace: &str, claimed: &Image) -> Result<TrustedImage> {
+        let invalid =
+            |field: &str, message: String| Error::invalid(ISM, &claimed.metadata.name, vec![berth_model::FieldError::new(field, message)]);
+        let digest: berth_model::Digest = claimed
+            .metadata
+            .name
+            .parse()
+            .map_err(|err| invalid("image.metadata.name", format!("{err}: the name of an image is its digest")))?;
+        let reference = ImageReference::parse(&claimed.docker_image_reference).map_err(|err| invalid("image.dockerImageReference", err))?;
+        let (catalog, owned) = (self.catalog.clone(), namespace.to_string());
+        let keyring = blocking(move || catalog.pull_keyring(&owned)).await?;
+        let run = self.run(keyring);
+        let read = async {
+            if let Some(known) = run.known(&digest)? {
+                return Ok(known);
+            }
+            let session = run.session(&reference, false);
+            if claimed.docker_image_manifest.is_empty() {
+                return run.image(&session, &digest).await;
+            }
+            let bytes = bytes::Bytes::from(claimed.docker_image_manifest.clone().into_bytes());
+            let actual = digest.recompute(&bytes);
+            if actual != digest {
+                return Err(UpstreamError::new(
+                    UpstreamKind::DigestMismatch,
+                    format!("image.dockerImageManifest hashes to {actual}, not {digest}"),
+                ));
+            }
+            let media_type = claimed.docker_image_manifest_media_type.clone();
+            run.build(&session, berth_upstream::FetchedManifest { digest: digest.clone(), media_type, bytes }).await
+        };
+        match read.await {
+            Ok(image) => Ok(TrustedImage::verified(image)),
+            Err(err) if err.kind == UpstreamKind::Forbidden => Err(Error::forbidden(err.message)),
+            Err(err) if err.is_transient() => Err(Error::new(
+                crate::services::ErrorKind::Unavailable,
+                format!("berth could not read image {digest} from {}: {}; try again", reference.registry, err.message),
+            )),
+            Err(err) => Err(invalid(
+                "image.dockerImageReference",
+                format!("berth reads the image a mapping names itself, and could not: {}", err.message),
+            )),
+        }
     }
 
     fn run(&self, keyring: Keyring) -> Run {

@@ -11,6 +11,7 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 
 use super::{Code, MANAGED_ANNOTATION, Need, Reference, Registry, RegistryError, Repo, Result};
+use crate::services::images::TrustedImage;
 use crate::services::{Caller, ListOptions};
 
 /// The largest image config read to build an Image's metadata.
@@ -73,11 +74,46 @@ fn page(mut items: Vec<String>, n: Option<usize>, last: Option<&str>) -> Page {
     }
 }
 
+/// An image of a stream's history that is or names a digest, with the pull specs the
+/// stream's history recorded it under (its own tag events', or those of the lists that
+/// hold it), newest first: where this stream says the image came from.
+pub(super) struct InStream {
+    pub(super) image: Image,
+    pub(super) sources: Vec<String>,
+}
+
+impl InStream {
+    fn find(stream: &ImageStream, images: &[Image], digest: &Digest) -> Option<InStream> {
+        let image = images.iter().find(|image| names(image, digest))?.clone();
+        let name = image.metadata.name.as_str();
+        let lists: Vec<&str> = images
+            .iter()
+            .filter(|list| list.docker_image_manifests.iter().any(|child| child.digest == name))
+            .map(|list| list.metadata.name.as_str())
+            .collect();
+        let mut events: Vec<_> = stream
+            .status
+            .tags
+            .iter()
+            .flat_map(|tag| tag.items.iter())
+            .filter(|event| event.image == name || lists.contains(&event.image.as_str()))
+            .collect();
+        events.sort_by_key(|event| std::cmp::Reverse(event.created));
+        let mut sources: Vec<String> = Vec::new();
+        for event in events {
+            if !sources.contains(&event.docker_image_reference) {
+                sources.push(event.docker_image_reference.clone());
+            }
+        }
+        Some(InStream { image, sources })
+    }
+}
+
 impl Registry {
     /// The image of the stream's history that is or names `digest` (a manifest, a layer or
-    /// a config), if any.
-    pub(super) async fn in_stream(&self, digest: &Digest, stream: &ImageStream) -> Result<Option<Image>> {
-        Ok(self.stream_images(stream).await?.into_iter().find(|image| names(image, digest)))
+    /// a config), if any, and where the stream says it came from.
+    pub(super) async fn in_stream(&self, digest: &Digest, stream: &ImageStream) -> Result<Option<InStream>> {
+        Ok(InStream::find(stream, &self.stream_images(stream).await?, digest))
     }
 
     /// The manifest `reference` names in `repo`. `accept` lists the media types the client
@@ -108,15 +144,25 @@ impl Registry {
                 let content = content_of(&image)?;
                 self.negotiate(content, accept).await
             }
-            Reference::Digest(digest) => {
-                let linked = self.inner.blobs.is_linked(&repo.name(), digest).await?;
-                let image = if linked { self.image(digest)? } else { self.in_stream(digest, &stream).await? };
-                match image.filter(|i| i.metadata.name == digest.as_str()) {
-                    Some(image) => content_of(&image),
-                    None => Err(RegistryError::new(Code::ManifestUnknown, format!("{} has no manifest {digest}", repo.name()))),
-                }
-            }
+            Reference::Digest(digest) => match self.manifest_in(repo, &stream, digest).await? {
+                Some(image) => content_of(&image),
+                None => Err(RegistryError::new(Code::ManifestUnknown, format!("{} has no manifest {digest}", repo.name()))),
+            },
         }
+    }
+
+    /// The Image of manifest `digest` in `repo`: one its stream's history points at (read
+    /// from the stream already in hand: no look-up elsewhere), one pushed or mounted there,
+    /// or a child of a list of its history.
+    async fn manifest_in(&self, repo: &Repo, stream: &ImageStream, digest: &Digest) -> Result<Option<Image>> {
+        let image = if stream.status.tags.iter().flat_map(|t| t.items.iter()).any(|event| event.image == digest.as_str())
+            || self.inner.blobs.is_linked(&repo.name(), digest).await?
+        {
+            self.image(digest)?
+        } else {
+            self.in_stream(digest, stream).await?.map(|found| found.image)
+        };
+        Ok(image.filter(|image| image.metadata.name == digest.as_str()))
     }
 
     async fn negotiate(&self, content: ManifestContent, accept: &[String]) -> Result<ManifestContent> {
@@ -159,10 +205,9 @@ impl Registry {
         let max = self.inner.settings.max_manifest_bytes;
         if bytes.len() > max {
             return Err(RegistryError::new(
-                Code::SizeInvalid,
+                Code::ManifestTooLarge,
                 format!("the manifest has {} bytes; berth accepts at most {max}", bytes.len()),
-            )
-            .with_status(413));
+            ));
         }
         let digest = match reference {
             Reference::Digest(expected) => {
@@ -183,7 +228,9 @@ impl Registry {
         let stream = self.find_stream(repo)?;
         let config = match &parsed {
             Manifest::Image { config, layers, .. } => {
-                let all: Vec<&Descriptor> = std::iter::once(config).chain(layers).collect();
+                // Non-distributable layers (with `urls`) are fetched from those URLs by
+                // clients and need not be in the registry.
+                let all: Vec<&Descriptor> = std::iter::once(config).chain(layers.iter().filter(|l| l.urls.is_empty())).collect();
                 self.require_in_repository(repo, stream.as_ref(), &all).await?;
                 if IMAGE_CONFIG_TYPES.contains(&config.media_type.as_str()) {
                     let config_digest = super::parse_digest(&config.digest)?;
@@ -211,14 +258,18 @@ impl Registry {
             Reference::Tag(tag) => {
                 let mapping = ImageStreamMapping {
                     metadata: ObjectMeta { name: stream_name, namespace: namespace.clone(), ..ObjectMeta::default() },
-                    image,
+                    image: image.clone(),
                     tag: tag.clone(),
                     ..ImageStreamMapping::default()
                 };
-                self.blocking(move |catalog| catalog.create_mapping(&caller, &namespace, mapping).map_err(Into::into)).await?;
+                let image = TrustedImage::verified(image);
+                self.blocking(move |catalog| catalog.create_mapping(&caller, &namespace, mapping, image).map_err(Into::into)).await?;
             }
             Reference::Digest(_) => {
-                self.blocking(move |catalog| catalog.store_pushed_image(&caller, &namespace, image).map_err(Into::into)).await?;
+                self.blocking(move |catalog| {
+                    catalog.store_pushed_image(&caller, &namespace, &stream_name, TrustedImage::verified(image)).map_err(Into::into)
+                })
+                .await?;
             }
         }
         // Linked only once the catalog has the image, so that a refused push leaves nothing.
@@ -294,9 +345,7 @@ impl Registry {
                 .await
             }
             Reference::Digest(digest) => {
-                let linked = self.inner.blobs.is_linked(&repo.name(), digest).await?;
-                let image = if linked { self.image(digest)? } else { self.in_stream(digest, &stream).await? };
-                let Some(image) = image.filter(|i| i.metadata.name == digest.as_str()) else {
+                let Some(image) = self.manifest_in(repo, &stream, digest).await? else {
                     return Err(RegistryError::new(Code::ManifestUnknown, format!("{} has no manifest {digest}", repo.name())));
                 };
                 let (stream_name, owned_digest) = (repo.stream.clone(), digest.clone());
@@ -364,9 +413,10 @@ impl Registry {
 
     /// The OCI index of the manifests in `repo` whose subject is `subject`, those of
     /// `artifact_type` only when given. Returns the index and whether it was filtered.
+    /// A repository or subject with no referrers (not even a stream yet) has an empty
+    /// index, as the spec asks: never a 404.
     pub async fn referrers(&self, caller: &Caller, repo: &Repo, subject: &Digest, artifact_type: Option<&str>) -> Result<Value> {
         self.authorize(caller, repo, Need::Pull).await?;
-        self.stream(repo)?;
         let mut manifests = Vec::new();
         for descriptor in self.inner.blobs.referrers(&repo.name(), subject).await? {
             let Ok(descriptor) = serde_json::from_slice::<Value>(&descriptor) else {

@@ -1,13 +1,14 @@
-//! Registry errors: the OCI distribution spec's error codes, each with its HTTP status and
-//! a message that says what to do.
+//! Registry errors: what went wrong, as a kind named in the OCI distribution spec's terms
+//! (plus the few cases that need more than its codes say), with a message that says what
+//! to do. The HTTP edge decides the status and the envelope's code of each kind.
 
 use berth_store::BlobError;
 use berth_upstream::UpstreamError;
 
 use crate::services::{Error, ErrorKind};
 
-/// The error codes of the OCI distribution spec, plus distribution's UNAVAILABLE and
-/// UNKNOWN.
+/// What a registry request failed with: the OCI spec's error codes, distribution's
+/// UNAVAILABLE and UNKNOWN, and the finer kinds the edge answers differently.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Code {
     BlobUnknown,
@@ -20,6 +21,22 @@ pub enum Code {
     NameInvalid,
     NameUnknown,
     SizeInvalid,
+    /// A manifest larger than the registry takes.
+    ManifestTooLarge,
+    /// An upload chunk that does not start where the upload stands, which has `size` bytes.
+    ChunkOutOfOrder {
+        size: u64,
+    },
+    /// A byte range outside a blob of `size` bytes.
+    RangeNotSatisfiable {
+        size: u64,
+    },
+    /// A path that is not one of the registry API's.
+    PathUnknown,
+    /// A method the path does not take.
+    MethodUnsupported,
+    /// A malformed `n` or `last` of a paged list.
+    PaginationInvalid,
     Unauthorized,
     Denied,
     Unsupported,
@@ -28,66 +45,16 @@ pub enum Code {
     Unknown,
 }
 
-impl Code {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Code::BlobUnknown => "BLOB_UNKNOWN",
-            Code::BlobUploadInvalid => "BLOB_UPLOAD_INVALID",
-            Code::BlobUploadUnknown => "BLOB_UPLOAD_UNKNOWN",
-            Code::DigestInvalid => "DIGEST_INVALID",
-            Code::ManifestBlobUnknown => "MANIFEST_BLOB_UNKNOWN",
-            Code::ManifestInvalid => "MANIFEST_INVALID",
-            Code::ManifestUnknown => "MANIFEST_UNKNOWN",
-            Code::NameInvalid => "NAME_INVALID",
-            Code::NameUnknown => "NAME_UNKNOWN",
-            Code::SizeInvalid => "SIZE_INVALID",
-            Code::Unauthorized => "UNAUTHORIZED",
-            Code::Denied => "DENIED",
-            Code::Unsupported => "UNSUPPORTED",
-            Code::TooManyRequests => "TOOMANYREQUESTS",
-            Code::Unavailable => "UNAVAILABLE",
-            Code::Unknown => "UNKNOWN",
-        }
-    }
-
-    /// The status the spec (or distribution, where the spec is silent) answers with.
-    pub fn status(self) -> u16 {
-        match self {
-            Code::BlobUnknown | Code::BlobUploadUnknown | Code::ManifestUnknown | Code::NameUnknown => 404,
-            Code::BlobUploadInvalid
-            | Code::DigestInvalid
-            | Code::ManifestBlobUnknown
-            | Code::ManifestInvalid
-            | Code::NameInvalid
-            | Code::SizeInvalid => 400,
-            Code::Unauthorized => 401,
-            Code::Denied => 403,
-            Code::Unsupported => 405,
-            Code::TooManyRequests => 429,
-            Code::Unavailable => 503,
-            Code::Unknown => 500,
-        }
-    }
-}
-
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{code:?}: {message}")]
 pub struct RegistryError {
     pub code: Code,
-    pub status: u16,
     pub message: String,
-    /// For an upload chunk out of order (416): the bytes the upload has.
-    pub upload_size: Option<u64>,
 }
 
 impl RegistryError {
     pub fn new(code: Code, message: impl Into<String>) -> RegistryError {
-        RegistryError { code, status: code.status(), message: message.into(), upload_size: None }
-    }
-
-    pub fn with_status(mut self, status: u16) -> RegistryError {
-        self.status = status;
-        self
+        RegistryError { code, message: message.into() }
     }
 }
 
@@ -99,6 +66,7 @@ impl From<Error> for RegistryError {
             ErrorKind::Forbidden => Code::Denied,
             ErrorKind::Invalid | ErrorKind::BadRequest => Code::ManifestInvalid,
             ErrorKind::TooLarge => Code::SizeInvalid,
+            ErrorKind::Busy => Code::TooManyRequests,
             _ => Code::Unknown,
         };
         let mut message = err.message;
@@ -113,12 +81,7 @@ impl From<BlobError> for RegistryError {
     fn from(err: BlobError) -> RegistryError {
         let code = match &err {
             BlobError::UnknownUpload(_) => Code::BlobUploadUnknown,
-            BlobError::OutOfOrder { size, .. } => {
-                return RegistryError {
-                    upload_size: Some(*size),
-                    ..RegistryError::new(Code::BlobUploadInvalid, err.to_string()).with_status(416)
-                };
-            }
+            BlobError::OutOfOrder { size, .. } => Code::ChunkOutOfOrder { size: *size },
             BlobError::DigestMismatch { .. } => Code::DigestInvalid,
             BlobError::Body(_) => Code::BlobUploadInvalid,
             BlobError::Storage(_) => Code::Unknown,

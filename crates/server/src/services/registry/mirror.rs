@@ -13,7 +13,6 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use berth_model::Digest;
-use berth_model::image::Image;
 use berth_model::imagestream::ImageStream;
 use berth_model::reference::ImageReference;
 use berth_store::{BlobStore, ByteStream, Hasher};
@@ -23,6 +22,7 @@ use futures::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio::sync::watch;
 
+use super::content::InStream;
 use super::{Code, Need, Registry, RegistryError, Repo, Result};
 use crate::services::Caller;
 
@@ -65,25 +65,29 @@ impl Registry {
         caller: &Caller,
         repo: &Repo,
         digest: &Digest,
-        range: Option<(u64, Option<u64>)>,
+        range: Option<&RangeRequest>,
         head: bool,
     ) -> Result<BlobContent> {
         self.authorize(caller, repo, Need::Pull).await?;
         let unknown = || RegistryError::new(Code::BlobUnknown, format!("{} has no blob {digest}", repo.name()));
-        let source = if self.inner.blobs.is_linked(&repo.name(), digest).await? {
+        let name = repo.name();
+        let source = if self.inner.blobs.is_linked(&name, digest).await? {
             None
         } else {
-            let stream = self.stream(repo)?;
-            let image = self.in_stream(digest, &stream).await?.ok_or_else(unknown)?;
-            Some((stream, image))
+            let stream = self.find_stream(repo)?.ok_or_else(unknown)?;
+            let found = self.in_stream(digest, &stream).await?.ok_or_else(unknown)?;
+            if self.inner.blobs.is_unlinked(&name, digest).await? {
+                return Err(unknown());
+            }
+            Some((stream, found))
         };
         if let Some(size) = self.inner.blobs.size(digest).await? {
             return self.local(digest, size, range, head).await;
         }
-        let Some((stream, image)) = source else {
+        let Some((stream, found)) = source else {
             return Err(unknown());
         };
-        match self.download(repo, &stream, &image, digest).await? {
+        match self.download(repo, &stream, &found, digest).await? {
             Some(download) => follow(download, range, head).await,
             // Mirrored since this request looked.
             None => {
@@ -93,10 +97,29 @@ impl Registry {
         }
     }
 
-    async fn local(&self, digest: &Digest, size: u64, range: Option<(u64, Option<u64>)>, head: bool) -> Result<BlobContent> {
+    /// Deletes a blob from `repo` (edit role): the repository unlinks it and no longer
+    /// serves it; its bytes stay while other repositories link it, and pruning removes
+    /// bytes nothing links.
+    pub async fn delete_blob(&self, caller: &Caller, repo: &Repo, digest: &Digest) -> Result<()> {
+        self.authorize(caller, repo, Need::Push).await?;
+        let name = repo.name();
+        let known = self.inner.blobs.is_linked(&name, digest).await?
+            || match self.find_stream(repo)? {
+                Some(stream) => self.in_stream(digest, &stream).await?.is_some() && !self.inner.blobs.is_unlinked(&name, digest).await?,
+                None => false,
+            };
+        if !known {
+            return Err(RegistryError::new(Code::BlobUnknown, format!("{name} has no blob {digest}")));
+        }
+        self.inner.blobs.delete_from(&name, digest).await?;
+        tracing::info!(repository = %name, %digest, token = %caller.token, "deleted a blob from a repository");
+        Ok(())
+    }
+
+    async fn local(&self, digest: &Digest, size: u64, range: Option<&RangeRequest>, head: bool) -> Result<BlobContent> {
         let range = match range {
             None => None,
-            Some(asked) => Some(clamp(asked, Some(size))?),
+            Some(asked) => asked.resolve(size)?,
         };
         if head {
             return Ok(BlobContent { size: Some(size), range, body: None });
@@ -110,42 +133,64 @@ impl Registry {
         Ok(BlobContent { size: Some(read.size), range, body: Some(read.body) })
     }
 
-    /// The download of `digest` in flight, or a new one from where `image` came from;
-    /// `None` when the blob was stored meanwhile. (A download publishes the blob before it
-    /// leaves the map, so looking in the map, then the store, then starting one can only
-    /// start a second download if a whole one ran between the first two looks.)
-    async fn download(&self, repo: &Repo, stream: &ImageStream, image: &Image, digest: &Digest) -> Result<Option<Download>> {
+    /// The download of `digest` in flight, or a new one from where the stream's history
+    /// says the image came from; `None` when the blob was stored meanwhile. (A download
+    /// publishes the blob before it leaves the map, so looking in the map, then the store,
+    /// then starting one can only start a second download if a whole one ran between the
+    /// first two looks.)
+    async fn download(&self, repo: &Repo, stream: &ImageStream, found: &InStream, digest: &Digest) -> Result<Option<Download>> {
         if let Some(download) = self.inner.mirrors.find(digest) {
             return Ok(Some(download));
         }
         if self.inner.blobs.size(digest).await?.is_some() {
             return Ok(None);
         }
-        let session = self.session_for(repo, stream, image).await?;
-        let expected = image.docker_image_layers.iter().find(|l| l.name == digest.as_str()).map(|l| l.size as u64);
+        let session = self.session_for(repo, stream, found).await?;
+        // A blob is never taken longer than the manifest says it is (a config, which the
+        // Image does not size, no longer than a config may be).
+        let expected = found.image.docker_image_layers.iter().find(|l| l.name == digest.as_str()).map(|l| l.size.max(0) as u64);
+        let limit = expected.unwrap_or(self.inner.upstream.settings().max_config_bytes as u64);
         let blobs = self.inner.blobs.clone();
         let mirrors = self.inner.mirrors.clone();
-        mirrors.start(digest, blobs, session, expected).await.map(Some)
+        mirrors.start(digest, blobs, session, expected, limit).await.map(Some)
     }
 
-    /// A session for the registry `image` was imported from, with the namespace's pull
-    /// secrets. Images pushed to berth have nowhere else to come from.
-    async fn session_for(&self, repo: &Repo, stream: &ImageStream, image: &Image) -> Result<Arc<Session>> {
-        let gone = || {
-            RegistryError::new(
-                Code::BlobUnknown,
-                format!("berth has neither the blobs of image {} nor another registry to pull them from", image.metadata.name),
-            )
-        };
-        let reference = ImageReference::parse(&image.docker_image_reference).map_err(|_| gone())?;
+    /// A session for a registry the stream's own history imported the image from, with
+    /// the namespace's pull secrets: the newest of those pull specs whose registry the
+    /// server allows (`import.allowedRegistries`). Never the registry another namespace
+    /// named for the same digest, and never berth itself.
+    async fn session_for(&self, repo: &Repo, stream: &ImageStream, found: &InStream) -> Result<Arc<Session>> {
         let config = self.catalog().config();
-        if reference.registry == config.registry_hostname || config.public_registry_hostnames.contains(&reference.registry) {
-            return Err(gone());
-        }
         let settings = self.inner.upstream.settings();
-        let insecure = settings.is_insecure(&reference.registry)
-            || stream.spec.tags.iter().any(|t| t.import_policy.insecure)
-            || stream.metadata.annotations.get("openshift.io/image.insecureRepository").is_some_and(|v| v == "true");
+        let mut refused = Vec::new();
+        let mut chosen = None;
+        for pull_spec in &found.sources {
+            let Ok(reference) = ImageReference::parse(pull_spec) else {
+                continue;
+            };
+            if reference.registry == config.registry_hostname || config.public_registry_hostnames.contains(&reference.registry) {
+                continue;
+            }
+            let insecure = settings.is_insecure(&reference.registry)
+                || stream.spec.tags.iter().any(|t| t.import_policy.insecure)
+                || stream.metadata.annotations.get("openshift.io/image.insecureRepository").is_some_and(|v| v == "true");
+            if settings.is_allowed(&reference.registry, insecure) {
+                chosen = Some((reference, insecure));
+                break;
+            }
+            refused.push(reference.registry.clone());
+        }
+        let Some((reference, insecure)) = chosen else {
+            let why = if refused.is_empty() {
+                "nor another registry its image stream imported it from".to_string()
+            } else {
+                format!("and the server does not allow pulling through from {} (import.allowedRegistries)", refused.join(", "))
+            };
+            return Err(RegistryError::new(
+                Code::BlobUnknown,
+                format!("berth has not stored the blobs of image {} {why}", found.image.metadata.name),
+            ));
+        };
         let repository = Repository::of(&reference, insecure);
         let namespace = repo.namespace.clone();
         let keyring = self.blocking(move |catalog| catalog.pull_keyring(&namespace).map_err(Into::into)).await?;
@@ -154,20 +199,40 @@ impl Registry {
     }
 }
 
-/// Checks a requested byte range (`start`, inclusive `end`) against the size.
-fn clamp((start, end): (u64, Option<u64>), size: Option<u64>) -> Result<Range<u64>> {
-    let invalid =
-        || RegistryError::new(Code::BlobUnknown, format!("the range starting at byte {start} is outside the blob")).with_status(416);
-    let end_exclusive = match (end, size) {
-        (Some(end), Some(size)) => (end + 1).min(size),
-        (Some(end), None) => end + 1,
-        (None, Some(size)) => size,
-        (None, None) => u64::MAX,
-    };
-    if size.is_some_and(|size| start >= size) || end.is_some_and(|end| end < start) {
-        return Err(invalid());
+/// A `Range` a client asked for, resolved against the blob's size once that is known.
+#[derive(Clone, Debug)]
+pub enum RangeRequest {
+    Bytes(http_range_header::ParsedRanges),
+    /// A `bytes=` range that does not parse.
+    Malformed(String),
+}
+
+impl RangeRequest {
+    /// The request's `Range` header: `None` when it asks for no byte range (another unit
+    /// is ignored, as RFC 9110 says).
+    pub fn parse(text: &str) -> Option<RangeRequest> {
+        if !text.trim_start().starts_with("bytes=") {
+            return None;
+        }
+        Some(match http_range_header::parse_range_header(text.trim()) {
+            Ok(ranges) => RangeRequest::Bytes(ranges),
+            Err(_) => RangeRequest::Malformed(text.to_string()),
+        })
     }
-    Ok(start..end_exclusive)
+
+    /// The bytes to send of a blob of `size` bytes: `None` for the whole blob (several
+    /// ranges are answered with the whole of it, which RFC 9110 allows).
+    pub fn resolve(&self, size: u64) -> Result<Option<Range<u64>>> {
+        let unsatisfiable = |why: String| RegistryError::new(Code::RangeNotSatisfiable { size }, why);
+        match self {
+            RangeRequest::Malformed(text) => Err(unsatisfiable(format!("the Range {text:?} is not bytes=START-[END] or bytes=-SUFFIX"))),
+            RangeRequest::Bytes(ranges) => match ranges.validate(size) {
+                Ok(ranges) if ranges.len() == 1 => Ok(Some(*ranges[0].start()..ranges[0].end() + 1)),
+                Ok(_) => Ok(None),
+                Err(_) => Err(unsatisfiable(format!("the blob has {size} bytes: the range asked for is outside it"))),
+            },
+        }
+    }
 }
 
 impl Mirrors {
@@ -176,7 +241,9 @@ impl Mirrors {
     }
 
     /// Starts downloading `digest` unless a download already runs (then joins it).
-    async fn start(&self, digest: &Digest, blobs: BlobStore, session: Arc<Session>, expected: Option<u64>) -> Result<Download> {
+    /// `expected` is the blob's size as the manifest gives it; no more than `limit` bytes
+    /// are taken.
+    async fn start(&self, digest: &Digest, blobs: BlobStore, session: Arc<Session>, expected: Option<u64>, limit: u64) -> Result<Download> {
         let file = blobs.mirror_file();
         tokio::fs::File::create(&file)
             .await
@@ -193,7 +260,7 @@ impl Mirrors {
         }
         let (mirrors, digest) = (self.clone(), digest.clone());
         tokio::spawn(async move {
-            let result = fetch(&blobs, &session, &digest, &file, expected, &sender).await;
+            let result = fetch(&blobs, &session, &digest, &file, (expected, limit), &sender).await;
             match result {
                 Ok(size) => {
                     tracing::info!(%digest, size, registry = %session.repository().name(), "mirrored a blob");
@@ -212,17 +279,27 @@ impl Mirrors {
 }
 
 /// Downloads a blob into `file`, telling followers how far it got, checks its digest and
-/// publishes it. Returns its size.
+/// publishes it. Returns its size. No more than `limit` bytes are read, whatever the
+/// registry sends.
 async fn fetch(
     blobs: &BlobStore,
     session: &Session,
     digest: &Digest,
     file: &std::path::Path,
-    expected: Option<u64>,
+    (expected, limit): (Option<u64>, u64),
     progress: &watch::Sender<State>,
 ) -> Result<u64> {
     let io = |err: std::io::Error| RegistryError::new(Code::Unavailable, format!("mirroring blob {digest}: {err}"));
+    let too_long = || {
+        RegistryError::new(
+            Code::Unavailable,
+            format!("{} sends more than the {limit} bytes blob {digest} has: nothing was kept", session.repository().name()),
+        )
+    };
     let (announced, mut body) = session.open_blob(digest).await?;
+    if announced.is_some_and(|announced| announced > limit) {
+        return Err(too_long());
+    }
     let size = announced.or(expected);
     progress.send_replace(State::Receiving { size, written: 0 });
     let mut out = tokio::fs::OpenOptions::new().write(true).open(file).await.map_err(io)?;
@@ -233,6 +310,9 @@ async fn fetch(
         let chunk = body.next().await.transpose().map_err(io)?;
         let end = chunk.is_none();
         if let Some(chunk) = chunk {
+            if written + (buffer.len() + chunk.len()) as u64 > limit {
+                return Err(too_long());
+            }
             hasher.update(&chunk);
             buffer.extend_from_slice(&chunk);
         }
@@ -273,7 +353,7 @@ async fn fetch(
 
 /// Serves a download to one client: waits until the size is known (or the download
 /// failed), then streams the file as it grows.
-async fn follow(download: Download, range: Option<(u64, Option<u64>)>, head: bool) -> Result<BlobContent> {
+async fn follow(download: Download, range: Option<&RangeRequest>, head: bool) -> Result<BlobContent> {
     let mut state = download.state.clone();
     let size = loop {
         let current = state.borrow_and_update().clone();
@@ -287,9 +367,11 @@ async fn follow(download: Download, range: Option<(u64, Option<u64>)>, head: boo
             return Err(RegistryError::new(Code::Unavailable, "the pull-through download stopped"));
         }
     };
-    let range = match range {
-        None => None,
-        Some(asked) => Some(clamp(asked, size)?),
+    // A range needs the size; a blob whose size neither its registry nor its manifest
+    // gives is sent whole.
+    let range = match (range, size) {
+        (Some(asked), Some(size)) => asked.resolve(size)?,
+        _ => None,
     };
     if head {
         return Ok(BlobContent { size, range, body: None });
@@ -298,7 +380,7 @@ async fn follow(download: Download, range: Option<(u64, Option<u64>)>, head: boo
         .await
         .map_err(|err| RegistryError::new(Code::Unknown, format!("opening the mirror file: {err}")))?;
     let start = range.as_ref().map_or(0, |r| r.start);
-    let end = range.as_ref().map(|r| r.end).filter(|end| *end != u64::MAX);
+    let end = range.as_ref().map(|r| r.end);
     if start > 0 {
         file.seek(SeekFrom::Start(start)).await.map_err(|err| RegistryError::new(Code::Unknown, err.to_string()))?;
     }

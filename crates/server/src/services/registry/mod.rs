@@ -30,7 +30,7 @@ use crate::services::{Caller, Catalog};
 pub use auth::{Credential, RegistryTokenIssued};
 pub use content::{ManifestContent, Page, PushedManifest};
 pub use error::{Code, RegistryError};
-pub use mirror::BlobContent;
+pub use mirror::{BlobContent, RangeRequest};
 
 pub type Result<T, E = RegistryError> = std::result::Result<T, E>;
 
@@ -153,7 +153,7 @@ impl Reference {
                 .map_err(|err| RegistryError::new(Code::DigestInvalid, format!("invalid digest {text:?}: {err}")));
         }
         berth_model::names::check_tag("", text)
-            .map_err(|err| RegistryError::new(Code::ManifestInvalid, format!("invalid tag {text:?}: {}", err.message)).with_status(400))?;
+            .map_err(|err| RegistryError::new(Code::ManifestInvalid, format!("invalid tag {text:?}: {}", err.message)))?;
         Ok(Reference::Tag(text.to_string()))
     }
 }

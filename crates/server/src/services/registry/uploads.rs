@@ -60,7 +60,9 @@ impl Registry {
         }
         let visible = self.inner.blobs.is_linked(&source.name(), digest).await?
             || match self.find_stream(&source)? {
-                Some(stream) => self.in_stream(digest, &stream).await?.is_some(),
+                Some(stream) => {
+                    self.in_stream(digest, &stream).await?.is_some() && !self.inner.blobs.is_unlinked(&source.name(), digest).await?
+                }
                 None => false,
             };
         if visible {

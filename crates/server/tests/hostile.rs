@@ -1,0 +1,174 @@
+//! Tenants who may be hostile: whatever one namespace writes (an upload, an image
+//! mapping, a subscription URL) must not change what another namespace pulls, nor reach a
+//! host the server does not allow. Each test is an attack as a tenant would try it from
+//! outside, over HTTP, against the real server and real registries.
+
+mod common;
+
+use berth_testkit::{Auth, DistributionRegistry, Format, TestImage, digest_of};
+use common::{IMAGE_API, TestApp, blocking, istag_path};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+fn request(app: &TestApp, token: &str, method: Method, path: &str) -> reqwest::RequestBuilder {
+    reqwest::Client::new().request(method, format!("{}{path}", app.base)).bearer_auth(token)
+}
+
+async fn sha256_of_blob(app: &TestApp, token: &str, repository: &str, digest: &str) -> (StatusCode, String) {
+    let response = request(app, token, Method::GET, &format!("/v2/{repository}/blobs/{digest}")).send().await.unwrap();
+    let status = response.status();
+    (status, digest_of(&response.bytes().await.unwrap()))
+}
+
+/// Two concurrent 1 MiB PATCHes at offset 0 of one upload and a racing PUT naming the
+/// first one's digest, many times over: whatever is accepted, every blob berth serves
+/// (to the attacker's namespace and to another that pushes the true bytes) hashes to its
+/// digest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_chunks_of_one_upload_cannot_store_other_bytes_under_a_digest() {
+    let app = TestApp::start().await;
+    app.namespace("evil").await;
+    app.namespace("victim").await;
+    let evil = app.token("evil", "edit", &["evil"]).await;
+    let victim = app.token("victim", "edit", &["victim"]).await;
+    let mut both_accepted = 0;
+    for round in 0..50u8 {
+        let first = vec![round; 1 << 20];
+        let second = vec![round.wrapping_add(128); 1 << 20];
+        let target = digest_of(&first);
+        let started = request(&app, &evil, Method::POST, "/v2/evil/race/blobs/uploads/").send().await.unwrap();
+        assert_eq!(started.status(), StatusCode::ACCEPTED);
+        let location = started.headers()["location"].to_str().unwrap().to_string();
+        let patch = |bytes: Vec<u8>| {
+            request(&app, &evil, Method::PATCH, &location).header("content-range", format!("0-{}", (1 << 20) - 1)).body(bytes).send()
+        };
+        let put = request(&app, &evil, Method::PUT, &format!("{location}?digest={target}")).send();
+        let (one, two, finished) = tokio::join!(patch(first.clone()), patch(second.clone()), put);
+        let (one, two) = (one.unwrap().status(), two.unwrap().status());
+        if one == StatusCode::ACCEPTED && two == StatusCode::ACCEPTED {
+            both_accepted += 1;
+        }
+        let finished = finished.unwrap().status();
+        if finished != StatusCode::CREATED {
+            // The PUT came first or after the wrong chunk: finish again, as a client would.
+            request(&app, &evil, Method::PUT, &format!("{location}?digest={target}")).send().await.unwrap();
+        }
+        // Whatever evil's repository serves under the digest is the bytes of the digest.
+        let (status, served) = sha256_of_blob(&app, &evil, "evil/race", &target).await;
+        if status == StatusCode::OK {
+            assert_eq!(served, target, "round {round}: evil's repository serves other bytes under {target}");
+        }
+        // Another namespace pushes the true bytes and gets exactly them back.
+        let pushed = request(&app, &victim, Method::POST, &format!("/v2/victim/base/blobs/uploads/?digest={target}"))
+            .body(first.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(pushed.status(), StatusCode::CREATED);
+        let (status, served) = sha256_of_blob(&app, &victim, "victim/base", &target).await;
+        assert_eq!((status, served), (StatusCode::OK, target.clone()), "round {round}: the victim is served poisoned bytes");
+    }
+    assert_eq!(both_accepted, 0, "two chunks were accepted at the same offset of one upload");
+    app.stop().await;
+}
+
+/// An ImageStreamMapping as a tenant writes it: the digest of a public image, a pull spec
+/// on a host the tenant chose, and the layers and metadata the tenant wants others to see.
+fn poisoned_mapping(image: &TestImage, host: &str, with_manifest: bool) -> Value {
+    let mut mapped = json!({
+        "metadata": {"name": image.digest(), "labels": {"scanner.example.com/approved": "true"}},
+        "dockerImageReference": format!("{host}/evil/copy@{}", image.digest()),
+        "dockerImageLayers": [{"name": digest_of(b"evil layer"), "size": 1, "mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip"}],
+        "dockerImageMetadata": {"Config": {"Env": ["EVIL=1"], "Labels": {"scanner.example.com/approved": "true"}}},
+    });
+    if with_manifest {
+        mapped["dockerImageManifest"] = json!(String::from_utf8(image.manifest_bytes()).unwrap());
+        mapped["dockerImageManifestMediaType"] = json!(image.format.manifest_media_type());
+    }
+    json!({"kind": "ImageStreamMapping", "apiVersion": "image.openshift.io/v1", "metadata": {"name": "copy"}, "tag": "latest", "image": mapped})
+}
+
+/// A tenant maps the digest of a public image with its own metadata and a host of its
+/// choosing. berth reads the image itself (from that host, which must serve the true
+/// bytes), so the tenant's metadata never reaches the Image; and another namespace that
+/// imports the same image from its own registry pulls its blobs from there, never from
+/// the tenant's host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_mapping_cannot_poison_an_image_or_steer_another_namespace_s_pulls() {
+    let app = TestApp::start().await;
+    app.namespace("evil").await;
+    app.namespace("victim").await;
+    let evil = app.token("evil", "edit", &["evil"]).await;
+    let victim = app.token("victim", "edit", &["victim"]).await;
+    let (upstream, evil_host) =
+        blocking(|| (DistributionRegistry::start(Auth::Open).unwrap(), DistributionRegistry::start(Auth::Open).unwrap()));
+    let image = TestImage::new(Format::Docker, 90, 2, 32 * 1024, "amd64");
+    blocking(|| upstream.push("library/base", Some("1"), &image).unwrap());
+    let mappings = format!("{IMAGE_API}/namespaces/evil/imagestreammappings");
+
+    // The evil host does not have the image: the mapping is refused and nothing is stored.
+    let before = app.revision().await;
+    for with_manifest in [false, true] {
+        let (status, reply) =
+            app.send(&evil, Method::POST, &mappings, Some(&poisoned_mapping(&image, &evil_host.host(), with_manifest))).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{reply}");
+        assert!(reply["message"].as_str().unwrap().contains("berth reads the image a mapping names itself"), "{reply}");
+    }
+    assert_eq!(app.revision().await, before, "a refused mapping stores nothing");
+
+    // Now it does (a copy of the public image): the mapping is taken, with the true metadata.
+    blocking(|| evil_host.push("evil/copy", None, &image).unwrap());
+    let (status, reply) = app.send(&evil, Method::POST, &mappings, Some(&poisoned_mapping(&image, &evil_host.host(), false))).await;
+    assert_eq!(status, StatusCode::CREATED, "{reply}");
+    let (_, stored) = app.get(&format!("{IMAGE_API}/images/{}", image.digest())).await;
+    assert_eq!(stored["metadata"]["labels"], Value::Null, "no label a tenant wrote: {stored}");
+    assert_eq!(stored["dockerImageMetadata"]["Config"]["Labels"], json!({"seed": "90"}));
+    assert!(!stored["dockerImageMetadata"]["Config"]["Env"].to_string().contains("EVIL"));
+    assert_eq!(stored["dockerImageLayers"].as_array().unwrap().len(), 2);
+
+    // The victim imports the image from its own registry: berth already knows the digest.
+    let body = json!({"kind": "ImageStreamTag", "apiVersion": "image.openshift.io/v1", "metadata": {"name": "base:1"},
+        "tag": {"from": {"kind": "DockerImage", "name": upstream.pull_spec("library/base", "1")}}});
+    let (status, reply) = app.send(&victim, Method::PUT, &istag_path("victim", "base:1"), Some(&body)).await;
+    assert!(status.is_success(), "{reply}");
+    let istag = app.settled_tag("victim", "base:1").await;
+    assert_eq!(istag["image"]["metadata"]["name"], image.digest());
+    assert_eq!(istag["image"]["dockerImageMetadata"]["Config"]["Labels"], json!({"seed": "90"}));
+    assert!(!istag["image"]["dockerImageMetadata"]["Config"]["Env"].to_string().contains("EVIL"), "{istag}");
+
+    // The victim's pull through berth fetches the layers from the victim's registry only.
+    let evil_log_before = blocking(|| evil_host.log());
+    for layer in &image.layers {
+        let (status, served) = sha256_of_blob(&app, &victim, "victim/base", &digest_of(layer)).await;
+        assert_eq!((status, served), (StatusCode::OK, digest_of(layer)));
+    }
+    let evil_log = blocking(|| evil_host.log());
+    let asked_since = &evil_log[evil_log_before.len()..];
+    assert!(!asked_since.contains("/blobs/"), "berth fetched blobs from the tenant's host for another namespace:\n{asked_since}");
+    let upstream_log = blocking(|| upstream.log());
+    for layer in &image.layers {
+        assert!(upstream_log.contains(&format!("GET /v2/library/base/blobs/{}", digest_of(layer))), "{upstream_log}");
+    }
+    app.stop().await;
+}
+
+/// A stream's history may name any registry (a cluster admin can map anything), but a
+/// pull through berth goes only to registries `import.allowedRegistries` allows, and then
+/// without asking anything of the refused one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_through_reaches_only_allowed_registries() {
+    let app = TestApp::start().await;
+    app.namespace("team").await;
+    let digest = app.map("team", "app", "v1", "outside").await;
+    let layer = common::sha256("outside");
+    let requests = app.upstream_requests();
+    let response = request(&app, &app.admin, Method::GET, &format!("/v2/team/app/blobs/{layer}")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["errors"][0]["code"], "BLOB_UNKNOWN");
+    let message = body["errors"][0]["message"].as_str().unwrap();
+    assert!(message.contains("registry.example.com") && message.contains("import.allowedRegistries"), "{message}");
+    assert_eq!(app.upstream_requests(), requests, "nothing was asked of a registry the server does not allow");
+    assert!(!digest.is_empty());
+    app.stop().await;
+}
