@@ -94,6 +94,7 @@ breakdown() {
 # (limits per registry: 500 requests/s, burst 500, 16 in flight) unless IMPORT_EXTRA says.
 cat >"$work/server.yml" <<EOF
 import:
+  allowedRegistries: ["127.0.0.1:*"]
   insecureRegistries: ["127.0.0.1:*"]
   maxImagesBulkImportedPerRepository: -1
   ${IMPORT_EXTRA:-}

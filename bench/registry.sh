@@ -104,7 +104,7 @@ start_registry origin
 start_registry proxy "$origin"
 port=$(free_port)
 berth=127.0.0.1:$port
-printf 'import:\n  insecureRegistries: ["127.0.0.1:*"]\n' >"$work/server.yml"
+printf 'import:\n  allowedRegistries: ["127.0.0.1:*"]\n  insecureRegistries: ["127.0.0.1:*"]\n' >"$work/server.yml"
 target/release/berth serve --data-dir "$work/berth" --listen "$berth" --no-client-config --server-config "$work/server.yml" \
   2>"$work/berth.log" &
 berth_pid=$!

@@ -237,7 +237,8 @@ impl Berth {
         ensure!(binary.exists(), "{} does not exist: build it with cargo build --release -p berth-cli", binary.display());
         let dir = tempfile::Builder::new().prefix("berth-bench-notify-").tempdir()?;
         let config = format!(
-            "import:\n  insecureRegistries: [\"127.0.0.1:*\"]\n\
+            "import:\n  allowedRegistries: [\"127.0.0.1:*\"]\n  insecureRegistries: [\"127.0.0.1:*\"]\n\
+             notifications:\n  allowedHosts: [\"127.0.0.1:*\"]\n\
              webhooks:\n- name: registry\n  format: distribution\n  registry: \"{registry}\"\n  token: \"{WEBHOOK_TOKEN}\"\n"
         );
         fs::write(dir.path().join("server.yml"), config)?;

@@ -327,7 +327,7 @@ fn errors_say_what_to_do_next() {
 }
 
 /// A subscription to two kinds of change of `app:latest`, signed with the key in the
-/// Opaque Secret `hook-key`. Port 9 (discard) takes nothing: no tag changes, so no
+/// Opaque Secret `hook-key`. No tag changes, so no
 /// delivery is attempted in the test.
 const SUBSCRIPTION: &str = r#"
 apiVersion: berth.dev/v1
@@ -335,7 +335,7 @@ kind: Subscription
 metadata:
   name: hooks
 spec:
-  url: http://127.0.0.1:9/hook
+  url: https://ci.example.com/hook
   events: [TagCreated, TagMoved]
   streams: [app]
   tags: ["app:latest"]
@@ -366,7 +366,7 @@ fn subscriptions_are_applied_listed_and_described_and_scheduled_imports_listed()
     let header: Vec<&str> = lines[0].split("  ").map(str::trim).filter(|c| !c.is_empty()).collect();
     assert_eq!(header, ["NAME", "URL", "EVENTS", "DELIVERED", "BACKLOG", "LAST DELIVERED"], "{table}");
     let row: Vec<&str> = lines[1].split_whitespace().collect();
-    assert_eq!(row, ["hooks", "http://127.0.0.1:9/hook", "TagCreated,TagMoved", "0", "0", "<none>"], "{table}");
+    assert_eq!(row, ["hooks", "https://ci.example.com/hook", "TagCreated,TagMoved", "0", "0", "<none>"], "{table}");
     let wide = berth.ok(&["get", "sub", "-A", "-o", "wide"]);
     assert!(wide.starts_with("NAMESPACE  NAME") && wide.lines().next().unwrap().ends_with("LAST ERROR"), "{wide}");
     assert!(wide.lines().nth(1).is_some_and(|l| l.starts_with("team       hooks")), "{wide}");
@@ -375,7 +375,7 @@ fn subscriptions_are_applied_listed_and_described_and_scheduled_imports_listed()
     let described = berth.ok(&["describe", "subscription", "hooks", "-n", "team"]);
     for line in [
         "Name:               hooks\n",
-        "URL:                http://127.0.0.1:9/hook\n",
+        "URL:                https://ci.example.com/hook\n",
         "Events:             TagCreated, TagMoved\n",
         "Streams:            app\n",
         "Tags:               app:latest\n",

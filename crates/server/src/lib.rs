@@ -2,11 +2,11 @@
 //! ([`http`]), plus start-up ([`serve`]).
 
 pub mod http;
+pub mod registry_events;
 pub mod serve;
 pub mod services;
-pub mod webhooks;
 
 pub use berth_upstream::ImportSettings;
 pub use serve::{ClientConfig, ServeConfig, ServerFile, Started, run, start};
-pub use services::notify::DeliverySettings;
+pub use services::delivery::DeliverySettings;
 pub use services::registry::RegistrySettings;

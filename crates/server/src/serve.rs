@@ -15,13 +15,13 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::http::{App, router};
+use crate::services::delivery::{Deliverer, DeliverySettings, NotificationSettings};
 use crate::services::import::Importer;
-use crate::services::notify::{DeliverySettings, Notifier};
 use crate::services::registry::{Registry, RegistrySettings};
 use crate::services::{Catalog, CatalogConfig};
 use berth_upstream::{ImportSettings, Upstream};
 
-use crate::webhooks::WebhookEndpoint;
+use crate::registry_events::WebhookEndpoint;
 
 /// Everything `berth serve` is told at start-up.
 #[derive(Clone, Debug)]
@@ -60,6 +60,9 @@ pub struct ServerFile {
     /// berth's own registry: limits and token lifetime.
     #[serde(default)]
     pub registry: RegistrySettings,
+    /// Notifications out: the hosts subscriptions may send to.
+    #[serde(default)]
+    pub notifications: NotificationSettings,
 }
 
 impl ServerFile {
@@ -161,6 +164,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Started> {
         CatalogConfig {
             registry_hostname: config.registry_hostname.clone().unwrap_or_else(|| addr.to_string()),
             public_registry_hostnames: config.public_registry_hostnames.clone(),
+            subscription_hosts: berth_upstream::HostPolicy::new(&config.delivery.allowed_hosts, "notifications.allowedHosts"),
         },
     );
     let admin_token = tokio::task::spawn_blocking({
@@ -190,7 +194,9 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Started> {
     let importer = Importer::new(catalog.clone(), upstream.clone());
     tokio::spawn(importer.clone().run_controller(stopping_seen.clone()));
     tokio::spawn(importer.clone().run_scheduler(stopping_seen.clone()));
-    tokio::spawn(Notifier::new(catalog.clone(), config.delivery.clone()).run(stopping_seen.clone()));
+    let deliverer =
+        Deliverer::new(catalog.clone(), config.delivery.clone()).map_err(|err| anyhow::anyhow!("notification settings: {err}"))?;
+    tokio::spawn(deliverer.run(stopping_seen.clone()));
     let blobs = berth_store::BlobStore::open_local(&config.data_dir.join("blobs"), config.synchronous == Synchronous::Full)
         .with_context(|| format!("opening blob storage in {}", config.data_dir.join("blobs").display()))?;
     let registry = Registry::new(catalog.clone(), blobs, upstream.clone(), config.registry.clone(), registry_key(&config.data_dir)?);
@@ -300,7 +306,7 @@ mod tests {
         let readme = include_str!("../../../README.md");
         let mut documented = String::new();
         for block in readme.split("```yaml\n").skip(1).filter_map(|b| b.split("```").next()) {
-            if block.starts_with("import:") || block.starts_with("webhooks:\n-") || block.starts_with("registry:") {
+            if ["import:", "webhooks:\n-", "registry:", "notifications:"].iter().any(|section| block.starts_with(section)) {
                 documented.push_str(&block.replace("webhooks: []", ""));
             }
         }
@@ -311,6 +317,7 @@ mod tests {
         let file = ServerFile::load(&path).unwrap();
         assert_eq!(file.import, ImportSettings::default(), "the README lists the defaults");
         assert_eq!(file.registry, RegistrySettings::default(), "the README lists the registry's defaults");
+        assert_eq!(file.notifications, NotificationSettings::default(), "the README lists the notification defaults");
         assert_eq!(file.webhooks.len(), 2);
     }
 }

@@ -142,13 +142,22 @@ async fn a_tenant_mapping_cannot_poison_an_image_or_steer_another_namespace_s_pu
         let (status, served) = sha256_of_blob(&app, &victim, "victim/base", &digest_of(layer)).await;
         assert_eq!((status, served), (StatusCode::OK, digest_of(layer)));
     }
+    // The registry writes its access line after the response: give it a moment.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let upstream_log = blocking(|| upstream.log());
+        let fetched = image.layers.iter().all(|layer| upstream_log.contains(&format!("GET /v2/library/base/blobs/{}", digest_of(layer))));
+        if fetched {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the layers did not come from the victim's registry:\n{upstream_log}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // Read once the victim's registry has logged its part, so that a request to the
+    // tenant's host made during the pull would be in its log too.
     let evil_log = blocking(|| evil_host.log());
     let asked_since = &evil_log[evil_log_before.len()..];
     assert!(!asked_since.contains("/blobs/"), "berth fetched blobs from the tenant's host for another namespace:\n{asked_since}");
-    let upstream_log = blocking(|| upstream.log());
-    for layer in &image.layers {
-        assert!(upstream_log.contains(&format!("GET /v2/library/base/blobs/{}", digest_of(layer))), "{upstream_log}");
-    }
     app.stop().await;
 }
 
@@ -171,4 +180,106 @@ async fn pull_through_reaches_only_allowed_registries() {
     assert_eq!(app.upstream_requests(), requests, "nothing was asked of a registry the server does not allow");
     assert!(!digest.is_empty());
     app.stop().await;
+}
+
+/// A receiver on loopback that counts the POSTs it gets, answering `status` with
+/// `location` when given.
+async fn receiver(status: u16, location: Option<String>) -> (std::sync::Arc<std::sync::atomic::AtomicUsize>, std::net::SocketAddr) {
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = std::sync::Arc::clone(&hits);
+    let app = axum::Router::new().fallback(move || {
+        let (counted, location) = (std::sync::Arc::clone(&counted), location.clone());
+        async move {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let mut response = axum::response::Response::new(axum::body::Body::empty());
+            *response.status_mut() = axum::http::StatusCode::from_u16(status).unwrap();
+            if let Some(location) = location {
+                response.headers_mut().insert("location", location.parse().unwrap());
+            }
+            response
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (hits, addr)
+}
+
+fn subscription(name: &str, url: &str) -> Value {
+    json!({"apiVersion": "berth.dev/v1", "kind": "Subscription", "metadata": {"name": name}, "spec": {"url": url}})
+}
+
+/// Waits until the subscription's status names a delivery error, and returns it.
+async fn delivery_error(app: &TestApp, namespace: &str, name: &str) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (_, found) = app.get(&format!("/apis/berth.dev/v1/namespaces/{namespace}/subscriptions/{name}")).await;
+        if let Some(error) = found["status"]["lastError"].as_str().filter(|e| !e.is_empty()) {
+            return error.to_string();
+        }
+        assert!(std::time::Instant::now() < deadline, "no delivery error recorded: {found}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// By default (no `notifications.allowedHosts`) a subscription reaches public hosts
+/// only: a loopback URL is refused when written, a name that resolves to a private
+/// address is refused when delivered to, and nothing reaches either receiver.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_reach_private_addresses_only_when_the_server_lists_them() {
+    let app = TestApp::start_with(|config| config.delivery.allowed_hosts = Vec::new()).await;
+    app.namespace("team").await;
+    let editor = app.token("editor", "edit", &["team"]).await;
+    let (hits, addr) = receiver(204, None).await;
+    let subscriptions = "/apis/berth.dev/v1/namespaces/team/subscriptions";
+    for url in [
+        format!("http://{addr}/hook"),
+        format!("http://localhost:{}/hook", addr.port()),
+        "http://169.254.169.254/latest/meta-data".to_string(),
+        format!("http://[::1]:{}/", addr.port()),
+    ] {
+        let (status, reply) = app.send(&editor, Method::POST, subscriptions, Some(&subscription("direct", &url))).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{url}: {reply}");
+        let message = reply["message"].as_str().unwrap();
+        assert!(message.contains("spec.url") && message.contains("notifications.allowedHosts"), "{message}");
+    }
+    // A name that is not an address passes the check when written, but it resolves to
+    // this machine: berth refuses to connect, and says why in the subscription's status.
+    let host = hostname();
+    let resolved: Vec<std::net::SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), 80)).unwrap().collect();
+    assert!(
+        !resolved.is_empty() && resolved.iter().all(|a| !berth_upstream::hosts::is_public(a.ip())),
+        "this test needs the machine's name ({host}) to resolve to a non-public address, as it does on Debian: {resolved:?}"
+    );
+    let url = format!("http://{host}:{}/hook", addr.port());
+    let (status, reply) = app.send(&editor, Method::POST, subscriptions, Some(&subscription("by-name", &url))).await;
+    assert_eq!(status, StatusCode::CREATED, "{reply}");
+    app.map("team", "app", "v1", "first").await;
+    let error = delivery_error(&app, "team", "by-name").await;
+    assert!(error.contains("not a public address") && error.contains("notifications.allowedHosts"), "{error}");
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 0, "nothing reached the receiver");
+    app.stop().await;
+}
+
+/// A receiver that redirects is not followed: the redirect is the delivery's error and
+/// the place it points at gets nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirecting_receiver_is_not_followed() {
+    let app = TestApp::start().await;
+    app.namespace("team").await;
+    let (target_hits, target) = receiver(204, None).await;
+    let (redirect_hits, redirecting) = receiver(307, Some(format!("http://{target}/elsewhere"))).await;
+    let (status, reply) =
+        app.post("/apis/berth.dev/v1/namespaces/team/subscriptions", subscription("hooks", &format!("http://{redirecting}/hook"))).await;
+    assert_eq!(status, StatusCode::CREATED, "{reply}");
+    app.map("team", "app", "v1", "first").await;
+    let error = delivery_error(&app, "team", "hooks").await;
+    assert!(error.contains("307") && error.contains("does not follow redirects"), "{error}");
+    assert!(redirect_hits.load(std::sync::atomic::Ordering::SeqCst) >= 1);
+    assert_eq!(target_hits.load(std::sync::atomic::Ordering::SeqCst), 0, "the redirect was not followed");
+    app.stop().await;
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap().trim().to_string()
 }

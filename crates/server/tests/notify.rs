@@ -199,7 +199,7 @@ async fn nothing_is_lost_while_the_receiver_is_down_and_berth_restarts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_push_to_a_tracked_tag_reaches_the_subscriber_through_registry_notifications() {
-    use berth_server::webhooks::{WebhookEndpoint, WebhookFormat};
+    use berth_server::registry_events::{WebhookEndpoint, WebhookFormat};
     use berth_testkit::{Auth, DistributionRegistry, Format, Notifications, TestImage};
 
     // berth's address must be in the registry's config before either starts.

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use berth_server::webhooks::{WebhookEndpoint, WebhookFormat, signature};
+use berth_server::registry_events::{WebhookEndpoint, WebhookFormat, signature};
 use berth_testkit::{Auth, DistributionRegistry, Format, TestImage};
 use common::{IMAGE_API, TestApp, blocking, istag_path};
 use reqwest::StatusCode;

@@ -9,6 +9,8 @@
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
+
+use backon::{ExponentialBuilder, Retryable};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -27,6 +29,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::credentials::Credential;
 use crate::error::{ErrorKind, Result, UpstreamError};
+use crate::hosts::{HostPolicy, PolicyResolver};
 use crate::settings::ImportSettings;
 
 /// Talks to other registries on behalf of the whole server. Cheap to clone.
@@ -37,6 +40,8 @@ pub struct Upstream {
 
 struct Inner {
     settings: ImportSettings,
+    /// Which registries may be reached (`import.allowedRegistries`).
+    policy: Arc<HostPolicy>,
     verified: reqwest::Client,
     unverified: reqwest::Client,
     gates: Mutex<HashMap<String, Arc<Gate>>>,
@@ -97,7 +102,8 @@ pub struct FetchedManifest {
 impl Upstream {
     pub fn new(settings: ImportSettings) -> Result<Upstream, String> {
         settings.validate()?;
-        let mut verified = client_builder(&settings);
+        let policy = Arc::new(settings.registry_policy());
+        let mut verified = client_builder(&settings, &policy);
         for path in &settings.additional_trusted_ca {
             let pem = std::fs::read(path).map_err(|err| format!("import.additionalTrustedCA: reading {path}: {err}"))?;
             let certificates = reqwest::Certificate::from_pem_bundle(&pem)
@@ -107,13 +113,14 @@ impl Upstream {
             }
         }
         let verified = verified.build().map_err(|err| format!("building the HTTP client: {err}"))?;
-        let unverified = client_builder(&settings)
+        let unverified = client_builder(&settings, &policy)
             .danger_accept_invalid_certs(true)
             .build()
             .map_err(|err| format!("building the HTTP client: {err}"))?;
         Ok(Upstream {
             inner: Arc::new(Inner {
                 settings,
+                policy,
                 verified,
                 unverified,
                 gates: Mutex::default(),
@@ -125,6 +132,19 @@ impl Upstream {
 
     pub fn settings(&self) -> &ImportSettings {
         &self.inner.settings
+    }
+
+    /// Whether berth may import and pull through from `registry` (as a reference names
+    /// it), and if not, why, in words for the user.
+    pub fn allows(&self, registry: &str, insecure: bool) -> Result<(), UpstreamError> {
+        let registry = if registry.is_empty() { "docker.io" } else { registry };
+        let default_port = if insecure || self.inner.settings.is_insecure(registry) { 80 } else { 443 };
+        self.inner.policy.check(registry, default_port).map_err(|refusal| {
+            UpstreamError::new(
+                ErrorKind::Forbidden,
+                format!("importing from {}; or import from an allowed registry", self.inner.policy.explain(registry, &refusal)),
+            )
+        })
     }
 
     /// How many HTTP requests berth has sent to registries (for tests and benchmarks).
@@ -160,6 +180,9 @@ impl Upstream {
         authorization: Option<&HeaderValue>,
         timeout: Option<Duration>,
     ) -> Result<(reqwest::Response, OwnedSemaphorePermit)> {
+        // The one place every registry request passes: nothing reaches a registry the
+        // server does not allow.
+        self.allows(&repository.registry, repository.insecure)?;
         let gate = self.gate(&repository.endpoint);
         let permit = Arc::clone(&gate.permits).acquire_owned().await.expect("gates are never closed");
         if let Some(limiter) = &gate.limiter {
@@ -203,12 +226,27 @@ impl Upstream {
     }
 }
 
-fn client_builder(settings: &ImportSettings) -> reqwest::ClientBuilder {
+/// Registries redirect blob downloads to storage (S3, a CDN), so redirects are followed,
+/// each to an address the policy allows: names are resolved by the policy's resolver,
+/// and a literal address must be one a registry could have.
+fn client_builder(settings: &ImportSettings, policy: &Arc<HostPolicy>) -> reqwest::ClientBuilder {
+    let redirects = Arc::clone(policy);
     reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(settings.connect_timeout_seconds))
         .timeout(settings.request_timeout())
         .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")))
-        .redirect(reqwest::redirect::Policy::limited(5))
+        .dns_resolver(Arc::new(PolicyResolver::new(Arc::clone(policy))))
+        .redirect(reqwest::redirect::Policy::custom(move |attempt| {
+            let refused = attempt.url().host_str().and_then(|host| redirects.check_address(host).err());
+            match refused {
+                Some(refusal) => {
+                    let message = redirects.explain(attempt.url().host_str().unwrap_or_default(), &refusal);
+                    attempt.error(message)
+                }
+                None if attempt.previous().len() >= 5 => attempt.error("too many redirects"),
+                None => attempt.follow(),
+            }
+        }))
 }
 
 fn transport_error(repository: &Repository, err: &reqwest::Error) -> UpstreamError {
@@ -378,39 +416,39 @@ impl Session {
     }
 
     /// Runs `attempt` until it succeeds, fails for good, or the retries are used up,
-    /// waiting between tries with backoff and jitter or as `Retry-After` asks.
-    async fn retrying<T, F, Fut>(&self, mut attempt: F) -> Result<T>
+    /// waiting between tries with exponential backoff and jitter, or as `Retry-After`
+    /// asks (up to `import.maxRetryAfterSeconds`: a longer wait fails at once).
+    async fn retrying<T, F, Fut>(&self, attempt: F) -> Result<T>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, Failure>>,
     {
         let settings = &self.upstream.inner.settings;
-        let mut tries = 0;
-        loop {
-            let failure = match attempt().await {
-                Ok(value) => return Ok(value),
-                Err(failure) => failure,
-            };
-            if !failure.error.is_transient() || tries >= settings.retries {
-                return Err(failure.error);
-            }
-            let backoff = Duration::from_millis(settings.retry_base_millis.saturating_mul(1 << tries.min(16)));
-            let jitter = Duration::from_millis(rand::random_range(0..=settings.retry_base_millis.max(1)));
-            let wait = failure.retry_after.unwrap_or(backoff + jitter);
-            if wait > Duration::from_secs(settings.max_retry_after_seconds) {
-                return Err(UpstreamError::new(
+        let longest = Duration::from_secs(settings.max_retry_after_seconds);
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(settings.retry_base_millis))
+            .with_max_delay(longest)
+            .with_jitter()
+            .with_max_times(settings.retries as usize);
+        attempt
+            .retry(backoff)
+            .when(|failure: &Failure| failure.error.is_transient() && failure.retry_after.is_none_or(|wait| wait <= longest))
+            .adjust(|failure: &Failure, backoff| backoff.map(|backoff| failure.retry_after.unwrap_or(backoff)))
+            .notify(|failure: &Failure, wait: Duration| {
+                tracing::debug!(registry = %self.repository.endpoint, wait_ms = wait.as_millis() as u64, error = %failure.error, "retrying");
+            })
+            .await
+            .map_err(|failure| match failure.retry_after.filter(|wait| *wait > longest) {
+                Some(wait) => UpstreamError::new(
                     failure.error.kind,
                     format!(
                         "{} (the registry asks to wait {} s, longer than import.maxRetryAfterSeconds)",
                         failure.error.message,
                         wait.as_secs()
                     ),
-                ));
-            }
-            tracing::debug!(registry = %self.repository.endpoint, attempt = tries, wait_ms = wait.as_millis() as u64, error = %failure.error, "retrying");
-            tokio::time::sleep(wait).await;
-            tries += 1;
-        }
+                ),
+                None => failure.error,
+            })
     }
 
     /// One try up to the response headers: authorization challenges are answered here
@@ -439,7 +477,7 @@ impl Session {
             }
             if !status.is_success() {
                 let retry_after = retry_after(response.headers());
-                let body = response.bytes().await.unwrap_or_default();
+                let body = read_capped(response, MAX_ERROR_BODY).await;
                 drop(permit);
                 return Err(self.status_failure(status, &body, retry_after, what));
             }
@@ -519,7 +557,7 @@ impl Session {
     }
 
     /// Gets a bearer token from the challenge's realm, with `credential` (or anonymously).
-    async fn token(&self, params: &HashMap<String, String>, credential: Option<&Credential>) -> Result<String> {
+    async fn token(&self, params: &[(String, String)], credential: Option<&Credential>) -> Result<String> {
         #[derive(serde::Deserialize)]
         struct TokenReply {
             #[serde(default)]
@@ -527,21 +565,30 @@ impl Session {
             #[serde(default)]
             access_token: Option<String>,
         }
-        let Some(realm) = params.get("realm") else {
+        let Some(realm) = challenge_param(params, "realm") else {
             return Err(UpstreamError::new(
                 ErrorKind::Invalid,
                 format!("{} asked for a bearer token without saying where to get one", self.repository.endpoint),
             ));
         };
-        let mut url = url::Url::parse(realm).map_err(|_| {
+        let mut url = url::Url::parse(&realm).map_err(|_| {
             UpstreamError::new(ErrorKind::Invalid, format!("{} named a token service that is not a URL", self.repository.endpoint))
         })?;
+        // The token service is where the registry sends berth: it may be on another host,
+        // but never on an address the server keeps berth away from.
+        let policy = &self.upstream.inner.policy;
+        if let Some(refusal) = url.host_str().and_then(|host| policy.check_address(host).err()) {
+            return Err(UpstreamError::new(
+                ErrorKind::Forbidden,
+                format!("{} sent berth to a token service: {}", self.repository.endpoint, policy.explain(&realm, &refusal)),
+            ));
+        }
         {
             let mut query = url.query_pairs_mut();
-            if let Some(service) = params.get("service") {
-                query.append_pair("service", service);
+            if let Some(service) = challenge_param(params, "service") {
+                query.append_pair("service", &service);
             }
-            let scope = params.get("scope").cloned().unwrap_or_else(|| format!("repository:{}:pull", self.repository.path));
+            let scope = challenge_param(params, "scope").unwrap_or_else(|| format!("repository:{}:pull", self.repository.path));
             query.append_pair("scope", &scope);
         }
         let client = if self.repository.insecure { &self.upstream.inner.unverified } else { &self.upstream.inner.verified };
@@ -561,7 +608,8 @@ impl Session {
                 format!("the token service of {} answered {status}", self.repository.endpoint),
             ));
         }
-        let reply: TokenReply = response.json().await.map_err(|_| {
+        let body = read_capped(response, MAX_TOKEN_REPLY).await;
+        let reply: TokenReply = serde_json::from_slice(&body).map_err(|_| {
             UpstreamError::new(ErrorKind::Invalid, format!("the token service of {} sent no token", self.repository.endpoint))
         })?;
         reply.token.or(reply.access_token).filter(|t| !t.is_empty()).ok_or_else(|| {
@@ -684,48 +732,55 @@ fn next_link(link: &str) -> Option<String> {
 /// What a 401 asked for.
 enum Challenge {
     Basic,
-    Bearer(HashMap<String, String>),
+    /// A bearer token, with the challenge's parameters (names lowercase, values unquoted).
+    Bearer(Vec<(String, String)>),
     Other,
 }
 
 impl Challenge {
+    /// The first challenge of the `WWW-Authenticate` headers that berth can answer, read
+    /// by a parser of RFC 9110's grammar (quoted values with escapes, several challenges
+    /// in one header).
     fn of(headers: &HeaderMap) -> Challenge {
-        let Some(value) = headers.get(WWW_AUTHENTICATE).and_then(|v| v.to_str().ok()) else {
-            return Challenge::Other;
-        };
-        let (scheme, rest) = value.trim().split_once(' ').unwrap_or((value.trim(), ""));
-        match scheme.to_ascii_lowercase().as_str() {
-            "basic" => Challenge::Basic,
-            "bearer" => Challenge::Bearer(parse_params(rest)),
-            _ => Challenge::Other,
+        for value in headers.get_all(WWW_AUTHENTICATE).iter().filter_map(|v| v.to_str().ok()) {
+            let Ok(challenges) = http_auth::parse_challenges(value) else {
+                continue;
+            };
+            for challenge in challenges {
+                if challenge.scheme.eq_ignore_ascii_case("bearer") {
+                    let params = challenge.params.iter().map(|(name, value)| (name.to_ascii_lowercase(), value.to_unescaped())).collect();
+                    return Challenge::Bearer(params);
+                }
+                if challenge.scheme.eq_ignore_ascii_case("basic") {
+                    return Challenge::Basic;
+                }
+            }
         }
+        Challenge::Other
     }
 }
 
-/// `key="value",key2=value2`, with commas allowed inside quotes.
-fn parse_params(text: &str) -> HashMap<String, String> {
-    let mut params = HashMap::new();
-    let mut rest = text.trim();
-    while !rest.is_empty() {
-        let Some((key, after)) = rest.split_once('=') else {
+fn challenge_param(params: &[(String, String)], name: &str) -> Option<String> {
+    params.iter().find(|(key, _)| key == name).map(|(_, value)| value.clone())
+}
+
+/// The most of an error reply and of a token service's reply that is read.
+const MAX_ERROR_BODY: usize = 64 * 1024;
+const MAX_TOKEN_REPLY: usize = 64 * 1024;
+
+/// Up to `max` bytes of a reply's body (the rest is never read); what arrived before a
+/// broken connection.
+async fn read_capped(response: reqwest::Response, max: usize) -> Bytes {
+    let mut body = BytesMut::new();
+    let mut stream = response.bytes_stream();
+    while let Some(Ok(chunk)) = stream.next().await {
+        let room = max - body.len();
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if body.len() >= max {
             break;
-        };
-        let key = key.trim().trim_start_matches(',').trim().to_ascii_lowercase();
-        let after = after.trim_start();
-        let (value, remaining) = match after.strip_prefix('"') {
-            Some(quoted) => match quoted.find('"') {
-                Some(end) => (&quoted[..end], &quoted[end + 1..]),
-                None => (quoted, ""),
-            },
-            None => match after.find(',') {
-                Some(end) => (&after[..end], &after[end..]),
-                None => (after, ""),
-            },
-        };
-        params.insert(key, value.to_string());
-        rest = remaining.trim_start().trim_start_matches(',').trim_start();
+        }
     }
-    params
+    body.freeze()
 }
 
 fn basic(credential: &Credential) -> HeaderValue {
@@ -745,13 +800,30 @@ fn bearer(token: &str) -> HeaderValue {
 mod tests {
     use super::*;
 
+    fn challenge(values: &[&str]) -> Challenge {
+        let mut headers = HeaderMap::new();
+        for value in values {
+            headers.append(WWW_AUTHENTICATE, HeaderValue::from_str(value).unwrap());
+        }
+        Challenge::of(&headers)
+    }
+
     #[test]
     fn bearer_challenges_are_parsed() {
-        let params = parse_params(r#"realm="https://auth.example/token",service="registry.example",scope="repository:a/b:pull,push""#);
-        assert_eq!(params["realm"], "https://auth.example/token");
-        assert_eq!(params["service"], "registry.example");
-        assert_eq!(params["scope"], "repository:a/b:pull,push");
-        assert_eq!(parse_params("realm=x, service=y")["service"], "y");
+        let Challenge::Bearer(params) =
+            challenge(&[r#"Bearer realm="https://auth.example/token",service="registry.example",scope="repository:a/b:pull,push""#])
+        else {
+            panic!("a bearer challenge")
+        };
+        assert_eq!(challenge_param(&params, "realm").as_deref(), Some("https://auth.example/token"));
+        assert_eq!(challenge_param(&params, "service").as_deref(), Some("registry.example"));
+        assert_eq!(challenge_param(&params, "scope").as_deref(), Some("repository:a/b:pull,push"));
+        let Challenge::Bearer(params) = challenge(&[r#"bearer realm=x, service="a \"quoted\" name""#]) else { panic!("lowercase scheme") };
+        assert_eq!(challenge_param(&params, "service").as_deref(), Some(r#"a "quoted" name"#));
+        // Several challenges: the one berth answers is found, in one header or several.
+        assert!(matches!(challenge(&[r#"Negotiate, Basic realm="r""#]), Challenge::Basic));
+        assert!(matches!(challenge(&["Negotiate", r#"Bearer realm="r""#]), Challenge::Bearer(_)));
+        assert!(matches!(challenge(&["Bearer realm=\"unterminated"]), Challenge::Other));
     }
 
     #[test]

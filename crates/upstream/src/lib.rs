@@ -13,10 +13,14 @@
 
 pub mod client;
 pub mod credentials;
+pub mod delivery;
 pub mod error;
+pub mod hosts;
 pub mod settings;
 
 pub use client::{BlobBody, FetchedManifest, Repository, Session, Upstream, error_chain};
 pub use credentials::{Credential, Keyring};
+pub use delivery::{DeliveryClient, DeliveryError};
 pub use error::{ErrorKind, UpstreamError};
+pub use hosts::HostPolicy;
 pub use settings::{ImportSettings, RegistryLimits};

@@ -5,15 +5,20 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use wildmatch::WildMatch;
+
+use crate::hosts::HostPolicy;
 
 /// Registry settings for import. Every field has a default, so an empty section (or none)
 /// is a working configuration.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default, deny_unknown_fields)]
 pub struct ImportSettings {
-    /// `host[:port]` globs (`*` and `?`) that may be imported from; empty allows all.
+    /// `host[:port]` globs (`*` and `?`) that may be imported and pulled through from.
     /// A pattern without a port matches port 443 (or 80 for an insecure registry), as in
-    /// OpenShift's `allowedRegistriesForImport`; `*` alone matches everything.
+    /// OpenShift's `allowedRegistriesForImport`. Empty (or `*`) allows every registry on a
+    /// public address; private, loopback and link-local addresses only when a pattern
+    /// names them (see [`crate::hosts`]).
     pub allowed_registries: Vec<String>,
     /// `host[:port]` globs reached over plain HTTP or TLS without verification.
     pub insecure_registries: Vec<String>,
@@ -135,9 +140,9 @@ impl ImportSettings {
         self.registries.iter().find(|r| r.host == host).map_or(&self.limits, |r| &r.limits)
     }
 
-    /// Whether `host` (as a reference names it) may be imported from.
-    pub fn is_allowed(&self, host: &str, insecure: bool) -> bool {
-        self.allowed_registries.is_empty() || self.allowed_registries.iter().any(|pattern| host_matches(pattern, host, insecure))
+    /// The policy of the registries that may be imported and pulled through from.
+    pub fn registry_policy(&self) -> HostPolicy {
+        HostPolicy::new(&self.allowed_registries, "import.allowedRegistries")
     }
 
     pub fn is_insecure(&self, host: &str) -> bool {
@@ -149,8 +154,8 @@ impl ImportSettings {
     }
 }
 
-/// Matches `host[:port]` against a glob pattern. A side without a port stands for the
-/// default port (443, or 80 when `insecure`), so `quay.io` matches `quay.io:443`.
+/// Matches `host[:port]` against a glob pattern (`*`, `?`). A side without a port stands
+/// for the default port (443, or 80 when `insecure`), so `quay.io` matches `quay.io:443`.
 pub fn host_matches(pattern: &str, host: &str, insecure: bool) -> bool {
     if pattern == "*" {
         return true;
@@ -164,31 +169,7 @@ pub fn host_matches(pattern: &str, host: &str, insecure: bool) -> bool {
     };
     let (pattern_name, pattern_port) = split(pattern);
     let (host_name, host_port) = split(host);
-    glob(&pattern_name, &host_name) && glob(&pattern_port, &host_port)
-}
-
-/// `*` matches any run of characters, `?` one.
-fn glob(pattern: &str, text: &str) -> bool {
-    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
-    let (mut pi, mut ti) = (0, 0);
-    let (mut star, mut mark) = (None, 0);
-    while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
-            pi += 1;
-            ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some(pi);
-            mark = ti;
-            pi += 1;
-        } else if let Some(s) = star {
-            pi = s + 1;
-            mark += 1;
-            ti = mark;
-        } else {
-            return false;
-        }
-    }
-    p[pi..].iter().all(|c| *c == '*')
+    WildMatch::new(&pattern_name).matches(&host_name) && WildMatch::new(&pattern_port).matches(&host_port)
 }
 
 #[cfg(test)]
@@ -208,12 +189,13 @@ mod tests {
     }
 
     #[test]
-    fn an_empty_allow_list_allows_all() {
+    fn an_empty_allow_list_allows_public_registries() {
         let mut settings = ImportSettings::default();
-        assert!(settings.is_allowed("docker.io", false));
+        assert!(settings.registry_policy().check("docker.io", 443).is_ok());
+        assert!(settings.registry_policy().check("127.0.0.1:5000", 443).is_err());
         settings.allowed_registries = vec!["quay.io".into()];
-        assert!(!settings.is_allowed("docker.io", false));
-        assert!(settings.is_allowed("quay.io", false));
+        assert!(settings.registry_policy().check("docker.io", 443).is_err());
+        assert!(settings.registry_policy().check("quay.io", 443).is_ok());
     }
 
     #[test]

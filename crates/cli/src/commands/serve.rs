@@ -100,7 +100,7 @@ pub fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
         compaction_interval: COMPACTION_INTERVAL,
         client_config: if args.no_client_config { None } else { ctx.config_path() },
         import: file.import,
-        delivery: DeliverySettings::default(),
+        delivery: DeliverySettings { allowed_hosts: file.notifications.allowed_hosts, ..DeliverySettings::default() },
         webhooks: file.webhooks,
         registry: file.registry,
     };

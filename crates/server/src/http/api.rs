@@ -547,7 +547,7 @@ pub(crate) async fn receive_webhook(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    use crate::webhooks::WebhookError;
+    use crate::registry_events::WebhookError;
     let Some(endpoint) = app.webhooks.iter().find(|e| e.name == name) else {
         return render_error(Error::new(
             ErrorKind::NotFound,

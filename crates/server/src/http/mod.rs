@@ -29,7 +29,7 @@ pub struct App {
     pub catalog: Catalog,
     pub importer: Importer,
     pub registry: crate::services::registry::Registry,
-    pub webhooks: Arc<Vec<crate::webhooks::WebhookEndpoint>>,
+    pub webhooks: Arc<Vec<crate::registry_events::WebhookEndpoint>>,
     pub ready: Arc<AtomicBool>,
     /// Turns true when the server shuts down, so that long-lived watches end and a
     /// graceful shutdown does not wait for their timeouts.

@@ -4,11 +4,11 @@
 //! typed [`Error`]. Services are synchronous (the store is); the HTTP edge runs them on
 //! blocking threads.
 
+pub mod delivery;
 pub mod error;
 pub mod images;
 pub mod import;
 pub mod namespaces;
-pub mod notify;
 pub mod registry;
 pub mod resource;
 pub mod streams;
@@ -39,6 +39,8 @@ pub struct CatalogConfig {
     /// Public hostnames of berth's registry; the first one fills
     /// `status.publicDockerImageRepository`.
     pub public_registry_hostnames: Vec<String>,
+    /// Where subscriptions may send notifications (`notifications.allowedHosts`).
+    pub subscription_hosts: berth_upstream::HostPolicy,
 }
 
 /// The catalog: every service over one store.

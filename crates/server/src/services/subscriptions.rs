@@ -52,7 +52,12 @@ impl Catalog {
             subscription.metadata.name = name.to_string();
         }
         let name = subscription.metadata.name.clone();
-        let errors = subscription.validate();
+        let mut errors = subscription.validate();
+        if errors.iter().all(|e| e.field != "spec.url")
+            && let Err(message) = self.config().subscription_hosts.check_url(&subscription.spec.url)
+        {
+            errors.push(berth_model::FieldError::new("spec.url", message));
+        }
         if !errors.is_empty() {
             return Err(Error::invalid(SUBSCRIPTIONS, &name, errors));
         }

@@ -63,6 +63,8 @@ impl TestApp {
                 retry_base: Duration::from_millis(50),
                 retry_max: Duration::from_millis(500),
                 status_every: Duration::from_millis(50),
+                // Receivers in tests are on loopback, which only a listed host may reach.
+                allowed_hosts: vec!["127.0.0.1:*".into(), "localhost:*".into()],
                 ..berth_server::DeliverySettings::default()
             },
             webhooks: Vec::new(),

@@ -17,7 +17,7 @@
 
 mod controller;
 mod lookup;
-mod notified;
+mod registry_events;
 mod request;
 mod schedule;
 mod store;
@@ -41,7 +41,7 @@ use futures::StreamExt;
 use crate::services::images::TrustedImage;
 use crate::services::{Caller, Catalog, Error, Result, namespace_not_found};
 
-use lookup::{Lookup, Outcome, Run, check_allowed, lookup_all};
+use lookup::{Lookup, Outcome, Run, lookup_all};
 use request::{Wanted, WantedRepository, image_status, validate_import};
 pub use schedule::ScheduledImport;
 
@@ -211,7 +211,6 @@ impl Importer {
         run: &Run,
         repository: &WantedRepository,
     ) -> std::result::Result<(Vec<String>, Vec<String>), UpstreamError> {
-        check_allowed(&self.upstream, &repository.reference, repository.import_policy.insecure)?;
         let session = run.session(&repository.reference, repository.import_policy.insecure);
         let mut tags = session.tags().await?;
         if tags.is_empty() {

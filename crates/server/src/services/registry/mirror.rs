@@ -174,7 +174,7 @@ impl Registry {
             let insecure = settings.is_insecure(&reference.registry)
                 || stream.spec.tags.iter().any(|t| t.import_policy.insecure)
                 || stream.metadata.annotations.get("openshift.io/image.insecureRepository").is_some_and(|v| v == "true");
-            if settings.is_allowed(&reference.registry, insecure) {
+            if self.inner.upstream.allows(&reference.registry, insecure).is_ok() {
                 chosen = Some((reference, insecure));
                 break;
             }

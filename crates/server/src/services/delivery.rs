@@ -1,19 +1,23 @@
-//! Delivery of tag changes to subscribers: one worker per Subscription reads the
+//! Notifications out: delivery of tag changes to subscribers. One worker per Subscription reads the
 //! namespace's outbox (`tagchanges`, written in the same transaction as each change) after
 //! its cursor, in order, and POSTs each wanted change as a signed CloudEvent. A failed
 //! delivery is retried with exponential backoff and jitter, without end and without
 //! skipping ahead, so events are delivered at least once and in order; the cursor is kept
 //! in the subscription's status, so delivery resumes where it was after a restart.
-//! Outbox entries every subscription has passed are removed.
+//! Outbox entries every subscription has passed are removed. The POSTs go through the
+//! `upstream` crate's [`DeliveryClient`] (the server's outbound HTTP, where the hosts
+//! subscriptions may reach are enforced), which follows no redirect.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use backon::{ExponentialBuilder, Retryable};
 use berth_model::Time;
 use berth_model::image::Image;
 use berth_model::notify::{Subscription, TagChange, cloud_event};
 use berth_store::{EventType, ListQuery, Precondition, StoreError, transact};
+use berth_upstream::DeliveryClient;
 use hmac::{KeyInit, Mac};
 use tokio::sync::{Notify, watch};
 
@@ -28,6 +32,19 @@ pub struct DeliverySettings {
     pub request_timeout: Duration,
     /// How often a busy worker writes its cursor to the subscription's status.
     pub status_every: Duration,
+    /// `host[:port]` globs receivers may be at (`notifications.allowedHosts`): empty
+    /// allows public hosts only.
+    pub allowed_hosts: Vec<String>,
+}
+
+/// The config file's `notifications` section.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct NotificationSettings {
+    /// `host[:port]` globs subscription URLs may name. Empty (or `*`) allows every host
+    /// on a public address; private, loopback and link-local addresses only when a
+    /// pattern names them.
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for DeliverySettings {
@@ -37,6 +54,7 @@ impl Default for DeliverySettings {
             retry_max: Duration::from_secs(300),
             request_timeout: Duration::from_secs(10),
             status_every: Duration::from_millis(500),
+            allowed_hosts: Vec::new(),
         }
     }
 }
@@ -48,9 +66,9 @@ const GC_EVERY: Duration = Duration::from_secs(10);
 
 /// Delivers the outbox to subscribers. Cheap to clone.
 #[derive(Clone)]
-pub struct Notifier {
+pub struct Deliverer {
     catalog: Catalog,
-    http: reqwest::Client,
+    client: DeliveryClient,
     settings: Arc<DeliverySettings>,
 }
 
@@ -59,14 +77,10 @@ struct Worker {
     task: tokio::task::JoinHandle<()>,
 }
 
-impl Notifier {
-    pub fn new(catalog: Catalog, settings: DeliverySettings) -> Notifier {
-        let http = reqwest::Client::builder()
-            .timeout(settings.request_timeout)
-            .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .expect("the HTTP client builds");
-        Notifier { catalog, http, settings: Arc::new(settings) }
+impl Deliverer {
+    pub fn new(catalog: Catalog, settings: DeliverySettings) -> std::result::Result<Deliverer, String> {
+        let client = DeliveryClient::new(&settings.allowed_hosts, settings.request_timeout)?;
+        Ok(Deliverer { catalog, client, settings: Arc::new(settings) })
     }
 
     /// Runs a worker per subscription until `stop` turns true, starting and stopping
@@ -215,7 +229,8 @@ impl Notifier {
     }
 
     /// Tries to deliver `change` until it is delivered (`true`), or the subscription is
-    /// gone or the server stops (`false`).
+    /// gone or the server stops (`false`): exponential backoff with jitter, without end,
+    /// reading the subscription again before each retry (its URL may have been fixed).
     async fn deliver_until_done(
         &self,
         namespace: &str,
@@ -225,48 +240,55 @@ impl Notifier {
         progress: &mut Progress,
         stop: &watch::Receiver<bool>,
     ) -> bool {
-        let mut attempt = 0u32;
-        let mut last_saved: Option<Instant> = None;
-        let mut subscription = subscription.clone();
-        loop {
-            match self.deliver(namespace, &subscription, change).await {
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(self.settings.retry_base)
+            .with_max_delay(self.settings.retry_max)
+            .with_jitter()
+            .without_max_times();
+        let state = tokio::sync::Mutex::new((subscription.clone(), std::mem::take(progress), None::<Instant>, 0u32));
+        let attempt = || async {
+            let mut guard = state.lock().await;
+            let (subscription, progress, last_saved, attempts) = &mut *guard;
+            if *attempts > 0 {
+                match self.load_subscription(namespace, name).await {
+                    Some(fresh) => *subscription = fresh,
+                    None => return Ok(false),
+                }
+            }
+            *attempts += 1;
+            match self.deliver(namespace, subscription, change).await {
                 Ok(()) => {
                     progress.delivered += 1;
                     progress.last_delivered = Some((format!("{namespace}/{}", change.metadata.name), Time::now()));
                     progress.error = None;
-                    return true;
+                    Ok(true)
                 }
                 Err(message) => {
                     // The first failure of a streak is worth an operator's attention; the
                     // retries are not.
-                    if attempt == 0 {
+                    if *attempts == 1 {
                         tracing::warn!(namespace, subscription = name, %message, "delivery failed; retrying with backoff until it succeeds");
                     } else {
-                        tracing::debug!(namespace, subscription = name, %message, attempt, "delivery failed again");
+                        tracing::debug!(namespace, subscription = name, %message, attempts = *attempts, "delivery failed again");
                     }
-                    progress.error = Some((message, Time::now()));
+                    progress.error = Some((message.clone(), Time::now()));
                     progress.dirty = true;
                     // The status says why delivery is stuck, without a write per retry.
                     if last_saved.is_none_or(|at| at.elapsed() >= self.settings.status_every) {
                         self.save_progress(namespace, name, progress).await;
-                        last_saved = Some(Instant::now());
+                        *last_saved = Some(Instant::now());
                     }
+                    Err(message)
                 }
             }
-            let backoff = self.settings.retry_base.saturating_mul(1 << attempt.min(20)).min(self.settings.retry_max);
-            let jitter = Duration::from_millis(rand::random_range(0..=backoff.as_millis().max(1) as u64 / 4));
-            let mut stop = stop.clone();
-            tokio::select! {
-                () = tokio::time::sleep(backoff + jitter) => {}
-                _ = stop.changed() => return false,
-            }
-            attempt += 1;
-            // The subscription may have changed (a fixed URL) or gone meanwhile.
-            match self.load_subscription(namespace, name).await {
-                Some(fresh) => subscription = fresh,
-                None => return false,
-            }
-        }
+        };
+        let mut stop = stop.clone();
+        let delivered = tokio::select! {
+            outcome = attempt.retry(backoff) => outcome.unwrap_or(false),
+            _ = stop.wait_for(|stop| *stop) => false,
+        };
+        *progress = std::mem::take(&mut state.into_inner().1);
+        delivered
     }
 
     /// One delivery: the CloudEvent as JSON, signed when the subscription has a key.
@@ -287,23 +309,16 @@ impl Notifier {
         .map_err(|err| format!("preparing the event failed: {err}"))?
         .map_err(|err| err.message)?;
         let (body, key) = prepared;
-        let mut request = self
-            .http
-            .post(&subscription.spec.url)
-            .header("content-type", "application/cloudevents+json")
-            .header("x-berth-delivery", format!("{namespace}/{}", change.metadata.name));
+        let mut headers = vec![
+            ("content-type", "application/cloudevents+json".to_string()),
+            ("x-berth-delivery", format!("{namespace}/{}", change.metadata.name)),
+        ];
         if let Some(key) = key {
             let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&key).expect("HMAC takes keys of any length");
             mac.update(&body);
-            request = request.header("x-berth-signature", format!("sha256={}", hex::encode(mac.finalize().into_bytes())));
+            headers.push(("x-berth-signature", format!("sha256={}", hex::encode(mac.finalize().into_bytes()))));
         }
-        let response = request
-            .body(body)
-            .send()
-            .await
-            .map_err(|err| format!("POST {} failed: {}", subscription.spec.url, berth_upstream::error_chain(&err.without_url())))?;
-        let status = response.status();
-        if status.is_success() { Ok(()) } else { Err(format!("POST {} answered {status}", subscription.spec.url)) }
+        self.client.post(&subscription.spec.url, &headers, body).await.map_err(|err| err.0)
     }
 
     async fn load_subscription(&self, namespace: &str, name: &str) -> Option<Subscription> {

@@ -12,8 +12,8 @@ use berth_model::imagestream::ImageStream;
 use berth_model::reference::{ImageReference, tracking_key};
 
 use super::{Importer, StreamKey, blocking};
+use crate::registry_events::UpstreamChange;
 use crate::services::{Resource, Result};
-use crate::webhooks::UpstreamChange;
 
 /// The waits before looking again at a tag that a registry notified but had not moved yet.
 const LAGGING_TAG_RETRIES: [Duration; 5] =
