@@ -264,5 +264,25 @@ async fn patches_and_yaml_bodies() {
     };
     assert_eq!(status, StatusCode::OK);
     assert!(yaml_back.contains("kind: ImageStream"), "{yaml_back}");
+    // Lists in YAML are streamed item by item too, and read back as the same list.
+    let (base, admin) = (app.base.clone(), app.admin.clone());
+    let yaml_list = |path: String| {
+        let (base, admin) = (base.clone(), admin.clone());
+        async move {
+            let response = reqwest::Client::new().get(format!("{base}{path}")).bearer_auth(&admin).header("accept", "application/yaml");
+            let response = response.send().await.unwrap();
+            assert_eq!(response.headers()["content-type"], "application/yaml");
+            yaml_serde::from_str::<Value>(&response.text().await.unwrap()).unwrap()
+        }
+    };
+    let listed = yaml_list(path.clone()).await;
+    assert_eq!(listed["kind"], "ImageStreamList");
+    assert_eq!(listed["items"][0]["spec"]["tags"][1]["name"], "3.0");
+    assert_eq!(listed["items"][0]["metadata"]["annotations"]["openshift.io/display-name"], "Ruby");
+    let (_, json_list) = app.get(&path).await;
+    assert_eq!(listed["items"], json_list["items"], "the same items as JSON");
+    app.namespace("empty").await;
+    let empty = yaml_list(format!("{IMAGE_API}/namespaces/empty/imagestreams")).await;
+    assert_eq!(empty["items"], json!([]));
     app.stop().await;
 }

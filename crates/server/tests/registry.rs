@@ -398,6 +398,24 @@ async fn docker_clients_log_in_through_the_token_flow_and_access_follows_roles()
     assert_eq!(open.headers()["docker-content-digest"], image.digest().as_str());
     let catalog: Value = v2(&app, Some(&anonymous), Method::GET, "/v2/_catalog").await.json().await.unwrap();
     assert_eq!(catalog, json!({"repositories": ["team/app"]}));
+    // The catalog pages, for a cluster reader and for a namespaced one.
+    blocking(|| client(&app, &editor).push(&format!("{NS}/base"), Some("v1"), &image)).unwrap();
+    blocking(|| client(&app, &app.admin).push("other/tool", Some("v1"), &image)).unwrap();
+    let admin = app.admin.clone();
+    let mut pages = Vec::new();
+    let mut path = "/v2/_catalog?n=2".to_string();
+    loop {
+        let response = v2(&app, Some(&admin), Method::GET, &path).await;
+        let next = response.headers().get("link").map(|l| l.to_str().unwrap().to_string());
+        pages.push(response.json::<Value>().await.unwrap()["repositories"].clone());
+        match next {
+            Some(link) => path = link.trim_start_matches('<').split('>').next().unwrap().to_string(),
+            None => break,
+        }
+    }
+    assert_eq!(pages, [json!(["other/tool", "team/app"]), json!(["team/base"])]);
+    let team_only: Value = v2(&app, Some(&editor), Method::GET, "/v2/_catalog?n=1&last=team/app").await.json().await.unwrap();
+    assert_eq!(team_only["repositories"], json!(["team/base"]), "a namespaced caller sees its namespaces only");
     let push = v2(&app, Some(&anonymous), Method::POST, &format!("/v2/{NS}/app/blobs/uploads/")).await;
     assert_eq!(push.status(), StatusCode::UNAUTHORIZED, "anonymous never pushes");
     app.stop().await;

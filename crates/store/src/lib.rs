@@ -102,6 +102,22 @@ pub struct ListPage {
     pub more: bool,
 }
 
+/// Every object of a list, read one page at a time as they are taken, all at one
+/// consistent revision: a list of any size without holding it in memory. A scan holds
+/// one of the store's read connections until it is dropped.
+pub struct Scan {
+    /// The store's revision the scan reads at.
+    pub revision: u64,
+    pub items: Box<dyn Iterator<Item = Result<StoredObject, StoreError>> + Send>,
+}
+
+/// A page of the keys of a list (no bodies), and whether more follow.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KeyPage {
+    pub keys: Vec<ObjectKey>,
+    pub more: bool,
+}
+
 /// Which objects to list: one resource, optionally one namespace, in `(namespace, name)`
 /// order, starting after `after` when continuing a paged list.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -151,6 +167,10 @@ pub trait WriteTxn {
 pub trait MetadataStore: Send + Sync {
     fn get(&self, key: &ObjectKey) -> Result<Option<StoredObject>, StoreError>;
     fn list(&self, query: &ListQuery) -> Result<ListPage, StoreError>;
+    /// Every object `query` names (`limit` is ignored), read as the iterator is taken.
+    fn scan(&self, query: &ListQuery) -> Result<Scan, StoreError>;
+    /// The keys of a page of `query`, without reading any object's body.
+    fn list_keys(&self, query: &ListQuery) -> Result<KeyPage, StoreError>;
     /// How many objects `query` would list, all pages together (`limit` is ignored).
     fn count(&self, query: &ListQuery) -> Result<u64, StoreError>;
     /// Keys of the objects of `resource` that declared `reference` when last written.

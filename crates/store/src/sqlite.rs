@@ -213,6 +213,76 @@ fn list_objects(conn: &Connection, query: &ListQuery) -> Result<Vec<StoredObject
     rows.collect::<Result<Vec<_>, _>>().map_err(backend)
 }
 
+/// The keys of a page of `query` (one more than `limit`, to tell whether more follow).
+fn list_keys(conn: &Connection, query: &ListQuery) -> Result<Vec<ObjectKey>, StoreError> {
+    let (after_ns, after_name) = query.after.clone().unwrap_or_default();
+    let limit = query.limit.map_or(-1, |l| l as i64 + 1);
+    let mut stmt = match &query.namespace {
+        Some(_) => conn.prepare_cached(
+            "SELECT namespace, name FROM objects WHERE resource = ?1 AND namespace = ?2 AND name > ?4 ORDER BY name LIMIT ?5",
+        ),
+        None => conn.prepare_cached(
+            "SELECT namespace, name FROM objects WHERE resource = ?1 AND (namespace, name) > (?3, ?4) ORDER BY namespace, name LIMIT ?5",
+        ),
+    }
+    .map_err(backend)?;
+    let namespace = query.namespace.clone().unwrap_or_default();
+    let rows = stmt
+        .query_map(params![query.resource, namespace, after_ns, after_name, limit], |row| {
+            Ok(ObjectKey { resource: query.resource.clone(), namespace: row.get(0)?, name: row.get(1)? })
+        })
+        .map_err(backend)?;
+    rows.collect::<Result<Vec<_>, _>>().map_err(backend)
+}
+
+/// Rows a scan reads from the database at a time.
+const SCAN_PAGE: usize = 256;
+
+/// A scan: a read transaction on one pooled connection (so every page is read at the
+/// revision the scan started at), read a page at a time by key.
+struct SqliteScan {
+    conn: r2d2::PooledConnection<SqliteConnectionManager>,
+    query: ListQuery,
+    page: std::vec::IntoIter<StoredObject>,
+    done: bool,
+}
+
+impl Iterator for SqliteScan {
+    type Item = Result<StoredObject, StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if let Some(item) = self.page.next() {
+            return Some(Ok(item));
+        }
+        if self.done {
+            return None;
+        }
+        let query = ListQuery { limit: Some(SCAN_PAGE), ..self.query.clone() };
+        match list_objects(&self.conn, &query) {
+            Ok(mut rows) => {
+                self.done = rows.len() <= SCAN_PAGE;
+                rows.truncate(SCAN_PAGE);
+                if let Some(last) = rows.last() {
+                    self.query.after = Some((last.key.namespace.clone(), last.key.name.clone()));
+                }
+                self.page = rows.into_iter();
+                self.page.next().map(Ok)
+            }
+            Err(err) => {
+                self.done = true;
+                Some(Err(err))
+            }
+        }
+    }
+}
+
+impl Drop for SqliteScan {
+    fn drop(&mut self) {
+        // Ends the read transaction before the connection goes back to the pool.
+        let _ = self.conn.execute_batch("COMMIT");
+    }
+}
+
 impl MetadataStore for SqliteStore {
     fn get(&self, key: &ObjectKey) -> Result<Option<StoredObject>, StoreError> {
         let conn = self.reader()?;
@@ -230,6 +300,31 @@ impl MetadataStore for SqliteStore {
             items.truncate(limit);
         }
         Ok(ListPage { items, revision, more })
+    }
+
+    fn scan(&self, query: &ListQuery) -> Result<crate::Scan, StoreError> {
+        let conn = self.reader()?;
+        conn.execute_batch("BEGIN").map_err(backend)?;
+        // The first read fixes the snapshot every page is read from.
+        let revision = match meta_value(&conn, "revision") {
+            Ok(revision) => revision,
+            Err(err) => {
+                let _ = conn.execute_batch("ROLLBACK");
+                return Err(err);
+            }
+        };
+        let scan = SqliteScan { conn, query: query.clone(), page: Vec::new().into_iter(), done: false };
+        Ok(crate::Scan { revision, items: Box::new(scan) })
+    }
+
+    fn list_keys(&self, query: &ListQuery) -> Result<crate::KeyPage, StoreError> {
+        let conn = self.reader()?;
+        let mut keys = list_keys(&conn, query)?;
+        let more = query.limit.is_some_and(|limit| keys.len() > limit);
+        if let Some(limit) = query.limit {
+            keys.truncate(limit);
+        }
+        Ok(crate::KeyPage { keys, more })
     }
 
     fn count(&self, query: &ListQuery) -> Result<u64, StoreError> {
@@ -546,6 +641,18 @@ mod tests {
     }
 
     crate::store_test_suite!(open_temp);
+
+    #[test]
+    fn a_read_waits_briefly_for_a_busy_pool_then_is_refused_as_busy() {
+        let (_dir, store) = open_temp();
+        let all = ListQuery { resource: "things".into(), ..ListQuery::default() };
+        let scans: Vec<_> = (0..READERS).map(|_| store.scan(&all).unwrap()).collect();
+        let started = std::time::Instant::now();
+        assert_eq!(store.get(&ObjectKey::new("things", "ns", "a")), Err(StoreError::Busy));
+        assert!(started.elapsed() >= READER_WAIT && started.elapsed() < READER_WAIT * 3, "{:?}", started.elapsed());
+        drop(scans);
+        assert_eq!(store.get(&ObjectKey::new("things", "ns", "a")), Ok(None), "the connections came back");
+    }
 
     #[test]
     fn state_survives_reopening() {

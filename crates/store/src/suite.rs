@@ -23,6 +23,8 @@ macro_rules! store_test_suite {
             subscribers_hear_each_commit,
             writing_the_same_bytes_changes_nothing,
             concurrent_writers_get_contiguous_revisions,
+            scans_read_everything_at_the_revision_they_started,
+            keys_are_listed_in_pages_without_bodies,
         );
     };
     (@tests $open:path; $($name:ident),* $(,)?) => {
@@ -226,4 +228,49 @@ pub fn writing_the_same_bytes_changes_nothing(store: Arc<dyn MetadataStore>) {
     assert_eq!(changed, first + 1);
     assert_eq!(store.referrers("things", "r2").unwrap(), vec![a.clone()]);
     assert!(store.referrers("things", "r1").unwrap().is_empty());
+}
+
+pub fn scans_read_everything_at_the_revision_they_started(store: Arc<dyn MetadataStore>) {
+    // More objects than a page of any backend reads at a time.
+    for idx in 0..700 {
+        put(&*store, &key(if idx % 2 == 0 { "a" } else { "b" }, &format!("{idx:04}")), "v", Precondition::Absent).unwrap();
+    }
+    let all = ListQuery { resource: "things".into(), ..ListQuery::default() };
+    let scan = store.scan(&all).unwrap();
+    let started = scan.revision;
+    // Writes while the scan runs are not seen by it.
+    put(&*store, &key("a", "0000"), "changed", Precondition::Any).unwrap();
+    put(&*store, &key("c", "late"), "v", Precondition::Absent).unwrap();
+    let items: Vec<_> = scan.items.map(Result::unwrap).collect();
+    assert_eq!(items.len(), 700);
+    assert!(items.windows(2).all(|w| (&w[0].key.namespace, &w[0].key.name) < (&w[1].key.namespace, &w[1].key.name)), "in key order");
+    assert_eq!(items[0].body, b"v", "the object as it was when the scan started");
+    assert!(items.iter().all(|i| i.revision <= started));
+    // One namespace, continuing after a key.
+    let namespace = ListQuery {
+        resource: "things".into(),
+        namespace: Some("b".into()),
+        after: Some(("b".into(), "0599".into())),
+        ..ListQuery::default()
+    };
+    let names: Vec<String> = store.scan(&namespace).unwrap().items.map(|i| i.unwrap().key.name).collect();
+    assert_eq!(names.len(), 50);
+    assert_eq!(names.first().map(String::as_str), Some("0601"));
+}
+
+pub fn keys_are_listed_in_pages_without_bodies(store: Arc<dyn MetadataStore>) {
+    for name in ["c", "a", "b"] {
+        put(&*store, &key("ns", name), "a large body", Precondition::Absent).unwrap();
+    }
+    put(&*store, &key("other", "a"), "v", Precondition::Absent).unwrap();
+    let first = store.list_keys(&ListQuery { resource: "things".into(), limit: Some(2), ..ListQuery::default() }).unwrap();
+    assert_eq!(first.keys, vec![key("ns", "a"), key("ns", "b")]);
+    assert!(first.more);
+    let rest = store
+        .list_keys(&ListQuery { resource: "things".into(), after: Some(("ns".into(), "b".into())), limit: Some(2), ..ListQuery::default() })
+        .unwrap();
+    assert_eq!(rest.keys, vec![key("ns", "c"), key("other", "a")]);
+    assert!(!rest.more);
+    let one = store.list_keys(&ListQuery { resource: "things".into(), namespace: Some("other".into()), ..ListQuery::default() }).unwrap();
+    assert_eq!(one.keys, vec![key("other", "a")]);
 }

@@ -20,7 +20,7 @@ use serde_json::json;
 
 use crate::http::body::{RawBody, apply_patch, decode, decode_value};
 use crate::http::watch::serve_watch;
-use crate::http::{App, call, call_inline, list_of, render_error, resource_list, respond, stream_list, success, wants_yaml};
+use crate::http::{App, call, call_inline, list_of, render_error, respond, stream_list, success};
 use crate::services::images::TrustedImage;
 use crate::services::streams::TagView;
 use crate::services::watch::Watchable;
@@ -164,10 +164,6 @@ where
     };
     if params.is_watch() {
         return serve_watch::<T>(app, headers, namespace, options, params).await;
-    }
-    if wants_yaml(&headers) {
-        let result = call(&app, &headers, move |catalog, caller| list(catalog, caller, namespace.as_deref(), &options)?.collect()).await;
-        return respond(&headers, StatusCode::OK, result.map(resource_list));
     }
     stream_list(app, headers, move |catalog, caller| list(catalog, caller, namespace.as_deref(), &options)).await
 }

@@ -143,26 +143,90 @@ fn list_of<T: Serialize>(kind: &str, api_version: &'static str, list: ListResult
     List { kind: format!("{kind}List"), api_version, metadata: list.metadata, items: list.items }
 }
 
-fn resource_list<T: Resource>(list: ListResult<T>) -> List<T> {
-    list_of(T::KIND, T::API_VERSION, list)
+/// Bytes of a list gathered before they are handed to the connection.
+const LIST_CHUNK: usize = 64 * 1024;
+/// How long a list waits for its client to take the next chunk before it gives up: a
+/// client that stops reading must not hold a store connection and a thread for long.
+const LIST_SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// How a list is written out.
+#[derive(Clone, Copy)]
+enum ListFormat {
+    Json,
+    Yaml,
 }
 
-/// Bytes of list JSON gathered before they are handed to the connection.
-const LIST_CHUNK: usize = 64 * 1024;
+impl ListFormat {
+    fn head(self, kind: &str, api_version: &str, metadata: &ListMeta) -> Vec<u8> {
+        let head = serde_json::json!({"kind": kind, "apiVersion": api_version, "metadata": metadata});
+        match self {
+            ListFormat::Json => {
+                let mut buffer = serde_json::to_vec(&head).expect("list metadata serialises");
+                buffer.pop(); // The closing brace: items follow.
+                buffer.extend_from_slice(b",\"items\":[");
+                buffer
+            }
+            ListFormat::Yaml => yaml_serde::to_string(&head).expect("list metadata serialises").into_bytes(),
+        }
+    }
 
-/// Answers a list as JSON written item by item while the client reads it, so that a large
-/// list never exists whole in memory, neither as objects nor as text: each item is
-/// serialised into a bounded channel of chunks and then dropped. Errors found before the
-/// first byte (authentication, authorization, selectors) are answered with a `Status`.
+    fn item<T: Serialize>(self, buffer: &mut Vec<u8>, first: bool, item: &T) -> Result<(), String> {
+        match self {
+            ListFormat::Json => {
+                if !first {
+                    buffer.push(b',');
+                }
+                serde_json::to_writer(&mut *buffer, item).map_err(|err| err.to_string())
+            }
+            ListFormat::Yaml => {
+                if first {
+                    buffer.extend_from_slice(b"items:\n");
+                }
+                // Each item is a YAML document indented under `- `: block scalars keep
+                // their meaning because every line moves by the same two spaces.
+                let text = yaml_serde::to_string(item).map_err(|err| err.to_string())?;
+                for (idx, line) in text.lines().enumerate() {
+                    buffer.extend_from_slice(if idx == 0 { b"- " } else { b"  " });
+                    buffer.extend_from_slice(line.as_bytes());
+                    buffer.push(b'\n');
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn tail(self, buffer: &mut Vec<u8>, empty: bool) {
+        match self {
+            ListFormat::Json => buffer.extend_from_slice(b"]}"),
+            ListFormat::Yaml if empty => buffer.extend_from_slice(b"items: []\n"),
+            ListFormat::Yaml => {}
+        }
+    }
+
+    fn content_type(self) -> &'static str {
+        match self {
+            ListFormat::Json => "application/json",
+            ListFormat::Yaml => "application/yaml",
+        }
+    }
+}
+
+/// Answers a list, written item by item while the client reads it (JSON, or YAML when
+/// asked), so that a large list never exists whole in memory, neither as objects nor as
+/// text: items come from the store a page at a time, each is serialised into a bounded
+/// channel of chunks and then dropped. Errors found before the first byte
+/// (authentication, authorization, selectors) are answered with a `Status`.
 pub(crate) async fn stream_list<T, F>(app: App, headers: HeaderMap, list: F) -> Response
 where
     T: Resource,
     F: FnOnce(&Catalog, &Caller) -> Result<LazyList<T>, Error> + Send + 'static,
 {
+    let format = if wants_yaml(&headers) { ListFormat::Yaml } else { ListFormat::Json };
     let (started, first) = tokio::sync::oneshot::channel::<Result<(), Error>>();
     let (chunks, body) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(2);
     let catalog = app.catalog.clone();
     let token = bearer(&headers);
+    let runtime = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
         let listed = catalog.authenticate(token.as_deref()).and_then(|caller| list(&catalog, &caller));
         let result = match listed {
@@ -175,37 +239,35 @@ where
         if started.send(Ok(())).is_err() {
             return;
         }
-        let head = serde_json::json!({"kind": format!("{}List", T::KIND), "apiVersion": T::API_VERSION, "metadata": result.metadata});
-        let mut buffer = serde_json::to_vec(&head).expect("list metadata serialises");
-        buffer.pop(); // The closing brace: items follow.
-        buffer.extend_from_slice(b",\"items\":[");
-        for (idx, item) in result.items.enumerate() {
-            if idx > 0 {
-                buffer.push(b',');
-            }
-            let item = match item {
-                Ok(item) => item,
-                Err(err) => {
-                    // The status line is sent: all that is left is to cut the response short.
-                    let _ = chunks.blocking_send(Err(std::io::Error::other(err.message)));
-                    return;
-                }
-            };
-            if let Err(err) = serde_json::to_writer(&mut buffer, &item) {
-                let _ = chunks.blocking_send(Err(std::io::Error::other(err)));
+        // False when the client went away or stopped reading: the list ends there.
+        let send = |item: Result<Bytes, std::io::Error>| {
+            runtime.block_on(async { matches!(tokio::time::timeout(LIST_SEND_TIMEOUT, chunks.send(item)).await, Ok(Ok(()))) })
+        };
+        let mut buffer = format.head(&format!("{}List", T::KIND), T::API_VERSION, &result.metadata);
+        let mut empty = true;
+        for item in result.items {
+            let written = item.map_err(|err| err.message).and_then(|item| format.item(&mut buffer, empty, &item));
+            if let Err(message) = written {
+                // The status line is sent: all that is left is to cut the response short.
+                send(Err(std::io::Error::other(message)));
                 return;
             }
-            if buffer.len() >= LIST_CHUNK && chunks.blocking_send(Ok(Bytes::from(std::mem::take(&mut buffer)))).is_err() {
+            empty = false;
+            if buffer.len() >= LIST_CHUNK && !send(Ok(Bytes::from(std::mem::take(&mut buffer)))) {
                 return;
             }
         }
-        buffer.extend_from_slice(b"]}");
-        let _ = chunks.blocking_send(Ok(Bytes::from(buffer)));
+        format.tail(&mut buffer, empty);
+        send(Ok(Bytes::from(buffer)));
     });
     match first.await {
         Ok(Ok(())) => {
             let stream = tokio_stream::wrappers::ReceiverStream::new(body);
-            (StatusCode::OK, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], axum::body::Body::from_stream(stream))
+            (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, HeaderValue::from_static(format.content_type()))],
+                axum::body::Body::from_stream(stream),
+            )
                 .into_response()
         }
         Ok(Err(err)) => render_error(err),

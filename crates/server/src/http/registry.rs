@@ -285,9 +285,12 @@ impl Request<'_> {
     ) -> Response {
         document[key] = json!(items);
         let mut response = reply(StatusCode::OK, "application/json", document.to_string());
-        if let (Some(last), Some(n)) = (next, n) {
-            let query: String =
-                url::form_urlencoded::Serializer::new(String::new()).append_pair("n", &n.to_string()).append_pair("last", &last).finish();
+        if let Some(last) = next {
+            let mut query = url::form_urlencoded::Serializer::new(String::new());
+            if let Some(n) = n {
+                query.append_pair("n", &n.to_string());
+            }
+            let query = query.append_pair("last", &last).finish();
             response.headers_mut().insert(header::LINK, header_value(&format!("<{path}?{query}>; rel=\"next\"")));
         }
         response

@@ -187,6 +187,17 @@ impl Catalog {
             after: options.after()?,
             limit: options.limit,
         };
+        let Some(_) = options.limit else {
+            // A whole list is read from the store as it is taken, never all at once.
+            let scan = self.store.scan(&query)?;
+            let options = options.clone();
+            let items = scan.items.filter_map(move |stored| match stored.map_err(Error::from).and_then(|stored| T::decode(&stored)) {
+                Ok(object) => (options.matches(object.meta()) && keep(&object)).then_some(Ok(object)),
+                Err(err) => Some(Err(err)),
+            });
+            let metadata = ListMeta { resource_version: scan.revision.to_string(), continue_token: String::new() };
+            return Ok(LazyList { items: Box::new(items), metadata });
+        };
         let page = self.store.list(&query)?;
         let continue_token = match (page.more, page.items.last()) {
             (true, Some(last)) => {

@@ -2,7 +2,8 @@
 //! `/_catalog` and `/referrers` serve. Manifests are the Images' bytes, exactly as pushed or
 //! imported; a tag is the latest entry of the stream's history.
 
-use berth_model::access::Action;
+use berth_model::access::{Action, Scope};
+use berth_model::core::Namespace;
 use berth_model::image::Image;
 use berth_model::imagestream::{ImageStream, ImageStreamMapping, ImageStreamTag};
 use berth_model::manifest::{self, Descriptor, Manifest, PlatformPreference};
@@ -12,7 +13,12 @@ use serde_json::{Value, json};
 
 use super::{Code, MANAGED_ANNOTATION, Need, Reference, Registry, RegistryError, Repo, Result};
 use crate::services::images::TrustedImage;
-use crate::services::{Caller, ListOptions};
+use crate::services::{Caller, Resource};
+use berth_store::ListQuery;
+
+/// Repositories `_catalog` lists when the client names no `n`, and the most it lists.
+const CATALOG_PAGE: usize = 1000;
+const MAX_CATALOG_PAGE: usize = 10_000;
 
 /// The largest image config read to build an Image's metadata.
 const MAX_CONFIG_BYTES: u64 = 8 << 20;
@@ -378,41 +384,64 @@ impl Registry {
         Ok(page(tags, n, last))
     }
 
-    /// The repositories (streams) the caller may pull from, in order.
+    /// The repositories (streams) the caller may pull from, in order, `n` at most (the
+    /// default page is [`CATALOG_PAGE`], as distribution's) after `last`. Read from the
+    /// store's keys, never from the streams themselves.
     pub async fn repositories(&self, caller: &Caller, n: Option<usize>, last: Option<&str>) -> Result<Page> {
         let caller = caller.clone();
-        let anonymous = super::auth::is_anonymous(&caller);
-        let names = self
-            .blocking(move |catalog| {
-                let all = ListOptions::default();
-                let open: Vec<String> = if anonymous {
-                    catalog
-                        .list_objects::<berth_model::core::Namespace>(None, &all, |_| true)?
-                        .collect()?
-                        .items
-                        .into_iter()
-                        .filter(|ns| ns.metadata.annotations.get(super::ANONYMOUS_PULL_ANNOTATION).is_some_and(|v| v == "true"))
-                        .map(|ns| ns.metadata.name)
-                        .collect()
-                } else {
-                    Vec::new()
+        let n = n.unwrap_or(CATALOG_PAGE).min(MAX_CATALOG_PAGE);
+        let after = last.map(|last| match last.split_once('/') {
+            Some((namespace, stream)) => (namespace.to_string(), stream.to_string()),
+            None => (last.to_string(), String::new()),
+        });
+        self.blocking(move |catalog| {
+            let store = catalog.store();
+            let keys = |namespace: Option<String>, after: Option<(String, String)>, limit: usize| {
+                let query = ListQuery { resource: ImageStream::RESOURCE.to_string(), namespace, after, limit: Some(limit) };
+                store.list_keys(&query).map_err(crate::services::Error::from)
+            };
+            let mut names: Vec<String> = Vec::new();
+            let mut more = false;
+            if caller.grant.allows(Action::ReadCluster) {
+                let page = keys(None, after, n)?;
+                names = page.keys.iter().map(|key| format!("{}/{}", key.namespace, key.name)).collect();
+                more = page.more;
+            } else {
+                let mut namespaces: Vec<String> = match &caller.grant.scope {
+                    Scope::Namespaces(namespaces) if !super::auth::is_anonymous(&caller) => namespaces.clone(),
+                    _ => Vec::new(),
                 };
-                let streams = catalog.list_objects::<ImageStream>(None, &all, move |s| {
-                    caller.grant.allows(Action::Read(&s.metadata.namespace)) || open.contains(&s.metadata.namespace)
-                })?;
-                let mut names = Vec::new();
-                for stream in streams.items {
-                    let stream = stream?;
-                    names.push(format!("{}/{}", stream.metadata.namespace, stream.metadata.name));
+                if super::auth::is_anonymous(&caller) {
+                    let all = crate::services::ListOptions::default();
+                    for namespace in catalog.list_objects::<Namespace>(None, &all, |_| true)?.items {
+                        let namespace = namespace?;
+                        if namespace.metadata.annotations.get(super::ANONYMOUS_PULL_ANNOTATION).is_some_and(|v| v == "true") {
+                            namespaces.push(namespace.metadata.name);
+                        }
+                    }
                 }
-                Ok(names)
-            })
-            .await?;
-        Ok(page(names, n, last))
+                namespaces.sort();
+                namespaces.dedup();
+                for namespace in namespaces {
+                    let start = match &after {
+                        Some((after_ns, _)) if namespace < *after_ns => continue,
+                        Some((after_ns, after_name)) if namespace == *after_ns => Some((namespace.clone(), after_name.clone())),
+                        _ => None,
+                    };
+                    let page = keys(Some(namespace.clone()), start, n - names.len())?;
+                    names.extend(page.keys.iter().map(|key| format!("{}/{}", key.namespace, key.name)));
+                    if names.len() >= n {
+                        more = true;
+                        break;
+                    }
+                }
+            }
+            let next_after = if more { names.last().cloned() } else { None };
+            Ok(Page { items: names, next_after })
+        })
+        .await
     }
 
-    /// The OCI index of the manifests in `repo` whose subject is `subject`, those of
-    /// `artifact_type` only when given. Returns the index and whether it was filtered.
     /// A repository or subject with no referrers (not even a stream yet) has an empty
     /// index, as the spec asks: never a 404.
     pub async fn referrers(&self, caller: &Caller, repo: &Repo, subject: &Digest, artifact_type: Option<&str>) -> Result<Value> {
