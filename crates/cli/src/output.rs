@@ -5,7 +5,7 @@ use std::fmt;
 use std::io::Write;
 
 use berth_model::image::Image;
-use berth_model::imagestream::{ImageStreamTag, ImageTag, TagEventCondition, TagReference};
+use berth_model::imagestream::{ImageStreamTag, ImageTag, TagEventCondition};
 use chrono::{DateTime, Utc};
 use comfy_table::{Table as Grid, presets};
 use serde::Serialize;
@@ -247,47 +247,22 @@ fn capped<'a>(items: impl ExactSizeIterator<Item = &'a str>, shown: usize, separ
     if more == 0 { joined } else { format!("{joined} + {more} more...") }
 }
 
-/// Where the import of a tag from another registry stands. The server imports a tag in
-/// the background after its spec changes; the spec tag's `generation` says which change
-/// that was, the generation of the tag's current image how far the import got, and a
-/// failed import leaves an `ImportSuccess` condition with status `False`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ImportState<'a> {
-    /// The tag is not imported: it was pushed, follows a tag of this catalog, or is a
-    /// reference (`reference: true`) that is never imported.
-    NotImported,
-    /// The server has not imported the tag's current spec yet.
-    Pending,
-    Imported,
-    Failed {
-        reason: &'a str,
-        message: &'a str,
-    },
+pub use berth_model::tags::ImportState;
+
+/// How the CLI shows an [`ImportState`] (the rule itself is the model's
+/// [`berth_model::tags::import_state`]).
+pub trait ImportStateText {
+    /// The IMPORT column: `Imported`, `Importing`, `Failed: Reason`, or empty.
+    fn cell(&self) -> String;
+    /// `describe`'s Import line: `importing`, `imported`, `failed (Reason): message`.
+    fn describe(&self) -> String;
+    /// Whether a condition is one this state already reports: the ImportSuccess
+    /// condition of a tag that imports (an older failure is superseded by the state).
+    fn reports(&self, condition: &TagEventCondition) -> bool;
 }
 
-/// The condition type import failures are recorded under.
-const IMPORT_SUCCESS: &str = "ImportSuccess";
-
-impl<'a> ImportState<'a> {
-    /// The state of a tag from its spec, the generation of its current image (`None`
-    /// while it has none) and its conditions.
-    pub fn of(spec: Option<&TagReference>, image_generation: Option<i64>, conditions: &'a [TagEventCondition]) -> ImportState<'a> {
-        let Some(spec) = spec.filter(|s| !s.reference && s.from.as_ref().is_some_and(|f| f.kind == "DockerImage")) else {
-            return ImportState::NotImported;
-        };
-        let wanted = spec.generation.unwrap_or(0);
-        let failure = conditions.iter().find(|c| c.condition_type == IMPORT_SUCCESS && c.status == "False" && c.generation >= wanted);
-        if let Some(failure) = failure {
-            return ImportState::Failed { reason: &failure.reason, message: &failure.message };
-        }
-        match image_generation {
-            Some(generation) if generation >= wanted => ImportState::Imported,
-            _ => ImportState::Pending,
-        }
-    }
-
-    /// The IMPORT column: `Imported`, `Importing`, `Failed: Reason`, or empty.
-    pub fn cell(&self) -> String {
+impl ImportStateText for ImportState<'_> {
+    fn cell(&self) -> String {
         match self {
             ImportState::NotImported => String::new(),
             ImportState::Pending => "Importing".to_string(),
@@ -296,8 +271,7 @@ impl<'a> ImportState<'a> {
         }
     }
 
-    /// `describe`'s Import line: `importing`, `imported`, `failed (Reason): message`.
-    pub fn describe(&self) -> String {
+    fn describe(&self) -> String {
         match self {
             ImportState::NotImported => String::new(),
             ImportState::Pending => "importing".to_string(),
@@ -306,10 +280,8 @@ impl<'a> ImportState<'a> {
         }
     }
 
-    /// Whether a condition is one this state already reports: the ImportSuccess
-    /// condition of a tag that imports (an older failure is superseded by the state).
-    pub fn reports(&self, condition: &TagEventCondition) -> bool {
-        *self != ImportState::NotImported && condition.condition_type == IMPORT_SUCCESS
+    fn reports(&self, condition: &TagEventCondition) -> bool {
+        *self != ImportState::NotImported && condition.condition_type == berth_model::tags::CONDITION_IMPORT_SUCCESS
     }
 }
 
@@ -429,7 +401,7 @@ fn stream_tag_import(v: &Value) -> String {
         return String::new();
     };
     let image_generation = istag.image.as_ref().map(|_| istag.generation);
-    ImportState::of(istag.tag.as_ref(), image_generation, &istag.conditions).cell()
+    berth_model::tags::import_state(istag.tag.as_ref(), image_generation, &istag.conditions).cell()
 }
 
 /// The IMPORT cell of an ImageTag: its spec against its newest TagEvent.
@@ -439,7 +411,8 @@ fn image_tag_import(v: &Value) -> String {
     };
     let history = itag.status.as_ref();
     let image_generation = history.and_then(|h| h.items.first()).map(|e| e.generation);
-    ImportState::of(itag.spec.as_ref(), image_generation, history.map(|h| h.conditions.as_slice()).unwrap_or_default()).cell()
+    berth_model::tags::import_state(itag.spec.as_ref(), image_generation, history.map(|h| h.conditions.as_slice()).unwrap_or_default())
+        .cell()
 }
 
 fn namespace_status(v: &Value) -> String {

@@ -285,25 +285,62 @@ pub struct PendingImport {
     pub generation: i64,
 }
 
-/// The DockerImage tags of `stream` whose spec is ahead of their status (OpenShift's
-/// import controller condition), in tag order.
+/// Where the import of a tag from another registry stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ImportState<'a> {
+    /// The tag is not imported: it was pushed, follows a tag of this catalog, or is a
+    /// reference (`reference: true`) that is never imported.
+    NotImported,
+    /// The tag's current spec waits for an import.
+    Pending,
+    Imported,
+    /// The import of the tag's current spec failed.
+    Failed {
+        reason: &'a str,
+        message: &'a str,
+    },
+}
+
+/// The one rule of whether a tag waits for an import (OpenShift's import controller
+/// condition): a DockerImage tag that is not a reference waits while neither its newest
+/// history entry nor an `ImportSuccess=False` condition is at its spec's generation.
+/// `latest_generation` is the generation of the tag's newest history entry.
+pub fn import_state<'a>(
+    spec: Option<&TagReference>,
+    latest_generation: Option<i64>,
+    conditions: &'a [TagEventCondition],
+) -> ImportState<'a> {
+    let Some(spec) = spec.filter(|s| !s.reference && s.from.as_ref().is_some_and(|f| f.kind == KIND_DOCKER_IMAGE)) else {
+        return ImportState::NotImported;
+    };
+    let wanted = spec.generation.unwrap_or(1);
+    let failure = conditions.iter().find(|c| c.condition_type == CONDITION_IMPORT_SUCCESS && c.status == "False" && c.generation >= wanted);
+    if let Some(failure) = failure {
+        return ImportState::Failed { reason: &failure.reason, message: &failure.message };
+    }
+    match latest_generation {
+        Some(generation) if generation >= wanted => ImportState::Imported,
+        _ => ImportState::Pending,
+    }
+}
+
+/// The state of the import of `tag` of `stream`.
+pub fn tag_import_state<'a>(stream: &'a ImageStream, tag: &str) -> ImportState<'a> {
+    let status = stream.status_tag(tag);
+    let latest = status.and_then(|s| s.items.first()).map(|e| e.generation);
+    import_state(stream.spec_tag(tag), latest, status.map(|s| s.conditions.as_slice()).unwrap_or_default())
+}
+
+/// The DockerImage tags of `stream` that wait for an import ([`import_state`]), in tag
+/// order.
 pub fn pending_imports(stream: &ImageStream) -> Vec<PendingImport> {
     let mut pending = Vec::new();
     for tag in &stream.spec.tags {
         let Some(Ok(TagSource::DockerImage(reference))) = TagSource::of(stream, tag) else {
             continue;
         };
-        if tag.reference {
-            continue;
-        }
-        let generation = tag.generation.unwrap_or(1);
-        let status = stream.status_tag(&tag.name);
-        let imported = status.and_then(|s| s.items.first()).is_some_and(|e| e.generation >= generation);
-        let failed = status.is_some_and(|s| {
-            s.conditions.iter().any(|c| c.condition_type == CONDITION_IMPORT_SUCCESS && c.status == "False" && c.generation >= generation)
-        });
-        if !imported && !failed {
-            pending.push(PendingImport { tag: tag.name.clone(), reference, generation });
+        if tag_import_state(stream, &tag.name) == ImportState::Pending {
+            pending.push(PendingImport { tag: tag.name.clone(), reference, generation: tag.generation.unwrap_or(1) });
         }
     }
     pending

@@ -14,7 +14,7 @@ use serde_json::Value;
 use crate::client::{ApiError, Client};
 use crate::commands::Context;
 use crate::kinds;
-use crate::output::{self, ImportState, ago, array, source_text, text};
+use crate::output::{self, ImportState, ImportStateText, ago, array, source_text, text};
 
 #[derive(Debug, clap::Args)]
 pub struct DescribeArgs {
@@ -193,7 +193,7 @@ fn describe_tag(out: &mut Fields, stream: &ImageStream, tag: &str, images: &BTre
         }
     }
     let (items, conditions) = stream.status_tag(tag).map(|h| (h.items.as_slice(), h.conditions.as_slice())).unwrap_or_default();
-    let import = ImportState::of(spec, items.first().map(|e| e.generation), conditions);
+    let import = berth_model::tags::import_state(spec, items.first().map(|e| e.generation), conditions);
     match &import {
         ImportState::Pending => out.line("  importing..."),
         ImportState::Failed { .. } => out.line(&format!("  ! import {}", import.describe())),
@@ -243,7 +243,7 @@ fn describe_stream_tag(istag: &ImageStreamTag, schedule: Option<&[Value]>) -> St
         let stream = istag.metadata.name.split_once(':').map_or(istag.metadata.name.as_str(), |(stream, _)| stream);
         out.field("Scheduled", &scheduled_text(schedule, stream, &spec.name));
     }
-    let import = ImportState::of(istag.tag.as_ref(), istag.image.as_ref().map(|_| istag.generation), &istag.conditions);
+    let import = berth_model::tags::import_state(istag.tag.as_ref(), istag.image.as_ref().map(|_| istag.generation), &istag.conditions);
     if import != ImportState::NotImported {
         out.field("Import", &import.describe());
     }
@@ -338,12 +338,12 @@ mod tests {
     fn a_stream_shows_each_tag_with_history_newest_first() {
         let stream: ImageStream = serde_json::from_value(json!({
             "metadata": {"name": "app", "namespace": "team", "creationTimestamp": "2026-01-01T00:00:00Z"},
-            "spec": {"tags": [{"name": "db", "from": {"kind": "DockerImage", "name": "mysql:5.6"}}]},
+            "spec": {"tags": [{"name": "db", "from": {"kind": "DockerImage", "name": "mysql:5.6"}, "generation": 1}]},
             "status": {"dockerImageRepository": "berth:7440/team/app", "tags": [
                 {"tag": "latest", "items": [
                     {"created": "2026-01-02T00:00:00Z", "dockerImageReference": "r/app@sha256:b", "image": "sha256:b", "generation": 1},
                     {"created": "2026-01-01T00:00:00Z", "dockerImageReference": "r/app@sha256:a", "image": "sha256:a", "generation": 1}]},
-                {"tag": "db", "items": [], "conditions": [{"type": "ImportSuccess", "status": "False", "reason": "NotImported", "message": "not imported yet"}]}]}
+                {"tag": "db", "items": [], "conditions": [{"type": "ImportSuccess", "status": "False", "reason": "NotImported", "message": "not imported yet", "generation": 1}]}]}
         }))
         .unwrap();
         let image: Image = serde_json::from_value(json!({"metadata": {"name": "sha256:b"},

@@ -344,7 +344,7 @@ impl RepositoryProgress {
             let history = stream.status_tag(&tag.name);
             let image_generation = history.and_then(|h| h.items.first()).map(|e| e.generation);
             let conditions = history.map(|h| h.conditions.as_slice()).unwrap_or_default();
-            if ImportState::of(Some(tag), image_generation, conditions) != ImportState::Pending {
+            if berth_model::tags::import_state(Some(tag), image_generation, conditions) != ImportState::Pending {
                 done += 1;
             }
         }

@@ -268,3 +268,31 @@ fn deleting_a_tag_removes_spec_and_history() {
     assert_eq!(s.metadata.generation, Some(2));
     assert!(!remove_tag(&mut s, "a"));
 }
+
+#[test]
+fn a_tag_waits_for_an_import_until_history_or_a_failure_reaches_its_generation() {
+    let spec =
+        |kind: &str, generation: i64, reference: bool| TagReference { generation: Some(generation), reference, ..tag("t", kind, "x:1") };
+    let failure = |generation: i64| TagEventCondition {
+        condition_type: CONDITION_IMPORT_SUCCESS.into(),
+        status: "False".into(),
+        reason: "NotFound".into(),
+        message: "gone".into(),
+        generation,
+        last_transition_time: None,
+    };
+    let older = [failure(1)];
+    let current = [failure(2)];
+    let cases: Vec<(TagReference, Option<i64>, &[TagEventCondition], ImportState<'_>)> = vec![
+        (spec(KIND_DOCKER_IMAGE, 2, false), None, &[], ImportState::Pending),
+        (spec(KIND_DOCKER_IMAGE, 2, false), Some(1), &older, ImportState::Pending),
+        (spec(KIND_DOCKER_IMAGE, 2, false), Some(2), &[], ImportState::Imported),
+        (spec(KIND_DOCKER_IMAGE, 2, false), Some(1), &current, ImportState::Failed { reason: "NotFound", message: "gone" }),
+        (spec(KIND_DOCKER_IMAGE, 2, true), None, &[], ImportState::NotImported),
+        (spec(KIND_IMAGE_STREAM_TAG, 2, false), None, &[], ImportState::NotImported),
+    ];
+    for (spec, latest, conditions, expected) in cases {
+        assert_eq!(import_state(Some(&spec), latest, conditions), expected, "{spec:?} {latest:?}");
+    }
+    assert_eq!(import_state(None, None, &[]), ImportState::NotImported);
+}
