@@ -717,11 +717,8 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 
 /// The `next` target of a `Link` header, as a path (and query) on the same registry.
 fn next_link(link: &str) -> Option<String> {
-    let (target, params) = link.split_once(';')?;
-    if !params.contains("rel=\"next\"") && !params.contains("rel=next") {
-        return None;
-    }
-    let target = target.trim().trim_start_matches('<').trim_end_matches('>');
+    let links = parse_link_header::parse_with_rel(link).ok()?;
+    let target = links.get("next")?.raw_uri.as_str();
     match url::Url::parse(target) {
         Ok(absolute) => Some(format!("{}{}", absolute.path(), absolute.query().map(|q| format!("?{q}")).unwrap_or_default())),
         Err(_) if target.starts_with('/') => Some(target.to_string()),

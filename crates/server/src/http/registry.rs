@@ -316,15 +316,13 @@ impl Request<'_> {
     }
 
     async fn get_manifest(&self, repo: &Repo, reference: &Reference) -> Served {
+        // The media types the client takes, in its order of preference; none (or an
+        // Accept that does not parse) takes anything.
         let accept: Vec<String> = self
             .headers
-            .get_all(header::ACCEPT)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(|t| t.split(';').next().unwrap_or("").trim().to_string())
-            .filter(|t| !t.is_empty())
-            .collect();
+            .typed_get::<headers_accept::Accept>()
+            .map(|accept| accept.media_types().map(|media_type| media_type.essence().to_string()).collect())
+            .unwrap_or_default();
         let content = self.registry.manifest(self.caller, repo, reference, &accept).await?;
         let headers = [
             (header::CONTENT_TYPE, header_value(&content.media_type)),
