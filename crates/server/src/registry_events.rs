@@ -1028,6 +1028,47 @@ mod tests {
         assert!(format!("{endpoint:?}").contains("token: Some(\"<redacted>\")"));
     }
 
+    proptest::proptest! {
+        /// Whatever a registry (or anyone holding the token) sends, each format reads it
+        /// or refuses it as malformed, with a message: payloads of the right shape with
+        /// values of every kind, and bytes that are not JSON at all.
+        #[test]
+        fn every_payload_is_read_or_refused_as_malformed(
+            format in proptest::sample::select(vec![WebhookFormat::Distribution, WebhookFormat::Dockerhub, WebhookFormat::Harbor, WebhookFormat::Quay, WebhookFormat::Berth]),
+            document in payload_like(),
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256),
+        ) {
+            let endpoint = endpoint(format, "registry.example.com");
+            let authorized = headers(&[("authorization", &format!("Bearer {TOKEN}"))]);
+            for body in [serde_json::to_vec(&document).unwrap(), bytes] {
+                match endpoint.parse(&authorized, &body) {
+                    Ok(changes) => proptest::prop_assert!(changes.iter().all(|c| c.registry == "registry.example.com")),
+                    Err(WebhookError::Malformed(message)) => proptest::prop_assert!(!message.is_empty()),
+                    Err(other) => proptest::prop_assert!(false, "a verified payload was refused as {other:?}"),
+                }
+            }
+        }
+    }
+
+    /// JSON with the keys registry payloads use, and values of every kind.
+    fn payload_like() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            "[a-z0-9:./@-]{0,40}".prop_map(Value::from),
+            "[0-9a-f]{64}".prop_map(|hex| Value::from(format!("sha256:{hex}"))),
+        ];
+        let keys = "(events|action|target|repository|tag|digest|mediaType|url|push_data|tag|repo_name|repo|updated_tags|docker_url|type|data|resources|resource_url|event_data|registry|specversion|occur_at|[a-z]{1,5})";
+        leaf.prop_recursive(4, 40, 6, move |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                proptest::collection::btree_map(keys, inner, 0..6).prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
     #[test]
     fn endpoint_config_reads_from_yaml_with_defaults() {
         let yaml = "name: harbor-prod\nformat: harbor\nregistry: harbor.example.com\ntoken: tok-3f9a1c0e5b7d2468ace\n";

@@ -179,3 +179,62 @@ async fn unknown_paths_and_methods_answer_with_status_bodies() {
     assert_eq!(status, StatusCode::OK);
     app.stop().await;
 }
+
+/// Anything a client sends to the registry endpoint (any method, path, range, upload
+/// range, credentials, media types and body) gets an answer below 500, and every refusal
+/// says what was wrong. A bounded property test against the real server;
+/// `PROPTEST_CASES=20000 cargo nextest run -p berth-server --test bad_input` runs longer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_registry_request_makes_the_server_fail() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+    let app = TestApp::start().await;
+    app.namespace("team").await;
+    let editor = app.token("editor", "edit", &["team"]).await;
+    let client = reqwest::Client::new();
+    let strategy = (
+        prop::sample::select(vec!["GET", "HEAD", "PUT", "POST", "PATCH", "DELETE", "OPTIONS"]),
+        prop_oneof![
+            "[a-z0-9/._:-]{0,60}",
+            "team/app/(manifests|blobs|tags|referrers|blobs/uploads)/[a-zA-Z0-9:._-]{0,70}",
+            "team/app/blobs/uploads/[0-9a-f-]{0,40}(\\?digest=sha256:[0-9a-f]{0,64})?",
+        ],
+        prop::option::of("(bytes=)?[0-9,-]{0,16}"),
+        prop::option::of("(bytes )?[0-9]{0,8}-[0-9]{0,8}(/[0-9*]{0,6})?"),
+        prop::sample::select(vec!["editor", "admin", "garbage", "none"]),
+        prop::option::of("[a-z/.+*;=0-9, -]{0,60}"),
+        prop::collection::vec(any::<u8>(), 0..256),
+    );
+    let mut runner = TestRunner::new(Config { failure_persistence: None, ..Config::default() });
+    runner
+        .run(&strategy, |(method, path, range, content_range, who, media, body)| {
+            let mut request = client.request(method.parse().unwrap(), format!("{}/v2/{path}", app.base)).body(body);
+            request = match who {
+                "editor" => request.bearer_auth(&editor),
+                "admin" => request.bearer_auth(&app.admin),
+                "garbage" => request.basic_auth("me", Some("brt_not.a-token")),
+                _ => request,
+            };
+            for (name, value) in
+                [("range", range), ("content-range", content_range.clone()), ("accept", media.clone()), ("content-type", media)]
+            {
+                if let Some(value) = value {
+                    request = request.header(name, value);
+                }
+            }
+            let (status, text) = tokio::task::block_in_place(|| {
+                tokio::runtime::Handle::current().block_on(async {
+                    let response = request.send().await.unwrap();
+                    (response.status(), response.text().await.unwrap_or_default())
+                })
+            });
+            prop_assert!(status.as_u16() < 500, "{method} /v2/{path}: {status} {text}");
+            if status.is_client_error() && method != "HEAD" {
+                let body: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+                prop_assert!(body["errors"][0]["message"].as_str().is_some_and(|m| !m.is_empty()), "{method} /v2/{path}: {status} {text}");
+            }
+            Ok(())
+        })
+        .unwrap();
+    app.stop().await;
+}

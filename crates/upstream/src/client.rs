@@ -823,6 +823,30 @@ mod tests {
         assert!(matches!(challenge(&["Bearer realm=\"unterminated"]), Challenge::Other));
     }
 
+    proptest::proptest! {
+        /// Whatever a registry sends as `WWW-Authenticate` or `Link`, reading it does not
+        /// panic, and a bearer challenge's realm is the value as sent, unquoted.
+        #[test]
+        fn challenges_and_links_from_registries_never_panic(
+            value in "[ -~]{0,120}",
+            realm in "[a-zA-Z0-9:/._-]{1,40}",
+            quoted in "[ -~]{0,30}",
+        ) {
+            if let Ok(header) = HeaderValue::from_str(&value) {
+                let mut headers = HeaderMap::new();
+                headers.insert(WWW_AUTHENTICATE, header);
+                let _ = Challenge::of(&headers);
+            }
+            let _ = next_link(&value);
+            let escaped = quoted.replace('\\', "\\\\").replace('"', "\\\"");
+            let Challenge::Bearer(params) = challenge(&[&format!(r#"Bearer realm="{realm}",service="{escaped}""#)]) else {
+                return Err(proptest::test_runner::TestCaseError::fail("a bearer challenge"));
+            };
+            proptest::prop_assert_eq!(challenge_param(&params, "realm"), Some(realm));
+            proptest::prop_assert_eq!(challenge_param(&params, "service"), Some(quoted));
+        }
+    }
+
     #[test]
     fn link_headers_give_the_next_page() {
         assert_eq!(next_link(r#"</v2/app/tags/list?last=b&n=2>; rel="next""#).as_deref(), Some("/v2/app/tags/list?last=b&n=2"));

@@ -257,6 +257,25 @@ mod tests {
         assert_eq!(policy(&["localhost:*"]).filter("localhost", vec![loopback]), Ok(vec![loopback]));
     }
 
+    proptest::proptest! {
+        /// Any host or URL a tenant writes is allowed or refused with a reason, never a
+        /// panic; an address the policy refuses is never made reachable by a port.
+        #[test]
+        fn hosts_and_urls_are_judged_without_panicking(text in "[ -~]{0,60}", port in 0u16..) {
+            let open = policy(&[]);
+            if let Err(refusal) = open.check(&text, 443) {
+                proptest::prop_assert!(!open.explain(&text, &refusal).is_empty());
+            }
+            if let Err(message) = open.check_url(&text) {
+                proptest::prop_assert!(!message.is_empty());
+            }
+            let _ = open.check_address(&text);
+            let (loopback, metadata) = (format!("127.0.0.1:{port}"), format!("http://169.254.169.254:{port}/"));
+            proptest::prop_assert!(open.check(&loopback, 443).is_err());
+            proptest::prop_assert!(open.check_url(&metadata).is_err());
+        }
+    }
+
     #[test]
     fn addresses_inside_ipv6_are_judged_as_ipv4() {
         assert!(!is_public("::ffff:127.0.0.1".parse().unwrap()));

@@ -143,7 +143,10 @@ fn header_value(text: &str) -> HeaderValue {
 }
 
 /// `GET /v2/`: 200 for a known caller, 401 with the challenge otherwise.
-pub(crate) async fn check(State(app): State<App>, headers: HeaderMap) -> Response {
+pub(crate) async fn check(State(app): State<App>, method: Method, headers: HeaderMap) -> Response {
+    if !matches!(method, Method::GET | Method::HEAD) {
+        return error(unsupported(&method), &headers, None);
+    }
     match app.registry.authenticate(credential(&headers)).await {
         Ok(_) => reply(StatusCode::OK, "application/json", "{}".to_string()),
         Err(err) => error(err, &headers, None),
@@ -513,6 +516,44 @@ mod tests {
         assert_eq!(route("_catalog"), Some(Route::Catalog));
         assert_eq!(route("ns/app/other/x"), None);
         assert_eq!(route("app"), None);
+    }
+
+    proptest::proptest! {
+        /// Any `/v2/` path and any `Range` or `Content-Range` a client sends is read
+        /// without a panic, and every refusal is a client error with a message.
+        #[test]
+        fn paths_names_and_ranges_are_read_or_refused_as_client_errors(
+            path in "[a-zA-Z0-9._/:%-]{0,80}|\\PC{0,40}",
+            range in "(bytes=)?[0-9, -]{0,20}|\\PC{0,20}",
+            size in 0u64..1_000_000,
+        ) {
+            let refused = |err: RegistryError| {
+                let (status, code) = oci(err.code);
+                proptest::prop_assert!(status.is_client_error(), "{status} for {err:?}");
+                proptest::prop_assert!(!code.is_empty() && !err.message.is_empty());
+                Ok(())
+            };
+            if let Some(target) = route(&path) {
+                if let Some(name) = repository_of(&target) && let Err(err) = Repo::parse(name) {
+                    refused(err)?;
+                }
+                match target {
+                    Route::Manifest(_, reference) => if let Err(err) = Reference::parse(reference) { refused(err)? },
+                    Route::Blob(_, digest) | Route::Referrers(_, digest) => if let Err(err) = parse_digest(digest) { refused(err)? },
+                    _ => {}
+                }
+            }
+            if let Err(err) = parse_content_range(&range) {
+                refused(err)?;
+            }
+            if let Some(request) = RangeRequest::parse(&range) {
+                match request.resolve(size) {
+                    Ok(Some(sent)) => proptest::prop_assert!(sent.start < sent.end && sent.end <= size),
+                    Ok(None) => {}
+                    Err(err) => refused(err)?,
+                }
+            }
+        }
     }
 
     #[test]

@@ -1,0 +1,118 @@
+//! The model's parsers take anything a client or a registry sends without panicking:
+//! digests, image references, manifests (of any shape, with any config), names and
+//! selectors. Each rejection carries a message. Property tests, bounded by default;
+//! `PROPTEST_CASES=100000 cargo nextest run -p berth-model --test parsers` runs a long
+//! campaign.
+
+use berth_model::Digest;
+use berth_model::manifest::{self, Manifest};
+use berth_model::reference::ImageReference;
+use berth_model::selector::{FieldSelector, LabelSelector};
+use proptest::prelude::*;
+use serde_json::{Value, json};
+
+/// Text that looks like what the parser expects, often enough to reach its deeper rules.
+fn reference_like() -> impl Strategy<Value = String> {
+    let part = "[a-zA-Z0-9._:/@-]{0,20}";
+    prop_oneof![
+        any::<String>(),
+        part,
+        (part, part, part).prop_map(|(a, b, c)| format!("{a}/{b}:{c}")),
+        (part, "[0-9a-f]{0,70}").prop_map(|(a, hex)| format!("{a}@sha256:{hex}")),
+    ]
+}
+
+/// JSON values shaped like manifests: the right keys with arbitrary values.
+fn manifest_like() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::from),
+        any::<i64>().prop_map(Value::from),
+        "[a-z0-9:./+-]{0,80}".prop_map(Value::from),
+        "[0-9a-f]{64}".prop_map(|hex| Value::from(format!("sha256:{hex}"))),
+    ];
+    let value = leaf.prop_recursive(3, 24, 6, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+            prop::collection::btree_map("(mediaType|digest|size|urls|platform|os|architecture|[a-z]{1,6})", inner, 0..5)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    });
+    let media_type = prop_oneof![
+        Just(Value::from(manifest::OCI_MANIFEST)),
+        Just(Value::from(manifest::OCI_INDEX)),
+        Just(Value::from(manifest::DOCKER_MANIFEST)),
+        Just(Value::from(manifest::DOCKER_MANIFEST_LIST)),
+        Just(Value::Null),
+        value.clone(),
+    ];
+    (media_type, prop::option::of(value.clone()), prop::option::of(value.clone()), prop::option::of(value), any::<Option<i64>>()).prop_map(
+        |(media_type, config, layers, manifests, schema_version)| {
+            let mut document = json!({"mediaType": media_type});
+            for (key, field) in [("config", config), ("layers", layers), ("manifests", manifests)] {
+                if let Some(field) = field {
+                    document[key] = field;
+                }
+            }
+            if let Some(version) = schema_version {
+                document["schemaVersion"] = json!(version);
+            }
+            document
+        },
+    )
+}
+
+proptest! {
+    #[test]
+    fn digests_parse_or_say_why(text in reference_like()) {
+        match text.parse::<Digest>() {
+            Ok(digest) => prop_assert_eq!(digest.to_string(), text),
+            Err(err) => prop_assert!(!err.to_string().is_empty()),
+        }
+    }
+
+    #[test]
+    fn image_references_parse_or_say_why(text in reference_like()) {
+        match ImageReference::parse(&text) {
+            Ok(reference) => {
+                // What parses prints as a reference that parses to the same thing.
+                let again = ImageReference::parse(&reference.to_string());
+                prop_assert_eq!(again, Ok(reference));
+            }
+            Err(message) => prop_assert!(!message.is_empty()),
+        }
+    }
+
+    #[test]
+    fn any_bytes_are_a_manifest_or_a_reason(bytes in prop::collection::vec(any::<u8>(), 0..512), content_type in "[a-z./+-]{0,60}") {
+        if let Err(err) = Manifest::parse(&content_type, &bytes) {
+            prop_assert!(!err.to_string().is_empty());
+        }
+    }
+
+    #[test]
+    fn manifest_shaped_documents_become_images_or_reasons(document in manifest_like(), config in prop::option::of(manifest_like())) {
+        let bytes = serde_json::to_vec(&document).unwrap();
+        let config = config.map(|c| serde_json::to_vec(&c).unwrap());
+        match Manifest::parse("", &bytes) {
+            Ok(parsed) => {
+                let digest = Digest::sha256_of(&bytes);
+                match manifest::image_from_manifest(&digest, &bytes, &parsed, config.as_deref(), "registry.example/app@x") {
+                    Ok(image) => prop_assert_eq!(image.metadata.name, digest.to_string()),
+                    Err(err) => prop_assert!(!err.to_string().is_empty()),
+                }
+            }
+            Err(err) => prop_assert!(!err.to_string().is_empty()),
+        }
+    }
+
+    #[test]
+    fn selectors_parse_or_say_why(text in "[a-z0-9=!,() .-]{0,40}|\\PC{0,40}") {
+        if let Err(message) = LabelSelector::parse(&text) {
+            prop_assert!(!message.is_empty());
+        }
+        if let Err(message) = FieldSelector::parse(&text) {
+            prop_assert!(!message.is_empty());
+        }
+    }
+}
