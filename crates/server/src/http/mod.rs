@@ -289,6 +289,51 @@ fn success(details: StatusDetails) -> Status {
     }
 }
 
+/// The `Status` code and reason of each kind of error (Kubernetes' own).
+trait StatusOf {
+    fn code(self) -> u16;
+    fn reason(self) -> &'static str;
+}
+
+impl StatusOf for ErrorKind {
+    fn code(self) -> u16 {
+        match self {
+            ErrorKind::BadRequest => 400,
+            ErrorKind::Unauthorized => 401,
+            ErrorKind::Forbidden => 403,
+            ErrorKind::NotFound => 404,
+            ErrorKind::AlreadyExists | ErrorKind::Conflict => 409,
+            ErrorKind::MethodNotAllowed => 405,
+            ErrorKind::Gone => 410,
+            ErrorKind::TooLarge => 413,
+            ErrorKind::UnsupportedMediaType => 415,
+            ErrorKind::Invalid => 422,
+            ErrorKind::Busy => 429,
+            ErrorKind::Unavailable => 503,
+            ErrorKind::Internal => 500,
+        }
+    }
+
+    fn reason(self) -> &'static str {
+        match self {
+            ErrorKind::BadRequest => "BadRequest",
+            ErrorKind::Unauthorized => "Unauthorized",
+            ErrorKind::Forbidden => "Forbidden",
+            ErrorKind::NotFound => "NotFound",
+            ErrorKind::AlreadyExists => "AlreadyExists",
+            ErrorKind::Conflict => "Conflict",
+            ErrorKind::Invalid => "Invalid",
+            ErrorKind::Gone => "Expired",
+            ErrorKind::MethodNotAllowed => "MethodNotAllowed",
+            ErrorKind::TooLarge => "RequestEntityTooLarge",
+            ErrorKind::UnsupportedMediaType => "UnsupportedMediaType",
+            ErrorKind::Busy => "TooManyRequests",
+            ErrorKind::Unavailable => "ServiceUnavailable",
+            ErrorKind::Internal => "InternalError",
+        }
+    }
+}
+
 /// The `Status` body of an error.
 pub fn status_of(err: &Error) -> Status {
     let (group, kind) = match err.resource.split_once('.') {

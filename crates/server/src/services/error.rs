@@ -1,6 +1,7 @@
 //! Error policy: services return this typed [`Error`], whose kinds are the Kubernetes
 //! `Status` reasons, and whose message says what was wrong and what to do. The HTTP edge
-//! renders it as a `Status` body; nothing else maps errors. `anyhow` is for the binary and
+//! gives each kind its status code and renders it as a `Status` body; nothing else maps
+//! errors. `anyhow` is for the binary and
 //! start-up only. Storage failures are logged here, once, and reach the user as a plain
 //! internal error.
 
@@ -25,45 +26,6 @@ pub enum ErrorKind {
     /// Something berth depends on (another registry) did not answer as it should.
     Unavailable,
     Internal,
-}
-
-impl ErrorKind {
-    pub fn code(self) -> u16 {
-        match self {
-            ErrorKind::BadRequest => 400,
-            ErrorKind::Unauthorized => 401,
-            ErrorKind::Forbidden => 403,
-            ErrorKind::NotFound => 404,
-            ErrorKind::AlreadyExists | ErrorKind::Conflict => 409,
-            ErrorKind::MethodNotAllowed => 405,
-            ErrorKind::Gone => 410,
-            ErrorKind::TooLarge => 413,
-            ErrorKind::UnsupportedMediaType => 415,
-            ErrorKind::Invalid => 422,
-            ErrorKind::Busy => 429,
-            ErrorKind::Unavailable => 503,
-            ErrorKind::Internal => 500,
-        }
-    }
-
-    pub fn reason(self) -> &'static str {
-        match self {
-            ErrorKind::BadRequest => "BadRequest",
-            ErrorKind::Unauthorized => "Unauthorized",
-            ErrorKind::Forbidden => "Forbidden",
-            ErrorKind::NotFound => "NotFound",
-            ErrorKind::AlreadyExists => "AlreadyExists",
-            ErrorKind::Conflict => "Conflict",
-            ErrorKind::Invalid => "Invalid",
-            ErrorKind::Gone => "Expired",
-            ErrorKind::MethodNotAllowed => "MethodNotAllowed",
-            ErrorKind::TooLarge => "RequestEntityTooLarge",
-            ErrorKind::UnsupportedMediaType => "UnsupportedMediaType",
-            ErrorKind::Busy => "TooManyRequests",
-            ErrorKind::Unavailable => "ServiceUnavailable",
-            ErrorKind::Internal => "InternalError",
-        }
-    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
