@@ -4,7 +4,7 @@
 # same images and the same load generators:
 #   1. push of a 3-layer 64 MiB image with skopeo (a fresh repository each run),
 #   2. manifest GET by tag (100 tags) and by digest with wrk (req/s, p99),
-#   3. GET of a 64 MiB blob with wrk (MB/s),
+#   3. GET of a 64 MiB blob with wrk at 4 and at 32 connections (MB/s, p99),
 #   4. pull-through, cold then warm (median of 5, alternating), with skopeo: berth pulling
 #      through from an origin distribution registry vs. distribution configured as a proxy
 #      of the same origin,
@@ -174,6 +174,9 @@ upload_blob "$distribution"
 upload_blob "$berth" -H "Authorization: Bearer $token"
 blob_dist=$(load blob.lua 4 "$distribution" "" BENCH_REPO=bench/blob BENCH_DIGEST="$blob_digest")
 blob_berth=$(load blob.lua 4 "$berth" "$token" BENCH_REPO=bench/blob BENCH_DIGEST="$blob_digest")
+# As many clients as the manifest runs: a fleet pulling a layer at once.
+blob32_dist=$(load blob.lua 32 "$distribution" "" BENCH_REPO=bench/blob BENCH_DIGEST="$blob_digest")
+blob32_berth=$(load blob.lua 32 "$berth" "$token" BENCH_REPO=bench/blob BENCH_DIGEST="$blob_digest")
 rss_blob=$(mem "$berth_pid" VmHWM)
 
 # 4. Pull-through of the big image from the origin: cold (nothing local), then warm.
@@ -202,8 +205,8 @@ median() { printf '%s\n' "$@" | sort -n | sed -n 3p; }
 warm_dist=$(median "${warm_dists[@]}")
 warm_berth=$(median "${warm_berths[@]}")
 
-berth_hwm=$(mem "$berth_pid" VmHWM) berth_rss=$(mem "$berth_pid" VmRSS)
-dist_hwm=$(mem "$distribution_pid" VmHWM) dist_rss=$(mem "$distribution_pid" VmRSS)
+berth_hwm=$(mem "$berth_pid" VmHWM) berth_rss=$(mem "$berth_pid" VmRSS) berth_anon=$(mem "$berth_pid" RssAnon)
+dist_hwm=$(mem "$distribution_pid" VmHWM) dist_rss=$(mem "$distribution_pid" VmRSS) dist_anon=$(mem "$distribution_pid" RssAnon)
 proxy_hwm=$(mem "$proxy_pid" VmHWM)
 
 mbps() { python3 -c "
@@ -221,12 +224,17 @@ printf "$fmt" "  p99" "$(col "$by_tag_berth" 2)" "$(col "$by_tag_dist" 2)" ""
 printf "$fmt" "manifest GET by digest, req/s (c=32)" "$(col "$by_digest_berth" 1)" "$(col "$by_digest_dist" 1)" "$(ratio "$(col "$by_digest_berth" 1)" "$(col "$by_digest_dist" 1)")"
 printf "$fmt" "  p99" "$(col "$by_digest_berth" 2)" "$(col "$by_digest_dist" 2)" ""
 printf "$fmt" "64 MiB blob GET, MB/s (c=4)" "$(mbps "$(col "$blob_berth" 3)")" "$(mbps "$(col "$blob_dist" 3)")" "$(ratio "$(mbps "$(col "$blob_berth" 3)")" "$(mbps "$(col "$blob_dist" 3)")")"
+printf "$fmt" "  p99" "$(col "$blob_berth" 2)" "$(col "$blob_dist" 2)" ""
+printf "$fmt" "64 MiB blob GET, MB/s (c=32)" "$(mbps "$(col "$blob32_berth" 3)")" "$(mbps "$(col "$blob32_dist" 3)")" "$(ratio "$(mbps "$(col "$blob32_berth" 3)")" "$(mbps "$(col "$blob32_dist" 3)")")"
+printf "$fmt" "  p99" "$(col "$blob32_berth" 2)" "$(col "$blob32_dist" 2)" ""
 printf "$fmt" "push 3 layers / 64 MiB (skopeo), s" "$(tr ' ' / <<<"${push_berth[*]}")" "$(tr ' ' / <<<"${push_dist[*]}")" ""
 printf "$fmt" "pull-through cold (skopeo), s" "$cold_berth" "$cold_dist (proxy)" ""
 printf "$fmt" "pull-through warm (skopeo, median of 5), s" "$warm_berth" "$warm_dist (proxy)" ""
 echo "(warm pulls, in order: berth ${warm_berths[*]}; distribution proxy ${warm_dists[*]})"
 printf "$fmt" "resident memory peak / now, MiB" "$berth_hwm / $berth_rss" "$dist_hwm / $dist_rss" ""
+printf "$fmt" "  of it the process's own (anonymous) now" "$berth_anon" "$dist_anon" ""
+echo "(berth serves blobs from shared read-only mappings of their files, which count as resident page cache while mapped)"
 echo "(the proxy registry's peak: $proxy_hwm MiB; berth's peak after the pushes $rss_push MiB, the manifest GETs $rss_manifests MiB, the blob GETs $rss_blob MiB)"
-errors="$(col "$by_tag_berth" 4) $(col "$by_tag_dist" 4) $(col "$by_digest_berth" 4) $(col "$by_digest_dist" 4) $(col "$blob_berth" 4) $(col "$blob_dist" 4)"
-echo "non-2xx responses per wrk run (berth/distribution: tag, digest, blob): $errors"
+errors="$(col "$by_tag_berth" 4) $(col "$by_tag_dist" 4) $(col "$by_digest_berth" 4) $(col "$by_digest_dist" 4) $(col "$blob_berth" 4) $(col "$blob_dist" 4) $(col "$blob32_berth" 4) $(col "$blob32_dist" 4)"
+echo "non-2xx responses per wrk run (berth/distribution: tag, digest, blob c=4, blob c=32): $errors"
 for e in $errors; do [ "$e" = 0 ] || fail "a load run got non-2xx responses"; done

@@ -38,8 +38,9 @@ use sha2::Digest as _;
 const WRITE_PART: usize = 1 << 20;
 const WRITES_IN_FLIGHT: usize = 2;
 
-/// Bytes read from disk per chunk when a blob is streamed out.
-const READ_CHUNK: usize = 512 * 1024;
+/// Bytes of a blob sent per slice of its mapping (no memory of its own: the slices are
+/// the page cache's).
+const READ_CHUNK: usize = 2 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BlobError {
@@ -600,27 +601,40 @@ fn newest_change(path: &FsPath) -> std::io::Result<std::time::SystemTime> {
     Ok(newest)
 }
 
-/// Reads of stored blobs from local files: a few threads of their own take one chunk
-/// request at a time from a first-come queue. Every download asks for its next chunk only
-/// when the previous one was taken by its connection (and one ahead), so under many
-/// downloads each advances in turn and none starves, the threads never exceed
-/// [`READ_THREADS`] however many clients pull, and the runtime's blocking threads (which
-/// the catalog's writes need) are never held by a download. Each chunk is read with
-/// `pread` straight into the buffer that goes out on the connection.
+/// Reads of stored blobs from local files. A blob file is mapped into memory (one
+/// mapping per file, shared by every download of it) and sent in slices of the mapping,
+/// so the bytes go from the page cache to the connection with no copy in between. The
+/// pages of each slice are read in by a few threads of their own, which take one slice at
+/// a time from a first-come queue: every download asks for its next slice only when its
+/// connection took the previous one (and one ahead), so under many downloads each
+/// advances in turn and none starves; a blob that is not in the page cache never stalls a
+/// connection's worker; the threads never exceed [`READ_THREADS`] however many clients
+/// pull; and the runtime's blocking threads (which the catalog's writes need) are never
+/// held by a download.
 #[derive(Clone)]
 struct ReadPool {
     jobs: std::sync::mpsc::Sender<ReadJob>,
+    mappings: Arc<Mutex<HashMap<(u64, u64), std::sync::Weak<memmap2::Mmap>>>>,
 }
 
 struct ReadJob {
-    file: Arc<std::fs::File>,
-    offset: u64,
+    map: Bytes,
+    offset: usize,
     len: usize,
-    reply: tokio::sync::oneshot::Sender<std::io::Result<Bytes>>,
+    reply: tokio::sync::oneshot::Sender<Bytes>,
 }
 
-/// Threads reading blob chunks, shared by every download.
+/// Threads reading blob pages in, shared by every download.
 const READ_THREADS: usize = 4;
+
+/// A shared mapping as the owner of the `Bytes` that slice it.
+struct Mapped(Arc<memmap2::Mmap>);
+
+impl AsRef<[u8]> for Mapped {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
 
 impl ReadPool {
     fn start() -> std::io::Result<ReadPool> {
@@ -635,39 +649,71 @@ impl ReadPool {
                         Ok(job) => job,
                         Err(_) => return,
                     };
-                    let _ = job.reply.send(read_at(&job.file, job.offset, job.len));
+                    let _ = job.reply.send(resident(&job.map, job.offset, job.len));
                 }
             })?;
         }
-        Ok(ReadPool { jobs })
+        Ok(ReadPool { jobs, mappings: Arc::default() })
     }
 
-    /// The bytes of `range` of `file`, read chunk by chunk as the consumer takes them.
+    /// The mapping of `file`, shared with every download of the same file.
+    fn map(&self, file: &std::fs::File) -> std::io::Result<Bytes> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = file.metadata()?;
+        // A file's inode is not reused while a mapping of it lives, so (device, inode)
+        // names its bytes for as long as the shared mapping exists.
+        let key = (meta.dev(), meta.ino());
+        let mut mappings = self.mappings.lock().expect("blob mapping lock");
+        if let Some(shared) = mappings.get(&key).and_then(std::sync::Weak::upgrade) {
+            return Ok(Bytes::from_owner(Mapped(shared)));
+        }
+        // SAFETY: a blob file is written once and made visible by a rename; it is never
+        // written or truncated afterwards (a replacement is another file renamed over the
+        // name, a removal unlinks it), so the mapping always holds the bytes that were
+        // checked against the blob's digest.
+        let shared = Arc::new(unsafe { memmap2::Mmap::map(file)? });
+        mappings.retain(|_, mapping| mapping.strong_count() > 0);
+        mappings.insert(key, Arc::downgrade(&shared));
+        Ok(Bytes::from_owner(Mapped(shared)))
+    }
+
+    /// The bytes of `range` of `file`, a slice at a time as the consumer takes them.
     fn stream(&self, file: std::fs::File, range: std::ops::Range<u64>) -> ByteStream {
-        let reader = Reader { pool: self.clone(), file: Arc::new(file), next: range.start, end: range.end, ahead: None };
+        if range.is_empty() {
+            return futures::stream::empty().boxed();
+        }
+        let map = match self.map(&file) {
+            Ok(map) if map.len() as u64 >= range.end => map,
+            Ok(_) => {
+                let short = std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the blob file is shorter than its size");
+                return futures::stream::once(async move { Err(short) }).boxed();
+            }
+            Err(err) => return futures::stream::once(async move { Err(err) }).boxed(),
+        };
+        let reader = Reader { pool: self.clone(), map, next: range.start as usize, end: range.end as usize, ahead: None };
         futures::stream::unfold(reader, |mut reader| async move { reader.next_chunk().await.map(|chunk| (chunk, reader)) }).boxed()
     }
 }
 
-/// One download's place in its blob, and the chunk requested ahead of the consumer.
+/// One download's place in its blob, and the slice requested ahead of the consumer.
 struct Reader {
     pool: ReadPool,
-    file: Arc<std::fs::File>,
+    map: Bytes,
     /// The first byte not yet requested.
-    next: u64,
-    end: u64,
-    ahead: Option<tokio::sync::oneshot::Receiver<std::io::Result<Bytes>>>,
+    next: usize,
+    end: usize,
+    ahead: Option<tokio::sync::oneshot::Receiver<Bytes>>,
 }
 
 impl Reader {
-    fn request(&mut self) -> Option<tokio::sync::oneshot::Receiver<std::io::Result<Bytes>>> {
+    fn request(&mut self) -> Option<tokio::sync::oneshot::Receiver<Bytes>> {
         if self.next >= self.end {
             return None;
         }
-        let len = (self.end - self.next).min(READ_CHUNK as u64) as usize;
+        let len = (self.end - self.next).min(READ_CHUNK);
         let (reply, answer) = tokio::sync::oneshot::channel();
-        let job = ReadJob { file: Arc::clone(&self.file), offset: self.next, len, reply };
-        self.next += len as u64;
+        let job = ReadJob { map: self.map.clone(), offset: self.next, len, reply };
+        self.next += len;
         // A send fails only when the pool's threads are gone; the answer then says so.
         let _ = self.pool.jobs.send(job);
         Some(answer)
@@ -679,13 +725,9 @@ impl Reader {
             None => self.request()?,
         };
         match pending.await {
-            Ok(Ok(chunk)) => {
+            Ok(chunk) => {
                 self.ahead = self.request();
                 Some(Ok(chunk))
-            }
-            Ok(Err(err)) => {
-                self.next = self.end;
-                Some(Err(err))
             }
             Err(_) => {
                 self.next = self.end;
@@ -695,15 +737,16 @@ impl Reader {
     }
 }
 
-/// Reads exactly `len` bytes at `offset`: a blob file shorter than its size is an error.
-fn read_at(file: &std::fs::File, offset: u64, len: usize) -> std::io::Result<Bytes> {
-    use std::os::unix::fs::FileExt;
-    let mut buffer = vec![0u8; len];
-    file.read_exact_at(&mut buffer, offset).map_err(|err| match err.kind() {
-        std::io::ErrorKind::UnexpectedEof => std::io::Error::new(err.kind(), "the blob file is shorter than its size"),
-        _ => err,
-    })?;
-    Ok(Bytes::from(buffer))
+/// `len` bytes of `map` at `offset`, with their pages read in: one byte of each page is
+/// touched, which brings a page from disk when the page cache does not have it.
+fn resident(map: &Bytes, offset: usize, len: usize) -> Bytes {
+    let chunk = map.slice(offset..offset + len);
+    let mut touched = 0u8;
+    for page in (0..len).step_by(4096) {
+        touched ^= chunk[page];
+    }
+    std::hint::black_box(touched);
+    chunk
 }
 
 #[cfg(test)]
