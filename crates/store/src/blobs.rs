@@ -614,8 +614,11 @@ fn newest_change(path: &FsPath) -> std::io::Result<std::time::SystemTime> {
 #[derive(Clone)]
 struct ReadPool {
     jobs: std::sync::mpsc::Sender<ReadJob>,
-    mappings: Arc<Mutex<HashMap<(u64, u64), std::sync::Weak<memmap2::Mmap>>>>,
+    mappings: Arc<Mutex<HashMap<FileId, std::sync::Weak<memmap2::Mmap>>>>,
 }
+
+/// A file's device and inode.
+type FileId = (u64, u64);
 
 struct ReadJob {
     map: Bytes,
