@@ -230,8 +230,11 @@ async fn no_registry_request_makes_the_server_fail() {
             });
             prop_assert!(status.as_u16() < 500, "{method} /v2/{path}: {status} {text}");
             if status.is_client_error() && method != "HEAD" {
+                // (A path with dot segments is resolved by the client and may leave /v2/: the
+                // image API's `Status` answers it, with its message.)
                 let body: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-                prop_assert!(body["errors"][0]["message"].as_str().is_some_and(|m| !m.is_empty()), "{method} /v2/{path}: {status} {text}");
+                let message = body["errors"][0]["message"].as_str().or(body["message"].as_str());
+                prop_assert!(message.is_some_and(|m| !m.is_empty()), "{method} /v2/{path}: {status} {text}");
             }
             Ok(())
         })
