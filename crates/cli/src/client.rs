@@ -96,17 +96,28 @@ pub struct Client {
 }
 
 impl Client {
-    /// `server` may leave out the scheme (`127.0.0.1:7440`), as `berth serve` prints it.
-    pub fn new(server: &str, token: Option<String>) -> anyhow::Result<Client> {
+    /// `server` may leave out the scheme (`127.0.0.1:7440`, plain HTTP). An https server's
+    /// certificate is checked against the system's roots and, when given, the CA in the
+    /// PEM file `certificate_authority` (berth's own, for a self-signed setup).
+    pub fn new(server: &str, token: Option<String>, certificate_authority: Option<&std::path::Path>) -> anyhow::Result<Client> {
         let with_scheme = if server.contains("://") { server.to_string() } else { format!("http://{server}") };
         let base = Url::parse(with_scheme.trim_end_matches('/'))
-            .with_context(|| format!("the server address {server:?} is not a URL: use http://HOST:PORT"))?;
-        if base.scheme() != "http" {
-            anyhow::bail!("the server address {server:?} is not http: this berth client speaks plain http only; use http://HOST:PORT");
+            .with_context(|| format!("the server address {server:?} is not a URL: use https://HOST:PORT or http://HOST:PORT"))?;
+        if !matches!(base.scheme(), "http" | "https") {
+            anyhow::bail!("the server address {server:?} is neither https nor http: use https://HOST:PORT or http://HOST:PORT");
         }
         // Watches run for as long as the server keeps them open, so the client has no
         // overall timeout; other requests set their own.
-        let http = Http::builder().timeout(None::<Duration>).build().context("setting up the HTTP client")?;
+        let mut http = Http::builder().timeout(None::<Duration>);
+        if let Some(path) = certificate_authority {
+            let pem = std::fs::read(path).with_context(|| format!("reading the CA file {}", path.display()))?;
+            for certificate in reqwest::Certificate::from_pem_bundle(&pem)
+                .with_context(|| format!("{} is not a PEM certificate: pass the CA that signed the server's certificate", path.display()))?
+            {
+                http = http.add_root_certificate(certificate);
+            }
+        }
+        let http = http.build().context("setting up the HTTP client")?;
         Ok(Client { base, token, http })
     }
 
@@ -145,7 +156,13 @@ impl Client {
 
     fn transport_error(&self, err: &reqwest::Error, url: &Url) -> anyhow::Error {
         let server = self.base.as_str().trim_end_matches('/');
-        if err.is_connect() {
+        let chain = berth_upstream::error_chain(err);
+        let certificate = ["certificate", "UnknownIssuer", "NotValidForName", "handshake"].iter().any(|word| chain.contains(word));
+        if certificate {
+            anyhow!(
+                "the TLS certificate of the berth server at {server} is not trusted ({chain}): pass the CA that signed it with --certificate-authority FILE (berth serve --tls=self-signed keeps it in <data-dir>/tls/ca.crt)"
+            )
+        } else if err.is_connect() {
             anyhow!("cannot reach the berth server at {server}: is `berth serve` running?")
         } else if err.is_timeout() {
             anyhow!("the berth server at {server} did not answer {url} in time: check that it is healthy (GET /readyz)")
@@ -256,7 +273,7 @@ mod tests {
 
     #[test]
     fn path_segments_are_encoded() {
-        let client = Client::new("127.0.0.1:7440/", None).unwrap();
+        let client = Client::new("127.0.0.1:7440/", None, None).unwrap();
         let url = client.url("/api/v1/namespaces/a b?", &[("labelSelector", "x=y".to_string())]).unwrap();
         assert_eq!(url.as_str(), "http://127.0.0.1:7440/api/v1/namespaces/a%20b%3F?labelSelector=x%3Dy");
     }

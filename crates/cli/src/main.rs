@@ -50,6 +50,10 @@ pub struct GlobalArgs {
     /// The client config file that `berth serve` writes and the client reads.
     #[arg(long, global = true, env = "BERTH_CONFIG")]
     pub config: Option<PathBuf>,
+    /// A PEM file with the CA that signed the server's certificate (default: the client
+    /// config's, which `berth serve --tls=self-signed` writes).
+    #[arg(long, global = true, env = "BERTH_CERTIFICATE_AUTHORITY", value_name = "FILE")]
+    pub certificate_authority: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -77,6 +81,9 @@ enum Command {
     Token(commands::token::TokenCommand),
     /// Print a shell completion script.
     Completion(commands::completion::CompletionArgs),
+    /// Show the client config, or print a kubeconfig for kubectl.
+    #[command(subcommand)]
+    Config(commands::config::ConfigCommand),
 }
 
 fn main() -> ExitCode {
@@ -93,6 +100,7 @@ fn main() -> ExitCode {
         Command::ImportImage(args) => commands::import_image::run(&ctx, args),
         Command::Token(command) => commands::token::run(&ctx, command),
         Command::Completion(args) => commands::completion::run::<Cli>(args),
+        Command::Config(command) => commands::config::run(&ctx, command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

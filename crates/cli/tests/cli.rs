@@ -40,6 +40,11 @@ fn berth_command(config: &Path) -> Command {
 
 impl Berth {
     fn start() -> Berth {
+        Berth::start_with(&[])
+    }
+
+    /// `berth serve` with more flags.
+    fn start_with(flags: &[&str]) -> Berth {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("client.yaml");
         let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
@@ -48,13 +53,26 @@ impl Berth {
             .args(["serve", "--data-dir"])
             .arg(dir.path().join("data"))
             .args(["--listen", &format!("127.0.0.1:{port}"), "--sync", "normal"])
+            .args(flags)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("berth serve starts");
         let server = Berth { child, dir, config };
         let deadline = Instant::now() + Duration::from_secs(30);
-        while !reqwest::blocking::get(format!("http://127.0.0.1:{port}/readyz")).is_ok_and(|r| r.status().is_success()) {
+        // Ready is asked of the listener whatever it speaks: a TLS port answers a plain
+        // request with an error status, which says it is up.
+        let ready = || {
+            reqwest::blocking::get(format!("http://127.0.0.1:{port}/readyz")).is_ok_and(|r| r.status().is_success())
+                || reqwest::blocking::Client::builder()
+                    .danger_accept_invalid_certs(true)
+                    .build()
+                    .unwrap()
+                    .get(format!("https://127.0.0.1:{port}/readyz"))
+                    .send()
+                    .is_ok_and(|r| r.status().is_success())
+        };
+        while !ready() {
             let log = std::fs::read_to_string(server.dir.path().join("server.log")).unwrap_or_default();
             assert!(Instant::now() < deadline, "berth serve did not become ready:\n{log}");
             std::thread::sleep(Duration::from_millis(20));
@@ -485,4 +503,31 @@ fn sigterm_and_sigint_stop_the_server_cleanly_and_a_restart_rewrites_a_missing_c
     let _ = child.kill();
     let _ = child.wait();
     assert!(listed.status.success(), "{}", String::from_utf8_lossy(&listed.stderr));
+}
+
+#[test]
+fn a_self_signed_server_is_trusted_by_the_client_it_configured_and_its_kubeconfig() {
+    let berth = Berth::start_with(&["--tls", "self-signed"]);
+    let config = std::fs::read_to_string(&berth.config).unwrap();
+    assert!(config.contains("server: https://127.0.0.1:") && config.contains("certificateAuthority:"), "{config}");
+    // No flag: the client config names the server and the CA that signed its certificate.
+    berth.ok(&["create", "namespace", "team"]);
+    assert!(berth.ok(&["get", "namespaces"]).contains("team"));
+    let view = berth.ok(&["config", "view"]);
+    assert!(view.contains("token: admin") && !view.contains("brt_"), "{view}");
+
+    let kubeconfig: Value = yaml_serde::from_str(&berth.ok(&["config", "kubeconfig", "-n", "team"])).unwrap();
+    let ca = std::fs::read(berth.dir.path().join("data/tls/ca.crt")).unwrap();
+    let data = kubeconfig["clusters"][0]["cluster"]["certificate-authority-data"].as_str().unwrap();
+    use base64::Engine;
+    assert_eq!(base64::engine::general_purpose::STANDARD.decode(data).unwrap(), ca);
+    assert!(kubeconfig["clusters"][0]["cluster"]["server"].as_str().unwrap().starts_with("https://127.0.0.1:"));
+    assert!(kubeconfig["users"][0]["user"]["token"].as_str().unwrap().starts_with("brt_admin."));
+    assert_eq!(kubeconfig["contexts"][0]["context"]["namespace"], "team");
+
+    // A CA that did not sign the server's certificate (another berth's) is refused.
+    let other = Berth::start_with(&["--tls", "self-signed"]);
+    let other_ca = other.dir.path().join("data/tls/ca.crt");
+    let refused = berth.fails(&["get", "namespaces", "--certificate-authority", other_ca.to_str().unwrap()]);
+    assert!(refused.to_lowercase().contains("certificate"), "{refused}");
 }

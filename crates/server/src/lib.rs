@@ -5,6 +5,7 @@ pub mod http;
 pub mod registry_events;
 pub mod serve;
 pub mod services;
+pub mod tls;
 
 pub use berth_upstream::ImportSettings;
 pub use serve::{ClientConfig, ServeConfig, ServerFile, Started, run, start};

@@ -10,7 +10,10 @@ use std::time::Duration;
 use anyhow::Context;
 use berth_store::{MetadataStore, SqliteStore, Synchronous};
 use serde::{Deserialize, Serialize};
-use tokio::net::TcpListener;
+use std::future::Future;
+use std::pin::Pin;
+
+use crate::tls::TlsSettings;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -45,6 +48,8 @@ pub struct ServeConfig {
     pub webhooks: Vec<WebhookEndpoint>,
     /// berth's own registry (`/v2/`).
     pub registry: RegistrySettings,
+    /// HTTPS for the listener (plain HTTP when off).
+    pub tls: TlsSettings,
 }
 
 /// The server's config file (`berth serve --config`): settings that are too many or too
@@ -63,6 +68,9 @@ pub struct ServerFile {
     /// Notifications out: the hosts subscriptions may send to.
     #[serde(default)]
     pub notifications: NotificationSettings,
+    /// HTTPS: a certificate and key, or berth's own CA (`selfSigned`).
+    #[serde(default)]
+    pub tls: TlsSettings,
 }
 
 impl ServerFile {
@@ -72,6 +80,7 @@ impl ServerFile {
             yaml_serde::from_str(&text).with_context(|| format!("{} is not a valid berth server config", path.display()))?;
         file.import.validate().map_err(|err| anyhow::anyhow!("{}: {err}", path.display()))?;
         file.registry.validate().map_err(|err| anyhow::anyhow!("{}: {err}", path.display()))?;
+        file.tls.validate().map_err(|err| anyhow::anyhow!("{}: {err}", path.display()))?;
         let mut names = std::collections::BTreeSet::new();
         for (idx, endpoint) in file.webhooks.iter().enumerate() {
             endpoint.validate().map_err(|err| anyhow::anyhow!("{}: webhooks[{idx}]: {err}", path.display()))?;
@@ -85,9 +94,14 @@ impl ServerFile {
 
 /// The file the CLI reads to find the server and its token.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ClientConfig {
     pub server: String,
     pub token: String,
+    /// A PEM file with the CA that signed the server's certificate, when clients must be
+    /// told which one (berth's own CA).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_authority: Option<PathBuf>,
 }
 
 impl ClientConfig {
@@ -119,6 +133,10 @@ impl ClientConfig {
 /// A running server.
 pub struct Started {
     pub addr: SocketAddr,
+    /// `http` or `https`.
+    pub scheme: &'static str,
+    /// The CA clients should trust, when berth made its own certificate.
+    pub certificate_authority: Option<PathBuf>,
     /// The admin token, when this start created it (the first start of a data directory).
     pub admin_token: Option<String>,
     upstream: Upstream,
@@ -157,8 +175,16 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Started> {
     let db = config.data_dir.join("berth.db");
     let store: Arc<dyn MetadataStore> =
         Arc::new(SqliteStore::open(&db, config.synchronous).with_context(|| format!("opening {}", db.display()))?);
-    let listener = TcpListener::bind(config.listen).await.with_context(|| format!("listening on {}", config.listen))?;
+    let listener = std::net::TcpListener::bind(config.listen).with_context(|| format!("listening on {}", config.listen))?;
     let addr = listener.local_addr()?;
+    let mut names = vec![addr.ip().to_string(), hostname()];
+    names.extend(config.registry_hostname.iter().cloned());
+    names.extend(config.public_registry_hostnames.iter().cloned());
+    let tls = crate::tls::prepare(&config.tls, &config.data_dir, &names)?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    if tls.is_none() && !addr.ip().is_loopback() {
+        tracing::warn!(%addr, "serving plain HTTP beyond this machine: tokens cross the network in clear, and Kubernetes and Docker clients want HTTPS; serve with --tls=self-signed or --tls-cert/--tls-key");
+    }
     let catalog = Catalog::new(
         Arc::clone(&store),
         CatalogConfig {
@@ -178,14 +204,22 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Started> {
         write_private(&token_file, &format!("{token}\n"))?;
         tracing::info!(path = %token_file.display(), "created the cluster-admin token");
     }
-    // The client config is written on first start, and again whenever it is missing (it
-    // was deleted, or BERTH_CONFIG points somewhere new), from the saved admin token.
+    // The client config is written on first start, again whenever it is missing (it was
+    // deleted, or BERTH_CONFIG points somewhere new), and when it holds this server's admin
+    // token but another address or CA (TLS turned on or off).
     if let Some(path) = &config.client_config
-        && (admin_token.is_some() || !path.exists())
         && let Some(token) = admin_token.clone().or_else(|| std::fs::read_to_string(&token_file).ok().map(|t| t.trim().to_string()))
     {
-        ClientConfig { server: format!("http://{addr}"), token }.save(path)?;
-        tracing::info!(path = %path.display(), "wrote the client config: berth commands on this machine will use this server");
+        let wanted = ClientConfig {
+            server: format!("{scheme}://{addr}"),
+            token,
+            certificate_authority: tls.as_ref().and_then(|files| files.ca.clone()),
+        };
+        let current = ClientConfig::load(path).ok();
+        if admin_token.is_some() || current.as_ref().is_none_or(|c| c.token == wanted.token && *c != wanted) {
+            wanted.save(path)?;
+            tracing::info!(path = %path.display(), "wrote the client config: berth commands on this machine will use this server");
+        }
     }
     let ready = Arc::new(AtomicBool::new(false));
     let (shutdown, stopped) = oneshot::channel::<()>();
@@ -207,21 +241,38 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Started> {
         registry,
         webhooks: Arc::new(config.webhooks.clone()),
         ready: Arc::clone(&ready),
-        stopping: stopping_seen,
+        stopping: stopping_seen.clone(),
+        scheme,
     };
     let compactor = tokio::spawn(compact_forever(store, config.event_retention, config.compaction_interval));
-    let task = tokio::spawn(async move {
-        let served = axum::serve(listener, router(app)).with_graceful_shutdown(async move {
+    let handle = axum_server::Handle::new();
+    tokio::spawn({
+        let handle = handle.clone();
+        async move {
             let _ = stopped.await;
             stopping.send_replace(true);
-        });
+            // Requests in flight finish; watches end as `stopping` turns true.
+            handle.graceful_shutdown(Some(SHUTDOWN_GRACE));
+        }
+    });
+    let service = router(app).into_make_service();
+    let served: Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>> = match &tls {
+        Some(files) => {
+            let rustls = crate::tls::load(files).await?;
+            tokio::spawn(crate::tls::reload_on_change(rustls.clone(), files.clone(), stopping_seen.clone()));
+            Box::pin(axum_server::from_tcp_rustls(listener, rustls)?.handle(handle).serve(service))
+        }
+        None => Box::pin(axum_server::from_tcp(listener)?.handle(handle).serve(service)),
+    };
+    let task = tokio::spawn(async move {
         let result = served.await.context("serving HTTP");
         compactor.abort();
         result
     });
     ready.store(true, Ordering::Release);
-    tracing::info!(%addr, data_dir = %config.data_dir.display(), "berth is serving");
-    Ok(Started { addr, admin_token, upstream, shutdown, task })
+    tracing::info!(%addr, %scheme, data_dir = %config.data_dir.display(), "berth is serving");
+    let certificate_authority = tls.and_then(|files| files.ca);
+    Ok(Started { addr, scheme, certificate_authority, admin_token, upstream, shutdown, task })
 }
 
 /// Runs `berth serve` until SIGINT or SIGTERM.
@@ -285,7 +336,15 @@ fn registry_key(data_dir: &Path) -> anyhow::Result<[u8; 32]> {
     Ok(key)
 }
 
-fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+/// How long a shutdown waits for requests in flight.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// This machine's name, one of the names a self-signed certificate is for.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|name| name.trim().to_string()).unwrap_or_default()
+}
+
+pub(crate) fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
     use std::io::Write;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);

@@ -3,6 +3,7 @@
 
 pub mod apply;
 pub mod completion;
+pub mod config;
 pub mod create;
 pub mod delete;
 pub mod describe;
@@ -69,13 +70,20 @@ impl Context {
         let Some(server) = self.global.server.clone().or_else(|| configured.map(|c| c.server.clone())) else {
             bail!("no server: start one with `berth serve`, or pass --server");
         };
-        let token = self.global.token.clone().or_else(|| configured.filter(|c| same_server(&c.server, &server)).map(|c| c.token.clone()));
-        Client::new(&server, token.filter(|t| !t.is_empty()))
+        let own = configured.filter(|c| same_server(&c.server, &server));
+        let token = self.global.token.clone().or_else(|| own.map(|c| c.token.clone()));
+        let certificate_authority = self.global.certificate_authority.clone().or_else(|| own.and_then(|c| c.certificate_authority.clone()));
+        Client::new(&server, token.filter(|t| !t.is_empty()), certificate_authority.as_deref())
+    }
+
+    /// The client config as it stands, for `berth config`.
+    pub fn config(&self) -> anyhow::Result<Option<ClientConfig>> {
+        self.client_config()
     }
 }
 
 fn same_server(a: &str, b: &str) -> bool {
-    let strip = |s: &str| s.trim_end_matches('/').trim_start_matches("http://").to_string();
+    let strip = |s: &str| s.trim_end_matches('/').trim_start_matches("https://").trim_start_matches("http://").to_string();
     strip(a) == strip(b)
 }
 

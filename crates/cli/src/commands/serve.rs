@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use berth_server::tls::TlsSettings;
 use berth_server::{DeliverySettings, ServeConfig, ServerFile};
 use berth_store::Synchronous;
 use tracing_subscriber::EnvFilter;
@@ -53,6 +54,22 @@ pub struct ServeArgs {
     /// trusted CAs, the default platform, limits, timeouts, retries). See the README.
     #[arg(long, env = "BERTH_SERVER_CONFIG", value_name = "FILE")]
     server_config: Option<PathBuf>,
+    /// Serve HTTPS with a CA and certificate berth makes in `<data-dir>/tls` (and writes
+    /// into the client config, so `berth` commands trust it).
+    #[arg(long, value_enum, value_name = "MODE")]
+    tls: Option<TlsMode>,
+    /// Serve HTTPS with this PEM certificate chain (with --tls-key). Reloaded when it changes.
+    #[arg(long, value_name = "FILE", requires = "tls_key", conflicts_with = "tls")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum TlsMode {
+    /// berth's own CA and serving certificate.
+    SelfSigned,
 }
 
 /// mimalloc (the allocator) reads its options from the environment when the process
@@ -77,6 +94,17 @@ fn restart_with_allocator_options() {
 
 #[cfg(not(unix))]
 fn restart_with_allocator_options() {}
+
+/// The config file's `tls` section, with the flags over it.
+fn tls_settings(mut file: TlsSettings, mode: &Option<TlsMode>, cert: &Option<PathBuf>, key: &Option<PathBuf>) -> TlsSettings {
+    if mode.is_some() {
+        file = TlsSettings { self_signed: true, cert_file: None, key_file: None, ..file };
+    }
+    if let (Some(cert), Some(key)) = (cert, key) {
+        file = TlsSettings { self_signed: false, cert_file: Some(cert.clone()), key_file: Some(key.clone()), ..file };
+    }
+    file
+}
 
 pub fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
     restart_with_allocator_options();
@@ -103,6 +131,7 @@ pub fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
         delivery: DeliverySettings { allowed_hosts: file.notifications.allowed_hosts, ..DeliverySettings::default() },
         webhooks: file.webhooks,
         registry: file.registry,
+        tls: tls_settings(file.tls, &args.tls, &args.tls_cert, &args.tls_key),
     };
     // Blocking threads run writes and lists; more of them than this only queue on the one
     // writer connection and the reader pool while each holds its own memory.

@@ -34,6 +34,8 @@ pub struct App {
     /// Turns true when the server shuts down, so that long-lived watches end and a
     /// graceful shutdown does not wait for their timeouts.
     pub stopping: tokio::sync::watch::Receiver<bool>,
+    /// `http` or `https`: how clients reach this listener (the registry's token realm).
+    pub scheme: &'static str,
 }
 
 /// The whole HTTP surface: the image API, the core API, berth's API, the OCI registry

@@ -99,13 +99,14 @@ fn oci(code: Code) -> (StatusCode, &'static str) {
 /// Renders a registry error in the OCI envelope. A 401 carries the challenge that sends
 /// Docker clients to the token endpoint; a chunk out of order the upload's `Range`; an
 /// unsatisfiable range the blob's size.
-fn error(err: RegistryError, headers: &HeaderMap, scope: Option<&str>) -> Response {
+fn error(err: RegistryError, headers: &HeaderMap, scope: Option<&str>, scheme: &str) -> Response {
     let (status, code) = oci(err.code);
     let body = json!({"errors": [{"code": code, "message": err.message, "detail": {}}]});
     let mut response = reply(status, "application/json", body.to_string());
     if err.code == Code::Unauthorized {
         let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
-        let scheme = headers.get("x-forwarded-proto").and_then(|h| h.to_str().ok()).unwrap_or("http");
+        // Behind a proxy that ends TLS, the proxy says how clients reached it.
+        let scheme = headers.get("x-forwarded-proto").and_then(|h| h.to_str().ok()).unwrap_or(scheme);
         let mut challenge = format!("Bearer realm=\"{scheme}://{host}/v2/token\",service=\"berth\"");
         if let Some(scope) = scope {
             challenge.push_str(&format!(",scope=\"{scope}\""));
@@ -145,11 +146,11 @@ fn header_value(text: &str) -> HeaderValue {
 /// `GET /v2/`: 200 for a known caller, 401 with the challenge otherwise.
 pub(crate) async fn check(State(app): State<App>, method: Method, headers: HeaderMap) -> Response {
     if !matches!(method, Method::GET | Method::HEAD) {
-        return error(unsupported(&method), &headers, None);
+        return error(unsupported(&method), &headers, None, app.scheme);
     }
     match app.registry.authenticate(credential(&headers)).await {
         Ok(_) => reply(StatusCode::OK, "application/json", "{}".to_string()),
-        Err(err) => error(err, &headers, None),
+        Err(err) => error(err, &headers, None, app.scheme),
     }
 }
 
@@ -164,13 +165,13 @@ pub(crate) async fn dispatch(
 ) -> Response {
     let Some(target) = route(&rest) else {
         let err = RegistryError::new(Code::PathUnknown, format!("/v2/{rest} is not a registry path: see the OCI distribution spec"));
-        return error(err, &headers, None);
+        return error(err, &headers, None, app.scheme);
     };
     let registry = &app.registry;
     if target == Route::Token {
         return match registry.issue_token(credential(&headers)).await {
             Ok(issued) => (StatusCode::OK, [API_VERSION], axum::Json(issued)).into_response(),
-            Err(err) => error(err, &headers, None),
+            Err(err) => error(err, &headers, None, app.scheme),
         };
     }
     let scope = repository_of(&target).map(|name| {
@@ -179,12 +180,12 @@ pub(crate) async fn dispatch(
     });
     let caller = match registry.authenticate(credential(&headers)).await {
         Ok(caller) => caller,
-        Err(err) => return error(err, &headers, scope.as_deref()),
+        Err(err) => return error(err, &headers, scope.as_deref(), app.scheme),
     };
     let request = Request { registry, caller: &caller, method: &method, query: &query, headers: &headers };
     match request.serve(target, body).await {
         Ok(response) => response,
-        Err(err) => error(err, &headers, scope.as_deref()),
+        Err(err) => error(err, &headers, scope.as_deref(), app.scheme),
     }
 }
 

@@ -69,12 +69,19 @@ impl TestApp {
             },
             webhooks: Vec::new(),
             registry: berth_server::RegistrySettings::default(),
+            tls: berth_server::tls::TlsSettings::default(),
         };
         configure(&mut config);
         let started = berth_server::start(config.clone()).await.unwrap();
         let admin = started.admin_token.clone().expect("a new data directory gets an admin token");
         config.listen = started.addr;
-        TestApp { base: format!("http://{}", started.addr), admin, dir, config, started: Some(started), http: reqwest::Client::new() }
+        // A server with TLS is reached through the CA it made, as a client on this machine would.
+        let mut http = reqwest::Client::builder();
+        if let Some(ca) = &started.certificate_authority {
+            http = http.add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(ca).unwrap()).unwrap());
+        }
+        let base = format!("{}://{}", started.scheme, started.addr);
+        TestApp { base, admin, dir, config, started: Some(started), http: http.build().unwrap() }
     }
 
     /// Stops the server and starts it again on the same data directory and address.
