@@ -248,15 +248,72 @@ fn mappings_build_history_and_tags_follow_it() {
     assert!(images.contains(&first) && images.contains(&second) && images.contains("1.5MB"), "{images}");
 }
 
+/// What `oc new-app -o yaml` and templates produce: a List that mixes image streams with
+/// kinds berth does not serve, in OpenShift 3's `v1` apiVersion for some of them.
+const NEW_APP_LIST: &str = r#"
+apiVersion: v1
+kind: List
+items:
+- apiVersion: image.openshift.io/v1
+  kind: ImageStream
+  metadata:
+    name: ruby-builder
+  spec:
+    tags:
+    - name: "3.3"
+      from: {kind: DockerImage, name: registry.example.com/ruby:3.3}
+      referencePolicy: {type: ""}
+- apiVersion: build.openshift.io/v1
+  kind: BuildConfig
+  metadata:
+    name: web
+  spec:
+    output: {to: {kind: ImageStreamTag, name: "web:latest"}}
+- apiVersion: v1
+  kind: ImageStream
+  metadata:
+    name: web
+  spec:
+    tags:
+    - name: latest
+      from: {kind: ImageStreamTag, name: "ruby-builder:3.3"}
+- apiVersion: apps.openshift.io/v1
+  kind: DeploymentConfig
+  metadata:
+    name: web
+- apiVersion: v1
+  kind: Service
+  metadata:
+    name: web
+"#;
+
 #[test]
-fn an_unknown_kind_fails_the_whole_file_and_creates_nothing() {
+fn a_list_from_a_template_applies_its_image_kinds_and_names_what_it_skipped() {
     let berth = Berth::with_team();
-    let file = berth.write("mixed.yaml", &format!("{STREAM_LIST}---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: web\n"));
-    let stderr = berth.fails(&["apply", "-f", &file, "-n", "team"]);
-    assert!(stderr.contains("document 2: kind \"Pod\" with apiVersion \"v1\" is not supported"), "{stderr}");
-    assert!(stderr.contains("ImageStream (image.openshift.io/v1)") && stderr.contains("nothing was applied"), "{stderr}");
-    let listed = berth.run(&["get", "is", "-n", "team"]);
-    assert!(listed.stdout.is_empty(), "{}", String::from_utf8_lossy(&listed.stdout));
+    let file = berth.write("new-app.yaml", NEW_APP_LIST);
+    // --strict refuses the file whole and applies nothing.
+    let refused = berth.fails(&["apply", "-f", &file, "-n", "team", "--strict"]);
+    assert!(refused.contains("document 1, item 2: BuildConfig \"web\" (build.openshift.io/v1) is not a kind berth serves"), "{refused}");
+    assert!(refused.contains("nothing was applied"), "{refused}");
+    assert!(berth.run(&["get", "is", "-n", "team"]).stdout.is_empty());
+    // By default the image streams are applied and each skipped object is named.
+    let applied = berth.run(&["apply", "-f", &file, "-n", "team"]);
+    assert!(applied.status.success(), "{}", String::from_utf8_lossy(&applied.stderr));
+    let stdout = String::from_utf8_lossy(&applied.stdout);
+    assert!(
+        stdout.contains("imagestream.image.openshift.io/ruby-builder created")
+            && stdout.contains("imagestream.image.openshift.io/web created"),
+        "{stdout}"
+    );
+    let warnings: Vec<String> =
+        String::from_utf8_lossy(&applied.stderr).lines().filter(|l| l.starts_with("Warning: skipped")).map(str::to_string).collect();
+    assert_eq!(warnings.len(), 3, "{warnings:?}");
+    for what in ["BuildConfig \"web\"", "DeploymentConfig \"web\"", "Service \"web\""] {
+        assert!(warnings.iter().any(|w| w.contains(what)), "{what} in {warnings:?}");
+    }
+    // The empty reference policy is OpenShift's default, Source.
+    let stream = berth.json(&["get", "is", "ruby-builder", "-n", "team", "-o", "json"]);
+    assert_eq!(stream["spec"]["tags"][0]["referencePolicy"]["type"], "Source");
 }
 
 #[test]

@@ -75,7 +75,8 @@ pub struct TagImportPolicy {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TagReferencePolicy {
-    #[serde(rename = "type", default = "source_policy")]
+    /// `Source` or `Local`; left out or empty, `Source`, as OpenShift defaults it.
+    #[serde(rename = "type", default = "source_policy", deserialize_with = "source_if_empty")]
     pub policy_type: String,
 }
 
@@ -87,6 +88,11 @@ impl Default for TagReferencePolicy {
 
 fn source_policy() -> String {
     "Source".to_string()
+}
+
+fn source_if_empty<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    let policy = Option::<String>::deserialize(deserializer)?.unwrap_or_default();
+    Ok(if policy.is_empty() { source_policy() } else { policy })
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

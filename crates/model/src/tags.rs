@@ -221,8 +221,12 @@ fn resolve_changed_tags(stream: &mut ImageStream, changed: &[String], sources: &
             // The importer picks the tag up: its generation is now ahead of its status.
             Some(Ok(TagSource::DockerImage(_))) => continue,
             Some(Ok(source)) => match resolve_source(stream, sources, &source) {
-                Ok(Some(found)) => Some(TagEvent { created: now, generation, ..found }),
-                Ok(None) => None,
+                Ok(Resolution::Now(found)) => Some(TagEvent { created: now, generation, ..found }),
+                Ok(Resolution::Later) => None,
+                Ok(Resolution::Waiting(message)) => {
+                    record_import_failure(stream, name, generation, WAITING_REASON, &message, now);
+                    None
+                }
                 Err(message) => {
                     errors.push(FieldError::new(field, message));
                     continue;
@@ -238,24 +242,44 @@ fn resolve_changed_tags(stream: &mut ImageStream, changed: &[String], sources: &
     if errors.is_empty() { Ok(()) } else { Err(errors) }
 }
 
-/// Finds the event a StreamTag or StreamImage source points at now. `Ok(None)` means a
-/// tag of the same stream that has no image yet: the tag will follow it when it gets one.
-fn resolve_source(stream: &ImageStream, sources: &SourceStreams, source: &TagSource) -> Result<Option<TagEvent>, String> {
+/// What a StreamTag or StreamImage source gives a tag now.
+enum Resolution {
+    /// The event the source points at.
+    Now(TagEvent),
+    /// A tag of the same stream that has no image yet: the tag follows it when it gets one.
+    Later,
+    /// An image stream tag of another stream that does not exist yet (or has no image):
+    /// accepted, as OpenShift does, and resolved when it appears ([`resolve_waiting`]).
+    Waiting(String),
+}
+
+/// The condition reason of a tag that waits for its source to appear.
+pub const WAITING_REASON: &str = "NotFound";
+
+/// Finds the event a StreamTag or StreamImage source points at now.
+fn resolve_source(stream: &ImageStream, sources: &SourceStreams, source: &TagSource) -> Result<Resolution, String> {
     let (namespace, other) = source.stream_key().expect("only stream sources are resolved here");
     let same_stream = namespace == stream.metadata.namespace && other == stream.metadata.name;
-    let source_stream = if same_stream {
-        stream
-    } else {
-        sources.get(&(namespace.to_string(), other.to_string())).ok_or_else(|| format!("image stream {namespace}/{other} not found"))?
+    let source_stream = if same_stream { Some(stream) } else { sources.get(&(namespace.to_string(), other.to_string())) };
+    let waiting = |tag: &str| {
+        Resolution::Waiting(format!(
+            "waiting for image stream tag {namespace}/{other}:{tag}, which has no image yet: the tag is set when it gets one"
+        ))
+    };
+    let Some(source_stream) = source_stream else {
+        return match source {
+            TagSource::StreamTag { tag, .. } => Ok(waiting(tag)),
+            _ => Err(format!("image stream {namespace}/{other} not found")),
+        };
     };
     match source {
         TagSource::StreamTag { tag, .. } => match source_stream.latest_event(tag) {
-            Some(event) => Ok(Some(event.clone())),
-            None if same_stream => Ok(None),
-            None => Err(format!("tag {other}:{tag} in namespace {namespace} has no image yet: tag it first")),
+            Some(event) => Ok(Resolution::Now(event.clone())),
+            None if same_stream => Ok(Resolution::Later),
+            None => Ok(waiting(tag)),
         },
         TagSource::StreamImage { id, .. } => match source_stream.find_image(id) {
-            Ok(event) => Ok(Some(event.clone())),
+            Ok(event) => Ok(Resolution::Now(event.clone())),
             Err(FindImageError::NotFound) => Err(format!("image {id} not found in image stream {namespace}/{other}")),
             Err(FindImageError::Ambiguous) => {
                 Err(format!("{id} matches more than one image in image stream {namespace}/{other}: give the full digest"))
@@ -264,6 +288,68 @@ fn resolve_source(stream: &ImageStream, sources: &SourceStreams, source: &TagSou
         TagSource::DockerImage(_) => unreachable!("DockerImage sources are handled by the caller"),
     }
 }
+
+/// Sets the tags of `follower` that wait for a tag of `source` (another stream) to the
+/// image that tag has now, clearing their waiting condition; their own followers in
+/// `follower` follow. Returns whether anything changed.
+pub fn resolve_waiting(follower: &mut ImageStream, source: &ImageStream, now: Time) -> bool {
+    let waiting: Vec<(String, String, i64)> = follower
+        .spec
+        .tags
+        .iter()
+        .filter_map(|tag| match TagSource::of(follower, tag) {
+            Some(Ok(TagSource::StreamTag { namespace, stream, tag: from_tag }))
+                if namespace == source.metadata.namespace && stream == source.metadata.name && waits(follower, tag) =>
+            {
+                Some((tag.name.clone(), from_tag, tag.generation.unwrap_or(1)))
+            }
+            _ => None,
+        })
+        .collect();
+    let mut changed = false;
+    for (name, from_tag, generation) in waiting {
+        let Some(found) = source.latest_event(&from_tag) else {
+            continue;
+        };
+        let event = TagEvent { created: now, generation, ..found.clone() };
+        if add_tag_event(follower, &name, event.clone()) {
+            update_tracking_tags(follower, &name, &event, now);
+            changed = true;
+        }
+    }
+    changed
+}
+
+/// Whether `tag` (of another stream's tag) has no image at its current generation.
+fn waits(stream: &ImageStream, tag: &TagReference) -> bool {
+    let generation = tag.generation.unwrap_or(1);
+    !stream.status_tag(&tag.name).and_then(|s| s.items.first()).is_some_and(|e| e.generation >= generation)
+}
+
+/// The tags of other streams `stream` waits for, as `waits:<namespace>/<stream>:<tag>`
+/// references: how a stream that gets such a tag finds the streams to resolve.
+pub fn waiting_sources(stream: &ImageStream) -> Vec<String> {
+    let mut keys: Vec<String> = stream
+        .spec
+        .tags
+        .iter()
+        .filter(|tag| waits(stream, tag))
+        .filter_map(|tag| match TagSource::of(stream, tag) {
+            Some(Ok(TagSource::StreamTag { namespace, stream: other, tag: from_tag }))
+                if namespace != stream.metadata.namespace || other != stream.metadata.name =>
+            {
+                Some(format!("{WAITING_PREFIX}{namespace}/{other}:{from_tag}"))
+            }
+            _ => None,
+        })
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    keys
+}
+
+/// The prefix of the references [`waiting_sources`] declares.
+pub const WAITING_PREFIX: &str = "waits:";
 
 fn status_tag_mut<'a>(stream: &'a mut ImageStream, tag: &str) -> &'a mut NamedTagEventList {
     let idx = match stream.status.tags.binary_search_by(|t| t.tag.as_str().cmp(tag)) {

@@ -195,7 +195,10 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Started> {
     );
     let admin_token = tokio::task::spawn_blocking({
         let catalog = catalog.clone();
-        move || catalog.bootstrap_admin()
+        move || {
+            catalog.ensure_default_namespace()?;
+            catalog.bootstrap_admin()
+        }
     })
     .await?
     .map_err(|err| anyhow::anyhow!(err.message))?;

@@ -286,3 +286,20 @@ async fn patches_and_yaml_bodies() {
     assert_eq!(empty["items"], json!([]));
     app.stop().await;
 }
+
+#[tokio::test]
+async fn the_default_namespace_exists_from_the_first_start_and_stays() {
+    let mut app = TestApp::start().await;
+    let (status, default) = app.get("/api/v1/namespaces/default").await;
+    assert_eq!((status, default["status"]["phase"].as_str()), (StatusCode::OK, Some("Active")), "{default}");
+    let (status, refused) = app.delete("/api/v1/namespaces/default").await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{refused}");
+    assert!(refused["message"].as_str().unwrap().contains("may not be deleted"));
+    // Streams go there without any set-up, and a restart keeps it as it is.
+    let (status, _) = app.post(&format!("{IMAGE_API}/namespaces/default/imagestreams"), stream_body("app", json!([]))).await;
+    assert_eq!(status, StatusCode::CREATED);
+    app.restart().await;
+    let (_, again) = app.get("/api/v1/namespaces/default").await;
+    assert_eq!(again["metadata"]["uid"], default["metadata"]["uid"]);
+    app.stop().await;
+}

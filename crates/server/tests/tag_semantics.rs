@@ -162,3 +162,42 @@ async fn image_stream_tags_create_update_and_delete_spec_and_status() {
     assert_eq!(status, StatusCode::NOT_FOUND, "{error}");
     app.stop().await;
 }
+
+/// Manifests in OpenShift's own shapes apply as OpenShift takes them: an empty reference
+/// policy is `Source`, and a tag whose source is an image stream tag of a stream that does
+/// not exist yet is accepted, says what it waits for, and is set when the source appears
+/// (also in another namespace, and through a tag that follows it).
+#[tokio::test]
+async fn openshift_manifests_apply_as_openshift_takes_them() {
+    let app = TestApp::start().await;
+    app.namespace(NS).await;
+    app.namespace("shared").await;
+    let tags = json!([
+        {"name": "latest", "from": {"kind": "ImageStreamTag", "name": "builder:1.0"}, "referencePolicy": {"type": ""}},
+        {"name": "base", "from": {"kind": "ImageStreamTag", "namespace": "shared", "name": "base:8"}},
+        {"name": "stable", "from": {"kind": "ImageStreamTag", "name": "base"}},
+    ]);
+    let (status, created) = app.post(&path("imagestreams"), stream_body("app", tags)).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(spec_tag(&created, "latest")["referencePolicy"]["type"], "Source");
+    let condition = |stream: &serde_json::Value, tag: &str| {
+        stream["status"]["tags"].as_array().and_then(|t| t.iter().find(|t| t["tag"] == tag)).map(|t| t["conditions"].clone())
+    };
+    let waiting = condition(&created, "base").unwrap();
+    assert_eq!(waiting[0]["reason"], "NotFound");
+    assert!(waiting[0]["message"].as_str().unwrap().contains("waiting for image stream tag shared/base:8"), "{waiting}");
+
+    // The sources appear: the waiting tags are set, and the tag following one follows.
+    let builder = app.map(NS, "builder", "1.0", "builder-one").await;
+    let base = app.map("shared", "base", "8", "base-eight").await;
+    let stream = app.stream(NS, "app").await;
+    assert_eq!(history(&stream, "latest")[0].0, builder);
+    assert_eq!(history(&stream, "base")[0].0, base);
+    assert_eq!(history(&stream, "stable")[0].0, base);
+    assert!(condition(&stream, "base").is_none_or(|c| c.as_array().is_none_or(Vec::is_empty)), "{stream}");
+    // Resolved once, as OpenShift resolves such a tag when it is set: later moves of the
+    // source are not followed across streams.
+    app.map("shared", "base", "8", "base-eight-later").await;
+    assert_eq!(history(&app.stream(NS, "app").await, "base").len(), 1);
+    app.stop().await;
+}

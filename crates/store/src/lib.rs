@@ -161,6 +161,9 @@ pub trait WriteTxn {
     fn put(&mut self, key: &ObjectKey, body: &[u8], refs: &[String], expect: Precondition) -> Result<u64, StoreError>;
     /// Deletes an object. Returns the revision of the change.
     fn delete(&mut self, key: &ObjectKey, expect: Precondition) -> Result<u64, StoreError>;
+    /// The objects of `resource` that declare a reference starting with `prefix`, with
+    /// that reference, as this transaction sees them.
+    fn referrers_with_prefix(&mut self, resource: &str, prefix: &str) -> Result<Vec<(String, ObjectKey)>, StoreError>;
 }
 
 /// The metadata store: one behavioural contract ([`suite`]) every backend passes.

@@ -579,6 +579,24 @@ impl SqliteTxn<'_> {
 }
 
 impl WriteTxn for SqliteTxn<'_> {
+    fn referrers_with_prefix(&mut self, resource: &str, prefix: &str) -> Result<Vec<(String, ObjectKey)>, StoreError> {
+        // A range of the primary key: every reference from the prefix up to the prefix
+        // with its last byte raised (the prefixes berth uses are ASCII).
+        let mut end = prefix.to_string();
+        let last = end.pop().map_or('\u{1}', |c| char::from_u32(c as u32 + 1).unwrap_or(char::MAX));
+        end.push(last);
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT reference, namespace, name FROM refs WHERE resource = ?1 AND reference >= ?2 AND reference < ?3")
+            .map_err(backend)?;
+        let rows = stmt
+            .query_map(params![resource, prefix, end], |row| {
+                Ok((row.get::<_, String>(0)?, ObjectKey { resource: resource.to_string(), namespace: row.get(1)?, name: row.get(2)? }))
+            })
+            .map_err(backend)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(backend)
+    }
+
     fn get(&mut self, key: &ObjectKey) -> Result<Option<StoredObject>, StoreError> {
         get_object(self.conn, key)
     }

@@ -25,6 +25,7 @@ macro_rules! store_test_suite {
             concurrent_writers_get_contiguous_revisions,
             scans_read_everything_at_the_revision_they_started,
             keys_are_listed_in_pages_without_bodies,
+            references_are_found_by_prefix_inside_a_write,
         );
     };
     (@tests $open:path; $($name:ident),* $(,)?) => {
@@ -273,4 +274,25 @@ pub fn keys_are_listed_in_pages_without_bodies(store: Arc<dyn MetadataStore>) {
     assert!(!rest.more);
     let one = store.list_keys(&ListQuery { resource: "things".into(), namespace: Some("other".into()), ..ListQuery::default() }).unwrap();
     assert_eq!(one.keys, vec![key("other", "a")]);
+}
+
+pub fn references_are_found_by_prefix_inside_a_write(store: Arc<dyn MetadataStore>) {
+    let (a, b, c) = (key("ns", "a"), key("ns", "b"), key("other", "c"));
+    let refs = |r: &[&str]| r.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    transact(&*store, {
+        let (a, b, c) = (a.clone(), b.clone(), c.clone());
+        move |txn| {
+            txn.put(&a, b"a", &refs(&["waits:ns/x:1", "from:q"]), Precondition::Absent)?;
+            txn.put(&b, b"b", &refs(&["waits:ns/x:2", "waits:ns/xy:1"]), Precondition::Absent)?;
+            txn.put(&c, b"c", &refs(&["waits:ns/y:1"]), Precondition::Absent)?;
+            // The transaction sees its own writes.
+            let mut found = txn.referrers_with_prefix("things", "waits:ns/x:")?;
+            found.sort();
+            assert_eq!(found, vec![("waits:ns/x:1".to_string(), a.clone()), ("waits:ns/x:2".to_string(), b.clone())]);
+            assert!(txn.referrers_with_prefix("things", "waits:ns/z:")?.is_empty());
+            assert!(txn.referrers_with_prefix("other-things", "waits:")?.is_empty());
+            Ok::<_, StoreError>(())
+        }
+    })
+    .unwrap();
 }

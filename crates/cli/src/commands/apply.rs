@@ -1,8 +1,11 @@
 //! `berth apply -f FILE`: creates or replaces every object in a JSON or YAML file.
 //!
-//! All documents are checked before any is sent, so a file with one unknown kind
-//! changes nothing. Each object is then read from the server and created when absent or
-//! replaced (with the server's resourceVersion as precondition) when present.
+//! All documents are checked before any is sent, so a file with one malformed object
+//! changes nothing. Objects of kinds berth does not serve (the BuildConfigs, Services and
+//! DeploymentConfigs of an OpenShift template, say) are skipped, each named in a warning;
+//! `--strict` refuses the file instead. Each object is then read from the server and
+//! created when absent or replaced (with the server's resourceVersion as precondition)
+//! when present.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -22,6 +25,10 @@ pub struct ApplyArgs {
     /// `---`); `-` reads standard input.
     #[arg(short = 'f', long = "filename", value_name = "FILE")]
     filename: PathBuf,
+    /// Refuse the whole file when it holds an object of a kind berth does not serve,
+    /// instead of skipping such objects.
+    #[arg(long)]
+    strict: bool,
 }
 
 /// One object to apply, checked.
@@ -34,7 +41,7 @@ struct Document {
 
 pub fn run(ctx: &Context, args: ApplyArgs) -> anyhow::Result<()> {
     let text = read_input(&args.filename)?;
-    let documents = check_all(parse(&text)?, &ctx.namespace())?;
+    let documents = check_all(parse(&text)?, &ctx.namespace(), args.strict)?;
     let client = ctx.client()?;
     let mut failed = 0;
     // Like kubectl, one failure does not stop the rest; each is reported as it happens.
@@ -96,32 +103,51 @@ fn list_items(document: Value) -> Result<Vec<Value>, Value> {
     }
 }
 
-/// Checks every document, reporting every problem at once.
-fn check_all(documents: Vec<(String, Value)>, namespace: &str) -> anyhow::Result<Vec<Document>> {
+/// Checks every document, reporting every problem at once. Objects of other kinds are
+/// skipped with a warning each, or refused with `strict`.
+fn check_all(documents: Vec<(String, Value)>, namespace: &str, strict: bool) -> anyhow::Result<Vec<Document>> {
     if documents.is_empty() {
         bail!("no objects to apply: the input is empty");
     }
     let mut checked = Vec::new();
     let mut problems = Vec::new();
+    let mut skipped = Vec::new();
     for (origin, object) in documents {
         match check(object, namespace) {
-            Ok(document) => checked.push(document),
+            Ok(Checked::Document(document)) => checked.push(document),
+            Ok(Checked::OtherKind(what)) if !strict => skipped.push(format!("{what} ({origin})")),
+            Ok(Checked::OtherKind(what)) => {
+                problems.push(format!("{origin}: {what} is not a kind berth serves (--strict): berth applies {}", kinds::applicable()))
+            }
             Err(problem) => problems.push(format!("{origin}: {problem}")),
         }
     }
     if !problems.is_empty() {
         bail!("{}\nnothing was applied", problems.join("\n"));
     }
+    for what in &skipped {
+        eprintln!("Warning: skipped {what}: berth does not serve that kind; apply it to the cluster with kubectl or oc");
+    }
+    if checked.is_empty() {
+        bail!("no objects of a kind berth serves in the input: berth applies {}", kinds::applicable());
+    }
     Ok(checked)
 }
 
-fn check(mut object: Value, default_namespace: &str) -> Result<Document, String> {
+/// A checked object: one to apply, or one of a kind berth does not serve (named).
+enum Checked {
+    Document(Document),
+    OtherKind(String),
+}
+
+fn check(mut object: Value, default_namespace: &str) -> Result<Checked, String> {
     if !object.is_object() {
         return Err("is not an object: each document must be one Kubernetes-style object with kind, apiVersion and metadata".to_string());
     }
     let (kind_name, api_version) = (text(&object, "/kind").to_string(), text(&object, "/apiVersion").to_string());
     let Some(kind) = kinds::for_document(&kind_name, &api_version) else {
-        return Err(format!("kind {kind_name:?} with apiVersion {api_version:?} is not supported: berth applies {}", kinds::applicable()));
+        let name = text(&object, "/metadata/name");
+        return Ok(Checked::OtherKind(format!("{kind_name} {name:?} ({api_version})")));
     };
     if kind.apply == Apply::Never {
         return Err(format!("{kind_name} is a read-only view and cannot be applied: berth applies {}", kinds::applicable()));
@@ -137,7 +163,7 @@ fn check(mut object: Value, default_namespace: &str) -> Result<Document, String>
     if let Some(fields) = object.as_object_mut() {
         fields.remove("status");
     }
-    Ok(Document { kind, namespace, name, object })
+    Ok(Checked::Document(Document { kind, namespace, name, object }))
 }
 
 fn apply(client: &Client, document: &Document) -> anyhow::Result<&'static str> {
@@ -231,21 +257,29 @@ mod tests {
     }
 
     #[test]
-    fn unknown_kinds_fail_the_whole_file_naming_the_document() {
-        let docs = vec![
-            ("document 1".to_string(), json!({"kind": "Namespace", "apiVersion": "v1", "metadata": {"name": "a"}})),
-            ("document 2".to_string(), json!({"kind": "Pod", "apiVersion": "v1", "metadata": {"name": "p"}})),
-        ];
-        let err = check_all(docs, "default").err().unwrap().to_string();
-        assert!(err.starts_with("document 2: kind \"Pod\""), "{err}");
+    fn other_kinds_are_skipped_or_with_strict_fail_the_whole_file() {
+        let docs = || {
+            vec![
+                ("document 1".to_string(), json!({"kind": "Namespace", "apiVersion": "v1", "metadata": {"name": "a"}})),
+                ("document 2".to_string(), json!({"kind": "Pod", "apiVersion": "v1", "metadata": {"name": "p"}})),
+            ]
+        };
+        let applied = check_all(docs(), "default", false).unwrap();
+        assert_eq!(applied.iter().map(|d| d.name.as_str()).collect::<Vec<_>>(), ["a"]);
+        let err = check_all(docs(), "default", true).err().unwrap().to_string();
+        assert!(err.starts_with("document 2: Pod \"p\" (v1) is not a kind berth serves"), "{err}");
         assert!(err.contains("ImageStream (image.openshift.io/v1)") && err.ends_with("nothing was applied"), "{err}");
+        let only_others = vec![("document 1".to_string(), json!({"kind": "Pod", "apiVersion": "v1", "metadata": {"name": "p"}}))];
+        assert!(check_all(only_others, "default", false).err().unwrap().to_string().starts_with("no objects of a kind berth serves"));
     }
 
     #[test]
     fn legacy_image_api_versions_are_rewritten_and_status_dropped() {
-        let doc = check(json!({"kind": "ImageStream", "apiVersion": "v1", "metadata": {"name": "ruby"}, "status": {"tags": []}}), "team")
-            .ok()
-            .unwrap();
+        let Ok(Checked::Document(doc)) =
+            check(json!({"kind": "ImageStream", "apiVersion": "v1", "metadata": {"name": "ruby"}, "status": {"tags": []}}), "team")
+        else {
+            panic!("an image stream to apply")
+        };
         assert_eq!(doc.object, json!({"kind": "ImageStream", "apiVersion": "image.openshift.io/v1", "metadata": {"name": "ruby"}}));
         assert_eq!(doc.namespace, "team");
     }

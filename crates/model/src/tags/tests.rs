@@ -227,8 +227,20 @@ fn sources_in_other_streams_come_from_the_loaded_sources() {
         ..TagReference::default()
     }]);
     assert_eq!(source_streams_needed(None, &s), vec![("shared".to_string(), "base".to_string())]);
-    let missing = prepare_create(&mut s.clone(), &SourceStreams::new(), at(2)).unwrap_err();
-    assert!(missing[0].message.contains("shared/base not found"), "{missing:?}");
+    // A source that does not exist yet is accepted: the tag waits, and says for what.
+    let mut waiting = s.clone();
+    prepare_create(&mut waiting, &SourceStreams::new(), at(2)).unwrap();
+    assert!(waiting.latest_event("base").is_none());
+    let condition = &waiting.status_tag("base").unwrap().conditions[0];
+    assert_eq!((condition.reason.as_str(), condition.generation), (WAITING_REASON, 1));
+    assert!(condition.message.contains("waiting for image stream tag shared/base:1.0"), "{condition:?}");
+    assert_eq!(waiting_sources(&waiting), vec!["waits:shared/base:1.0".to_string()]);
+    // When the source gets its image, the waiting tag is set to it and waits no more.
+    assert!(resolve_waiting(&mut waiting, &base, at(3)));
+    assert_eq!(waiting.latest_event("base").unwrap().image, one.metadata.name);
+    assert!(waiting.status_tag("base").unwrap().conditions.is_empty());
+    assert!(waiting_sources(&waiting).is_empty());
+    assert!(!resolve_waiting(&mut waiting, &base, at(4)), "resolved once: the tag does not follow later moves");
     let sources = SourceStreams::from([(("shared".into(), "base".into()), base)]);
     prepare_create(&mut s, &sources, at(2)).unwrap();
     assert_eq!(s.latest_event("base").unwrap().image, one.metadata.name);

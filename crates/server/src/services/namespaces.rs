@@ -18,6 +18,9 @@ use crate::services::{
 /// The namespaced resources a namespace holds, deleted with it.
 const CONTENTS: [&str; 2] = [ImageStream::RESOURCE, Secret::RESOURCE];
 
+/// The namespace that always exists, as in Kubernetes.
+pub const DEFAULT_NAMESPACE: &str = "default";
+
 impl Catalog {
     pub fn get_namespace(&self, caller: &Caller, name: &str) -> Result<Namespace> {
         caller.require(Action::SeeNamespace(name), "get", "namespaces")?;
@@ -48,6 +51,25 @@ impl Catalog {
         Ok(namespace)
     }
 
+    /// Makes the `default` namespace when it does not exist (a new data directory, or one
+    /// from before it was made), as Kubernetes keeps it: commands without `-n` work in it.
+    pub fn ensure_default_namespace(&self) -> Result<()> {
+        let key = Namespace::key("", DEFAULT_NAMESPACE);
+        let mut namespace = Namespace {
+            metadata: berth_model::ObjectMeta { name: DEFAULT_NAMESPACE.to_string(), ..berth_model::ObjectMeta::default() },
+            status: NamespaceStatus { phase: "Active".to_string() },
+            ..Namespace::default()
+        };
+        stamp_new(&mut namespace.metadata, Time::now());
+        let body = namespace.encode();
+        transact(&**self.store(), move |txn| {
+            if txn.get(&key)?.is_none() {
+                txn.put(&key, &body, &[], Precondition::Absent)?;
+            }
+            Ok::<_, Error>(())
+        })
+    }
+
     /// Updates a namespace's labels and annotations.
     pub fn update_namespace(&self, caller: &Caller, name: &str, update: Namespace) -> Result<Namespace> {
         caller.require(Action::AdministerCluster, "update", "namespaces")?;
@@ -71,6 +93,11 @@ impl Catalog {
     /// Deletes a namespace and everything in it, in one transaction.
     pub fn delete_namespace(&self, caller: &Caller, name: &str) -> Result<Namespace> {
         caller.require(Action::AdministerCluster, "delete", "namespaces")?;
+        if name == DEFAULT_NAMESPACE {
+            return Err(Error::forbidden(format!(
+                "namespaces {name:?} is forbidden: this namespace may not be deleted (as in Kubernetes); delete what is in it instead"
+            )));
+        }
         let owned = name.to_string();
         transact(&**self.store(), move |txn| {
             let name = owned.as_str();

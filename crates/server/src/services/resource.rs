@@ -101,6 +101,7 @@ resource!(
     |stream: &ImageStream| {
         let mut refs: Vec<String> = stream.referenced_images().into_iter().map(str::to_string).collect();
         refs.extend(stream.tracked_sources());
+        refs.extend(berth_model::tags::waiting_sources(stream));
         refs
     }
 );

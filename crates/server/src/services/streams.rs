@@ -8,7 +8,7 @@ use berth_model::names::{check_stream_name, check_tag, split_stream_image, split
 use berth_model::reference::ImageReference;
 use berth_model::tags::{self, SourceStreams};
 use berth_model::{FieldError, ObjectMeta, Time};
-use berth_store::{Precondition, WriteTxn, transact};
+use berth_store::{ObjectKey, Precondition, WriteTxn, transact};
 
 use crate::services::images::TrustedImage;
 use crate::services::subscriptions;
@@ -450,6 +450,25 @@ pub(crate) fn put_stream(txn: &mut dyn WriteTxn, stream: &mut ImageStream, expec
     }
     stream.metadata.resource_version = revision.to_string();
     stream.set_type();
+    resolve_waiting_streams(txn, stream)
+}
+
+/// Sets the tags of other streams that wait for a tag of `stream` (an ImageStreamTag
+/// source that did not exist when they were set) once that tag has an image, in the
+/// same transaction; their own waiters follow in turn. A stream nobody waits for costs
+/// one index look-up.
+fn resolve_waiting_streams(txn: &mut dyn WriteTxn, stream: &ImageStream) -> Result<()> {
+    let prefix = format!("{}{}/{}:", tags::WAITING_PREFIX, stream.metadata.namespace, stream.metadata.name);
+    let mut waiting: Vec<ObjectKey> = txn.referrers_with_prefix(ImageStream::RESOURCE, &prefix)?.into_iter().map(|(_, key)| key).collect();
+    waiting.dedup();
+    for key in waiting {
+        let Some(mut follower) = read_stream(txn, &key.namespace, &key.name)? else {
+            continue;
+        };
+        if tags::resolve_waiting(&mut follower, stream, Time::now()) {
+            put_stream(txn, &mut follower, Precondition::Any)?;
+        }
+    }
     Ok(())
 }
 
