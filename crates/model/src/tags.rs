@@ -323,7 +323,7 @@ pub fn resolve_waiting(follower: &mut ImageStream, source: &ImageStream, now: Ti
 /// Whether `tag` (of another stream's tag) has no image at its current generation.
 fn waits(stream: &ImageStream, tag: &TagReference) -> bool {
     let generation = tag.generation.unwrap_or(1);
-    !stream.status_tag(&tag.name).and_then(|s| s.items.first()).is_some_and(|e| e.generation >= generation)
+    stream.status_tag(&tag.name).and_then(|s| s.items.first()).is_none_or(|e| e.generation < generation)
 }
 
 /// The tags of other streams `stream` waits for, as `waits:<namespace>/<stream>:<tag>`
