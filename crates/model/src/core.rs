@@ -8,7 +8,7 @@ use crate::access::{Grant, Role, Scope};
 use crate::names::{check_dns_label, check_dns_subdomain};
 use crate::{BERTH_API_VERSION, FieldError, ObjectMeta, Time};
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Namespace {
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -21,7 +21,7 @@ pub struct Namespace {
     pub status: NamespaceStatus,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct NamespaceStatus {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub phase: String,
@@ -39,7 +39,7 @@ pub const SECRET_TYPE_DOCKERCFG: &str = "kubernetes.io/dockercfg";
 /// Arbitrary keys, such as the key that signs a Subscription's deliveries.
 pub const SECRET_TYPE_OPAQUE: &str = "Opaque";
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Secret {
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -96,7 +96,7 @@ impl Secret {
 }
 
 /// An API token (berth.dev/v1 Token): a role on some namespaces, or on the whole cluster.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Token {
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -114,12 +114,12 @@ pub struct Token {
     pub secret_sha256: String,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct TokenStatus {
     pub token: String,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TokenSpec {
     pub role: Role,

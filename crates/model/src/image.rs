@@ -6,7 +6,7 @@ use crate::{Digest, FieldError, ObjectMeta};
 
 /// `image.openshift.io/v1` Image. Everything but `metadata.labels` and
 /// `metadata.annotations` is fixed once stored.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Image {
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -39,7 +39,7 @@ pub struct Image {
     pub docker_image_manifests: Vec<ImageManifest>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ImageLayer {
     pub name: String,
@@ -50,7 +50,7 @@ pub struct ImageLayer {
 }
 
 /// One entry of a manifest list or OCI index.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ImageManifest {
     pub digest: String,

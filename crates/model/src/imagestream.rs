@@ -9,7 +9,7 @@ use crate::image::Image;
 use crate::meta::ObjectReference;
 use crate::{IMAGE_API_VERSION, ObjectMeta, Time};
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ImageStream {
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -24,7 +24,7 @@ pub struct ImageStream {
     pub status: ImageStreamStatus,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ImageStreamSpec {
     #[serde(default)]
@@ -36,14 +36,14 @@ pub struct ImageStreamSpec {
     pub tags: Vec<TagReference>,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ImageLookupPolicy {
     #[serde(default)]
     pub local: bool,
 }
 
 /// Where a tag comes from and how it is imported and referenced.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TagReference {
     #[serde(default)]
@@ -62,7 +62,7 @@ pub struct TagReference {
     pub reference_policy: TagReferencePolicy,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TagImportPolicy {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -73,7 +73,7 @@ pub struct TagImportPolicy {
     pub import_mode: String,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct TagReferencePolicy {
     /// `Source` or `Local`; left out or empty, `Source`, as OpenShift defaults it.
     #[serde(rename = "type", default = "source_policy", deserialize_with = "source_if_empty")]
@@ -95,7 +95,7 @@ fn source_if_empty<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<
     Ok(if policy.is_empty() { source_policy() } else { policy })
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ImageStreamStatus {
     #[serde(default)]
@@ -107,7 +107,7 @@ pub struct ImageStreamStatus {
 }
 
 /// One tag's history, newest first, and its conditions.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NamedTagEventList {
     pub tag: String,
@@ -119,7 +119,7 @@ pub struct NamedTagEventList {
 
 /// A moment in a tag's history: at `created` the tag pointed at `image`, pullable as
 /// `dockerImageReference`, as of spec generation `generation`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TagEvent {
     pub created: Time,
@@ -130,7 +130,7 @@ pub struct TagEvent {
     pub generation: i64,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TagEventCondition {
     #[serde(rename = "type")]
@@ -147,7 +147,7 @@ pub struct TagEventCondition {
 }
 
 /// `imagestreamtags/<stream>:<tag>`: the tag's spec and its current image.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ImageStreamTag {
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -170,7 +170,7 @@ pub struct ImageStreamTag {
 }
 
 /// `imagetags/<stream>:<tag>`: spec, status and image of one tag together.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ImageTag {
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -188,7 +188,7 @@ pub struct ImageTag {
 }
 
 /// `imagestreamimages/<stream>@<digest>`: an image as seen through a stream that has it.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ImageStreamImage {
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -202,7 +202,7 @@ pub struct ImageStreamImage {
 
 /// `imagestreammappings` (create only): store `image` and point `tag` of the stream named
 /// by `metadata.name` at it.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ImageStreamMapping {
     #[serde(default, skip_serializing_if = "String::is_empty")]

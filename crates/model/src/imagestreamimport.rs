@@ -28,7 +28,7 @@ pub mod reason {
     pub const INTERNAL: &str = "InternalError";
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ImageStreamImport {
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -44,7 +44,7 @@ pub struct ImageStreamImport {
     pub status: ImageStreamImportStatus,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ImageStreamImportSpec {
     /// `false` looks the images up and stores nothing.
@@ -57,7 +57,7 @@ pub struct ImageStreamImportSpec {
 }
 
 /// Import the tags of a whole repository.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RepositoryImportSpec {
     /// `kind: DockerImage`, `name: registry/repository`.
@@ -71,7 +71,7 @@ pub struct RepositoryImportSpec {
 }
 
 /// Import one image, into the tag `to` (default: the tag of `from`).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ImageImportSpec {
     pub from: ObjectReference,
@@ -85,13 +85,13 @@ pub struct ImageImportSpec {
     pub include_manifest: bool,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct LocalObjectReference {
     #[serde(default)]
     pub name: String,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ImageStreamImportStatus {
     /// The stream after the import (absent on a dry run).
@@ -103,7 +103,7 @@ pub struct ImageStreamImportStatus {
     pub images: Vec<ImageImportStatus>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RepositoryImportStatus {
     pub status: Status,
@@ -116,7 +116,7 @@ pub struct RepositoryImportStatus {
 
 /// The result for one image: `status.status` is `Success` or `Failure` (with `reason`,
 /// `message` and `code`).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ImageImportStatus {
     pub status: Status,

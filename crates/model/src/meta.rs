@@ -8,7 +8,7 @@ use crate::Time;
 
 /// `metadata` of every object. Fields a client may not set (uid, resourceVersion as a
 /// precondition aside, creationTimestamp, generation) are overwritten by the server.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ObjectMeta {
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -27,10 +27,24 @@ pub struct ObjectMeta {
     pub labels: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
+    /// Kept as given: berth does not garbage-collect by owner.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub owner_references: Vec<serde_json::Value>,
+    /// Kept as given: berth deletes without waiting for finalizers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub finalizers: Vec<String>,
+    /// Taken from manifests written for Kubernetes and not kept: berth names objects as
+    /// asked, and has no field managers or self links.
+    #[serde(default, skip_serializing)]
+    pub generate_name: String,
+    #[serde(default, skip_serializing)]
+    pub managed_fields: Vec<serde_json::Value>,
+    #[serde(default, skip_serializing)]
+    pub self_link: String,
 }
 
 /// `metadata` of a list.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ListMeta {
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -53,7 +67,7 @@ impl FieldError {
 }
 
 /// A Kubernetes `Status` body, the shape of every error the image API returns.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Status {
     /// Empty inside other objects (an import's per-image result), `Status` as a body.
@@ -74,7 +88,7 @@ pub struct Status {
     pub code: u16,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StatusDetails {
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -87,7 +101,7 @@ pub struct StatusDetails {
     pub causes: Vec<StatusCause>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct StatusCause {
     pub reason: String,
     pub message: String,
@@ -95,7 +109,7 @@ pub struct StatusCause {
 }
 
 /// A reference to another object, as `spec.tags[].from` uses it.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ObjectReference {
     #[serde(default, skip_serializing_if = "String::is_empty")]

@@ -16,7 +16,7 @@ use crate::tags::CONDITION_IMPORT_SUCCESS;
 use crate::{BERTH_API_VERSION, FieldError, ObjectMeta, Time};
 
 /// What happened to a tag.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 pub enum ChangeType {
     /// The tag got its first image.
     TagCreated,
@@ -149,7 +149,7 @@ pub fn tag_changes(old: Option<&ImageStream>, new: Option<&ImageStream>, now: Ti
 }
 
 /// `berth.dev/v1` Subscription: where to send which tag changes of a namespace.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Subscription {
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -164,7 +164,7 @@ pub struct Subscription {
     pub status: SubscriptionStatus,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SubscriptionSpec {
     /// The receiver: an `http://` or `https://` URL that takes a POST per event.
@@ -188,14 +188,14 @@ pub struct SubscriptionSpec {
     pub secret_ref: Option<SecretKeyRef>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SecretKeyRef {
     pub name: String,
     pub key: String,
 }
 
 /// Where delivery stands. Written by the server only.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SubscriptionStatus {
     /// The outbox entry delivered (or skipped as not wanted) last: delivery resumes after it.

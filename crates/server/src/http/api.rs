@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::http::body::{RawBody, apply_patch, decode, decode_value};
+use crate::http::discovery;
 use crate::http::watch::serve_watch;
 use crate::http::{App, call, call_inline, list_of, render_error, respond, stream_list, success};
 use crate::services::images::TrustedImage;
@@ -33,26 +34,12 @@ const BERTH: &str = "/apis/berth.dev/v1";
 
 pub fn routes() -> Router<App> {
     Router::new()
-        .route("/api", get(|| async { axum::Json(json!({"kind": "APIVersions", "versions": ["v1"]})) }))
-        .route("/apis", get(|| async { axum::Json(discovery_groups()) }))
+        .route("/api", get(|| async { axum::Json(discovery::core_versions()) }))
+        .route("/apis", get(|| async { axum::Json(discovery::groups()) }))
+        .route(CORE, get(|| async { discovery_of("", "v1") }))
         .route(
-            CORE,
-            get(|| async {
-                axum::Json(resource_list_doc("v1", &[("namespaces", "Namespace", false, ALL), ("secrets", "Secret", true, ALL)]))
-            }),
-        )
-        .route(IMAGE, get(|| async { axum::Json(image_resources()) }))
-        .route(
-            BERTH,
-            get(|| async {
-                axum::Json(resource_list_doc(
-                    BERTH_API_VERSION,
-                    &[
-                        ("tokens", "Token", false, &["create", "delete", "get", "list", "watch"]),
-                        ("subscriptions", "Subscription", true, &["create", "delete", "get", "list", "update", "watch"]),
-                    ],
-                ))
-            }),
+            "/apis/{group}/{version}",
+            get(|Path((group, version)): Path<(String, String)>| async move { discovery_of(&group, &version) }),
         )
         // Image streams.
         .route(&format!("{IMAGE}/imagestreams"), get(list_streams))
@@ -594,40 +581,12 @@ async fn delete_token(State(app): State<App>, Path(name): Path<String>, headers:
     respond(&headers, StatusCode::OK, result)
 }
 
-// Discovery, enough for clients that look before they call.
+// Discovery.
 
-/// The verbs of a kind with the full set.
-const ALL: &[&str] = &["create", "delete", "get", "list", "patch", "update", "watch"];
-/// The verbs of ImageStreamTag and ImageTag.
-const TAG_VERBS: &[&str] = &["create", "delete", "get", "list", "update"];
-
-/// `(resource, kind, namespaced, verbs)` of each resource of a group.
-type ResourceDoc<'a> = (&'a str, &'a str, bool, &'a [&'a str]);
-
-fn resource_list_doc(group_version: &str, resources: &[ResourceDoc<'_>]) -> serde_json::Value {
-    let resources: Vec<_> = resources
-        .iter()
-        .map(|(name, kind, namespaced, verbs)| json!({"name": name, "kind": kind, "namespaced": namespaced, "verbs": verbs}))
-        .collect();
-    json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources})
-}
-
-fn image_resources() -> serde_json::Value {
-    resource_list_doc(
-        IMAGE_API_VERSION,
-        &[
-            ("images", "Image", false, ALL),
-            ("imagestreams", "ImageStream", true, ALL),
-            ("imagestreamtags", "ImageStreamTag", true, TAG_VERBS),
-            ("imagetags", "ImageTag", true, TAG_VERBS),
-            ("imagestreamimages", "ImageStreamImage", true, &["get"]),
-            ("imagestreammappings", "ImageStreamMapping", true, &["create"]),
-            ("imagestreamimports", "ImageStreamImport", true, &["create"]),
-        ],
-    )
-}
-
-fn discovery_groups() -> serde_json::Value {
-    let group = |name: &str, version: &str| json!({"name": name, "versions": [{"groupVersion": format!("{name}/{version}"), "version": version}], "preferredVersion": {"groupVersion": format!("{name}/{version}"), "version": version}});
-    json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": [group("image.openshift.io", "v1"), group("berth.dev", "v1")]})
+/// The resource list of a group-version, or 404.
+fn discovery_of(group: &str, version: &str) -> Response {
+    match discovery::resource_list(group, version) {
+        Some(list) => axum::Json(list).into_response(),
+        None => render_error(Error::not_found("groupversions", &format!("{group}/{version}"))),
+    }
 }

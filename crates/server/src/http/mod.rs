@@ -4,6 +4,8 @@
 
 mod api;
 mod body;
+pub mod discovery;
+pub mod openapi;
 mod registry;
 mod watch;
 
@@ -46,6 +48,9 @@ pub fn router(app: App) -> Router {
         .route("/readyz", get(readyz))
         .route("/version", get(|| async { axum::Json(serde_json::json!({"gitVersion": env!("CARGO_PKG_VERSION"), "platform": "berth"})) }))
         .merge(api::routes())
+        .route("/openapi/v2", get(openapi_v2))
+        .route("/openapi/v3", get(|| async { axum::Json(openapi::v3_index()) }))
+        .route("/openapi/v3/{*path}", get(openapi_v3))
         .route("/webhooks/{name}", axum::routing::post(api::receive_webhook))
         .route("/v2/", axum::routing::any(registry::check))
         .route("/v2", axum::routing::any(registry::check))
@@ -53,6 +58,22 @@ pub fn router(app: App) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(app)
+}
+
+/// `/openapi/v2`: JSON, or the protobuf form when the client asks for it (kubectl does).
+async fn openapi_v2(headers: HeaderMap) -> Response {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    if accept.contains("protobuf") {
+        return ([(header::CONTENT_TYPE, HeaderValue::from_static(openapi::V2_PROTOBUF))], openapi::v2_protobuf()).into_response();
+    }
+    axum::Json(openapi::v2()).into_response()
+}
+
+async fn openapi_v3(axum::extract::Path(path): axum::extract::Path<String>) -> Response {
+    match openapi::v3(&path) {
+        Some(document) => axum::Json(document).into_response(),
+        None => render_error(Error::not_found("openapi", &path)),
+    }
 }
 
 async fn readyz(axum::extract::State(app): axum::extract::State<App>) -> Response {
