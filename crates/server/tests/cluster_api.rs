@@ -115,3 +115,145 @@ async fn the_operators_certificate_is_reloaded_when_its_files_change() {
     assert!(trusting(&first_ca).get(&healthz).send().await.is_err(), "the old certificate is gone");
     app.stop().await;
 }
+
+/// Debian's kubectl (`kubernetes-client`), which scripts/test unpacks into
+/// `target/tools` (or `$BERTH_KUBECTL`).
+fn kubectl_binary() -> std::path::PathBuf {
+    if let Some(path) = std::env::var_os("BERTH_KUBECTL") {
+        return path.into();
+    }
+    let unpacked = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/tools/kubernetes-client/usr/bin/kubectl");
+    assert!(unpacked.exists(), "Debian's kubectl is not at {}: run scripts/test, which unpacks it there", unpacked.display());
+    unpacked
+}
+
+/// kubectl against `app` with a kubeconfig like `berth config kubeconfig` prints.
+struct Kubectl {
+    binary: std::path::PathBuf,
+    kubeconfig: tempfile::NamedTempFile,
+}
+
+impl Kubectl {
+    fn new(app: &TestApp) -> Kubectl {
+        use base64::Engine;
+        let ca = std::fs::read(app.dir.path().join("tls/ca.crt")).unwrap();
+        let config = serde_json::json!({
+            "apiVersion": "v1", "kind": "Config", "current-context": "berth",
+            "clusters": [{"name": "berth", "cluster": {"server": app.base, "certificate-authority-data": base64::engine::general_purpose::STANDARD.encode(ca)}}],
+            "users": [{"name": "admin", "user": {"token": app.admin}}],
+            "contexts": [{"name": "berth", "context": {"cluster": "berth", "user": "admin", "namespace": "team"}}],
+        });
+        let kubeconfig = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(kubeconfig.path(), serde_json::to_vec(&config).unwrap()).unwrap();
+        Kubectl { binary: kubectl_binary(), kubeconfig }
+    }
+
+    fn command(&self, args: &[&str]) -> std::process::Command {
+        let mut command = std::process::Command::new(&self.binary);
+        command.env("KUBECONFIG", self.kubeconfig.path()).env("HOME", self.kubeconfig.path().parent().unwrap()).args(args);
+        command
+    }
+
+    /// Runs kubectl and returns its stdout, failing the test with its stderr otherwise.
+    fn ok(&self, args: &[&str]) -> String {
+        let output = blocking(|| self.command(args).output().unwrap());
+        let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+        assert!(output.status.success(), "kubectl {args:?} failed:\n{stdout}\n{stderr}");
+        stdout.into_owned()
+    }
+}
+
+const STREAM: &str = r#"apiVersion: image.openshift.io/v1
+kind: ImageStream
+metadata:
+  name: ruby
+spec:
+  tags:
+  - name: "3.3"
+    from:
+      kind: DockerImage
+      name: registry.example.com/ruby:3.3
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_gets_applies_edits_explains_watches_and_deletes() {
+    let app = TestApp::start_with(|config| config.tls.self_signed = true).await;
+    app.namespace("team").await;
+    let kubectl = Kubectl::new(&app);
+    let files = tempfile::tempdir().unwrap();
+    let manifest = files.path().join("ruby.yaml");
+
+    // Apply creates, then (with a changed manifest) configures, keeping the last applied
+    // configuration as kubectl does.
+    std::fs::write(&manifest, STREAM).unwrap();
+    assert!(kubectl.ok(&["apply", "-f", manifest.to_str().unwrap()]).contains("imagestream.image.openshift.io/ruby created"));
+    let extended = format!("{STREAM}  - name: latest\n    from:\n      kind: ImageStreamTag\n      name: ruby:3.3\n");
+    std::fs::write(&manifest, extended).unwrap();
+    assert!(kubectl.ok(&["apply", "-f", manifest.to_str().unwrap()]).contains("imagestream.image.openshift.io/ruby configured"));
+    let stream = app.stream("team", "ruby").await;
+    assert_eq!(stream["spec"]["tags"].as_array().unwrap().len(), 2, "{stream}");
+    assert!(stream["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"].as_str().unwrap().contains("latest"));
+
+    // Tables with OpenShift's columns.
+    let table = kubectl.ok(&["get", "imagestreams"]);
+    let header: Vec<&str> = table.lines().next().unwrap().split("  ").filter(|c| !c.is_empty()).map(str::trim).collect();
+    assert_eq!(header, ["NAME", "IMAGE REPOSITORY", "TAGS", "UPDATED"], "{table}");
+    assert!(table.lines().nth(1).unwrap().starts_with("ruby "), "{table}");
+    assert!(table.contains("3.3,latest"), "{table}");
+    let digest = app.map("team", "app", "v1", "first").await;
+    let tags = kubectl.ok(&["get", "istag", "-o", "wide"]);
+    assert!(tags.contains("app:v1") && tags.contains(&format!("registry.example.com/team/app@{digest}")), "{tags}");
+    assert!(kubectl.ok(&["get", "imagetags"]).contains("app:v1"));
+    assert!(kubectl.ok(&["get", "images"]).contains(&digest));
+    assert!(kubectl.ok(&["get", "namespaces"]).lines().any(|l| l.starts_with("default ") && l.contains("Active")));
+    assert!(kubectl.ok(&["get", "is", "-A"]).lines().next().unwrap().starts_with("NAMESPACE"));
+
+    // A watch prints a row when a tag moves.
+    let mut watch = blocking(|| {
+        kubectl
+            .command(&["get", "is", "app", "-w"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    });
+    let mut lines = std::io::BufReader::new(watch.stdout.take().unwrap());
+    let first = blocking(|| {
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut lines, &mut line).unwrap();
+        line
+    });
+    assert!(first.starts_with("NAME"), "{first}");
+    app.map("team", "app", "v2", "second").await;
+    let seen = blocking(move || {
+        let mut seen = Vec::new();
+        for _ in 0..2 {
+            let mut line = String::new();
+            std::io::BufRead::read_line(&mut lines, &mut line).unwrap();
+            seen.push(line);
+        }
+        let _ = watch.kill();
+        seen
+    });
+    assert!(seen.iter().any(|line| line.contains("v1,v2")), "the watch showed the new tag: {seen:?}");
+
+    // Edit goes through the editor and a patch.
+    let editor = files.path().join("editor.sh");
+    std::fs::write(&editor, "#!/bin/sh\nsed -i 's|registry.example.com/ruby:3.3|registry.example.com/ruby:3.4|' \"$1\"\n").unwrap();
+    std::fs::set_permissions(&editor, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let edited = blocking(|| kubectl.command(&["edit", "is", "ruby"]).env("KUBE_EDITOR", &editor).output().unwrap());
+    assert!(String::from_utf8_lossy(&edited.stdout).contains("imagestream.image.openshift.io/ruby edited"), "{edited:?}");
+    let stream = app.stream("team", "ruby").await;
+    assert_eq!(common::spec_tag(&stream, "3.3")["from"]["name"], "registry.example.com/ruby:3.4");
+
+    // Explain reads the OpenAPI document.
+    let explained = kubectl.ok(&["explain", "imagestream.spec.tags"]);
+    assert!(explained.contains("RESOURCE: tags <[]Object>") && explained.contains("referencePolicy"), "{explained}");
+    assert!(kubectl.ok(&["explain", "imagestream.spec.tags.from"]).contains("name\t<string>"));
+
+    // Delete.
+    assert!(kubectl.ok(&["delete", "is", "ruby"]).contains("imagestream.image.openshift.io \"ruby\" deleted"));
+    let (status, _) = app.get(&format!("{}/namespaces/team/imagestreams/ruby", common::IMAGE_API)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    app.stop().await;
+}

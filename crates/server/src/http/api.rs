@@ -21,7 +21,7 @@ use serde_json::json;
 use crate::http::body::{RawBody, apply_patch, decode, decode_value};
 use crate::http::discovery;
 use crate::http::watch::serve_watch;
-use crate::http::{App, call, call_inline, list_of, render_error, respond, stream_list, success};
+use crate::http::{App, call, call_inline, list_of, render_error, respond, stream_list, success, table_request};
 use crate::services::images::TrustedImage;
 use crate::services::streams::TagView;
 use crate::services::watch::Watchable;
@@ -49,12 +49,15 @@ pub fn routes() -> Router<App> {
         .route(&format!("{IMAGE_NS}/imagestreamtags"), get(list_tags::<ImageStreamTag>).post(create_tag::<ImageStreamTag>))
         .route(
             &format!("{IMAGE_NS}/imagestreamtags/{{name}}"),
-            get(get_tag::<ImageStreamTag>).put(update_tag::<ImageStreamTag>).delete(delete_tag::<ImageStreamTag>),
+            get(get_tag::<ImageStreamTag>)
+                .put(update_tag::<ImageStreamTag>)
+                .patch(patch_tag::<ImageStreamTag>)
+                .delete(delete_tag::<ImageStreamTag>),
         )
         .route(&format!("{IMAGE_NS}/imagetags"), get(list_tags::<ImageTag>).post(create_tag::<ImageTag>))
         .route(
             &format!("{IMAGE_NS}/imagetags/{{name}}"),
-            get(get_tag::<ImageTag>).put(update_tag::<ImageTag>).delete(delete_tag::<ImageTag>),
+            get(get_tag::<ImageTag>).put(update_tag::<ImageTag>).patch(patch_tag::<ImageTag>).delete(delete_tag::<ImageTag>),
         )
         .route(&format!("{IMAGE_NS}/imagestreamimages/{{name}}"), get(get_stream_image))
         .route(&format!("{IMAGE_NS}/imagestreammappings"), post(create_mapping))
@@ -101,6 +104,8 @@ pub struct ListParams {
     watch: Option<String>,
     resource_version: Option<String>,
     timeout_seconds: Option<String>,
+    /// What the rows of a Table carry of their objects: `None`, `Metadata`, `Object`.
+    include_object: Option<String>,
 }
 
 impl ListParams {
@@ -149,10 +154,11 @@ where
         Ok(options) => options,
         Err(err) => return render_error(err),
     };
+    let table = table_request(&headers, params.include_object.as_deref());
     if params.is_watch() {
-        return serve_watch::<T>(app, headers, namespace, options, params).await;
+        return serve_watch::<T>(app, headers, namespace, options, params, table).await;
     }
-    stream_list(app, headers, move |catalog, caller| list(catalog, caller, namespace.as_deref(), &options)).await
+    stream_list(app, headers, table, move |catalog, caller| list(catalog, caller, namespace.as_deref(), &options)).await
 }
 
 /// Decodes a body as `T` and runs `f` with it.
@@ -186,12 +192,29 @@ where
     G: Fn(&Catalog, &Caller) -> Result<T> + Send + 'static,
     P: Fn(&Catalog, &Caller, T) -> Result<T> + Send + 'static,
 {
+    patch_kind(app, headers, body, (T::KIND, T::API_VERSION), get, put).await
+}
+
+/// [`patch_object`] for any kind, named by `(kind, apiVersion)` (the views of a tag too).
+async fn patch_kind<T, G, P>(
+    app: App,
+    headers: HeaderMap,
+    body: RawBody,
+    (kind, api_version): (&'static str, &'static str),
+    get: G,
+    put: P,
+) -> Response
+where
+    T: Serialize + DeserializeOwned + Send + 'static,
+    G: Fn(&Catalog, &Caller) -> Result<T> + Send + 'static,
+    P: Fn(&Catalog, &Caller, T) -> Result<T> + Send + 'static,
+{
     let result = call(&app, &headers, move |catalog, caller| {
         let mut attempts = 0;
         loop {
             let current = get(catalog, caller)?;
             let value = serde_json::to_value(&current).map_err(|err| Error::internal(err.to_string()))?;
-            let patched: T = decode_value(apply_patch(value, &body)?, T::KIND, T::API_VERSION)?;
+            let patched: T = decode_value(apply_patch(value, &body)?, kind, api_version)?;
             match put(catalog, caller, patched) {
                 Err(err) if err.kind == ErrorKind::Conflict && attempts < 5 && !patch_pins_version(&body) => attempts += 1,
                 other => return other,
@@ -305,6 +328,24 @@ async fn update_tag<V: TagView + Serialize + DeserializeOwned>(
     with_body(app, headers, body, V::KIND, IMAGE_API_VERSION, StatusCode::OK, move |c, caller, view: V| {
         c.update_tag_view(caller, &ns, &name, view)
     })
+    .await
+}
+
+async fn patch_tag<V: TagView + Serialize + DeserializeOwned>(
+    State(app): State<App>,
+    Path((ns, name)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: RawBody,
+) -> Response {
+    let (ns2, name2) = (ns.clone(), name.clone());
+    patch_kind(
+        app,
+        headers,
+        body,
+        (V::KIND, IMAGE_API_VERSION),
+        move |c, caller| c.get_tag_view::<V>(caller, &ns, &name),
+        move |c, caller, view| c.update_tag_view(caller, &ns2, &name2, view),
+    )
     .await
 }
 

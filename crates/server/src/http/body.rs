@@ -115,27 +115,70 @@ pub fn apply_patch(current: Value, body: &RawBody) -> Result<Value, Error> {
     Ok(target)
 }
 
+/// Merges `patch` into `target`: RFC 7386 (nulls remove keys, lists replace), and for a
+/// strategic merge patch also Kubernetes' merging of lists of named objects by `name`
+/// and its directives: `$patch: delete` on a list item or `$patch: replace` on an object
+/// or list, `$setElementOrder/<list>`, `$deleteFromPrimitiveList/<list>` and
+/// `$retainKeys`.
 fn merge(target: &mut Value, patch: Value, strategic: bool) {
     match patch {
-        Value::Object(fields) => {
+        Value::Object(mut fields) => {
+            if strategic && fields.get("$patch").and_then(Value::as_str) == Some("replace") {
+                fields.remove("$patch");
+                *target = Value::Object(fields);
+                return;
+            }
             if !target.is_object() {
                 *target = Value::Object(Default::default());
             }
+            let retain = if strategic { fields.remove("$retainKeys") } else { None };
+            let mut orders = Vec::new();
+            let mut removals = Vec::new();
             let object = target.as_object_mut().expect("made an object above");
             for (key, value) in fields {
-                if value.is_null() {
+                if strategic && let Some(list) = key.strip_prefix("$setElementOrder/") {
+                    orders.push((list.to_string(), value));
+                } else if strategic && let Some(list) = key.strip_prefix("$deleteFromPrimitiveList/") {
+                    removals.push((list.to_string(), value));
+                } else if value.is_null() {
                     object.remove(&key);
                 } else {
                     merge(object.entry(key).or_insert(Value::Null), value, strategic);
                 }
             }
+            for (list, gone) in removals {
+                if let (Some(Value::Array(items)), Value::Array(gone)) = (object.get_mut(&list), gone) {
+                    items.retain(|item| !gone.contains(item));
+                }
+            }
+            for (list, order) in orders {
+                if let (Some(Value::Array(items)), Value::Array(order)) = (object.get_mut(&list), order) {
+                    let position = |item: &Value| {
+                        order.iter().position(|o| o.get("name").is_some() && o.get("name") == item.get("name") || *o == *item)
+                    };
+                    items.sort_by_key(|item| position(item).unwrap_or(usize::MAX));
+                }
+            }
+            if let Some(Value::Array(keep)) = retain {
+                object.retain(|key, _| keep.iter().any(|k| k.as_str() == Some(key)));
+            }
+        }
+        Value::Array(items) if strategic && items.iter().any(|i| i.get("$patch").and_then(Value::as_str) == Some("replace")) => {
+            *target = Value::Array(items.into_iter().filter(|i| i.get("$patch").is_none()).collect());
         }
         Value::Array(items) if strategic && items.iter().all(|i| i.get("name").is_some_and(Value::is_string)) && target.is_array() => {
             let existing = target.as_array_mut().expect("checked above");
             for item in items {
                 let name = item.get("name").cloned();
-                match existing.iter_mut().find(|e| e.get("name") == name.as_ref()) {
-                    Some(slot) => merge(slot, item, strategic),
+                let position = existing.iter().position(|e| e.get("name") == name.as_ref());
+                if item.get("$patch").and_then(Value::as_str) == Some("delete") {
+                    if let Some(position) = position {
+                        existing.remove(position);
+                    }
+                    continue;
+                }
+                match position {
+                    Some(position) => merge(&mut existing[position], item, strategic),
                     None => existing.push(item),
                 }
             }
@@ -158,6 +201,26 @@ mod tests {
         let out =
             patch(r#"{"a":{"b":1,"c":2},"l":[{"name":"x"}]}"#, r#"{"a":{"c":null},"l":[{"name":"y"}]}"#, "application/merge-patch+json");
         assert_eq!(out, serde_json::json!({"a":{"b":1},"l":[{"name":"y"}]}));
+    }
+
+    #[test]
+    fn strategic_patches_follow_kubectls_directives() {
+        let current = r#"{"tags":[{"name":"a","v":1},{"name":"b","v":1},{"name":"c","v":1}],"finalizers":["x","y"],"extra":{"k":1,"l":2}}"#;
+        let out = patch(
+            current,
+            r#"{"$setElementOrder/tags":[{"name":"c"},{"name":"a"}],"tags":[{"name":"b","$patch":"delete"},{"name":"a","v":2}],
+                "$deleteFromPrimitiveList/finalizers":["x"],"extra":{"$patch":"replace","m":3}}"#,
+            "application/strategic-merge-patch+json",
+        );
+        assert_eq!(out, serde_json::json!({"tags":[{"name":"c","v":1},{"name":"a","v":2}],"finalizers":["y"],"extra":{"m":3}}));
+        let replaced = patch(
+            r#"{"tags":[{"name":"a"}]}"#,
+            r#"{"tags":[{"$patch":"replace"},{"name":"z"}]}"#,
+            "application/strategic-merge-patch+json",
+        );
+        assert_eq!(replaced, serde_json::json!({"tags":[{"name":"z"}]}));
+        let retained = patch(r#"{"a":1,"b":2}"#, r#"{"$retainKeys":["b","c"],"c":3}"#, "application/strategic-merge-patch+json");
+        assert_eq!(retained, serde_json::json!({"b":2,"c":3}));
     }
 
     #[test]

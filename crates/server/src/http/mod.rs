@@ -18,6 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use berth_model::meta::{ListMeta, Status, StatusCause, StatusDetails};
 use bytes::Bytes;
+use headers::HeaderMapExt;
 use serde::Serialize;
 
 use crate::services::import::Importer;
@@ -126,13 +127,69 @@ where
     f(&app.catalog, &caller)
 }
 
+/// A Kubernetes `Table` a client asked for (kubectl does, with `Accept:
+/// application/json;as=Table;v=v1;g=meta.k8s.io`), and what its rows carry of their
+/// objects (`includeObject`, `Metadata` unless the query says otherwise).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct TableRequest {
+    pub include: crate::printers::table::Include,
+}
+
+pub(crate) fn table_request(headers: &HeaderMap, include_object: Option<&str>) -> Option<TableRequest> {
+    let accept = headers.typed_get::<headers_accept::Accept>()?;
+    let wants_table = accept.media_types().any(|media_type| {
+        let text = media_type.to_string();
+        let params: Vec<(String, String)> = text
+            .split(';')
+            .skip(1)
+            .filter_map(|param| param.split_once('=').map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().trim_matches('"').to_string())))
+            .collect();
+        let has = |key: &str, value: &str| params.iter().any(|(k, v)| k == key && v.eq_ignore_ascii_case(value));
+        has("as", "Table") && has("g", "meta.k8s.io")
+    });
+    use crate::printers::table::Include;
+    let include = match include_object {
+        Some("None") => Include::None,
+        Some("Object") => Include::Object,
+        _ => Include::Metadata,
+    };
+    wants_table.then_some(TableRequest { include })
+}
+
+/// `value` as a Table: a list's items as rows, or one object as the one row. A `Status`
+/// and anything without a kind stay as they are.
+pub(crate) fn as_table(value: serde_json::Value, table: TableRequest) -> serde_json::Value {
+    use crate::printers::table;
+    let kind = value.get("kind").and_then(serde_json::Value::as_str).unwrap_or_default().to_string();
+    if kind.is_empty() || kind == "Status" || kind == "Table" {
+        return value;
+    }
+    match (kind.strip_suffix("List"), value.get("items").and_then(serde_json::Value::as_array)) {
+        (Some(item_kind), Some(items)) => {
+            let rows = items.iter().map(|item| table::row(item_kind, item, table.include)).collect();
+            table::of_rows(item_kind, value.get("metadata").cloned().unwrap_or_default(), rows)
+        }
+        _ => {
+            let metadata = serde_json::json!({"resourceVersion": value.pointer("/metadata/resourceVersion").cloned().unwrap_or_default()});
+            let row = table::row(&kind, &value, table.include);
+            table::of_rows(&kind, metadata, vec![row])
+        }
+    }
+}
+
 /// Whether the client asked for YAML rather than JSON.
 pub(crate) fn wants_yaml(headers: &HeaderMap) -> bool {
     headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|accept| accept.contains("yaml") && !accept.contains("json"))
 }
 
-/// Renders `value` with `status`, as JSON, or YAML when asked.
+/// Renders `value` with `status`, as JSON, or YAML when asked, or as a Table when asked.
 fn render<T: Serialize>(headers: &HeaderMap, status: StatusCode, value: &T) -> Response {
+    if let Some(table) = table_request(headers, None) {
+        return match serde_json::to_value(value) {
+            Ok(value) => (status, axum::Json(as_table(value, table))).into_response(),
+            Err(err) => render_error(Error::internal(format!("the response could not be written: {err}"))),
+        };
+    }
     if wants_yaml(headers) {
         match yaml_serde::to_string(value) {
             Ok(text) => return (status, [(header::CONTENT_TYPE, HeaderValue::from_static("application/yaml"))], text).into_response(),
@@ -177,12 +234,23 @@ const LIST_SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30
 enum ListFormat {
     Json,
     Yaml,
+    /// A Kubernetes Table of the list's kind.
+    Table(TableRequest),
 }
 
 impl ListFormat {
     fn head(self, kind: &str, api_version: &str, metadata: &ListMeta) -> Vec<u8> {
         let head = serde_json::json!({"kind": kind, "apiVersion": api_version, "metadata": metadata});
         match self {
+            ListFormat::Table(_) => {
+                let item_kind = kind.strip_suffix("List").unwrap_or(kind);
+                let mut table = crate::printers::table::of_rows(item_kind, serde_json::to_value(metadata).unwrap_or_default(), Vec::new());
+                table.as_object_mut().expect("a table is an object").remove("rows");
+                let mut buffer = serde_json::to_vec(&table).expect("a table serialises");
+                buffer.pop(); // The closing brace: rows follow.
+                buffer.extend_from_slice(b",\"rows\":[");
+                buffer
+            }
             ListFormat::Json => {
                 let mut buffer = serde_json::to_vec(&head).expect("list metadata serialises");
                 buffer.pop(); // The closing brace: items follow.
@@ -193,8 +261,16 @@ impl ListFormat {
         }
     }
 
-    fn item<T: Serialize>(self, buffer: &mut Vec<u8>, first: bool, item: &T) -> Result<(), String> {
+    fn item<T: Resource>(self, buffer: &mut Vec<u8>, first: bool, item: &T) -> Result<(), String> {
         match self {
+            ListFormat::Table(table) => {
+                if !first {
+                    buffer.push(b',');
+                }
+                let object = serde_json::to_value(item).map_err(|err| err.to_string())?;
+                serde_json::to_writer(&mut *buffer, &crate::printers::table::row(T::KIND, &object, table.include))
+                    .map_err(|err| err.to_string())
+            }
             ListFormat::Json => {
                 if !first {
                     buffer.push(b',');
@@ -220,7 +296,7 @@ impl ListFormat {
 
     fn tail(self, buffer: &mut Vec<u8>, empty: bool) {
         match self {
-            ListFormat::Json => buffer.extend_from_slice(b"]}"),
+            ListFormat::Json | ListFormat::Table(_) => buffer.extend_from_slice(b"]}"),
             ListFormat::Yaml if empty => buffer.extend_from_slice(b"items: []\n"),
             ListFormat::Yaml => {}
         }
@@ -228,7 +304,7 @@ impl ListFormat {
 
     fn content_type(self) -> &'static str {
         match self {
-            ListFormat::Json => "application/json",
+            ListFormat::Json | ListFormat::Table(_) => "application/json",
             ListFormat::Yaml => "application/yaml",
         }
     }
@@ -239,12 +315,16 @@ impl ListFormat {
 /// text: items come from the store a page at a time, each is serialised into a bounded
 /// channel of chunks and then dropped. Errors found before the first byte
 /// (authentication, authorization, selectors) are answered with a `Status`.
-pub(crate) async fn stream_list<T, F>(app: App, headers: HeaderMap, list: F) -> Response
+pub(crate) async fn stream_list<T, F>(app: App, headers: HeaderMap, table: Option<TableRequest>, list: F) -> Response
 where
     T: Resource,
     F: FnOnce(&Catalog, &Caller) -> Result<LazyList<T>, Error> + Send + 'static,
 {
-    let format = if wants_yaml(&headers) { ListFormat::Yaml } else { ListFormat::Json };
+    let format = match table {
+        Some(table) => ListFormat::Table(table),
+        None if wants_yaml(&headers) => ListFormat::Yaml,
+        None => ListFormat::Json,
+    };
     let (started, first) = tokio::sync::oneshot::channel::<Result<(), Error>>();
     let (chunks, body) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(2);
     let catalog = app.catalog.clone();

@@ -11,7 +11,7 @@ use serde_json::json;
 use tokio::time::Instant;
 
 use crate::http::api::ListParams;
-use crate::http::{App, bearer, render_error, status_of};
+use crate::http::{App, TableRequest, bearer, render_error, status_of};
 use crate::services::watch::{Watch, WatchEvent, Watchable};
 use crate::services::{Catalog, Error, ListOptions};
 
@@ -20,6 +20,8 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
 struct State<T> {
     catalog: Catalog,
+    /// Each event's object as a one-row Table, when the client asked for Tables.
+    table: Option<TableRequest>,
     watch: Option<Watch<T>>,
     pending: VecDeque<WatchEvent>,
     committed: tokio::sync::watch::Receiver<u64>,
@@ -34,6 +36,7 @@ pub async fn serve_watch<T: Watchable>(
     namespace: Option<String>,
     options: ListOptions,
     params: ListParams,
+    table: Option<TableRequest>,
 ) -> Response {
     let (revision, timeout) = match (params.watch_revision(), params.timeout()) {
         (Ok(revision), Ok(timeout)) => (revision, timeout.unwrap_or(DEFAULT_TIMEOUT)),
@@ -55,6 +58,7 @@ pub async fn serve_watch<T: Watchable>(
     };
     let state = State {
         catalog: app.catalog.clone(),
+        table,
         watch: Some(watch),
         pending: initial.into(),
         committed,
@@ -69,8 +73,12 @@ pub async fn serve_watch<T: Watchable>(
     (StatusCode::OK, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], Body::from_stream(stream)).into_response()
 }
 
-fn line(event: &WatchEvent) -> Bytes {
-    let mut bytes = serde_json::to_vec(&json!({"type": event.event_type, "object": event.object})).expect("events serialise");
+fn line(event: &WatchEvent, table: Option<TableRequest>) -> Bytes {
+    let object = match table {
+        Some(table) => crate::http::as_table(event.object.clone(), table),
+        None => event.object.clone(),
+    };
+    let mut bytes = serde_json::to_vec(&json!({"type": event.event_type, "object": object})).expect("events serialise");
     bytes.push(b'\n');
     Bytes::from(bytes)
 }
@@ -80,7 +88,7 @@ fn line(event: &WatchEvent) -> Bytes {
 async fn next_line<T: Watchable>(state: &mut State<T>) -> Option<Bytes> {
     loop {
         if let Some(event) = state.pending.pop_front() {
-            return Some(line(&event));
+            return Some(line(&event, state.table));
         }
         if state.done {
             return None;
@@ -103,7 +111,7 @@ async fn next_line<T: Watchable>(state: &mut State<T>) -> Option<Bytes> {
                 Ok((_, Err(err))) => {
                     state.done = true;
                     let status = serde_json::to_value(status_of(&err)).expect("Status serialises");
-                    return Some(line(&WatchEvent { event_type: "ERROR", object: status }));
+                    return Some(line(&WatchEvent { event_type: "ERROR", object: status }, None));
                 }
                 Err(_) => return None,
             }
