@@ -233,6 +233,7 @@ async fn kubectl_gets_applies_edits_explains_watches_and_deletes() {
             seen.push(line);
         }
         let _ = watch.kill();
+        let _ = watch.wait();
         seen
     });
     assert!(seen.iter().any(|line| line.contains("v1,v2")), "the watch showed the new tag: {seen:?}");
