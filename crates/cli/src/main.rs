@@ -79,6 +79,8 @@ enum Command {
     /// Create, list and revoke API tokens.
     #[command(subcommand)]
     Token(commands::token::TokenCommand),
+    /// Show who changed what: the server's audit trail (cluster admins).
+    Audit(commands::audit::AuditArgs),
     /// Print a shell completion script.
     Completion(commands::completion::CompletionArgs),
     /// Show the client config, or print a kubeconfig for kubectl.
@@ -99,6 +101,7 @@ fn main() -> ExitCode {
         Command::Tag(args) => commands::tag::run(&ctx, args),
         Command::ImportImage(args) => commands::import_image::run(&ctx, args),
         Command::Token(command) => commands::token::run(&ctx, command),
+        Command::Audit(args) => commands::audit::run(&ctx, args),
         Command::Completion(args) => commands::completion::run::<Cli>(args),
         Command::Config(command) => commands::config::run(&ctx, command),
     };

@@ -588,3 +588,129 @@ fn a_self_signed_server_is_trusted_by_the_client_it_configured_and_its_kubeconfi
     let refused = berth.fails(&["get", "namespaces", "--certificate-authority", other_ca.to_str().unwrap()]);
     assert!(refused.to_lowercase().contains("certificate"), "{refused}");
 }
+
+/// One `audit.k8s.io/v1` Event per write, with the right user and code, and tag history
+/// that says what moved each tag: a CLI tag, a push, a webhook-triggered import and a
+/// refused write, read back with `berth audit`. No secret reaches the audit file.
+#[test]
+fn each_write_is_audited_once_and_tag_history_says_who_moved_it() {
+    use berth_testkit::{Auth, DistributionRegistry, Format, RegistryClient, TestImage};
+    let upstream = DistributionRegistry::start(Auth::Open).unwrap();
+    upstream.client().push("lib/app", Some("1.0"), &TestImage::new(Format::Oci, 1, 1, 512, "amd64")).unwrap();
+    let hook_secret = "hook-secret-3f9a1c77d2";
+    let dir = tempfile::tempdir().unwrap();
+    let server_config = dir.path().join("server.yaml");
+    std::fs::write(
+        &server_config,
+        format!(
+            "import:\n  allowedRegistries: [\"127.0.0.1:*\"]\n  insecureRegistries: [\"127.0.0.1:*\"]\n\
+             webhooks:\n- name: upstream\n  format: berth\n  registry: \"{}\"\n  token: {hook_secret}\n",
+            upstream.host()
+        ),
+    )
+    .unwrap();
+    let berth = Berth::start_with(&["--server-config", server_config.to_str().unwrap()]);
+    berth.ok(&["create", "namespace", "team"]);
+    let client_config: Value = yaml_serde::from_str(&std::fs::read_to_string(&berth.config).unwrap()).unwrap();
+    let (server, admin) = (client_config["server"].as_str().unwrap().to_string(), client_config["token"].as_str().unwrap().to_string());
+    let host = server.trim_start_matches("http://").to_string();
+    let secret_value = "s3cr3t-pull-password-81b2";
+    let auth = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, format!("u:{secret_value}"));
+    berth.ok(&[
+        "create",
+        "secret",
+        "docker-registry",
+        "pull",
+        "-n",
+        "team",
+        "--docker-server",
+        "example.com",
+        "--docker-username",
+        "u",
+        "--docker-password",
+        secret_value,
+    ]);
+    let audit = |args: &[&str]| -> Vec<Value> {
+        let mut full = vec!["audit", "-o", "json"];
+        full.extend_from_slice(args);
+        berth.json(&full)["items"].as_array().unwrap().clone()
+    };
+
+    // A tag set with the CLI: one update of the ImageStreamTag, by the admin token.
+    berth.ok(&["tag", &format!("{}/lib/app:1.0", upstream.host()), "team/ext:1.0"]);
+    let events = audit(&["--object", "istag/ext:1.0"]);
+    assert_eq!(events.len(), 1, "{events:#?}");
+    assert_eq!(events[0]["verb"], "update");
+    assert_eq!(events[0]["user"]["username"], "admin");
+    assert_eq!(events[0]["objectRef"]["namespace"], "team");
+    assert_eq!(events[0]["objectRef"]["apiGroup"], "image.openshift.io");
+    assert!(events[0]["responseStatus"]["code"].as_u64().unwrap() < 300, "{events:#?}");
+    assert_eq!(events[0]["level"], "Metadata");
+    assert_eq!(events[0]["stage"], "ResponseComplete");
+    assert_eq!(events[0]["sourceIPs"][0], "127.0.0.1");
+
+    // A push by a token of its own: one event for the manifest, none for the blob uploads.
+    let pusher = berth.ok(&["token", "create", "ci", "--role", "edit", "-n", "team"]).trim().to_string();
+    let registry = RegistryClient::new(&host, Some(("ci", &pusher))).unwrap();
+    registry.push("team/pushed", Some("v1"), &TestImage::new(Format::Oci, 2, 2, 512, "amd64")).unwrap();
+    let events = audit(&["--user", "ci"]);
+    assert_eq!(events.len(), 1, "one event for the push: {events:#?}");
+    assert_eq!(events[0]["verb"], "put");
+    assert_eq!(events[0]["objectRef"]["resource"], "imagestreamtags");
+    assert_eq!(events[0]["objectRef"]["name"], "pushed:v1");
+    assert_eq!(events[0]["responseStatus"]["code"], 201);
+
+    // The upstream tag moves and the registry says so: one event, by the webhook.
+    upstream.client().push("lib/app", Some("1.0"), &TestImage::new(Format::Oci, 3, 1, 512, "amd64")).unwrap();
+    let moved = reqwest::blocking::Client::new()
+        .post(format!("{server}/webhooks/upstream"))
+        .bearer_auth(hook_secret)
+        .json(&serde_json::json!({"repository": "lib/app", "tag": "1.0"}))
+        .send()
+        .unwrap();
+    assert_eq!(moved.status().as_u16(), 202);
+    let events = audit(&["--user", "system:webhook:upstream"]);
+    assert_eq!(events.len(), 1, "{events:#?}");
+    assert_eq!((events[0]["verb"].as_str(), events[0]["responseStatus"]["code"].as_u64()), (Some("post"), Some(202)));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let history = loop {
+        let stream = berth.json(&["get", "is", "ext", "-n", "team", "-o", "json"]);
+        let items = stream["status"]["tags"][0]["items"].as_array().cloned().unwrap_or_default();
+        if items.len() == 2 {
+            break items;
+        }
+        assert!(Instant::now() < deadline, "the webhook's import did not move the tag: {stream:#}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(history[0]["cause"], "registry webhook upstream");
+    assert_eq!(history[1]["cause"], "import after the tag was set");
+    let pushed = berth.json(&["get", "is", "pushed", "-n", "team", "-o", "json"]);
+    assert_eq!(pushed["status"]["tags"][0]["items"][0]["cause"], "push by token ci");
+    let described = berth.ok(&["describe", "is", "pushed", "-n", "team"]);
+    assert!(described.contains(", push by token ci\n"), "{described}");
+
+    // A write the token may not make: one event, with its 403.
+    let refused = berth.command(&["create", "namespace", "elsewhere"]).env("BERTH_TOKEN", &pusher).output().unwrap();
+    assert_eq!(refused.status.code(), Some(1));
+    let events = audit(&["--user", "ci", "--verb", "create"]);
+    assert_eq!(events.len(), 1, "{events:#?}");
+    assert_eq!(events[0]["objectRef"]["resource"], "namespaces");
+    assert_eq!(events[0]["responseStatus"]["code"], 403);
+
+    // The table, and what only admins may read.
+    let table = berth.ok(&["audit", "-n", "team", "--user", "ci"]);
+    assert!(table.starts_with("TIME ") && table.contains(" put ") && table.contains("imagestreamtags/pushed:v1"), "{table}");
+    let forbidden = berth.command(&["audit"]).env("BERTH_TOKEN", &pusher).output().unwrap();
+    assert!(String::from_utf8_lossy(&forbidden.stderr).starts_with("Error from server (Forbidden)"));
+
+    // No credential or secret value is in the audit trail.
+    let mut trail = String::new();
+    for entry in std::fs::read_dir(berth.dir.path().join("data/audit")).unwrap() {
+        trail.push_str(&std::fs::read_to_string(entry.unwrap().path()).unwrap());
+    }
+    assert!(trail.lines().count() >= 6, "{trail}");
+    for secret in [admin.as_str(), pusher.as_str(), hook_secret, secret_value, auth.as_str()] {
+        let tail = &secret[secret.len() - 12..];
+        assert!(!trail.contains(tail), "the audit file holds a secret ({tail})");
+    }
+}

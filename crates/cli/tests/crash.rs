@@ -162,7 +162,15 @@ fn acknowledged_writes_survive_kill_9() {
             assert_eq!(status, 200, "history names an image that does not exist");
         }
     }
-    println!("{} acknowledged writes over 5 crashes, all present", acked.len());
+    // Every acknowledged write is in the audit trail: its event is written before the
+    // response is sent.
+    let (status, audit) =
+        get(&client, &format!("{}/apis/berth.dev/v1/auditevents?resource=imagestreammappings&limit=10000", server.url), &token);
+    assert_eq!(status, 200);
+    let audited = audit["items"].as_array().unwrap().iter().filter(|e| e["responseStatus"]["code"] == 201).count();
+    assert!(acked.len() < 10_000, "more writes than one audit read returns");
+    assert!(audited >= acked.len(), "{} acknowledged writes, {audited} audit events", acked.len());
+    println!("{} acknowledged writes over 5 crashes, all present and audited", acked.len());
 }
 
 fn sha256_of(bytes: &[u8]) -> String {

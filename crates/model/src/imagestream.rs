@@ -128,6 +128,10 @@ pub struct TagEvent {
     pub image: String,
     #[serde(default)]
     pub generation: i64,
+    /// berth's own: who or what moved the tag (`push by token ci`, `scheduled import`,
+    /// `registry webhook quay`, ...). OpenShift clients ignore it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub cause: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]

@@ -410,6 +410,7 @@ mod tests {
                     docker_image_reference: format!("r.example/app@{i}"),
                     image: i.to_string(),
                     generation: 1,
+                    cause: String::new(),
                 })
                 .collect();
             stream.status.tags.push(NamedTagEventList { tag: tag.to_string(), items, conditions: Vec::new() });

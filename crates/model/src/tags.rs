@@ -215,9 +215,13 @@ fn resolve_changed_tags(stream: &mut ImageStream, changed: &[String], sources: &
                 errors.push(FieldError::new(field, message));
                 continue;
             }
-            Some(Ok(TagSource::DockerImage(reference))) if tag.reference => {
-                Some(TagEvent { created: now, docker_image_reference: reference.to_string(), image: String::new(), generation })
-            }
+            Some(Ok(TagSource::DockerImage(reference))) if tag.reference => Some(TagEvent {
+                created: now,
+                docker_image_reference: reference.to_string(),
+                image: String::new(),
+                generation,
+                cause: String::new(),
+            }),
             // The importer picks the tag up: its generation is now ahead of its status.
             Some(Ok(TagSource::DockerImage(_))) => continue,
             Some(Ok(source)) => match resolve_source(stream, sources, &source) {
@@ -511,11 +515,26 @@ pub fn add_tag_event(stream: &mut ImageStream, tag: &str, next: TagEvent) -> boo
         head.docker_image_reference = next.docker_image_reference;
         head.image = next.image;
         head.generation = next.generation;
+        head.cause = next.cause;
     } else {
         list.items.insert(0, next);
     }
     list.conditions.clear();
     true
+}
+
+/// Says who or what made this write's changes to `new`'s history: every tag whose current
+/// event differs from `old`'s, and says nothing of its cause yet, gets `cause`.
+pub fn attribute_changes(old: Option<&ImageStream>, new: &mut ImageStream, cause: &str) {
+    for list in &mut new.status.tags {
+        let Some(head) = list.items.first_mut() else {
+            continue;
+        };
+        let before = old.and_then(|old| old.latest_event(&list.tag));
+        if head.cause.is_empty() && before != Some(&*head) {
+            head.cause = cause.to_string();
+        }
+    }
 }
 
 /// Copies a new head of `tag` to every tag of the same stream whose `from` is that tag,
@@ -553,6 +572,7 @@ pub fn map_image(stream: &mut ImageStream, tag: &str, image: &Image, now: Time) 
         docker_image_reference: image.docker_image_reference.clone(),
         image: image.metadata.name.clone(),
         generation: stream.metadata.generation.unwrap_or(1),
+        cause: String::new(),
     };
     if !add_tag_event(stream, tag, event.clone()) {
         return false;

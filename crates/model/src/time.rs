@@ -68,9 +68,49 @@ impl<'de> Deserialize<'de> for Time {
     }
 }
 
+/// A point in time to the microsecond, as Kubernetes' `MicroTime` writes it
+/// (`2026-11-22T10:04:05.123456Z`): audit events carry these.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct MicroTime(pub DateTime<Utc>);
+
+impl MicroTime {
+    pub fn now() -> MicroTime {
+        MicroTime(Utc::now().trunc_subsecs(6))
+    }
+}
+
+impl fmt::Display for MicroTime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0.format("%Y-%m-%dT%H:%M:%S%.6fZ"))
+    }
+}
+
+impl Serialize for MicroTime {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for MicroTime {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<MicroTime, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        DateTime::parse_from_rfc3339(&text)
+            .map(|at| MicroTime(at.with_timezone(&Utc).trunc_subsecs(6)))
+            .map_err(|err| serde::de::Error::custom(format!("invalid time {text:?}: {err}")))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn micro_times_keep_six_digits() {
+        let parsed: MicroTime = serde_json::from_str("\"2026-11-22T11:04:05.1234567+01:00\"").unwrap();
+        assert_eq!(serde_json::to_string(&parsed).unwrap(), "\"2026-11-22T10:04:05.123456Z\"");
+        let whole: MicroTime = serde_json::from_str("\"2026-11-22T10:04:05Z\"").unwrap();
+        assert_eq!(whole.to_string(), "2026-11-22T10:04:05.000000Z");
+    }
 
     #[test]
     fn round_trips_whole_seconds_in_utc() {

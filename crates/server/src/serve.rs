@@ -18,6 +18,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::http::{App, router};
+use crate::services::audit::{AuditLog, AuditSettings};
 use crate::services::delivery::{Deliverer, DeliverySettings, NotificationSettings};
 use crate::services::import::Importer;
 use crate::services::registry::{Registry, RegistrySettings};
@@ -50,6 +51,8 @@ pub struct ServeConfig {
     pub registry: RegistrySettings,
     /// HTTPS for the listener (plain HTTP when off).
     pub tls: TlsSettings,
+    /// The audit log's rotation.
+    pub audit: AuditSettings,
 }
 
 /// The server's config file (`berth serve --config`): settings that are too many or too
@@ -71,6 +74,9 @@ pub struct ServerFile {
     /// HTTPS: a certificate and key, or berth's own CA (`selfSigned`).
     #[serde(default)]
     pub tls: TlsSettings,
+    /// The audit log in the data directory: when it rotates, how many backups it keeps.
+    #[serde(default)]
+    pub audit: AuditSettings,
 }
 
 impl ServerFile {
@@ -81,6 +87,7 @@ impl ServerFile {
         file.import.validate().map_err(|err| anyhow::anyhow!("{}: {err}", path.display()))?;
         file.registry.validate().map_err(|err| anyhow::anyhow!("{}: {err}", path.display()))?;
         file.tls.validate().map_err(|err| anyhow::anyhow!("{}: {err}", path.display()))?;
+        file.audit.validate().map_err(|err| anyhow::anyhow!("{}: {err}", path.display()))?;
         let mut names = std::collections::BTreeSet::new();
         for (idx, endpoint) in file.webhooks.iter().enumerate() {
             endpoint.validate().map_err(|err| anyhow::anyhow!("{}: webhooks[{idx}]: {err}", path.display()))?;
@@ -238,7 +245,11 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Started> {
         .with_context(|| format!("opening blob storage in {}", config.data_dir.join("blobs").display()))?;
     let registry = Registry::new(catalog.clone(), blobs, upstream.clone(), config.registry.clone(), registry_key(&config.data_dir)?);
     tokio::spawn(registry.clone().run_upload_cleanup(stopping_seen.clone()));
+    let audit_dir = config.data_dir.join("audit");
+    let audit =
+        AuditLog::open(&audit_dir, config.audit.clone()).with_context(|| format!("opening the audit log in {}", audit_dir.display()))?;
     let app = App {
+        audit: Arc::new(audit),
         catalog,
         importer,
         registry,
@@ -258,7 +269,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Started> {
             handle.graceful_shutdown(Some(SHUTDOWN_GRACE));
         }
     });
-    let service = router(app).into_make_service();
+    let service = router(app).into_make_service_with_connect_info::<SocketAddr>();
     let served: Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>> = match &tls {
         Some(files) => {
             let rustls = crate::tls::load(files).await?;

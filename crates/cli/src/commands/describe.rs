@@ -205,7 +205,10 @@ fn describe_tag(out: &mut Fields, stream: &ImageStream, tag: &str, images: &BTre
     for (index, event) in items.iter().enumerate() {
         let marker = if index == 0 { "  * " } else { "    " };
         out.line(&format!("{marker}{}", event.docker_image_reference));
-        out.line(&format!("      {}", when(&event.created.to_string())));
+        match event.cause.as_str() {
+            "" => out.line(&format!("      {}", when(&event.created.to_string()))),
+            cause => out.line(&format!("      {}, {cause}", when(&event.created.to_string()))),
+        }
         if !event.image.is_empty() {
             out.line(&format!("      {}", event.image));
         }
@@ -341,7 +344,7 @@ mod tests {
             "spec": {"tags": [{"name": "db", "from": {"kind": "DockerImage", "name": "mysql:5.6"}, "generation": 1}]},
             "status": {"dockerImageRepository": "berth:7440/team/app", "tags": [
                 {"tag": "latest", "items": [
-                    {"created": "2026-01-02T00:00:00Z", "dockerImageReference": "r/app@sha256:b", "image": "sha256:b", "generation": 1},
+                    {"created": "2026-01-02T00:00:00Z", "dockerImageReference": "r/app@sha256:b", "image": "sha256:b", "generation": 1, "cause": "push by token ci"},
                     {"created": "2026-01-01T00:00:00Z", "dockerImageReference": "r/app@sha256:a", "image": "sha256:a", "generation": 1}]},
                 {"tag": "db", "items": [], "conditions": [{"type": "ImportSuccess", "status": "False", "reason": "NotImported", "message": "not imported yet", "generation": 1}]}]}
         }))
@@ -357,7 +360,8 @@ mod tests {
         let newest = text.find("  * r/app@sha256:b").unwrap();
         let older = text.find("    r/app@sha256:a").unwrap();
         assert!(newest < older, "{text}");
-        assert!(text.contains("(2026-01-02T00:00:00Z)\n      sha256:b\n"), "{text}");
+        assert!(text.contains("(2026-01-02T00:00:00Z), push by token ci\n      sha256:b\n"), "{text}");
+        assert!(text.contains("(2026-01-01T00:00:00Z)\n      sha256:a\n"), "{text}");
         assert!(text.contains("\nlatest\n  pushed image\n"), "{text}");
     }
 

@@ -2,6 +2,7 @@
 //! flags and how they turn into a namespace and a connected [`Client`].
 
 pub mod apply;
+pub mod audit;
 pub mod completion;
 pub mod config;
 pub mod create;

@@ -63,6 +63,7 @@ fn imports_settle_pending_tags_and_failures_keep_history() {
         docker_image_reference: "docker.io/library/mysql@sha256:a".into(),
         image: "sha256:a".into(),
         generation: 1,
+        cause: String::new(),
     };
     assert!(record_import(&mut s, "5.6", first, at(1)));
     assert!(pending_imports(&s).is_empty());

@@ -388,7 +388,7 @@ async fn create_mapping(State(app): State<App>, Path(ns): Path<String>, headers:
         },
     };
     let name = mapping.metadata.name.clone();
-    let result = call(&app, &headers, move |c, caller| c.create_mapping(caller, &ns, mapping, image)).await;
+    let result = call(&app, &headers, move |c, caller| c.create_mapping(caller, &ns, mapping, image, "mapping")).await;
     respond(
         &headers,
         StatusCode::CREATED,
@@ -593,7 +593,7 @@ pub(crate) async fn receive_webhook(
         Err(err @ WebhookError::Malformed(_)) => return render_error(Error::bad_request(err.to_string())),
     };
     let received = changes.len();
-    match app.importer.upstream_changed(changes).await {
+    match app.importer.upstream_changed(changes, &format!("registry webhook {name}")).await {
         Ok(tracked) => {
             tracing::info!(endpoint = %name, changes = received, tracked_tags = tracked, "registry notification");
             (StatusCode::ACCEPTED, axum::Json(json!({"changes": received, "trackedTags": tracked}))).into_response()

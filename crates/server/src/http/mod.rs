@@ -3,6 +3,7 @@
 //! rendered as Kubernetes `Status` bodies here and nowhere else.
 
 mod api;
+mod audit;
 mod body;
 pub mod discovery;
 pub mod openapi;
@@ -30,6 +31,8 @@ pub use body::MAX_BODY_BYTES;
 #[derive(Clone)]
 pub struct App {
     pub catalog: Catalog,
+    /// Where every write is recorded.
+    pub audit: Arc<crate::services::audit::AuditLog>,
     pub importer: Importer,
     pub registry: crate::services::registry::Registry,
     pub webhooks: Arc<Vec<crate::registry_events::WebhookEndpoint>>,
@@ -56,8 +59,10 @@ pub fn router(app: App) -> Router {
         .route("/v2/", axum::routing::any(registry::check))
         .route("/v2", axum::routing::any(registry::check))
         .route("/v2/{*rest}", axum::routing::any(registry::dispatch))
+        .route("/apis/berth.dev/v1/auditevents", get(audit::list))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(app.clone(), audit::record))
         .with_state(app)
 }
 

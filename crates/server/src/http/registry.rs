@@ -57,7 +57,7 @@ fn route(rest: &str) -> Option<Route<'_>> {
     }
 }
 
-fn credential(headers: &HeaderMap) -> Credential {
+pub(super) fn credential(headers: &HeaderMap) -> Credential {
     if let Some(Authorization(bearer)) = headers.typed_get::<Authorization<Bearer>>() {
         return Credential::Bearer(bearer.token().to_string());
     }

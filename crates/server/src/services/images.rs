@@ -96,6 +96,7 @@ impl Catalog {
         stamp_new(&mut image.metadata, now);
         let (key, body) = (Image::key("", &name), image.encode());
         let (namespace, stream) = (namespace.to_string(), stream.to_string());
+        let cause = caller.cause("push");
         transact(&**self.store(), move |txn| {
             crate::services::ensure_namespace(txn, &namespace)?;
             if txn.get(&key)?.is_none() {
@@ -103,7 +104,7 @@ impl Catalog {
             }
             if crate::services::streams::read_stream(txn, &namespace, &stream)?.is_none() {
                 let mut created = crate::services::streams::new_stream(&namespace, &stream, now);
-                crate::services::streams::put_stream(txn, &mut created, Precondition::Absent)?;
+                crate::services::streams::put_stream(txn, &mut created, Precondition::Absent, &cause)?;
             }
             Ok::<_, Error>(())
         })

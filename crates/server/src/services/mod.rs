@@ -4,6 +4,7 @@
 //! typed [`Error`]. Services are synchronous (the store is); the HTTP edge runs them on
 //! blocking threads.
 
+pub mod audit;
 pub mod delivery;
 pub mod error;
 pub mod images;
@@ -59,6 +60,11 @@ pub struct Caller {
 }
 
 impl Caller {
+    /// What a write by this caller says caused the tag history it adds: `push by token ci`.
+    pub fn cause(&self, action: &str) -> String {
+        format!("{action} by token {}", self.token)
+    }
+
     /// Fails with 403 and a message naming what is missing when the caller may not act.
     pub fn require(&self, action: Action<'_>, verb: &str, resource: &str) -> Result<()> {
         if self.grant.allows(action) {

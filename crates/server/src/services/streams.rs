@@ -134,7 +134,7 @@ impl Catalog {
             ensure_namespace(txn, namespace)?;
             let sources = load_sources(txn, caller, None, &stream)?;
             tags::prepare_create(&mut stream, &sources, now).map_err(|causes| Error::invalid(STREAMS, &name, causes))?;
-            put_stream(txn, &mut stream, Precondition::Absent)?;
+            put_stream(txn, &mut stream, Precondition::Absent, &caller.cause("tag"))?;
             Ok::<_, Error>(stream)
         })?;
         Ok(self.with_repositories(stored))
@@ -153,7 +153,7 @@ impl Catalog {
             keep_server_fields(&mut stream.metadata, &old.metadata);
             let sources = load_sources(txn, caller, Some(&old), &stream)?;
             tags::prepare_update(&old, &mut stream, &sources, Time::now()).map_err(|causes| Error::invalid(STREAMS, name, causes))?;
-            put_stream(txn, &mut stream, expect)?;
+            put_stream(txn, &mut stream, expect, &caller.cause("tag"))?;
             Ok::<_, Error>(stream)
         })?;
         Ok(self.with_repositories(stored))
@@ -262,7 +262,7 @@ impl Catalog {
                     if !tags::remove_tag(&mut stream, tag) {
                         return Err(Error::not_found(V::QUALIFIED, name));
                     }
-                    return put_stream(txn, &mut stream, expect);
+                    return put_stream(txn, &mut stream, expect, &caller.cause("untag"));
                 }
                 TagChange::Create(_) if old.as_ref().is_some_and(|s| s.spec_tag(tag).is_some() || s.status_tag(tag).is_some()) => {
                     return Err(Error::already_exists(V::QUALIFIED, name));
@@ -280,7 +280,7 @@ impl Catalog {
             };
             prepared.map_err(|causes| Error::invalid(V::QUALIFIED, name, causes))?;
             let expect = if old.is_none() { Precondition::Absent } else { expect };
-            put_stream(txn, &mut stream, expect)
+            put_stream(txn, &mut stream, expect, &caller.cause("tag"))
         })
     }
 
@@ -309,6 +309,7 @@ impl Catalog {
     pub fn untag_image(&self, caller: &Caller, namespace: &str, name: &str, digest: &berth_model::Digest) -> Result<usize> {
         caller.require(Action::Write(namespace), "delete", ImageStreamTag::QUALIFIED)?;
         let (namespace, name, digest) = (namespace.to_string(), name.to_string(), digest.to_string());
+        let cause = caller.cause("untag");
         transact(&**self.store(), move |txn| {
             let Some(mut stream) = read_stream(txn, &namespace, &name)? else {
                 return Ok(0);
@@ -319,7 +320,7 @@ impl Catalog {
                 tags::remove_tag(&mut stream, tag);
             }
             if !tagged.is_empty() {
-                put_stream(txn, &mut stream, Precondition::Any)?;
+                put_stream(txn, &mut stream, Precondition::Any, &cause)?;
             }
             Ok::<_, Error>(tagged.len())
         })
@@ -349,8 +350,16 @@ impl Catalog {
     /// Stores `image` (unless berth already has it) and points the mapping's tag at it,
     /// with the mapping's pull spec in the tag's history, creating the stream when it is
     /// missing. The mapping's own copy of the image is not read: `image` is what berth
-    /// read from checked bytes or what a cluster admin vouched for.
-    pub fn create_mapping(&self, caller: &Caller, namespace: &str, mut mapping: ImageStreamMapping, image: TrustedImage) -> Result<()> {
+    /// read from checked bytes or what a cluster admin vouched for. `via` names the way
+    /// in for the tag's history (`push`, `mapping`).
+    pub fn create_mapping(
+        &self,
+        caller: &Caller,
+        namespace: &str,
+        mut mapping: ImageStreamMapping,
+        image: TrustedImage,
+        via: &str,
+    ) -> Result<()> {
         caller.require(Action::Write(namespace), "create", ISM)?;
         place_in_namespace(&mut mapping.metadata, namespace)?;
         self.check_mapping(namespace, &mapping)?;
@@ -367,6 +376,7 @@ impl Catalog {
         let mut image = image.into_image();
         image.docker_image_reference = mapping.image.docker_image_reference;
         let owned_namespace = namespace.to_string();
+        let cause = caller.cause(via);
         transact(&**self.store(), move |txn| {
             let namespace = owned_namespace.as_str();
             ensure_namespace(txn, namespace)?;
@@ -386,7 +396,7 @@ impl Catalog {
             let expect = if old.is_some() { Precondition::Any } else { Precondition::Absent };
             let mut stream = old.unwrap_or_else(|| new_stream(namespace, &stream_name, now));
             if tags::map_image(&mut stream, &tag, &image, now) {
-                put_stream(txn, &mut stream, expect)?;
+                put_stream(txn, &mut stream, expect, &cause)?;
             }
             Ok(())
         })
@@ -437,27 +447,33 @@ pub(crate) fn read_stream(txn: &mut dyn WriteTxn, namespace: &str, name: &str) -
 }
 
 /// Writes a stream, and its tag changes to the outbox when the namespace has subscribers.
-pub(crate) fn put_stream(txn: &mut dyn WriteTxn, stream: &mut ImageStream, expect: Precondition) -> Result<()> {
+/// Writes a stream and what follows from it: subscriptions' change records, and the
+/// streams waiting for one of its tags. New tag history says it was caused by `cause`.
+pub(crate) fn put_stream(txn: &mut dyn WriteTxn, stream: &mut ImageStream, expect: Precondition, cause: &str) -> Result<()> {
     let key = ImageStream::key(&stream.metadata.namespace, &stream.metadata.name);
     // The repositories in status are derived on read, never stored.
     stream.status.docker_image_repository.clear();
     stream.status.public_docker_image_repository.clear();
     let subscribed = subscriptions::has_subscriptions(txn, &key.namespace)?;
-    let old = if subscribed { read_stream(txn, &key.namespace, &key.name)? } else { None };
+    let unattributed = stream.status.tags.iter().any(|list| list.items.first().is_some_and(|event| event.cause.is_empty()));
+    let old = if subscribed || unattributed { read_stream(txn, &key.namespace, &key.name)? } else { None };
+    if unattributed {
+        tags::attribute_changes(old.as_ref(), stream, cause);
+    }
     let revision = txn.put(&key, &stream.encode(), &stream.refs(), expect).map_err(|err| Error::from_store(err, STREAMS, &key.name))?;
     if subscribed {
         subscriptions::record_tag_changes(txn, &key.namespace, old.as_ref(), Some(stream), revision)?;
     }
     stream.metadata.resource_version = revision.to_string();
     stream.set_type();
-    resolve_waiting_streams(txn, stream)
+    resolve_waiting_streams(txn, stream, cause)
 }
 
 /// Sets the tags of other streams that wait for a tag of `stream` (an ImageStreamTag
 /// source that did not exist when they were set) once that tag has an image, in the
 /// same transaction; their own waiters follow in turn. A stream nobody waits for costs
 /// one index look-up.
-fn resolve_waiting_streams(txn: &mut dyn WriteTxn, stream: &ImageStream) -> Result<()> {
+fn resolve_waiting_streams(txn: &mut dyn WriteTxn, stream: &ImageStream, cause: &str) -> Result<()> {
     let prefix = format!("{}{}/{}:", tags::WAITING_PREFIX, stream.metadata.namespace, stream.metadata.name);
     let mut waiting: Vec<ObjectKey> = txn.referrers_with_prefix(ImageStream::RESOURCE, &prefix)?.into_iter().map(|(_, key)| key).collect();
     waiting.dedup();
@@ -466,7 +482,7 @@ fn resolve_waiting_streams(txn: &mut dyn WriteTxn, stream: &ImageStream) -> Resu
             continue;
         };
         if tags::resolve_waiting(&mut follower, stream, Time::now()) {
-            put_stream(txn, &mut follower, Precondition::Any)?;
+            put_stream(txn, &mut follower, Precondition::Any, cause)?;
         }
     }
     Ok(())

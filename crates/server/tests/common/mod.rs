@@ -70,6 +70,7 @@ impl TestApp {
             webhooks: Vec::new(),
             registry: berth_server::RegistrySettings::default(),
             tls: berth_server::tls::TlsSettings::default(),
+            audit: berth_server::AuditSettings::default(),
         };
         configure(&mut config);
         let started = berth_server::start(config.clone()).await.unwrap();

@@ -67,6 +67,8 @@ pub(super) struct Run {
     pub(super) configs: Memo<bytes::Bytes>,
     /// Images fetched in this run, to be stored with the results.
     pub(super) fetched: Mutex<BTreeMap<String, Image>>,
+    /// What started the run, for the tag history it writes (`scheduled import`).
+    pub(super) cause: String,
 }
 
 /// What one run fetched by digest, each fetched once however many tags want it.

@@ -82,8 +82,13 @@ impl CheckResult {
 /// `(namespace, stream)`.
 type StreamKey = (String, String);
 
-/// Tags a registry said changed, with the digest it named (`None`: look it up).
-type NotifiedTags = std::collections::BTreeMap<String, Option<berth_model::Digest>>;
+/// Tags registry webhooks said changed in one stream, each with the digest named (`None`:
+/// look it up), and which webhook said so last.
+#[derive(Default)]
+struct NotifiedTags {
+    tags: std::collections::BTreeMap<String, Option<berth_model::Digest>>,
+    cause: String,
+}
 
 /// Streams the controller is asked to look at again.
 type Nudges = tokio::sync::mpsc::UnboundedReceiver<StreamKey>;
@@ -138,7 +143,7 @@ impl Importer {
         })
         .await?;
         let stream_name = isi.metadata.name.clone();
-        let run = Arc::new(self.run(keyring));
+        let run = Arc::new(self.run(keyring, caller.cause("import")));
 
         // A repository import becomes one lookup per tag, by OpenShift's priority, capped.
         let mut wanted: Vec<Wanted> = requested.images;
@@ -236,7 +241,8 @@ impl Importer {
         let (_claim, _) = self.claim(namespace, stream_name, tag_names.clone(), Holders::TakeOver);
         let specs: Vec<TagReference> = wanted.iter().map(Wanted::spec_tag).collect();
         let (catalog, owned_namespace, owned_name) = (self.catalog.clone(), namespace.to_string(), stream_name.to_string());
-        let stream = blocking(move || catalog.set_import_tags(&owned_namespace, &owned_name, specs)).await?;
+        let cause = run.cause.clone();
+        let stream = blocking(move || catalog.set_import_tags(&owned_namespace, &owned_name, specs, &cause)).await?;
         let pending: HashMap<String, PendingImport> = tags::pending_imports(&stream).into_iter().map(|p| (p.tag.clone(), p)).collect();
         let lookups: Vec<Lookup> = wanted.iter().map(|w| w.lookup(Some(&stream))).collect();
         let mut outcomes: HashMap<String, Outcome> =
@@ -282,19 +288,32 @@ impl Importer {
 
     /// Imports the pending DockerImage tags of one stream (the controller's work).
     pub async fn import_pending(&self, namespace: &str, stream_name: &str) -> Result<()> {
-        self.import_selected(namespace, stream_name, None).await.map(|_| ())
+        self.import_selected(namespace, stream_name, None, "import after the tag was set").await.map(|_| ())
     }
 
     /// Looks `tags` of a stream up again now, at their current spec (scheduled imports and
     /// registry webhooks): a tag whose digest did not move costs one request and keeps its
-    /// history; one that moved gets a new TagEvent. Returns each tag's result.
-    pub async fn check_tags(&self, namespace: &str, stream_name: &str, tags: Vec<String>) -> Result<Vec<(String, CheckResult)>> {
-        self.import_selected(namespace, stream_name, Some(tags)).await
+    /// history; one that moved gets a new TagEvent, caused by `cause`. Returns each tag's
+    /// result.
+    pub async fn check_tags(
+        &self,
+        namespace: &str,
+        stream_name: &str,
+        tags: Vec<String>,
+        cause: &str,
+    ) -> Result<Vec<(String, CheckResult)>> {
+        self.import_selected(namespace, stream_name, Some(tags), cause).await
     }
 
     /// Imports the chosen tags of one stream (`None`: the pending ones), skipping tags
     /// another import is working on, and commits results as they arrive.
-    async fn import_selected(&self, namespace: &str, stream_name: &str, chosen: Option<Vec<String>>) -> Result<Vec<(String, CheckResult)>> {
+    async fn import_selected(
+        &self,
+        namespace: &str,
+        stream_name: &str,
+        chosen: Option<Vec<String>>,
+        cause: &str,
+    ) -> Result<Vec<(String, CheckResult)>> {
         let (catalog, owned_namespace, owned_name) = (self.catalog.clone(), namespace.to_string(), stream_name.to_string());
         let loaded = blocking(move || {
             let Some(stream) = catalog.load::<ImageStream>(&owned_namespace, &owned_name)? else {
@@ -329,7 +348,7 @@ impl Importer {
         } else {
             pending.into_iter().filter(|p| tags::still_pending(&stream, p)).collect()
         };
-        let run = Arc::new(self.run(keyring));
+        let run = Arc::new(self.run(keyring, cause.to_string()));
         let lookups: Vec<Lookup> = pending
             .iter()
             .map(|p| {
@@ -379,8 +398,9 @@ impl Importer {
                 fetched.iter().filter(|(_, image)| !image.docker_image_manifests.is_empty()).map(|(name, _)| name.clone()).collect();
             images.extend(lists.into_iter().filter_map(|name| fetched.remove(&name)));
         }
-        let (catalog, owned_namespace, owned_name) = (self.catalog.clone(), namespace.to_string(), stream_name.to_string());
-        blocking(move || catalog.record_imports(&owned_namespace, &owned_name, images, results)).await
+        let (catalog, owned_namespace, owned_name, cause) =
+            (self.catalog.clone(), namespace.to_string(), stream_name.to_string(), run.cause.clone());
+        blocking(move || catalog.record_imports(&owned_namespace, &owned_name, images, results, &cause)).await
     }
 
     /// The Image an ImageStreamMapping from a tenant names, read the way an import reads
@@ -400,7 +420,7 @@ impl Importer {
         let reference = ImageReference::parse(&claimed.docker_image_reference).map_err(|err| invalid("image.dockerImageReference", err))?;
         let (catalog, owned) = (self.catalog.clone(), namespace.to_string());
         let keyring = blocking(move || catalog.pull_keyring(&owned)).await?;
-        let run = self.run(keyring);
+        let run = self.run(keyring, String::new());
         let read = async {
             if let Some(known) = run.known(&digest)? {
                 return Ok(known);
@@ -434,8 +454,9 @@ impl Importer {
         }
     }
 
-    fn run(&self, keyring: Keyring) -> Run {
+    fn run(&self, keyring: Keyring, cause: String) -> Run {
         Run {
+            cause,
             upstream: self.upstream.clone(),
             catalog: self.catalog.clone(),
             keyring,

@@ -11,7 +11,7 @@ use berth_model::Digest;
 use berth_model::imagestream::ImageStream;
 use berth_model::reference::{ImageReference, tracking_key};
 
-use super::{Importer, StreamKey, blocking};
+use super::{Importer, NotifiedTags, StreamKey, blocking};
 use crate::registry_events::UpstreamChange;
 use crate::services::{Resource, Result};
 
@@ -24,9 +24,10 @@ const CLAIM_POLL: Duration = Duration::from_millis(50);
 const CLAIM_WAIT: Duration = Duration::from_secs(30);
 
 impl Importer {
-    /// Starts a check of every tag that imports one of `changes`. Returns how many tags
-    /// that is (0: nobody tracks them, and no registry is asked anything).
-    pub async fn upstream_changed(&self, changes: Vec<UpstreamChange>) -> Result<usize> {
+    /// Starts a check of every tag that imports one of `changes`, which `cause` (the
+    /// webhook) reported. Returns how many tags that is (0: nobody tracks them, and no
+    /// registry is asked anything).
+    pub async fn upstream_changed(&self, changes: Vec<UpstreamChange>, cause: &str) -> Result<usize> {
         let catalog = self.catalog.clone();
         let targets = blocking(move || {
             let mut targets: BTreeMap<StreamKey, Vec<(String, Option<Digest>)>> = BTreeMap::new();
@@ -61,7 +62,7 @@ impl Importer {
         .await?;
         let count = targets.values().map(Vec::len).sum();
         for ((namespace, stream), tags) in targets {
-            self.request_check(namespace, stream, tags);
+            self.request_check(namespace, stream, tags, cause);
         }
         Ok(count)
     }
@@ -69,27 +70,27 @@ impl Importer {
     /// Checks `tags` of a stream now. Notifications that arrive while a check of the
     /// stream is running are merged into one follow-up check, which is skipped for tags
     /// that already point at the digest they were notified with.
-    fn request_check(&self, namespace: String, stream: String, tags: Vec<(String, Option<Digest>)>) {
+    fn request_check(&self, namespace: String, stream: String, tags: Vec<(String, Option<Digest>)>, cause: &str) {
         let key = (namespace, stream);
         {
             let mut waiting = self.coalescing.lock().expect("coalescing lock");
-            if let Some(queued) = waiting.get_mut(&key) {
-                merge(queued, tags);
+            let running = waiting.contains_key(&key);
+            let queued = waiting.entry(key.clone()).or_default();
+            merge(&mut queued.tags, tags);
+            queued.cause = cause.to_string();
+            if running {
                 return;
             }
-            let mut queued = BTreeMap::new();
-            merge(&mut queued, tags);
-            waiting.insert(key.clone(), queued);
         }
         let importer = self.clone();
         tokio::spawn(async move {
             loop {
-                let queued = std::mem::take(
+                let NotifiedTags { tags: queued, cause } = std::mem::take(
                     importer.coalescing.lock().expect("coalescing lock").get_mut(&key).expect("the entry stays while its task runs"),
                 );
                 let wanted = importer.still_wanted(&key, queued.clone()).await;
                 if !wanted.is_empty() {
-                    importer.check_when_free(&key, wanted).await;
+                    importer.check_when_free(&key, wanted, &cause).await;
                     // A registry may notify before it has moved the tag (distribution sends
                     // the manifest's event before it links the tag): a tag not yet at the
                     // digest it was notified with is looked at again, a few times.
@@ -100,11 +101,11 @@ impl Importer {
                             break;
                         }
                         tokio::time::sleep(delay).await;
-                        importer.check_when_free(&key, lagging).await;
+                        importer.check_when_free(&key, lagging, &cause).await;
                     }
                 }
                 let mut waiting = importer.coalescing.lock().expect("coalescing lock");
-                if waiting.get(&key).is_none_or(BTreeMap::is_empty) {
+                if waiting.get(&key).is_none_or(|queued| queued.tags.is_empty()) {
                     waiting.remove(&key);
                     return;
                 }
@@ -128,13 +129,13 @@ impl Importer {
 
     /// Checks `tags`; a tag another import holds is checked once that import is done, so
     /// that a notification never falls between two imports.
-    async fn check_when_free(&self, key: &StreamKey, mut tags: Vec<String>) {
+    async fn check_when_free(&self, key: &StreamKey, mut tags: Vec<String>, cause: &str) {
         let deadline = tokio::time::Instant::now() + CLAIM_WAIT;
         while !tags.is_empty() && tokio::time::Instant::now() < deadline {
             let held: Vec<String> = tags.iter().filter(|t| self.is_claimed(&key.0, &key.1, t)).cloned().collect();
             let free: Vec<String> = tags.iter().filter(|t| !held.contains(t)).cloned().collect();
             if !free.is_empty()
-                && let Err(err) = self.check_tags(&key.0, &key.1, free).await
+                && let Err(err) = self.check_tags(&key.0, &key.1, free, cause).await
             {
                 tracing::warn!(namespace = %key.0, stream = %key.1, error = %err.message, "a notified check failed");
                 return;

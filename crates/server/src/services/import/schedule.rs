@@ -103,7 +103,7 @@ impl Importer {
     /// Checks one scheduled tag and records when and how.
     async fn run_check(&self, key: TagKey) {
         let (namespace, stream, tag) = &key;
-        let result = match self.check_tags(namespace, stream, vec![tag.clone()]).await {
+        let result = match self.check_tags(namespace, stream, vec![tag.clone()], "scheduled import").await {
             Ok(results) => results.into_iter().next().map(|(_, r)| r),
             Err(err) => Some(CheckResult::Failed("InternalError".into(), err.message)),
         };

@@ -39,8 +39,8 @@ impl Catalog {
 
     /// Sets the spec tags an import asks for (each asking for a re-import now), creating
     /// the stream when it is missing. Returns the stream as stored.
-    pub(super) fn set_import_tags(&self, namespace: &str, name: &str, specs: Vec<TagReference>) -> Result<ImageStream> {
-        let (namespace, name) = (namespace.to_string(), name.to_string());
+    pub(super) fn set_import_tags(&self, namespace: &str, name: &str, specs: Vec<TagReference>, cause: &str) -> Result<ImageStream> {
+        let (namespace, name, cause) = (namespace.to_string(), name.to_string(), cause.to_string());
         transact(&**self.store(), move |txn| {
             ensure_namespace(txn, &namespace)?;
             let now = Time::now();
@@ -57,21 +57,22 @@ impl Catalog {
             };
             prepared.map_err(|causes| Error::invalid(ISI, &name, causes))?;
             let expect = if old.is_some() { Precondition::Any } else { Precondition::Absent };
-            crate::services::streams::put_stream(txn, &mut stream, expect)?;
+            crate::services::streams::put_stream(txn, &mut stream, expect, &cause)?;
             Ok::<_, Error>(stream)
         })
     }
 
     /// Stores new images and records import results on a stream's tags, in one
-    /// transaction.
+    /// transaction; `cause` says what started the import.
     pub(super) fn record_imports(
         &self,
         namespace: &str,
         name: &str,
         images: Vec<Image>,
         results: Vec<(PendingImport, Outcome)>,
+        cause: &str,
     ) -> Result<()> {
-        let (namespace, name) = (namespace.to_string(), name.to_string());
+        let (namespace, name, cause) = (namespace.to_string(), name.to_string(), cause.to_string());
         transact(&**self.store(), move |txn| {
             let now = Time::now();
             for mut image in images {
@@ -95,6 +96,7 @@ impl Catalog {
                             docker_image_reference: found.pull_spec,
                             image: found.image.metadata.name.clone(),
                             generation: pending.generation,
+                            cause: cause.clone(),
                         };
                         tags::record_import(&mut stream, &pending.tag, event, now);
                     }
@@ -102,7 +104,7 @@ impl Catalog {
                 }
             }
             tags::mark_repository_checked(&mut stream, now);
-            crate::services::streams::put_stream(txn, &mut stream, Precondition::Any)?;
+            crate::services::streams::put_stream(txn, &mut stream, Precondition::Any, &cause)?;
             Ok::<_, Error>(())
         })?;
         Ok(())

@@ -269,7 +269,8 @@ impl Registry {
                     ..ImageStreamMapping::default()
                 };
                 let image = TrustedImage::verified(image);
-                self.blocking(move |catalog| catalog.create_mapping(&caller, &namespace, mapping, image).map_err(Into::into)).await?;
+                self.blocking(move |catalog| catalog.create_mapping(&caller, &namespace, mapping, image, "push").map_err(Into::into))
+                    .await?;
             }
             Reference::Digest(_) => {
                 self.blocking(move |catalog| {
