@@ -87,6 +87,9 @@ async fn each_role_may_do_what_its_table_row_says_and_nothing_across_namespaces(
         assert_eq!(status, StatusCode::FORBIDDEN);
         let (status, _) = app.send(token, Method::GET, "/apis/berth.dev/v1/tokens", None).await;
         assert_eq!(status, StatusCode::FORBIDDEN);
+        // The audit trail names every namespace's writes: cluster admins only.
+        let (status, _) = app.send(token, Method::GET, "/apis/berth.dev/v1/auditevents?namespace=a", None).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
         let (status, _) = app.send(token, Method::GET, &format!("{IMAGE_API}/imagestreams"), None).await;
         assert_eq!(status, StatusCode::FORBIDDEN);
     }

@@ -175,6 +175,11 @@ async fn unknown_paths_and_methods_answer_with_status_bodies() {
     let (_, discovery) = app.get(IMAGE_API).await;
     let mappings = discovery["resources"].as_array().unwrap().iter().find(|r| r["name"] == "imagestreammappings").unwrap();
     assert_eq!(mappings["verbs"], json!(["create"]));
+    let (status, error) = app.get("/apis/berth.dev/v1/auditevents?since=yesterday").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{error}");
+    assert!(error["message"].as_str().unwrap().contains("since=\"yesterday\" is not a time: give RFC 3339"), "{error}");
+    let (status, error) = app.get("/apis/berth.dev/v1/auditevents?limit=many").await;
+    assert_eq!((status, error["reason"].as_str()), (StatusCode::BAD_REQUEST, Some("BadRequest")), "{error}");
     let (status, _) = app.get("/healthz").await;
     assert_eq!(status, StatusCode::OK);
     app.stop().await;

@@ -233,7 +233,7 @@ pub(crate) struct AuditParams {
     verb: Option<String>,
     since: Option<String>,
     until: Option<String>,
-    limit: Option<usize>,
+    limit: Option<String>,
 }
 
 fn parse_time(field: &str, text: Option<String>) -> Result<Option<MicroTime>, Error> {
@@ -246,6 +246,15 @@ fn parse_time(field: &str, text: Option<String>) -> Result<Option<MicroTime>, Er
 
 /// `GET /apis/berth.dev/v1/auditevents`: the newest matching events, oldest first.
 pub(crate) async fn list(State(app): State<App>, Query(params): Query<AuditParams>, headers: HeaderMap) -> Response {
+    let limit = match params.limit.map(|text| text.parse::<usize>().map_err(|_| text)).transpose() {
+        Ok(limit) => limit,
+        Err(text) => {
+            return render_error(Error::bad_request(format!(
+                "limit={text:?} is not a number: give how many of the newest events to return (at most {})",
+                crate::services::audit::MAX_LIMIT
+            )));
+        }
+    };
     let query = match (parse_time("since", params.since), parse_time("until", params.until)) {
         (Ok(since), Ok(until)) => AuditQuery {
             namespace: params.namespace,
@@ -255,7 +264,7 @@ pub(crate) async fn list(State(app): State<App>, Query(params): Query<AuditParam
             verb: params.verb,
             since,
             until,
-            limit: params.limit,
+            limit,
         },
         (Err(err), _) | (_, Err(err)) => return render_error(err),
     };
