@@ -714,3 +714,16 @@ fn each_write_is_audited_once_and_tag_history_says_who_moved_it() {
         assert!(!trail.contains(tail), "the audit file holds a secret ({tail})");
     }
 }
+
+/// `--log-format json`: every log line is one JSON object with its level, message and fields.
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let berth = Berth::start_with(&["--log-format", "json"]);
+    berth.ok(&["create", "namespace", "team"]);
+    let log = std::fs::read_to_string(berth.dir.path().join("server.log")).unwrap();
+    let lines: Vec<Value> = log.lines().map(|line| serde_json::from_str(line).unwrap_or_else(|err| panic!("{err}: {line}"))).collect();
+    let serving = lines.iter().find(|l| l["message"] == "berth is serving").unwrap_or_else(|| panic!("{log}"));
+    assert_eq!(serving["level"], "INFO");
+    assert!(serving["addr"].as_str().unwrap().starts_with("127.0.0.1:"), "fields are kept: {serving}");
+    assert!(serving["timestamp"].is_string());
+}

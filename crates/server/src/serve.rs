@@ -231,6 +231,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Started> {
             tracing::info!(path = %path.display(), "wrote the client config: berth commands on this machine will use this server");
         }
     }
+    crate::metrics::handle();
     let ready = Arc::new(AtomicBool::new(false));
     let (shutdown, stopped) = oneshot::channel::<()>();
     let (stopping, stopping_seen) = tokio::sync::watch::channel(false);
@@ -245,6 +246,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Started> {
         .with_context(|| format!("opening blob storage in {}", config.data_dir.join("blobs").display()))?;
     let registry = Registry::new(catalog.clone(), blobs, upstream.clone(), config.registry.clone(), registry_key(&config.data_dir)?);
     tokio::spawn(registry.clone().run_upload_cleanup(stopping_seen.clone()));
+    tokio::spawn(crate::metrics::upkeep(stopping_seen.clone()));
     let audit_dir = config.data_dir.join("audit");
     let audit =
         AuditLog::open(&audit_dir, config.audit.clone()).with_context(|| format!("opening the audit log in {}", audit_dir.display()))?;
@@ -255,6 +257,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Started> {
         registry,
         webhooks: Arc::new(config.webhooks.clone()),
         ready: Arc::clone(&ready),
+        readiness: Arc::default(),
         stopping: stopping_seen.clone(),
         scheme,
     };
@@ -379,7 +382,7 @@ mod tests {
         let readme = include_str!("../../../README.md");
         let mut documented = String::new();
         for block in readme.split("```yaml\n").skip(1).filter_map(|b| b.split("```").next()) {
-            if ["import:", "webhooks:\n-", "registry:", "notifications:"].iter().any(|section| block.starts_with(section)) {
+            if ["import:", "webhooks:\n-", "registry:", "notifications:", "audit:"].iter().any(|section| block.starts_with(section)) {
                 documented.push_str(&block.replace("webhooks: []", ""));
             }
         }
@@ -391,6 +394,8 @@ mod tests {
         assert_eq!(file.import, ImportSettings::default(), "the README lists the defaults");
         assert_eq!(file.registry, RegistrySettings::default(), "the README lists the registry's defaults");
         assert_eq!(file.notifications, NotificationSettings::default(), "the README lists the notification defaults");
+        assert_eq!(file.tls, TlsSettings::default(), "the README lists the TLS defaults");
+        assert_eq!(file.audit, AuditSettings::default(), "the README lists the audit defaults");
         assert_eq!(file.webhooks.len(), 2);
     }
 }

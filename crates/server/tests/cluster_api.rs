@@ -258,3 +258,201 @@ async fn kubectl_gets_applies_edits_explains_watches_and_deletes() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     app.stop().await;
 }
+
+/// A scrape of `/metrics`: each series (`name{label="value",...}`) and its value.
+struct Scrape(Vec<(String, std::collections::BTreeMap<String, String>, f64)>);
+
+impl Scrape {
+    async fn of(app: &TestApp) -> Scrape {
+        let response = reqwest::Client::new().get(format!("{}/metrics", app.base)).bearer_auth(&app.admin).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/plain; version=0.0.4"));
+        let text = response.text().await.unwrap();
+        let mut series = Vec::new();
+        for line in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+            let (head, value) = line.rsplit_once(' ').unwrap();
+            let (name, labels) = match head.split_once('{') {
+                Some((name, labels)) => (name, labels.trim_end_matches('}')),
+                None => (head, ""),
+            };
+            let labels = labels
+                .split("\",")
+                .filter(|pair| !pair.is_empty())
+                .map(|pair| {
+                    let (key, value) = pair.split_once("=\"").unwrap();
+                    (key.to_string(), value.trim_end_matches('"').to_string())
+                })
+                .collect();
+            series.push((name.to_string(), labels, value.parse().unwrap()));
+        }
+        Scrape(series)
+    }
+
+    /// The sum of the series of `name` that have all of `labels`.
+    fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.0
+            .iter()
+            .filter(|(n, l, _)| n == name && labels.iter().all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v)))
+            .map(|(_, _, value)| value)
+            .sum()
+    }
+}
+
+/// `/metrics` after known traffic: each counter moved by exactly that traffic. (The
+/// recorder is the process's; nextest runs each test in a process of its own.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_exactly_the_traffic_they_saw() {
+    use serde_json::json;
+    let upstream = blocking(|| DistributionRegistry::start(Auth::Open).unwrap());
+    let upstream_image = TestImage::new(Format::Oci, 7, 1, 700, "amd64");
+    blocking(|| upstream.client().push("lib/app", Some("1.0"), &upstream_image).unwrap());
+    let app = TestApp::start().await;
+    app.namespace("team").await;
+    app.map("team", "app", "latest", "one").await;
+    let unauthenticated = reqwest::get(format!("{}/metrics", app.base)).await.unwrap();
+    assert_eq!(unauthenticated.status(), StatusCode::UNAUTHORIZED, "metrics need a token that may read the cluster");
+
+    // API reads: three found, two not.
+    let before = Scrape::of(&app).await;
+    for name in ["app", "app", "app", "missing", "missing"] {
+        app.get(&format!("{}/namespaces/team/imagestreams/{name}", common::IMAGE_API)).await;
+    }
+    let after = Scrape::of(&app).await;
+    let route = [("route", "/apis/image.openshift.io/v1/namespaces/{ns}/imagestreams/{name}"), ("method", "GET")];
+    let moved = |name: &str, labels: &[(&str, &str)]| after.value(name, labels) - before.value(name, labels);
+    assert_eq!(moved("berth_http_requests_total", &[route[0], route[1], ("code", "200")]), 3.0);
+    assert_eq!(moved("berth_http_requests_total", &[route[0], route[1], ("code", "404")]), 2.0);
+    assert_eq!(moved("berth_http_request_duration_seconds_count", &route), 5.0);
+
+    // A push: every uploaded byte counted in, every blob upload completed.
+    let image = TestImage::new(Format::Oci, 8, 2, 1000, "amd64");
+    let before = Scrape::of(&app).await;
+    let host = app.base.trim_start_matches("http://").to_string();
+    let admin = app.admin.clone();
+    blocking(|| berth_testkit::RegistryClient::new(&host, Some(("me", &admin))).unwrap().push("team/pushed", Some("v1"), &image).unwrap());
+    let after = Scrape::of(&app).await;
+    let moved = |name: &str, labels: &[(&str, &str)]| after.value(name, labels) - before.value(name, labels);
+    let pushed_bytes = image.layers.iter().map(Vec::len).sum::<usize>() + image.config_bytes().len() + image.manifest_bytes().len();
+    assert_eq!(moved("berth_registry_received_bytes_total", &[]), pushed_bytes as f64);
+    assert_eq!(moved("berth_registry_uploads_total", &[("result", "completed")]), 3.0);
+    assert_eq!(
+        moved("berth_http_requests_total", &[("route", "/v2/{name}/manifests/{reference}"), ("method", "PUT"), ("code", "201")]),
+        1.0
+    );
+    assert!(moved("berth_store_commit_group_size_sum", &[]) >= 1.0, "the push's tag move was committed");
+
+    // A pull of one blob: exactly its bytes counted out.
+    let layer = &image.layers[1];
+    let before = Scrape::of(&app).await;
+    let pulled = reqwest::Client::new()
+        .get(format!("{}/v2/team/pushed/blobs/{}", app.base, berth_testkit::digest_of(layer)))
+        .basic_auth("me", Some(&app.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pulled.bytes().await.unwrap().len(), layer.len());
+    let after = Scrape::of(&app).await;
+    assert_eq!(
+        after.value("berth_registry_sent_bytes_total", &[]) - before.value("berth_registry_sent_bytes_total", &[]),
+        layer.len() as f64
+    );
+
+    // Imports: one that imports, one that finds the digest unchanged; then a pull-through.
+    let isi = json!({"apiVersion": "image.openshift.io/v1", "kind": "ImageStreamImport", "metadata": {"name": "ext"},
+        "spec": {"import": true, "images": [{"from": {"kind": "DockerImage", "name": format!("{}/lib/app:1.0", upstream.host())}, "to": {"name": "1.0"}}]}});
+    let before = Scrape::of(&app).await;
+    for _ in 0..2 {
+        let (status, reply) = app.post(&format!("{}/namespaces/team/imagestreamimports", common::IMAGE_API), isi.clone()).await;
+        assert_eq!(status, StatusCode::CREATED, "{reply}");
+    }
+    let mirrored = reqwest::Client::new()
+        .get(format!("{}/v2/team/ext/blobs/{}", app.base, berth_testkit::digest_of(&upstream_image.layers[0])))
+        .basic_auth("me", Some(&app.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(mirrored.bytes().await.unwrap().len(), upstream_image.layers[0].len());
+    let after = Scrape::of(&app).await;
+    let moved = |name: &str, labels: &[(&str, &str)]| after.value(name, labels) - before.value(name, labels);
+    let registry = upstream.host();
+    assert_eq!(moved("berth_imports_total", &[("registry", &registry), ("result", "imported")]), 1.0);
+    assert_eq!(moved("berth_imports_total", &[("registry", &registry), ("result", "unchanged")]), 1.0);
+    assert_eq!(moved("berth_registry_pull_through_total", &[("result", "mirrored")]), 1.0);
+
+    // A notification delivered to a subscriber.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let receiver = axum::Router::new().route("/hook", axum::routing::post(|| async { axum::http::StatusCode::NO_CONTENT }));
+    tokio::spawn(async move { axum::serve(listener, receiver).await.unwrap() });
+    let subscription = json!({"apiVersion": "berth.dev/v1", "kind": "Subscription", "metadata": {"name": "ci"}, "spec": {"url": url, "tags": ["app:latest"]}});
+    let (status, reply) = app.post("/apis/berth.dev/v1/namespaces/team/subscriptions", subscription).await;
+    assert_eq!(status, StatusCode::CREATED, "{reply}");
+    let delivered = [("namespace", "team"), ("subscription", "ci"), ("result", "delivered")];
+    let before = Scrape::of(&app).await.value("berth_subscription_deliveries_total", &delivered);
+    app.map("team", "app", "latest", "two").await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let scrape = Scrape::of(&app).await;
+        if scrape.value("berth_subscription_deliveries_total", &delivered) - before == 1.0
+            && scrape.value("berth_subscription_backlog", &[("namespace", "team"), ("subscription", "ci")]) == 0.0
+            && scrape.0.iter().any(|(name, _, _)| name == "berth_subscription_backlog")
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the delivery was not counted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // A watch is counted while it is open.
+    assert_eq!(Scrape::of(&app).await.value("berth_watches", &[]), 0.0);
+    let watch = reqwest::Client::new()
+        .get(format!("{}{}/namespaces/team/imagestreams?watch=true", app.base, common::IMAGE_API))
+        .bearer_auth(&app.admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(watch.status(), StatusCode::OK);
+    assert_eq!(Scrape::of(&app).await.value("berth_watches", &[]), 1.0);
+    drop(watch);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Scrape::of(&app).await.value("berth_watches", &[]) != 0.0 {
+        // A change wakes the watch, which then finds its client gone.
+        app.map("team", "app", "latest", &format!("wake-{}", Instant::now().elapsed().as_nanos())).await;
+        assert!(Instant::now() < deadline, "a closed watch is still counted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    app.stop().await;
+}
+
+/// `/readyz` answers 503 while another process holds the database's write lock, and 200
+/// again once it lets go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_fails_while_the_store_cannot_be_written() {
+    let app = TestApp::start().await;
+    let ready = || async { reqwest::get(format!("{}/readyz", app.base)).await.unwrap() };
+    assert_eq!(ready().await.status(), StatusCode::OK);
+    let db = app.dir.path().join("berth.db");
+    let (locked, release) = std::sync::mpsc::channel::<()>();
+    let (go, done) = std::sync::mpsc::channel::<()>();
+    let holder = std::thread::spawn(move || {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        conn.execute_batch("BEGIN IMMEDIATE; UPDATE meta SET value = value WHERE key = 'schema';").unwrap();
+        locked.send(()).unwrap();
+        done.recv().unwrap();
+        conn.execute_batch("ROLLBACK").unwrap();
+    });
+    release.recv().unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await; // past the reuse of the last answer
+    let refused = ready().await;
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let reason = refused.text().await.unwrap();
+    assert!(reason.contains("store"), "{reason}");
+    go.send(()).unwrap();
+    holder.join().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while ready().await.status() != StatusCode::OK {
+        assert!(Instant::now() < deadline, "readyz did not recover");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    app.stop().await;
+}

@@ -15,6 +15,13 @@
 //! write transaction to keep commit order equal to revision order).
 
 pub mod blobs;
+/// The names under which a store records its commits (with the `metrics` macros).
+pub mod metrics {
+    /// Seconds from a group's `BEGIN` to its `COMMIT` returning.
+    pub const COMMIT_DURATION: &str = "berth_store_commit_duration_seconds";
+    /// Writes committed together.
+    pub const COMMIT_GROUP_SIZE: &str = "berth_store_commit_group_size";
+}
 mod sqlite;
 pub mod suite;
 
@@ -194,6 +201,9 @@ pub trait MetadataStore: Send + Sync {
     fn compact(&self, keep: u64) -> Result<u64, StoreError>;
     /// Receives the revision of each commit, in order, as it becomes visible to reads.
     fn subscribe(&self) -> tokio::sync::watch::Receiver<u64>;
+    /// Proves the store takes writes now: writes and commits something no reader sees (no
+    /// revision, no event), behind the writes already waiting. Readiness checks call it.
+    fn probe_write(&self) -> Result<(), StoreError>;
 }
 
 /// Runs `f` as one write transaction, carrying its own error type through: an `Err`

@@ -79,6 +79,7 @@ pub struct SqliteStore {
 enum WriterMsg {
     Write { job: WriteJob, done: mpsc::SyncSender<Result<u64, StoreError>> },
     Compact { keep: u64, done: mpsc::SyncSender<Result<u64, StoreError>> },
+    Probe { done: mpsc::SyncSender<Result<u64, StoreError>> },
 }
 
 /// The most writes committed together. Each still runs in its own savepoint.
@@ -399,6 +400,10 @@ impl MetadataStore for SqliteStore {
     fn subscribe(&self) -> watch::Receiver<u64> {
         self.committed.subscribe()
     }
+
+    fn probe_write(&self) -> Result<(), StoreError> {
+        self.ask(|done| WriterMsg::Probe { done }).map(|_| ())
+    }
 }
 
 /// The writer thread: takes every write waiting (up to [`MAX_GROUP`]), runs each in its
@@ -415,6 +420,10 @@ fn write_forever(conn: Connection, inbox: mpsc::Receiver<WriterMsg>, committed: 
                 WriterMsg::Compact { keep, done } => {
                     commit_group(&conn, std::mem::take(&mut writes), &committed);
                     let _ = done.send(compact_log(&conn, keep));
+                }
+                WriterMsg::Probe { done } => {
+                    commit_group(&conn, std::mem::take(&mut writes), &committed);
+                    let _ = done.send(probe(&conn));
                 }
             }
             if writes.len() < MAX_GROUP {
@@ -436,6 +445,8 @@ fn commit_group(conn: &Connection, writes: Vec<(WriteJob, Reply)>, committed: &w
             let _ = done.send(Err(err.clone()));
         }
     };
+    let began = std::time::Instant::now();
+    let group_size = writes.len();
     let start = match conn.execute_batch("BEGIN IMMEDIATE").map_err(backend).and_then(|()| meta_value(conn, "revision")) {
         Ok(start) => start,
         Err(err) => {
@@ -473,6 +484,8 @@ fn commit_group(conn: &Connection, writes: Vec<(WriteJob, Reply)>, committed: &w
             .map_err(backend)
             .and_then(|_| conn.execute_batch("COMMIT").map_err(backend))
     };
+    metrics::histogram!(crate::metrics::COMMIT_DURATION).record(began.elapsed().as_secs_f64());
+    metrics::histogram!(crate::metrics::COMMIT_GROUP_SIZE).record(group_size as f64);
     match commit {
         Ok(()) => {
             if revision != start {
@@ -487,6 +500,17 @@ fn commit_group(conn: &Connection, writes: Vec<(WriteJob, Reply)>, committed: &w
             fail_all(answers.into_iter().map(|(done, _)| done).collect(), err);
         }
     }
+}
+
+/// Writes the probe's row in a transaction of its own: the lock, a page write and a
+/// commit, as any write needs.
+fn probe(conn: &Connection) -> Result<u64, StoreError> {
+    let tx = conn.unchecked_transaction().map_err(backend)?;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+    tx.execute("INSERT INTO meta (key, value) VALUES ('probe', ?1) ON CONFLICT (key) DO UPDATE SET value = excluded.value", [now])
+        .map_err(backend)?;
+    tx.commit().map_err(backend)?;
+    Ok(0)
 }
 
 fn compact_log(conn: &Connection, keep: u64) -> Result<u64, StoreError> {

@@ -26,6 +26,7 @@ macro_rules! store_test_suite {
             scans_read_everything_at_the_revision_they_started,
             keys_are_listed_in_pages_without_bodies,
             references_are_found_by_prefix_inside_a_write,
+            a_write_probe_changes_nothing_readers_see,
         );
     };
     (@tests $open:path; $($name:ident),* $(,)?) => {
@@ -295,4 +296,17 @@ pub fn references_are_found_by_prefix_inside_a_write(store: Arc<dyn MetadataStor
         }
     })
     .unwrap();
+}
+
+pub fn a_write_probe_changes_nothing_readers_see(store: Arc<dyn MetadataStore>) {
+    let a = key("ns", "a");
+    let revision = put(&*store, &a, "v1", Precondition::Absent).unwrap();
+    let mut commits = store.subscribe();
+    commits.mark_unchanged();
+    store.probe_write().unwrap();
+    store.probe_write().unwrap();
+    assert_eq!(store.current_revision().unwrap(), revision);
+    assert!(!commits.has_changed().unwrap(), "a probe is no commit subscribers hear of");
+    assert_eq!(store.events_since("things", None, 0, 10).unwrap().len(), 1);
+    assert_eq!(put(&*store, &key("ns", "b"), "v1", Precondition::Absent).unwrap(), revision + 1);
 }

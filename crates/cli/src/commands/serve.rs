@@ -24,6 +24,12 @@ pub enum SyncMode {
     Full,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
     /// Where the database, blobs and first admin token live.
@@ -50,6 +56,10 @@ pub struct ServeArgs {
     /// Do not write the client config (server URL and admin token) on first start.
     #[arg(long)]
     no_client_config: bool,
+    /// How log lines are written to stderr: `text` for people, `json` (one object per
+    /// line, with every field) for log collectors. `RUST_LOG` sets the level.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     /// A YAML file with the server's settings: `import` (allowed and insecure registries,
     /// trusted CAs, the default platform, limits, timeouts, retries). See the README.
     #[arg(long, env = "BERTH_SERVER_CONFIG", value_name = "FILE")]
@@ -110,7 +120,11 @@ pub fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
     restart_with_allocator_options();
     // Logging is for the server only: client verbs print results, not logs.
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().flatten_event(true).with_current_span(false).init(),
+    }
     let file = match &args.server_config {
         Some(path) => ServerFile::load(path)?,
         None => ServerFile::default(),

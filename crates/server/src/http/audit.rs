@@ -175,6 +175,7 @@ pub(crate) async fn record(State(app): State<App>, request: Request, next: Next)
         stage_timestamp: MicroTime::now(),
     };
     if let Err(err) = app.audit.record(&event) {
+        metrics::counter!(crate::metrics::AUDIT_FAILURES).increment(1);
         tracing::error!(error = %err, uri = %event.request_uri, "could not write the audit event of a request");
     }
     response

@@ -6,12 +6,13 @@ mod api;
 mod audit;
 mod body;
 pub mod discovery;
+mod metrics;
 pub mod openapi;
 mod registry;
 mod watch;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 
 use axum::Router;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -37,6 +38,8 @@ pub struct App {
     pub registry: crate::services::registry::Registry,
     pub webhooks: Arc<Vec<crate::registry_events::WebhookEndpoint>>,
     pub ready: Arc<AtomicBool>,
+    /// The store's last write probe, for `/readyz`.
+    pub readiness: Arc<metrics::Readiness>,
     /// Turns true when the server shuts down, so that long-lived watches end and a
     /// graceful shutdown does not wait for their timeouts.
     pub stopping: tokio::sync::watch::Receiver<bool>,
@@ -49,7 +52,8 @@ pub struct App {
 pub fn router(app: App) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
+        .route("/readyz", get(metrics::readyz))
+        .route("/metrics", get(metrics::render))
         .route("/version", get(|| async { axum::Json(serde_json::json!({"gitVersion": env!("CARGO_PKG_VERSION"), "platform": "berth"})) }))
         .merge(api::routes())
         .route("/openapi/v2", get(openapi_v2))
@@ -63,6 +67,7 @@ pub fn router(app: App) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(app.clone(), audit::record))
+        .layer(axum::middleware::from_fn(metrics::observe))
         .with_state(app)
 }
 
@@ -80,10 +85,6 @@ async fn openapi_v3(axum::extract::Path(path): axum::extract::Path<String>) -> R
         Some(document) => axum::Json(document).into_response(),
         None => render_error(Error::not_found("openapi", &path)),
     }
-}
-
-async fn readyz(axum::extract::State(app): axum::extract::State<App>) -> Response {
-    if app.ready.load(Ordering::Acquire) { "ok".into_response() } else { (StatusCode::SERVICE_UNAVAILABLE, "starting").into_response() }
 }
 
 async fn not_found() -> Response {

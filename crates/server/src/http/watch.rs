@@ -28,6 +28,24 @@ struct State<T> {
     stopping: tokio::sync::watch::Receiver<bool>,
     deadline: Instant,
     done: bool,
+    _open: OpenWatch,
+}
+
+/// Counts a watch in `berth_watches` for as long as its response lives (a client that
+/// goes away drops it).
+struct OpenWatch;
+
+impl OpenWatch {
+    fn new() -> OpenWatch {
+        metrics::gauge!(crate::metrics::WATCHES).increment(1.0);
+        OpenWatch
+    }
+}
+
+impl Drop for OpenWatch {
+    fn drop(&mut self) {
+        metrics::gauge!(crate::metrics::WATCHES).decrement(1.0);
+    }
 }
 
 pub async fn serve_watch<T: Watchable>(
@@ -65,6 +83,7 @@ pub async fn serve_watch<T: Watchable>(
         stopping: app.stopping.clone(),
         deadline: Instant::now() + timeout,
         done: false,
+        _open: OpenWatch::new(),
     };
     let stream = futures::stream::unfold(state, |mut state| async move {
         let line = next_line(&mut state).await?;

@@ -256,7 +256,11 @@ impl Deliverer {
                 }
             }
             *attempts += 1;
-            match self.deliver(namespace, subscription, change).await {
+            let delivered = self.deliver(namespace, subscription, change).await;
+            let result = if delivered.is_ok() { "delivered" } else { "failed" };
+            metrics::counter!(crate::metrics::DELIVERIES, "namespace" => namespace.to_string(), "subscription" => name.to_string(), "result" => result)
+                .increment(1);
+            match delivered {
                 Ok(()) => {
                     progress.delivered += 1;
                     progress.last_delivered = Some((format!("{namespace}/{}", change.metadata.name), Time::now()));
@@ -404,6 +408,8 @@ impl Catalog {
             let after = Some((namespace.clone(), status.cursor.clone()));
             status.backlog =
                 store.count(&ListQuery { resource: TagChange::RESOURCE.into(), namespace: Some(namespace.clone()), after, limit: None })?;
+            metrics::gauge!(crate::metrics::DELIVERY_BACKLOG, "namespace" => namespace.clone(), "subscription" => name.clone())
+                .set(status.backlog as f64);
             txn.put(&key, &subscription.encode(), &[], Precondition::Revision(stored.revision))?;
             Ok::<_, Error>(())
         })

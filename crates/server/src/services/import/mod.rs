@@ -273,6 +273,12 @@ impl Importer {
         let mut last_commit = Instant::now();
         let mut outcomes = lookup_all(run, lookups);
         while let Some((lookup, outcome)) = outcomes.next().await {
+            let result = match CheckResult::of(lookup.current.as_deref(), &outcome) {
+                CheckResult::Imported(_) => "imported",
+                CheckResult::Unchanged => "unchanged",
+                CheckResult::Failed(..) => "failed",
+            };
+            metrics::counter!(crate::metrics::IMPORTS, "registry" => lookup.reference.registry.clone(), "result" => result).increment(1);
             if let Some(pending) = pending.get(&lookup.tag) {
                 batch.push((pending.clone(), outcome.clone()));
             }

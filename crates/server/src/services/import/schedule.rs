@@ -92,7 +92,11 @@ impl Importer {
                 }
             }
             match self.schedule.lock().expect("schedule lock").get_mut(&key) {
-                Some(entry) => entry.running = true,
+                Some(entry) => {
+                    entry.running = true;
+                    let lag = Instant::now().saturating_duration_since(entry.next);
+                    metrics::histogram!(crate::metrics::SCHEDULED_LAG).record(lag.as_secs_f64());
+                }
                 None => continue,
             }
             let importer = self.clone();

@@ -261,6 +261,8 @@ impl Mirrors {
         let (mirrors, digest) = (self.clone(), digest.clone());
         tokio::spawn(async move {
             let result = fetch(&blobs, &session, &digest, &file, (expected, limit), &sender).await;
+            let counted = if result.is_ok() { "mirrored" } else { "failed" };
+            metrics::counter!(crate::metrics::PULL_THROUGH, "result" => counted).increment(1);
             match result {
                 Ok(size) => {
                     tracing::info!(%digest, size, registry = %session.repository().name(), "mirrored a blob");

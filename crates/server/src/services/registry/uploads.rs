@@ -91,7 +91,10 @@ impl Registry {
         if let Some(last) = last {
             self.inner.blobs.append(id, &name, None, last).await.map_err(|err| upload_error(repo, id, err))?;
         }
-        let size = self.inner.blobs.finish(id, &name, digest).await.map_err(|err| upload_error(repo, id, err))?;
+        let finished = self.inner.blobs.finish(id, &name, digest).await;
+        let result = if finished.is_ok() { "completed" } else { "failed" };
+        metrics::counter!(crate::metrics::REGISTRY_UPLOADS, "result" => result).increment(1);
+        let size = finished.map_err(|err| upload_error(repo, id, err))?;
         self.inner.blobs.link(&name, digest).await?;
         Ok(size)
     }
