@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # The catalog benchmark: a store of 10,000 image streams x 10 tags x 5 history entries,
 # `berth serve` on it, and wrk at 32 connections for each scenario. Prints req/s, p50 and
-# p99 per scenario, start-up time on the seeded store, and resident memory.
+# p99 per scenario, start-up time on the seeded store, and resident memory; then what TLS
+# costs the two GET scenarios (see the end).
 #
-# Usage: bench/catalog.sh [SECONDS_PER_SCENARIO]   (needs wrk: apt-get install wrk)
+# Usage: bench/catalog.sh [SECONDS_PER_SCENARIO]   (needs wrk and taskset: apt-get install wrk util-linux)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 duration=${1:-15}
-command -v wrk >/dev/null || { echo "wrk is needed: apt-get install -y wrk" >&2; exit 1; }
+for tool in wrk taskset; do command -v "$tool" >/dev/null || { echo "$tool is needed: apt-get install -y wrk util-linux" >&2; exit 1; }; done
 cargo build --release -q -p berth-cli -p berth-bench
 work=$(mktemp -d)
 pid=""
@@ -22,10 +23,10 @@ target/release/berth-bench-seed --data-dir "$work/data"
 seed_end=$(date +%s.%N)
 echo "seeding took $(python3 -c "print(round($seed_end-$seed_start,1))") s; store size $(du -sh "$work/data" | cut -f1)"
 
-serve() {
-  target/release/berth serve --data-dir "$work/data" --listen "127.0.0.1:$port" --no-client-config 2>"$work/serve.log" &
+serve() {  # extra serve flags...
+  target/release/berth serve --data-dir "$work/data" --listen "127.0.0.1:$port" --no-client-config "$@" 2>"$work/serve.log" &
   pid=$!
-  until curl -sf "$url/readyz" >/dev/null; do sleep 0.005; done
+  until curl -ksf "$url/readyz" >/dev/null; do sleep 0.005; done
 }
 serve   # The first start creates the admin token.
 kill "$pid"; wait "$pid" 2>/dev/null || true
@@ -33,18 +34,50 @@ start=$(date +%s%N); serve; ready=$(date +%s%N)
 startup_ms=$(( (ready - start) / 1000000 ))
 export BERTH_TOKEN=$(cat "$work/data/admin.token") BENCH_WRK_DIR="$PWD/bench/wrk"
 
-printf '\n%-22s %12s %10s %10s %10s %12s\n' scenario req/s p50 p99 errors "RSS after"
-for scenario in get-istag get-imagestream list-namespace tag-update; do
-  out=$(wrk -t2 -c32 -d"${duration}s" --latency -s "bench/wrk/$scenario.lua" "$url")
+run() {  # scenario url -> prints a row
+  local out rps p50 p99 errors rss_now
+  out=$(wrk -t2 -c32 -d"${duration}s" --latency -s "bench/wrk/$1.lua" "$2")
   rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
   p50=$(awk '$1=="50%" {print $2}' <<<"$out")
   p99=$(awk '$1=="99%" {print $2}' <<<"$out")
   errors=$(awk '/Non-2xx/ {print $5}' <<<"$out"); errors=${errors:-0}
   rss_now=$(awk '/VmRSS/ {print int($2/1024) " MiB"}' "/proc/$pid/status")
-  printf '%-22s %12s %10s %10s %10s %12s\n' "$scenario" "$rps" "$p50" "$p99" "$errors" "$rss_now"
+  printf '%-22s %12s %10s %10s %10s %12s\n' "$1" "$rps" "$p50" "$p99" "$errors" "$rss_now"
+}
+printf '\n%-22s %12s %10s %10s %10s %12s\n' scenario req/s p50 p99 errors "RSS after"
+for scenario in get-istag get-imagestream list-namespace tag-update; do
+  run "$scenario" "$url"
 done
 rss=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
 hwm=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")
 echo
 echo "start-up on the seeded store: ${startup_ms} ms (process start to /readyz answering)"
 echo "resident memory after the run: $((rss / 1024)) MiB (peak $((hwm / 1024)) MiB)"
+
+# What TLS costs: the two GETs over HTTP, then over HTTPS (berth's self-signed
+# certificate, TLS 1.3, keep-alive connections as kubectl and controllers use them), with
+# berth on one core and wrk on the other, so that wrk's own TLS work does not take
+# berth's CPU (unpinned, on two shared cores, it would).
+echo
+echo "TLS: berth pinned to core 0, wrk (one thread) to core 1"
+declare -A pinned
+for scheme in http https; do
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+  url="$scheme://127.0.0.1:$port"
+  flags=(); [ "$scheme" = https ] && flags=(--tls self-signed)
+  taskset -c 0 target/release/berth serve --data-dir "$work/data" --listen "127.0.0.1:$port" --no-client-config "${flags[@]}" \
+    2>"$work/serve.log" &
+  pid=$!
+  until curl -ksf "$url/readyz" >/dev/null; do sleep 0.005; done
+  for scenario in get-istag get-imagestream; do
+    out=$(taskset -c 1 wrk -t1 -c32 -d"${duration}s" --latency -s "bench/wrk/$scenario.lua" "$url")
+    rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+    p99=$(awk '$1=="99%" {print $2}' <<<"$out")
+    errors=$(awk '/Non-2xx/ {print $5}' <<<"$out"); errors=${errors:-0}
+    printf '%-30s %12s req/s   p99 %10s   errors %s\n' "$scenario ($scheme)" "$rps" "$p99" "$errors"
+    pinned[$scheme-$scenario]=$rps
+  done
+done
+for scenario in get-istag get-imagestream; do
+  echo "TLS costs $(python3 -c "print(f'{(1 - ${pinned[https-$scenario]} / ${pinned[http-$scenario]}) * 100:.1f}')")% of $scenario's request rate"
+done

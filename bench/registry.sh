@@ -8,7 +8,9 @@
 #   4. pull-through, cold then warm (median of 5, alternating), with skopeo: berth pulling
 #      through from an origin distribution registry vs. distribution configured as a proxy
 #      of the same origin,
-#   5. resident memory of berth and of distribution after the load (peak and current).
+#   5. resident memory of berth and of distribution after the load (peak and current),
+#   6. the manifest GETs again with berth serving HTTPS (its self-signed certificate; TLS
+#      1.3 on keep-alive connections), and what TLS costs.
 # berth runs with its defaults (`--sync full`: blobs and commits are fsynced before they are
 # acknowledged); distribution with its filesystem driver (no fsync).
 #
@@ -145,9 +147,10 @@ for tag in $(seq 1 99); do
 done
 small_digest=$(cat "$work/small.digest")
 export BENCH_WRK_DIR="$PWD/bench/wrk"
-load() {  # script connections url token extra-env... -> "req/s p99 transfer/s non2xx"
+scheme=http
+load() {  # script connections host token extra-env... -> "req/s p99 transfer/s non2xx"
   local out
-  out=$(env BENCH_TOKEN="$4" "${@:5}" wrk -t2 -c"$2" -d"${duration}s" --latency -s "bench/wrk/$1" "http://$3")
+  out=$(env BENCH_TOKEN="$4" "${@:5}" wrk -t2 -c"$2" -d"${duration}s" --latency -s "bench/wrk/$1" "$scheme://$3")
   local rps p99 transfer errors
   rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
   p99=$(awk '$1=="99%" {print $2}' <<<"$out")
@@ -209,6 +212,18 @@ berth_hwm=$(mem "$berth_pid" VmHWM) berth_rss=$(mem "$berth_pid" VmRSS) berth_an
 dist_hwm=$(mem "$distribution_pid" VmHWM) dist_rss=$(mem "$distribution_pid" VmRSS) dist_anon=$(mem "$distribution_pid" RssAnon)
 proxy_hwm=$(mem "$proxy_pid" VmHWM)
 
+# 6. The manifest GETs over HTTPS: berth again on the same data directory, with TLS.
+kill "$berth_pid"; wait "$berth_pid" 2>/dev/null || true
+target/release/berth serve --data-dir "$work/berth" --listen "$berth" --no-client-config --server-config "$work/server.yml" \
+  --tls self-signed 2>"$work/berth-tls.log" &
+berth_pid=$!
+pids+=($berth_pid)
+for _ in $(seq 500); do curl -ksf "https://$berth/readyz" >/dev/null && break; sleep 0.01; done
+curl -ksf "https://$berth/readyz" >/dev/null || { cat "$work/berth-tls.log" >&2; fail "berth serve --tls did not start"; }
+scheme=https
+by_tag_tls=$(load manifest.lua 32 "$berth" "$token" BENCH_REPO=bench/small BENCH_TAGS=100)
+by_digest_tls=$(load manifest.lua 32 "$berth" "$token" BENCH_REPO=bench/small BENCH_DIGEST="$small_digest")
+
 mbps() { python3 -c "
 v = '$1'; units = {'KB': 1 / 1024, 'MB': 1, 'GB': 1024}
 print(f'{float(v[:-2]) * units[v[-2:]]:.0f}')"; }
@@ -236,5 +251,12 @@ printf "$fmt" "  of it the process's own (anonymous) now" "$berth_anon" "$dist_a
 echo "(berth serves blobs from shared read-only mappings of their files, which count as resident page cache while mapped)"
 echo "(the proxy registry's peak: $proxy_hwm MiB; berth's peak after the pushes $rss_push MiB, the manifest GETs $rss_manifests MiB, the blob GETs $rss_blob MiB)"
 errors="$(col "$by_tag_berth" 4) $(col "$by_tag_dist" 4) $(col "$by_digest_berth" 4) $(col "$by_digest_dist" 4) $(col "$blob_berth" 4) $(col "$blob_dist" 4) $(col "$blob32_berth" 4) $(col "$blob32_dist" 4)"
-echo "non-2xx responses per wrk run (berth/distribution: tag, digest, blob c=4, blob c=32): $errors"
+cost() { python3 -c "print(f'{(1 - float(\"$1\") / float(\"$2\")) * 100:.1f}%')"; }
+printf "\n%-40s %14s %14s %8s\n" "berth over HTTPS" https http "TLS cost"
+printf "%-40s %14s %14s %8s\n" "manifest GET by tag, req/s (c=32)" "$(col "$by_tag_tls" 1)" "$(col "$by_tag_berth" 1)" "$(cost "$(col "$by_tag_tls" 1)" "$(col "$by_tag_berth" 1)")"
+printf "%-40s %14s %14s %8s\n" "  p99" "$(col "$by_tag_tls" 2)" "$(col "$by_tag_berth" 2)" ""
+printf "%-40s %14s %14s %8s\n" "manifest GET by digest, req/s (c=32)" "$(col "$by_digest_tls" 1)" "$(col "$by_digest_berth" 1)" "$(cost "$(col "$by_digest_tls" 1)" "$(col "$by_digest_berth" 1)")"
+printf "%-40s %14s %14s %8s\n" "  p99" "$(col "$by_digest_tls" 2)" "$(col "$by_digest_berth" 2)" ""
+errors="$errors $(col "$by_tag_tls" 4) $(col "$by_digest_tls" 4)"
+echo "non-2xx responses per wrk run (berth/distribution: tag, digest, blob c=4, blob c=32; berth https: tag, digest): $errors"
 for e in $errors; do [ "$e" = 0 ] || fail "a load run got non-2xx responses"; done
