@@ -54,30 +54,16 @@ echo
 echo "start-up on the seeded store: ${startup_ms} ms (process start to /readyz answering)"
 echo "resident memory after the run: $((rss / 1024)) MiB (peak $((hwm / 1024)) MiB)"
 
-# What TLS costs: the two GETs over HTTP, then over HTTPS (berth's self-signed
-# certificate, TLS 1.3, keep-alive connections as kubectl and controllers use them), with
-# berth on one core and wrk on the other, so that wrk's own TLS work does not take
-# berth's CPU (unpinned, on two shared cores, it would).
-echo
-echo "TLS: berth pinned to core 0, wrk (one thread) to core 1"
-declare -A pinned
-for scheme in http https; do
+# What TLS costs the two GETs (TLS 1.3 with berth's self-signed certificate, on
+# keep-alive connections as kubectl and controllers use them).
+start_pinned() {  # scheme
   kill "$pid"; wait "$pid" 2>/dev/null || true
-  url="$scheme://127.0.0.1:$port"
-  flags=(); [ "$scheme" = https ] && flags=(--tls self-signed)
+  url="$1://127.0.0.1:$port"
+  local flags=(); [ "$1" = https ] && flags=(--tls self-signed)
   taskset -c 0 target/release/berth serve --data-dir "$work/data" --listen "127.0.0.1:$port" --no-client-config "${flags[@]}" \
     2>"$work/serve.log" &
   pid=$!
   until curl -ksf "$url/readyz" >/dev/null; do sleep 0.005; done
-  for scenario in get-istag get-imagestream; do
-    out=$(taskset -c 1 wrk -t1 -c32 -d"${duration}s" --latency -s "bench/wrk/$scenario.lua" "$url")
-    rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
-    p99=$(awk '$1=="99%" {print $2}' <<<"$out")
-    errors=$(awk '/Non-2xx/ {print $5}' <<<"$out"); errors=${errors:-0}
-    printf '%-30s %12s req/s   p99 %10s   errors %s\n' "$scenario ($scheme)" "$rps" "$p99" "$errors"
-    pinned[$scheme-$scenario]=$rps
-  done
-done
-for scenario in get-istag get-imagestream; do
-  echo "TLS costs $(python3 -c "print(f'{(1 - ${pinned[https-$scenario]} / ${pinned[http-$scenario]}) * 100:.1f}')")% of $scenario's request rate"
-done
+}
+load_pinned() { pinned_wrk "$1://127.0.0.1:$port" "$2.lua"; }  # scheme scenario
+tls_cost 3 start_pinned load_pinned get-istag get-imagestream

@@ -9,19 +9,20 @@
 #      through from an origin distribution registry vs. distribution configured as a proxy
 #      of the same origin,
 #   5. resident memory of berth and of distribution after the load (peak and current),
-#   6. the manifest GETs again with berth serving HTTPS (its self-signed certificate; TLS
-#      1.3 on keep-alive connections), and what TLS costs.
+#   6. what TLS costs the manifest GETs: berth over HTTP and over HTTPS (its self-signed
+#      certificate; TLS 1.3 on keep-alive connections), alternated three times, berth pinned
+#      to one core and wrk to the other (see tls_cost in bench/lib.sh).
 # berth runs with its defaults (`--sync full`: blobs and commits are fsynced before they are
 # acknowledged); distribution with its filesystem driver (no fsync).
 #
 # Usage: bench/registry.sh [SECONDS_PER_WRK_RUN] [PUSH_RUNS]
-# Needs (Debian packages): docker-registry, skopeo, wrk, jq, curl, python3. Installs
+# Needs (Debian packages): docker-registry, skopeo, wrk, jq, curl, python3, util-linux. Installs
 # nothing. Everything listens on 127.0.0.1 only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 duration=${1:-10}
 push_runs=${2:-3}
-for tool in docker-registry skopeo wrk jq curl python3; do
+for tool in docker-registry skopeo wrk jq curl python3 taskset; do
   command -v "$tool" >/dev/null || { echo "$tool is needed: apt-get install -y $tool" >&2; exit 1; }
 done
 cargo build --release -q -p berth-cli
@@ -212,17 +213,22 @@ berth_hwm=$(mem "$berth_pid" VmHWM) berth_rss=$(mem "$berth_pid" VmRSS) berth_an
 dist_hwm=$(mem "$distribution_pid" VmHWM) dist_rss=$(mem "$distribution_pid" VmRSS) dist_anon=$(mem "$distribution_pid" RssAnon)
 proxy_hwm=$(mem "$proxy_pid" VmHWM)
 
-# 6. The manifest GETs over HTTPS: berth again on the same data directory, with TLS.
-kill "$berth_pid"; wait "$berth_pid" 2>/dev/null || true
-target/release/berth serve --data-dir "$work/berth" --listen "$berth" --no-client-config --server-config "$work/server.yml" \
-  --tls self-signed 2>"$work/berth-tls.log" &
-berth_pid=$!
-pids+=($berth_pid)
-for _ in $(seq 500); do curl -ksf "https://$berth/readyz" >/dev/null && break; sleep 0.01; done
-curl -ksf "https://$berth/readyz" >/dev/null || { cat "$work/berth-tls.log" >&2; fail "berth serve --tls did not start"; }
-scheme=https
-by_tag_tls=$(load manifest.lua 32 "$berth" "$token" BENCH_REPO=bench/small BENCH_TAGS=100)
-by_digest_tls=$(load manifest.lua 32 "$berth" "$token" BENCH_REPO=bench/small BENCH_DIGEST="$small_digest")
+# 6. What TLS costs the manifest GETs (printed at the end).
+start_pinned() {  # scheme
+  kill "$berth_pid"; wait "$berth_pid" 2>/dev/null || true
+  local flags=(); [ "$1" = https ] && flags=(--tls self-signed)
+  taskset -c 0 target/release/berth serve --data-dir "$work/berth" --listen "$berth" --no-client-config \
+    --server-config "$work/server.yml" "${flags[@]}" 2>"$work/berth-$1.log" &
+  berth_pid=$!
+  pids+=($berth_pid)
+  for _ in $(seq 500); do curl -ksf "$1://$berth/readyz" >/dev/null && break; sleep 0.01; done
+  curl -ksf "$1://$berth/readyz" >/dev/null || { cat "$work/berth-$1.log" >&2; fail "berth serve ($1) did not start"; }
+}
+load_pinned() {  # scheme by-tag|by-digest
+  local select=BENCH_TAGS=100; [ "$2" = by-digest ] && select=BENCH_DIGEST=$small_digest
+  pinned_wrk "$1://$berth" manifest.lua BENCH_TOKEN="$token" BENCH_REPO=bench/small "$select"
+}
+tls_cost 3 start_pinned load_pinned by-tag by-digest >"$work/tls-cost.txt"
 
 mbps() { python3 -c "
 v = '$1'; units = {'KB': 1 / 1024, 'MB': 1, 'GB': 1024}
@@ -251,12 +257,6 @@ printf "$fmt" "  of it the process's own (anonymous) now" "$berth_anon" "$dist_a
 echo "(berth serves blobs from shared read-only mappings of their files, which count as resident page cache while mapped)"
 echo "(the proxy registry's peak: $proxy_hwm MiB; berth's peak after the pushes $rss_push MiB, the manifest GETs $rss_manifests MiB, the blob GETs $rss_blob MiB)"
 errors="$(col "$by_tag_berth" 4) $(col "$by_tag_dist" 4) $(col "$by_digest_berth" 4) $(col "$by_digest_dist" 4) $(col "$blob_berth" 4) $(col "$blob_dist" 4) $(col "$blob32_berth" 4) $(col "$blob32_dist" 4)"
-cost() { python3 -c "print(f'{(1 - float(\"$1\") / float(\"$2\")) * 100:.1f}%')"; }
-printf "\n%-40s %14s %14s %8s\n" "berth over HTTPS" https http "TLS cost"
-printf "%-40s %14s %14s %8s\n" "manifest GET by tag, req/s (c=32)" "$(col "$by_tag_tls" 1)" "$(col "$by_tag_berth" 1)" "$(cost "$(col "$by_tag_tls" 1)" "$(col "$by_tag_berth" 1)")"
-printf "%-40s %14s %14s %8s\n" "  p99" "$(col "$by_tag_tls" 2)" "$(col "$by_tag_berth" 2)" ""
-printf "%-40s %14s %14s %8s\n" "manifest GET by digest, req/s (c=32)" "$(col "$by_digest_tls" 1)" "$(col "$by_digest_berth" 1)" "$(cost "$(col "$by_digest_tls" 1)" "$(col "$by_digest_berth" 1)")"
-printf "%-40s %14s %14s %8s\n" "  p99" "$(col "$by_digest_tls" 2)" "$(col "$by_digest_berth" 2)" ""
-errors="$errors $(col "$by_tag_tls" 4) $(col "$by_digest_tls" 4)"
-echo "non-2xx responses per wrk run (berth/distribution: tag, digest, blob c=4, blob c=32; berth https: tag, digest): $errors"
+cat "$work/tls-cost.txt"
+echo "non-2xx responses per wrk run (berth/distribution: tag, digest, blob c=4, blob c=32): $errors"
 for e in $errors; do [ "$e" = 0 ] || fail "a load run got non-2xx responses"; done
