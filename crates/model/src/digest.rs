@@ -27,6 +27,11 @@ impl Digest {
         Digest(format!("sha256:{}", hex::encode(Sha256::digest(bytes))))
     }
 
+    /// The sha256 digest whose encoded part is `bytes`.
+    pub fn from_sha256(bytes: &[u8; 32]) -> Digest {
+        Digest(format!("sha256:{}", hex::encode(bytes)))
+    }
+
     /// The digest of `bytes` computed with the same algorithm as `self`.
     pub fn recompute(&self, bytes: &[u8]) -> Digest {
         match self.algorithm() {

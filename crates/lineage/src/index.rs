@@ -1,0 +1,759 @@
+//! The index itself. Everything is kept in flat vectors addressed by `u32` ids with free
+//! lists, and three hash tables that hold only ids (the keys live in the vectors): a
+//! million images with a few unique layers each fit in a few hundred bytes per image.
+//! Links are doubly linked lists threaded through the vectors, so that removing an image
+//! or a node costs O(1) however many siblings it has (a tenant pushing many images on one
+//! base must not make removals quadratic).
+
+use std::collections::VecDeque;
+use std::hash::BuildHasher;
+
+use berth_model::Digest;
+use hashbrown::hash_map::Entry as MapEntry;
+use hashbrown::{DefaultHashBuilder, HashMap, HashTable};
+use sha2::{Digest as _, Sha256};
+
+use crate::ImageFacts;
+
+const NONE: u32 = u32::MAX;
+const ROOT: u32 = 0;
+
+/// A digest as the index keys it: the 32 bytes of a sha256 digest, or the sha256 of the
+/// text of a digest of another algorithm (flagged, so the two can never collide).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct Name {
+    bytes: [u8; 32],
+    sha256: bool,
+}
+
+impl Name {
+    fn of(digest: &Digest) -> Name {
+        let mut bytes = [0u8; 32];
+        if digest.algorithm() == "sha256" && hex::decode_to_slice(digest.encoded(), &mut bytes).is_ok() {
+            return Name { bytes, sha256: true };
+        }
+        Name { bytes: Sha256::digest(digest.as_str().as_bytes()).into(), sha256: false }
+    }
+}
+
+/// One distinct chain: a layer sequence from the root.
+#[derive(Clone, Copy, Debug)]
+struct Node {
+    parent: u32,
+    layer: u32,
+    first_child: u32,
+    prev_sibling: u32,
+    next_sibling: u32,
+    /// The first image whose last chain this is.
+    first_image: u32,
+    prev_with_layer: u32,
+    next_with_layer: u32,
+    /// Layers from the root: 1 for a first layer.
+    depth: u32,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Layer {
+    name: Name,
+    /// The first node that ends in this layer.
+    first_node: u32,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    name: Name,
+    /// The node of its last chain; `NONE` for an image without layers (a manifest list).
+    node: u32,
+    prev_at_node: u32,
+    next_at_node: u32,
+    /// The image its base annotation names.
+    base: u32,
+    /// Whether the image itself is indexed; an entry that is not is a placeholder for a
+    /// digest a list or an annotation names.
+    present: bool,
+    /// How many lists and annotations name this entry.
+    refs: u32,
+}
+
+/// What a relation rests on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub enum Evidence {
+    /// The layers: one image's chains include the other's last chain.
+    Layers,
+    /// The `org.opencontainers.image.base.digest` annotation, on its own or through
+    /// images related by layers.
+    Annotation,
+    /// Both of them.
+    Both,
+}
+
+impl Evidence {
+    fn join(self, other: Evidence) -> Evidence {
+        if self == other { self } else { Evidence::Both }
+    }
+}
+
+/// One image related to the one asked about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Related {
+    pub image: Digest,
+    pub evidence: Evidence,
+    /// The related image has exactly the same layers (only its config differs), so layers
+    /// alone cannot say which of the two was built on the other.
+    pub same_layers: bool,
+    /// When the image asked about is a manifest list: the platform of the child through
+    /// which the relation runs.
+    pub platform: Option<String>,
+}
+
+/// The chain index. See the crate documentation.
+pub struct Index {
+    hasher: DefaultHashBuilder,
+    nodes: Vec<Node>,
+    free_nodes: Vec<u32>,
+    /// Node ids keyed by `(parent, layer name)`.
+    children: HashTable<u32>,
+    layers: Vec<Layer>,
+    free_layers: Vec<u32>,
+    /// Layer ids keyed by name.
+    layer_ids: HashTable<u32>,
+    images: Vec<Entry>,
+    free_images: Vec<u32>,
+    /// Image ids keyed by name.
+    image_ids: HashTable<u32>,
+    /// A manifest list's children with their platforms.
+    list_children: HashMap<u32, Box<[(u32, u16)]>>,
+    /// The lists a manifest is a child of.
+    lists_of: HashMap<u32, Vec<u32>>,
+    /// The images whose base annotation names an image.
+    claimed_by: HashMap<u32, Vec<u32>>,
+    platforms: Vec<Box<str>>,
+    platform_ids: HashMap<Box<str>, u16>,
+    /// Digests of algorithms other than sha256, whose names cannot be turned back.
+    other_digests: HashMap<Name, Digest>,
+    present: usize,
+}
+
+impl Default for Index {
+    fn default() -> Index {
+        Index::new()
+    }
+}
+
+/// The OCI ChainIDs of a layer sequence, over the layer digests.
+pub fn chain_ids(layers: &[Digest]) -> Vec<String> {
+    let mut chains: Vec<String> = Vec::with_capacity(layers.len());
+    for layer in layers {
+        let chain = match chains.last() {
+            None => layer.to_string(),
+            Some(previous) => Digest::sha256_of(format!("{previous} {layer}").as_bytes()).to_string(),
+        };
+        chains.push(chain);
+    }
+    chains
+}
+
+impl Index {
+    pub fn new() -> Index {
+        let root = Node {
+            parent: NONE,
+            layer: NONE,
+            first_child: NONE,
+            prev_sibling: NONE,
+            next_sibling: NONE,
+            first_image: NONE,
+            prev_with_layer: NONE,
+            next_with_layer: NONE,
+            depth: 0,
+        };
+        Index {
+            hasher: DefaultHashBuilder::default(),
+            nodes: vec![root],
+            free_nodes: Vec::new(),
+            children: HashTable::new(),
+            layers: Vec::new(),
+            free_layers: Vec::new(),
+            layer_ids: HashTable::new(),
+            images: Vec::new(),
+            free_images: Vec::new(),
+            image_ids: HashTable::new(),
+            list_children: HashMap::new(),
+            lists_of: HashMap::new(),
+            claimed_by: HashMap::new(),
+            platforms: Vec::new(),
+            platform_ids: HashMap::new(),
+            other_digests: HashMap::new(),
+            present: 0,
+        }
+    }
+
+    /// How many images are indexed.
+    pub fn len(&self) -> usize {
+        self.present
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.present == 0
+    }
+
+    /// How many distinct chains the indexed images have.
+    pub fn chain_count(&self) -> usize {
+        self.nodes.len() - 1 - self.free_nodes.len()
+    }
+
+    pub fn contains(&self, digest: &Digest) -> bool {
+        self.present_id(digest).is_some()
+    }
+
+    /// Indexes an image. Images never change, so indexing one again changes nothing;
+    /// returns whether the image is new to the index.
+    pub fn insert(&mut self, facts: &ImageFacts) -> bool {
+        let id = self.entry_for(&facts.digest);
+        if self.images[id as usize].present {
+            return false;
+        }
+        if !facts.layers.is_empty() {
+            let mut node = ROOT;
+            for layer in &facts.layers {
+                node = self.child_for(node, layer);
+            }
+            let first = self.nodes[node as usize].first_image;
+            if first != NONE {
+                self.images[first as usize].prev_at_node = id;
+            }
+            let entry = &mut self.images[id as usize];
+            entry.node = node;
+            entry.prev_at_node = NONE;
+            entry.next_at_node = first;
+            self.nodes[node as usize].first_image = id;
+        }
+        if !facts.manifests.is_empty() {
+            let mut children = Vec::with_capacity(facts.manifests.len());
+            for (child, platform) in &facts.manifests {
+                let child = self.entry_for(child);
+                self.images[child as usize].refs += 1;
+                self.lists_of.entry(child).or_default().push(id);
+                children.push((child, self.platform_for(platform)));
+            }
+            self.list_children.insert(id, children.into_boxed_slice());
+        }
+        if let Some(base) = &facts.base {
+            let base = self.entry_for(base);
+            self.images[base as usize].refs += 1;
+            self.images[id as usize].base = base;
+            self.claimed_by.entry(base).or_default().push(id);
+        }
+        self.images[id as usize].present = true;
+        self.present += 1;
+        true
+    }
+
+    /// Removes an image from the index; returns whether it was there. Chains no image
+    /// holds any longer go with it.
+    pub fn remove(&mut self, digest: &Digest) -> bool {
+        let Some(id) = self.present_id(digest) else { return false };
+        let entry = self.images[id as usize];
+        if entry.node != NONE {
+            if entry.prev_at_node == NONE {
+                self.nodes[entry.node as usize].first_image = entry.next_at_node;
+            } else {
+                self.images[entry.prev_at_node as usize].next_at_node = entry.next_at_node;
+            }
+            if entry.next_at_node != NONE {
+                self.images[entry.next_at_node as usize].prev_at_node = entry.prev_at_node;
+            }
+            self.prune(entry.node);
+        }
+        if let Some(children) = self.list_children.remove(&id) {
+            for &(child, _) in children.iter() {
+                if let MapEntry::Occupied(mut lists) = self.lists_of.entry(child) {
+                    if let Some(at) = lists.get().iter().position(|&list| list == id) {
+                        lists.get_mut().swap_remove(at);
+                    }
+                    if lists.get().is_empty() {
+                        lists.remove();
+                    }
+                }
+                self.release(child);
+            }
+        }
+        if entry.base != NONE {
+            if let MapEntry::Occupied(mut claims) = self.claimed_by.entry(entry.base) {
+                if let Some(at) = claims.get().iter().position(|&claim| claim == id) {
+                    claims.get_mut().swap_remove(at);
+                }
+                if claims.get().is_empty() {
+                    claims.remove();
+                }
+            }
+            self.release(entry.base);
+        }
+        let entry = &mut self.images[id as usize];
+        entry.node = NONE;
+        entry.base = NONE;
+        entry.present = false;
+        self.present -= 1;
+        self.free_if_unused(id);
+        true
+    }
+
+    /// The images this image is built on, nearest first.
+    pub fn ancestors(&self, digest: &Digest) -> Option<Vec<Related>> {
+        self.related(digest, Direction::Ancestors)
+    }
+
+    /// The images built on this image.
+    pub fn descendants(&self, digest: &Digest) -> Option<Vec<Related>> {
+        self.related(digest, Direction::Descendants)
+    }
+
+    /// The indexed images that hold a layer.
+    pub fn with_layer(&self, layer: &Digest) -> Vec<Digest> {
+        let Some(layer) = self.layer_id(layer) else { return Vec::new() };
+        let mut found = Vec::new();
+        let mut node = self.layers[layer as usize].first_node;
+        while node != NONE {
+            self.subtree_images(node, &mut found);
+            node = self.nodes[node as usize].next_with_layer;
+        }
+        // A layer twice in one image puts a node of it inside another's subtree.
+        found.sort_unstable();
+        found.dedup();
+        found.into_iter().map(|id| self.digest(id)).collect()
+    }
+
+    /// The indexed images whose chains include the chain `last_chain`, which ends in
+    /// `last_layer` (chains cannot be turned back into layers, so the caller names the
+    /// layer too): the image that chain is the last of, and everything built on it.
+    pub fn with_chain(&self, last_layer: &Digest, last_chain: &str) -> Vec<Digest> {
+        let Some(layer) = self.layer_id(last_layer) else { return Vec::new() };
+        let mut found = Vec::new();
+        let mut node = self.layers[layer as usize].first_node;
+        while node != NONE {
+            if self.chain_of(node).last().is_some_and(|chain| chain == last_chain) {
+                self.subtree_images(node, &mut found);
+            }
+            node = self.nodes[node as usize].next_with_layer;
+        }
+        found.into_iter().map(|id| self.digest(id)).collect()
+    }
+
+    /// An indexed image's chains, first to last.
+    pub fn chains(&self, digest: &Digest) -> Option<Vec<String>> {
+        let id = self.present_id(digest)?;
+        let node = self.images[id as usize].node;
+        Some(if node == NONE { Vec::new() } else { self.chain_of(node) })
+    }
+
+    /// The indexed manifest lists an image is a child of, with its platform in each.
+    pub fn lists_containing(&self, digest: &Digest) -> Vec<(Digest, String)> {
+        let Some(id) = self.id(&Name::of(digest)) else { return Vec::new() };
+        let mut lists = Vec::new();
+        for &list in self.lists_of.get(&id).map(Vec::as_slice).unwrap_or_default() {
+            for &(child, platform) in self.list_children[&list].iter() {
+                if child == id {
+                    lists.push((self.digest(list), self.platforms[platform as usize].to_string()));
+                }
+            }
+        }
+        lists
+    }
+
+    /// The children of an indexed manifest list, with their platforms.
+    pub fn list_children(&self, digest: &Digest) -> Vec<(Digest, String)> {
+        let Some(id) = self.present_id(digest) else { return Vec::new() };
+        self.list_children
+            .get(&id)
+            .map(|children| {
+                children.iter().map(|&(child, platform)| (self.digest(child), self.platforms[platform as usize].to_string())).collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn related(&self, digest: &Digest, direction: Direction) -> Option<Vec<Related>> {
+        let id = self.present_id(digest)?;
+        let starts: Vec<(u32, Option<u16>)> = match self.list_children.get(&id) {
+            Some(children) => children
+                .iter()
+                .filter(|&&(child, _)| self.images[child as usize].present)
+                .map(|&(child, platform)| (child, Some(platform)))
+                .collect(),
+            None => vec![(id, None)],
+        };
+        let mut answer: Vec<Related> = Vec::new();
+        for (start, platform) in starts {
+            let mut found: HashMap<u32, (Evidence, bool)> = HashMap::new();
+            // By layers, from the start itself.
+            let mut by_layers = Vec::new();
+            self.layer_relatives(start, direction, &mut by_layers);
+            for &(other, same) in &by_layers {
+                found.insert(other, (Evidence::Layers, same));
+            }
+            // By annotation: any path that takes at least one annotation step, from the
+            // start or from what its layers relate it to; layer steps may follow.
+            let mut queue: VecDeque<u32> = VecDeque::new();
+            let mut seen: hashbrown::HashSet<u32> = hashbrown::HashSet::new();
+            let mut sources = vec![start, id];
+            sources.extend(by_layers.iter().map(|&(other, _)| other));
+            for source in sources {
+                self.annotation_steps(source, direction, &mut |next| {
+                    if seen.insert(next) {
+                        queue.push_back(next);
+                    }
+                });
+            }
+            while let Some(next) = queue.pop_front() {
+                found.entry(next).and_modify(|(e, _)| *e = e.join(Evidence::Annotation)).or_insert((Evidence::Annotation, false));
+                let mut more = Vec::new();
+                self.layer_relatives(next, direction, &mut more);
+                let mut step = |other: u32| {
+                    if seen.insert(other) {
+                        queue.push_back(other);
+                    }
+                };
+                for (other, _) in more {
+                    step(other);
+                }
+                self.annotation_steps(next, direction, &mut step);
+            }
+            found.remove(&start);
+            found.remove(&id);
+            let mut related: Vec<(u32, Evidence, bool)> =
+                found.into_iter().filter(|(other, _)| self.images[*other as usize].present).map(|(o, (e, s))| (o, e, s)).collect();
+            // Nearest first: ancestors deepest first, descendants shallowest first.
+            related.sort_by_key(|&(other, _, _)| {
+                let depth = self.depth(self.images[other as usize].node);
+                let key = match direction {
+                    Direction::Ancestors => u32::MAX - depth,
+                    Direction::Descendants => depth,
+                };
+                (key, self.images[other as usize].name.bytes)
+            });
+            let platform = platform.map(|p| self.platforms[p as usize].to_string());
+            answer.extend(related.into_iter().map(|(other, evidence, same_layers)| Related {
+                image: self.digest(other),
+                evidence,
+                same_layers,
+                platform: platform.clone(),
+            }));
+        }
+        Some(answer)
+    }
+
+    /// Images related to `id` by layers alone, with whether they have its exact layers.
+    fn layer_relatives(&self, id: u32, direction: Direction, out: &mut Vec<(u32, bool)>) {
+        let node = self.images[id as usize].node;
+        if node == NONE {
+            return;
+        }
+        self.images_at(node, |other| {
+            if other != id {
+                out.push((other, true));
+            }
+        });
+        match direction {
+            Direction::Ancestors => {
+                let mut up = self.nodes[node as usize].parent;
+                while up != NONE {
+                    self.images_at(up, |other| out.push((other, false)));
+                    up = self.nodes[up as usize].parent;
+                }
+            }
+            Direction::Descendants => {
+                let start = out.len();
+                let mut below = Vec::new();
+                let mut child = self.nodes[node as usize].first_child;
+                while child != NONE {
+                    self.subtree_images(child, &mut below);
+                    child = self.nodes[child as usize].next_sibling;
+                }
+                out.extend(below.into_iter().map(|other| (other, false)));
+                debug_assert!(out[start..].iter().all(|&(other, _)| other != id));
+            }
+        }
+    }
+
+    /// One annotation step from `id`, and from the lists it is a child of (an annotation
+    /// may name a list).
+    fn annotation_steps(&self, id: u32, direction: Direction, step: &mut impl FnMut(u32)) {
+        let mut from_one = |one: u32| match direction {
+            Direction::Ancestors => {
+                let base = self.images[one as usize].base;
+                if base != NONE {
+                    step(base);
+                }
+            }
+            Direction::Descendants => {
+                for &claim in self.claimed_by.get(&one).map(Vec::as_slice).unwrap_or_default() {
+                    step(claim);
+                }
+            }
+        };
+        from_one(id);
+        if direction == Direction::Descendants {
+            for &list in self.lists_of.get(&id).map(Vec::as_slice).unwrap_or_default() {
+                from_one(list);
+            }
+        }
+    }
+
+    fn images_at(&self, node: u32, mut each: impl FnMut(u32)) {
+        let mut image = self.nodes[node as usize].first_image;
+        while image != NONE {
+            each(image);
+            image = self.images[image as usize].next_at_node;
+        }
+    }
+
+    /// Every image at `node` or below it, without recursion (chains can be deep).
+    fn subtree_images(&self, node: u32, out: &mut Vec<u32>) {
+        let mut stack = vec![node];
+        while let Some(node) = stack.pop() {
+            self.images_at(node, |image| out.push(image));
+            let mut child = self.nodes[node as usize].first_child;
+            while child != NONE {
+                stack.push(child);
+                child = self.nodes[child as usize].next_sibling;
+            }
+        }
+    }
+
+    fn depth(&self, node: u32) -> u32 {
+        if node == NONE { 0 } else { self.nodes[node as usize].depth }
+    }
+
+    fn chain_of(&self, mut node: u32) -> Vec<String> {
+        let mut layers = Vec::new();
+        while node != ROOT {
+            layers.push(self.layer_digest(self.nodes[node as usize].layer));
+            node = self.nodes[node as usize].parent;
+        }
+        layers.reverse();
+        chain_ids(&layers)
+    }
+
+    fn digest_of(&self, name: &Name) -> Digest {
+        if name.sha256 { Digest::from_sha256(&name.bytes) } else { self.other_digests[name].clone() }
+    }
+
+    fn digest(&self, id: u32) -> Digest {
+        self.digest_of(&self.images[id as usize].name)
+    }
+
+    fn layer_digest(&self, layer: u32) -> Digest {
+        self.digest_of(&self.layers[layer as usize].name)
+    }
+
+    fn remember(&mut self, name: Name, digest: &Digest) {
+        if !name.sha256 {
+            self.other_digests.entry(name).or_insert_with(|| digest.clone());
+        }
+    }
+
+    fn id(&self, name: &Name) -> Option<u32> {
+        let hash = self.hasher.hash_one(name);
+        self.image_ids.find(hash, |&id| self.images[id as usize].name == *name).copied()
+    }
+
+    fn present_id(&self, digest: &Digest) -> Option<u32> {
+        self.id(&Name::of(digest)).filter(|&id| self.images[id as usize].present)
+    }
+
+    /// The entry of a digest, made as a placeholder when the index has none.
+    fn entry_for(&mut self, digest: &Digest) -> u32 {
+        let name = Name::of(digest);
+        if let Some(id) = self.id(&name) {
+            return id;
+        }
+        self.remember(name, digest);
+        let entry = Entry { name, node: NONE, prev_at_node: NONE, next_at_node: NONE, base: NONE, present: false, refs: 0 };
+        let id = match self.free_images.pop() {
+            Some(id) => {
+                self.images[id as usize] = entry;
+                id
+            }
+            None => {
+                self.images.push(entry);
+                (self.images.len() - 1) as u32
+            }
+        };
+        let hash = self.hasher.hash_one(name);
+        let (images, hasher) = (&self.images, &self.hasher);
+        self.image_ids.insert_unique(hash, id, |&other| hasher.hash_one(images[other as usize].name));
+        id
+    }
+
+    fn release(&mut self, id: u32) {
+        self.images[id as usize].refs -= 1;
+        self.free_if_unused(id);
+    }
+
+    fn free_if_unused(&mut self, id: u32) {
+        let entry = self.images[id as usize];
+        if entry.present || entry.refs > 0 {
+            return;
+        }
+        let hash = self.hasher.hash_one(entry.name);
+        if let Ok(found) = self.image_ids.find_entry(hash, |&other| other == id) {
+            found.remove();
+        }
+        if !entry.name.sha256 {
+            self.other_digests.remove(&entry.name);
+        }
+        self.free_images.push(id);
+    }
+
+    fn layer_id(&self, digest: &Digest) -> Option<u32> {
+        let name = Name::of(digest);
+        let hash = self.hasher.hash_one(name);
+        self.layer_ids.find(hash, |&id| self.layers[id as usize].name == name).copied()
+    }
+
+    fn layer_for(&mut self, digest: &Digest) -> u32 {
+        if let Some(id) = self.layer_id(digest) {
+            return id;
+        }
+        let name = Name::of(digest);
+        self.remember(name, digest);
+        let layer = Layer { name, first_node: NONE };
+        let id = match self.free_layers.pop() {
+            Some(id) => {
+                self.layers[id as usize] = layer;
+                id
+            }
+            None => {
+                self.layers.push(layer);
+                (self.layers.len() - 1) as u32
+            }
+        };
+        let hash = self.hasher.hash_one(name);
+        let (layers, hasher) = (&self.layers, &self.hasher);
+        self.layer_ids.insert_unique(hash, id, |&other| hasher.hash_one(layers[other as usize].name));
+        id
+    }
+
+    /// The child of `parent` that ends in `layer`, made when there is none. Children are
+    /// keyed by the layer's name, so that walking an existing chain needs no look-up in
+    /// the layer table.
+    fn child_for(&mut self, parent: u32, digest: &Digest) -> u32 {
+        let name = Name::of(digest);
+        let hash = self.hasher.hash_one((parent, name));
+        let (nodes, layers) = (&self.nodes, &self.layers);
+        let found = self.children.find(hash, |&n| {
+            let node = &nodes[n as usize];
+            node.parent == parent && layers[node.layer as usize].name == name
+        });
+        if let Some(&child) = found {
+            return child;
+        }
+        let layer = self.layer_for(digest);
+        let next_sibling = self.nodes[parent as usize].first_child;
+        let next_with_layer = self.layers[layer as usize].first_node;
+        let node = Node {
+            parent,
+            layer,
+            first_child: NONE,
+            prev_sibling: NONE,
+            next_sibling,
+            first_image: NONE,
+            prev_with_layer: NONE,
+            next_with_layer,
+            depth: self.nodes[parent as usize].depth + 1,
+        };
+        let id = match self.free_nodes.pop() {
+            Some(id) => {
+                self.nodes[id as usize] = node;
+                id
+            }
+            None => {
+                self.nodes.push(node);
+                (self.nodes.len() - 1) as u32
+            }
+        };
+        if next_sibling != NONE {
+            self.nodes[next_sibling as usize].prev_sibling = id;
+        }
+        self.nodes[parent as usize].first_child = id;
+        if next_with_layer != NONE {
+            self.nodes[next_with_layer as usize].prev_with_layer = id;
+        }
+        self.layers[layer as usize].first_node = id;
+        let (nodes, layers, hasher) = (&self.nodes, &self.layers, &self.hasher);
+        self.children.insert_unique(hash, id, |&n| {
+            let node = &nodes[n as usize];
+            hasher.hash_one((node.parent, layers[node.layer as usize].name))
+        });
+        id
+    }
+
+    /// Removes `node` and then its ancestors while they hold no image and no child.
+    fn prune(&mut self, mut node: u32) {
+        while node != ROOT {
+            let n = self.nodes[node as usize];
+            if n.first_image != NONE || n.first_child != NONE {
+                return;
+            }
+            if n.prev_sibling == NONE {
+                self.nodes[n.parent as usize].first_child = n.next_sibling;
+            } else {
+                self.nodes[n.prev_sibling as usize].next_sibling = n.next_sibling;
+            }
+            if n.next_sibling != NONE {
+                self.nodes[n.next_sibling as usize].prev_sibling = n.prev_sibling;
+            }
+            if n.prev_with_layer == NONE {
+                self.layers[n.layer as usize].first_node = n.next_with_layer;
+            } else {
+                self.nodes[n.prev_with_layer as usize].next_with_layer = n.next_with_layer;
+            }
+            if n.next_with_layer != NONE {
+                self.nodes[n.next_with_layer as usize].prev_with_layer = n.prev_with_layer;
+            }
+            let hash = self.hasher.hash_one((n.parent, self.layers[n.layer as usize].name));
+            if let Ok(found) = self.children.find_entry(hash, |&other| other == node) {
+                found.remove();
+            }
+            self.free_nodes.push(node);
+            if self.layers[n.layer as usize].first_node == NONE {
+                self.free_layer(n.layer);
+            }
+            node = n.parent;
+        }
+    }
+
+    fn free_layer(&mut self, layer: u32) {
+        let name = self.layers[layer as usize].name;
+        let hash = self.hasher.hash_one(name);
+        if let Ok(found) = self.layer_ids.find_entry(hash, |&other| other == layer) {
+            found.remove();
+        }
+        if !name.sha256 {
+            self.other_digests.remove(&name);
+        }
+        self.free_layers.push(layer);
+    }
+
+    fn platform_for(&mut self, platform: &str) -> u16 {
+        if let Some(&id) = self.platform_ids.get(platform) {
+            return id;
+        }
+        // Platforms are few (os/arch/variant); a list naming more than u16 distinct ones
+        // shares the last id rather than failing.
+        let id = u16::try_from(self.platforms.len()).unwrap_or(u16::MAX);
+        if id < u16::MAX {
+            self.platforms.push(platform.into());
+            self.platform_ids.insert(platform.into(), id);
+        }
+        id.min(self.platforms.len().saturating_sub(1) as u16)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Direction {
+    Ancestors,
+    Descendants,
+}
+
+#[cfg(test)]
+mod tests;
