@@ -79,6 +79,9 @@ enum Command {
     /// Create, list and revoke API tokens.
     #[command(subcommand)]
     Token(commands::token::TokenCommand),
+    /// What an image is built on and what is built on it (lineage).
+    #[command(subcommand)]
+    Lineage(commands::lineage::LineageCommand),
     /// Show who changed what: the server's audit trail (cluster admins).
     Audit(commands::audit::AuditArgs),
     /// Print a shell completion script.
@@ -101,6 +104,7 @@ fn main() -> ExitCode {
         Command::Tag(args) => commands::tag::run(&ctx, args),
         Command::ImportImage(args) => commands::import_image::run(&ctx, args),
         Command::Token(command) => commands::token::run(&ctx, command),
+        Command::Lineage(command) => commands::lineage::run(&ctx, command),
         Command::Audit(args) => commands::audit::run(&ctx, args),
         Command::Completion(args) => commands::completion::run::<Cli>(args),
         Command::Config(command) => commands::config::run(&ctx, command),

@@ -27,12 +27,9 @@ pub fn related(images: &[ImageFacts], digest: &Digest, descendants: bool) -> Opt
     };
     let mut answer = Vec::new();
     for (start, platform) in starts {
-        let (edge_layers, edge_annotation): (Box<dyn Fn(&ImageFacts, &ImageFacts) -> bool>, Box<dyn Fn(&ImageFacts, &ImageFacts) -> bool>) =
-            if descendants {
-                (Box::new(|a, b| layer_edge(a, b)), Box::new(|a, b| annotation_edge(a, b)))
-            } else {
-                (Box::new(|a, b| layer_edge(b, a)), Box::new(|a, b| a.base.as_ref() == Some(&b.digest)))
-            };
+        let edge_layers = |a: &ImageFacts, b: &ImageFacts| if descendants { layer_edge(a, b) } else { layer_edge(b, a) };
+        let edge_annotation =
+            |a: &ImageFacts, b: &ImageFacts| if descendants { annotation_edge(a, b) } else { a.base.as_ref() == Some(&b.digest) };
         let by_layers: Vec<&ImageFacts> = images.iter().filter(|other| edge_layers(start, other)).collect();
         // Images reached by a path with at least one annotation step.
         let mut sources: Vec<&ImageFacts> = vec![start, asked];

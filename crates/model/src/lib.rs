@@ -14,6 +14,7 @@ pub mod duration;
 pub mod image;
 pub mod imagestream;
 pub mod imagestreamimport;
+pub mod lineage;
 pub mod manifest;
 pub mod meta;
 pub mod names;

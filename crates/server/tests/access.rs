@@ -27,6 +27,10 @@ fn requests(ns: &str) -> Vec<(&'static str, Case)> {
         ("patch stream", case(Method::PATCH, format!("{streams}/app"), Some(json!({"metadata": {"labels": {"x": "y"}}})))),
         ("list secrets", case(Method::GET, format!("/api/v1/namespaces/{ns}/secrets"), None)),
         ("get namespace", case(Method::GET, format!("/api/v1/namespaces/{ns}"), None)),
+        (
+            "lineage of istag",
+            case(Method::GET, format!("/apis/berth.dev/v1/lineage/ancestors?namespace={ns}&imageStreamTag=app:latest"), None),
+        ),
     ]
 }
 
@@ -59,6 +63,7 @@ async fn each_role_may_do_what_its_table_row_says_and_nothing_across_namespaces(
         ("patch stream", false, true, true),
         ("list secrets", true, true, true),
         ("get namespace", true, true, true),
+        ("lineage of istag", true, true, true),
     ];
     for ((label, request), (row, view_ok, edit_ok, admin_ok)) in requests("a").iter().zip(table) {
         assert_eq!(*label, row);

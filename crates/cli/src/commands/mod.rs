@@ -11,6 +11,7 @@ pub mod describe;
 pub mod get;
 pub mod import_image;
 pub mod importing;
+pub mod lineage;
 pub mod serve;
 pub mod tag;
 pub mod token;

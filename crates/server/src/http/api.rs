@@ -88,6 +88,8 @@ pub fn routes() -> Router<App> {
         .route(&format!("{BERTH}/scheduledimports"), get(list_scheduled))
         .route(&format!("{BERTH}/namespaces/{{ns}}/scheduledimports"), get(list_scheduled))
         // Tokens.
+        // Lineage: what an image is built on, and what is built on it.
+        .route(&format!("{BERTH}/lineage/{{relation}}"), get(lineage))
         .route(&format!("{BERTH}/tokens"), get(list_tokens).post(create_token))
         .route(&format!("{BERTH}/tokens/{{name}}"), get(get_token).delete(delete_token))
 }
@@ -551,6 +553,47 @@ async fn update_subscription(
 
 async fn delete_subscription(State(app): State<App>, Path((ns, name)): Path<(String, String)>, headers: HeaderMap) -> Response {
     let result = call(&app, &headers, move |c, caller| c.delete_subscription(caller, &ns, &name)).await;
+    respond(&headers, StatusCode::OK, result)
+}
+
+// Lineage.
+
+/// The query of `GET /apis/berth.dev/v1/lineage/{ancestors|descendants|layer}`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct LineageParams {
+    image: Option<String>,
+    namespace: Option<String>,
+    image_stream_tag: Option<String>,
+    all_versions: Option<String>,
+}
+
+async fn lineage(
+    State(app): State<App>,
+    Path(relation): Path<String>,
+    Query(params): Query<LineageParams>,
+    headers: HeaderMap,
+) -> Response {
+    use berth_model::lineage::Relation;
+    let Some(relation) = Relation::parse(&relation) else {
+        return render_error(
+            Error::not_found("lineage", &relation)
+                .with_message(format!("lineage {relation:?} is not a question berth answers: ask for ancestors, descendants or layer")),
+        );
+    };
+    let all_versions = match params.all_versions.as_deref() {
+        None | Some("false") => false,
+        Some("true") | Some("") => true,
+        Some(other) => return render_error(Error::bad_request(format!("allVersions={other:?} must be true or false"))),
+    };
+    let query = crate::services::lineage::LineageQuery {
+        relation,
+        image: params.image,
+        image_stream_tag: params.image_stream_tag,
+        namespace: params.namespace,
+        all_versions,
+    };
+    let result = call(&app, &headers, move |catalog, caller| catalog.lineage(caller, query)).await;
     respond(&headers, StatusCode::OK, result)
 }
 

@@ -9,6 +9,7 @@ pub mod delivery;
 pub mod error;
 pub mod images;
 pub mod import;
+pub mod lineage;
 pub mod namespaces;
 pub mod registry;
 pub mod resource;
@@ -50,6 +51,7 @@ pub struct Catalog {
     store: Arc<dyn MetadataStore>,
     config: Arc<CatalogConfig>,
     callers: Arc<tokens::CallerCache>,
+    lineage: Arc<lineage::LineageIndex>,
 }
 
 /// Who is asking: the token's name and what it allows.
@@ -147,7 +149,7 @@ impl ListOptions {
 
 impl Catalog {
     pub fn new(store: Arc<dyn MetadataStore>, config: CatalogConfig) -> Catalog {
-        Catalog { store, config: Arc::new(config), callers: Arc::default() }
+        Catalog { store, config: Arc::new(config), callers: Arc::default(), lineage: Arc::default() }
     }
 
     pub fn store(&self) -> &Arc<dyn MetadataStore> {

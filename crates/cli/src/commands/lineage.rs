@@ -1,0 +1,221 @@
+//! `berth lineage`: what an image is built on, what is built on it, which images hold a
+//! layer, as the image stream tags that point at them.
+
+use std::collections::BTreeMap;
+
+use anyhow::bail;
+use serde_json::Value;
+
+use crate::commands::{Context, split_namespace};
+use crate::output::{self, DocumentFormat, text};
+
+const PATH: &str = "/apis/berth.dev/v1/lineage";
+
+#[derive(Debug, clap::Subcommand)]
+pub enum LineageCommand {
+    /// The images an image is built on, nearest first.
+    Ancestors(Question),
+    /// The images built on an image, nearest first.
+    Descendants(Question),
+    /// The images that hold a layer.
+    Layer(LayerArgs),
+    /// An image and everything built on it, as a tree.
+    Tree(Question),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Question {
+    /// An image digest (sha256:...), or STREAM:TAG (STREAM alone is STREAM:latest) in the
+    /// namespace (-n), or NAMESPACE/STREAM:TAG.
+    image: String,
+    /// Ask about every image the tag has pointed at, not only its current one.
+    #[arg(long)]
+    all_versions: bool,
+    #[arg(short = 'o', long, value_enum)]
+    output: Option<DocumentFormat>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct LayerArgs {
+    /// A layer digest (sha256:...).
+    layer: String,
+    #[arg(short = 'o', long, value_enum)]
+    output: Option<DocumentFormat>,
+}
+
+pub fn run(ctx: &Context, command: LineageCommand) -> anyhow::Result<()> {
+    match command {
+        LineageCommand::Ancestors(question) => ask(ctx, "ancestors", &question, false),
+        LineageCommand::Descendants(question) => ask(ctx, "descendants", &question, false),
+        LineageCommand::Tree(question) => ask(ctx, "descendants", &question, true),
+        LineageCommand::Layer(args) => {
+            let answer = ctx.client()?.get(&format!("{PATH}/layer"), &[("image", args.layer.clone())])?;
+            if let Some(format) = args.output {
+                return format.print(&answer);
+            }
+            print_table(&answer, false, "No image berth knows holds this layer.");
+            Ok(())
+        }
+    }
+}
+
+/// The query parameters that name what `typed` means.
+fn subject(ctx: &Context, typed: &str) -> anyhow::Result<Vec<(&'static str, String)>> {
+    if typed.starts_with("sha256:") || typed.starts_with("sha512:") {
+        return Ok(vec![("image", typed.to_string())]);
+    }
+    let (namespace, name) = split_namespace(typed);
+    let namespace = namespace.map_or_else(|| ctx.namespace(), str::to_string);
+    if name.is_empty() {
+        bail!("{typed:?} names no image: give STREAM:TAG or an image digest (sha256:...)");
+    }
+    let name = if name.contains(':') { name.to_string() } else { format!("{name}:latest") };
+    Ok(vec![("namespace", namespace), ("imageStreamTag", name)])
+}
+
+fn ask(ctx: &Context, relation: &str, question: &Question, tree: bool) -> anyhow::Result<()> {
+    let mut query = subject(ctx, &question.image)?;
+    if question.all_versions {
+        query.push(("allVersions", "true".to_string()));
+    }
+    let answer = ctx.client()?.get(&format!("{PATH}/{relation}"), &query)?;
+    if let Some(format) = question.output {
+        return format.print(&answer);
+    }
+    if tree {
+        print!("{}", render_tree(&answer));
+        return Ok(());
+    }
+    let none = match relation {
+        "ancestors" => "berth knows no image this one is built on.",
+        _ => "berth knows no image built on this one.",
+    };
+    print_table(&answer, answer["images"].as_array().is_some_and(|a| a.len() > 1), none);
+    Ok(())
+}
+
+fn print_table(answer: &Value, with_version: bool, none: &str) {
+    let items = answer["items"].as_array().cloned().unwrap_or_default();
+    if items.is_empty() {
+        eprintln!("{none}");
+        return;
+    }
+    let mut header = vec!["IMAGE", "TAGS", "EVIDENCE", "PLATFORM"];
+    if with_version {
+        header.push("OF");
+    }
+    let mut rows = vec![header.into_iter().map(String::from).collect::<Vec<_>>()];
+    for item in &items {
+        let mut evidence = text(item, "/evidence").to_string();
+        if item["sameLayers"].as_bool() == Some(true) {
+            evidence.push_str(" (same layers)");
+        }
+        let mut row = vec![short(text(item, "/image")), tags(item), or_none(evidence), or_none(text(item, "/platform").to_string())];
+        if with_version {
+            row.push(short(text(item, "/of")));
+        }
+        rows.push(row);
+    }
+    output::print_rows(&rows);
+}
+
+/// `sha256:` and the first 12 hex digits, as `docker images` shows image ids.
+fn short(digest: &str) -> String {
+    match digest.split_once(':') {
+        Some((algorithm, hex)) if hex.len() > 12 => format!("{algorithm}:{}", &hex[..12]),
+        _ => digest.to_string(),
+    }
+}
+
+fn or_none(text: String) -> String {
+    if text.is_empty() { "<none>".to_string() } else { text }
+}
+
+/// The tags of an item: `ns/stream:tag` for the tags that point at it now, with
+/// `(before)` for those that did earlier.
+fn tags(item: &Value) -> String {
+    let tags: Vec<String> = item["tags"]
+        .as_array()
+        .map(|tags| {
+            tags.iter()
+                .map(|t| {
+                    let name = format!("{}/{}", text(t, "/namespace"), text(t, "/name"));
+                    if t["current"].as_bool() == Some(true) { name } else { format!("{name} (before)") }
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    or_none(tags.join(", "))
+}
+
+/// The asked image and its descendants as a tree, each image under the one it is built on.
+fn render_tree(answer: &Value) -> String {
+    let items = answer["items"].as_array().cloned().unwrap_or_default();
+    let mut children: BTreeMap<String, Vec<&Value>> = BTreeMap::new();
+    for item in &items {
+        children.entry(text(item, "/builtOn").to_string()).or_default().push(item);
+    }
+    let mut out = String::new();
+    let roots: Vec<String> =
+        answer["images"].as_array().map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect()).unwrap_or_default();
+    for root in &roots {
+        let label = match answer["imageStreamTag"].as_str() {
+            Some(tag) if !tag.is_empty() => format!("{tag} ({})", short(root)),
+            _ => short(root),
+        };
+        out.push_str(&label);
+        out.push('\n');
+        draw(&children, root, "", &mut out);
+    }
+    out
+}
+
+fn draw(children: &BTreeMap<String, Vec<&Value>>, parent: &str, prefix: &str, out: &mut String) {
+    let Some(below) = children.get(parent) else { return };
+    for (i, item) in below.iter().enumerate() {
+        let last = i + 1 == below.len();
+        let image = text(item, "/image");
+        let mut line = format!("{prefix}{}{}", if last { "└── " } else { "├── " }, tags(item));
+        line.push_str(&format!(" ({})", short(image)));
+        let evidence = text(item, "/evidence");
+        if evidence != "Layers" && !evidence.is_empty() {
+            line.push_str(&format!(" [{}]", evidence.to_lowercase()));
+        }
+        let platform = text(item, "/platform");
+        if !platform.is_empty() {
+            line.push_str(&format!(" [{platform}]"));
+        }
+        out.push_str(&line);
+        out.push('\n');
+        draw(children, image, &format!("{prefix}{}", if last { "    " } else { "│   " }), out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_tree_puts_each_image_under_the_one_it_is_built_on() {
+        let base = format!("sha256:{}", "b".repeat(64));
+        let app = format!("sha256:{}", "a".repeat(64));
+        let child = format!("sha256:{}", "c".repeat(64));
+        let squashed = format!("sha256:{}", "d".repeat(64));
+        let answer = json!({
+            "images": [base], "imageStreamTag": "lib/base:1",
+            "items": [
+                {"image": app, "evidence": "Layers", "builtOn": base, "tags": [{"namespace": "team", "name": "app:1", "current": true}]},
+                {"image": child, "evidence": "Layers", "builtOn": app, "tags": [{"namespace": "team", "name": "child:1", "current": false}]},
+                {"image": squashed, "evidence": "Annotation", "builtOn": base, "tags": []},
+            ]
+        });
+        assert_eq!(
+            render_tree(&answer),
+            "lib/base:1 (sha256:bbbbbbbbbbbb)\n\
+             ├── team/app:1 (sha256:aaaaaaaaaaaa)\n\
+             │   └── team/child:1 (before) (sha256:cccccccccccc)\n\
+             └── <none> (sha256:dddddddddddd) [annotation]\n"
+        );
+    }
+}
