@@ -29,7 +29,14 @@ impl Digest {
 
     /// The sha256 digest whose encoded part is `bytes`.
     pub fn from_sha256(bytes: &[u8; 32]) -> Digest {
-        Digest(format!("sha256:{}", hex::encode(bytes)))
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut text = String::with_capacity(71);
+        text.push_str("sha256:");
+        for byte in bytes {
+            text.push(DIGITS[(byte >> 4) as usize] as char);
+            text.push(DIGITS[(byte & 0xf) as usize] as char);
+        }
+        Digest(text)
     }
 
     /// The digest of `bytes` computed with the same algorithm as `self`.
