@@ -96,6 +96,8 @@ pub static TOKEN: Kind =
 
 pub static SUBSCRIPTION: Kind =
     Kind { group: BERTH_GROUP, watch: true, all_namespaces: true, ..image_kind("Subscription", "subscription", "subscriptions", &["sub"]) };
+pub static IMAGE_CLASS: Kind =
+    Kind { group: BERTH_GROUP, namespaced: false, watch: true, ..image_kind("ImageClass", "imageclass", "imageclasses", &["ic"]) };
 /// The server's schedule of tags with `importPolicy.scheduled`: listed only, never read
 /// by name (`get` filters the list), written or deleted.
 pub static SCHEDULED_IMPORT: Kind = Kind {
@@ -108,7 +110,7 @@ pub static SCHEDULED_IMPORT: Kind = Kind {
     ..image_kind("ScheduledImport", "scheduledimport", "scheduledimports", &["si"])
 };
 
-pub static KINDS: [&Kind; 11] = [
+pub static KINDS: [&Kind; 12] = [
     &IMAGE_STREAM,
     &IMAGE_STREAM_TAG,
     &IMAGE_TAG,
@@ -119,6 +121,7 @@ pub static KINDS: [&Kind; 11] = [
     &SECRET,
     &TOKEN,
     &SUBSCRIPTION,
+    &IMAGE_CLASS,
     &SCHEDULED_IMPORT,
 ];
 
@@ -207,6 +210,7 @@ mod tests {
             ("sub", "Subscription"),
             ("subscriptions.berth.dev", "Subscription"),
             ("si", "ScheduledImport"),
+            ("ic", "ImageClass"),
             ("scheduledimport", "ScheduledImport"),
         ] {
             assert_eq!(lookup(typed).unwrap().kind, kind, "{typed}");

@@ -82,6 +82,9 @@ enum Command {
     /// What an image is built on and what is built on it (lineage).
     #[command(subcommand)]
     Lineage(commands::lineage::LineageCommand),
+    /// The images of an ImageClass: current and outdated ones, their tags, their usage.
+    #[command(subcommand)]
+    Class(commands::lineage::ClassCommand),
     /// Show who changed what: the server's audit trail (cluster admins).
     Audit(commands::audit::AuditArgs),
     /// Print a shell completion script.
@@ -105,6 +108,7 @@ fn main() -> ExitCode {
         Command::ImportImage(args) => commands::import_image::run(&ctx, args),
         Command::Token(command) => commands::token::run(&ctx, command),
         Command::Lineage(command) => commands::lineage::run(&ctx, command),
+        Command::Class(command) => commands::lineage::run_class(&ctx, command),
         Command::Audit(args) => commands::audit::run(&ctx, args),
         Command::Completion(args) => commands::completion::run::<Cli>(args),
         Command::Config(command) => commands::config::run(&ctx, command),

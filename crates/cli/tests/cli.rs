@@ -727,3 +727,53 @@ fn json_logs_are_one_object_per_line() {
     assert!(serving["addr"].as_str().unwrap().starts_with("127.0.0.1:"), "fields are kept: {serving}");
     assert!(serving["timestamp"].is_string());
 }
+
+#[test]
+fn lineage_draws_a_tree_and_a_class_names_its_tags() {
+    use berth_testkit::{Format, RegistryClient, TestImage};
+    let berth = Berth::with_team();
+    berth.ok(&["create", "namespace", "lib"]);
+    let client_config: Value = yaml_serde::from_str(&std::fs::read_to_string(&berth.config).unwrap()).unwrap();
+    let host = client_config["server"].as_str().unwrap().trim_start_matches("http://").to_string();
+    let admin = client_config["token"].as_str().unwrap().to_string();
+    let registry = RegistryClient::new(&host, Some(("me", &admin))).unwrap();
+    let base = TestImage::new(Format::Oci, 31, 2, 64, "amd64");
+    let mut app = TestImage::new(Format::Oci, 32, 1, 64, "amd64");
+    app.layers.splice(0..0, base.layers.clone());
+    let mut child = TestImage::new(Format::Oci, 33, 1, 64, "amd64");
+    child.layers.splice(0..0, app.layers.clone());
+    registry.push("lib/base", Some("1"), &base).unwrap();
+    registry.push("team/app", Some("1"), &app).unwrap();
+    registry.push("team/child", Some("1"), &child).unwrap();
+    let short = |digest: String| format!("sha256:{}", &digest["sha256:".len().."sha256:".len() + 12]);
+
+    let tree = berth.ok(&["lineage", "tree", "lib/base:1"]);
+    assert_eq!(
+        tree,
+        format!(
+            "lib/base:1 ({})\n└── team/app:1 ({})\n    └── team/child:1 ({})\n",
+            short(base.digest()),
+            short(app.digest()),
+            short(child.digest())
+        )
+    );
+    let ancestors = berth.ok(&["lineage", "ancestors", "child:1", "-n", "team"]);
+    let lines: Vec<&str> = ancestors.lines().collect();
+    assert!(lines[0].starts_with("IMAGE") && lines[0].contains("TAGS") && lines[0].contains("EVIDENCE"), "{ancestors}");
+    assert!(lines[1].contains("team/app:1") && lines[1].contains("Layers"), "{ancestors}");
+    assert!(lines[2].contains("lib/base:1"), "{ancestors}");
+    let answer = berth.json(&["lineage", "descendants", "lib/base:1", "-o", "json"]);
+    assert_eq!(answer["kind"], "ImageLineage");
+
+    let class = berth.write(
+        "class.yaml",
+        "apiVersion: berth.dev/v1\nkind: ImageClass\nmetadata:\n  name: vendor\nspec:\n  target:\n    namespace: lib\n    name: base:1\n",
+    );
+    assert_eq!(berth.ok(&["apply", "-f", &class]), "imageclass.berth.dev/vendor created\n");
+    let listed = berth.ok(&["get", "ic"]);
+    assert!(listed.contains("vendor") && listed.contains("lib/base:1") && listed.contains(&short(base.digest())), "{listed}");
+    let tags = berth.ok(&["class", "tags", "vendor"]);
+    assert!(tags.contains("team") && tags.contains("app:1") && tags.contains("child:1") && tags.contains("current"), "{tags}");
+    assert_eq!(berth.ok(&["class", "usage", "vendor"]), "class vendor: 3 images, 3 stream tags, 2 namespaces\n");
+    assert!(berth.fails(&["lineage", "ancestors", "missing:1", "-n", "team"]).contains("not found"));
+}

@@ -257,6 +257,35 @@ fn main() {
     scan_report("descendants of a base", &bases, true, index_base_descendants);
     drop(held);
 
+    // A class on the most popular root base. Its labels are computed on read: moving the
+    // class's target costs resolving the new version's last chain once; then each image's
+    // label is a walk up its chains against the classes' marks.
+    let target = (0..args.bases.min(population.len())).find(|&i| population.parent[i] == NONE).unwrap_or(0);
+    let layers: Vec<Digest> = population.layers(target).iter().map(Digest::from_sha256).collect();
+    let chains = berth_lineage::chain_ids(&layers);
+    let start = Instant::now();
+    let chain = index.find_chain(layers.last().unwrap(), chains.last().unwrap()).expect("the base's chain is indexed");
+    let resolving = start.elapsed();
+    let start = Instant::now();
+    let members = index.images_with_chain(chain).len();
+    let enumerating = start.elapsed();
+    let marks: std::collections::HashMap<berth_lineage::ChainRef, &str> = [(chain, "current")].into_iter().collect();
+    let mut times = Timings(Vec::new());
+    let mut labelled = 0usize;
+    for &i in &apps {
+        let digest = digest_of(i);
+        let start = Instant::now();
+        let label = index.chain_refs(&digest).iter().find_map(|c| marks.get(c)).is_some();
+        times.0.push(start.elapsed());
+        labelled += usize::from(label);
+    }
+    println!(
+        "class on a base with {members} images: target move resolved in {resolving:.2?}; listing its images {enumerating:.2?}; \
+         an image's class label {} ({labelled} of {} sampled apps labelled)",
+        times.summary(),
+        apps.len()
+    );
+
     // Removals: a tenth of the application images, then their insertion again.
     let removed: Vec<usize> = (args.bases..population.len()).step_by(10).collect();
     let facts: Vec<ImageFacts> = removed.iter().map(|&i| population.facts(i)).collect();

@@ -138,6 +138,10 @@ pub struct Related {
     pub platform: Option<String>,
 }
 
+/// A chain the index holds, valid while [`Index::changes`] stays the same.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ChainRef(u32);
+
 /// The chain index. See the crate documentation.
 pub struct Index {
     hasher: DefaultHashBuilder,
@@ -164,6 +168,7 @@ pub struct Index {
     /// Digests of algorithms other than sha256, whose names cannot be turned back.
     other_digests: HashMap<Name, Digest>,
     present: usize,
+    changes: u64,
 }
 
 impl Default for Index {
@@ -215,6 +220,7 @@ impl Index {
             platform_ids: HashMap::new(),
             other_digests: HashMap::new(),
             present: 0,
+            changes: 0,
         }
     }
 
@@ -278,6 +284,7 @@ impl Index {
         }
         self.images[id as usize].present = true;
         self.present += 1;
+        self.changes += 1;
         true
     }
 
@@ -328,6 +335,7 @@ impl Index {
         entry.base = NONE;
         entry.present = false;
         self.present -= 1;
+        self.changes += 1;
         self.free_if_unused(id);
         true
     }
@@ -357,20 +365,59 @@ impl Index {
         found.into_iter().map(|id| self.digest(id)).collect()
     }
 
-    /// The indexed images whose chains include the chain `last_chain`, which ends in
-    /// `last_layer` (chains cannot be turned back into layers, so the caller names the
-    /// layer too): the image that chain is the last of, and everything built on it.
-    pub fn with_chain(&self, last_layer: &Digest, last_chain: &str) -> Vec<Digest> {
-        let Some(layer) = self.layer_id(last_layer) else { return Vec::new() };
-        let mut found = Vec::new();
+    /// The chain `last_chain`, which ends in `last_layer` (a chain cannot be turned back
+    /// into layers, so the caller names its last layer too), when an indexed image holds
+    /// it.
+    pub fn find_chain(&self, last_layer: &Digest, last_chain: &str) -> Option<ChainRef> {
+        let layer = self.layer_id(last_layer)?;
         let mut node = self.layers[layer as usize].first_node;
         while node != NONE {
             if self.chain_of(node).last().is_some_and(|chain| chain == last_chain) {
-                self.subtree_images(node, true, &mut found);
+                return Some(ChainRef(node));
             }
             node = self.nodes[node as usize].next_with_layer;
         }
+        None
+    }
+
+    /// The indexed images that hold `chain`: the image it is the last chain of, and
+    /// everything built on it, nearest first.
+    pub fn images_with_chain(&self, chain: ChainRef) -> Vec<Digest> {
+        let mut found = Vec::new();
+        self.subtree_images(chain.0, true, &mut found);
         found.into_iter().map(|id| self.digest(id)).collect()
+    }
+
+    /// The chains an indexed image holds, its last chain first.
+    pub fn chain_refs(&self, digest: &Digest) -> Vec<ChainRef> {
+        let mut refs = Vec::new();
+        if let Some(id) = self.present_id(digest) {
+            let mut node = self.images[id as usize].node;
+            while node != NONE && node != ROOT {
+                refs.push(ChainRef(node));
+                node = self.nodes[node as usize].parent;
+            }
+        }
+        refs
+    }
+
+    /// How many times the index has changed: a [`ChainRef`] found before the count moved
+    /// may name another chain since.
+    pub fn changes(&self) -> u64 {
+        self.changes
+    }
+
+    /// An indexed image's layers, base first.
+    pub fn layers(&self, digest: &Digest) -> Option<Vec<Digest>> {
+        let id = self.present_id(digest)?;
+        let mut node = self.images[id as usize].node;
+        let mut layers = Vec::new();
+        while node != NONE && node != ROOT {
+            layers.push(self.layer_digest(self.nodes[node as usize].layer));
+            node = self.nodes[node as usize].parent;
+        }
+        layers.reverse();
+        Some(layers)
     }
 
     /// An indexed image's chains, first to last.

@@ -25,4 +25,4 @@ mod index;
 pub mod scan;
 
 pub use facts::{BASE_DIGEST_ANNOTATION, BASE_NAME_ANNOTATION, ImageFacts};
-pub use index::{Evidence, Index, Related, chain_ids};
+pub use index::{ChainRef, Evidence, Index, Related, chain_ids};

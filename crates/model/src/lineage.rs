@@ -14,6 +14,9 @@ pub enum Relation {
     Descendants,
     /// The images that hold the asked layer.
     Layer,
+    /// The images of an ImageClass: built on its target tag's current image (`current`)
+    /// or on an earlier one (`outdated`).
+    Class,
 }
 
 impl Relation {
@@ -67,8 +70,18 @@ pub struct RelatedImage {
     /// on, which makes the answer a tree.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub built_on: String,
+    /// For a class's images: `current` (built on the class's current version) or
+    /// `outdated`, and how many versions behind the current one.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub class_state: String,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub versions_behind: usize,
     #[serde(default)]
     pub tags: Vec<TagPointer>,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// A stream tag that points at an image now (`current`) or did before.
@@ -82,4 +95,117 @@ pub struct TagPointer {
     /// When the tag points at a manifest list holding the image: the list's digest.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub list: String,
+}
+
+/// The label domain of class labels: an image descending from a version of class `X` is
+/// shown with the label `class.berth.dev/X` set to `current` or `outdated`.
+pub const CLASS_LABEL_DOMAIN: &str = "class.berth.dev";
+
+/// The label an image of class `class` carries.
+pub fn class_label(class: &str) -> String {
+    format!("{CLASS_LABEL_DOMAIN}/{class}")
+}
+
+/// `berth.dev/v1` ImageClass (cluster-scoped): the images built on a stream tag (the
+/// seed's "VENDOR" image), on its current image or on any image it has had.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageClass {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub api_version: String,
+    #[serde(default)]
+    pub metadata: crate::ObjectMeta,
+    #[serde(default)]
+    pub spec: ImageClassSpec,
+    #[serde(default)]
+    pub status: ImageClassStatus,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageClassSpec {
+    /// The stream tag whose images define the class.
+    pub target: ClassTarget,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClassTarget {
+    pub namespace: String,
+    /// `stream:tag`.
+    pub name: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageClassStatus {
+    /// The target tag's current image and its chains.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current: Option<ClassVersion>,
+    /// Every earlier image of the target tag, newest first, kept even after the images
+    /// themselves are gone, so that "built on an old version" stays answerable.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<ClassVersion>,
+    /// Why the class has no current version, when it has none.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+}
+
+/// One image the target tag has pointed at, with the chains of each of its platform
+/// images.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClassVersion {
+    pub image: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<crate::Time>,
+    pub chains: Vec<ImageChain>,
+}
+
+/// The seed's ImageChain: the chains of one image (OCI ChainIDs over its layer digests,
+/// first to last), and its last layer, which finds the last chain in the index again.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageChain {
+    pub image: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub platform: String,
+    pub last_layer: String,
+    pub chains: Vec<String>,
+}
+
+impl ImageClass {
+    /// Checks a submitted class.
+    pub fn validate(&self) -> Vec<crate::FieldError> {
+        let mut errors = Vec::new();
+        // The name is part of a label key, so it must be a DNS label.
+        if let Err(err) = crate::names::check_dns_label("metadata.name", &self.metadata.name) {
+            errors.push(err);
+        }
+        if let Err(err) = crate::names::check_dns_label("spec.target.namespace", &self.spec.target.namespace) {
+            errors.push(err);
+        }
+        match crate::names::split_stream_tag(&self.spec.target.name) {
+            Some((stream, tag)) => {
+                if let Err(err) = crate::names::check_stream_name("spec.target.name", &self.spec.target.namespace, stream) {
+                    errors.push(err);
+                }
+                if let Err(err) = crate::names::check_tag("spec.target.name", tag) {
+                    errors.push(err);
+                }
+            }
+            None => errors.push(crate::FieldError::new(
+                "spec.target.name",
+                format!("{:?} must be STREAM:TAG, the stream tag whose images define the class", self.spec.target.name),
+            )),
+        }
+        errors
+    }
+
+    /// Every version, current first, with how many versions behind the current it is.
+    pub fn versions(&self) -> impl Iterator<Item = (usize, &ClassVersion)> {
+        self.status.current.iter().chain(&self.status.history).enumerate()
+    }
 }

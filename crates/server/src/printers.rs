@@ -376,6 +376,24 @@ fn subscription_events(v: &Value) -> String {
     if events.is_empty() { "all".to_string() } else { events.join(",") }
 }
 
+fn class_target(v: &Value) -> String {
+    format!("{}/{}", text(v, "/spec/target/namespace"), text(v, "/spec/target/name"))
+}
+
+/// The class's current image, shortened as `docker images` shows ids.
+fn class_current(v: &Value) -> String {
+    let image = text(v, "/status/current/image");
+    match image.split_once(':') {
+        Some((algorithm, hex)) if hex.len() > 12 => format!("{algorithm}:{}", &hex[..12]),
+        _ if image.is_empty() => "<none>".to_string(),
+        _ => image.to_string(),
+    }
+}
+
+fn class_versions(v: &Value) -> String {
+    (usize::from(v.pointer("/status/current").is_some_and(|c| !c.is_null())) + array(v, "/status/history").len()).to_string()
+}
+
 fn subscription_url(v: &Value) -> String {
     text(v, "/spec/url").to_string()
 }
@@ -503,6 +521,8 @@ static SUBSCRIPTION_COLUMNS: [Column; 7] = [
     column("LAST DELIVERED", subscription_last_delivered),
     wide_column("LAST ERROR", subscription_last_error),
 ];
+static CLASS_COLUMNS: [Column; 4] =
+    [column("NAME", name), column("TARGET", class_target), column("CURRENT", class_current), column("VERSIONS", class_versions)];
 static SCHEDULED_IMPORT_COLUMNS: [Column; 6] = [
     column("NAME", record_name),
     column("FROM", scheduled_from),
@@ -524,6 +544,7 @@ pub fn columns_of(kind: &str) -> &'static [Column] {
         "Secret" => &SECRET_COLUMNS,
         "Token" => &TOKEN_COLUMNS,
         "Subscription" => &SUBSCRIPTION_COLUMNS,
+        "ImageClass" => &CLASS_COLUMNS,
         "ScheduledImport" => &SCHEDULED_IMPORT_COLUMNS,
         _ => &NAME_ONLY,
     }

@@ -226,3 +226,131 @@ async fn lineage_questions_that_cannot_be_answered_say_why() {
     let (status, body) = ask(&app, &admin, "ancestors", "namespace=team&imageStreamTag=app:2").await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
 }
+
+const CLASSES: &str = "/apis/berth.dev/v1/imageclasses";
+const VENDOR_LABEL: &str = "class.berth.dev/vendor";
+
+async fn image_labels(app: &TestApp, digest: &str) -> Value {
+    let (status, image) = app.get(&format!("{IMAGE_API}/images/{digest}")).await;
+    assert_eq!(status, StatusCode::OK, "{image}");
+    image["metadata"]["labels"].clone()
+}
+
+/// Waits until the class's current version is `digest` (the controller follows the
+/// target tag), and returns the class.
+async fn class_at(app: &TestApp, name: &str, digest: &str) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (status, class) = app.get(&format!("{CLASSES}/{name}")).await;
+        assert_eq!(status, StatusCode::OK, "{class}");
+        if class["status"]["current"]["image"] == digest {
+            return class;
+        }
+        assert!(std::time::Instant::now() < deadline, "the class did not follow its target to {digest}: {class}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_class_labels_every_descendant_current_or_outdated_as_its_target_moves() {
+    let registry = blocking(|| DistributionRegistry::start(Auth::Open).unwrap());
+    let app = TestApp::start().await;
+    for ns in ["lib", "team"] {
+        app.namespace(ns).await;
+    }
+    let base_v1 = TestImage::new(Format::Oci, 21, 2, 128, "amd64");
+    let app_image = built_on(&base_v1, 22, 1);
+    let mut prefix = TestImage::new(Format::Oci, 23, 1, 128, "amd64");
+    prefix.layers.insert(0, base_v1.layers[0].clone());
+    blocking(|| {
+        registry.push("lib/base", Some("1"), &base_v1).unwrap();
+        registry.push("team/app", Some("1"), &app_image).unwrap();
+        registry.push("team/prefix", Some("1"), &prefix).unwrap();
+    });
+    import(&app, "lib", "base", "1", &registry.pull_spec("lib/base", "1")).await;
+    import(&app, "team", "app", "1", &registry.pull_spec("team/app", "1")).await;
+    import(&app, "team", "prefix", "1", &registry.pull_spec("team/prefix", "1")).await;
+
+    // Only a cluster admin defines classes, and a target must be a stream tag.
+    let class = json!({"apiVersion": "berth.dev/v1", "kind": "ImageClass", "metadata": {"name": "vendor"},
+        "spec": {"target": {"namespace": "lib", "name": "base:1"}}});
+    let editor = app.token("editor", "edit", &["lib", "team"]).await;
+    let (status, _) = app.send(&editor, reqwest::Method::POST, CLASSES, Some(&class)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let mut bad = class.clone();
+    bad["spec"]["target"]["name"] = json!("base");
+    let (status, body) = app.post(CLASSES, bad).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(body["message"].as_str().unwrap().contains("must be STREAM:TAG"), "{body}");
+    let (status, created) = app.post(CLASSES, class).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let current = &created["status"]["current"];
+    assert_eq!(current["image"], base_v1.digest(), "{created}");
+    let last_layer = berth_testkit::digest_of(base_v1.layers.last().unwrap());
+    assert_eq!(current["chains"][0]["lastLayer"], last_layer);
+    assert_eq!(current["chains"][0]["chains"].as_array().unwrap().len(), 2);
+
+    // The base and everything built on it are of the class; an image sharing only a
+    // prefix is not.
+    assert_eq!(image_labels(&app, &app_image.digest()).await[VENDOR_LABEL], "current");
+    assert_eq!(image_labels(&app, &base_v1.digest()).await[VENDOR_LABEL], "current");
+    assert!(image_labels(&app, &prefix.digest()).await.get(VENDOR_LABEL).is_none());
+    let (_, selected) = app.get(&format!("{IMAGE_API}/images?labelSelector={VENDOR_LABEL}%3Dcurrent")).await;
+    let mut names: Vec<&str> = selected["items"].as_array().unwrap().iter().map(|i| i["metadata"]["name"].as_str().unwrap()).collect();
+    names.sort();
+    let mut expect = vec![base_v1.digest(), app_image.digest()];
+    expect.sort();
+    assert_eq!(names, expect);
+
+    // The target moves to v2 and an image is rebuilt on it: what was built on v1 is now
+    // outdated, one version behind, and the rebuilt image is current.
+    let base_v2 = built_on(&base_v1, 24, 1);
+    let rebuilt = built_on(&base_v2, 25, 1);
+    blocking(|| {
+        registry.push("lib/base", Some("1"), &base_v2).unwrap();
+        registry.push("team/rebuilt", Some("1"), &rebuilt).unwrap();
+    });
+    import(&app, "lib", "base", "1", &registry.pull_spec("lib/base", "1")).await;
+    import(&app, "team", "rebuilt", "1", &registry.pull_spec("team/rebuilt", "1")).await;
+    let moved = class_at(&app, "vendor", &base_v2.digest()).await;
+    assert_eq!(moved["status"]["history"][0]["image"], base_v1.digest());
+    assert_eq!(image_labels(&app, &app_image.digest()).await[VENDOR_LABEL], "outdated");
+    assert_eq!(image_labels(&app, &rebuilt.digest()).await[VENDOR_LABEL], "current");
+    let (status, outdated) = app.get(&format!("{CLASSES}/vendor/images?state=outdated")).await;
+    assert_eq!(status, StatusCode::OK, "{outdated}");
+    assert_eq!(named(&outdated), [base_v1.digest(), "team/app:1".to_string()]);
+    assert_eq!(item(&outdated, &app_image.digest())["versionsBehind"], 1);
+    let (_, current) = app.get(&format!("{CLASSES}/vendor/images?state=current")).await;
+    assert_eq!(named(&current), ["lib/base:1", "team/rebuilt:1"]);
+
+    // The old base image goes; the class remembers its chains, so what was built on it
+    // stays outdated.
+    let (status, _) = app.delete(&format!("{IMAGE_API}/images/{}", base_v1.digest())).await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, kept) = app.get(&format!("{CLASSES}/vendor")).await;
+    assert_eq!(kept["status"]["history"][0]["image"], base_v1.digest());
+    assert_eq!(image_labels(&app, &app_image.digest()).await[VENDOR_LABEL], "outdated");
+
+    // A tenant sees the class's images only through its own streams, and not the status
+    // of a class whose target it cannot read.
+    let team_reader = app.token("team-reader", "view", &["team"]).await;
+    let (_, seen) = app.send(&team_reader, reqwest::Method::GET, &format!("{CLASSES}/vendor/images"), None).await;
+    assert_eq!(named(&seen), ["team/app:1", "team/rebuilt:1"]);
+    let (_, class_seen) = app.send(&team_reader, reqwest::Method::GET, &format!("{CLASSES}/vendor"), None).await;
+    assert_eq!(class_seen["status"], json!({}), "the target's images are lib's: {class_seen}");
+
+    // Class labels are computed, never stored: an update carrying one keeps only the
+    // others, and a deleted class labels nothing.
+    let path = format!("{IMAGE_API}/images/{}", app_image.digest());
+    let (_, mut image) = app.get(&path).await;
+    image["metadata"]["labels"]["tier"] = json!("gold");
+    let (status, updated) = app.put(&path, image).await;
+    assert_eq!(status, StatusCode::OK, "{updated}");
+    let (status, _) = app.delete(&format!("{CLASSES}/vendor")).await;
+    assert_eq!(status, StatusCode::OK);
+    let labels = image_labels(&app, &app_image.digest()).await;
+    assert_eq!(labels["tier"], "gold");
+    assert!(labels.get(VENDOR_LABEL).is_none(), "{labels}");
+    app.stop().await;
+    blocking(move || drop(registry));
+}

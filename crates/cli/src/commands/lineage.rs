@@ -1,5 +1,6 @@
 //! `berth lineage`: what an image is built on, what is built on it, which images hold a
-//! layer, as the image stream tags that point at them.
+//! layer, as the image stream tags that point at them; `berth class`: the images of an
+//! ImageClass.
 
 use std::collections::BTreeMap;
 
@@ -21,6 +22,31 @@ pub enum LineageCommand {
     Layer(LayerArgs),
     /// An image and everything built on it, as a tree.
     Tree(Question),
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum ClassCommand {
+    /// The images built on the class's target: on its current image (`current`) or on an
+    /// earlier one (`outdated`, with how many versions behind).
+    Images(ClassArgs),
+    /// The stream tags whose current image is of the class.
+    Tags(ClassArgs),
+    /// How many images, stream tags and namespaces carry the class (license tracking).
+    Usage(ClassArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ClassArgs {
+    /// The ImageClass.
+    class: String,
+    /// Only images built on an earlier version of the target.
+    #[arg(long, conflicts_with = "current")]
+    outdated: bool,
+    /// Only images built on the target's current image.
+    #[arg(long)]
+    current: bool,
+    #[arg(short = 'o', long, value_enum)]
+    output: Option<DocumentFormat>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -57,6 +83,94 @@ pub fn run(ctx: &Context, command: LineageCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+pub fn run_class(ctx: &Context, command: ClassCommand) -> anyhow::Result<()> {
+    let (args, view) = match command {
+        ClassCommand::Images(args) => (args, "images"),
+        ClassCommand::Tags(args) => (args, "tags"),
+        ClassCommand::Usage(args) => (args, "usage"),
+    };
+    let mut query = Vec::new();
+    if args.outdated {
+        query.push(("state", "outdated".to_string()));
+    } else if args.current {
+        query.push(("state", "current".to_string()));
+    }
+    let answer = ctx.client()?.get(&format!("/apis/berth.dev/v1/imageclasses/{}/images", args.class), &query)?;
+    let items = answer["items"].as_array().cloned().unwrap_or_default();
+    match view {
+        "images" => {
+            if let Some(format) = args.output {
+                return format.print(&answer);
+            }
+            if items.is_empty() {
+                eprintln!("No image you can see is of class {}.", args.class);
+                return Ok(());
+            }
+            let mut rows = vec![["IMAGE", "TAGS", "STATE", "BEHIND"].map(String::from).to_vec()];
+            rows.extend(
+                items.iter().map(|item| vec![short(text(item, "/image")), tags(item), text(item, "/classState").to_string(), behind(item)]),
+            );
+            output::print_rows(&rows);
+        }
+        "tags" => {
+            let rows_of = class_tags(&items);
+            if let Some(format) = args.output {
+                let list: Vec<Value> = rows_of
+                    .iter()
+                    .map(
+                        |r| serde_json::json!({"namespace": r[0], "name": r[1], "image": r[2], "classState": r[3], "versionsBehind": r[4]}),
+                    )
+                    .collect();
+                return format.print(&serde_json::json!({"items": list}));
+            }
+            if rows_of.is_empty() {
+                eprintln!("No stream tag you can see points at an image of class {}.", args.class);
+                return Ok(());
+            }
+            let mut rows = vec![["NAMESPACE", "TAG", "IMAGE", "STATE", "BEHIND"].map(String::from).to_vec()];
+            rows.extend(rows_of.into_iter().map(|mut r| {
+                r[2] = short(&r[2]);
+                r
+            }));
+            output::print_rows(&rows);
+        }
+        _ => {
+            let tag_rows = class_tags(&items);
+            let namespaces: std::collections::BTreeSet<&String> = tag_rows.iter().map(|r| &r[0]).collect();
+            let usage =
+                serde_json::json!({"class": args.class, "images": items.len(), "tags": tag_rows.len(), "namespaces": namespaces.len()});
+            if let Some(format) = args.output {
+                return format.print(&usage);
+            }
+            println!("class {}: {} images, {} stream tags, {} namespaces", args.class, items.len(), tag_rows.len(), namespaces.len());
+        }
+    }
+    Ok(())
+}
+
+/// `(namespace, stream:tag, image, state, behind)` for every tag whose current image is
+/// one of the class's.
+fn class_tags(items: &[Value]) -> Vec<Vec<String>> {
+    let mut rows = Vec::new();
+    for item in items {
+        for tag in item["tags"].as_array().into_iter().flatten().filter(|t| t["current"].as_bool() == Some(true)) {
+            rows.push(vec![
+                text(tag, "/namespace").to_string(),
+                text(tag, "/name").to_string(),
+                text(item, "/image").to_string(),
+                text(item, "/classState").to_string(),
+                behind(item),
+            ]);
+        }
+    }
+    rows.sort();
+    rows
+}
+
+fn behind(item: &Value) -> String {
+    item["versionsBehind"].as_u64().unwrap_or(0).to_string()
 }
 
 /// The query parameters that name what `typed` means.

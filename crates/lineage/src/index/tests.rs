@@ -167,12 +167,14 @@ fn chains_are_oci_chain_ids_over_the_layer_digests() {
     assert_eq!(chains[1], second.to_string());
     assert_eq!(chains.len(), 3);
     assert_eq!(chains, chain_ids(&[d("a"), d("b"), d("c")]));
-    let mut with_chain = index.with_chain(&d("c"), &chains[2]);
+    let chain = index.find_chain(&d("c"), &chains[2]).expect("the base's last chain is held");
+    assert_eq!(index.chain_refs(&d("app"))[1], chain, "the app holds the base's last chain, one below its own");
+    let mut with_chain = index.images_with_chain(chain);
     with_chain.sort();
     let mut expect = vec![d("base"), d("same"), d("app"), d("app2")];
     expect.sort();
     assert_eq!(with_chain, expect);
-    assert!(index.with_chain(&d("c"), "sha256:0000").is_empty());
+    assert_eq!(index.find_chain(&d("c"), "sha256:0000"), None);
 }
 
 #[test]

@@ -10,6 +10,7 @@ use berth_model::core::{Namespace, Secret, Token};
 use berth_model::image::Image;
 use berth_model::imagestream::{ImageStream, ImageStreamMapping, ImageStreamTag, ImageTag};
 use berth_model::imagestreamimport::ImageStreamImport;
+use berth_model::lineage::ImageClass;
 use berth_model::meta::StatusDetails;
 use berth_model::notify::Subscription;
 use berth_model::selector::{FieldSelector, LabelSelector};
@@ -88,8 +89,11 @@ pub fn routes() -> Router<App> {
         .route(&format!("{BERTH}/scheduledimports"), get(list_scheduled))
         .route(&format!("{BERTH}/namespaces/{{ns}}/scheduledimports"), get(list_scheduled))
         // Tokens.
-        // Lineage: what an image is built on, and what is built on it.
+        // Lineage: what an image is built on, and what is built on it; image classes.
         .route(&format!("{BERTH}/lineage/{{relation}}"), get(lineage))
+        .route(&format!("{BERTH}/imageclasses"), get(list_classes).post(create_class))
+        .route(&format!("{BERTH}/imageclasses/{{name}}"), get(get_class).put(update_class).delete(delete_class))
+        .route(&format!("{BERTH}/imageclasses/{{name}}/images"), get(class_images))
         .route(&format!("{BERTH}/tokens"), get(list_tokens).post(create_token))
         .route(&format!("{BERTH}/tokens/{{name}}"), get(get_token).delete(delete_token))
 }
@@ -594,6 +598,52 @@ async fn lineage(
         all_versions,
     };
     let result = call(&app, &headers, move |catalog, caller| catalog.lineage(caller, query)).await;
+    respond(&headers, StatusCode::OK, result)
+}
+
+// Image classes.
+
+async fn list_classes(State(app): State<App>, Query(params): Query<ListParams>, headers: HeaderMap) -> Response {
+    list_or_watch(app, headers, None, params, |c, caller, _, o| c.list_classes(caller, o)).await
+}
+
+async fn create_class(State(app): State<App>, headers: HeaderMap, body: RawBody) -> Response {
+    with_body(app, headers, body, ImageClass::KIND, BERTH_API_VERSION, StatusCode::CREATED, |c, caller, class| {
+        c.put_class(caller, None, class)
+    })
+    .await
+}
+
+async fn get_class(State(app): State<App>, Path(name): Path<String>, headers: HeaderMap) -> Response {
+    let result = call_inline(&app, &headers, |c, caller| c.get_class(caller, &name));
+    respond(&headers, StatusCode::OK, result)
+}
+
+async fn update_class(State(app): State<App>, Path(name): Path<String>, headers: HeaderMap, body: RawBody) -> Response {
+    with_body(app, headers, body, ImageClass::KIND, BERTH_API_VERSION, StatusCode::OK, move |c, caller, class| {
+        c.put_class(caller, Some(&name), class)
+    })
+    .await
+}
+
+async fn delete_class(State(app): State<App>, Path(name): Path<String>, headers: HeaderMap) -> Response {
+    let result = call(&app, &headers, move |c, caller| c.delete_class(caller, &name)).await;
+    respond(&headers, StatusCode::OK, result)
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct ClassImagesParams {
+    state: Option<String>,
+}
+
+/// `GET /apis/berth.dev/v1/imageclasses/{name}/images[?state=current|outdated]`.
+async fn class_images(
+    State(app): State<App>,
+    Path(name): Path<String>,
+    Query(params): Query<ClassImagesParams>,
+    headers: HeaderMap,
+) -> Response {
+    let result = call(&app, &headers, move |c, caller| c.class_images(caller, &name, params.state.as_deref())).await;
     respond(&headers, StatusCode::OK, result)
 }
 

@@ -170,6 +170,16 @@ pub const RESOURCES: &[ApiResource] = &[
     ApiResource {
         group: "berth.dev",
         version: "v1",
+        name: "imageclasses",
+        kind: "ImageClass",
+        namespaced: false,
+        verbs: &["create", "delete", "get", "list", "update", "watch"],
+        short_names: &["ic"],
+        schema: Some(schema_of::<berth_model::lineage::ImageClass>),
+    },
+    ApiResource {
+        group: "berth.dev",
+        version: "v1",
         name: "scheduledimports",
         kind: "ScheduledImport",
         namespaced: true,

@@ -54,17 +54,24 @@ impl Catalog {
         if !self.can_see_image(caller, name)? {
             return Err(Error::not_found(IMAGES, name));
         }
-        self.require("", name)
+        self.with_class_labels(self.require("", name)?)
     }
 
+    /// Images with their class labels; a label selector sees those too.
     pub fn list_images(&self, caller: &Caller, options: &ListOptions) -> Result<LazyList<Image>> {
-        let list = self.list_objects::<Image>(None, options, |_| true)?;
-        if caller.grant.allows(Action::ReadCluster) {
-            return Ok(list);
-        }
+        let selector = options.label_selector.clone();
+        let stored_options = ListOptions { label_selector: Default::default(), ..options.clone() };
+        let list = self.list_objects::<Image>(None, &stored_options, |_| true)?;
         // A namespaced caller sees the images its namespaces' streams reference.
         let (catalog, caller) = (self.clone(), caller.clone());
-        Ok(list.view(move |image| Ok(catalog.can_see_image(&caller, &image.metadata.name)?.then_some(image))))
+        let sees_all = caller.grant.allows(Action::ReadCluster);
+        Ok(list.view(move |image| {
+            if !sees_all && !catalog.can_see_image(&caller, &image.metadata.name)? {
+                return Ok(None);
+            }
+            let image = catalog.with_class_labels(image)?;
+            Ok(selector.matches(&image.metadata.labels).then_some(image))
+        }))
     }
 
     pub fn create_image(&self, caller: &Caller, mut image: Image) -> Result<Image> {
@@ -72,6 +79,7 @@ impl Catalog {
         let name = image.metadata.name.clone();
         image.validate("").map_err(|causes| Error::invalid(IMAGES, &name, causes))?;
         image.metadata.namespace.clear();
+        image.metadata.labels.retain(|key, _| !crate::services::classes::is_class_label(key));
         stamp_new(&mut image.metadata, Time::now());
         let (key, body) = (Image::key("", &name), image.encode());
         let revision = transact(&**self.store(), move |txn| txn.put(&key, &body, &[], Precondition::Absent))
@@ -131,6 +139,8 @@ impl Catalog {
                 return Err(Error::invalid(IMAGES, name, errors));
             }
             let mut meta = update.metadata.clone();
+            // Class labels are computed on every read, never stored (see classes.rs).
+            meta.labels.retain(|key, _| !crate::services::classes::is_class_label(key));
             keep_server_fields(&mut meta, &image.metadata);
             meta.name = name.to_string();
             meta.namespace.clear();

@@ -94,13 +94,14 @@ impl LineageIndex {
 }
 
 /// Keeps the index loaded and current in the background, so that the first question after
-/// a start or a burst of pushes does not pay for it: a sync at start-up, then one after
-/// each commit, at most ten a second.
+/// a start or a burst of pushes does not pay for it, and runs the class controller after
+/// each sync (`Catalog::update_classes`): at start-up, then after each commit, at most ten
+/// times a second.
 pub async fn follow(catalog: Catalog, mut stop: tokio::sync::watch::Receiver<bool>) {
     let mut revisions = catalog.store().subscribe();
     loop {
         let syncing = catalog.clone();
-        match tokio::task::spawn_blocking(move || syncing.lineage.sync(&**syncing.store())).await {
+        match tokio::task::spawn_blocking(move || syncing.update_classes()).await {
             Ok(Ok(())) => {}
             Ok(Err(err)) => tracing::warn!(error = %err.message, "the lineage index could not follow the store; queries will retry"),
             Err(err) => tracing::error!(%err, "the lineage index's sync was interrupted"),
@@ -161,6 +162,8 @@ impl Catalog {
                 let related = match query.relation {
                     Relation::Ancestors => index.ancestors(digest),
                     Relation::Descendants => index.descendants(digest),
+                    // Class answers come from `Catalog::class_images`.
+                    Relation::Class => None,
                     Relation::Layer => Some(
                         index
                             .with_layer(digest)
@@ -190,6 +193,8 @@ impl Catalog {
                     platform: r.platform.unwrap_or_default(),
                     of: if asked.len() > 1 { of.clone() } else { String::new() },
                     built_on: String::new(),
+                    class_state: String::new(),
+                    versions_behind: 0,
                     tags: Vec::new(),
                 });
             }
@@ -295,7 +300,7 @@ impl Catalog {
 
     /// The stream tags the caller may read that point or pointed at `image`, or at a
     /// manifest list holding it.
-    fn tags_of(&self, caller: &Caller, image: &str, streams: &mut StreamCache) -> Result<Vec<TagPointer>> {
+    pub(crate) fn tags_of(&self, caller: &Caller, image: &str, streams: &mut StreamCache) -> Result<Vec<TagPointer>> {
         let mut holders: Vec<String> = vec![image.to_string()];
         if let Ok(digest) = image.parse::<Digest>() {
             holders.extend(self.lineage.read(|index| index.lists_containing(&digest)).into_iter().map(|(list, _)| list.to_string()));
@@ -327,7 +332,7 @@ impl Catalog {
 
 /// The streams one answer reads, each read once.
 #[derive(Default)]
-struct StreamCache(HashMap<(String, String), Option<ImageStream>>);
+pub(crate) struct StreamCache(HashMap<(String, String), Option<ImageStream>>);
 
 impl StreamCache {
     fn get(&mut self, catalog: &Catalog, namespace: &str, name: &str) -> Result<Option<&ImageStream>> {

@@ -5,6 +5,7 @@
 //! blocking threads.
 
 pub mod audit;
+pub mod classes;
 pub mod delivery;
 pub mod error;
 pub mod images;
@@ -52,6 +53,7 @@ pub struct Catalog {
     config: Arc<CatalogConfig>,
     callers: Arc<tokens::CallerCache>,
     lineage: Arc<lineage::LineageIndex>,
+    classes: Arc<classes::ClassMarks>,
 }
 
 /// Who is asking: the token's name and what it allows.
@@ -149,7 +151,7 @@ impl ListOptions {
 
 impl Catalog {
     pub fn new(store: Arc<dyn MetadataStore>, config: CatalogConfig) -> Catalog {
-        Catalog { store, config: Arc::new(config), callers: Arc::default(), lineage: Arc::default() }
+        Catalog { store, config: Arc::new(config), callers: Arc::default(), lineage: Arc::default(), classes: Arc::default() }
     }
 
     pub fn store(&self) -> &Arc<dyn MetadataStore> {

@@ -65,7 +65,20 @@ impl Watchable for Image {
     }
 
     fn view(catalog: &Catalog, caller: &Caller, object: Self) -> Result<Option<Self>> {
-        Ok(catalog.can_see_image(caller, &object.metadata.name)?.then_some(object))
+        if !catalog.can_see_image(caller, &object.metadata.name)? {
+            return Ok(None);
+        }
+        Ok(Some(catalog.with_class_labels(object)?))
+    }
+}
+
+impl Watchable for berth_model::lineage::ImageClass {
+    fn authorize(_caller: &Caller, _namespace: Option<&str>) -> Result<()> {
+        Ok(())
+    }
+
+    fn view(catalog: &Catalog, caller: &Caller, object: Self) -> Result<Option<Self>> {
+        Ok(Some(catalog.class_view(caller, object)))
     }
 }
 

@@ -1,0 +1,391 @@
+//! ImageClasses (berth.dev/v1, cluster-scoped, managed by cluster admins): the images
+//! built on a stream tag, on its current image or on any image it has had.
+//!
+//! The class controller (run by `lineage::follow` after each sync of the index) keeps
+//! each class's status: the chains of the target tag's current image and of every image
+//! it has had, kept even when those images are gone. Class labels are computed, not
+//! stored: an Image is shown with `class.berth.dev/<class>=current|outdated` when it holds
+//! the last chain of a version of the class. Computing them on read costs one walk up the
+//! image's chains; storing them would mean rewriting every image built on a base each
+//! time the base's tag moves (a million writes for a popular base), and could drift from
+//! the index. So a tag move relabels every descendant at once, and every replica shows
+//! the same labels from the same store.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
+
+use berth_lineage::{ChainRef, Index};
+use berth_model::access::Action;
+use berth_model::image::Image;
+use berth_model::imagestream::ImageStream;
+use berth_model::lineage::{
+    CLASS_LABEL_DOMAIN, ClassVersion, ImageChain, ImageClass, ImageClassStatus, ImageLineage, RelatedImage, Relation, class_label,
+};
+use berth_model::names::split_stream_tag;
+use berth_model::{BERTH_API_VERSION, Digest, Time};
+use berth_store::{ListQuery, Precondition, transact};
+
+use crate::services::lineage::StreamCache;
+use crate::services::{Caller, Catalog, Error, LazyList, ListOptions, Resource, Result, keep_server_fields, precondition, stamp_new};
+
+const CLASSES: &str = ImageClass::QUALIFIED;
+/// Versions a class keeps at most (the target tag's history is bounded the same way).
+const MAX_VERSIONS: usize = 1000;
+pub const CURRENT: &str = "current";
+pub const OUTDATED: &str = "outdated";
+
+/// The chains of every class version as the index holds them now, resolved again
+/// whenever the index or a class changes.
+#[derive(Default)]
+pub struct ClassMarks {
+    state: RwLock<Marks>,
+    /// What the classes looked like at the controller's last pass: their newest revision
+    /// and their number (a deletion changes the number).
+    classes_seen: AtomicU64,
+}
+
+#[derive(Default)]
+struct Marks {
+    /// `Index::changes` when the marks were resolved.
+    index_changes: u64,
+    /// The store revision of the classes they were resolved from.
+    classes_revision: u64,
+    resolved: bool,
+    /// For each chain a version of a class ends in: the class and how many versions
+    /// behind its current one that version is.
+    by_chain: HashMap<ChainRef, Vec<(Arc<str>, usize)>>,
+}
+
+impl Catalog {
+    pub fn get_class(&self, caller: &Caller, name: &str) -> Result<ImageClass> {
+        let class = self.require::<ImageClass>("", name)?;
+        Ok(self.class_view(caller, class))
+    }
+
+    /// Any token may list classes (their names are what a selector uses, as with
+    /// Kubernetes' StorageClasses); a class's status is shown only to those who may read
+    /// its target's namespace, since it names that tag's images.
+    pub fn list_classes(&self, caller: &Caller, options: &ListOptions) -> Result<LazyList<ImageClass>> {
+        let (catalog, caller) = (self.clone(), caller.clone());
+        Ok(self.list_objects::<ImageClass>(None, options, |_| true)?.view(move |class| Ok(Some(catalog.class_view(&caller, class)))))
+    }
+
+    pub(crate) fn class_view(&self, caller: &Caller, mut class: ImageClass) -> ImageClass {
+        if !caller.grant.allows(Action::Read(&class.spec.target.namespace)) {
+            class.status = ImageClassStatus::default();
+        }
+        class
+    }
+
+    /// Creates (`name` is `None`) or replaces a class's spec; the status is the
+    /// controller's.
+    pub fn put_class(&self, caller: &Caller, name: Option<&str>, mut class: ImageClass) -> Result<ImageClass> {
+        let verb = if name.is_some() { "update" } else { "create" };
+        caller.require(Action::AdministerCluster, verb, CLASSES)?;
+        if let Some(name) = name {
+            if !class.metadata.name.is_empty() && class.metadata.name != name {
+                return Err(Error::bad_request(format!(
+                    "the name of the object ({:?}) does not match the name in the URL ({name:?})",
+                    class.metadata.name
+                )));
+            }
+            class.metadata.name = name.to_string();
+        }
+        class.metadata.namespace.clear();
+        let name = class.metadata.name.clone();
+        let errors = class.validate();
+        if !errors.is_empty() {
+            return Err(Error::invalid(CLASSES, &name, errors));
+        }
+        let expect = if verb == "create" { Precondition::Absent } else { precondition(&class.metadata)? };
+        let stored = transact(&**self.store(), move |txn| {
+            let key = ImageClass::key("", &name);
+            match txn.get(&key)? {
+                Some(existing) => {
+                    let stored = ImageClass::decode(&existing)?;
+                    keep_server_fields(&mut class.metadata, &stored.metadata);
+                    // A new target is a new class: its history starts again.
+                    if stored.spec == class.spec {
+                        class.status = stored.status;
+                    } else {
+                        class.status = ImageClassStatus::default();
+                    }
+                }
+                None if verb == "update" => return Err(Error::not_found(CLASSES, &name)),
+                None => {
+                    stamp_new(&mut class.metadata, Time::now());
+                    class.status = ImageClassStatus::default();
+                }
+            }
+            let revision = txn.put(&key, &class.encode(), &[], expect).map_err(|err| Error::from_store(err, CLASSES, &name))?;
+            class.metadata.resource_version = revision.to_string();
+            class.set_type();
+            Ok::<_, Error>(class)
+        })?;
+        // The status follows at once rather than at the controller's next pass.
+        self.update_classes()?;
+        match self.load::<ImageClass>("", &stored.metadata.name)? {
+            Some(class) => Ok(class),
+            None => Ok(stored),
+        }
+    }
+
+    pub fn delete_class(&self, caller: &Caller, name: &str) -> Result<ImageClass> {
+        caller.require(Action::AdministerCluster, "delete", CLASSES)?;
+        let owned = name.to_string();
+        transact(&**self.store(), move |txn| {
+            let key = ImageClass::key("", &owned);
+            let stored = txn.get(&key)?.ok_or_else(|| Error::not_found(CLASSES, &owned))?;
+            txn.delete(&key, Precondition::Any)?;
+            ImageClass::decode(&stored)
+        })
+        .and_then(|class| {
+            self.update_classes()?;
+            Ok(class)
+        })
+    }
+
+    /// The class controller's pass: brings every class's status up to its target tag's
+    /// history and the index. Idempotent; a class that did not change is not written.
+    pub fn update_classes(&self) -> Result<()> {
+        self.lineage_index().sync(&**self.store())?;
+        let scan = self.store().scan(&ListQuery { resource: ImageClass::RESOURCE.to_string(), ..ListQuery::default() })?;
+        let mut classes = Vec::new();
+        let mut newest = 0;
+        for stored in scan.items {
+            let stored = stored?;
+            newest = newest.max(stored.revision);
+            classes.push(ImageClass::decode(&stored)?);
+        }
+        self.classes.classes_seen.store(newest.wrapping_mul(1 << 20).wrapping_add(classes.len() as u64), Ordering::Release);
+        for class in classes {
+            let status = self.class_status(&class)?;
+            if status == class.status {
+                continue;
+            }
+            let revision: u64 = class.metadata.resource_version.parse().unwrap_or(0);
+            let mut updated = class.clone();
+            updated.status = status;
+            let (key, body) = (ImageClass::key("", &class.metadata.name), updated.encode());
+            // A class changed since it was read is brought up to date on the next pass.
+            match transact(&**self.store(), move |txn| txn.put(&key, &body, &[], Precondition::Revision(revision))) {
+                Ok(_) | Err(berth_store::StoreError::Conflict { .. }) | Err(berth_store::StoreError::NotFound(_)) => {}
+                Err(err) => return Err(err.into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// What a class's status should be now.
+    fn class_status(&self, class: &ImageClass) -> Result<ImageClassStatus> {
+        let target = &class.spec.target;
+        let known: Vec<&ClassVersion> = class.status.current.iter().chain(&class.status.history).collect();
+        let mut versions: Vec<ClassVersion> = Vec::new();
+        let mut message = String::new();
+        let history = match split_stream_tag(&target.name) {
+            Some((stream, tag)) => match self.load::<ImageStream>(&target.namespace, stream)? {
+                Some(stream) => stream.status_tag(tag).map(|t| t.items.clone()).unwrap_or_default(),
+                None => {
+                    message = format!("the target stream {}/{stream} does not exist", target.namespace);
+                    Vec::new()
+                }
+            },
+            None => Vec::new(),
+        };
+        if history.is_empty() && message.is_empty() {
+            message = format!("the target tag {}/{} points at no image yet", target.namespace, target.name);
+        }
+        for event in &history {
+            if versions.iter().any(|v| v.image == event.image) {
+                continue;
+            }
+            if let Some(version) = known.iter().find(|v| v.image == event.image) {
+                versions.push((*version).clone());
+                continue;
+            }
+            let Ok(digest) = event.image.parse::<Digest>() else { continue };
+            if let Some(chains) = self.lineage_index().read(|index| chains_of(index, &digest)) {
+                versions.push(ClassVersion { image: event.image.clone(), created: Some(event.created), chains });
+            }
+        }
+        let current_image = history.first().map(|event| event.image.as_str());
+        let current = match versions.first() {
+            Some(first) if Some(first.image.as_str()) == current_image => Some(versions.remove(0)),
+            _ => {
+                if message.is_empty() {
+                    message = format!("the image of {}/{} is not known to berth yet", target.namespace, target.name);
+                }
+                None
+            }
+        };
+        // Versions the tag's history no longer holds stay, after those it does.
+        for version in known {
+            let listed = current.as_ref().is_some_and(|c| c.image == version.image) || versions.iter().any(|v| v.image == version.image);
+            if !listed {
+                versions.push(version.clone());
+            }
+        }
+        versions.truncate(MAX_VERSIONS);
+        Ok(ImageClassStatus { current, history: versions, message })
+    }
+
+    /// The class labels of an image, computed from the classes and the index now.
+    pub fn class_labels(&self, image: &Image) -> Result<BTreeMap<String, String>> {
+        let Ok(digest) = image.metadata.name.parse::<Digest>() else { return Ok(BTreeMap::new()) };
+        self.refresh_marks()?;
+        let marks = self.classes.state.read().unwrap_or_else(PoisonError::into_inner);
+        let mut nearest: BTreeMap<String, usize> = BTreeMap::new();
+        if marks.by_chain.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        self.lineage_index().read(|index| {
+            let mut images = vec![digest.clone()];
+            images.extend(index.list_children(&digest).into_iter().map(|(child, _)| child));
+            for one in &images {
+                for chain in index.chain_refs(one) {
+                    for (class, behind) in marks.by_chain.get(&chain).map(Vec::as_slice).unwrap_or_default() {
+                        let entry = nearest.entry(class.to_string()).or_insert(*behind);
+                        *entry = (*entry).min(*behind);
+                    }
+                }
+            }
+        });
+        Ok(nearest
+            .into_iter()
+            .map(|(class, behind)| (class_label(&class), if behind == 0 { CURRENT } else { OUTDATED }.to_string()))
+            .collect())
+    }
+
+    /// An image as the API shows it: its stored labels with its class labels.
+    pub(crate) fn with_class_labels(&self, mut image: Image) -> Result<Image> {
+        let labels = self.class_labels(&image)?;
+        image.metadata.labels.extend(labels);
+        Ok(image)
+    }
+
+    /// Resolves the class versions' chains again when the index or a class changed.
+    fn refresh_marks(&self) -> Result<()> {
+        self.lineage_index().sync(&**self.store())?;
+        let index_changes = self.lineage_index().read(Index::changes);
+        let classes_revision = self.classes.classes_seen.load(Ordering::Acquire);
+        {
+            let marks = self.classes.state.read().unwrap_or_else(PoisonError::into_inner);
+            if marks.resolved && marks.index_changes == index_changes && marks.classes_revision == classes_revision {
+                return Ok(());
+            }
+        }
+        let scan = self.store().scan(&ListQuery { resource: ImageClass::RESOURCE.to_string(), ..ListQuery::default() })?;
+        let mut classes = Vec::new();
+        for stored in scan.items {
+            classes.push(ImageClass::decode(&stored?)?);
+        }
+        let (by_chain, index_changes) = self.lineage_index().read(|index| {
+            let mut by_chain: HashMap<ChainRef, Vec<(Arc<str>, usize)>> = HashMap::new();
+            for class in &classes {
+                let name: Arc<str> = Arc::from(class.metadata.name.as_str());
+                for (behind, version) in class.versions() {
+                    for chain in &version.chains {
+                        let (Ok(layer), Some(last)) = (chain.last_layer.parse::<Digest>(), chain.chains.last()) else { continue };
+                        if let Some(found) = index.find_chain(&layer, last) {
+                            by_chain.entry(found).or_default().push((Arc::clone(&name), behind));
+                        }
+                    }
+                }
+            }
+            (by_chain, index.changes())
+        });
+        *self.classes.state.write().unwrap_or_else(PoisonError::into_inner) =
+            Marks { index_changes, classes_revision, resolved: true, by_chain };
+        Ok(())
+    }
+
+    /// The images of a class with their state, as lineage answers are: by the stream tags
+    /// the caller may read. `state` keeps only `current` or `outdated` ones.
+    pub fn class_images(&self, caller: &Caller, name: &str, state: Option<&str>) -> Result<ImageLineage> {
+        if let Some(state) = state.filter(|s| *s != CURRENT && *s != OUTDATED) {
+            return Err(Error::bad_request(format!("state={state:?} must be {CURRENT} or {OUTDATED}")));
+        }
+        let class = self.require::<ImageClass>("", name)?;
+        self.lineage_index().sync(&**self.store())?;
+        let mut found: Vec<(Digest, usize)> = Vec::new();
+        let mut seen: HashMap<Digest, usize> = HashMap::new();
+        self.lineage_index().read(|index| {
+            for (behind, version) in class.versions() {
+                for chain in &version.chains {
+                    let (Ok(layer), Some(last)) = (chain.last_layer.parse::<Digest>(), chain.chains.last()) else { continue };
+                    let Some(found_chain) = index.find_chain(&layer, last) else { continue };
+                    for image in index.images_with_chain(found_chain) {
+                        if !seen.contains_key(&image) {
+                            seen.insert(image.clone(), behind);
+                            found.push((image, behind));
+                        }
+                    }
+                }
+            }
+        });
+        let sees_all = caller.grant.allows(Action::ReadCluster);
+        let mut streams = StreamCache::default();
+        let mut items = Vec::new();
+        for (image, behind) in found {
+            let class_state = if behind == 0 { CURRENT } else { OUTDATED };
+            if state.is_some_and(|s| s != class_state) {
+                continue;
+            }
+            let tags = self.tags_of(caller, image.as_str(), &mut streams)?;
+            if !sees_all && tags.is_empty() {
+                continue;
+            }
+            items.push(RelatedImage {
+                image: image.to_string(),
+                evidence: "Layers".to_string(),
+                same_layers: false,
+                platform: String::new(),
+                of: String::new(),
+                built_on: String::new(),
+                class_state: class_state.to_string(),
+                versions_behind: behind,
+                tags,
+            });
+        }
+        let images = if caller.grant.allows(Action::Read(&class.spec.target.namespace)) {
+            class.status.current.iter().map(|c| c.image.clone()).collect()
+        } else {
+            Vec::new()
+        };
+        Ok(ImageLineage {
+            kind: "ImageLineage".to_string(),
+            api_version: BERTH_API_VERSION.to_string(),
+            relation: Relation::Class,
+            images,
+            image_stream_tag: format!("{}/{}", class.spec.target.namespace, class.spec.target.name),
+            items,
+        })
+    }
+}
+
+/// The chains of an indexed image, one entry per platform image of a list.
+fn chains_of(index: &Index, digest: &Digest) -> Option<Vec<ImageChain>> {
+    if !index.contains(digest) {
+        return None;
+    }
+    let children = index.list_children(digest);
+    let images: Vec<(Digest, String)> = if children.is_empty() { vec![(digest.clone(), String::new())] } else { children };
+    let mut chains = Vec::new();
+    for (image, platform) in images {
+        let Some(layers) = index.layers(&image) else { continue };
+        let Some(last_layer) = layers.last() else { continue };
+        chains.push(ImageChain {
+            image: image.to_string(),
+            platform,
+            last_layer: last_layer.to_string(),
+            chains: berth_lineage::chain_ids(&layers),
+        });
+    }
+    Some(chains)
+}
+
+/// Whether a label key is one the class controller owns (never stored on an Image).
+pub(crate) fn is_class_label(key: &str) -> bool {
+    key.strip_prefix(CLASS_LABEL_DOMAIN).is_some_and(|rest| rest.starts_with('/'))
+}
