@@ -775,5 +775,9 @@ fn lineage_draws_a_tree_and_a_class_names_its_tags() {
     let tags = berth.ok(&["class", "tags", "vendor"]);
     assert!(tags.contains("team") && tags.contains("app:1") && tags.contains("child:1") && tags.contains("current"), "{tags}");
     assert_eq!(berth.ok(&["class", "usage", "vendor"]), "class vendor: 3 images, 3 stream tags, 2 namespaces\n");
+    // Nothing is built on an earlier version yet: nothing to rebuild.
+    let output = berth.run(&["lineage", "rebuild-plan", "vendor"]);
+    assert!(output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("No stream tag you can see points at an image of class vendor"));
     assert!(berth.fails(&["lineage", "ancestors", "missing:1", "-n", "team"]).contains("not found"));
 }

@@ -28,11 +28,20 @@ pub enum ChangeType {
     ImportFailed,
     /// An image the tag points at was marked (reserved for vulnerability marks).
     ImageMarked,
+    /// The target of an ImageClass moved, and the tag's image is built on the class: one
+    /// event per such tag, so that a CI system rebuilds everything built on it.
+    ClassUpdated,
 }
 
 impl ChangeType {
-    pub const ALL: [ChangeType; 5] =
-        [ChangeType::TagCreated, ChangeType::TagMoved, ChangeType::TagDeleted, ChangeType::ImportFailed, ChangeType::ImageMarked];
+    pub const ALL: [ChangeType; 6] = [
+        ChangeType::TagCreated,
+        ChangeType::TagMoved,
+        ChangeType::TagDeleted,
+        ChangeType::ImportFailed,
+        ChangeType::ImageMarked,
+        ChangeType::ClassUpdated,
+    ];
 
     /// The CloudEvents `type`.
     pub fn event_type(self) -> &'static str {
@@ -42,6 +51,7 @@ impl ChangeType {
             ChangeType::TagDeleted => "dev.berth.tag.deleted",
             ChangeType::ImportFailed => "dev.berth.import.failed",
             ChangeType::ImageMarked => "dev.berth.image.marked",
+            ChangeType::ClassUpdated => "dev.berth.class.updated",
         }
     }
 }
@@ -76,6 +86,14 @@ pub struct TagChange {
     pub reason: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message: String,
+    /// For `ClassUpdated`: the class, and its target's new and previous images
+    /// (`previousImage` and `image` are the tag's own, which is built on the class).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub class: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub class_image: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub class_previous_image: String,
 }
 
 /// The changes a write made to a stream's tags: `old` before, `new` after (`None` when
@@ -104,6 +122,9 @@ pub fn tag_changes(old: Option<&ImageStream>, new: Option<&ImageStream>, now: Ti
         time: now,
         reason: String::new(),
         message: String::new(),
+        class: String::new(),
+        class_image: String::new(),
+        class_previous_image: String::new(),
     };
     let mut changes = Vec::new();
     for tag in names {
@@ -182,6 +203,10 @@ pub struct SubscriptionSpec {
     /// Labels the stream must have (all of them).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub stream_selector: BTreeMap<String, String>,
+    /// ImageClasses whose `ClassUpdated` events are wanted; empty means every class.
+    /// Other events are not filtered by it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub classes: Vec<String>,
     /// The Secret (type Opaque, same namespace) and key holding the HMAC-SHA256 key that
     /// signs each body (`X-Berth-Signature: sha256=<hex>`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -245,6 +270,7 @@ impl Subscription {
             && (spec.streams.is_empty() || spec.streams.contains(&change.stream))
             && (spec.tags.is_empty() || spec.tags.iter().any(|t| t.split_once(':') == Some((change.stream.as_str(), change.tag.as_str()))))
             && spec.stream_selector.iter().all(|(k, v)| change.stream_labels.get(k) == Some(v))
+            && (change.change != ChangeType::ClassUpdated || spec.classes.is_empty() || spec.classes.contains(&change.class))
     }
 
     pub fn set_type(&mut self) {
@@ -270,6 +296,23 @@ pub fn cloud_event(namespace: &str, change: &TagChange, previous: Option<&Image>
         data["reason"] = json!(change.reason);
         data["message"] = json!(change.message);
     }
+    let mut source = format!("/apis/image.openshift.io/v1/namespaces/{namespace}/imagestreams/{}", change.stream);
+    if change.change == ChangeType::ClassUpdated {
+        data["class"] = json!(change.class);
+        data["classDigest"] = json!(change.class_image);
+        data["classPreviousDigest"] = json!(change.class_previous_image);
+        source = format!("/apis/berth.dev/v1/imageclasses/{}", change.class);
+        return json!({
+            "specversion": "1.0",
+            "id": id,
+            "type": change.change.event_type(),
+            "source": source,
+            "subject": format!("{namespace}/{}:{}", change.stream, change.tag),
+            "time": change.time,
+            "datacontenttype": "application/json",
+            "data": data,
+        });
+    }
     if let Some(current) = current {
         let diff = metadata_diff(previous, current);
         data["compatible"] = json!(diff.is_compatible());
@@ -279,7 +322,7 @@ pub fn cloud_event(namespace: &str, change: &TagChange, previous: Option<&Image>
         "specversion": "1.0",
         "id": id,
         "type": change.change.event_type(),
-        "source": format!("/apis/image.openshift.io/v1/namespaces/{namespace}/imagestreams/{}", change.stream),
+        "source": source,
         "subject": format!("{}:{}", change.stream, change.tag),
         "time": change.time,
         "datacontenttype": "application/json",

@@ -372,12 +372,22 @@ async fn metrics_count_exactly_the_traffic_they_saw() {
         .await
         .unwrap();
     assert_eq!(mirrored.bytes().await.unwrap().len(), upstream_image.layers[0].len());
-    let after = Scrape::of(&app).await;
+    // The mirror is published (and counted) once its digest is checked, which may be just
+    // after the client has read the last byte.
+    let mirrored = [("result", "mirrored")];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut after = Scrape::of(&app).await;
+    while after.value("berth_registry_pull_through_total", &mirrored) == before.value("berth_registry_pull_through_total", &mirrored)
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        after = Scrape::of(&app).await;
+    }
     let moved = |name: &str, labels: &[(&str, &str)]| after.value(name, labels) - before.value(name, labels);
     let registry = upstream.host();
     assert_eq!(moved("berth_imports_total", &[("registry", &registry), ("result", "imported")]), 1.0);
     assert_eq!(moved("berth_imports_total", &[("registry", &registry), ("result", "unchanged")]), 1.0);
-    assert_eq!(moved("berth_registry_pull_through_total", &[("result", "mirrored")]), 1.0);
+    assert_eq!(moved("berth_registry_pull_through_total", &mirrored), 1.0);
 
     // A notification delivered to a subscriber.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

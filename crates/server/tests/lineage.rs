@@ -302,6 +302,27 @@ async fn a_class_labels_every_descendant_current_or_outdated_as_its_target_moves
     expect.sort();
     assert_eq!(names, expect);
 
+    // A CI system subscribes to the class's updates in team.
+    let got: std::sync::Arc<std::sync::Mutex<Vec<Value>>> = Default::default();
+    let sink = got.clone();
+    let hook = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let sink = sink.clone();
+            async move {
+                sink.lock().unwrap().push(serde_json::from_slice::<Value>(&body).unwrap());
+                axum::http::StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook_url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, hook).await.unwrap() });
+    let subscription = json!({"apiVersion": "berth.dev/v1", "kind": "Subscription", "metadata": {"name": "rebuild"},
+        "spec": {"url": hook_url, "events": ["ClassUpdated"], "classes": ["vendor"]}});
+    let (status, body) = app.post("/apis/berth.dev/v1/namespaces/team/subscriptions", subscription).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+
     // The target moves to v2 and an image is rebuilt on it: what was built on v1 is now
     // outdated, one version behind, and the rebuilt image is current.
     let base_v2 = built_on(&base_v1, 24, 1);
@@ -322,6 +343,23 @@ async fn a_class_labels_every_descendant_current_or_outdated_as_its_target_moves
     assert_eq!(item(&outdated, &app_image.digest())["versionsBehind"], 1);
     let (_, current) = app.get(&format!("{CLASSES}/vendor/images?state=current")).await;
     assert_eq!(named(&current), ["lib/base:1", "team/rebuilt:1"]);
+    // One dev.berth.class.updated event per tag built on the class but not on its new
+    // version: team/app:1, not team/rebuilt:1 (already on v2) or team/prefix:1.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while got.lock().unwrap().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "no class event arrived");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let events = got.lock().unwrap().clone();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["type"], "dev.berth.class.updated");
+    assert_eq!(events[0]["source"], "/apis/berth.dev/v1/imageclasses/vendor");
+    assert_eq!(events[0]["subject"], "team/app:1");
+    assert_eq!(events[0]["data"]["class"], "vendor");
+    assert_eq!(events[0]["data"]["classDigest"], base_v2.digest());
+    assert_eq!(events[0]["data"]["classPreviousDigest"], base_v1.digest());
+    assert_eq!(events[0]["data"]["digest"], app_image.digest());
 
     // The old base image goes; the class remembers its chains, so what was built on it
     // stays outdated.

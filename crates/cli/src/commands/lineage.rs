@@ -22,6 +22,18 @@ pub enum LineageCommand {
     Layer(LayerArgs),
     /// An image and everything built on it, as a tree.
     Tree(Question),
+    /// The stream tags to rebuild after the target of an ImageClass moved: those whose
+    /// image is built on an earlier version of the class, as `dev.berth.class.updated`
+    /// events name them.
+    RebuildPlan(PlanArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PlanArgs {
+    /// The ImageClass.
+    class: String,
+    #[arg(short = 'o', long, value_enum)]
+    output: Option<DocumentFormat>,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -74,6 +86,9 @@ pub fn run(ctx: &Context, command: LineageCommand) -> anyhow::Result<()> {
         LineageCommand::Ancestors(question) => ask(ctx, "ancestors", &question, false),
         LineageCommand::Descendants(question) => ask(ctx, "descendants", &question, false),
         LineageCommand::Tree(question) => ask(ctx, "descendants", &question, true),
+        LineageCommand::RebuildPlan(plan) => {
+            run_class(ctx, ClassCommand::Tags(ClassArgs { class: plan.class, outdated: true, current: false, output: plan.output }))
+        }
         LineageCommand::Layer(args) => {
             let answer = ctx.client()?.get(&format!("{PATH}/layer"), &[("image", args.layer.clone())])?;
             if let Some(format) = args.output {

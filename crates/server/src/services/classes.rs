@@ -23,6 +23,7 @@ use berth_model::lineage::{
     CLASS_LABEL_DOMAIN, ClassVersion, ImageChain, ImageClass, ImageClassStatus, ImageLineage, RelatedImage, Relation, class_label,
 };
 use berth_model::names::split_stream_tag;
+use berth_model::notify::{ChangeType, TagChange};
 use berth_model::{BERTH_API_VERSION, Digest, Time};
 use berth_store::{ListQuery, Precondition, transact};
 
@@ -165,16 +166,93 @@ impl Catalog {
                 continue;
             }
             let revision: u64 = class.metadata.resource_version.parse().unwrap_or(0);
+            let moved = match (&class.status.current, &status.current) {
+                (Some(before), Some(after)) if before.image != after.image => Some((before.image.clone(), after.image.clone())),
+                _ => None,
+            };
             let mut updated = class.clone();
             updated.status = status;
+            // When the target moved, every tag built on the class but not on its new
+            // version is told, in the same transaction as the new status.
+            let changes = match &moved {
+                Some((before, after)) => self.class_update_changes(&updated, before, after)?,
+                None => Vec::new(),
+            };
             let (key, body) = (ImageClass::key("", &class.metadata.name), updated.encode());
             // A class changed since it was read is brought up to date on the next pass.
-            match transact(&**self.store(), move |txn| txn.put(&key, &body, &[], Precondition::Revision(revision))) {
-                Ok(_) | Err(berth_store::StoreError::Conflict { .. }) | Err(berth_store::StoreError::NotFound(_)) => {}
-                Err(err) => return Err(err.into()),
+            let write = move |txn: &mut dyn berth_store::WriteTxn| -> Result<()> {
+                let revision = txn.put(&key, &body, &[], Precondition::Revision(revision))?;
+                crate::services::subscriptions::record_class_changes(txn, changes, revision)
+            };
+            match transact(&**self.store(), write) {
+                Ok(()) => {}
+                Err(err) if matches!(err.kind, crate::services::ErrorKind::Conflict | crate::services::ErrorKind::NotFound) => {}
+                Err(err) => return Err(err),
             }
         }
         Ok(())
+    }
+
+    /// The `ClassUpdated` changes of a move of `class`'s target from `before` to `after`:
+    /// one per stream tag whose current image is built on the class, but not on its new
+    /// version.
+    pub(crate) fn class_update_changes(&self, class: &ImageClass, before: &str, after: &str) -> Result<Vec<TagChange>> {
+        let mut changes = Vec::new();
+        let mut streams = StreamCache::default();
+        let now = Time::now();
+        for item in self.class_members(class)? {
+            if item.1 == 0 {
+                continue;
+            }
+            let everyone = |_: &str| true;
+            self.visit_tags_of(item.0.as_str(), &mut streams, &everyone, &mut |stream, tag, holder| {
+                let Some(latest) = tag.items.first().filter(|event| event.image == holder) else { return };
+                changes.push(TagChange {
+                    kind: String::new(),
+                    api_version: String::new(),
+                    metadata: berth_model::ObjectMeta { namespace: stream.metadata.namespace.clone(), ..Default::default() },
+                    change: ChangeType::ClassUpdated,
+                    stream: stream.metadata.name.clone(),
+                    tag: tag.tag.clone(),
+                    previous_image: String::new(),
+                    previous_pull_spec: String::new(),
+                    image: latest.image.clone(),
+                    pull_spec: latest.docker_image_reference.clone(),
+                    stream_labels: stream.metadata.labels.clone(),
+                    time: now,
+                    reason: String::new(),
+                    message: format!("the target of class {} moved to {after}", class.metadata.name),
+                    class: class.metadata.name.clone(),
+                    class_image: after.to_string(),
+                    class_previous_image: before.to_string(),
+                });
+            })?;
+        }
+        changes.sort_by(|a, b| (&a.metadata.namespace, &a.stream, &a.tag).cmp(&(&b.metadata.namespace, &b.stream, &b.tag)));
+        changes.dedup_by(|a, b| (&a.metadata.namespace, &a.stream, &a.tag) == (&b.metadata.namespace, &b.stream, &b.tag));
+        Ok(changes)
+    }
+
+    /// Every indexed image of a class, with how many versions behind the current one the
+    /// newest version it is built on is (0: current).
+    fn class_members(&self, class: &ImageClass) -> Result<Vec<(Digest, usize)>> {
+        self.lineage_index().sync(&**self.store())?;
+        let mut found: Vec<(Digest, usize)> = Vec::new();
+        let mut seen: std::collections::HashSet<Digest> = std::collections::HashSet::new();
+        self.lineage_index().read(|index| {
+            for (behind, version) in class.versions() {
+                for chain in &version.chains {
+                    let (Ok(layer), Some(last)) = (chain.last_layer.parse::<Digest>(), chain.chains.last()) else { continue };
+                    let Some(found_chain) = index.find_chain(&layer, last) else { continue };
+                    for image in index.images_with_chain(found_chain) {
+                        if seen.insert(image.clone()) {
+                            found.push((image, behind));
+                        }
+                    }
+                }
+            }
+        });
+        Ok(found)
     }
 
     /// What a class's status should be now.
@@ -307,23 +385,7 @@ impl Catalog {
             return Err(Error::bad_request(format!("state={state:?} must be {CURRENT} or {OUTDATED}")));
         }
         let class = self.require::<ImageClass>("", name)?;
-        self.lineage_index().sync(&**self.store())?;
-        let mut found: Vec<(Digest, usize)> = Vec::new();
-        let mut seen: HashMap<Digest, usize> = HashMap::new();
-        self.lineage_index().read(|index| {
-            for (behind, version) in class.versions() {
-                for chain in &version.chains {
-                    let (Ok(layer), Some(last)) = (chain.last_layer.parse::<Digest>(), chain.chains.last()) else { continue };
-                    let Some(found_chain) = index.find_chain(&layer, last) else { continue };
-                    for image in index.images_with_chain(found_chain) {
-                        if !seen.contains_key(&image) {
-                            seen.insert(image.clone(), behind);
-                            found.push((image, behind));
-                        }
-                    }
-                }
-            }
-        });
+        let found = self.class_members(&class)?;
         let sees_all = caller.grant.allows(Action::ReadCluster);
         let mut streams = StreamCache::default();
         let mut items = Vec::new();

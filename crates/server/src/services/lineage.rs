@@ -14,7 +14,7 @@ use std::sync::{PoisonError, RwLock};
 use berth_lineage::{ImageFacts, Index, Related};
 use berth_model::access::Action;
 use berth_model::image::Image;
-use berth_model::imagestream::ImageStream;
+use berth_model::imagestream::{ImageStream, NamedTagEventList};
 use berth_model::lineage::{ImageLineage, RelatedImage, Relation, TagPointer};
 use berth_model::names::split_stream_tag;
 use berth_model::{BERTH_API_VERSION, Digest};
@@ -301,32 +301,48 @@ impl Catalog {
     /// The stream tags the caller may read that point or pointed at `image`, or at a
     /// manifest list holding it.
     pub(crate) fn tags_of(&self, caller: &Caller, image: &str, streams: &mut StreamCache) -> Result<Vec<TagPointer>> {
+        let mut pointers = Vec::new();
+        let may_read = |namespace: &str| caller.grant.allows(Action::Read(namespace));
+        self.visit_tags_of(image, streams, &may_read, &mut |stream, tag, holder| {
+            if tag.items.iter().any(|event| event.image == holder) {
+                pointers.push(TagPointer {
+                    namespace: stream.metadata.namespace.clone(),
+                    name: format!("{}:{}", stream.metadata.name, tag.tag),
+                    current: tag.items.first().is_some_and(|event| event.image == holder),
+                    list: if holder == image { String::new() } else { holder.to_string() },
+                });
+            }
+        })?;
+        pointers.sort();
+        pointers.dedup();
+        Ok(pointers)
+    }
+
+    /// Calls `visit` with every tag of every stream in a namespace `may_read` allows that
+    /// names `image`, or a manifest list holding it, in its history (the `holder` it names).
+    pub(crate) fn visit_tags_of(
+        &self,
+        image: &str,
+        streams: &mut StreamCache,
+        may_read: &dyn Fn(&str) -> bool,
+        visit: &mut dyn FnMut(&ImageStream, &NamedTagEventList, &str),
+    ) -> Result<()> {
         let mut holders: Vec<String> = vec![image.to_string()];
         if let Ok(digest) = image.parse::<Digest>() {
             holders.extend(self.lineage.read(|index| index.lists_containing(&digest)).into_iter().map(|(list, _)| list.to_string()));
         }
-        let mut pointers = Vec::new();
         for holder in &holders {
             for key in self.store().referrers(ImageStream::RESOURCE, holder)? {
-                if !caller.grant.allows(Action::Read(&key.namespace)) {
+                if !may_read(&key.namespace) {
                     continue;
                 }
                 let Some(stream) = streams.get(self, &key.namespace, &key.name)? else { continue };
                 for tag in &stream.status.tags {
-                    if tag.items.iter().any(|event| event.image == *holder) {
-                        pointers.push(TagPointer {
-                            namespace: key.namespace.clone(),
-                            name: format!("{}:{}", key.name, tag.tag),
-                            current: tag.items.first().is_some_and(|event| event.image == *holder),
-                            list: if holder == image { String::new() } else { holder.clone() },
-                        });
-                    }
+                    visit(stream, tag, holder);
                 }
             }
         }
-        pointers.sort();
-        pointers.dedup();
-        Ok(pointers)
+        Ok(())
     }
 }
 

@@ -126,6 +126,29 @@ pub(crate) fn record_tag_changes(
     Ok(())
 }
 
+/// Records `ClassUpdated` changes (each naming its tag's namespace) in the outbox of the
+/// namespaces that have a subscription, named after the class write at `revision`.
+pub(crate) fn record_class_changes(txn: &mut dyn WriteTxn, changes: Vec<TagChange>, revision: u64) -> Result<()> {
+    let mut subscribed: std::collections::HashMap<String, bool> = std::collections::HashMap::new();
+    for (idx, mut change) in changes.into_iter().enumerate() {
+        let namespace = change.metadata.namespace.clone();
+        let wanted = match subscribed.get(&namespace) {
+            Some(wanted) => *wanted,
+            None => {
+                let wanted = has_subscriptions(txn, &namespace)?;
+                subscribed.insert(namespace.clone(), wanted);
+                wanted
+            }
+        };
+        if !wanted {
+            continue;
+        }
+        change.metadata = ObjectMeta { name: outbox_name(revision, idx), namespace: namespace.clone(), ..ObjectMeta::default() };
+        txn.put(&TagChange::key(&namespace, &change.metadata.name), &change.encode(), &[], Precondition::Absent)?;
+    }
+    Ok(())
+}
+
 /// Outbox names sort in commit order: the revision of the stream write, then the change's
 /// place within it.
 fn outbox_name(revision: u64, idx: usize) -> String {
