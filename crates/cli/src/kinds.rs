@@ -98,6 +98,12 @@ pub static SUBSCRIPTION: Kind =
     Kind { group: BERTH_GROUP, watch: true, all_namespaces: true, ..image_kind("Subscription", "subscription", "subscriptions", &["sub"]) };
 pub static IMAGE_CLASS: Kind =
     Kind { group: BERTH_GROUP, namespaced: false, watch: true, ..image_kind("ImageClass", "imageclass", "imageclasses", &["ic"]) };
+pub static IMAGE_CLASS_GROUP: Kind = Kind {
+    group: BERTH_GROUP,
+    namespaced: false,
+    watch: true,
+    ..image_kind("ImageClassGroup", "imageclassgroup", "imageclassgroups", &["icg"])
+};
 /// The server's schedule of tags with `importPolicy.scheduled`: listed only, never read
 /// by name (`get` filters the list), written or deleted.
 pub static SCHEDULED_IMPORT: Kind = Kind {
@@ -110,7 +116,7 @@ pub static SCHEDULED_IMPORT: Kind = Kind {
     ..image_kind("ScheduledImport", "scheduledimport", "scheduledimports", &["si"])
 };
 
-pub static KINDS: [&Kind; 12] = [
+pub static KINDS: [&Kind; 13] = [
     &IMAGE_STREAM,
     &IMAGE_STREAM_TAG,
     &IMAGE_TAG,
@@ -122,6 +128,7 @@ pub static KINDS: [&Kind; 12] = [
     &TOKEN,
     &SUBSCRIPTION,
     &IMAGE_CLASS,
+    &IMAGE_CLASS_GROUP,
     &SCHEDULED_IMPORT,
 ];
 

@@ -176,6 +176,50 @@ pub struct ImageChain {
     pub chains: Vec<String>,
 }
 
+/// `berth.dev/v1` ImageClassGroup (cluster-scoped): a key over classes, so that key=value
+/// questions work. The images of every class the selector matches are shown with the
+/// label `class.berth.dev/<group>=<value>`, the value being the class's own label named
+/// like the group (or the class's name when it has none): a group `os` selecting the
+/// classes labelled `os` labels images `class.berth.dev/os=rhel7`. An image built on
+/// several of the group's classes takes the value of the nearest.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageClassGroup {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub api_version: String,
+    #[serde(default)]
+    pub metadata: crate::ObjectMeta,
+    #[serde(default)]
+    pub spec: ImageClassGroupSpec,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageClassGroupSpec {
+    /// Which ImageClasses belong to the group, by their labels.
+    #[serde(default)]
+    pub selector: crate::selector::LabelSelectorSpec,
+}
+
+impl ImageClassGroup {
+    pub fn validate(&self) -> Vec<crate::FieldError> {
+        let mut errors: Vec<crate::FieldError> =
+            crate::names::check_dns_label("metadata.name", &self.metadata.name).err().into_iter().collect();
+        errors.extend(self.spec.selector.validate("spec.selector"));
+        errors
+    }
+
+    /// The value this group gives the images of `class`, when it selects the class.
+    pub fn value_for(&self, class: &ImageClass) -> Option<String> {
+        if !self.spec.selector.matches(&class.metadata.labels) {
+            return None;
+        }
+        Some(class.metadata.labels.get(&self.metadata.name).cloned().unwrap_or_else(|| class.metadata.name.clone()))
+    }
+}
+
 impl ImageClass {
     /// Checks a submitted class.
     pub fn validate(&self) -> Vec<crate::FieldError> {

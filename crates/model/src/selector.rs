@@ -46,6 +46,59 @@ impl LabelSelector {
     }
 }
 
+/// A label selector as Kubernetes objects carry one (`matchLabels` and
+/// `matchExpressions`, all of which must hold).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LabelSelectorSpec {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub match_labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub match_expressions: Vec<SelectorRequirement>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SelectorRequirement {
+    pub key: String,
+    /// `In`, `NotIn`, `Exists` or `DoesNotExist`.
+    pub operator: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub values: Vec<String>,
+}
+
+impl LabelSelectorSpec {
+    /// Problems with the selector, as `field: message`.
+    pub fn validate(&self, field: &str) -> Vec<crate::FieldError> {
+        let mut errors = Vec::new();
+        for (idx, requirement) in self.match_expressions.iter().enumerate() {
+            let at = format!("{field}.matchExpressions[{idx}]");
+            match requirement.operator.as_str() {
+                "In" | "NotIn" if requirement.values.is_empty() => {
+                    errors.push(crate::FieldError::new(format!("{at}.values"), "In and NotIn need at least one value"))
+                }
+                "In" | "NotIn" | "Exists" | "DoesNotExist" => {}
+                other => errors.push(crate::FieldError::new(
+                    format!("{at}.operator"),
+                    format!("{other:?} is not an operator: use In, NotIn, Exists or DoesNotExist"),
+                )),
+            }
+        }
+        errors
+    }
+
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.match_labels.iter().all(|(k, v)| labels.get(k) == Some(v))
+            && self.match_expressions.iter().all(|r| match r.operator.as_str() {
+                "In" => labels.get(&r.key).is_some_and(|v| r.values.contains(v)),
+                "NotIn" => !labels.get(&r.key).is_some_and(|v| r.values.contains(v)),
+                "Exists" => labels.contains_key(&r.key),
+                "DoesNotExist" => !labels.contains_key(&r.key),
+                _ => false,
+            })
+    }
+}
+
 /// A parsed field selector: `metadata.name` and `metadata.namespace`, with `=`, `==` and `!=`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FieldSelector {
@@ -161,6 +214,32 @@ mod tests {
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn a_selector_spec_needs_every_label_and_expression() {
+        let requirement = |key: &str, operator: &str, values: &[&str]| SelectorRequirement {
+            key: key.into(),
+            operator: operator.into(),
+            values: values.iter().map(|v| v.to_string()).collect(),
+        };
+        let spec = LabelSelectorSpec {
+            match_labels: labels(&[("vendor", "redhat")]),
+            match_expressions: vec![requirement("os", "In", &["rhel8", "rhel9"]), requirement("legacy", "DoesNotExist", &[])],
+        };
+        assert!(spec.matches(&labels(&[("vendor", "redhat"), ("os", "rhel9")])));
+        assert!(!spec.matches(&labels(&[("vendor", "redhat"), ("os", "rhel7")])));
+        assert!(!spec.matches(&labels(&[("vendor", "redhat"), ("os", "rhel9"), ("legacy", "")])));
+        assert!(!spec.matches(&labels(&[("os", "rhel9")])));
+        let not_in = LabelSelectorSpec { match_expressions: vec![requirement("os", "NotIn", &["rhel7"])], ..Default::default() };
+        assert!(not_in.matches(&labels(&[])) && !not_in.matches(&labels(&[("os", "rhel7")])));
+        let bad = LabelSelectorSpec {
+            match_expressions: vec![requirement("os", "In", &[]), requirement("os", "Has", &[])],
+            ..Default::default()
+        };
+        let errors = bad.validate("spec.selector");
+        assert_eq!(errors[0].field, "spec.selector.matchExpressions[0].values");
+        assert_eq!(errors[1].field, "spec.selector.matchExpressions[1].operator");
     }
 
     #[test]

@@ -272,7 +272,7 @@ async fn a_class_labels_every_descendant_current_or_outdated_as_its_target_moves
     import(&app, "team", "prefix", "1", &registry.pull_spec("team/prefix", "1")).await;
 
     // Only a cluster admin defines classes, and a target must be a stream tag.
-    let class = json!({"apiVersion": "berth.dev/v1", "kind": "ImageClass", "metadata": {"name": "vendor"},
+    let class = json!({"apiVersion": "berth.dev/v1", "kind": "ImageClass", "metadata": {"name": "vendor", "labels": {"os": "rhel9"}},
         "spec": {"target": {"namespace": "lib", "name": "base:1"}}});
     let editor = app.token("editor", "edit", &["lib", "team"]).await;
     let (status, _) = app.send(&editor, reqwest::Method::POST, CLASSES, Some(&class)).await;
@@ -322,6 +322,20 @@ async fn a_class_labels_every_descendant_current_or_outdated_as_its_target_moves
         "spec": {"url": hook_url, "events": ["ClassUpdated"], "classes": ["vendor"]}});
     let (status, body) = app.post("/apis/berth.dev/v1/namespaces/team/subscriptions", subscription).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
+
+    // A group `os` over the classes labelled os: key=value questions over images.
+    let group = json!({"apiVersion": "berth.dev/v1", "kind": "ImageClassGroup", "metadata": {"name": "os"},
+        "spec": {"selector": {"matchExpressions": [{"key": "os", "operator": "Exists"}]}}});
+    let mut bad_group = group.clone();
+    bad_group["spec"]["selector"]["matchExpressions"][0]["operator"] = json!("Has");
+    let (status, body) = app.post("/apis/berth.dev/v1/imageclassgroups", bad_group).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let (status, body) = app.post("/apis/berth.dev/v1/imageclassgroups", group).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(image_labels(&app, &app_image.digest()).await["class.berth.dev/os"], "rhel9");
+    let (_, rhel) = app.get(&format!("{IMAGE_API}/images?labelSelector=class.berth.dev%2Fos%3Drhel9")).await;
+    assert_eq!(rhel["items"].as_array().unwrap().len(), 2, "{rhel}");
+    assert!(image_labels(&app, &prefix.digest()).await.get("class.berth.dev/os").is_none());
 
     // The target moves to v2 and an image is rebuilt on it: what was built on v1 is now
     // outdated, one version behind, and the rebuilt image is current.

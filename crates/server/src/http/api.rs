@@ -10,7 +10,7 @@ use berth_model::core::{Namespace, Secret, Token};
 use berth_model::image::Image;
 use berth_model::imagestream::{ImageStream, ImageStreamMapping, ImageStreamTag, ImageTag};
 use berth_model::imagestreamimport::ImageStreamImport;
-use berth_model::lineage::ImageClass;
+use berth_model::lineage::{ImageClass, ImageClassGroup};
 use berth_model::meta::StatusDetails;
 use berth_model::notify::Subscription;
 use berth_model::selector::{FieldSelector, LabelSelector};
@@ -94,6 +94,8 @@ pub fn routes() -> Router<App> {
         .route(&format!("{BERTH}/imageclasses"), get(list_classes).post(create_class))
         .route(&format!("{BERTH}/imageclasses/{{name}}"), get(get_class).put(update_class).delete(delete_class))
         .route(&format!("{BERTH}/imageclasses/{{name}}/images"), get(class_images))
+        .route(&format!("{BERTH}/imageclassgroups"), get(list_class_groups).post(create_class_group))
+        .route(&format!("{BERTH}/imageclassgroups/{{name}}"), get(get_class_group).put(update_class_group).delete(delete_class_group))
         .route(&format!("{BERTH}/tokens"), get(list_tokens).post(create_token))
         .route(&format!("{BERTH}/tokens/{{name}}"), get(get_token).delete(delete_token))
 }
@@ -628,6 +630,34 @@ async fn update_class(State(app): State<App>, Path(name): Path<String>, headers:
 
 async fn delete_class(State(app): State<App>, Path(name): Path<String>, headers: HeaderMap) -> Response {
     let result = call(&app, &headers, move |c, caller| c.delete_class(caller, &name)).await;
+    respond(&headers, StatusCode::OK, result)
+}
+
+async fn list_class_groups(State(app): State<App>, Query(params): Query<ListParams>, headers: HeaderMap) -> Response {
+    list_or_watch(app, headers, None, params, |c, caller, _, o| c.list_class_groups(caller, o)).await
+}
+
+async fn create_class_group(State(app): State<App>, headers: HeaderMap, body: RawBody) -> Response {
+    with_body(app, headers, body, ImageClassGroup::KIND, BERTH_API_VERSION, StatusCode::CREATED, |c, caller, group| {
+        c.put_class_group(caller, None, group)
+    })
+    .await
+}
+
+async fn get_class_group(State(app): State<App>, Path(name): Path<String>, headers: HeaderMap) -> Response {
+    let result = call_inline(&app, &headers, |c, caller| c.get_class_group(caller, &name));
+    respond(&headers, StatusCode::OK, result)
+}
+
+async fn update_class_group(State(app): State<App>, Path(name): Path<String>, headers: HeaderMap, body: RawBody) -> Response {
+    with_body(app, headers, body, ImageClassGroup::KIND, BERTH_API_VERSION, StatusCode::OK, move |c, caller, group| {
+        c.put_class_group(caller, Some(&name), group)
+    })
+    .await
+}
+
+async fn delete_class_group(State(app): State<App>, Path(name): Path<String>, headers: HeaderMap) -> Response {
+    let result = call(&app, &headers, move |c, caller| c.delete_class_group(caller, &name)).await;
     respond(&headers, StatusCode::OK, result)
 }
 

@@ -180,6 +180,16 @@ pub const RESOURCES: &[ApiResource] = &[
     ApiResource {
         group: "berth.dev",
         version: "v1",
+        name: "imageclassgroups",
+        kind: "ImageClassGroup",
+        namespaced: false,
+        verbs: &["create", "delete", "get", "list", "update", "watch"],
+        short_names: &["icg"],
+        schema: Some(schema_of::<berth_model::lineage::ImageClassGroup>),
+    },
+    ApiResource {
+        group: "berth.dev",
+        version: "v1",
         name: "scheduledimports",
         kind: "ScheduledImport",
         namespaced: true,

@@ -20,7 +20,8 @@ use berth_model::access::Action;
 use berth_model::image::Image;
 use berth_model::imagestream::ImageStream;
 use berth_model::lineage::{
-    CLASS_LABEL_DOMAIN, ClassVersion, ImageChain, ImageClass, ImageClassStatus, ImageLineage, RelatedImage, Relation, class_label,
+    CLASS_LABEL_DOMAIN, ClassVersion, ImageChain, ImageClass, ImageClassGroup, ImageClassStatus, ImageLineage, RelatedImage, Relation,
+    class_label,
 };
 use berth_model::names::split_stream_tag;
 use berth_model::notify::{ChangeType, TagChange};
@@ -31,6 +32,7 @@ use crate::services::lineage::StreamCache;
 use crate::services::{Caller, Catalog, Error, LazyList, ListOptions, Resource, Result, keep_server_fields, precondition, stamp_new};
 
 const CLASSES: &str = ImageClass::QUALIFIED;
+const GROUPS: &str = ImageClassGroup::QUALIFIED;
 /// Versions a class keeps at most (the target tag's history is bounded the same way).
 const MAX_VERSIONS: usize = 1000;
 pub const CURRENT: &str = "current";
@@ -56,6 +58,8 @@ struct Marks {
     /// For each chain a version of a class ends in: the class and how many versions
     /// behind its current one that version is.
     by_chain: HashMap<ChainRef, Vec<(Arc<str>, usize)>>,
+    /// For each class: the groups that select it, with the value each gives its images.
+    groups: HashMap<Arc<str>, Vec<(String, String)>>,
 }
 
 impl Catalog {
@@ -147,6 +151,63 @@ impl Catalog {
         })
     }
 
+    pub fn get_class_group(&self, _caller: &Caller, name: &str) -> Result<ImageClassGroup> {
+        self.require::<ImageClassGroup>("", name)
+    }
+
+    pub fn list_class_groups(&self, _caller: &Caller, options: &ListOptions) -> Result<LazyList<ImageClassGroup>> {
+        self.list_objects::<ImageClassGroup>(None, options, |_| true)
+    }
+
+    /// Creates (`name` is `None`) or replaces a group (cluster admins).
+    pub fn put_class_group(&self, caller: &Caller, name: Option<&str>, mut group: ImageClassGroup) -> Result<ImageClassGroup> {
+        let verb = if name.is_some() { "update" } else { "create" };
+        caller.require(Action::AdministerCluster, verb, GROUPS)?;
+        if let Some(name) = name {
+            if !group.metadata.name.is_empty() && group.metadata.name != name {
+                return Err(Error::bad_request(format!(
+                    "the name of the object ({:?}) does not match the name in the URL ({name:?})",
+                    group.metadata.name
+                )));
+            }
+            group.metadata.name = name.to_string();
+        }
+        group.metadata.namespace.clear();
+        let name = group.metadata.name.clone();
+        let errors = group.validate();
+        if !errors.is_empty() {
+            return Err(Error::invalid(GROUPS, &name, errors));
+        }
+        let expect = if verb == "create" { Precondition::Absent } else { precondition(&group.metadata)? };
+        let stored = transact(&**self.store(), move |txn| {
+            let key = ImageClassGroup::key("", &name);
+            match txn.get(&key)? {
+                Some(existing) => keep_server_fields(&mut group.metadata, &ImageClassGroup::decode(&existing)?.metadata),
+                None if verb == "update" => return Err(Error::not_found(GROUPS, &name)),
+                None => stamp_new(&mut group.metadata, Time::now()),
+            }
+            let revision = txn.put(&key, &group.encode(), &[], expect).map_err(|err| Error::from_store(err, GROUPS, &name))?;
+            group.metadata.resource_version = revision.to_string();
+            group.set_type();
+            Ok::<_, Error>(group)
+        })?;
+        self.update_classes()?;
+        Ok(stored)
+    }
+
+    pub fn delete_class_group(&self, caller: &Caller, name: &str) -> Result<ImageClassGroup> {
+        caller.require(Action::AdministerCluster, "delete", GROUPS)?;
+        let owned = name.to_string();
+        let deleted = transact(&**self.store(), move |txn| {
+            let key = ImageClassGroup::key("", &owned);
+            let stored = txn.get(&key)?.ok_or_else(|| Error::not_found(GROUPS, &owned))?;
+            txn.delete(&key, Precondition::Any)?;
+            ImageClassGroup::decode(&stored)
+        })?;
+        self.update_classes()?;
+        Ok(deleted)
+    }
+
     /// The class controller's pass: brings every class's status up to its target tag's
     /// history and the index. Idempotent; a class that did not change is not written.
     pub fn update_classes(&self) -> Result<()> {
@@ -159,7 +220,14 @@ impl Catalog {
             newest = newest.max(stored.revision);
             classes.push(ImageClass::decode(&stored)?);
         }
-        self.classes.classes_seen.store(newest.wrapping_mul(1 << 20).wrapping_add(classes.len() as u64), Ordering::Release);
+        let groups = self.store().scan(&ListQuery { resource: ImageClassGroup::RESOURCE.to_string(), ..ListQuery::default() })?;
+        let mut group_count = 0u64;
+        for stored in groups.items {
+            newest = newest.max(stored?.revision);
+            group_count += 1;
+        }
+        let seen = newest.wrapping_mul(1 << 20).wrapping_add((classes.len() as u64) << 10).wrapping_add(group_count);
+        self.classes.classes_seen.store(seen, Ordering::Release);
         for class in classes {
             let status = self.class_status(&class)?;
             if status == class.status {
@@ -314,6 +382,7 @@ impl Catalog {
         self.refresh_marks()?;
         let marks = self.classes.state.read().unwrap_or_else(PoisonError::into_inner);
         let mut nearest: BTreeMap<String, usize> = BTreeMap::new();
+        let mut grouped: BTreeMap<String, String> = BTreeMap::new();
         if marks.by_chain.is_empty() {
             return Ok(BTreeMap::new());
         }
@@ -325,14 +394,19 @@ impl Catalog {
                     for (class, behind) in marks.by_chain.get(&chain).map(Vec::as_slice).unwrap_or_default() {
                         let entry = nearest.entry(class.to_string()).or_insert(*behind);
                         *entry = (*entry).min(*behind);
+                        // Chains come nearest first: the first class of a group wins.
+                        for (group, value) in marks.groups.get(class).map(Vec::as_slice).unwrap_or_default() {
+                            grouped.entry(class_label(group)).or_insert_with(|| value.clone());
+                        }
                     }
                 }
             }
         });
-        Ok(nearest
-            .into_iter()
-            .map(|(class, behind)| (class_label(&class), if behind == 0 { CURRENT } else { OUTDATED }.to_string()))
-            .collect())
+        // A class's own label wins over a group's of the same name.
+        grouped.extend(
+            nearest.into_iter().map(|(class, behind)| (class_label(&class), if behind == 0 { CURRENT } else { OUTDATED }.to_string())),
+        );
+        Ok(grouped)
     }
 
     /// An image as the API shows it: its stored labels with its class labels.
@@ -358,6 +432,19 @@ impl Catalog {
         for stored in scan.items {
             classes.push(ImageClass::decode(&stored?)?);
         }
+        let group_scan = self.store().scan(&ListQuery { resource: ImageClassGroup::RESOURCE.to_string(), ..ListQuery::default() })?;
+        let mut all_groups = Vec::new();
+        for stored in group_scan.items {
+            all_groups.push(ImageClassGroup::decode(&stored?)?);
+        }
+        let mut groups: HashMap<Arc<str>, Vec<(String, String)>> = HashMap::new();
+        for class in &classes {
+            let values: Vec<(String, String)> =
+                all_groups.iter().filter_map(|g| g.value_for(class).map(|v| (g.metadata.name.clone(), v))).collect();
+            if !values.is_empty() {
+                groups.insert(Arc::from(class.metadata.name.as_str()), values);
+            }
+        }
         let (by_chain, index_changes) = self.lineage_index().read(|index| {
             let mut by_chain: HashMap<ChainRef, Vec<(Arc<str>, usize)>> = HashMap::new();
             for class in &classes {
@@ -374,7 +461,7 @@ impl Catalog {
             (by_chain, index.changes())
         });
         *self.classes.state.write().unwrap_or_else(PoisonError::into_inner) =
-            Marks { index_changes, classes_revision, resolved: true, by_chain };
+            Marks { index_changes, classes_revision, resolved: true, by_chain, groups };
         Ok(())
     }
 

@@ -4,7 +4,7 @@
 use berth_model::core::{Namespace, Secret, Token};
 use berth_model::image::Image;
 use berth_model::imagestream::ImageStream;
-use berth_model::lineage::ImageClass;
+use berth_model::lineage::{ImageClass, ImageClassGroup};
 use berth_model::notify::{Subscription, TagChange};
 use berth_model::{BERTH_API_VERSION, IMAGE_API_VERSION, ObjectMeta};
 use berth_store::{ObjectKey, StoredObject};
@@ -112,4 +112,5 @@ resource!(Secret, "secrets", "secrets", "Secret", "v1", true);
 resource!(Token, "tokens", "tokens.berth.dev", "Token", BERTH_API_VERSION, false);
 resource!(Subscription, "subscriptions", "subscriptions.berth.dev", "Subscription", BERTH_API_VERSION, true);
 resource!(ImageClass, "imageclasses", "imageclasses.berth.dev", "ImageClass", BERTH_API_VERSION, false);
+resource!(ImageClassGroup, "imageclassgroups", "imageclassgroups.berth.dev", "ImageClassGroup", BERTH_API_VERSION, false);
 resource!(TagChange, "tagchanges", "tagchanges.berth.dev", "TagChange", BERTH_API_VERSION, true);

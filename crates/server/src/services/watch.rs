@@ -72,6 +72,16 @@ impl Watchable for Image {
     }
 }
 
+impl Watchable for berth_model::lineage::ImageClassGroup {
+    fn authorize(_caller: &Caller, _namespace: Option<&str>) -> Result<()> {
+        Ok(())
+    }
+
+    fn view(_catalog: &Catalog, _caller: &Caller, object: Self) -> Result<Option<Self>> {
+        Ok(Some(object))
+    }
+}
+
 impl Watchable for berth_model::lineage::ImageClass {
     fn authorize(_caller: &Caller, _namespace: Option<&str>) -> Result<()> {
         Ok(())
