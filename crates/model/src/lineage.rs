@@ -97,13 +97,18 @@ pub struct TagPointer {
     pub list: String,
 }
 
-/// The label domain of class labels: an image descending from a version of class `X` is
-/// shown with the label `class.berth.dev/X` set to `current` or `outdated`.
+/// The default label domain of class labels: an image descending from a version of class
+/// `X` is shown with the label `class.berth.dev/X` set to `current` or `outdated`.
 pub const CLASS_LABEL_DOMAIN: &str = "class.berth.dev";
 
-/// The label an image of class `class` carries.
-pub fn class_label(class: &str) -> String {
-    format!("{CLASS_LABEL_DOMAIN}/{class}")
+/// The label an image of class (or class group) `class` carries, under `domain`.
+pub fn class_label(domain: &str, class: &str) -> String {
+    format!("{domain}/{class}")
+}
+
+/// Whether `key` is a class label under `domain`.
+pub fn is_class_label(domain: &str, key: &str) -> bool {
+    key.strip_prefix(domain).is_some_and(|rest| rest.starts_with('/'))
 }
 
 /// `berth.dev/v1` ImageClass (cluster-scoped): the images built on a stream tag (the

@@ -12,5 +12,6 @@ pub mod tls;
 pub use berth_upstream::ImportSettings;
 pub use serve::{ClientConfig, ServeConfig, ServerFile, Started, run, start};
 pub use services::audit::AuditSettings;
+pub use services::classes::ClassSettings;
 pub use services::delivery::DeliverySettings;
 pub use services::registry::RegistrySettings;

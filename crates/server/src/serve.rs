@@ -19,6 +19,7 @@ use tokio::task::JoinHandle;
 
 use crate::http::{App, router};
 use crate::services::audit::{AuditLog, AuditSettings};
+use crate::services::classes::ClassSettings;
 use crate::services::delivery::{Deliverer, DeliverySettings, NotificationSettings};
 use crate::services::import::Importer;
 use crate::services::registry::{Registry, RegistrySettings};
@@ -53,6 +54,8 @@ pub struct ServeConfig {
     pub tls: TlsSettings,
     /// The audit log's rotation.
     pub audit: AuditSettings,
+    /// Image classes: the domain of their labels.
+    pub classes: ClassSettings,
 }
 
 /// The server's config file (`berth serve --config`): settings that are too many or too
@@ -77,6 +80,9 @@ pub struct ServerFile {
     /// The audit log in the data directory: when it rotates, how many backups it keeps.
     #[serde(default)]
     pub audit: AuditSettings,
+    /// Image classes: the domain of their labels.
+    #[serde(default)]
+    pub classes: ClassSettings,
 }
 
 impl ServerFile {
@@ -88,6 +94,7 @@ impl ServerFile {
         file.registry.validate().map_err(|err| anyhow::anyhow!("{}: {err}", path.display()))?;
         file.tls.validate().map_err(|err| anyhow::anyhow!("{}: {err}", path.display()))?;
         file.audit.validate().map_err(|err| anyhow::anyhow!("{}: {err}", path.display()))?;
+        file.classes.validate().map_err(|err| anyhow::anyhow!("{}: {err}", path.display()))?;
         let mut names = std::collections::BTreeSet::new();
         for (idx, endpoint) in file.webhooks.iter().enumerate() {
             endpoint.validate().map_err(|err| anyhow::anyhow!("{}: webhooks[{idx}]: {err}", path.display()))?;
@@ -198,6 +205,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Started> {
             registry_hostname: config.registry_hostname.clone().unwrap_or_else(|| addr.to_string()),
             public_registry_hostnames: config.public_registry_hostnames.clone(),
             subscription_hosts: berth_upstream::HostPolicy::new(&config.delivery.allowed_hosts, "notifications.allowedHosts"),
+            classes: config.classes.clone(),
         },
     );
     let admin_token = tokio::task::spawn_blocking({
@@ -383,7 +391,10 @@ mod tests {
         let readme = include_str!("../../../README.md");
         let mut documented = String::new();
         for block in readme.split("```yaml\n").skip(1).filter_map(|b| b.split("```").next()) {
-            if ["import:", "webhooks:\n-", "registry:", "notifications:", "audit:"].iter().any(|section| block.starts_with(section)) {
+            if ["import:", "webhooks:\n-", "registry:", "notifications:", "audit:", "classes:"]
+                .iter()
+                .any(|section| block.starts_with(section))
+            {
                 documented.push_str(&block.replace("webhooks: []", ""));
             }
         }
@@ -397,6 +408,7 @@ mod tests {
         assert_eq!(file.notifications, NotificationSettings::default(), "the README lists the notification defaults");
         assert_eq!(file.tls, TlsSettings::default(), "the README lists the TLS defaults");
         assert_eq!(file.audit, AuditSettings::default(), "the README lists the audit defaults");
+        assert_eq!(file.classes, ClassSettings::default(), "the README lists the class defaults");
         assert_eq!(file.webhooks.len(), 2);
     }
 }

@@ -32,7 +32,9 @@ async fn racing_chunks_of_one_upload_cannot_store_other_bytes_under_a_digest() {
     let evil = app.token("evil", "edit", &["evil"]).await;
     let victim = app.token("victim", "edit", &["victim"]).await;
     let mut both_accepted = 0;
-    for round in 0..50u8 {
+    // Two hundred rounds: a race that wins one time in 25 would pass them all by luck once
+    // in about 3,500 runs.
+    for round in 0..200u8 {
         let first = vec![round; 1 << 20];
         let second = vec![round.wrapping_add(128); 1 << 20];
         let target = digest_of(&first);

@@ -406,3 +406,17 @@ async fn a_class_labels_every_descendant_current_or_outdated_as_its_target_moves
     app.stop().await;
     blocking(move || drop(registry));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn class_labels_use_the_label_domain_the_server_is_given() {
+    let app = TestApp::start_with(|config| config.classes.label_domain = "images.example.com".into()).await;
+    app.namespace("lib").await;
+    let digest = app.map("lib", "base", "1", "base-one").await;
+    let class = json!({"apiVersion": "berth.dev/v1", "kind": "ImageClass", "metadata": {"name": "vendor"},
+        "spec": {"target": {"namespace": "lib", "name": "base:1"}}});
+    let (status, body) = app.post(CLASSES, class).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let labels = image_labels(&app, &digest).await;
+    assert_eq!(labels, json!({"images.example.com/vendor": "current"}));
+    app.stop().await;
+}

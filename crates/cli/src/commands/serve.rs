@@ -147,6 +147,7 @@ pub fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
         registry: file.registry,
         tls: tls_settings(file.tls, &args.tls, &args.tls_cert, &args.tls_key),
         audit: file.audit,
+        classes: file.classes,
     };
     // Blocking threads run writes and lists; more of them than this only queue on the one
     // writer connection and the reader pool while each holds its own memory.

@@ -21,7 +21,7 @@ use berth_model::image::Image;
 use berth_model::imagestream::ImageStream;
 use berth_model::lineage::{
     CLASS_LABEL_DOMAIN, ClassVersion, ImageChain, ImageClass, ImageClassGroup, ImageClassStatus, ImageLineage, RelatedImage, Relation,
-    class_label,
+    class_label, is_class_label,
 };
 use berth_model::names::split_stream_tag;
 use berth_model::notify::{ChangeType, TagChange};
@@ -378,13 +378,20 @@ impl Catalog {
 
     /// The class labels of an image, computed from the classes and the index now.
     pub fn class_labels(&self, image: &Image) -> Result<BTreeMap<String, String>> {
-        let Ok(digest) = image.metadata.name.parse::<Digest>() else { return Ok(BTreeMap::new()) };
         self.refresh_marks()?;
+        Ok(self.class_labels_now(image))
+    }
+
+    /// The class labels of an image from the marks as they are (a list refreshes them
+    /// once, not once per image).
+    fn class_labels_now(&self, image: &Image) -> BTreeMap<String, String> {
+        let Ok(digest) = image.metadata.name.parse::<Digest>() else { return BTreeMap::new() };
         let marks = self.classes.state.read().unwrap_or_else(PoisonError::into_inner);
+        let domain = self.config().classes.label_domain.as_str();
         let mut nearest: BTreeMap<String, usize> = BTreeMap::new();
         let mut grouped: BTreeMap<String, String> = BTreeMap::new();
         if marks.by_chain.is_empty() {
-            return Ok(BTreeMap::new());
+            return BTreeMap::new();
         }
         self.lineage_index().read(|index| {
             let mut images = vec![digest.clone()];
@@ -396,7 +403,7 @@ impl Catalog {
                         *entry = (*entry).min(*behind);
                         // Chains come nearest first: the first class of a group wins.
                         for (group, value) in marks.groups.get(class).map(Vec::as_slice).unwrap_or_default() {
-                            grouped.entry(class_label(group)).or_insert_with(|| value.clone());
+                            grouped.entry(class_label(domain, group)).or_insert_with(|| value.clone());
                         }
                     }
                 }
@@ -404,9 +411,11 @@ impl Catalog {
         });
         // A class's own label wins over a group's of the same name.
         grouped.extend(
-            nearest.into_iter().map(|(class, behind)| (class_label(&class), if behind == 0 { CURRENT } else { OUTDATED }.to_string())),
+            nearest
+                .into_iter()
+                .map(|(class, behind)| (class_label(domain, &class), if behind == 0 { CURRENT } else { OUTDATED }.to_string())),
         );
-        Ok(grouped)
+        grouped
     }
 
     /// An image as the API shows it: its stored labels with its class labels.
@@ -414,6 +423,18 @@ impl Catalog {
         let labels = self.class_labels(&image)?;
         image.metadata.labels.extend(labels);
         Ok(image)
+    }
+
+    /// A function that adds class labels to each image of a list, from marks brought up
+    /// to date once.
+    pub(crate) fn class_labeller(&self) -> Result<impl Fn(Image) -> Image + Send + 'static> {
+        self.refresh_marks()?;
+        let catalog = self.clone();
+        Ok(move |mut image: Image| {
+            let labels = catalog.class_labels_now(&image);
+            image.metadata.labels.extend(labels);
+            image
+        })
     }
 
     /// Resolves the class versions' chains again when the index or a class changed.
@@ -534,7 +555,35 @@ fn chains_of(index: &Index, digest: &Digest) -> Option<Vec<ImageChain>> {
     Some(chains)
 }
 
-/// Whether a label key is one the class controller owns (never stored on an Image).
-pub(crate) fn is_class_label(key: &str) -> bool {
-    key.strip_prefix(CLASS_LABEL_DOMAIN).is_some_and(|rest| rest.starts_with('/'))
+/// The server config's `classes:` block.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ClassSettings {
+    /// The domain of class labels: images get `<labelDomain>/<class>=current|outdated`.
+    #[serde(default = "default_label_domain")]
+    pub label_domain: String,
+}
+
+fn default_label_domain() -> String {
+    CLASS_LABEL_DOMAIN.to_string()
+}
+
+impl Default for ClassSettings {
+    fn default() -> Self {
+        ClassSettings { label_domain: default_label_domain() }
+    }
+}
+
+impl ClassSettings {
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        berth_model::names::check_dns_subdomain("classes.labelDomain", &self.label_domain)
+            .map_err(|err| format!("{}: {} (a label key's prefix is a DNS subdomain)", err.field, err.message))
+    }
+}
+
+impl Catalog {
+    /// Whether a label key is one the class controller owns (never stored on an Image).
+    pub(crate) fn is_class_label(&self, key: &str) -> bool {
+        is_class_label(&self.config().classes.label_domain, key)
+    }
 }

@@ -65,11 +65,12 @@ impl Catalog {
         // A namespaced caller sees the images its namespaces' streams reference.
         let (catalog, caller) = (self.clone(), caller.clone());
         let sees_all = caller.grant.allows(Action::ReadCluster);
+        let labelled = self.class_labeller()?;
         Ok(list.view(move |image| {
             if !sees_all && !catalog.can_see_image(&caller, &image.metadata.name)? {
                 return Ok(None);
             }
-            let image = catalog.with_class_labels(image)?;
+            let image = labelled(image);
             Ok(selector.matches(&image.metadata.labels).then_some(image))
         }))
     }
@@ -79,7 +80,7 @@ impl Catalog {
         let name = image.metadata.name.clone();
         image.validate("").map_err(|causes| Error::invalid(IMAGES, &name, causes))?;
         image.metadata.namespace.clear();
-        image.metadata.labels.retain(|key, _| !crate::services::classes::is_class_label(key));
+        image.metadata.labels.retain(|key, _| !self.is_class_label(key));
         stamp_new(&mut image.metadata, Time::now());
         let (key, body) = (Image::key("", &name), image.encode());
         let revision = transact(&**self.store(), move |txn| txn.put(&key, &body, &[], Precondition::Absent))
@@ -129,6 +130,7 @@ impl Catalog {
         }
         let expect = precondition(&update.metadata)?;
         let name = name.to_string();
+        let domain = self.config().classes.label_domain.clone();
         transact(&**self.store(), move |txn| {
             let name = name.as_str();
             let key = Image::key("", name);
@@ -140,7 +142,7 @@ impl Catalog {
             }
             let mut meta = update.metadata.clone();
             // Class labels are computed on every read, never stored (see classes.rs).
-            meta.labels.retain(|key, _| !crate::services::classes::is_class_label(key));
+            meta.labels.retain(|key, _| !berth_model::lineage::is_class_label(&domain, key));
             keep_server_fields(&mut meta, &image.metadata);
             meta.name = name.to_string();
             meta.namespace.clear();

@@ -44,6 +44,8 @@ pub struct CatalogConfig {
     pub public_registry_hostnames: Vec<String>,
     /// Where subscriptions may send notifications (`notifications.allowedHosts`).
     pub subscription_hosts: berth_upstream::HostPolicy,
+    /// Image classes: the domain of their labels.
+    pub classes: classes::ClassSettings,
 }
 
 /// The catalog: every service over one store.

@@ -71,6 +71,7 @@ impl TestApp {
             registry: berth_server::RegistrySettings::default(),
             tls: berth_server::tls::TlsSettings::default(),
             audit: berth_server::AuditSettings::default(),
+            classes: berth_server::ClassSettings::default(),
         };
         configure(&mut config);
         let started = berth_server::start(config.clone()).await.unwrap();
