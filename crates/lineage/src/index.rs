@@ -663,16 +663,7 @@ impl Index {
             claimed: false,
             listed: false,
         };
-        let id = match self.free_images.pop() {
-            Some(id) => {
-                self.images[id as usize] = entry;
-                id
-            }
-            None => {
-                self.images.push(entry);
-                (self.images.len() - 1) as u32
-            }
-        };
+        let id = allocate(&mut self.images, &mut self.free_images, entry);
         let hash = self.hasher.hash_one(name);
         let (images, hasher) = (&self.images, &self.hasher);
         self.image_ids.insert_unique(hash, id, |&other| hasher.hash_one(images[other as usize].name));
@@ -712,16 +703,7 @@ impl Index {
         let name = Name::of(digest);
         self.remember(name, digest);
         let layer = Layer { name, first_node: NONE };
-        let id = match self.free_layers.pop() {
-            Some(id) => {
-                self.layers[id as usize] = layer;
-                id
-            }
-            None => {
-                self.layers.push(layer);
-                (self.layers.len() - 1) as u32
-            }
-        };
+        let id = allocate(&mut self.layers, &mut self.free_layers, layer);
         let hash = self.hasher.hash_one(name);
         let (layers, hasher) = (&self.layers, &self.hasher);
         self.layer_ids.insert_unique(hash, id, |&other| hasher.hash_one(layers[other as usize].name));
@@ -755,16 +737,7 @@ impl Index {
             prev_with_layer: NONE,
             next_with_layer,
         };
-        let id = match self.free_nodes.pop() {
-            Some(id) => {
-                self.nodes[id as usize] = node;
-                id
-            }
-            None => {
-                self.nodes.push(node);
-                (self.nodes.len() - 1) as u32
-            }
-        };
+        let id = allocate(&mut self.nodes, &mut self.free_nodes, node);
         if next_sibling != NONE {
             self.nodes[next_sibling as usize].prev_sibling = id;
         }
@@ -840,6 +813,20 @@ impl Index {
             self.platform_ids.insert(platform.into(), id);
         }
         id.min(self.platforms.len().saturating_sub(1) as u16)
+    }
+}
+
+/// Stores `value` in a free slot of `slots`, or a new one; returns its id.
+fn allocate<T>(slots: &mut Vec<T>, free: &mut Vec<u32>, value: T) -> u32 {
+    match free.pop() {
+        Some(id) => {
+            slots[id as usize] = value;
+            id
+        }
+        None => {
+            slots.push(value);
+            (slots.len() - 1) as u32
+        }
     }
 }
 

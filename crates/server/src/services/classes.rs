@@ -88,15 +88,7 @@ impl Catalog {
     pub fn put_class(&self, caller: &Caller, name: Option<&str>, mut class: ImageClass) -> Result<ImageClass> {
         let verb = if name.is_some() { "update" } else { "create" };
         caller.require(Action::AdministerCluster, verb, CLASSES)?;
-        if let Some(name) = name {
-            if !class.metadata.name.is_empty() && class.metadata.name != name {
-                return Err(Error::bad_request(format!(
-                    "the name of the object ({:?}) does not match the name in the URL ({name:?})",
-                    class.metadata.name
-                )));
-            }
-            class.metadata.name = name.to_string();
-        }
+        crate::services::name_from_url(&mut class.metadata, name)?;
         class.metadata.namespace.clear();
         let name = class.metadata.name.clone();
         let errors = class.validate();
@@ -163,15 +155,7 @@ impl Catalog {
     pub fn put_class_group(&self, caller: &Caller, name: Option<&str>, mut group: ImageClassGroup) -> Result<ImageClassGroup> {
         let verb = if name.is_some() { "update" } else { "create" };
         caller.require(Action::AdministerCluster, verb, GROUPS)?;
-        if let Some(name) = name {
-            if !group.metadata.name.is_empty() && group.metadata.name != name {
-                return Err(Error::bad_request(format!(
-                    "the name of the object ({:?}) does not match the name in the URL ({name:?})",
-                    group.metadata.name
-                )));
-            }
-            group.metadata.name = name.to_string();
-        }
+        crate::services::name_from_url(&mut group.metadata, name)?;
         group.metadata.namespace.clear();
         let name = group.metadata.name.clone();
         let errors = group.validate();

@@ -244,6 +244,17 @@ pub(crate) fn namespace_not_found(namespace: &str) -> Error {
         .with_message(format!("namespaces {namespace:?} not found: create it first with `berth create namespace {namespace}`"))
 }
 
+/// Checks that an object's `metadata.name` agrees with the URL's, when the URL names one
+/// (an update), and fills it in.
+pub(crate) fn name_from_url(meta: &mut ObjectMeta, name: Option<&str>) -> Result<()> {
+    let Some(name) = name else { return Ok(()) };
+    if !meta.name.is_empty() && meta.name != name {
+        return Err(Error::bad_request(format!("the name of the object ({:?}) does not match the name in the URL ({name:?})", meta.name)));
+    }
+    meta.name = name.to_string();
+    Ok(())
+}
+
 /// Checks that an object's `metadata.namespace` agrees with the URL's and fills it in.
 pub(crate) fn place_in_namespace(meta: &mut ObjectMeta, namespace: &str) -> Result<()> {
     if !meta.namespace.is_empty() && meta.namespace != namespace {

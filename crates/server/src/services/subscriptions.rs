@@ -42,15 +42,7 @@ impl Catalog {
         let verb = if name.is_some() { "update" } else { "create" };
         caller.require(Action::Write(namespace), verb, SUBSCRIPTIONS)?;
         place_in_namespace(&mut subscription.metadata, namespace)?;
-        if let Some(name) = name {
-            if !subscription.metadata.name.is_empty() && subscription.metadata.name != name {
-                return Err(Error::bad_request(format!(
-                    "the name of the object ({:?}) does not match the name in the URL ({name:?})",
-                    subscription.metadata.name
-                )));
-            }
-            subscription.metadata.name = name.to_string();
-        }
+        crate::services::name_from_url(&mut subscription.metadata, name)?;
         let name = subscription.metadata.name.clone();
         let mut errors = subscription.validate();
         if errors.iter().all(|e| e.field != "spec.url")
