@@ -7,6 +7,7 @@
 //! and every rule here is a pure function of its inputs (the current time is passed in).
 
 pub mod access;
+pub mod admission;
 pub mod audit;
 pub mod core;
 pub mod digest;

@@ -116,3 +116,48 @@ proptest! {
         }
     }
 }
+
+/// A pod with containers of the given images.
+fn pod_with(images: &[String]) -> serde_json::Value {
+    let containers: Vec<serde_json::Value> =
+        images.iter().enumerate().map(|(i, image)| serde_json::json!({"name": format!("c{i}"), "image": image})).collect();
+    serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": containers}})
+}
+
+proptest! {
+    /// The image patch applies cleanly to the object it was made for and changes exactly
+    /// the images it names; applied to an object whose image changed since, it fails.
+    #[test]
+    fn the_image_patch_applies_to_its_object_and_to_no_other(
+        images in proptest::collection::vec("[a-z][a-z0-9/~._-]{0,20}(:[a-z0-9]{1,8})?", 1..6),
+        rewrite in proptest::collection::vec(any::<bool>(), 6),
+    ) {
+        use berth_model::admission::{image_patch, images_of};
+        let pod = pod_with(&images);
+        let found = images_of("", "Pod", &pod);
+        prop_assert_eq!(found.len(), images.len());
+        let rewrites: Vec<_> = found
+            .iter()
+            .zip(&rewrite)
+            .filter(|(_, r)| **r)
+            .map(|(at, _)| (at.clone(), format!("registry.example/x@sha256:{}", "a".repeat(64))))
+            .collect();
+        let patch: json_patch::Patch = serde_json::from_value(image_patch(&rewrites)).unwrap();
+        let mut patched = pod.clone();
+        json_patch::patch(&mut patched, &patch).unwrap();
+        let mut expected = images.clone();
+        for (idx, r) in rewrite.iter().take(images.len()).enumerate() {
+            if *r {
+                expected[idx] = format!("registry.example/x@sha256:{}", "a".repeat(64));
+            }
+        }
+        prop_assert_eq!(patched, pod_with(&expected));
+        if !rewrites.is_empty() {
+            let mut other = images.clone();
+            let first = found.iter().zip(&rewrite).position(|(_, r)| *r).unwrap();
+            other[first].push_str("-changed");
+            let mut moved = pod_with(&other);
+            prop_assert!(json_patch::patch(&mut moved, &patch).is_err());
+        }
+    }
+}

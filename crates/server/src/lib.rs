@@ -11,6 +11,7 @@ pub mod tls;
 
 pub use berth_upstream::ImportSettings;
 pub use serve::{ClientConfig, ServeConfig, ServerFile, Started, run, start};
+pub use services::admission::AdmissionSettings;
 pub use services::audit::AuditSettings;
 pub use services::classes::ClassSettings;
 pub use services::delivery::DeliverySettings;

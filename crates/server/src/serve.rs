@@ -18,6 +18,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::http::{App, router};
+use crate::services::admission::AdmissionSettings;
 use crate::services::audit::{AuditLog, AuditSettings};
 use crate::services::classes::ClassSettings;
 use crate::services::delivery::{Deliverer, DeliverySettings, NotificationSettings};
@@ -56,6 +57,8 @@ pub struct ServeConfig {
     pub audit: AuditSettings,
     /// Image classes: the domain of their labels.
     pub classes: ClassSettings,
+    /// Admission reviews: how images are resolved.
+    pub admission: AdmissionSettings,
 }
 
 /// The server's config file (`berth serve --config`): settings that are too many or too
@@ -83,6 +86,9 @@ pub struct ServerFile {
     /// Image classes: the domain of their labels.
     #[serde(default)]
     pub classes: ClassSettings,
+    /// Admission reviews: how images are resolved, per resource.
+    #[serde(default)]
+    pub admission: AdmissionSettings,
 }
 
 impl ServerFile {
@@ -269,6 +275,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Started> {
         readiness: Arc::default(),
         stopping: stopping_seen.clone(),
         scheme,
+        admission: Arc::new(config.admission.clone()),
     };
     let compactor = tokio::spawn(compact_forever(store, config.event_retention, config.compaction_interval));
     let handle = axum_server::Handle::new();
@@ -391,7 +398,7 @@ mod tests {
         let readme = include_str!("../../../README.md");
         let mut documented = String::new();
         for block in readme.split("```yaml\n").skip(1).filter_map(|b| b.split("```").next()) {
-            if ["import:", "webhooks:\n-", "registry:", "notifications:", "audit:", "classes:"]
+            if ["import:", "webhooks:\n-", "registry:", "notifications:", "audit:", "classes:", "admission:"]
                 .iter()
                 .any(|section| block.starts_with(section))
             {
@@ -409,6 +416,7 @@ mod tests {
         assert_eq!(file.tls, TlsSettings::default(), "the README lists the TLS defaults");
         assert_eq!(file.audit, AuditSettings::default(), "the README lists the audit defaults");
         assert_eq!(file.classes, ClassSettings::default(), "the README lists the class defaults");
+        assert_eq!(file.admission, AdmissionSettings::default(), "the README lists the admission defaults");
         assert_eq!(file.webhooks.len(), 2);
     }
 }

@@ -148,6 +148,7 @@ pub fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
         tls: tls_settings(file.tls, &args.tls, &args.tls_cert, &args.tls_key),
         audit: file.audit,
         classes: file.classes,
+        admission: file.admission,
     };
     // Blocking threads run writes and lists; more of them than this only queue on the one
     // writer connection and the reader pool while each holds its own memory.

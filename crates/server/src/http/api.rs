@@ -677,6 +677,41 @@ async fn class_images(
     respond(&headers, StatusCode::OK, result)
 }
 
+// Admission.
+
+pub(crate) async fn admission_mutate(State(app): State<App>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    admission(app, headers, body, crate::services::admission::Webhook::Mutating).await
+}
+
+pub(crate) async fn admission_validate(State(app): State<App>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    admission(app, headers, body, crate::services::admission::Webhook::Validating).await
+}
+
+/// `POST /admission/{mutate,validate}`: an AdmissionReview from the Kubernetes API server
+/// (with a token of cluster-read role, which the API server's admission kubeconfig holds).
+async fn admission(app: App, headers: HeaderMap, body: axum::body::Bytes, webhook: crate::services::admission::Webhook) -> Response {
+    let review: berth_model::admission::AdmissionReview = match serde_json::from_slice(&body) {
+        Ok(review) => review,
+        Err(err) => return render_error(Error::bad_request(format!("the body is not an admission.k8s.io/v1 AdmissionReview: {err}"))),
+    };
+    let Some(request) = review.request else {
+        return render_error(Error::bad_request("the AdmissionReview has no request: the API server sends one with each review"));
+    };
+    if review.api_version != "admission.k8s.io/v1" {
+        return render_error(Error::bad_request(format!(
+            "AdmissionReview {:?} is not supported: register the webhook with admissionReviewVersions: [v1]",
+            review.api_version
+        )));
+    }
+    let settings = app.admission.clone();
+    let result = call(&app, &headers, move |catalog, caller| {
+        caller.require(berth_model::access::Action::ReadCluster, "create", "admissionreviews")?;
+        catalog.review(&settings, webhook, &request)
+    })
+    .await;
+    respond(&headers, StatusCode::OK, result)
+}
+
 // Scheduled imports and registry webhooks.
 
 async fn list_scheduled(State(app): State<App>, ns: Option<Path<String>>, headers: HeaderMap) -> Response {

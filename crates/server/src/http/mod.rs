@@ -45,6 +45,8 @@ pub struct App {
     pub stopping: tokio::sync::watch::Receiver<bool>,
     /// `http` or `https`: how clients reach this listener (the registry's token realm).
     pub scheme: &'static str,
+    /// How admission reviews resolve images.
+    pub admission: Arc<crate::services::admission::AdmissionSettings>,
 }
 
 /// The whole HTTP surface: the image API, the core API, berth's API, the OCI registry
@@ -60,6 +62,8 @@ pub fn router(app: App) -> Router {
         .route("/openapi/v3", get(|| async { axum::Json(openapi::v3_index()) }))
         .route("/openapi/v3/{*path}", get(openapi_v3))
         .route("/webhooks/{name}", axum::routing::post(api::receive_webhook))
+        .route("/admission/mutate", axum::routing::post(api::admission_mutate))
+        .route("/admission/validate", axum::routing::post(api::admission_validate))
         .route("/v2/", axum::routing::any(registry::check))
         .route("/v2", axum::routing::any(registry::check))
         .route("/v2/{*rest}", axum::routing::any(registry::dispatch))

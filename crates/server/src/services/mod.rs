@@ -4,6 +4,7 @@
 //! typed [`Error`]. Services are synchronous (the store is); the HTTP edge runs them on
 //! blocking threads.
 
+pub mod admission;
 pub mod audit;
 pub mod classes;
 pub mod delivery;

@@ -72,6 +72,7 @@ impl TestApp {
             tls: berth_server::tls::TlsSettings::default(),
             audit: berth_server::AuditSettings::default(),
             classes: berth_server::ClassSettings::default(),
+            admission: berth_server::AdmissionSettings::default(),
         };
         configure(&mut config);
         let started = berth_server::start(config.clone()).await.unwrap();

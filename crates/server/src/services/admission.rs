@@ -1,0 +1,201 @@
+//! Admission: Kubernetes asks berth about each workload it is about to store
+//! (AdmissionReview, `admission.k8s.io/v1`), and berth resolves every container image it
+//! can to an immutable digest, so that every replica runs the same bytes
+//! (immutable-image-identifier), returning a JSON patch from the mutating webhook.
+//!
+//! What is resolved, for a workload in namespace `ns` (never anything of another
+//! namespace, whose digests the pod's author may not be allowed to learn):
+//! - a short name (`app`, `app:1.0`) when the stream `ns/app` has `lookupPolicy.local`;
+//! - a reference to berth's own registry for a stream of `ns`
+//!   (`registry.berth/ns/app:1.0`);
+//! - an external tag a stream of `ns` imports (`docker.io/library/ruby:3.3`), to the
+//!   digest it imported, in the same registry.
+//!
+//! How much is done per resource follows OpenShift's resolution modes.
+
+use std::collections::BTreeMap;
+
+use base64::Engine;
+use berth_model::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, ImageAt, image_patch, images_of};
+use berth_model::imagestream::ImageStream;
+use berth_model::reference::ImageReference;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::services::{Catalog, Resource, Result};
+
+/// OpenShift's `resolveImages` modes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ResolutionMode {
+    /// Leave images as they are.
+    DoNotAttempt,
+    /// Resolve where possible, for the decision; rewrite nothing.
+    Attempt,
+    /// Refuse a workload with an image berth cannot resolve; rewrite nothing.
+    Required,
+    /// Resolve where possible and rewrite what was resolved.
+    #[default]
+    AttemptRewrite,
+    /// Refuse a workload with an image berth cannot resolve, and rewrite the others.
+    RequiredRewrite,
+}
+
+impl ResolutionMode {
+    fn rewrites(self) -> bool {
+        matches!(self, ResolutionMode::AttemptRewrite | ResolutionMode::RequiredRewrite)
+    }
+
+    fn requires(self) -> bool {
+        matches!(self, ResolutionMode::Required | ResolutionMode::RequiredRewrite)
+    }
+}
+
+/// The server config's `admission:` block.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AdmissionSettings {
+    /// The mode for every resource not named in `resources`.
+    #[serde(default)]
+    pub resolve_images: ResolutionMode,
+    /// Modes per resource (`pods`, `deployments`, `cronjobs`, `buildconfigs`, ...).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub resources: BTreeMap<String, ResolutionMode>,
+}
+
+impl AdmissionSettings {
+    pub fn mode_for(&self, resource: &str) -> ResolutionMode {
+        self.resources.get(resource).copied().unwrap_or(self.resolve_images)
+    }
+}
+
+/// Which webhook was called.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Webhook {
+    Mutating,
+    Validating,
+}
+
+/// One image resolved: where it is, and the reference by digest it resolves to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resolved {
+    pub at: ImageAt,
+    pub by_digest: String,
+}
+
+impl Catalog {
+    /// Answers an AdmissionReview. A review without a request is refused by the caller
+    /// (it is not a review); a request for a kind with no images is allowed unchanged.
+    pub fn review(&self, settings: &AdmissionSettings, webhook: Webhook, request: &AdmissionRequest) -> Result<AdmissionReview> {
+        let mut response = AdmissionResponse { uid: request.uid.clone(), allowed: true, ..AdmissionResponse::default() };
+        let mode = settings.mode_for(&request.resource.resource);
+        let object = match (&request.object, request.operation.as_str()) {
+            (Some(object), "CREATE" | "UPDATE") if mode != ResolutionMode::DoNotAttempt => object,
+            _ => return Ok(reviewed(response)),
+        };
+        let images = images_of(&request.kind.group, &request.kind.kind, object);
+        let mut resolved = Vec::new();
+        let mut unresolved = Vec::new();
+        for at in images {
+            match self.resolve_image(&request.namespace, &at.image)? {
+                Some(by_digest) if by_digest != at.image => resolved.push(Resolved { at, by_digest }),
+                Some(_) => {}
+                None => unresolved.push(at),
+            }
+        }
+        if mode.requires() && !unresolved.is_empty() {
+            let names: Vec<&str> = unresolved.iter().map(|at| at.image.as_str()).collect();
+            let message = format!(
+                "berth could not resolve {} to a digest, and resolution is required for {}: tag the image into an image stream of namespace {:?} (with lookupPolicy.local for a short name), or refer to it by digest",
+                names.join(", "),
+                request.resource.resource,
+                request.namespace
+            );
+            response.allowed = false;
+            response.status = Some(json!({"code": 403, "reason": "Forbidden", "message": message}));
+            return Ok(reviewed(response));
+        }
+        for at in &resolved {
+            response.audit_annotations.insert(format!("berth.dev/resolved{}", at.at.pointer.replace('/', ".")), at.by_digest.clone());
+        }
+        if webhook == Webhook::Mutating && mode.rewrites() && !resolved.is_empty() {
+            let rewrites: Vec<(ImageAt, String)> = resolved.into_iter().map(|r| (r.at, r.by_digest)).collect();
+            let patch = serde_json::to_vec(&image_patch(&rewrites)).expect("a patch serialises");
+            response.patch = Some(base64::engine::general_purpose::STANDARD.encode(patch));
+            response.patch_type = Some("JSONPatch".to_string());
+        }
+        Ok(reviewed(response))
+    }
+
+    /// The reference by digest `image` resolves to in `namespace`, or `None` when berth
+    /// cannot resolve it. A reference already by digest resolves to itself.
+    pub fn resolve_image(&self, namespace: &str, image: &str) -> Result<Option<String>> {
+        let Ok(reference) = ImageReference::parse(image) else { return Ok(None) };
+        if reference.digest.is_some() {
+            return Ok(Some(image.to_string()));
+        }
+        let tag = reference.tag.clone().unwrap_or_else(|| "latest".to_string());
+        let config = self.config();
+        let ours = !reference.registry.is_empty()
+            && (reference.registry == config.registry_hostname || config.public_registry_hostnames.contains(&reference.registry));
+        // A short name, through a stream of the namespace that allows local lookup.
+        if reference.registry.is_empty()
+            && !reference.path.contains('/')
+            && let Some(stream) = self.load::<ImageStream>(namespace, &reference.path)?
+            && stream.spec.lookup_policy.local
+        {
+            return Ok(self.stream_tag_digest(&stream, &tag, None));
+        }
+        // berth's own registry, for a stream of the namespace.
+        if ours {
+            let Some((stream_namespace, stream_name)) = reference.path.split_once('/') else { return Ok(None) };
+            if stream_namespace != namespace || stream_name.contains('/') {
+                return Ok(None);
+            }
+            return Ok(match self.load::<ImageStream>(namespace, stream_name)? {
+                Some(stream) => self.stream_tag_digest(&stream, &tag, Some(&reference.registry)),
+                None => None,
+            });
+        }
+        // An external tag a stream of the namespace imports.
+        let Some(key) = reference.tracking_key() else { return Ok(None) };
+        for stream_key in self.store().referrers(ImageStream::RESOURCE, &format!("from:{key}"))? {
+            if stream_key.namespace != namespace {
+                continue;
+            }
+            let Some(stream) = self.load::<ImageStream>(namespace, &stream_key.name)? else { continue };
+            for spec in stream.spec.tags.iter().filter(|t| !t.reference) {
+                let tracks = spec.from.as_ref().filter(|f| f.kind == "DockerImage").and_then(|f| ImageReference::parse(&f.name).ok());
+                if tracks.and_then(|r| r.tracking_key()).as_deref() != Some(key.as_str()) {
+                    continue;
+                }
+                if let Some(digest) = stream.latest_event(&spec.name).map(|e| e.image.clone()).filter(|d| !d.is_empty()) {
+                    let registry = if reference.registry.is_empty() { String::new() } else { format!("{}/", reference.registry) };
+                    return Ok(Some(format!("{registry}{}@{digest}", reference.path)));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// The pull spec by digest of a stream tag's current image: in berth's registry (under
+    /// `registry`, or the configured hostname) for `Local` reference policy or when asked
+    /// through berth's registry, else where the image came from.
+    fn stream_tag_digest(&self, stream: &ImageStream, tag: &str, registry: Option<&str>) -> Option<String> {
+        let event = stream.latest_event(tag).filter(|e| !e.image.is_empty())?;
+        let local = stream.spec_tag(tag).is_some_and(|t| t.reference_policy.policy_type == "Local");
+        if registry.is_some() || local || event.docker_image_reference.is_empty() {
+            let host = registry.unwrap_or(&self.config().registry_hostname);
+            return Some(format!("{host}/{}/{}@{}", stream.metadata.namespace, stream.metadata.name, event.image));
+        }
+        Some(event.docker_image_reference.clone())
+    }
+}
+
+fn reviewed(response: AdmissionResponse) -> AdmissionReview {
+    AdmissionReview {
+        api_version: "admission.k8s.io/v1".to_string(),
+        kind: "AdmissionReview".to_string(),
+        request: None,
+        response: Some(response),
+    }
+}
