@@ -79,6 +79,9 @@ enum Command {
     /// Create, list and revoke API tokens.
     #[command(subcommand)]
     Token(commands::token::TokenCommand),
+    /// Set-up for cluster administrators: the admission webhook configuration.
+    #[command(subcommand)]
+    Adm(commands::adm::AdmCommand),
     /// What an image is built on and what is built on it (lineage).
     #[command(subcommand)]
     Lineage(commands::lineage::LineageCommand),
@@ -107,6 +110,7 @@ fn main() -> ExitCode {
         Command::Tag(args) => commands::tag::run(&ctx, args),
         Command::ImportImage(args) => commands::import_image::run(&ctx, args),
         Command::Token(command) => commands::token::run(&ctx, command),
+        Command::Adm(command) => commands::adm::run(&ctx, command),
         Command::Lineage(command) => commands::lineage::run(&ctx, command),
         Command::Class(command) => commands::lineage::run_class(&ctx, command),
         Command::Audit(args) => commands::audit::run(&ctx, args),

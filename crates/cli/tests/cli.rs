@@ -781,3 +781,46 @@ fn lineage_draws_a_tree_and_a_class_names_its_tags() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("No stream tag you can see points at an image of class vendor"));
     assert!(berth.fails(&["lineage", "ancestors", "missing:1", "-n", "team"]).contains("not found"));
 }
+
+/// The configuration `berth adm admission-config` prints registers webhooks that work: the
+/// API server would call the printed URL over HTTPS, trusting the printed CA bundle, with
+/// the printed token, and get an AdmissionReview answer.
+#[test]
+fn admission_config_registers_webhooks_kubernetes_can_call_over_https() {
+    use base64::Engine;
+    let berth = Berth::start_with(&["--tls", "self-signed"]);
+    berth.ok(&["create", "namespace", "team"]);
+    let token = berth.ok(&["token", "create", "kube-apiserver", "--role", "view", "--cluster"]).trim().to_string();
+    let token = token.lines().find(|l| l.starts_with("brt_")).unwrap_or(&token).to_string();
+    let printed = berth.ok(&["adm", "admission-config", "--token", &token, "--failure-policy", "Fail"]);
+    let documents: Vec<Value> =
+        printed.split("\n---\n").map(|doc| yaml_serde::from_str(doc).unwrap_or_else(|err| panic!("{err}: {doc}"))).collect();
+    assert_eq!(documents[0]["kind"], "MutatingWebhookConfiguration");
+    assert_eq!(documents[1]["kind"], "ValidatingWebhookConfiguration");
+    assert_eq!(documents[2]["kind"], "AdmissionConfiguration");
+    let hook = &documents[0]["webhooks"][0];
+    assert_eq!(hook["failurePolicy"], "Fail");
+    assert_eq!(hook["admissionReviewVersions"], serde_json::json!(["v1"]));
+    assert!(
+        hook["rules"].as_array().unwrap().iter().any(|r| r["resources"].as_array().unwrap().contains(&serde_json::json!("deployments")))
+    );
+    let url = hook["clientConfig"]["url"].as_str().unwrap();
+    assert!(url.starts_with("https://127.0.0.1:") && url.ends_with("/admission/mutate"), "{url}");
+    let ca = base64::engine::general_purpose::STANDARD.decode(hook["clientConfig"]["caBundle"].as_str().unwrap()).unwrap();
+    assert_eq!(ca, std::fs::read(berth.dir.path().join("data/tls/ca.crt")).unwrap());
+    let user = &documents[3]["users"][0];
+    assert_eq!(user["name"].as_str().unwrap(), url.trim_start_matches("https://").split('/').next().unwrap());
+    assert_eq!(user["user"]["token"], token.as_str());
+
+    // Called as the API server would call it.
+    let client = reqwest::blocking::Client::builder().add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap()).build().unwrap();
+    let review = serde_json::json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+        "uid": "b4d5c6e7-0000-4000-8000-000000000001",
+        "kind": {"group": "", "version": "v1", "kind": "Pod"}, "resource": {"group": "", "version": "v1", "resource": "pods"},
+        "name": "web", "namespace": "team", "operation": "CREATE", "userInfo": {"username": "developer"},
+        "object": {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web"}, "spec": {"containers": [{"name": "web", "image": "nginx:1.27"}]}}}});
+    let reply: Value = client.post(url).bearer_auth(&token).json(&review).send().unwrap().json().unwrap();
+    assert_eq!(reply["kind"], "AdmissionReview");
+    assert_eq!(reply["response"]["uid"], "b4d5c6e7-0000-4000-8000-000000000001");
+    assert_eq!(reply["response"]["allowed"], true);
+}

@@ -1,6 +1,7 @@
 //! The verbs, one module per verb group, and the [`Context`] they share: the global
 //! flags and how they turn into a namespace and a connected [`Client`].
 
+pub mod adm;
 pub mod apply;
 pub mod audit;
 pub mod completion;
@@ -76,6 +77,16 @@ impl Context {
         let token = self.global.token.clone().or_else(|| own.map(|c| c.token.clone()));
         let certificate_authority = self.global.certificate_authority.clone().or_else(|| own.and_then(|c| c.certificate_authority.clone()));
         Client::new(&server, token.filter(|t| !t.is_empty()), certificate_authority.as_deref())
+    }
+
+    /// The server URL: `--server`, or the client config's.
+    pub fn server_url(&self, config: &ClientConfig) -> String {
+        self.global.server.clone().unwrap_or_else(|| config.server.clone())
+    }
+
+    /// The token: `--token`, or the client config's.
+    pub fn token(&self, config: &ClientConfig) -> String {
+        self.global.token.clone().unwrap_or_else(|| config.token.clone())
     }
 
     /// The client config as it stands, for `berth config`.

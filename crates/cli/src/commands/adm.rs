@@ -1,0 +1,125 @@
+//! `berth adm`: what a cluster administrator sets up around berth. `admission-config`
+//! prints what registers berth's admission webhooks with a Kubernetes cluster.
+
+use anyhow::Context as _;
+use base64::Engine;
+use serde_json::{Value, json};
+
+use crate::commands::Context;
+
+#[derive(Debug, clap::Subcommand)]
+pub enum AdmCommand {
+    /// Print the MutatingWebhookConfiguration and ValidatingWebhookConfiguration that
+    /// register berth with a Kubernetes cluster (with berth's CA bundle filled in), and the
+    /// AdmissionConfiguration and kubeconfig with which the API server authenticates to
+    /// berth (the token given with --token, or the client config's: give it a token of
+    /// role view on the whole cluster, e.g. `berth token create kube-apiserver --role view
+    /// --cluster`).
+    AdmissionConfig(AdmissionConfigArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AdmissionConfigArgs {
+    /// What the API server does when berth cannot be reached: `Ignore` admits the
+    /// workload unchanged, `Fail` refuses it.
+    #[arg(long, default_value = "Ignore", value_parser = ["Ignore", "Fail"])]
+    failure_policy: String,
+    /// Where the API server reads the kubeconfig it authenticates to berth with.
+    #[arg(long, default_value = "/etc/kubernetes/berth-webhook-kubeconfig.yaml")]
+    kubeconfig_path: String,
+}
+
+pub fn run(ctx: &Context, command: AdmCommand) -> anyhow::Result<()> {
+    match command {
+        AdmCommand::AdmissionConfig(args) => admission_config(ctx, &args),
+    }
+}
+
+/// The workloads berth resolves images of, as admission rules.
+fn rules() -> Value {
+    let operations = json!(["CREATE", "UPDATE"]);
+    json!([
+        {"apiGroups": [""], "apiVersions": ["v1"], "operations": operations, "resources": ["pods", "replicationcontrollers"]},
+        {"apiGroups": ["apps"], "apiVersions": ["v1"], "operations": operations,
+            "resources": ["deployments", "statefulsets", "daemonsets", "replicasets"]},
+        {"apiGroups": ["batch"], "apiVersions": ["v1"], "operations": operations, "resources": ["jobs", "cronjobs"]},
+        {"apiGroups": ["apps.openshift.io"], "apiVersions": ["v1"], "operations": operations, "resources": ["deploymentconfigs"]},
+        {"apiGroups": ["build.openshift.io"], "apiVersions": ["v1"], "operations": operations, "resources": ["buildconfigs"]},
+    ])
+}
+
+fn admission_config(ctx: &Context, args: &AdmissionConfigArgs) -> anyhow::Result<()> {
+    let config = ctx.config()?.context("no client config: start a server with `berth serve` on this machine, or write one")?;
+    let server = ctx.server_url(&config).trim_end_matches('/').to_string();
+    if !server.starts_with("https://") {
+        eprintln!(
+            "warning: {server} is plain HTTP, and Kubernetes calls webhooks only over HTTPS: start berth with --tls self-signed (or --tls-cert/--tls-key)"
+        );
+    }
+    let ca_bundle = match &config.certificate_authority {
+        Some(ca) => {
+            let pem = std::fs::read(ca).with_context(|| format!("reading the CA file {}", ca.display()))?;
+            Some(base64::engine::general_purpose::STANDARD.encode(pem))
+        }
+        None => None,
+    };
+    let webhook = |name: &str, path: &str, mutating: bool| {
+        let mut client = json!({"url": format!("{server}{path}")});
+        if let Some(bundle) = &ca_bundle {
+            client["caBundle"] = json!(bundle);
+        }
+        let mut hook = json!({
+            "name": name,
+            "clientConfig": client,
+            "rules": rules(),
+            "admissionReviewVersions": ["v1"],
+            "sideEffects": "None",
+            "failurePolicy": args.failure_policy,
+            "timeoutSeconds": 5,
+        });
+        if mutating {
+            hook["reinvocationPolicy"] = json!("IfNeeded");
+        }
+        hook
+    };
+    let mutating = json!({
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "MutatingWebhookConfiguration",
+        "metadata": {"name": "berth"},
+        "webhooks": [webhook("images.berth.dev", "/admission/mutate", true)],
+    });
+    let validating = json!({
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingWebhookConfiguration",
+        "metadata": {"name": "berth"},
+        "webhooks": [webhook("images.berth.dev", "/admission/validate", false)],
+    });
+    let plugin = |name: &str| {
+        json!({"name": name, "configuration": {"apiVersion": "apiserver.config.k8s.io/v1", "kind": "WebhookAdmissionConfiguration",
+            "kubeConfigFile": args.kubeconfig_path}})
+    };
+    let admission = json!({
+        "apiVersion": "apiserver.config.k8s.io/v1",
+        "kind": "AdmissionConfiguration",
+        "plugins": [plugin("MutatingAdmissionWebhook"), plugin("ValidatingAdmissionWebhook")],
+    });
+    // The API server picks the user whose name is the webhook's host[:port].
+    let host = server.trim_start_matches("https://").trim_start_matches("http://").split('/').next().unwrap_or_default().to_string();
+    let token = ctx.token(&config);
+    let kubeconfig = json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "users": [{"name": host, "user": {"token": token}}],
+    });
+    println!("# Apply to the cluster: kubectl apply -f this-file (the first two documents).");
+    print!("{}", yaml_serde::to_string(&mutating)?);
+    println!("---");
+    print!("{}", yaml_serde::to_string(&validating)?);
+    println!("---");
+    println!("# The API server's --admission-control-config-file:");
+    print!("{}", yaml_serde::to_string(&admission)?);
+    println!("---");
+    println!("# {}: how the API server authenticates to berth", args.kubeconfig_path);
+    print!("{}", yaml_serde::to_string(&kubeconfig)?);
+    Ok(())
+}
