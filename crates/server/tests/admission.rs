@@ -162,6 +162,22 @@ async fn required_resolution_refuses_what_berth_cannot_pin_and_only_cluster_read
     let after = patched(&deployment, &reply["response"]);
     assert_eq!(after["spec"]["template"]["spec"]["containers"][0]["image"], format!("registry.berth.test/team/app@{digest}"));
 
+    // An image an administrator marked deny-execution may not run, by tag or by digest.
+    let path = format!("{IMAGE_API}/images/{digest}");
+    let (_, mut image) = app.get(&path).await;
+    image["metadata"]["annotations"]["images.openshift.io/deny-execution"] = json!("true");
+    let (status, body) = app.put(&path, image).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    for image in ["registry.berth.test/team/app:1.0".to_string(), format!("registry.berth.test/team/app@{digest}")] {
+        let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web"}, "spec": containers(&[image.as_str()])});
+        for webhook in ["mutate", "validate"] {
+            let (_, reply) = ask(&app, &app.admin, webhook, &review("", "Pod", "pods", &pod)).await;
+            assert_eq!(reply["response"]["allowed"], false, "{reply}");
+            let message = reply["response"]["status"]["message"].as_str().unwrap();
+            assert!(message.contains("execution-denied") && message.contains(&digest), "{message}");
+        }
+    }
+
     // Only a token that reads the whole cluster may ask; a bad body is a 400 Status.
     let editor = app.token("editor", "edit", &["team"]).await;
     let (status, _) = ask(&app, &editor, "mutate", &review("", "Pod", "pods", &pod)).await;

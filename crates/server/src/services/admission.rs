@@ -17,12 +17,16 @@ use std::collections::BTreeMap;
 
 use base64::Engine;
 use berth_model::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, ImageAt, image_patch, images_of};
+use berth_model::image::Image;
 use berth_model::imagestream::ImageStream;
 use berth_model::reference::ImageReference;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::services::{Catalog, Resource, Result};
+
+/// The annotation that forbids an image to run (OpenShift's).
+pub const DENY_EXECUTION: &str = "images.openshift.io/deny-execution";
 
 /// OpenShift's `resolveImages` modes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -95,12 +99,22 @@ impl Catalog {
         let images = images_of(&request.kind.group, &request.kind.kind, object);
         let mut resolved = Vec::new();
         let mut unresolved = Vec::new();
+        let mut denied = Vec::new();
         for at in images {
-            match self.resolve_image(&request.namespace, &at.image)? {
+            let by_digest = self.resolve_image(&request.namespace, &at.image)?;
+            if let Some(reason) = by_digest.as_deref().map(|r| self.execution_denied(&at.image, r)).transpose()?.flatten() {
+                denied.push(reason);
+            }
+            match by_digest {
                 Some(by_digest) if by_digest != at.image => resolved.push(Resolved { at, by_digest }),
                 Some(_) => {}
                 None => unresolved.push(at),
             }
+        }
+        if !denied.is_empty() {
+            response.allowed = false;
+            response.status = Some(json!({"code": 403, "reason": "Forbidden", "message": denied.join("; ")}));
+            return Ok(reviewed(response));
         }
         if mode.requires() && !unresolved.is_empty() {
             let names: Vec<&str> = unresolved.iter().map(|at| at.image.as_str()).collect();
@@ -124,6 +138,20 @@ impl Catalog {
             response.patch_type = Some("JSONPatch".to_string());
         }
         Ok(reviewed(response))
+    }
+
+    /// Why `image` (resolved to `by_digest`) may not run, when an administrator marked
+    /// its Image `images.openshift.io/deny-execution: "true"` (OpenShift's default
+    /// `execution-denied` rule).
+    fn execution_denied(&self, image: &str, by_digest: &str) -> Result<Option<String>> {
+        let Some(digest) = ImageReference::parse(by_digest).ok().and_then(|r| r.digest) else { return Ok(None) };
+        let Some(stored) = self.load::<Image>("", digest.as_str())? else { return Ok(None) };
+        if stored.metadata.annotations.get(DENY_EXECUTION).map(String::as_str) != Some("true") {
+            return Ok(None);
+        }
+        Ok(Some(format!(
+            "rule execution-denied: {image} is image {digest}, which an administrator marked {DENY_EXECUTION}=true: it may not run; deploy another image (see `berth describe` of its tag for the history)"
+        )))
     }
 
     /// The reference by digest `image` resolves to in `namespace`, or `None` when berth
