@@ -224,6 +224,14 @@ async fn kubectl_gets_applies_edits_explains_watches_and_deletes() {
         line
     });
     assert!(first.starts_with("NAME"), "{first}");
+    // kubectl prints the object, then watches from "now" (resourceVersion=0) and drops the
+    // first event, the object as it is when the watch starts: a tag moved before the watch
+    // is open would be that dropped event. So the tag moves once the watch is open.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Scrape::of(&app).await.value("berth_watches", &[]) < 1.0 {
+        assert!(Instant::now() < deadline, "kubectl's watch did not open");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     app.map("team", "app", "v2", "second").await;
     let seen = blocking(move || {
         let mut seen = Vec::new();
@@ -264,7 +272,7 @@ struct Scrape(Vec<(String, std::collections::BTreeMap<String, String>, f64)>);
 
 impl Scrape {
     async fn of(app: &TestApp) -> Scrape {
-        let response = reqwest::Client::new().get(format!("{}/metrics", app.base)).bearer_auth(&app.admin).send().await.unwrap();
+        let response = app.http().get(format!("{}/metrics", app.base)).bearer_auth(&app.admin).send().await.unwrap();
         assert_eq!(response.status(), StatusCode::OK);
         assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/plain; version=0.0.4"));
         let text = response.text().await.unwrap();

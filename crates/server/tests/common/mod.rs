@@ -93,6 +93,11 @@ impl TestApp {
         self.started = Some(berth_server::start(self.config.clone()).await.unwrap());
     }
 
+    /// The HTTP client the helpers use (it trusts the server's CA when it serves HTTPS).
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
     /// How many requests the server's importer has sent to other registries.
     pub fn upstream_requests(&self) -> u64 {
         self.started.as_ref().unwrap().upstream_requests()
