@@ -808,6 +808,11 @@ fn admission_config_registers_webhooks_kubernetes_can_call_over_https() {
     assert!(url.starts_with("https://127.0.0.1:") && url.ends_with("/admission/mutate"), "{url}");
     let ca = base64::engine::general_purpose::STANDARD.decode(hook["clientConfig"]["caBundle"].as_str().unwrap()).unwrap();
     assert_eq!(ca, std::fs::read(berth.dir.path().join("data/tls/ca.crt")).unwrap());
+    assert_eq!(documents[2]["plugins"][2]["name"], "ImagePolicyWebhook");
+    assert_eq!(documents[2]["plugins"][2]["configuration"]["imagePolicy"]["defaultAllow"], false);
+    let image_policy = &documents[4];
+    assert!(image_policy["clusters"][0]["cluster"]["server"].as_str().unwrap().ends_with("/imagereview"));
+    assert_eq!(image_policy["users"][0]["user"]["token"], token.as_str());
     let user = &documents[3]["users"][0];
     assert_eq!(user["name"].as_str().unwrap(), url.trim_start_matches("https://").split('/').next().unwrap());
     assert_eq!(user["user"]["token"], token.as_str());
@@ -823,4 +828,9 @@ fn admission_config_registers_webhooks_kubernetes_can_call_over_https() {
     assert_eq!(reply["kind"], "AdmissionReview");
     assert_eq!(reply["response"]["uid"], "b4d5c6e7-0000-4000-8000-000000000001");
     assert_eq!(reply["response"]["allowed"], true);
+    let image_review = serde_json::json!({"apiVersion": "imagepolicy.k8s.io/v1alpha1", "kind": "ImageReview",
+        "spec": {"containers": [{"image": "nginx:1.27"}], "namespace": "team"}});
+    let server = image_policy["clusters"][0]["cluster"]["server"].as_str().unwrap();
+    let reply: Value = client.post(server).bearer_auth(&token).json(&image_review).send().unwrap().json().unwrap();
+    assert_eq!(reply["status"]["allowed"], true, "{reply}");
 }

@@ -94,6 +94,52 @@ pub struct AdmissionResponse {
     pub audit_annotations: BTreeMap<String, String>,
 }
 
+/// The API version of Kubernetes' ImagePolicyWebhook documents.
+pub const IMAGE_REVIEW_VERSION: &str = "imagepolicy.k8s.io/v1alpha1";
+
+/// `imagepolicy.k8s.io/v1alpha1` ImageReview: what the ImagePolicyWebhook admission plugin
+/// sends for each pod, and the answer.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageReview {
+    #[serde(default)]
+    pub api_version: String,
+    #[serde(default)]
+    pub kind: String,
+    #[serde(default)]
+    pub spec: ImageReviewSpec,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<ImageReviewStatus>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageReviewSpec {
+    #[serde(default)]
+    pub containers: Vec<ImageReviewContainerSpec>,
+    /// The pod's annotations that match `*.image-policy.k8s.io/*`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    #[serde(default)]
+    pub namespace: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageReviewContainerSpec {
+    #[serde(default)]
+    pub image: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageReviewStatus {
+    pub allowed: bool,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub audit_annotations: BTreeMap<String, String>,
+}
+
 /// One container image of an object: where it is (a JSON pointer) and what it says.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ImageAt {

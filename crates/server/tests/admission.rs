@@ -178,6 +178,28 @@ async fn required_resolution_refuses_what_berth_cannot_pin_and_only_cluster_read
         }
     }
 
+    // The same through Kubernetes' ImagePolicyWebhook, with and without break-glass.
+    let image_review = |annotations: Value| {
+        json!({"apiVersion": "imagepolicy.k8s.io/v1alpha1", "kind": "ImageReview", "spec": {
+            "containers": [{"image": "registry.berth.test/team/app:1.0"}],
+            "annotations": annotations,
+            "namespace": "team"}})
+    };
+    let (status, reply) = app.send(&app.admin, Method::POST, "/imagereview", Some(&image_review(json!({})))).await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    assert_eq!(reply["kind"], "ImageReview");
+    assert_eq!(reply["status"]["allowed"], false);
+    assert!(reply["status"]["reason"].as_str().unwrap().contains("execution-denied"), "{reply}");
+    let glass = json!({"mycluster.image-policy.k8s.io/break-glass": "true"});
+    let (_, reply) = app.send(&app.admin, Method::POST, "/imagereview", Some(&image_review(glass))).await;
+    assert_eq!(reply["status"]["allowed"], true, "{reply}");
+    assert_eq!(reply["status"]["auditAnnotations"]["berth.dev/break-glass"], "mycluster.image-policy.k8s.io/break-glass");
+    assert!(reply["status"]["auditAnnotations"]["berth.dev/would-deny"].as_str().unwrap().contains("execution-denied"));
+    let unknown = json!({"apiVersion": "imagepolicy.k8s.io/v1alpha1", "kind": "ImageReview", "spec": {
+        "containers": [{"image": "nginx:1.27"}], "namespace": "team"}});
+    let (_, reply) = app.send(&app.admin, Method::POST, "/imagereview", Some(&unknown)).await;
+    assert_eq!(reply["status"]["allowed"], false, "pods require resolution here: {reply}");
+
     // Only a token that reads the whole cluster may ask; a bad body is a 400 Status.
     let editor = app.token("editor", "edit", &["team"]).await;
     let (status, _) = ask(&app, &editor, "mutate", &review("", "Pod", "pods", &pod)).await;

@@ -10,9 +10,9 @@ use crate::commands::Context;
 #[derive(Debug, clap::Subcommand)]
 pub enum AdmCommand {
     /// Print the MutatingWebhookConfiguration and ValidatingWebhookConfiguration that
-    /// register berth with a Kubernetes cluster (with berth's CA bundle filled in), and the
+    /// register berth with a Kubernetes cluster (with berth's CA bundle filled in), the
     /// AdmissionConfiguration and kubeconfig with which the API server authenticates to
-    /// berth (the token given with --token, or the client config's: give it a token of
+    /// berth, and the kubeconfig of the ImagePolicyWebhook plugin (the token given with --token, or the client config's: give it a token of
     /// role view on the whole cluster, e.g. `berth token create kube-apiserver --role view
     /// --cluster`).
     AdmissionConfig(AdmissionConfigArgs),
@@ -27,6 +27,9 @@ pub struct AdmissionConfigArgs {
     /// Where the API server reads the kubeconfig it authenticates to berth with.
     #[arg(long, default_value = "/etc/kubernetes/berth-webhook-kubeconfig.yaml")]
     kubeconfig_path: String,
+    /// Where the API server reads the ImagePolicyWebhook plugin's kubeconfig.
+    #[arg(long, default_value = "/etc/kubernetes/berth-imagepolicy-kubeconfig.yaml")]
+    image_policy_kubeconfig_path: String,
 }
 
 pub fn run(ctx: &Context, command: AdmCommand) -> anyhow::Result<()> {
@@ -98,10 +101,20 @@ fn admission_config(ctx: &Context, args: &AdmissionConfigArgs) -> anyhow::Result
         json!({"name": name, "configuration": {"apiVersion": "apiserver.config.k8s.io/v1", "kind": "WebhookAdmissionConfiguration",
             "kubeConfigFile": args.kubeconfig_path}})
     };
+    // Kubernetes' ImagePolicyWebhook plugin, for clusters that use it instead of (or
+    // beside) the webhooks: allowed and denied answers cached briefly, fail closed or open
+    // as --failure-policy says.
+    let image_policy = json!({"name": "ImagePolicyWebhook", "configuration": {"imagePolicy": {
+        "kubeConfigFile": args.image_policy_kubeconfig_path,
+        "allowTTL": 50,
+        "denyTTL": 50,
+        "retryBackoff": 500,
+        "defaultAllow": args.failure_policy == "Ignore",
+    }}});
     let admission = json!({
         "apiVersion": "apiserver.config.k8s.io/v1",
         "kind": "AdmissionConfiguration",
-        "plugins": [plugin("MutatingAdmissionWebhook"), plugin("ValidatingAdmissionWebhook")],
+        "plugins": [plugin("MutatingAdmissionWebhook"), plugin("ValidatingAdmissionWebhook"), image_policy],
     });
     // The API server picks the user whose name is the webhook's host[:port].
     let host = server.trim_start_matches("https://").trim_start_matches("http://").split('/').next().unwrap_or_default().to_string();
@@ -121,5 +134,20 @@ fn admission_config(ctx: &Context, args: &AdmissionConfigArgs) -> anyhow::Result
     println!("---");
     println!("# {}: how the API server authenticates to berth", args.kubeconfig_path);
     print!("{}", yaml_serde::to_string(&kubeconfig)?);
+    let mut cluster = json!({"server": format!("{server}/imagereview")});
+    if let Some(bundle) = &ca_bundle {
+        cluster["certificate-authority-data"] = json!(bundle);
+    }
+    let image_policy_kubeconfig = json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "berth", "cluster": cluster}],
+        "users": [{"name": "kube-apiserver", "user": {"token": token}}],
+        "contexts": [{"name": "berth", "context": {"cluster": "berth", "user": "kube-apiserver"}}],
+        "current-context": "berth",
+    });
+    println!("---");
+    println!("# {}: where the ImagePolicyWebhook plugin sends ImageReviews", args.image_policy_kubeconfig_path);
+    print!("{}", yaml_serde::to_string(&image_policy_kubeconfig)?);
     Ok(())
 }

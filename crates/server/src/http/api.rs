@@ -712,6 +712,28 @@ async fn admission(app: App, headers: HeaderMap, body: axum::body::Bytes, webhoo
     respond(&headers, StatusCode::OK, result)
 }
 
+/// `POST /imagereview`: an ImageReview from Kubernetes' ImagePolicyWebhook plugin.
+pub(crate) async fn image_review(State(app): State<App>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    let review = match serde_json::from_slice::<berth_model::admission::ImageReview>(&body) {
+        Ok(review) if review.api_version == berth_model::admission::IMAGE_REVIEW_VERSION => review,
+        Ok(review) => {
+            return render_error(Error::bad_request(format!(
+                "ImageReview {:?} is not supported: berth answers {}",
+                review.api_version,
+                berth_model::admission::IMAGE_REVIEW_VERSION
+            )));
+        }
+        Err(err) => return render_error(Error::bad_request(format!("the body is not an ImageReview: {err}"))),
+    };
+    let settings = app.admission.clone();
+    let result = call(&app, &headers, move |catalog, caller| {
+        caller.require(berth_model::access::Action::ReadCluster, "create", "imagereviews")?;
+        catalog.image_review(&settings, &review)
+    })
+    .await;
+    respond(&headers, StatusCode::OK, result)
+}
+
 // Scheduled imports and registry webhooks.
 
 async fn list_scheduled(State(app): State<App>, ns: Option<Path<String>>, headers: HeaderMap) -> Response {

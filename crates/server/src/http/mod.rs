@@ -64,6 +64,7 @@ pub fn router(app: App) -> Router {
         .route("/webhooks/{name}", axum::routing::post(api::receive_webhook))
         .route("/admission/mutate", axum::routing::post(api::admission_mutate))
         .route("/admission/validate", axum::routing::post(api::admission_validate))
+        .route("/imagereview", axum::routing::post(api::image_review))
         .route("/v2/", axum::routing::any(registry::check))
         .route("/v2", axum::routing::any(registry::check))
         .route("/v2/{*rest}", axum::routing::any(registry::dispatch))

@@ -16,7 +16,10 @@
 use std::collections::BTreeMap;
 
 use base64::Engine;
-use berth_model::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, ImageAt, image_patch, images_of};
+use berth_model::admission::{
+    AdmissionRequest, AdmissionResponse, AdmissionReview, IMAGE_REVIEW_VERSION, ImageAt, ImageReview, ImageReviewStatus, image_patch,
+    images_of,
+};
 use berth_model::image::Image;
 use berth_model::imagestream::ImageStream;
 use berth_model::reference::ImageReference;
@@ -79,6 +82,14 @@ pub enum Webhook {
     Validating,
 }
 
+/// What berth decided about a workload's images.
+#[derive(Clone, Debug, Default)]
+struct Decision {
+    resolved: Vec<Resolved>,
+    /// Why the workload may not run; empty when it may.
+    denials: Vec<String>,
+}
+
 /// One image resolved: where it is, and the reference by digest it resolves to.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Resolved {
@@ -97,47 +108,94 @@ impl Catalog {
             _ => return Ok(reviewed(response)),
         };
         let images = images_of(&request.kind.group, &request.kind.kind, object);
-        let mut resolved = Vec::new();
-        let mut unresolved = Vec::new();
-        let mut denied = Vec::new();
-        for at in images {
-            let by_digest = self.resolve_image(&request.namespace, &at.image)?;
-            if let Some(reason) = by_digest.as_deref().map(|r| self.execution_denied(&at.image, r)).transpose()?.flatten() {
-                denied.push(reason);
-            }
-            match by_digest {
-                Some(by_digest) if by_digest != at.image => resolved.push(Resolved { at, by_digest }),
-                Some(_) => {}
-                None => unresolved.push(at),
-            }
-        }
-        if !denied.is_empty() {
+        let decision = self.decide(mode, &request.resource.resource, &request.namespace, images)?;
+        if !decision.denials.is_empty() {
             response.allowed = false;
-            response.status = Some(json!({"code": 403, "reason": "Forbidden", "message": denied.join("; ")}));
+            response.status = Some(json!({"code": 403, "reason": "Forbidden", "message": decision.denials.join("; ")}));
             return Ok(reviewed(response));
         }
-        if mode.requires() && !unresolved.is_empty() {
-            let names: Vec<&str> = unresolved.iter().map(|at| at.image.as_str()).collect();
-            let message = format!(
-                "berth could not resolve {} to a digest, and resolution is required for {}: tag the image into an image stream of namespace {:?} (with lookupPolicy.local for a short name), or refer to it by digest",
-                names.join(", "),
-                request.resource.resource,
-                request.namespace
-            );
-            response.allowed = false;
-            response.status = Some(json!({"code": 403, "reason": "Forbidden", "message": message}));
-            return Ok(reviewed(response));
-        }
-        for at in &resolved {
+        for at in &decision.resolved {
             response.audit_annotations.insert(format!("berth.dev/resolved{}", at.at.pointer.replace('/', ".")), at.by_digest.clone());
         }
-        if webhook == Webhook::Mutating && mode.rewrites() && !resolved.is_empty() {
-            let rewrites: Vec<(ImageAt, String)> = resolved.into_iter().map(|r| (r.at, r.by_digest)).collect();
+        if webhook == Webhook::Mutating && mode.rewrites() && !decision.resolved.is_empty() {
+            let rewrites: Vec<(ImageAt, String)> = decision.resolved.into_iter().map(|r| (r.at, r.by_digest)).collect();
             let patch = serde_json::to_vec(&image_patch(&rewrites)).expect("a patch serialises");
             response.patch = Some(base64::engine::general_purpose::STANDARD.encode(patch));
             response.patch_type = Some("JSONPatch".to_string());
         }
         Ok(reviewed(response))
+    }
+
+    /// Answers an ImageReview (`imagepolicy.k8s.io/v1alpha1`, Kubernetes' ImagePolicyWebhook
+    /// plugin) as the validating webhook would answer a Pod with these containers. An
+    /// annotation `<anything>.image-policy.k8s.io/break-glass: "true"` admits the pod
+    /// anyway, and the audit annotations say so and why it would have been refused.
+    pub fn image_review(&self, settings: &AdmissionSettings, review: &ImageReview) -> Result<ImageReview> {
+        let mode = settings.mode_for("pods");
+        let images: Vec<ImageAt> = review
+            .spec
+            .containers
+            .iter()
+            .enumerate()
+            .map(|(idx, c)| ImageAt { pointer: format!("/spec/containers/{idx}/image"), image: c.image.clone() })
+            .collect();
+        let decision = if mode == ResolutionMode::DoNotAttempt {
+            Decision::default()
+        } else {
+            self.decide(mode, "pods", &review.spec.namespace, images)?
+        };
+        let break_glass = review
+            .spec
+            .annotations
+            .iter()
+            .find(|(key, value)| key.ends_with(".image-policy.k8s.io/break-glass") && value.as_str() == "true")
+            .map(|(key, _)| key.clone());
+        let mut status = ImageReviewStatus { allowed: decision.denials.is_empty(), ..ImageReviewStatus::default() };
+        for at in &decision.resolved {
+            status.audit_annotations.insert(format!("berth.dev/resolved{}", at.at.pointer.replace('/', ".")), at.by_digest.clone());
+        }
+        if !decision.denials.is_empty() {
+            let reason = decision.denials.join("; ");
+            match break_glass {
+                Some(key) => {
+                    status.allowed = true;
+                    status.audit_annotations.insert("berth.dev/break-glass".to_string(), key);
+                    status.audit_annotations.insert("berth.dev/would-deny".to_string(), reason);
+                }
+                None => status.reason = reason,
+            }
+        }
+        Ok(ImageReview {
+            api_version: IMAGE_REVIEW_VERSION.to_string(),
+            kind: "ImageReview".to_string(),
+            spec: review.spec.clone(),
+            status: Some(status),
+        })
+    }
+
+    /// What berth decides about the images of a workload of `resource` in `namespace`:
+    /// each resolved where it can be, and the reasons to refuse it.
+    fn decide(&self, mode: ResolutionMode, resource: &str, namespace: &str, images: Vec<ImageAt>) -> Result<Decision> {
+        let mut decision = Decision::default();
+        let mut unresolved = Vec::new();
+        for at in images {
+            let by_digest = self.resolve_image(namespace, &at.image)?;
+            if let Some(reason) = by_digest.as_deref().map(|r| self.execution_denied(&at.image, r)).transpose()?.flatten() {
+                decision.denials.push(reason);
+            }
+            match by_digest {
+                Some(by_digest) if by_digest != at.image => decision.resolved.push(Resolved { at, by_digest }),
+                Some(_) => {}
+                None => unresolved.push(at.image),
+            }
+        }
+        if decision.denials.is_empty() && mode.requires() && !unresolved.is_empty() {
+            decision.denials.push(format!(
+                "berth could not resolve {} to a digest, and resolution is required for {resource}: tag the image into an image stream of namespace {namespace:?} (with lookupPolicy.local for a short name), or refer to it by digest",
+                unresolved.join(", "),
+            ));
+        }
+        Ok(decision)
     }
 
     /// Why `image` (resolved to `by_digest`) may not run, when an administrator marked
