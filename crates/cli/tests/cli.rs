@@ -792,7 +792,7 @@ fn admission_config_registers_webhooks_kubernetes_can_call_over_https() {
     berth.ok(&["create", "namespace", "team"]);
     let token = berth.ok(&["token", "create", "kube-apiserver", "--role", "view", "--cluster"]).trim().to_string();
     let token = token.lines().find(|l| l.starts_with("brt_")).unwrap_or(&token).to_string();
-    let printed = berth.ok(&["adm", "admission-config", "--token", &token, "--failure-policy", "Fail"]);
+    let printed = berth.ok(&["adm", "admission-config", "--token", &token, "--failure-policy", "Fail", "--cluster", "prod-eu"]);
     let documents: Vec<Value> =
         printed.split("\n---\n").map(|doc| yaml_serde::from_str(doc).unwrap_or_else(|err| panic!("{err}: {doc}"))).collect();
     assert_eq!(documents[0]["kind"], "MutatingWebhookConfiguration");
@@ -805,13 +805,13 @@ fn admission_config_registers_webhooks_kubernetes_can_call_over_https() {
         hook["rules"].as_array().unwrap().iter().any(|r| r["resources"].as_array().unwrap().contains(&serde_json::json!("deployments")))
     );
     let url = hook["clientConfig"]["url"].as_str().unwrap();
-    assert!(url.starts_with("https://127.0.0.1:") && url.ends_with("/admission/mutate"), "{url}");
+    assert!(url.starts_with("https://127.0.0.1:") && url.ends_with("/admission/mutate?cluster=prod-eu"), "{url}");
     let ca = base64::engine::general_purpose::STANDARD.decode(hook["clientConfig"]["caBundle"].as_str().unwrap()).unwrap();
     assert_eq!(ca, std::fs::read(berth.dir.path().join("data/tls/ca.crt")).unwrap());
     assert_eq!(documents[2]["plugins"][2]["name"], "ImagePolicyWebhook");
     assert_eq!(documents[2]["plugins"][2]["configuration"]["imagePolicy"]["defaultAllow"], false);
     let image_policy = &documents[4];
-    assert!(image_policy["clusters"][0]["cluster"]["server"].as_str().unwrap().ends_with("/imagereview"));
+    assert!(image_policy["clusters"][0]["cluster"]["server"].as_str().unwrap().ends_with("/imagereview?cluster=prod-eu"));
     assert_eq!(image_policy["users"][0]["user"]["token"], token.as_str());
     let user = &documents[3]["users"][0];
     assert_eq!(user["name"].as_str().unwrap(), url.trim_start_matches("https://").split('/').next().unwrap());
@@ -828,6 +828,7 @@ fn admission_config_registers_webhooks_kubernetes_can_call_over_https() {
     assert_eq!(reply["kind"], "AdmissionReview");
     assert_eq!(reply["response"]["uid"], "b4d5c6e7-0000-4000-8000-000000000001");
     assert_eq!(reply["response"]["allowed"], true);
+    assert_eq!(reply["response"]["auditAnnotations"]["berth.dev/cluster"], "prod-eu", "every decision names its cluster");
     let image_review = serde_json::json!({"apiVersion": "imagepolicy.k8s.io/v1alpha1", "kind": "ImageReview",
         "spec": {"containers": [{"image": "nginx:1.27"}], "namespace": "team"}});
     let server = image_policy["clusters"][0]["cluster"]["server"].as_str().unwrap();

@@ -154,6 +154,7 @@ async fn required_resolution_refuses_what_berth_cannot_pin_and_only_cluster_read
     assert_eq!(reply["response"]["status"]["code"], 403);
     let message = reply["response"]["status"]["message"].as_str().unwrap();
     assert!(message.contains("nginx:1.27") && message.contains("refer to it by digest"), "{message}");
+    assert!(message.contains("cluster default, namespace team"), "{message}");
     // Deployments keep the default (AttemptRewrite).
     let deployment = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
         "spec": {"template": {"spec": containers(&["registry.berth.test/team/app:1.0", "nginx:1.27"])}}});
@@ -206,6 +207,9 @@ async fn required_resolution_refuses_what_berth_cannot_pin_and_only_cluster_read
     assert_eq!(status, StatusCode::FORBIDDEN);
     let (status, _) = ask(&app, "not-a-token", "mutate", &review("", "Pod", "pods", &pod)).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, reply) = ask(&app, &app.admin, "mutate?cluster=Not_A_Name", &review("", "Pod", "pods", &pod)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{reply}");
+    assert!(reply["message"].as_str().unwrap().contains("cluster=\"Not_A_Name\""), "{reply}");
     for (body, words) in [
         (json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview"}), "has no request"),
         (

@@ -27,6 +27,10 @@ pub struct AdmissionConfigArgs {
     /// Where the API server reads the kubeconfig it authenticates to berth with.
     #[arg(long, default_value = "/etc/kubernetes/berth-webhook-kubeconfig.yaml")]
     kubeconfig_path: String,
+    /// The name of this cluster, when several share one berth: every review, decision and
+    /// record names it.
+    #[arg(long, default_value = "default")]
+    cluster: String,
     /// Where the API server reads the ImagePolicyWebhook plugin's kubeconfig.
     #[arg(long, default_value = "/etc/kubernetes/berth-imagepolicy-kubeconfig.yaml")]
     image_policy_kubeconfig_path: String,
@@ -67,7 +71,7 @@ fn admission_config(ctx: &Context, args: &AdmissionConfigArgs) -> anyhow::Result
         None => None,
     };
     let webhook = |name: &str, path: &str, mutating: bool| {
-        let mut client = json!({"url": format!("{server}{path}")});
+        let mut client = json!({"url": format!("{server}{path}?cluster={}", args.cluster)});
         if let Some(bundle) = &ca_bundle {
             client["caBundle"] = json!(bundle);
         }
@@ -134,7 +138,7 @@ fn admission_config(ctx: &Context, args: &AdmissionConfigArgs) -> anyhow::Result
     println!("---");
     println!("# {}: how the API server authenticates to berth", args.kubeconfig_path);
     print!("{}", yaml_serde::to_string(&kubeconfig)?);
-    let mut cluster = json!({"server": format!("{server}/imagereview")});
+    let mut cluster = json!({"server": format!("{server}/imagereview?cluster={}", args.cluster)});
     if let Some(bundle) = &ca_bundle {
         cluster["certificate-authority-data"] = json!(bundle);
     }

@@ -679,17 +679,43 @@ async fn class_images(
 
 // Admission.
 
-pub(crate) async fn admission_mutate(State(app): State<App>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
-    admission(app, headers, body, crate::services::admission::Webhook::Mutating).await
+/// `?cluster=NAME` on the review endpoints: which cluster sends the review.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct ReviewParams {
+    cluster: Option<String>,
 }
 
-pub(crate) async fn admission_validate(State(app): State<App>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
-    admission(app, headers, body, crate::services::admission::Webhook::Validating).await
+pub(crate) async fn admission_mutate(
+    State(app): State<App>,
+    Query(params): Query<ReviewParams>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    admission(app, params, headers, body, crate::services::admission::Webhook::Mutating).await
+}
+
+pub(crate) async fn admission_validate(
+    State(app): State<App>,
+    Query(params): Query<ReviewParams>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    admission(app, params, headers, body, crate::services::admission::Webhook::Validating).await
 }
 
 /// `POST /admission/{mutate,validate}`: an AdmissionReview from the Kubernetes API server
 /// (with a token of cluster-read role, which the API server's admission kubeconfig holds).
-async fn admission(app: App, headers: HeaderMap, body: axum::body::Bytes, webhook: crate::services::admission::Webhook) -> Response {
+async fn admission(
+    app: App,
+    params: ReviewParams,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+    webhook: crate::services::admission::Webhook,
+) -> Response {
+    let cluster = match crate::services::admission::cluster_name(params.cluster.as_deref()) {
+        Ok(cluster) => cluster,
+        Err(err) => return render_error(err),
+    };
     let review: berth_model::admission::AdmissionReview = match serde_json::from_slice(&body) {
         Ok(review) => review,
         Err(err) => return render_error(Error::bad_request(format!("the body is not an admission.k8s.io/v1 AdmissionReview: {err}"))),
@@ -706,14 +732,23 @@ async fn admission(app: App, headers: HeaderMap, body: axum::body::Bytes, webhoo
     let settings = app.admission.clone();
     let result = call(&app, &headers, move |catalog, caller| {
         caller.require(berth_model::access::Action::ReadCluster, "create", "admissionreviews")?;
-        catalog.review(&settings, webhook, &request)
+        catalog.review(&settings, &cluster, webhook, &request)
     })
     .await;
     respond(&headers, StatusCode::OK, result)
 }
 
 /// `POST /imagereview`: an ImageReview from Kubernetes' ImagePolicyWebhook plugin.
-pub(crate) async fn image_review(State(app): State<App>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+pub(crate) async fn image_review(
+    State(app): State<App>,
+    Query(params): Query<ReviewParams>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let cluster = match crate::services::admission::cluster_name(params.cluster.as_deref()) {
+        Ok(cluster) => cluster,
+        Err(err) => return render_error(err),
+    };
     let review = match serde_json::from_slice::<berth_model::admission::ImageReview>(&body) {
         Ok(review) if review.api_version == berth_model::admission::IMAGE_REVIEW_VERSION => review,
         Ok(review) => {
@@ -728,7 +763,7 @@ pub(crate) async fn image_review(State(app): State<App>, headers: HeaderMap, bod
     let settings = app.admission.clone();
     let result = call(&app, &headers, move |catalog, caller| {
         caller.require(berth_model::access::Action::ReadCluster, "create", "imagereviews")?;
-        catalog.image_review(&settings, &review)
+        catalog.image_review(&settings, &cluster, &review)
     })
     .await;
     respond(&headers, StatusCode::OK, result)

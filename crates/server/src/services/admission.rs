@@ -75,6 +75,17 @@ impl AdmissionSettings {
     }
 }
 
+/// The name of a cluster that sends reviews, from the webhook URL's `?cluster=` (several
+/// clusters may share one berth); `default` when it names none.
+pub fn cluster_name(given: Option<&str>) -> Result<String> {
+    match given.filter(|name| !name.is_empty()) {
+        None => Ok("default".to_string()),
+        Some(name) => berth_model::names::check_dns_label("cluster", name)
+            .map(|()| name.to_string())
+            .map_err(|err| crate::services::Error::bad_request(format!("cluster={name:?}: {}", err.message))),
+    }
+}
+
 /// Which webhook was called.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Webhook {
@@ -100,8 +111,15 @@ pub struct Resolved {
 impl Catalog {
     /// Answers an AdmissionReview. A review without a request is refused by the caller
     /// (it is not a review); a request for a kind with no images is allowed unchanged.
-    pub fn review(&self, settings: &AdmissionSettings, webhook: Webhook, request: &AdmissionRequest) -> Result<AdmissionReview> {
+    pub fn review(
+        &self,
+        settings: &AdmissionSettings,
+        cluster: &str,
+        webhook: Webhook,
+        request: &AdmissionRequest,
+    ) -> Result<AdmissionReview> {
         let mut response = AdmissionResponse { uid: request.uid.clone(), allowed: true, ..AdmissionResponse::default() };
+        response.audit_annotations.insert("berth.dev/cluster".to_string(), cluster.to_string());
         let mode = settings.mode_for(&request.resource.resource);
         let object = match (&request.object, request.operation.as_str()) {
             (Some(object), "CREATE" | "UPDATE") if mode != ResolutionMode::DoNotAttempt => object,
@@ -111,7 +129,8 @@ impl Catalog {
         let decision = self.decide(mode, &request.resource.resource, &request.namespace, images)?;
         if !decision.denials.is_empty() {
             response.allowed = false;
-            response.status = Some(json!({"code": 403, "reason": "Forbidden", "message": decision.denials.join("; ")}));
+            let message = format!("berth (cluster {cluster}, namespace {}): {}", request.namespace, decision.denials.join("; "));
+            response.status = Some(json!({"code": 403, "reason": "Forbidden", "message": message}));
             return Ok(reviewed(response));
         }
         for at in &decision.resolved {
@@ -130,7 +149,7 @@ impl Catalog {
     /// plugin) as the validating webhook would answer a Pod with these containers. An
     /// annotation `<anything>.image-policy.k8s.io/break-glass: "true"` admits the pod
     /// anyway, and the audit annotations say so and why it would have been refused.
-    pub fn image_review(&self, settings: &AdmissionSettings, review: &ImageReview) -> Result<ImageReview> {
+    pub fn image_review(&self, settings: &AdmissionSettings, cluster: &str, review: &ImageReview) -> Result<ImageReview> {
         let mode = settings.mode_for("pods");
         let images: Vec<ImageAt> = review
             .spec
@@ -151,6 +170,7 @@ impl Catalog {
             .find(|(key, value)| key.ends_with(".image-policy.k8s.io/break-glass") && value.as_str() == "true")
             .map(|(key, _)| key.clone());
         let mut status = ImageReviewStatus { allowed: decision.denials.is_empty(), ..ImageReviewStatus::default() };
+        status.audit_annotations.insert("berth.dev/cluster".to_string(), cluster.to_string());
         for at in &decision.resolved {
             status.audit_annotations.insert(format!("berth.dev/resolved{}", at.at.pointer.replace('/', ".")), at.by_digest.clone());
         }
@@ -162,7 +182,7 @@ impl Catalog {
                     status.audit_annotations.insert("berth.dev/break-glass".to_string(), key);
                     status.audit_annotations.insert("berth.dev/would-deny".to_string(), reason);
                 }
-                None => status.reason = reason,
+                None => status.reason = format!("berth (cluster {cluster}, namespace {}): {reason}", review.spec.namespace),
             }
         }
         Ok(ImageReview {
