@@ -50,6 +50,19 @@ fn patched(object: &Value, response: &Value) -> Value {
     object
 }
 
+/// The answer to a request announcing a body of 5 MB, sent without it.
+async fn too_large(app: &TestApp, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(app.base.trim_start_matches("http://")).await.unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: berth\r\nContent-Type: application/json\r\nContent-Length: 5000000\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
 async fn ask(app: &TestApp, token: &str, webhook: &str, body: &Value) -> (StatusCode, Value) {
     app.send(token, Method::POST, &format!("/admission/{webhook}"), Some(body)).await
 }
@@ -207,6 +220,14 @@ async fn required_resolution_refuses_what_berth_cannot_pin_and_only_cluster_read
     assert_eq!(status, StatusCode::FORBIDDEN);
     let (status, _) = ask(&app, "not-a-token", "mutate", &review("", "Pod", "pods", &pod)).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // A body past the cap is refused from its Content-Length, before a byte of it is read,
+    // parsed or authenticated (sent raw: a client still writing the body would see the
+    // connection close under it).
+    for path in ["/admission/mutate", "/admission/validate", "/imagereview"] {
+        let answer = too_large(&app, path).await;
+        assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+        assert!(answer.contains("\"kind\":\"Status\"") && answer.contains("larger than"), "{answer}");
+    }
     let (status, reply) = ask(&app, &app.admin, "mutate?cluster=Not_A_Name", &review("", "Pod", "pods", &pod)).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{reply}");
     assert!(reply["message"].as_str().unwrap().contains("cluster=\"Not_A_Name\""), "{reply}");

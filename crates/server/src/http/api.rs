@@ -689,7 +689,7 @@ pub(crate) async fn admission_mutate(
     State(app): State<App>,
     Query(params): Query<ReviewParams>,
     headers: HeaderMap,
-    body: axum::body::Bytes,
+    body: RawBody,
 ) -> Response {
     admission(app, params, headers, body, crate::services::admission::Webhook::Mutating).await
 }
@@ -698,7 +698,7 @@ pub(crate) async fn admission_validate(
     State(app): State<App>,
     Query(params): Query<ReviewParams>,
     headers: HeaderMap,
-    body: axum::body::Bytes,
+    body: RawBody,
 ) -> Response {
     admission(app, params, headers, body, crate::services::admission::Webhook::Validating).await
 }
@@ -709,14 +709,15 @@ async fn admission(
     app: App,
     params: ReviewParams,
     headers: HeaderMap,
-    body: axum::body::Bytes,
+    body: RawBody,
     webhook: crate::services::admission::Webhook,
 ) -> Response {
     let cluster = match crate::services::admission::cluster_name(params.cluster.as_deref()) {
         Ok(cluster) => cluster,
         Err(err) => return render_error(err),
     };
-    let review: berth_model::admission::AdmissionReview = match serde_json::from_slice(&body) {
+    // RawBody caps the body (413 with a Status) before anything is parsed or authenticated.
+    let review: berth_model::admission::AdmissionReview = match serde_json::from_slice(&body.bytes) {
         Ok(review) => review,
         Err(err) => return render_error(Error::bad_request(format!("the body is not an admission.k8s.io/v1 AdmissionReview: {err}"))),
     };
@@ -743,13 +744,13 @@ pub(crate) async fn image_review(
     State(app): State<App>,
     Query(params): Query<ReviewParams>,
     headers: HeaderMap,
-    body: axum::body::Bytes,
+    body: RawBody,
 ) -> Response {
     let cluster = match crate::services::admission::cluster_name(params.cluster.as_deref()) {
         Ok(cluster) => cluster,
         Err(err) => return render_error(err),
     };
-    let review = match serde_json::from_slice::<berth_model::admission::ImageReview>(&body) {
+    let review = match serde_json::from_slice::<berth_model::admission::ImageReview>(&body.bytes) {
         Ok(review) if review.api_version == berth_model::admission::IMAGE_REVIEW_VERSION => review,
         Ok(review) => {
             return render_error(Error::bad_request(format!(

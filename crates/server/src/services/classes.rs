@@ -12,8 +12,7 @@
 //! the same labels from the same store.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use berth_lineage::{ChainRef, Index};
 use berth_model::access::Action;
@@ -43,17 +42,25 @@ pub const OUTDATED: &str = "outdated";
 #[derive(Default)]
 pub struct ClassMarks {
     state: RwLock<Marks>,
-    /// What the classes looked like at the controller's last pass: their newest revision
-    /// and their number (a deletion changes the number).
-    classes_seen: AtomicU64,
+    /// What the classes and groups looked like at the controller's last pass.
+    classes_seen: Mutex<ClassesSeen>,
+}
+
+/// Enough of the classes and groups to tell that one changed: the newest revision among
+/// them, and how many there are (a deletion lowers no revision).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct ClassesSeen {
+    newest: u64,
+    classes: usize,
+    groups: usize,
 }
 
 #[derive(Default)]
 struct Marks {
     /// `Index::changes` when the marks were resolved.
     index_changes: u64,
-    /// The store revision of the classes they were resolved from.
-    classes_revision: u64,
+    /// The classes and groups they were resolved from.
+    classes_seen: ClassesSeen,
     resolved: bool,
     /// For each chain a version of a class ends in: the class and how many versions
     /// behind its current one that version is.
@@ -205,13 +212,13 @@ impl Catalog {
             classes.push(ImageClass::decode(&stored)?);
         }
         let groups = self.store().scan(&ListQuery { resource: ImageClassGroup::RESOURCE.to_string(), ..ListQuery::default() })?;
-        let mut group_count = 0u64;
+        let mut group_count = 0;
         for stored in groups.items {
             newest = newest.max(stored?.revision);
             group_count += 1;
         }
-        let seen = newest.wrapping_mul(1 << 20).wrapping_add((classes.len() as u64) << 10).wrapping_add(group_count);
-        self.classes.classes_seen.store(seen, Ordering::Release);
+        *self.classes.classes_seen.lock().unwrap_or_else(PoisonError::into_inner) =
+            ClassesSeen { newest, classes: classes.len(), groups: group_count };
         for class in classes {
             let status = self.class_status(&class)?;
             if status == class.status {
@@ -425,10 +432,10 @@ impl Catalog {
     fn refresh_marks(&self) -> Result<()> {
         self.lineage_index().sync(&**self.store())?;
         let index_changes = self.lineage_index().read(Index::changes);
-        let classes_revision = self.classes.classes_seen.load(Ordering::Acquire);
+        let classes_seen = *self.classes.classes_seen.lock().unwrap_or_else(PoisonError::into_inner);
         {
             let marks = self.classes.state.read().unwrap_or_else(PoisonError::into_inner);
-            if marks.resolved && marks.index_changes == index_changes && marks.classes_revision == classes_revision {
+            if marks.resolved && marks.index_changes == index_changes && marks.classes_seen == classes_seen {
                 return Ok(());
             }
         }
@@ -466,7 +473,7 @@ impl Catalog {
             (by_chain, index.changes())
         });
         *self.classes.state.write().unwrap_or_else(PoisonError::into_inner) =
-            Marks { index_changes, classes_revision, resolved: true, by_chain, groups };
+            Marks { index_changes, classes_seen, resolved: true, by_chain, groups };
         Ok(())
     }
 
