@@ -104,6 +104,8 @@ pub static IMAGE_CLASS_GROUP: Kind = Kind {
     watch: true,
     ..image_kind("ImageClassGroup", "imageclassgroup", "imageclassgroups", &["icg"])
 };
+pub static IMAGE_POLICY: Kind =
+    Kind { group: BERTH_GROUP, namespaced: false, watch: true, ..image_kind("ImagePolicy", "imagepolicy", "imagepolicies", &["ipol"]) };
 /// The server's schedule of tags with `importPolicy.scheduled`: listed only, never read
 /// by name (`get` filters the list), written or deleted.
 pub static SCHEDULED_IMPORT: Kind = Kind {
@@ -116,7 +118,7 @@ pub static SCHEDULED_IMPORT: Kind = Kind {
     ..image_kind("ScheduledImport", "scheduledimport", "scheduledimports", &["si"])
 };
 
-pub static KINDS: [&Kind; 13] = [
+pub static KINDS: [&Kind; 14] = [
     &IMAGE_STREAM,
     &IMAGE_STREAM_TAG,
     &IMAGE_TAG,
@@ -128,6 +130,7 @@ pub static KINDS: [&Kind; 13] = [
     &TOKEN,
     &SUBSCRIPTION,
     &IMAGE_CLASS,
+    &IMAGE_POLICY,
     &IMAGE_CLASS_GROUP,
     &SCHEDULED_IMPORT,
 ];

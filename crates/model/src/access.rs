@@ -1,17 +1,32 @@
 //! Who may do what: a token's role (view, edit, admin) on named namespaces or on the
-//! whole cluster, and the role each action needs.
+//! whole cluster, and the role each action needs. A `scanner` token (cluster-wide only)
+//! reads like a viewer and may set the marks of images (`images.openshift.io/deny-execution`
+//! and `quality.images.openshift.io/*`) and nothing else.
 
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     #[default]
     View,
     Edit,
     Admin,
+    /// Reads as `view` does, and marks images.
+    Scanner,
+}
+
+impl Role {
+    /// How far the role reaches among view, edit and admin (a scanner reads).
+    fn rank(self) -> u8 {
+        match self {
+            Role::View | Role::Scanner => 0,
+            Role::Edit => 1,
+            Role::Admin => 2,
+        }
+    }
 }
 
 impl fmt::Display for Role {
@@ -20,6 +35,7 @@ impl fmt::Display for Role {
             Role::View => "view",
             Role::Edit => "edit",
             Role::Admin => "admin",
+            Role::Scanner => "scanner",
         })
     }
 }
@@ -52,6 +68,8 @@ pub enum Action<'a> {
     ReadCluster,
     /// Create or relabel Images.
     WriteImages,
+    /// Set or clear the marks of Images (deny-execution, quality reports).
+    MarkImages,
     /// Create and delete namespaces, delete images, manage tokens.
     AdministerCluster,
 }
@@ -74,14 +92,16 @@ impl Grant {
     }
 
     pub fn allows(&self, action: Action<'_>) -> bool {
-        let cluster_role = if self.is_cluster_wide() { Some(self.role) } else { None };
+        let rank_in = |ns: &str| self.role_in(ns).map(Role::rank);
+        let cluster_rank = if self.is_cluster_wide() { Some(self.role.rank()) } else { None };
         match action {
             Action::Read(ns) | Action::SeeNamespace(ns) => self.role_in(ns).is_some(),
-            Action::Write(ns) => self.role_in(ns) >= Some(Role::Edit),
-            Action::ReadSecretData(ns) => self.role_in(ns) >= Some(Role::Admin),
-            Action::ReadCluster => cluster_role.is_some(),
-            Action::WriteImages => cluster_role >= Some(Role::Edit),
-            Action::AdministerCluster => cluster_role >= Some(Role::Admin),
+            Action::Write(ns) => rank_in(ns) >= Some(1),
+            Action::ReadSecretData(ns) => rank_in(ns) >= Some(2),
+            Action::ReadCluster => cluster_rank.is_some(),
+            Action::WriteImages => cluster_rank >= Some(1),
+            Action::MarkImages => cluster_rank >= Some(1) || (self.is_cluster_wide() && self.role == Role::Scanner),
+            Action::AdministerCluster => cluster_rank >= Some(2),
         }
     }
 
@@ -127,5 +147,18 @@ mod tests {
         let edit = Grant { role: Role::Edit, scope: Scope::Cluster };
         assert!(edit.allows(Action::WriteImages) && !edit.allows(Action::AdministerCluster));
         assert!(Grant::cluster_admin().allows(Action::AdministerCluster));
+    }
+
+    #[test]
+    fn a_scanner_reads_the_cluster_and_marks_images_only() {
+        let scanner = Grant { role: Role::Scanner, scope: Scope::Cluster };
+        assert!(scanner.allows(Action::ReadCluster) && scanner.allows(Action::Read("any")) && scanner.allows(Action::MarkImages));
+        for action in [Action::Write("any"), Action::ReadSecretData("any"), Action::WriteImages, Action::AdministerCluster] {
+            assert!(!scanner.allows(action), "{action:?}");
+        }
+        let in_one = Grant { role: Role::Scanner, scope: Scope::Namespaces(vec!["team".into()]) };
+        assert!(!in_one.allows(Action::MarkImages), "marks are cluster-wide: only a cluster token may set them");
+        assert!(Grant { role: Role::Edit, scope: Scope::Cluster }.allows(Action::MarkImages));
+        assert!(!in_team(Role::Admin).allows(Action::MarkImages));
     }
 }

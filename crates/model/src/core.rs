@@ -155,6 +155,9 @@ impl Token {
                 errors.push(err);
             }
         }
+        if self.spec.role == Role::Scanner && !self.spec.namespaces.iter().any(|n| n == "*") {
+            errors.push(FieldError::new("spec.role", "a scanner marks images, which are cluster-wide: create it with --cluster"));
+        }
         errors
     }
 

@@ -20,10 +20,12 @@ pub mod manifest;
 pub mod meta;
 pub mod names;
 pub mod notify;
+pub mod policy;
 pub mod reference;
 pub mod selector;
 pub mod tags;
 pub mod time;
+pub mod usage;
 
 pub use digest::Digest;
 pub use meta::{FieldError, ObjectMeta};

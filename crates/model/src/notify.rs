@@ -26,7 +26,8 @@ pub enum ChangeType {
     TagDeleted,
     /// An import of the tag failed.
     ImportFailed,
-    /// An image the tag points at was marked (reserved for vulnerability marks).
+    /// The tag's current image, or an image it is built on, was marked or unmarked
+    /// (`images.openshift.io/deny-execution`, `quality.images.openshift.io/*`).
     ImageMarked,
     /// The target of an ImageClass moved, and the tag's image is built on the class: one
     /// event per such tag, so that a CI system rebuilds everything built on it.
@@ -94,6 +95,39 @@ pub struct TagChange {
     pub class_image: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub class_previous_image: String,
+    /// For `ImageMarked`: the image whose marks changed (the tag's own, or one it is built
+    /// on), and its marks now.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub marked_image: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub marks: BTreeMap<String, String>,
+}
+
+impl TagChange {
+    /// A change of `change` to `tag` of `stream` at `now`, with nothing else said yet.
+    pub fn of(change: ChangeType, stream: &ImageStream, tag: &str, now: Time) -> TagChange {
+        TagChange {
+            kind: String::new(),
+            api_version: String::new(),
+            metadata: ObjectMeta { namespace: stream.metadata.namespace.clone(), ..ObjectMeta::default() },
+            change,
+            stream: stream.metadata.name.clone(),
+            tag: tag.to_string(),
+            previous_image: String::new(),
+            previous_pull_spec: String::new(),
+            image: String::new(),
+            pull_spec: String::new(),
+            stream_labels: stream.metadata.labels.clone(),
+            time: now,
+            reason: String::new(),
+            message: String::new(),
+            class: String::new(),
+            class_image: String::new(),
+            class_previous_image: String::new(),
+            marked_image: String::new(),
+            marks: BTreeMap::new(),
+        }
+    }
 }
 
 /// The changes a write made to a stream's tags: `old` before, `new` after (`None` when
@@ -106,26 +140,7 @@ pub fn tag_changes(old: Option<&ImageStream>, new: Option<&ImageStream>, now: Ti
     for s in [old, new].into_iter().flatten() {
         names.extend(s.tag_names());
     }
-    let labels = stream.metadata.labels.clone();
-    let base = |change: ChangeType, tag: &str| TagChange {
-        kind: String::new(),
-        api_version: String::new(),
-        metadata: ObjectMeta { namespace: stream.metadata.namespace.clone(), ..ObjectMeta::default() },
-        change,
-        stream: stream.metadata.name.clone(),
-        tag: tag.to_string(),
-        previous_image: String::new(),
-        previous_pull_spec: String::new(),
-        image: String::new(),
-        pull_spec: String::new(),
-        stream_labels: labels.clone(),
-        time: now,
-        reason: String::new(),
-        message: String::new(),
-        class: String::new(),
-        class_image: String::new(),
-        class_previous_image: String::new(),
-    };
+    let base = |change: ChangeType, tag: &str| TagChange::of(change, stream, tag, now);
     let mut changes = Vec::new();
     for tag in names {
         let before = old.and_then(|s| s.latest_event(tag));
@@ -297,11 +312,19 @@ pub fn cloud_event(namespace: &str, change: &TagChange, previous: Option<&Image>
         data["message"] = json!(change.message);
     }
     let mut source = format!("/apis/image.openshift.io/v1/namespaces/{namespace}/imagestreams/{}", change.stream);
-    if change.change == ChangeType::ClassUpdated {
-        data["class"] = json!(change.class);
-        data["classDigest"] = json!(change.class_image);
-        data["classPreviousDigest"] = json!(change.class_previous_image);
-        source = format!("/apis/berth.dev/v1/imageclasses/{}", change.class);
+    if change.change == ChangeType::ImageMarked {
+        data["markedDigest"] = json!(change.marked_image);
+        data["marks"] = json!(change.marks);
+        data["message"] = json!(change.message);
+        source = format!("/apis/image.openshift.io/v1/images/{}", change.marked_image);
+    }
+    if change.change == ChangeType::ClassUpdated || change.change == ChangeType::ImageMarked {
+        if change.change == ChangeType::ClassUpdated {
+            data["class"] = json!(change.class);
+            data["classDigest"] = json!(change.class_image);
+            data["classPreviousDigest"] = json!(change.class_previous_image);
+            source = format!("/apis/berth.dev/v1/imageclasses/{}", change.class);
+        }
         return json!({
             "specversion": "1.0",
             "id": id,

@@ -254,6 +254,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Started> {
     tokio::spawn(importer.clone().run_controller(stopping_seen.clone()));
     tokio::spawn(importer.clone().run_scheduler(stopping_seen.clone()));
     tokio::spawn(crate::services::lineage::follow(catalog.clone(), stopping_seen.clone()));
+    tokio::spawn(crate::services::usage::write_forever(catalog.clone(), stopping_seen.clone()));
     let deliverer =
         Deliverer::new(catalog.clone(), config.delivery.clone()).map_err(|err| anyhow::anyhow!("notification settings: {err}"))?;
     tokio::spawn(deliverer.run(stopping_seen.clone()));

@@ -14,15 +14,6 @@ use serde_json::{Value, json};
 
 const LINEAGE: &str = "/apis/berth.dev/v1/lineage";
 
-/// An image on `base`'s layers with `extra` layers of its own (seeded by `seed`).
-fn built_on(base: &TestImage, seed: u64, extra: usize) -> TestImage {
-    let own = TestImage::new(base.format, seed, extra, 128, base.config["architecture"].as_str().unwrap_or("amd64"));
-    let mut image = base.clone();
-    image.layers.extend(own.layers);
-    image.config = own.config;
-    image
-}
-
 /// Imports `pull_spec` as `stream:tag` in `ns` (a manifest list whole, with all its
 /// children).
 async fn import(app: &TestApp, ns: &str, stream: &str, tag: &str, pull_spec: &str) {
@@ -76,17 +67,17 @@ async fn lineage_answers_as_stream_tags_from_imported_and_pushed_images() {
         app.namespace(ns).await;
     }
     let base_v1 = TestImage::new(Format::Oci, 1, 2, 128, "amd64");
-    let app_image = built_on(&base_v1, 2, 1);
-    let child = built_on(&app_image, 3, 1);
+    let app_image = base_v1.built_on(2, 1);
+    let child = app_image.built_on(3, 1);
     // The base's first layer, then one of its own: it shares a prefix, but is not built on it.
     let mut prefix = TestImage::new(Format::Oci, 4, 1, 128, "amd64");
     prefix.layers.insert(0, base_v1.layers[0].clone());
-    let base_v2 = built_on(&base_v1, 5, 1);
-    let rebuilt = built_on(&base_v2, 6, 1);
+    let base_v2 = base_v1.built_on(5, 1);
+    let rebuilt = base_v2.built_on(6, 1);
     let arm = TestImage::new(Format::Oci, 7, 1, 128, "arm64/v8");
     let amd = TestImage::new(Format::Oci, 8, 1, 128, "amd64");
     let multi = TestIndex { format: Format::Oci, children: vec![amd.clone(), arm.clone()], with_attestation: false };
-    let multi_app = TestIndex { format: Format::Oci, children: vec![built_on(&amd, 9, 1), built_on(&arm, 10, 1)], with_attestation: false };
+    let multi_app = TestIndex { format: Format::Oci, children: vec![amd.built_on(9, 1), arm.built_on(10, 1)], with_attestation: false };
     // A squashed image: one layer of its own, and the OCI annotation naming the app.
     let squashed = TestImage::new(Format::Oci, 11, 1, 128, "amd64");
     let mut squashed_manifest: Value = serde_json::from_slice(&squashed.manifest_bytes()).unwrap();
@@ -259,7 +250,7 @@ async fn a_class_labels_every_descendant_current_or_outdated_as_its_target_moves
         app.namespace(ns).await;
     }
     let base_v1 = TestImage::new(Format::Oci, 21, 2, 128, "amd64");
-    let app_image = built_on(&base_v1, 22, 1);
+    let app_image = base_v1.built_on(22, 1);
     let mut prefix = TestImage::new(Format::Oci, 23, 1, 128, "amd64");
     prefix.layers.insert(0, base_v1.layers[0].clone());
     blocking(|| {
@@ -303,21 +294,7 @@ async fn a_class_labels_every_descendant_current_or_outdated_as_its_target_moves
     assert_eq!(names, expect);
 
     // A CI system subscribes to the class's updates in team.
-    let got: std::sync::Arc<std::sync::Mutex<Vec<Value>>> = Default::default();
-    let sink = got.clone();
-    let hook = axum::Router::new().route(
-        "/hook",
-        axum::routing::post(move |body: axum::body::Bytes| {
-            let sink = sink.clone();
-            async move {
-                sink.lock().unwrap().push(serde_json::from_slice::<Value>(&body).unwrap());
-                axum::http::StatusCode::NO_CONTENT
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let hook_url = format!("http://{}/hook", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, hook).await.unwrap() });
+    let (hook, hook_url) = common::Hook::start().await;
     let subscription = json!({"apiVersion": "berth.dev/v1", "kind": "Subscription", "metadata": {"name": "rebuild"},
         "spec": {"url": hook_url, "events": ["ClassUpdated"], "classes": ["vendor"]}});
     let (status, body) = app.post("/apis/berth.dev/v1/namespaces/team/subscriptions", subscription).await;
@@ -339,8 +316,8 @@ async fn a_class_labels_every_descendant_current_or_outdated_as_its_target_moves
 
     // The target moves to v2 and an image is rebuilt on it: what was built on v1 is now
     // outdated, one version behind, and the rebuilt image is current.
-    let base_v2 = built_on(&base_v1, 24, 1);
-    let rebuilt = built_on(&base_v2, 25, 1);
+    let base_v2 = base_v1.built_on(24, 1);
+    let rebuilt = base_v2.built_on(25, 1);
     blocking(|| {
         registry.push("lib/base", Some("1"), &base_v2).unwrap();
         registry.push("team/rebuilt", Some("1"), &rebuilt).unwrap();
@@ -359,13 +336,7 @@ async fn a_class_labels_every_descendant_current_or_outdated_as_its_target_moves
     assert_eq!(named(&current), ["lib/base:1", "team/rebuilt:1"]);
     // One dev.berth.class.updated event per tag built on the class but not on its new
     // version: team/app:1, not team/rebuilt:1 (already on v2) or team/prefix:1.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while got.lock().unwrap().is_empty() {
-        assert!(std::time::Instant::now() < deadline, "no class event arrived");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    let events = got.lock().unwrap().clone();
+    let events = hook.wait_for(1).await;
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(events[0]["type"], "dev.berth.class.updated");
     assert_eq!(events[0]["source"], "/apis/berth.dev/v1/imageclasses/vendor");

@@ -109,6 +109,16 @@ impl TestImage {
         TestImage { format, layers, config }
     }
 
+    /// An image on this one's layers with `extra` layers of its own (seeded by `seed`),
+    /// as a `FROM` of this image builds.
+    pub fn built_on(&self, seed: u64, extra: usize) -> TestImage {
+        let own = TestImage::new(self.format, seed, extra, 128, self.config["architecture"].as_str().unwrap_or("amd64"));
+        let mut image = self.clone();
+        image.layers.extend(own.layers);
+        image.config = own.config;
+        image
+    }
+
     /// The config blob.
     pub fn config_bytes(&self) -> Vec<u8> {
         serde_json::to_vec(&self.config).expect("a JSON value serializes")

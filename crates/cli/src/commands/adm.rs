@@ -1,5 +1,6 @@
-//! `berth adm`: what a cluster administrator sets up around berth. `admission-config`
-//! prints what registers berth's admission webhooks with a Kubernetes cluster.
+//! `berth adm`: what a cluster administrator sets up around berth and asks of it.
+//! `admission-config` prints what registers berth's admission webhooks with a Kubernetes
+//! cluster; `vulnerable` and `who-runs` answer what a mark on an image reaches.
 
 use anyhow::Context as _;
 use base64::Engine;
@@ -16,6 +17,12 @@ pub enum AdmCommand {
     /// role view on the whole cluster, e.g. `berth token create kube-apiserver --role view
     /// --cluster`).
     AdmissionConfig(AdmissionConfigArgs),
+    /// What a mark on an image reaches: the image's marks, the stream tags pointing at
+    /// it, every image built on it and their tags, and the workloads admission saw
+    /// running any of them, per cluster and namespace.
+    Vulnerable(crate::commands::lineage::ImpactArgs),
+    /// The workloads admission saw running an image, or any image a tag has pointed at.
+    WhoRuns(crate::commands::lineage::ImpactArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -39,6 +46,8 @@ pub struct AdmissionConfigArgs {
 pub fn run(ctx: &Context, command: AdmCommand) -> anyhow::Result<()> {
     match command {
         AdmCommand::AdmissionConfig(args) => admission_config(ctx, &args),
+        AdmCommand::Vulnerable(args) => crate::commands::lineage::vulnerable(ctx, &args),
+        AdmCommand::WhoRuns(args) => crate::commands::lineage::who_runs(ctx, &args),
     }
 }
 

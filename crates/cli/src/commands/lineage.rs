@@ -74,6 +74,15 @@ pub struct Question {
 }
 
 #[derive(Debug, clap::Args)]
+pub struct ImpactArgs {
+    /// An image digest (sha256:...), or STREAM:TAG in the namespace (-n), or
+    /// NAMESPACE/STREAM:TAG.
+    image: String,
+    #[arg(short = 'o', long, value_enum)]
+    output: Option<DocumentFormat>,
+}
+
+#[derive(Debug, clap::Args)]
 pub struct LayerArgs {
     /// A layer digest (sha256:...).
     layer: String,
@@ -221,6 +230,114 @@ fn ask(ctx: &Context, relation: &str, question: &Question, tree: bool) -> anyhow
     };
     print_table(&answer, answer["images"].as_array().is_some_and(|a| a.len() > 1), none);
     Ok(())
+}
+
+/// `berth adm vulnerable`.
+pub fn vulnerable(ctx: &Context, args: &ImpactArgs) -> anyhow::Result<()> {
+    let answer = ctx.client()?.get("/apis/berth.dev/v1/imageimpact", &subject(ctx, &args.image)?)?;
+    if let Some(format) = args.output {
+        return format.print(&answer);
+    }
+    let images: Vec<&str> = answer["images"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+    for image in &images {
+        println!("Image {image}");
+        let marks = answer["marks"][image].as_object().cloned().unwrap_or_default();
+        if marks.is_empty() {
+            println!("  not marked");
+        }
+        for (key, value) in &marks {
+            println!("  {key}: {}", mark_summary(value.as_str().unwrap_or("")));
+        }
+    }
+    println!();
+    let tag_rows: Vec<Vec<String>> = answer["tags"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|t| vec![text(t, "/namespace").to_string(), text(t, "/name").to_string(), current(t)])
+        .collect();
+    section("Tags pointing at it", &["NAMESPACE", "TAG", "CURRENT"], tag_rows);
+    let built_on: Vec<Vec<String>> = answer["descendants"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|item| vec![text(item, "/image").to_string(), tags(item), text(item, "/evidence").to_string()])
+        .collect();
+    section("Images built on it", &["IMAGE", "TAGS", "EVIDENCE"], built_on);
+    section("Workloads seen running them", WORKLOAD_HEADER, workload_rows(&answer));
+    Ok(())
+}
+
+/// `berth adm who-runs`.
+pub fn who_runs(ctx: &Context, args: &ImpactArgs) -> anyhow::Result<()> {
+    let mut query = subject(ctx, &args.image)?;
+    query.push(("allVersions", "true".to_string()));
+    query.push(("descendants", "false".to_string()));
+    let answer = ctx.client()?.get("/apis/berth.dev/v1/imageimpact", &query)?;
+    if let Some(format) = args.output {
+        return format.print(&serde_json::json!({"images": answer["images"], "items": answer["workloads"]}));
+    }
+    let rows = workload_rows(&answer);
+    if rows.is_empty() {
+        eprintln!("Admission has seen no workload you can see running {}.", args.image);
+        return Ok(());
+    }
+    let mut table = vec![WORKLOAD_HEADER.iter().map(|h| h.to_string()).collect::<Vec<_>>()];
+    table.extend(rows);
+    output::print_rows(&table);
+    Ok(())
+}
+
+const WORKLOAD_HEADER: &[&str] = &["CLUSTER", "NAMESPACE", "KIND", "NAME", "IMAGE", "FIRST SEEN", "LAST SEEN"];
+
+fn workload_rows(answer: &Value) -> Vec<Vec<String>> {
+    answer["workloads"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|w| {
+            ["/cluster", "/namespace", "/kind", "/name", "/image", "/firstSeen", "/lastSeen"]
+                .iter()
+                .map(|field| if *field == "/image" { short(text(w, field)) } else { text(w, field).to_string() })
+                .collect()
+        })
+        .collect()
+}
+
+/// A titled table, or the title and "none".
+fn section(title: &str, header: &[&str], rows: Vec<Vec<String>>) {
+    if rows.is_empty() {
+        println!("{title}: none\n");
+        return;
+    }
+    println!("{title} ({}):", rows.len());
+    let mut table = vec![header.iter().map(|h| h.to_string()).collect::<Vec<_>>()];
+    table.extend(rows);
+    output::print_rows(&table);
+    println!();
+}
+
+fn current(tag: &Value) -> String {
+    if tag["current"].as_bool() == Some(true) { "yes".to_string() } else { "no (before)".to_string() }
+}
+
+/// A quality report (OpenShift's JSON: `{name, description, reference, summary[{label,
+/// data, severityIndex}]}`) in one line; any other value as it is.
+fn mark_summary(value: &str) -> String {
+    let Ok(report) = serde_json::from_str::<Value>(value) else { return value.to_string() };
+    if !report.is_object() {
+        return value.to_string();
+    }
+    let mut parts = vec![text(&report, "/name").to_string()];
+    for item in report["summary"].as_array().into_iter().flatten() {
+        parts.push(format!("{}: {}", text(item, "/label"), item["data"]));
+    }
+    let reference = text(&report, "/reference");
+    if !reference.is_empty() {
+        parts.push(reference.to_string());
+    }
+    parts.retain(|p| !p.is_empty());
+    parts.join("; ")
 }
 
 fn print_table(answer: &Value, with_version: bool, none: &str) {

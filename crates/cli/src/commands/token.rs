@@ -35,8 +35,9 @@ pub struct CreateArgs {
     /// The token's name.
     name: String,
     /// What the token may do: view reads, edit also writes, admin also manages
-    /// namespaces, secrets' data and (cluster-wide) tokens.
-    #[arg(long, value_parser = ["view", "edit", "admin"])]
+    /// namespaces, secrets' data and (cluster-wide) tokens; scanner (with --cluster) reads
+    /// and marks images (deny-execution, vulnerability reports).
+    #[arg(long, value_parser = ["view", "edit", "admin", "scanner"])]
     role: String,
     /// Grant the role on the whole cluster instead of on namespaces.
     #[arg(long)]

@@ -13,6 +13,7 @@ use berth_model::imagestreamimport::ImageStreamImport;
 use berth_model::lineage::{ImageClass, ImageClassGroup};
 use berth_model::meta::StatusDetails;
 use berth_model::notify::Subscription;
+use berth_model::policy::ImagePolicy;
 use berth_model::selector::{FieldSelector, LabelSelector};
 use berth_model::{BERTH_API_VERSION, IMAGE_API_VERSION};
 use serde::de::DeserializeOwned;
@@ -91,11 +92,14 @@ pub fn routes() -> Router<App> {
         // Tokens.
         // Lineage: what an image is built on, and what is built on it; image classes.
         .route(&format!("{BERTH}/lineage/{{relation}}"), get(lineage))
+        .route(&format!("{BERTH}/imageimpact"), get(image_impact))
         .route(&format!("{BERTH}/imageclasses"), get(list_classes).post(create_class))
         .route(&format!("{BERTH}/imageclasses/{{name}}"), get(get_class).put(update_class).delete(delete_class))
         .route(&format!("{BERTH}/imageclasses/{{name}}/images"), get(class_images))
         .route(&format!("{BERTH}/imageclassgroups"), get(list_class_groups).post(create_class_group))
         .route(&format!("{BERTH}/imageclassgroups/{{name}}"), get(get_class_group).put(update_class_group).delete(delete_class_group))
+        .route(&format!("{BERTH}/imagepolicies"), get(list_policies).post(create_policy))
+        .route(&format!("{BERTH}/imagepolicies/{{name}}"), get(get_policy).put(update_policy).delete(delete_policy))
         .route(&format!("{BERTH}/tokens"), get(list_tokens).post(create_token))
         .route(&format!("{BERTH}/tokens/{{name}}"), get(get_token).delete(delete_token))
 }
@@ -572,6 +576,37 @@ struct LineageParams {
     namespace: Option<String>,
     image_stream_tag: Option<String>,
     all_versions: Option<String>,
+    /// `imageimpact` only: whether the images built on those asked about count (default true).
+    descendants: Option<String>,
+}
+
+/// A boolean query parameter (`?x`, `?x=true`, `?x=false`).
+fn flag(name: &str, value: Option<&str>, default: bool) -> Result<bool, Error> {
+    match value {
+        None => Ok(default),
+        Some("false") => Ok(false),
+        Some("true") | Some("") => Ok(true),
+        Some(other) => Err(Error::bad_request(format!("{name}={other:?} must be true or false"))),
+    }
+}
+
+/// `GET /apis/berth.dev/v1/imageimpact?image=...|namespace=NS&imageStreamTag=STREAM:TAG`:
+/// what a mark on those images reaches (`berth adm vulnerable`, `berth adm who-runs`).
+async fn image_impact(State(app): State<App>, Query(params): Query<LineageParams>, headers: HeaderMap) -> Response {
+    let (all_versions, descendants) =
+        match (flag("allVersions", params.all_versions.as_deref(), false), flag("descendants", params.descendants.as_deref(), true)) {
+            (Ok(all), Ok(descendants)) => (all, descendants),
+            (Err(err), _) | (_, Err(err)) => return render_error(err),
+        };
+    let query = crate::services::lineage::LineageQuery {
+        relation: berth_model::lineage::Relation::Descendants,
+        image: params.image,
+        image_stream_tag: params.image_stream_tag,
+        namespace: params.namespace,
+        all_versions,
+    };
+    let result = call(&app, &headers, move |catalog, caller| catalog.image_impact(caller, query, descendants)).await;
+    respond(&headers, StatusCode::OK, result)
 }
 
 async fn lineage(
@@ -587,10 +622,9 @@ async fn lineage(
                 .with_message(format!("lineage {relation:?} is not a question berth answers: ask for ancestors, descendants or layer")),
         );
     };
-    let all_versions = match params.all_versions.as_deref() {
-        None | Some("false") => false,
-        Some("true") | Some("") => true,
-        Some(other) => return render_error(Error::bad_request(format!("allVersions={other:?} must be true or false"))),
+    let all_versions = match flag("allVersions", params.all_versions.as_deref(), false) {
+        Ok(all) => all,
+        Err(err) => return render_error(err),
     };
     let query = crate::services::lineage::LineageQuery {
         relation,
@@ -661,6 +695,36 @@ async fn delete_class_group(State(app): State<App>, Path(name): Path<String>, he
     respond(&headers, StatusCode::OK, result)
 }
 
+// Image policies.
+
+async fn list_policies(State(app): State<App>, Query(params): Query<ListParams>, headers: HeaderMap) -> Response {
+    list_or_watch(app, headers, None, params, |c, caller, _, o| c.list_policies(caller, o)).await
+}
+
+async fn create_policy(State(app): State<App>, headers: HeaderMap, body: RawBody) -> Response {
+    with_body(app, headers, body, ImagePolicy::KIND, BERTH_API_VERSION, StatusCode::CREATED, |c, caller, policy| {
+        c.put_policy(caller, None, policy)
+    })
+    .await
+}
+
+async fn get_policy(State(app): State<App>, Path(name): Path<String>, headers: HeaderMap) -> Response {
+    let result = call_inline(&app, &headers, |c, caller| c.get_policy(caller, &name));
+    respond(&headers, StatusCode::OK, result)
+}
+
+async fn update_policy(State(app): State<App>, Path(name): Path<String>, headers: HeaderMap, body: RawBody) -> Response {
+    with_body(app, headers, body, ImagePolicy::KIND, BERTH_API_VERSION, StatusCode::OK, move |c, caller, policy| {
+        c.put_policy(caller, Some(&name), policy)
+    })
+    .await
+}
+
+async fn delete_policy(State(app): State<App>, Path(name): Path<String>, headers: HeaderMap) -> Response {
+    let result = call(&app, &headers, move |c, caller| c.delete_policy(caller, &name)).await;
+    respond(&headers, StatusCode::OK, result)
+}
+
 #[derive(Debug, Default, Deserialize)]
 struct ClassImagesParams {
     state: Option<String>,
@@ -679,10 +743,13 @@ async fn class_images(
 
 // Admission.
 
-/// `?cluster=NAME` on the review endpoints: which cluster sends the review.
+/// `?cluster=NAME` on the review endpoints: which cluster sends the review. The
+/// ImageReview endpoint also takes `?resource=` (`pods` when absent): a CI job checks a
+/// build's base image as a BuildConfig's with `?resource=buildconfigs`.
 #[derive(Debug, Default, Deserialize)]
 pub(crate) struct ReviewParams {
     cluster: Option<String>,
+    resource: Option<String>,
 }
 
 pub(crate) async fn admission_mutate(
@@ -761,10 +828,14 @@ pub(crate) async fn image_review(
         }
         Err(err) => return render_error(Error::bad_request(format!("the body is not an ImageReview: {err}"))),
     };
+    let resource = params.resource.unwrap_or_else(|| "pods".to_string());
+    if let Err(err) = berth_model::names::check_dns_label("resource", &resource) {
+        return render_error(Error::bad_request(format!("resource={resource:?}: {}", err.message)));
+    }
     let settings = app.admission.clone();
     let result = call(&app, &headers, move |catalog, caller| {
         caller.require(berth_model::access::Action::ReadCluster, "create", "imagereviews")?;
-        catalog.image_review(&settings, &cluster, &review)
+        catalog.image_review(&settings, &cluster, &resource, &review)
     })
     .await;
     respond(&headers, StatusCode::OK, result)

@@ -190,6 +190,16 @@ pub const RESOURCES: &[ApiResource] = &[
     ApiResource {
         group: "berth.dev",
         version: "v1",
+        name: "imagepolicies",
+        kind: "ImagePolicy",
+        namespaced: false,
+        verbs: &["create", "delete", "get", "list", "update", "watch"],
+        short_names: &["ipol"],
+        schema: Some(schema_of::<berth_model::policy::ImagePolicy>),
+    },
+    ApiResource {
+        group: "berth.dev",
+        version: "v1",
         name: "scheduledimports",
         kind: "ScheduledImport",
         namespaced: true,

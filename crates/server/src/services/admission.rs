@@ -16,20 +16,22 @@
 use std::collections::BTreeMap;
 
 use base64::Engine;
+use berth_model::Digest;
 use berth_model::admission::{
     AdmissionRequest, AdmissionResponse, AdmissionReview, IMAGE_REVIEW_VERSION, ImageAt, ImageReview, ImageReviewStatus, image_patch,
     images_of,
 };
 use berth_model::image::Image;
 use berth_model::imagestream::ImageStream;
+use berth_model::policy::{
+    DENY_EXECUTION, Enforcement, FailurePolicy, ImageFacts, KnownImage, Verdict, canonical_source, execution_denied,
+};
 use berth_model::reference::ImageReference;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use crate::services::usage::seen_now;
 use crate::services::{Catalog, Resource, Result};
-
-/// The annotation that forbids an image to run (OpenShift's).
-pub const DENY_EXECUTION: &str = "images.openshift.io/deny-execution";
 
 /// OpenShift's `resolveImages` modes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,6 +69,21 @@ pub struct AdmissionSettings {
     /// Modes per resource (`pods`, `deployments`, `cronjobs`, `buildconfigs`, ...).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub resources: BTreeMap<String, ResolutionMode>,
+    /// What an image marked `images.openshift.io/deny-execution: "true"` stops.
+    #[serde(default)]
+    pub deny_execution: DenyExecution,
+}
+
+/// The built-in `execution-denied` rule (OpenShift's default rule, on by default).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DenyExecution {
+    /// The marked image may not run.
+    #[default]
+    Image,
+    /// Neither may any image built on it (found through the lineage index).
+    ImageAndDescendants,
+    /// The mark stops nothing.
+    Ignore,
 }
 
 impl AdmissionSettings {
@@ -99,6 +116,11 @@ struct Decision {
     resolved: Vec<Resolved>,
     /// Why the workload may not run; empty when it may.
     denials: Vec<String>,
+    /// What dry-run rules would have refused, and what rules that fail open could not
+    /// decide: admitted, and said as warnings (`kubectl` prints them).
+    warnings: Vec<String>,
+    /// The digest of each image berth could pin, for the usage record.
+    digests: Vec<Digest>,
 }
 
 /// One image resolved: where it is, and the reference by digest it resolves to.
@@ -126,7 +148,12 @@ impl Catalog {
             _ => return Ok(reviewed(response)),
         };
         let images = images_of(&request.kind.group, &request.kind.kind, object);
-        let decision = self.decide(mode, &request.resource.resource, &request.namespace, images)?;
+        let rewrites = webhook == Webhook::Mutating && mode.rewrites();
+        let decision = self.decide(settings, mode, rewrites, &request.resource.resource, &request.namespace, images)?;
+        response.warnings = decision.warnings.clone();
+        if !decision.warnings.is_empty() {
+            response.audit_annotations.insert("berth.dev/warnings".to_string(), decision.warnings.join("; "));
+        }
         if !decision.denials.is_empty() {
             response.allowed = false;
             let message = format!("berth (cluster {cluster}, namespace {}): {}", request.namespace, decision.denials.join("; "));
@@ -136,7 +163,14 @@ impl Catalog {
         for at in &decision.resolved {
             response.audit_annotations.insert(format!("berth.dev/resolved{}", at.at.pointer.replace('/', ".")), at.by_digest.clone());
         }
-        if webhook == Webhook::Mutating && mode.rewrites() && !decision.resolved.is_empty() {
+        // The validating webhook sees the object as it will be stored; a dry run stores nothing.
+        if webhook == Webhook::Validating && request.dry_run != Some(true) {
+            let (kind, name) = crate::services::usage::workload_of(&request.kind.kind, &request.name, object);
+            for digest in &decision.digests {
+                self.usage_recorder().note(digest.clone(), seen_now(cluster, &request.namespace, kind.clone(), name.clone()));
+            }
+        }
+        if rewrites && !decision.resolved.is_empty() {
             let rewrites: Vec<(ImageAt, String)> = decision.resolved.into_iter().map(|r| (r.at, r.by_digest)).collect();
             let patch = serde_json::to_vec(&image_patch(&rewrites)).expect("a patch serialises");
             response.patch = Some(base64::engine::general_purpose::STANDARD.encode(patch));
@@ -149,8 +183,8 @@ impl Catalog {
     /// plugin) as the validating webhook would answer a Pod with these containers. An
     /// annotation `<anything>.image-policy.k8s.io/break-glass: "true"` admits the pod
     /// anyway, and the audit annotations say so and why it would have been refused.
-    pub fn image_review(&self, settings: &AdmissionSettings, cluster: &str, review: &ImageReview) -> Result<ImageReview> {
-        let mode = settings.mode_for("pods");
+    pub fn image_review(&self, settings: &AdmissionSettings, cluster: &str, resource: &str, review: &ImageReview) -> Result<ImageReview> {
+        let mode = settings.mode_for(resource);
         let images: Vec<ImageAt> = review
             .spec
             .containers
@@ -161,7 +195,7 @@ impl Catalog {
         let decision = if mode == ResolutionMode::DoNotAttempt {
             Decision::default()
         } else {
-            self.decide(mode, "pods", &review.spec.namespace, images)?
+            self.decide(settings, mode, false, resource, &review.spec.namespace, images)?
         };
         let break_glass = review
             .spec
@@ -173,6 +207,14 @@ impl Catalog {
         status.audit_annotations.insert("berth.dev/cluster".to_string(), cluster.to_string());
         for at in &decision.resolved {
             status.audit_annotations.insert(format!("berth.dev/resolved{}", at.at.pointer.replace('/', ".")), at.by_digest.clone());
+        }
+        if !decision.warnings.is_empty() {
+            status.audit_annotations.insert("berth.dev/warnings".to_string(), decision.warnings.join("; "));
+        }
+        if decision.denials.is_empty() || break_glass.is_some() {
+            for digest in &decision.digests {
+                self.usage_recorder().note(digest.clone(), seen_now(cluster, &review.spec.namespace, "Pod".to_string(), "-".to_string()));
+            }
         }
         if !decision.denials.is_empty() {
             let reason = decision.denials.join("; ");
@@ -194,19 +236,57 @@ impl Catalog {
     }
 
     /// What berth decides about the images of a workload of `resource` in `namespace`:
-    /// each resolved where it can be, and the reasons to refuse it.
-    fn decide(&self, mode: ResolutionMode, resource: &str, namespace: &str, images: Vec<ImageAt>) -> Result<Decision> {
+    /// each resolved where it can be, and judged by the built-in `execution-denied` rule
+    /// and every ImagePolicy that applies. When this answer `rewrites` the images it
+    /// resolves, they count as named by digest (the validating webhook, called after, sees
+    /// them so).
+    fn decide(
+        &self,
+        settings: &AdmissionSettings,
+        mode: ResolutionMode,
+        rewrites: bool,
+        resource: &str,
+        namespace: &str,
+        images: Vec<ImageAt>,
+    ) -> Result<Decision> {
+        let set = self.policy_set()?;
+        let labels = set.labels_of(namespace);
+        let rules: Vec<_> = set.rules.iter().filter(|rule| rule.applies_to(resource, namespace, labels)).collect();
+        let classes_needed = rules.iter().any(|rule| !rule.policy.spec.require.descendant_of.is_empty());
         let mut decision = Decision::default();
         let mut unresolved = Vec::new();
         for at in images {
-            let by_digest = self.resolve_image(namespace, &at.image)?;
-            if let Some(reason) = by_digest.as_deref().map(|r| self.execution_denied(&at.image, r)).transpose()?.flatten() {
+            let resolution = self.resolve_image(namespace, &at.image);
+            let mut facts = self.image_facts(settings, &at.image, &resolution, classes_needed);
+            facts.by_digest |= rewrites && matches!(&resolution, Ok(Some(_)));
+            if settings.deny_execution != DenyExecution::Ignore
+                && let Some(reason) = execution_denied(&facts)
+            {
                 decision.denials.push(reason);
             }
-            match by_digest {
-                Some(by_digest) if by_digest != at.image => decision.resolved.push(Resolved { at, by_digest }),
-                Some(_) => {}
-                None => unresolved.push(at.image),
+            for rule in &rules {
+                let spec = &rule.policy.spec;
+                match (rule.judge(&facts), spec.enforcement, spec.failure_policy) {
+                    (Verdict::Pass, _, _) => {}
+                    (Verdict::Deny(reason), Enforcement::Enforce, _) => decision.denials.push(reason),
+                    (Verdict::Deny(reason), Enforcement::DryRun, _) => decision.warnings.push(format!("dry run, not enforced: {reason}")),
+                    (Verdict::CannotDecide(why), _, FailurePolicy::Fail) => {
+                        decision.denials.push(format!("{why}; the rule fails closed: try again shortly, or ask an admin"))
+                    }
+                    (Verdict::CannotDecide(why), _, FailurePolicy::Ignore) => {
+                        decision.warnings.push(format!("{why}; admitted, as the rule fails open"))
+                    }
+                }
+            }
+            if let Ok(Some(known)) = &facts.image
+                && let Some(digest) = &known.digest
+            {
+                decision.digests.push(digest.clone());
+            }
+            match resolution {
+                Ok(Some(by_digest)) if by_digest != at.image => decision.resolved.push(Resolved { at, by_digest }),
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => unresolved.push(at.image),
             }
         }
         if decision.denials.is_empty() && mode.requires() && !unresolved.is_empty() {
@@ -218,18 +298,47 @@ impl Catalog {
         Ok(decision)
     }
 
-    /// Why `image` (resolved to `by_digest`) may not run, when an administrator marked
-    /// its Image `images.openshift.io/deny-execution: "true"` (OpenShift's default
-    /// `execution-denied` rule).
-    fn execution_denied(&self, image: &str, by_digest: &str) -> Result<Option<String>> {
-        let Some(digest) = ImageReference::parse(by_digest).ok().and_then(|r| r.digest) else { return Ok(None) };
-        let Some(stored) = self.load::<Image>("", digest.as_str())? else { return Ok(None) };
-        if stored.metadata.annotations.get(DENY_EXECUTION).map(String::as_str) != Some("true") {
-            return Ok(None);
+    /// What berth knows of an image a workload names as `written`, resolved (or not) to
+    /// `resolution`.
+    fn image_facts(&self, settings: &AdmissionSettings, written: &str, resolution: &Result<Option<String>>, classes: bool) -> ImageFacts {
+        let parsed = ImageReference::parse(written).ok();
+        let resolved = resolution.as_ref().ok().and_then(Option::as_deref).and_then(|r| ImageReference::parse(r).ok());
+        let (registry, repository) =
+            resolved.as_ref().or(parsed.as_ref()).map(|r| canonical_source(&r.registry, &r.path)).unwrap_or_default();
+        let image = match (resolution, resolved.and_then(|r| r.digest)) {
+            (Err(err), _) => Err(err.message.clone()),
+            (Ok(_), None) => Ok(None),
+            (Ok(_), Some(digest)) => self.known_image(settings, &digest, classes).map_err(|err| err.message),
+        };
+        ImageFacts { written: written.to_string(), registry, repository, by_digest: parsed.is_some_and(|r| r.digest.is_some()), image }
+    }
+
+    /// The image `digest` as berth holds it, with its classes when `classes` is asked for
+    /// and the marked image that stops it, if any.
+    fn known_image(&self, settings: &AdmissionSettings, digest: &Digest, classes: bool) -> Result<Option<KnownImage>> {
+        let Some(image) = self.load::<Image>("", digest.as_str())? else { return Ok(None) };
+        let mut known = KnownImage {
+            digest: Some(digest.clone()),
+            labels: berth_model::manifest::labels(&image),
+            denied_by: denies_execution(&image).then(|| digest.clone()),
+            ..KnownImage::default()
+        };
+        if classes {
+            let domain = format!("{}/", self.config().classes.label_domain);
+            known.classes =
+                self.class_labels(&image)?.into_keys().filter_map(|key| key.strip_prefix(&domain).map(str::to_string)).collect();
         }
-        Ok(Some(format!(
-            "rule execution-denied: {image} is image {digest}, which an administrator marked {DENY_EXECUTION}=true: it may not run; deploy another image (see `berth describe` of its tag for the history)"
-        )))
+        if known.denied_by.is_none() && settings.deny_execution == DenyExecution::ImageAndDescendants {
+            let ancestors = self.lineage_index().read(|index| index.ancestors(digest)).unwrap_or_default();
+            for ancestor in ancestors {
+                if self.load::<Image>("", ancestor.image.as_str())?.is_some_and(|a| denies_execution(&a)) {
+                    known.denied_by = Some(ancestor.image);
+                    break;
+                }
+            }
+        }
+        known.annotations = image.metadata.annotations;
+        Ok(Some(known))
     }
 
     /// The reference by digest `image` resolves to in `namespace`, or `None` when berth
@@ -295,6 +404,10 @@ impl Catalog {
         }
         Some(event.docker_image_reference.clone())
     }
+}
+
+fn denies_execution(image: &Image) -> bool {
+    image.metadata.annotations.get(DENY_EXECUTION).map(String::as_str) == Some("true")
 }
 
 fn reviewed(response: AdmissionResponse) -> AdmissionReview {

@@ -31,7 +31,6 @@ use crate::services::lineage::StreamCache;
 use crate::services::{Caller, Catalog, Error, LazyList, ListOptions, Resource, Result, keep_server_fields, precondition, stamp_new};
 
 const CLASSES: &str = ImageClass::QUALIFIED;
-const GROUPS: &str = ImageClassGroup::QUALIFIED;
 /// Versions a class keeps at most (the target tag's history is bounded the same way).
 const MAX_VERSIONS: usize = 1000;
 pub const CURRENT: &str = "current";
@@ -159,42 +158,14 @@ impl Catalog {
     }
 
     /// Creates (`name` is `None`) or replaces a group (cluster admins).
-    pub fn put_class_group(&self, caller: &Caller, name: Option<&str>, mut group: ImageClassGroup) -> Result<ImageClassGroup> {
-        let verb = if name.is_some() { "update" } else { "create" };
-        caller.require(Action::AdministerCluster, verb, GROUPS)?;
-        crate::services::name_from_url(&mut group.metadata, name)?;
-        group.metadata.namespace.clear();
-        let name = group.metadata.name.clone();
-        let errors = group.validate();
-        if !errors.is_empty() {
-            return Err(Error::invalid(GROUPS, &name, errors));
-        }
-        let expect = if verb == "create" { Precondition::Absent } else { precondition(&group.metadata)? };
-        let stored = transact(&**self.store(), move |txn| {
-            let key = ImageClassGroup::key("", &name);
-            match txn.get(&key)? {
-                Some(existing) => keep_server_fields(&mut group.metadata, &ImageClassGroup::decode(&existing)?.metadata),
-                None if verb == "update" => return Err(Error::not_found(GROUPS, &name)),
-                None => stamp_new(&mut group.metadata, Time::now()),
-            }
-            let revision = txn.put(&key, &group.encode(), &[], expect).map_err(|err| Error::from_store(err, GROUPS, &name))?;
-            group.metadata.resource_version = revision.to_string();
-            group.set_type();
-            Ok::<_, Error>(group)
-        })?;
+    pub fn put_class_group(&self, caller: &Caller, name: Option<&str>, group: ImageClassGroup) -> Result<ImageClassGroup> {
+        let stored = self.put_cluster_object(caller, name, group, ImageClassGroup::validate)?;
         self.update_classes()?;
         Ok(stored)
     }
 
     pub fn delete_class_group(&self, caller: &Caller, name: &str) -> Result<ImageClassGroup> {
-        caller.require(Action::AdministerCluster, "delete", GROUPS)?;
-        let owned = name.to_string();
-        let deleted = transact(&**self.store(), move |txn| {
-            let key = ImageClassGroup::key("", &owned);
-            let stored = txn.get(&key)?.ok_or_else(|| Error::not_found(GROUPS, &owned))?;
-            txn.delete(&key, Precondition::Any)?;
-            ImageClassGroup::decode(&stored)
-        })?;
+        let deleted = self.delete_cluster_object::<ImageClassGroup>(caller, name)?;
         self.update_classes()?;
         Ok(deleted)
     }
@@ -241,7 +212,7 @@ impl Catalog {
             // A class changed since it was read is brought up to date on the next pass.
             let write = move |txn: &mut dyn berth_store::WriteTxn| -> Result<()> {
                 let revision = txn.put(&key, &body, &[], Precondition::Revision(revision))?;
-                crate::services::subscriptions::record_class_changes(txn, changes, revision)
+                crate::services::subscriptions::record_changes(txn, changes, revision)
             };
             match transact(&**self.store(), write) {
                 Ok(()) => {}
@@ -267,23 +238,13 @@ impl Catalog {
             self.visit_tags_of(item.0.as_str(), &mut streams, &everyone, &mut |stream, tag, holder| {
                 let Some(latest) = tag.items.first().filter(|event| event.image == holder) else { return };
                 changes.push(TagChange {
-                    kind: String::new(),
-                    api_version: String::new(),
-                    metadata: berth_model::ObjectMeta { namespace: stream.metadata.namespace.clone(), ..Default::default() },
-                    change: ChangeType::ClassUpdated,
-                    stream: stream.metadata.name.clone(),
-                    tag: tag.tag.clone(),
-                    previous_image: String::new(),
-                    previous_pull_spec: String::new(),
                     image: latest.image.clone(),
                     pull_spec: latest.docker_image_reference.clone(),
-                    stream_labels: stream.metadata.labels.clone(),
-                    time: now,
-                    reason: String::new(),
                     message: format!("the target of class {} moved to {after}", class.metadata.name),
                     class: class.metadata.name.clone(),
                     class_image: after.to_string(),
                     class_previous_image: before.to_string(),
+                    ..TagChange::of(ChangeType::ClassUpdated, stream, &tag.tag, now)
                 });
             })?;
         }

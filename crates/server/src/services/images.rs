@@ -2,11 +2,17 @@
 //! caller with cluster read access, or to one who may read a stream that references it;
 //! to anyone else it does not exist (404, so that digests do not leak across namespaces).
 
-use berth_model::Time;
+use std::collections::BTreeMap;
+
 use berth_model::access::Action;
 use berth_model::image::Image;
 use berth_model::imagestream::ImageStream;
+use berth_model::notify::{ChangeType, TagChange};
+use berth_model::policy::{DENY_EXECUTION, QUALITY_PREFIX, is_mark};
+use berth_model::{Digest, Time};
 use berth_store::{Precondition, transact};
+
+use crate::services::lineage::StreamCache;
 
 use crate::services::{Caller, Catalog, Error, LazyList, ListOptions, Resource, Result, keep_server_fields, precondition, stamp_new};
 
@@ -119,9 +125,13 @@ impl Catalog {
         })
     }
 
-    /// Replaces an image's labels and annotations; any other change is refused.
+    /// Replaces an image's labels and annotations; any other change is refused. A
+    /// scanner token changes only the image's marks. A change of marks is announced, in
+    /// the same transaction, to the subscriptions of every tag whose current image is the
+    /// image or built on it (`ImageMarked`).
     pub fn update_image(&self, caller: &Caller, name: &str, update: Image) -> Result<Image> {
-        caller.require(Action::WriteImages, "update", IMAGES)?;
+        let marks_only = !caller.grant.allows(Action::WriteImages);
+        caller.require(if marks_only { Action::MarkImages } else { Action::WriteImages }, "update", IMAGES)?;
         if !update.metadata.name.is_empty() && update.metadata.name != name {
             return Err(Error::bad_request(format!(
                 "the name of the object ({:?}) does not match the name in the URL ({name:?})",
@@ -129,6 +139,11 @@ impl Catalog {
             )));
         }
         let expect = precondition(&update.metadata)?;
+        // What the marks were and what they become decide the announcements, worked out
+        // before the write (they need the lineage index) and checked again inside it.
+        let before = self.require::<Image>("", name)?;
+        let (marks_before, marks_after) = (marks_of(&before.metadata.annotations), marks_of(&update.metadata.annotations));
+        let announcements = if marks_before == marks_after { Vec::new() } else { self.marked_changes(name, &marks_after)? };
         let name = name.to_string();
         let domain = self.config().classes.label_domain.clone();
         transact(&**self.store(), move |txn| {
@@ -140,17 +155,62 @@ impl Catalog {
             if !errors.is_empty() {
                 return Err(Error::invalid(IMAGES, name, errors));
             }
+            if marks_of(&image.metadata.annotations) != marks_before {
+                return Err(Error::conflict(IMAGES, name)
+                    .with_message(format!("the marks of image {name} changed while this update was prepared: read it again and retry")));
+            }
             let mut meta = update.metadata.clone();
             // Class labels are computed on every read, never stored (see classes.rs).
             meta.labels.retain(|key, _| !berth_model::lineage::is_class_label(&domain, key));
+            if marks_only && (meta.labels != image.metadata.labels || unmarked(&meta.annotations) != unmarked(&image.metadata.annotations))
+            {
+                return Err(Error::forbidden(format!(
+                    "a scanner token may change only an image's marks ({DENY_EXECUTION} and {QUALITY_PREFIX}* annotations): leave its labels and other annotations as they are"
+                )));
+            }
             keep_server_fields(&mut meta, &image.metadata);
             meta.name = name.to_string();
             meta.namespace.clear();
             image.metadata = meta;
             let revision = txn.put(&key, &image.encode(), &[], expect).map_err(|err| Error::from_store(err, IMAGES, name))?;
+            crate::services::subscriptions::record_changes(txn, announcements, revision)?;
             image.metadata.resource_version = revision.to_string();
             Ok(image)
         })
+    }
+
+    /// The `ImageMarked` changes for a change of `digest`'s marks to `marks`: one per tag
+    /// whose current image is `digest` or built on it.
+    fn marked_changes(&self, digest: &str, marks: &BTreeMap<String, String>) -> Result<Vec<TagChange>> {
+        let Ok(marked) = digest.parse::<Digest>() else { return Ok(Vec::new()) };
+        self.lineage_index().sync(&**self.store())?;
+        let mut images = vec![marked.clone()];
+        images.extend(self.lineage_index().read(|index| index.descendants(&marked)).unwrap_or_default().into_iter().map(|r| r.image));
+        let message = if marks.is_empty() {
+            format!("image {digest} is no longer marked")
+        } else {
+            let list: Vec<String> =
+                marks.keys().map(|k| if k == DENY_EXECUTION { format!("{k}={}", marks[k]) } else { k.clone() }).collect();
+            format!("image {digest} is marked: {}", list.join(", "))
+        };
+        let (mut changes, mut streams, now) = (Vec::new(), StreamCache::default(), Time::now());
+        let everyone = |_: &str| true;
+        for image in &images {
+            self.visit_tags_of(image.as_str(), &mut streams, &everyone, &mut |stream, tag, holder| {
+                let Some(latest) = tag.items.first().filter(|event| event.image == holder) else { return };
+                changes.push(TagChange {
+                    image: latest.image.clone(),
+                    pull_spec: latest.docker_image_reference.clone(),
+                    message: message.clone(),
+                    marked_image: digest.to_string(),
+                    marks: marks.clone(),
+                    ..TagChange::of(ChangeType::ImageMarked, stream, &tag.tag, now)
+                });
+            })?;
+        }
+        changes.sort_by(|a, b| (&a.metadata.namespace, &a.stream, &a.tag).cmp(&(&b.metadata.namespace, &b.stream, &b.tag)));
+        changes.dedup_by(|a, b| (&a.metadata.namespace, &a.stream, &a.tag) == (&b.metadata.namespace, &b.stream, &b.tag));
+        Ok(changes)
     }
 
     pub fn delete_image(&self, caller: &Caller, name: &str) -> Result<Image> {
@@ -164,4 +224,14 @@ impl Catalog {
             Image::decode(&stored)
         })
     }
+}
+
+/// An image's marks: its annotations that are marks.
+fn marks_of(annotations: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    annotations.iter().filter(|(key, _)| is_mark(key)).map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
+/// An image's annotations other than its marks.
+fn unmarked(annotations: &BTreeMap<String, String>) -> BTreeMap<&String, &String> {
+    annotations.iter().filter(|(key, _)| !is_mark(key)).collect()
 }

@@ -13,11 +13,13 @@ pub mod images;
 pub mod import;
 pub mod lineage;
 pub mod namespaces;
+pub mod policy;
 pub mod registry;
 pub mod resource;
 pub mod streams;
 pub mod subscriptions;
 pub mod tokens;
+pub mod usage;
 pub mod watch;
 
 use std::sync::Arc;
@@ -57,6 +59,8 @@ pub struct Catalog {
     callers: Arc<tokens::CallerCache>,
     lineage: Arc<lineage::LineageIndex>,
     classes: Arc<classes::ClassMarks>,
+    policies: Arc<policy::PolicyCache>,
+    usage: Arc<usage::UsageRecorder>,
 }
 
 /// Who is asking: the token's name and what it allows.
@@ -154,7 +158,15 @@ impl ListOptions {
 
 impl Catalog {
     pub fn new(store: Arc<dyn MetadataStore>, config: CatalogConfig) -> Catalog {
-        Catalog { store, config: Arc::new(config), callers: Arc::default(), lineage: Arc::default(), classes: Arc::default() }
+        Catalog {
+            store,
+            config: Arc::new(config),
+            callers: Arc::default(),
+            lineage: Arc::default(),
+            classes: Arc::default(),
+            policies: Arc::default(),
+            usage: Arc::default(),
+        }
     }
 
     pub fn store(&self) -> &Arc<dyn MetadataStore> {

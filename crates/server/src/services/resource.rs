@@ -6,6 +6,8 @@ use berth_model::image::Image;
 use berth_model::imagestream::ImageStream;
 use berth_model::lineage::{ImageClass, ImageClassGroup};
 use berth_model::notify::{Subscription, TagChange};
+use berth_model::policy::ImagePolicy;
+use berth_model::usage::ImageUsage;
 use berth_model::{BERTH_API_VERSION, IMAGE_API_VERSION, ObjectMeta};
 use berth_store::{ObjectKey, StoredObject};
 use serde::Serialize;
@@ -113,4 +115,6 @@ resource!(Token, "tokens", "tokens.berth.dev", "Token", BERTH_API_VERSION, false
 resource!(Subscription, "subscriptions", "subscriptions.berth.dev", "Subscription", BERTH_API_VERSION, true);
 resource!(ImageClass, "imageclasses", "imageclasses.berth.dev", "ImageClass", BERTH_API_VERSION, false);
 resource!(ImageClassGroup, "imageclassgroups", "imageclassgroups.berth.dev", "ImageClassGroup", BERTH_API_VERSION, false);
+resource!(ImagePolicy, "imagepolicies", "imagepolicies.berth.dev", "ImagePolicy", BERTH_API_VERSION, false);
+resource!(ImageUsage, "imageusages", "imageusages.berth.dev", "ImageUsage", BERTH_API_VERSION, false);
 resource!(TagChange, "tagchanges", "tagchanges.berth.dev", "TagChange", BERTH_API_VERSION, true);

@@ -118,9 +118,10 @@ pub(crate) fn record_tag_changes(
     Ok(())
 }
 
-/// Records `ClassUpdated` changes (each naming its tag's namespace) in the outbox of the
-/// namespaces that have a subscription, named after the class write at `revision`.
-pub(crate) fn record_class_changes(txn: &mut dyn WriteTxn, changes: Vec<TagChange>, revision: u64) -> Result<()> {
+/// Records changes that are not a stream's own (`ClassUpdated`, `ImageMarked`; each names
+/// its tag's namespace) in the outbox of the namespaces that have a subscription, named
+/// after the write at `revision`.
+pub(crate) fn record_changes(txn: &mut dyn WriteTxn, changes: Vec<TagChange>, revision: u64) -> Result<()> {
     let mut subscribed: std::collections::HashMap<String, bool> = std::collections::HashMap::new();
     for (idx, mut change) in changes.into_iter().enumerate() {
         let namespace = change.metadata.namespace.clone();

@@ -82,6 +82,16 @@ impl Watchable for berth_model::lineage::ImageClassGroup {
     }
 }
 
+impl Watchable for berth_model::policy::ImagePolicy {
+    fn authorize(_caller: &Caller, _namespace: Option<&str>) -> Result<()> {
+        Ok(())
+    }
+
+    fn view(_catalog: &Catalog, _caller: &Caller, object: Self) -> Result<Option<Self>> {
+        Ok(Some(object))
+    }
+}
+
 impl Watchable for berth_model::lineage::ImageClass {
     fn authorize(_caller: &Caller, _namespace: Option<&str>) -> Result<()> {
         Ok(())

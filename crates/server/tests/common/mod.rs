@@ -107,6 +107,13 @@ impl TestApp {
         self.started.take().unwrap().stop().await.unwrap();
     }
 
+    /// Stops the server and hands over its data directory.
+    pub async fn stop_keeping_data(mut self) -> tempfile::TempDir {
+        self.started.take().unwrap().stop().await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::mem::replace(&mut self.dir, dir)
+    }
+
     /// Sends a request with `token`, returning the status and the JSON body (Null if none).
     pub async fn send(&self, token: &str, method: Method, path: &str, body: Option<&Value>) -> (StatusCode, Value) {
         let mut request = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(token);
@@ -246,4 +253,48 @@ pub fn spec_tag<'a>(stream: &'a Value, tag: &str) -> &'a Value {
 
 pub fn stream_body(name: &str, tags: Value) -> Value {
     json!({"kind": "ImageStream", "apiVersion": "image.openshift.io/v1", "metadata": {"name": name}, "spec": {"tags": tags}})
+}
+
+/// A webhook receiver on loopback that keeps the CloudEvents it gets.
+#[derive(Clone, Default)]
+pub struct Hook {
+    got: std::sync::Arc<std::sync::Mutex<Vec<Value>>>,
+}
+
+impl Hook {
+    /// Starts the receiver; returns it and its URL.
+    pub async fn start() -> (Hook, String) {
+        let hook = Hook::default();
+        let sink = hook.got.clone();
+        let router = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |body: axum::body::Bytes| {
+                let sink = sink.clone();
+                async move {
+                    sink.lock().unwrap().push(serde_json::from_slice::<Value>(&body).unwrap());
+                    axum::http::StatusCode::NO_CONTENT
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        (hook, url)
+    }
+
+    pub fn events(&self) -> Vec<Value> {
+        self.got.lock().unwrap().clone()
+    }
+
+    /// Waits for at least `count` events (for up to 10 s), then a little longer for any
+    /// that should not come.
+    pub async fn wait_for(&self, count: usize) -> Vec<Value> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while self.events().len() < count {
+            assert!(std::time::Instant::now() < deadline, "{} of {count} events arrived: {:?}", self.events().len(), self.events());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        self.events()
+    }
 }

@@ -1,0 +1,107 @@
+//! Where images run: what admission saw (ImageUsage, one per image, kept by berth), and the
+//! answer to "what does a mark on this image reach" (ImageImpact).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::Time;
+use crate::lineage::{RelatedImage, TagPointer};
+
+/// `berth.dev/v1` ImageUsage (cluster-scoped, named by the image's digest): the workloads
+/// admission has admitted with this image, written by berth behind its decisions.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageUsage {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub api_version: String,
+    #[serde(default)]
+    pub metadata: crate::ObjectMeta,
+    #[serde(default)]
+    pub workloads: Vec<WorkloadSeen>,
+}
+
+/// A workload admission saw with an image.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkloadSeen {
+    pub cluster: String,
+    pub namespace: String,
+    /// `Deployment`, `Pod`, `CronJob`, ...: for a Pod a controller made, its controller
+    /// (a ReplicaSet's Deployment where the pod's labels say which).
+    pub kind: String,
+    pub name: String,
+    pub first_seen: Time,
+    /// Kept to the minute: a workload admitted again within a minute is not written again.
+    pub last_seen: Time,
+    /// The image, in answers about several (set on reads, not stored).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub image: String,
+}
+
+impl WorkloadSeen {
+    pub fn key(&self) -> (&str, &str, &str, &str) {
+        (&self.cluster, &self.namespace, &self.kind, &self.name)
+    }
+}
+
+/// The most workloads one image's record keeps; past it, those seen longest ago go. A
+/// namespace that creates pods under endless new names cannot grow a record without end.
+pub const MAX_WORKLOADS_PER_IMAGE: usize = 1000;
+/// How far `lastSeen` must advance before it is written again.
+pub const LAST_SEEN_RESOLUTION_SECONDS: i64 = 60;
+
+impl ImageUsage {
+    /// Adds what admission saw; returns whether the record changed enough to be written.
+    pub fn merge(&mut self, seen: impl IntoIterator<Item = WorkloadSeen>) -> bool {
+        let mut changed = false;
+        for workload in seen {
+            match self.workloads.iter_mut().find(|w| w.key() == workload.key()) {
+                Some(known) => {
+                    if workload.last_seen.0 - known.last_seen.0 >= chrono::Duration::seconds(LAST_SEEN_RESOLUTION_SECONDS) {
+                        known.last_seen = workload.last_seen;
+                        changed = true;
+                    }
+                }
+                None => {
+                    self.workloads.push(workload);
+                    changed = true;
+                }
+            }
+        }
+        if self.workloads.len() > MAX_WORKLOADS_PER_IMAGE {
+            self.workloads.sort_by_key(|w| std::cmp::Reverse(w.last_seen));
+            self.workloads.truncate(MAX_WORKLOADS_PER_IMAGE);
+        }
+        if changed {
+            self.workloads.sort_by(|a, b| a.key().cmp(&b.key()));
+        }
+        changed
+    }
+}
+
+/// `GET /apis/berth.dev/v1/imageimpact`: what a mark on an image reaches. The images
+/// asked about, their marks, the tags pointing at them, every image built on them with
+/// its tags, and the workloads admission saw running any of them.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageImpact {
+    pub kind: String,
+    pub api_version: String,
+    pub images: Vec<String>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub image_stream_tag: String,
+    /// The marks of the images asked about (`images.openshift.io/deny-execution`,
+    /// `quality.images.openshift.io/*`), by image.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub marks: BTreeMap<String, BTreeMap<String, String>>,
+    /// The tags pointing (or that pointed) at the images asked about.
+    #[serde(default)]
+    pub tags: Vec<TagPointer>,
+    #[serde(default)]
+    pub descendants: Vec<RelatedImage>,
+    #[serde(default)]
+    pub workloads: Vec<WorkloadSeen>,
+}
