@@ -2,10 +2,12 @@
 //! ImageStreamImage and ImageStreamMapping.
 
 use berth_model::access::Action;
+use berth_model::core::Namespace;
 use berth_model::image::Image;
 use berth_model::imagestream::{FindImageError, ImageStream, ImageStreamImage, ImageStreamMapping, ImageStreamTag, ImageTag, TagReference};
 use berth_model::names::{check_stream_name, check_tag, split_stream_image, split_stream_tag};
 use berth_model::reference::ImageReference;
+use berth_model::tags::immutable::{self, ImmutableTags};
 use berth_model::tags::{self, SourceStreams};
 use berth_model::{FieldError, ObjectMeta, Time};
 use berth_store::{ObjectKey, Precondition, WriteTxn, transact};
@@ -20,6 +22,20 @@ use crate::services::{
 const ISIMAGE: &str = "imagestreamimages.image.openshift.io";
 const ISM: &str = "imagestreammappings.image.openshift.io";
 const STREAMS: &str = ImageStream::QUALIFIED;
+
+/// Whether a stream write may remove tags an immutable tag rule pins: only a cluster
+/// admin's deletion may (as Harbor lets only its admins delete immutable tags).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PinnedRemovals {
+    Refuse,
+    Allow,
+}
+
+impl PinnedRemovals {
+    fn of(caller: &Caller) -> PinnedRemovals {
+        if caller.grant.allows(Action::AdministerCluster) { PinnedRemovals::Allow } else { PinnedRemovals::Refuse }
+    }
+}
 
 /// A virtual kind that shows one tag of a stream, named `stream:tag`: ImageStreamTag or
 /// ImageTag. Both are read, listed, created, updated and deleted the same way.
@@ -162,9 +178,19 @@ impl Catalog {
     pub fn delete_stream(&self, caller: &Caller, namespace: &str, name: &str) -> Result<ImageStream> {
         caller.require(Action::Write(namespace), "delete", STREAMS)?;
         let (owned_namespace, owned) = (namespace.to_string(), name.to_string());
+        let removals = PinnedRemovals::of(caller);
         let deleted = transact(&**self.store(), move |txn| {
             let (namespace, name) = (owned_namespace.as_str(), owned.as_str());
             let stream = read_stream(txn, namespace, name)?.ok_or_else(|| Error::not_found(STREAMS, name))?;
+            if removals == PinnedRemovals::Refuse {
+                let rules = immutable_tags(txn, namespace, &[&stream])?;
+                if let Some(pinned) = immutable::pinned_changes(&stream, None, &rules).first() {
+                    return Err(Error::forbidden(format!(
+                        "{STREAMS} {name:?} is forbidden: deleting it would delete a pinned tag: {}",
+                        pinned.message()
+                    )));
+                }
+            }
             let revision = txn.delete(&ImageStream::key(namespace, name), Precondition::Any)?;
             if subscriptions::has_subscriptions(txn, namespace)? {
                 subscriptions::record_tag_changes(txn, namespace, Some(&stream), None, revision)?;
@@ -262,7 +288,7 @@ impl Catalog {
                     if !tags::remove_tag(&mut stream, tag) {
                         return Err(Error::not_found(V::QUALIFIED, name));
                     }
-                    return put_stream(txn, &mut stream, expect, &caller.cause("untag"));
+                    return put_stream_with(txn, &mut stream, expect, &caller.cause("untag"), PinnedRemovals::of(&caller));
                 }
                 TagChange::Create(_) if old.as_ref().is_some_and(|s| s.spec_tag(tag).is_some() || s.status_tag(tag).is_some()) => {
                     return Err(Error::already_exists(V::QUALIFIED, name));
@@ -310,6 +336,7 @@ impl Catalog {
         caller.require(Action::Write(namespace), "delete", ImageStreamTag::QUALIFIED)?;
         let (namespace, name, digest) = (namespace.to_string(), name.to_string(), digest.to_string());
         let cause = caller.cause("untag");
+        let removals = PinnedRemovals::of(caller);
         transact(&**self.store(), move |txn| {
             let Some(mut stream) = read_stream(txn, &namespace, &name)? else {
                 return Ok(0);
@@ -320,7 +347,7 @@ impl Catalog {
                 tags::remove_tag(&mut stream, tag);
             }
             if !tagged.is_empty() {
-                put_stream(txn, &mut stream, Precondition::Any, &cause)?;
+                put_stream_with(txn, &mut stream, Precondition::Any, &cause, removals)?;
             }
             Ok::<_, Error>(tagged.len())
         })
@@ -446,17 +473,40 @@ pub(crate) fn read_stream(txn: &mut dyn WriteTxn, namespace: &str, name: &str) -
     }
 }
 
-/// Writes a stream, and its tag changes to the outbox when the namespace has subscribers.
 /// Writes a stream and what follows from it: subscriptions' change records, and the
 /// streams waiting for one of its tags. New tag history says it was caused by `cause`.
+/// Every stream write comes here, so this is where immutable tags are kept: a write that
+/// moves or removes a tag pinned by the namespace's or the stream's (old or new)
+/// `berth.dev/immutable-tags` is refused with 403, and nothing of it is stored.
 pub(crate) fn put_stream(txn: &mut dyn WriteTxn, stream: &mut ImageStream, expect: Precondition, cause: &str) -> Result<()> {
+    put_stream_with(txn, stream, expect, cause, PinnedRemovals::Refuse)
+}
+
+/// [`put_stream`], for a write that may remove pinned tags when `removals` allows it (a
+/// cluster admin's deletion); moving one is refused all the same.
+pub(crate) fn put_stream_with(
+    txn: &mut dyn WriteTxn,
+    stream: &mut ImageStream,
+    expect: Precondition,
+    cause: &str,
+    removals: PinnedRemovals,
+) -> Result<()> {
     let key = ImageStream::key(&stream.metadata.namespace, &stream.metadata.name);
     // The repositories in status are derived on read, never stored.
     stream.status.docker_image_repository.clear();
     stream.status.public_docker_image_repository.clear();
     let subscribed = subscriptions::has_subscriptions(txn, &key.namespace)?;
     let unattributed = stream.status.tags.iter().any(|list| list.items.first().is_some_and(|event| event.cause.is_empty()));
-    let old = if subscribed || unattributed { read_stream(txn, &key.namespace, &key.name)? } else { None };
+    let old = read_stream(txn, &key.namespace, &key.name)?;
+    if let Some(old) = &old {
+        let rules = immutable_tags(txn, &key.namespace, &[old, stream])?;
+        let refused = immutable::pinned_changes(old, Some(stream), &rules)
+            .into_iter()
+            .find(|pinned| !(pinned.is_removal() && removals == PinnedRemovals::Allow));
+        if let Some(pinned) = refused {
+            return Err(Error::forbidden(pinned.message()));
+        }
+    }
     if unattributed {
         tags::attribute_changes(old.as_ref(), stream, cause);
     }
@@ -481,7 +531,8 @@ fn resolve_waiting_streams(txn: &mut dyn WriteTxn, stream: &ImageStream, cause: 
         let Some(mut follower) = read_stream(txn, &key.namespace, &key.name)? else {
             continue;
         };
-        if tags::resolve_waiting(&mut follower, stream, Time::now()) {
+        let rules = immutable_tags(txn, &key.namespace, &[&follower])?;
+        if tags::resolve_waiting(&mut follower, stream, &rules, Time::now()) {
             put_stream(txn, &mut follower, Precondition::Any, cause)?;
         }
     }
@@ -499,4 +550,13 @@ fn load_sources(txn: &mut dyn WriteTxn, caller: &Caller, old: Option<&ImageStrea
         }
     }
     Ok(sources)
+}
+
+/// The immutable tag rules of `namespace` and of the given versions of one of its streams.
+pub(crate) fn immutable_tags(txn: &mut dyn WriteTxn, namespace: &str, streams: &[&ImageStream]) -> Result<ImmutableTags> {
+    let namespace = match txn.get(&Namespace::key("", namespace))? {
+        Some(stored) => Some(Namespace::decode(&stored)?),
+        None => None,
+    };
+    Ok(ImmutableTags::of(namespace.as_ref(), streams))
 }

@@ -197,7 +197,8 @@ impl Registry {
 
     /// Stores a pushed manifest. By tag, the Image is mapped to the stream's tag (the
     /// stream is created when missing) with the history, events and notifications of any
-    /// tag move; by digest, only the Image is stored.
+    /// tag move, and an immutable tag that would move is refused; by digest, only the
+    /// Image is stored.
     pub async fn put_manifest(
         &self,
         caller: &Caller,
