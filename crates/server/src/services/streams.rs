@@ -1,7 +1,7 @@
 //! Image streams and the views and actions built on them: ImageStreamTag, ImageTag,
 //! ImageStreamImage and ImageStreamMapping.
 
-use berth_model::access::Action;
+use berth_model::access::{Action, Grant, Role};
 use berth_model::core::Namespace;
 use berth_model::image::Image;
 use berth_model::imagestream::{FindImageError, ImageStream, ImageStreamImage, ImageStreamMapping, ImageStreamTag, ImageTag, TagReference};
@@ -22,6 +22,41 @@ use crate::services::{
 const ISIMAGE: &str = "imagestreamimages.image.openshift.io";
 const ISM: &str = "imagestreammappings.image.openshift.io";
 const STREAMS: &str = ImageStream::QUALIFIED;
+
+/// The server config's `streams:` block.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StreamSettings {
+    /// Who may create a stream by writing into one that does not exist (a push, a tag, an
+    /// ImageStreamMapping, an import); creating one explicitly needs only the edit role.
+    #[serde(default)]
+    pub implicit_create: ImplicitCreate,
+}
+
+/// Who may create an image stream implicitly (OpenShift's seeds: "prevent images from
+/// being tagged into image repositories that don't already exist, for non-administrators").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum ImplicitCreate {
+    /// A namespace admin or a cluster admin: a typo in a push or a tag creates nothing.
+    #[default]
+    Admins,
+    /// Anyone who may write the namespace.
+    Editors,
+}
+
+impl ImplicitCreate {
+    /// The role it takes in the namespace.
+    fn role(self) -> Role {
+        match self {
+            ImplicitCreate::Admins => Role::Admin,
+            ImplicitCreate::Editors => Role::Edit,
+        }
+    }
+
+    pub fn allows(self, grant: &Grant, namespace: &str) -> bool {
+        grant.role_in(namespace) >= Some(self.role())
+    }
+}
 
 /// Whether a stream write may remove tags an immutable tag rule pins: only a cluster
 /// admin's deletion may (as Harbor lets only its admins delete immutable tags).
@@ -278,6 +313,7 @@ impl Catalog {
         let target =
             TagTarget { namespace: namespace.to_string(), name: name.to_string(), stream: stream_name.to_string(), tag: tag.to_string() };
         let caller = caller.clone();
+        let creation = self.config().streams.implicit_create;
         transact(&**self.store(), move |txn| {
             let TagTarget { namespace, name, stream: stream_name, tag } = &target;
             ensure_namespace(txn, namespace)?;
@@ -296,7 +332,10 @@ impl Catalog {
                 TagChange::Create(spec) | TagChange::Set(spec) => spec,
             };
             let spec = TagReference { name: tag.clone(), ..spec };
-            let mut stream = old.clone().unwrap_or_else(|| new_stream(namespace, stream_name, now));
+            let mut stream = match &old {
+                Some(old) => old.clone(),
+                None => implicit_stream(&caller, creation, namespace, stream_name, "tagging into it", now)?,
+            };
             tags::set_spec_tag(&mut stream, spec);
             check_valid(&stream).map_err(|err| Error { resource: V::QUALIFIED.to_string(), name: name.clone(), ..err })?;
             let sources = load_sources(txn, &caller, old.as_ref(), &stream)?;
@@ -353,6 +392,17 @@ impl Catalog {
         })
     }
 
+    /// Fails with 403 when `namespace/name` does not exist and the caller may not create
+    /// it by `how` ("pushing to it"): said before work that would be wasted (blob uploads,
+    /// reading a mapping's image); the write that creates the stream checks it again.
+    pub fn check_stream_creation(&self, caller: &Caller, namespace: &str, name: &str, how: &str) -> Result<()> {
+        let creation = self.config().streams.implicit_create;
+        if creation.allows(&caller.grant, namespace) || self.load::<ImageStream>(namespace, name)?.is_some() {
+            return Ok(());
+        }
+        check_implicit_create(caller, creation, namespace, name, how)
+    }
+
     /// Checks an ImageStreamMapping as received: the stream, tag and image names and the
     /// image's pull spec (`image.dockerImageReference`, which becomes the tag event's).
     pub fn check_mapping(&self, namespace: &str, mapping: &ImageStreamMapping) -> Result<()> {
@@ -404,6 +454,8 @@ impl Catalog {
         image.docker_image_reference = mapping.image.docker_image_reference;
         let owned_namespace = namespace.to_string();
         let cause = caller.cause(via);
+        let (caller, creation) = (caller.clone(), self.config().streams.implicit_create);
+        let how = if via == "push" { "pushing to it" } else { "mapping an image into it" };
         transact(&**self.store(), move |txn| {
             let namespace = owned_namespace.as_str();
             ensure_namespace(txn, namespace)?;
@@ -421,13 +473,47 @@ impl Catalog {
             }
             let old = read_stream(txn, namespace, &stream_name)?;
             let expect = if old.is_some() { Precondition::Any } else { Precondition::Absent };
-            let mut stream = old.unwrap_or_else(|| new_stream(namespace, &stream_name, now));
+            let mut stream = match old {
+                Some(old) => old,
+                None => implicit_stream(&caller, creation, namespace, &stream_name, how, now)?,
+            };
             if tags::map_image(&mut stream, &tag, &image, now) {
                 put_stream(txn, &mut stream, expect, &cause)?;
             }
             Ok(())
         })
     }
+}
+
+/// A new stream for a write into `namespace/name`, which does not exist (`how` says what
+/// the write is: "pushing to it"), when the server's `streams.implicitCreate` lets the
+/// caller create one that way; else 403, saying how to create it.
+pub(crate) fn implicit_stream(
+    caller: &Caller,
+    creation: ImplicitCreate,
+    namespace: &str,
+    name: &str,
+    how: &str,
+    now: Time,
+) -> Result<ImageStream> {
+    check_implicit_create(caller, creation, namespace, name, how)?;
+    Ok(new_stream(namespace, name, now))
+}
+
+/// Fails with 403 unless the caller may create the missing stream `namespace/name` by
+/// `how` (see [`implicit_stream`]).
+pub(crate) fn check_implicit_create(caller: &Caller, creation: ImplicitCreate, namespace: &str, name: &str, how: &str) -> Result<()> {
+    if creation.allows(&caller.grant, namespace) {
+        return Ok(());
+    }
+    Err(Error::forbidden(format!(
+        "image stream {namespace}/{name} does not exist, and token {:?} ({}) may not create it by {how}: \
+         only a namespace admin may (the server setting streams.implicitCreate is {creation:?}). \
+         Create the stream first with `berth create imagestream {name} -n {namespace}` and try again \
+         (or have the server's operator set streams.implicitCreate: Editors)",
+        caller.token,
+        caller.grant.describe(),
+    )))
 }
 
 pub(crate) fn new_stream(namespace: &str, name: &str, now: Time) -> ImageStream {

@@ -152,6 +152,11 @@ impl Importer {
         })
         .await?;
         let stream_name = isi.metadata.name.clone();
+        if isi.spec.import && existing.is_none() {
+            // Said before any registry is asked; checked again where the stream is made.
+            let creation = self.catalog.config().streams.implicit_create;
+            crate::services::streams::check_implicit_create(caller, creation, namespace, &stream_name, "importing into it")?;
+        }
         let run = Arc::new(self.run(keyring, caller.cause("import")));
 
         // A repository import becomes one lookup per tag, by OpenShift's priority, capped.
@@ -181,7 +186,7 @@ impl Importer {
         }
 
         let results: Vec<(Wanted, Outcome, Option<String>)> = if isi.spec.import {
-            self.import_wanted(namespace, &stream_name, &run, wanted).await?
+            self.import_wanted(caller, namespace, &stream_name, &run, wanted).await?
         } else {
             let lookups: Vec<Lookup> = wanted.iter().map(|w| w.lookup(existing.as_ref())).collect();
             // Results arrive in completion order; pair them with what was asked by tag.
@@ -242,6 +247,7 @@ impl Importer {
     /// (an immutable tag).
     async fn import_wanted(
         &self,
+        caller: &Caller,
         namespace: &str,
         stream_name: &str,
         run: &Arc<Run>,
@@ -251,8 +257,8 @@ impl Importer {
         let (_claim, _) = self.claim(namespace, stream_name, tag_names.clone(), Holders::TakeOver);
         let specs: Vec<TagReference> = wanted.iter().map(Wanted::spec_tag).collect();
         let (catalog, owned_namespace, owned_name) = (self.catalog.clone(), namespace.to_string(), stream_name.to_string());
-        let cause = run.cause.clone();
-        let stream = blocking(move || catalog.set_import_tags(&owned_namespace, &owned_name, specs, &cause)).await?;
+        let (cause, caller) = (run.cause.clone(), caller.clone());
+        let stream = blocking(move || catalog.set_import_tags(&caller, &owned_namespace, &owned_name, specs, &cause)).await?;
         let pending: HashMap<String, PendingImport> = tags::pending_imports(&stream).into_iter().map(|p| (p.tag.clone(), p)).collect();
         let lookups: Vec<Lookup> = wanted.iter().map(|w| w.lookup(Some(&stream))).collect();
         let mut checked: HashMap<String, Checked> = self

@@ -10,8 +10,8 @@ use berth_model::tags::{self, PendingImport, immutable};
 use berth_store::{Precondition, transact};
 use berth_upstream::Keyring;
 
-use crate::services::streams::{immutable_tags, read_stream};
-use crate::services::{Catalog, Error, Resource, Result, ensure_namespace, stamp_new};
+use crate::services::streams::{immutable_tags, implicit_stream, read_stream};
+use crate::services::{Caller, Catalog, Error, Resource, Result, ensure_namespace, stamp_new};
 
 use super::ISI;
 use super::lookup::Outcome;
@@ -41,14 +41,26 @@ impl Catalog {
     }
 
     /// Sets the spec tags an import asks for (each asking for a re-import now), creating
-    /// the stream when it is missing. Returns the stream as stored.
-    pub(super) fn set_import_tags(&self, namespace: &str, name: &str, specs: Vec<TagReference>, cause: &str) -> Result<ImageStream> {
+    /// the stream when it is missing and the caller may create it so. Returns the stream
+    /// as stored.
+    pub(super) fn set_import_tags(
+        &self,
+        caller: &Caller,
+        namespace: &str,
+        name: &str,
+        specs: Vec<TagReference>,
+        cause: &str,
+    ) -> Result<ImageStream> {
         let (namespace, name, cause) = (namespace.to_string(), name.to_string(), cause.to_string());
+        let (caller, creation) = (caller.clone(), self.config().streams.implicit_create);
         transact(&**self.store(), move |txn| {
             ensure_namespace(txn, &namespace)?;
             let now = Time::now();
             let old = read_stream(txn, &namespace, &name)?;
-            let mut stream = old.clone().unwrap_or_else(|| crate::services::streams::new_stream(&namespace, &name, now));
+            let mut stream = match &old {
+                Some(old) => old.clone(),
+                None => implicit_stream(&caller, creation, &namespace, &name, "importing into it", now)?,
+            };
             for spec in specs {
                 let annotations = stream.spec_tag(&spec.name).and_then(|t| t.annotations.clone());
                 tags::set_spec_tag(&mut stream, TagReference { annotations, ..spec });
