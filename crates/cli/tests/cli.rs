@@ -650,6 +650,8 @@ fn each_write_is_audited_once_and_tag_history_says_who_moved_it() {
     assert_eq!(events[0]["sourceIPs"][0], "127.0.0.1");
 
     // A push by a token of its own: one event for the manifest, none for the blob uploads.
+    // An editor pushes into a stream that exists: an admin makes it first.
+    assert_eq!(berth.ok(&["create", "imagestream", "pushed", "-n", "team"]).trim(), "imagestream.image.openshift.io/pushed created");
     let pusher = berth.ok(&["token", "create", "ci", "--role", "edit", "-n", "team"]).trim().to_string();
     let registry = RegistryClient::new(&host, Some(("ci", &pusher))).unwrap();
     registry.push("team/pushed", Some("v1"), &TestImage::new(Format::Oci, 2, 2, 512, "amd64")).unwrap();

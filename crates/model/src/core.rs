@@ -29,7 +29,9 @@ pub struct NamespaceStatus {
 
 impl Namespace {
     pub fn validate(&self) -> Vec<FieldError> {
-        check_dns_label("metadata.name", &self.metadata.name).err().into_iter().collect()
+        let mut errors: Vec<FieldError> = check_dns_label("metadata.name", &self.metadata.name).err().into_iter().collect();
+        errors.extend(crate::tags::immutable::check_annotation(&self.metadata.annotations));
+        errors
     }
 }
 

@@ -13,6 +13,10 @@ use crate::names::{check_dns_subdomain, check_stream_name, check_tag};
 use crate::reference::ImageReference;
 use crate::{FieldError, Time};
 
+pub mod immutable;
+
+use immutable::ImmutableTags;
+
 pub const KIND_DOCKER_IMAGE: &str = "DockerImage";
 pub const KIND_IMAGE_STREAM_TAG: &str = "ImageStreamTag";
 pub const KIND_IMAGE_STREAM_IMAGE: &str = "ImageStreamImage";
@@ -94,6 +98,7 @@ pub fn validate_stream(stream: &ImageStream) -> Vec<FieldError> {
     {
         errors.push(FieldError::new("spec.dockerImageRepository", err));
     }
+    errors.extend(immutable::check_annotation(&stream.metadata.annotations));
     let mut seen = BTreeSet::new();
     for (idx, tag) in stream.spec.tags.iter().enumerate() {
         let field = format!("spec.tags[{idx}]");
@@ -295,8 +300,10 @@ fn resolve_source(stream: &ImageStream, sources: &SourceStreams, source: &TagSou
 
 /// Sets the tags of `follower` that wait for a tag of `source` (another stream) to the
 /// image that tag has now, clearing their waiting condition; their own followers in
-/// `follower` follow. Returns whether anything changed.
-pub fn resolve_waiting(follower: &mut ImageStream, source: &ImageStream, now: Time) -> bool {
+/// `follower` follow. A tag whose setting would move a tag that `rules` pins stays as it
+/// is and records why instead ([`immutable::apply_unless_pinned`]). Returns whether
+/// anything changed.
+pub fn resolve_waiting(follower: &mut ImageStream, source: &ImageStream, rules: &ImmutableTags, now: Time) -> bool {
     let waiting: Vec<(String, String, i64)> = follower
         .spec
         .tags
@@ -316,10 +323,15 @@ pub fn resolve_waiting(follower: &mut ImageStream, source: &ImageStream, now: Ti
             continue;
         };
         let event = TagEvent { created: now, generation, ..found.clone() };
-        if add_tag_event(follower, &name, event.clone()) {
-            update_tracking_tags(follower, &name, &event, now);
-            changed = true;
-        }
+        let set = immutable::apply_unless_pinned(follower, &name, generation, rules, now, |follower| {
+            let moved = add_tag_event(follower, &name, event.clone());
+            if moved {
+                update_tracking_tags(follower, &name, &event, now);
+            }
+            moved
+        });
+        // A refusal is recorded on the tag: a change too.
+        changed |= set.unwrap_or(true);
     }
     changed
 }

@@ -16,3 +16,4 @@ pub use services::audit::AuditSettings;
 pub use services::classes::ClassSettings;
 pub use services::delivery::DeliverySettings;
 pub use services::registry::RegistrySettings;
+pub use services::streams::{ImplicitCreate, StreamSettings};

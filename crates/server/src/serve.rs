@@ -24,6 +24,7 @@ use crate::services::classes::ClassSettings;
 use crate::services::delivery::{Deliverer, DeliverySettings, NotificationSettings};
 use crate::services::import::Importer;
 use crate::services::registry::{Registry, RegistrySettings};
+use crate::services::streams::StreamSettings;
 use crate::services::{Catalog, CatalogConfig};
 use berth_upstream::{ImportSettings, Upstream};
 
@@ -59,6 +60,8 @@ pub struct ServeConfig {
     pub classes: ClassSettings,
     /// Admission reviews: how images are resolved.
     pub admission: AdmissionSettings,
+    /// Image streams: who may create one implicitly.
+    pub streams: StreamSettings,
 }
 
 /// The server's config file (`berth serve --config`): settings that are too many or too
@@ -89,6 +92,9 @@ pub struct ServerFile {
     /// Admission reviews: how images are resolved, per resource.
     #[serde(default)]
     pub admission: AdmissionSettings,
+    /// Image streams: who may create one by pushing or tagging into it.
+    #[serde(default)]
+    pub streams: StreamSettings,
 }
 
 impl ServerFile {
@@ -212,6 +218,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Started> {
             public_registry_hostnames: config.public_registry_hostnames.clone(),
             subscription_hosts: berth_upstream::HostPolicy::new(&config.delivery.allowed_hosts, "notifications.allowedHosts"),
             classes: config.classes.clone(),
+            streams: config.streams.clone(),
         },
     );
     let admin_token = tokio::task::spawn_blocking({
@@ -399,7 +406,7 @@ mod tests {
         let readme = include_str!("../../../README.md");
         let mut documented = String::new();
         for block in readme.split("```yaml\n").skip(1).filter_map(|b| b.split("```").next()) {
-            if ["import:", "webhooks:\n-", "registry:", "notifications:", "audit:", "classes:", "admission:"]
+            if ["import:", "webhooks:\n-", "registry:", "notifications:", "audit:", "classes:", "admission:", "streams:"]
                 .iter()
                 .any(|section| block.starts_with(section))
             {
@@ -407,6 +414,7 @@ mod tests {
             }
         }
         assert!(documented.contains("additionalTrustedCA") && documented.contains("format: berth"), "{documented}");
+        assert!(documented.contains("implicitCreate: Admins"), "{documented}");
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("berth.yaml");
         std::fs::write(&path, documented).unwrap();
@@ -418,6 +426,7 @@ mod tests {
         assert_eq!(file.audit, AuditSettings::default(), "the README lists the audit defaults");
         assert_eq!(file.classes, ClassSettings::default(), "the README lists the class defaults");
         assert_eq!(file.admission, AdmissionSettings::default(), "the README lists the admission defaults");
+        assert_eq!(file.streams, StreamSettings::default(), "the README lists the stream defaults");
         assert_eq!(file.webhooks.len(), 2);
     }
 }

@@ -25,6 +25,24 @@ fn requests(ns: &str) -> Vec<(&'static str, Case)> {
         ("get istag", case(Method::GET, format!("{IMAGE_API}/namespaces/{ns}/imagestreamtags/app:latest"), None)),
         ("create stream", case(Method::POST, streams.clone(), Some(stream_body("new", json!([]))))),
         ("patch stream", case(Method::PATCH, format!("{streams}/app"), Some(json!({"metadata": {"labels": {"x": "y"}}})))),
+        (
+            "tag into a new stream",
+            case(
+                Method::POST,
+                format!("{IMAGE_API}/namespaces/{ns}/imagestreamtags"),
+                Some(
+                    json!({"metadata": {"name": "fresh:v1"}, "tag": {"from": {"kind": "DockerImage", "name": "registry.example.com/app:1"}}}),
+                ),
+            ),
+        ),
+        (
+            "annotate namespace",
+            case(
+                Method::PATCH,
+                format!("/api/v1/namespaces/{ns}"),
+                Some(json!({"metadata": {"annotations": {"berth.dev/immutable-tags": "v*"}}})),
+            ),
+        ),
         ("list secrets", case(Method::GET, format!("/api/v1/namespaces/{ns}/secrets"), None)),
         ("get namespace", case(Method::GET, format!("/api/v1/namespaces/{ns}"), None)),
         (
@@ -61,6 +79,10 @@ async fn each_role_may_do_what_its_table_row_says_and_nothing_across_namespaces(
         ("get istag", true, true, true),
         ("create stream", false, true, true),
         ("patch stream", false, true, true),
+        // A stream that does not exist is made by a tag or push of a namespace admin only
+        // (`streams.implicitCreate`); a namespace's annotations, by a cluster admin only.
+        ("tag into a new stream", false, false, true),
+        ("annotate namespace", false, false, false),
         ("list secrets", true, true, true),
         ("get namespace", true, true, true),
         ("lineage of istag", true, true, true),
@@ -72,6 +94,9 @@ async fn each_role_may_do_what_its_table_row_says_and_nothing_across_namespaces(
             let mut request = Case { method: request.method.clone(), path: request.path.clone(), body: request.body.clone() };
             if let Some(body) = request.body.as_mut().filter(|_| *label == "create stream") {
                 body["metadata"]["name"] = json!(format!("new-{who}"));
+            }
+            if let Some(body) = request.body.as_mut().filter(|_| *label == "tag into a new stream") {
+                body["metadata"]["name"] = json!(format!("fresh-{who}:v1"));
             }
             let status = run(&app, token, &request).await;
             assert_eq!(ok(status), allowed, "{who} {label} in its namespace: {status}");

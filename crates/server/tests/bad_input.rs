@@ -82,6 +82,14 @@ async fn each_kind_of_bad_input_is_refused_with_a_clear_status_and_nothing_store
             "repository path",
         ),
         (
+            "invalid immutable tag pattern",
+            "application/json",
+            streams.clone(),
+            json!({"metadata": {"name": "app", "annotations": {"berth.dev/immutable-tags": "v*, v[0-9]"}}}).to_string().into_bytes(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "\"v[0-9]\" is not a tag pattern",
+        ),
+        (
             "invalid digest",
             "application/json",
             mappings.clone(),

@@ -41,6 +41,7 @@ async fn https_with_berths_own_ca_serves_the_api_and_the_registry() {
     let app = TestApp::start_with(|config| config.tls.self_signed = true).await;
     assert!(app.base.starts_with("https://127.0.0.1:"), "{}", app.base);
     app.namespace("team").await;
+    app.create_stream("team", "app").await;
     let token = app.token("pusher", "edit", &["team"]).await;
     let ca = app.dir.path().join("tls/ca.crt");
     let ca_pem = std::fs::read_to_string(&ca).unwrap();

@@ -29,6 +29,8 @@ async fn racing_chunks_of_one_upload_cannot_store_other_bytes_under_a_digest() {
     let app = TestApp::start().await;
     app.namespace("evil").await;
     app.namespace("victim").await;
+    app.create_stream("evil", "race").await;
+    app.create_stream("victim", "base").await;
     let evil = app.token("evil", "edit", &["evil"]).await;
     let victim = app.token("victim", "edit", &["victim"]).await;
     let mut both_accepted = 0;
@@ -102,6 +104,8 @@ async fn a_tenant_mapping_cannot_poison_an_image_or_steer_another_namespace_s_pu
     let app = TestApp::start().await;
     app.namespace("evil").await;
     app.namespace("victim").await;
+    app.create_stream("evil", "copy").await;
+    app.create_stream("victim", "base").await;
     let evil = app.token("evil", "edit", &["evil"]).await;
     let victim = app.token("victim", "edit", &["victim"]).await;
     let (upstream, evil_host) =

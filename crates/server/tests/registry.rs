@@ -26,10 +26,14 @@ fn client(app: &TestApp, token: &str) -> RegistryClient {
     RegistryClient::new(&host(app), Some(("me", token))).unwrap()
 }
 
-/// An app with the namespace `team` and an edit token for it.
-async fn app_with_editor() -> (TestApp, String) {
+/// An app with the namespace `team`, the image streams `streams` in it, and an edit token
+/// for it (an editor pushes only into streams that exist: see stream_creation.rs).
+async fn app_with_editor(streams: &[&str]) -> (TestApp, String) {
     let app = TestApp::start().await;
     app.namespace(NS).await;
+    for stream in streams {
+        app.create_stream(NS, stream).await;
+    }
     let token = app.token("pusher", "edit", &[NS]).await;
     (app, token)
 }
@@ -60,7 +64,7 @@ async fn error_code(response: reqwest::Response) -> (StatusCode, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn skopeo_copies_in_and_out_in_oci_and_docker_formats() {
-    let (app, token) = app_with_editor().await;
+    let (app, token) = app_with_editor(&["app"]).await;
     let upstream = blocking(|| DistributionRegistry::start(Auth::Open).unwrap());
     let oci = TestImage::new(Format::Oci, 1, 3, 4096, "amd64");
     let docker = TestImage::new(Format::Docker, 2, 2, 4096, "amd64");
@@ -116,7 +120,7 @@ async fn skopeo_copies_in_and_out_in_oci_and_docker_formats() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_multi_platform_index_is_copied_with_all_its_images() {
-    let (app, token) = app_with_editor().await;
+    let (app, token) = app_with_editor(&["multi"]).await;
     let upstream = blocking(|| DistributionRegistry::start(Auth::Open).unwrap());
     let index = TestIndex {
         format: Format::Oci,
@@ -167,7 +171,7 @@ async fn import(app: &TestApp, name: &str, from: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pull_through_uses_the_namespace_secret_and_keeps_working_when_the_upstream_is_down() {
-    let (app, token) = app_with_editor().await;
+    let (app, token) = app_with_editor(&[]).await;
     let mut upstream =
         blocking(|| DistributionRegistry::start(Auth::Basic { user: "robot".into(), password: "s3cret-pass".into() }).unwrap());
     let image = TestImage::new(Format::Docker, 20, 3, 64 * 1024, "amd64");
@@ -201,7 +205,7 @@ async fn pull_through_uses_the_namespace_secret_and_keeps_working_when_the_upstr
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_concurrent_pulls_of_a_cold_blob_make_one_upstream_fetch() {
-    let (app, token) = app_with_editor().await;
+    let (app, token) = app_with_editor(&[]).await;
     let upstream = blocking(|| DistributionRegistry::start(Auth::Open).unwrap());
     let image = TestImage::new(Format::Oci, 30, 1, 8 << 20, "amd64");
     blocking(|| upstream.push("lib/big", Some("1"), &image).unwrap());
@@ -238,7 +242,7 @@ async fn patch(app: &TestApp, token: &str, location: &str, range: &str, chunk: V
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chunked_uploads_resume_after_a_restart_and_check_the_digest() {
-    let (mut app, token) = app_with_editor().await;
+    let (mut app, token) = app_with_editor(&["up"]).await;
     let blob: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
     let digest = digest_of(&blob);
     let location = start_upload(&app, &token).await;
@@ -281,7 +285,7 @@ async fn chunked_uploads_resume_after_a_restart_and_check_the_digest() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_digest_mismatch_stores_nothing() {
-    let (app, token) = app_with_editor().await;
+    let (app, token) = app_with_editor(&["up"]).await;
     let body = b"these are the bytes".to_vec();
     let claimed = digest_of(b"other bytes");
     let response = request(&app, &token, Method::POST, &format!("/v2/{NS}/up/blobs/uploads/?digest={claimed}"))
@@ -299,7 +303,10 @@ async fn a_digest_mismatch_stores_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_names_references_and_manifests_are_refused_and_change_nothing() {
-    let (app, token) = app_with_editor().await;
+    // A namespace admin, whose pushes may create `team/app`: each is refused for what is
+    // wrong with it, and none creates the stream.
+    let (app, _) = app_with_editor(&[]).await;
+    let token = app.token("owner", "admin", &[NS]).await;
     let before = app.revision().await;
     for (path, code) in [
         ("/v2/team/../etc/manifests/latest", "NAME_INVALID"),
@@ -340,7 +347,7 @@ async fn bad_names_references_and_manifests_are_refused_and_change_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docker_clients_log_in_through_the_token_flow_and_access_follows_roles() {
-    let (app, editor) = app_with_editor().await;
+    let (app, editor) = app_with_editor(&["app"]).await;
     app.namespace("other").await;
     let viewer = app.token("viewer", "view", &[NS]).await;
     let image = TestImage::new(Format::Oci, 50, 1, 256, "amd64");
@@ -399,6 +406,7 @@ async fn docker_clients_log_in_through_the_token_flow_and_access_follows_roles()
     let catalog: Value = v2(&app, Some(&anonymous), Method::GET, "/v2/_catalog").await.json().await.unwrap();
     assert_eq!(catalog, json!({"repositories": ["team/app"]}));
     // The catalog pages, for a cluster reader and for a namespaced one.
+    app.create_stream(NS, "base").await;
     blocking(|| client(&app, &editor).push(&format!("{NS}/base"), Some("v1"), &image)).unwrap();
     blocking(|| client(&app, &app.admin).push("other/tool", Some("v1"), &image)).unwrap();
     let admin = app.admin.clone();
@@ -423,7 +431,7 @@ async fn docker_clients_log_in_through_the_token_flow_and_access_follows_roles()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tags_page_mounts_link_and_referrers_list_artifacts() {
-    let (app, token) = app_with_editor().await;
+    let (app, token) = app_with_editor(&["app", "copy"]).await;
     let image = TestImage::new(Format::Oci, 60, 2, 512, "amd64");
     let registry = blocking(|| client(&app, &token));
     for tag in ["a", "b", "c"] {
@@ -473,7 +481,7 @@ async fn tags_page_mounts_link_and_referrers_list_artifacts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_push_moves_the_tag_with_history_and_needs_an_existing_namespace() {
-    let (app, token) = app_with_editor().await;
+    let (app, token) = app_with_editor(&["app"]).await;
     let registry = blocking(|| client(&app, &token));
     let (first, second) = (TestImage::new(Format::Docker, 70, 1, 256, "amd64"), TestImage::new(Format::Docker, 71, 1, 256, "amd64"));
     blocking(|| registry.push(&format!("{NS}/app"), Some("v1"), &first)).unwrap();
@@ -507,6 +515,7 @@ async fn a_push_moves_the_tag_with_history_and_needs_an_existing_namespace() {
 async fn uploads_beyond_the_cap_get_429_until_one_ends() {
     let app = TestApp::start_with(|config| config.registry.max_concurrent_uploads = 1).await;
     app.namespace(NS).await;
+    app.create_stream(NS, "up").await;
     let token = app.token("pusher", "edit", &[NS]).await;
     let first = start_upload(&app, &token).await;
     let second = start_upload(&app, &token).await;
@@ -542,7 +551,7 @@ async fn push_blob(app: &TestApp, token: &str, repository: &str, blob: &[u8]) ->
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blobs_are_deleted_per_repository_and_uploads_cancelled() {
-    let (app, token) = app_with_editor().await;
+    let (app, token) = app_with_editor(&["one", "two", "up"]).await;
     let blob = b"a layer both repositories have".to_vec();
     let digest = push_blob(&app, &token, "one", &blob).await;
     push_blob(&app, &token, "two", &blob).await;
@@ -576,7 +585,7 @@ async fn blobs_are_deleted_per_repository_and_uploads_cancelled() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn byte_ranges_are_served_as_rfc_9110_says() {
-    let (app, token) = app_with_editor().await;
+    let (app, token) = app_with_editor(&["app"]).await;
     let blob: Vec<u8> = (0..10_000u32).map(|i| (i % 253) as u8).collect();
     let digest = push_blob(&app, &token, "app", &blob).await;
     let path = format!("/v2/{NS}/app/blobs/{digest}");
@@ -611,7 +620,7 @@ async fn byte_ranges_are_served_as_rfc_9110_says() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn referrers_of_anything_unknown_are_an_empty_index() {
-    let (app, token) = app_with_editor().await;
+    let (app, token) = app_with_editor(&[]).await;
     let unknown = digest_of(b"no manifest has this digest");
     for repository in ["app", "never-pushed"] {
         let response = v2(&app, Some(&token), Method::GET, &format!("/v2/{NS}/{repository}/referrers/{unknown}")).await;
@@ -627,7 +636,9 @@ async fn referrers_of_anything_unknown_are_an_empty_index() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_push_by_digest_creates_the_repository_as_a_push_by_tag_does() {
-    let (app, token) = app_with_editor().await;
+    // A namespace admin's push creates a stream (an editor's does not: stream_creation.rs).
+    let (app, _) = app_with_editor(&[]).await;
+    let token = app.token("owner", "admin", &[NS]).await;
     let image = TestImage::new(Format::Oci, 80, 2, 512, "amd64");
     for layer in image.layers.iter().chain(std::iter::once(&image.config_bytes())) {
         push_blob(&app, &token, "fresh", layer).await;
@@ -673,7 +684,7 @@ async fn put_manifest_to(app: &TestApp, token: &str, repository: &str, reference
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn non_distributable_layers_need_not_be_pushed_but_everything_else_does() {
-    let (app, token) = app_with_editor().await;
+    let (app, token) = app_with_editor(&["win"]).await;
     let config = br#"{"architecture":"amd64","os":"windows","rootfs":{"type":"layers","diff_ids":[]}}"#.to_vec();
     let config_digest = push_blob(&app, &token, "win", &config).await;
     let foreign = digest_of(b"a windows base layer kept elsewhere");

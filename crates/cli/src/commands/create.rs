@@ -1,5 +1,6 @@
-//! `berth create namespace NAME` and `berth create secret generic|docker-registry NAME`,
-//! as kubectl makes them.
+//! `berth create namespace NAME`, `berth create imagestream NAME` (as `oc create
+//! imagestream`) and `berth create secret generic|docker-registry NAME`, as kubectl makes
+//! them.
 //!
 //! Secret values go to the server as `stringData` (the server encodes them into `data`
 //! and never returns `stringData`), and nothing this command prints repeats a value.
@@ -22,6 +23,13 @@ pub enum CreateCommand {
     #[command(alias = "ns")]
     Namespace {
         /// The namespace's name.
+        name: String,
+    },
+    /// Create an empty image stream, to push or tag into (only a namespace admin's push or
+    /// tag creates one that does not exist, unless the server says otherwise).
+    #[command(alias = "is")]
+    Imagestream {
+        /// The stream's name.
         name: String,
     },
     /// Create a secret: `generic` (type Opaque, e.g. a Subscription's signing key) or
@@ -69,6 +77,14 @@ pub fn run(ctx: &Context, command: CreateCommand) -> anyhow::Result<()> {
             let kind = &kinds::NAMESPACE;
             let namespace = json!({"apiVersion": kind.api_version(), "kind": kind.kind, "metadata": {"name": name}});
             ctx.client()?.post(&kind.collection(None), &namespace)?;
+            println!("{}/{name} created", kind.qualified());
+            Ok(())
+        }
+        CreateCommand::Imagestream { name } => {
+            let kind = &kinds::IMAGE_STREAM;
+            let namespace = ctx.namespace();
+            let stream = json!({"apiVersion": kind.api_version(), "kind": kind.kind, "metadata": {"name": name, "namespace": namespace}});
+            ctx.client()?.post(&kind.collection(Some(&namespace)), &stream)?;
             println!("{}/{name} created", kind.qualified());
             Ok(())
         }

@@ -149,6 +149,7 @@ pub fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
         audit: file.audit,
         classes: file.classes,
         admission: file.admission,
+        streams: file.streams,
     };
     // Blocking threads run writes and lists; more of them than this only queue on the one
     // writer connection and the reader pool while each holds its own memory.

@@ -237,11 +237,12 @@ fn sources_in_other_streams_come_from_the_loaded_sources() {
     assert!(condition.message.contains("waiting for image stream tag shared/base:1.0"), "{condition:?}");
     assert_eq!(waiting_sources(&waiting), vec!["waits:shared/base:1.0".to_string()]);
     // When the source gets its image, the waiting tag is set to it and waits no more.
-    assert!(resolve_waiting(&mut waiting, &base, at(3)));
+    let unpinned = immutable::ImmutableTags::default();
+    assert!(resolve_waiting(&mut waiting, &base, &unpinned, at(3)));
     assert_eq!(waiting.latest_event("base").unwrap().image, one.metadata.name);
     assert!(waiting.status_tag("base").unwrap().conditions.is_empty());
     assert!(waiting_sources(&waiting).is_empty());
-    assert!(!resolve_waiting(&mut waiting, &base, at(4)), "resolved once: the tag does not follow later moves");
+    assert!(!resolve_waiting(&mut waiting, &base, &unpinned, at(4)), "resolved once: the tag does not follow later moves");
     let sources = SourceStreams::from([(("shared".into(), "base".into()), base)]);
     prepare_create(&mut s, &sources, at(2)).unwrap();
     assert_eq!(s.latest_event("base").unwrap().image, one.metadata.name);
@@ -308,4 +309,34 @@ fn a_tag_waits_for_an_import_until_history_or_a_failure_reaches_its_generation()
         assert_eq!(import_state(Some(&spec), latest, conditions), expected, "{spec:?} {latest:?}");
     }
     assert_eq!(import_state(None, None, &[]), ImportState::NotImported);
+}
+
+#[test]
+fn a_waiting_tag_that_would_move_a_pinned_tag_stays_and_says_why() {
+    let mut base = stream(vec![]);
+    base.metadata.name = "base".into();
+    base.metadata.namespace = "shared".into();
+    map_image(&mut base, "1.0", &image("new"), at(1));
+    // `v1` of team/app points at an image, and is set to follow shared/base:1.0 before
+    // that tag exists: it waits.
+    let mut s = created(vec![]);
+    map_image(&mut s, "v1", &image("old"), at(1));
+    let mut follower = s.clone();
+    set_spec_tag(
+        &mut follower,
+        TagReference {
+            name: "v1".into(),
+            from: Some(ObjectReference { kind: KIND_IMAGE_STREAM_TAG.into(), namespace: "shared".into(), name: "base:1.0".into() }),
+            ..TagReference::default()
+        },
+    );
+    prepare_update(&s, &mut follower, &SourceStreams::new(), at(2)).unwrap();
+    assert_eq!(waiting_sources(&follower), vec!["waits:shared/base:1.0".to_string()]);
+    follower.metadata.annotations.insert(immutable::IMMUTABLE_TAGS_ANNOTATION.into(), "v*".into());
+    let rules = immutable::ImmutableTags::of(None, &[&follower]);
+    assert!(resolve_waiting(&mut follower, &base, &rules, at(3)), "the refusal is recorded");
+    assert_eq!(history(&follower, "v1"), history(&s, "v1"), "the pinned tag did not move");
+    let condition = &follower.status_tag("v1").unwrap().conditions[0];
+    assert_eq!((condition.reason.as_str(), condition.generation), (immutable::IMMUTABLE_TAG_REASON, 2));
+    assert!(condition.message.contains(&image("old").metadata.name), "{condition:?}");
 }

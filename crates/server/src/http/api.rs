@@ -384,6 +384,7 @@ async fn create_mapping(State(app): State<App>, Path(ns): Path<String>, headers:
         call(&app, &headers, move |c, caller| {
             caller.require(berth_model::access::Action::Write(&ns), "create", "imagestreammappings.image.openshift.io")?;
             c.check_mapping(&ns, &mapping)?;
+            c.check_stream_creation(caller, &ns, &mapping.metadata.name, "mapping an image into it")?;
             Ok(TrustedImage::vouched(caller, mapping.image.clone()).ok())
         })
         .await

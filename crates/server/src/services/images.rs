@@ -112,14 +112,15 @@ impl Catalog {
         let (key, body) = (Image::key("", &name), image.encode());
         let (namespace, stream) = (namespace.to_string(), stream.to_string());
         let cause = caller.cause("push");
+        let (caller, creation) = (caller.clone(), self.config().streams.implicit_create);
         transact(&**self.store(), move |txn| {
             crate::services::ensure_namespace(txn, &namespace)?;
+            if crate::services::streams::read_stream(txn, &namespace, &stream)?.is_none() {
+                let mut created = crate::services::streams::implicit_stream(&caller, creation, &namespace, &stream, "pushing to it", now)?;
+                crate::services::streams::put_stream(txn, &mut created, Precondition::Absent, &cause)?;
+            }
             if txn.get(&key)?.is_none() {
                 txn.put(&key, &body, &[], Precondition::Absent)?;
-            }
-            if crate::services::streams::read_stream(txn, &namespace, &stream)?.is_none() {
-                let mut created = crate::services::streams::new_stream(&namespace, &stream, now);
-                crate::services::streams::put_stream(txn, &mut created, Precondition::Absent, &cause)?;
             }
             Ok::<_, Error>(())
         })

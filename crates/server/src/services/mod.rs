@@ -49,6 +49,8 @@ pub struct CatalogConfig {
     pub subscription_hosts: berth_upstream::HostPolicy,
     /// Image classes: the domain of their labels.
     pub classes: classes::ClassSettings,
+    /// Image streams: who may create one implicitly.
+    pub streams: streams::StreamSettings,
 }
 
 /// The catalog: every service over one store.

@@ -73,6 +73,9 @@ impl Catalog {
     /// Updates a namespace's labels and annotations.
     pub fn update_namespace(&self, caller: &Caller, name: &str, update: Namespace) -> Result<Namespace> {
         caller.require(Action::AdministerCluster, "update", "namespaces")?;
+        if let Some(error) = berth_model::tags::immutable::check_annotation(&update.metadata.annotations) {
+            return Err(Error::invalid("namespaces", name, vec![error]));
+        }
         let expect = precondition(&update.metadata)?;
         let owned = name.to_string();
         transact(&**self.store(), move |txn| {

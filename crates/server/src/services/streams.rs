@@ -1,11 +1,13 @@
 //! Image streams and the views and actions built on them: ImageStreamTag, ImageTag,
 //! ImageStreamImage and ImageStreamMapping.
 
-use berth_model::access::Action;
+use berth_model::access::{Action, Grant, Role};
+use berth_model::core::Namespace;
 use berth_model::image::Image;
 use berth_model::imagestream::{FindImageError, ImageStream, ImageStreamImage, ImageStreamMapping, ImageStreamTag, ImageTag, TagReference};
 use berth_model::names::{check_stream_name, check_tag, split_stream_image, split_stream_tag};
 use berth_model::reference::ImageReference;
+use berth_model::tags::immutable::{self, ImmutableTags};
 use berth_model::tags::{self, SourceStreams};
 use berth_model::{FieldError, ObjectMeta, Time};
 use berth_store::{ObjectKey, Precondition, WriteTxn, transact};
@@ -20,6 +22,55 @@ use crate::services::{
 const ISIMAGE: &str = "imagestreamimages.image.openshift.io";
 const ISM: &str = "imagestreammappings.image.openshift.io";
 const STREAMS: &str = ImageStream::QUALIFIED;
+
+/// The server config's `streams:` block.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StreamSettings {
+    /// Who may create a stream by writing into one that does not exist (a push, a tag, an
+    /// ImageStreamMapping, an import); creating one explicitly needs only the edit role.
+    #[serde(default)]
+    pub implicit_create: ImplicitCreate,
+}
+
+/// Who may create an image stream implicitly (OpenShift's seeds: "prevent images from
+/// being tagged into image repositories that don't already exist, for non-administrators").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum ImplicitCreate {
+    /// A namespace admin or a cluster admin: a typo in a push or a tag creates nothing.
+    #[default]
+    Admins,
+    /// Anyone who may write the namespace.
+    Editors,
+}
+
+impl ImplicitCreate {
+    /// The role it takes in the namespace.
+    fn role(self) -> Role {
+        match self {
+            ImplicitCreate::Admins => Role::Admin,
+            ImplicitCreate::Editors => Role::Edit,
+        }
+    }
+
+    pub fn allows(self, grant: &Grant, namespace: &str) -> bool {
+        grant.role_in(namespace) >= Some(self.role())
+    }
+}
+
+/// Whether a stream write may remove tags an immutable tag rule pins: only a cluster
+/// admin's deletion may (as Harbor lets only its admins delete immutable tags).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PinnedRemovals {
+    Refuse,
+    Allow,
+}
+
+impl PinnedRemovals {
+    fn of(caller: &Caller) -> PinnedRemovals {
+        if caller.grant.allows(Action::AdministerCluster) { PinnedRemovals::Allow } else { PinnedRemovals::Refuse }
+    }
+}
 
 /// A virtual kind that shows one tag of a stream, named `stream:tag`: ImageStreamTag or
 /// ImageTag. Both are read, listed, created, updated and deleted the same way.
@@ -162,9 +213,19 @@ impl Catalog {
     pub fn delete_stream(&self, caller: &Caller, namespace: &str, name: &str) -> Result<ImageStream> {
         caller.require(Action::Write(namespace), "delete", STREAMS)?;
         let (owned_namespace, owned) = (namespace.to_string(), name.to_string());
+        let removals = PinnedRemovals::of(caller);
         let deleted = transact(&**self.store(), move |txn| {
             let (namespace, name) = (owned_namespace.as_str(), owned.as_str());
             let stream = read_stream(txn, namespace, name)?.ok_or_else(|| Error::not_found(STREAMS, name))?;
+            if removals == PinnedRemovals::Refuse {
+                let rules = immutable_tags(txn, namespace, &[&stream])?;
+                if let Some(pinned) = immutable::pinned_changes(&stream, None, &rules).first() {
+                    return Err(Error::forbidden(format!(
+                        "{STREAMS} {name:?} is forbidden: deleting it would delete a pinned tag: {}",
+                        pinned.message()
+                    )));
+                }
+            }
             let revision = txn.delete(&ImageStream::key(namespace, name), Precondition::Any)?;
             if subscriptions::has_subscriptions(txn, namespace)? {
                 subscriptions::record_tag_changes(txn, namespace, Some(&stream), None, revision)?;
@@ -252,6 +313,7 @@ impl Catalog {
         let target =
             TagTarget { namespace: namespace.to_string(), name: name.to_string(), stream: stream_name.to_string(), tag: tag.to_string() };
         let caller = caller.clone();
+        let creation = self.config().streams.implicit_create;
         transact(&**self.store(), move |txn| {
             let TagTarget { namespace, name, stream: stream_name, tag } = &target;
             ensure_namespace(txn, namespace)?;
@@ -262,7 +324,7 @@ impl Catalog {
                     if !tags::remove_tag(&mut stream, tag) {
                         return Err(Error::not_found(V::QUALIFIED, name));
                     }
-                    return put_stream(txn, &mut stream, expect, &caller.cause("untag"));
+                    return put_stream_with(txn, &mut stream, expect, &caller.cause("untag"), PinnedRemovals::of(&caller));
                 }
                 TagChange::Create(_) if old.as_ref().is_some_and(|s| s.spec_tag(tag).is_some() || s.status_tag(tag).is_some()) => {
                     return Err(Error::already_exists(V::QUALIFIED, name));
@@ -270,7 +332,10 @@ impl Catalog {
                 TagChange::Create(spec) | TagChange::Set(spec) => spec,
             };
             let spec = TagReference { name: tag.clone(), ..spec };
-            let mut stream = old.clone().unwrap_or_else(|| new_stream(namespace, stream_name, now));
+            let mut stream = match &old {
+                Some(old) => old.clone(),
+                None => implicit_stream(&caller, creation, namespace, stream_name, "tagging into it", now)?,
+            };
             tags::set_spec_tag(&mut stream, spec);
             check_valid(&stream).map_err(|err| Error { resource: V::QUALIFIED.to_string(), name: name.clone(), ..err })?;
             let sources = load_sources(txn, &caller, old.as_ref(), &stream)?;
@@ -310,6 +375,7 @@ impl Catalog {
         caller.require(Action::Write(namespace), "delete", ImageStreamTag::QUALIFIED)?;
         let (namespace, name, digest) = (namespace.to_string(), name.to_string(), digest.to_string());
         let cause = caller.cause("untag");
+        let removals = PinnedRemovals::of(caller);
         transact(&**self.store(), move |txn| {
             let Some(mut stream) = read_stream(txn, &namespace, &name)? else {
                 return Ok(0);
@@ -320,10 +386,21 @@ impl Catalog {
                 tags::remove_tag(&mut stream, tag);
             }
             if !tagged.is_empty() {
-                put_stream(txn, &mut stream, Precondition::Any, &cause)?;
+                put_stream_with(txn, &mut stream, Precondition::Any, &cause, removals)?;
             }
             Ok::<_, Error>(tagged.len())
         })
+    }
+
+    /// Fails with 403 when `namespace/name` does not exist and the caller may not create
+    /// it by `how` ("pushing to it"): said before work that would be wasted (blob uploads,
+    /// reading a mapping's image); the write that creates the stream checks it again.
+    pub fn check_stream_creation(&self, caller: &Caller, namespace: &str, name: &str, how: &str) -> Result<()> {
+        let creation = self.config().streams.implicit_create;
+        if creation.allows(&caller.grant, namespace) || self.load::<ImageStream>(namespace, name)?.is_some() {
+            return Ok(());
+        }
+        check_implicit_create(caller, creation, namespace, name, how)
     }
 
     /// Checks an ImageStreamMapping as received: the stream, tag and image names and the
@@ -377,6 +454,8 @@ impl Catalog {
         image.docker_image_reference = mapping.image.docker_image_reference;
         let owned_namespace = namespace.to_string();
         let cause = caller.cause(via);
+        let (caller, creation) = (caller.clone(), self.config().streams.implicit_create);
+        let how = if via == "push" { "pushing to it" } else { "mapping an image into it" };
         transact(&**self.store(), move |txn| {
             let namespace = owned_namespace.as_str();
             ensure_namespace(txn, namespace)?;
@@ -394,13 +473,47 @@ impl Catalog {
             }
             let old = read_stream(txn, namespace, &stream_name)?;
             let expect = if old.is_some() { Precondition::Any } else { Precondition::Absent };
-            let mut stream = old.unwrap_or_else(|| new_stream(namespace, &stream_name, now));
+            let mut stream = match old {
+                Some(old) => old,
+                None => implicit_stream(&caller, creation, namespace, &stream_name, how, now)?,
+            };
             if tags::map_image(&mut stream, &tag, &image, now) {
                 put_stream(txn, &mut stream, expect, &cause)?;
             }
             Ok(())
         })
     }
+}
+
+/// A new stream for a write into `namespace/name`, which does not exist (`how` says what
+/// the write is: "pushing to it"), when the server's `streams.implicitCreate` lets the
+/// caller create one that way; else 403, saying how to create it.
+pub(crate) fn implicit_stream(
+    caller: &Caller,
+    creation: ImplicitCreate,
+    namespace: &str,
+    name: &str,
+    how: &str,
+    now: Time,
+) -> Result<ImageStream> {
+    check_implicit_create(caller, creation, namespace, name, how)?;
+    Ok(new_stream(namespace, name, now))
+}
+
+/// Fails with 403 unless the caller may create the missing stream `namespace/name` by
+/// `how` (see [`implicit_stream`]).
+pub(crate) fn check_implicit_create(caller: &Caller, creation: ImplicitCreate, namespace: &str, name: &str, how: &str) -> Result<()> {
+    if creation.allows(&caller.grant, namespace) {
+        return Ok(());
+    }
+    Err(Error::forbidden(format!(
+        "image stream {namespace}/{name} does not exist, and token {:?} ({}) may not create it by {how}: \
+         only a namespace admin may (the server setting streams.implicitCreate is {creation:?}). \
+         Create the stream first with `berth create imagestream {name} -n {namespace}` and try again \
+         (or have the server's operator set streams.implicitCreate: Editors)",
+        caller.token,
+        caller.grant.describe(),
+    )))
 }
 
 pub(crate) fn new_stream(namespace: &str, name: &str, now: Time) -> ImageStream {
@@ -446,17 +559,40 @@ pub(crate) fn read_stream(txn: &mut dyn WriteTxn, namespace: &str, name: &str) -
     }
 }
 
-/// Writes a stream, and its tag changes to the outbox when the namespace has subscribers.
 /// Writes a stream and what follows from it: subscriptions' change records, and the
 /// streams waiting for one of its tags. New tag history says it was caused by `cause`.
+/// Every stream write comes here, so this is where immutable tags are kept: a write that
+/// moves or removes a tag pinned by the namespace's or the stream's (old or new)
+/// `berth.dev/immutable-tags` is refused with 403, and nothing of it is stored.
 pub(crate) fn put_stream(txn: &mut dyn WriteTxn, stream: &mut ImageStream, expect: Precondition, cause: &str) -> Result<()> {
+    put_stream_with(txn, stream, expect, cause, PinnedRemovals::Refuse)
+}
+
+/// [`put_stream`], for a write that may remove pinned tags when `removals` allows it (a
+/// cluster admin's deletion); moving one is refused all the same.
+pub(crate) fn put_stream_with(
+    txn: &mut dyn WriteTxn,
+    stream: &mut ImageStream,
+    expect: Precondition,
+    cause: &str,
+    removals: PinnedRemovals,
+) -> Result<()> {
     let key = ImageStream::key(&stream.metadata.namespace, &stream.metadata.name);
     // The repositories in status are derived on read, never stored.
     stream.status.docker_image_repository.clear();
     stream.status.public_docker_image_repository.clear();
     let subscribed = subscriptions::has_subscriptions(txn, &key.namespace)?;
     let unattributed = stream.status.tags.iter().any(|list| list.items.first().is_some_and(|event| event.cause.is_empty()));
-    let old = if subscribed || unattributed { read_stream(txn, &key.namespace, &key.name)? } else { None };
+    let old = read_stream(txn, &key.namespace, &key.name)?;
+    if let Some(old) = &old {
+        let rules = immutable_tags(txn, &key.namespace, &[old, stream])?;
+        let refused = immutable::pinned_changes(old, Some(stream), &rules)
+            .into_iter()
+            .find(|pinned| !(pinned.is_removal() && removals == PinnedRemovals::Allow));
+        if let Some(pinned) = refused {
+            return Err(Error::forbidden(pinned.message()));
+        }
+    }
     if unattributed {
         tags::attribute_changes(old.as_ref(), stream, cause);
     }
@@ -481,7 +617,8 @@ fn resolve_waiting_streams(txn: &mut dyn WriteTxn, stream: &ImageStream, cause: 
         let Some(mut follower) = read_stream(txn, &key.namespace, &key.name)? else {
             continue;
         };
-        if tags::resolve_waiting(&mut follower, stream, Time::now()) {
+        let rules = immutable_tags(txn, &key.namespace, &[&follower])?;
+        if tags::resolve_waiting(&mut follower, stream, &rules, Time::now()) {
             put_stream(txn, &mut follower, Precondition::Any, cause)?;
         }
     }
@@ -499,4 +636,13 @@ fn load_sources(txn: &mut dyn WriteTxn, caller: &Caller, old: Option<&ImageStrea
         }
     }
     Ok(sources)
+}
+
+/// The immutable tag rules of `namespace` and of the given versions of one of its streams.
+pub(crate) fn immutable_tags(txn: &mut dyn WriteTxn, namespace: &str, streams: &[&ImageStream]) -> Result<ImmutableTags> {
+    let namespace = match txn.get(&Namespace::key("", namespace))? {
+        Some(stored) => Some(Namespace::decode(&stored)?),
+        None => None,
+    };
+    Ok(ImmutableTags::of(namespace.as_ref(), streams))
 }

@@ -73,6 +73,7 @@ impl TestApp {
             audit: berth_server::AuditSettings::default(),
             classes: berth_server::ClassSettings::default(),
             admission: berth_server::AdmissionSettings::default(),
+            streams: berth_server::StreamSettings::default(),
         };
         configure(&mut config);
         let started = berth_server::start(config.clone()).await.unwrap();
@@ -161,6 +162,13 @@ impl TestApp {
     /// Creates a namespace, asserting it worked.
     pub async fn namespace(&self, name: &str) {
         let (status, body) = self.post("/api/v1/namespaces", json!({"metadata": {"name": name}})).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+
+    /// Creates an empty image stream as the cluster admin, asserting it worked: a push or
+    /// a tag by an editor needs the stream to exist (`streams.implicitCreate`).
+    pub async fn create_stream(&self, ns: &str, name: &str) {
+        let (status, body) = self.post(&format!("{IMAGE_API}/namespaces/{ns}/imagestreams"), stream_body(name, json!([]))).await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
     }
 

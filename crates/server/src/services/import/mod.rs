@@ -22,7 +22,7 @@ mod request;
 mod schedule;
 mod store;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -70,13 +70,22 @@ pub enum CheckResult {
 }
 
 impl CheckResult {
-    fn of(current: Option<&str>, outcome: &Outcome) -> CheckResult {
-        match outcome {
-            Ok(found) if current == Some(found.image.metadata.name.as_str()) => CheckResult::Unchanged,
-            Ok(found) => CheckResult::Imported(found.image.metadata.name.clone()),
-            Err(err) => CheckResult::Failed(err.reason().to_string(), err.message.clone()),
+    fn of(checked: &Checked) -> CheckResult {
+        match (&checked.outcome, &checked.pinned) {
+            (_, Some(message)) => CheckResult::Failed(tags::immutable::IMMUTABLE_TAG_REASON.to_string(), message.clone()),
+            (Ok(found), None) if checked.lookup.current.as_deref() == Some(found.image.metadata.name.as_str()) => CheckResult::Unchanged,
+            (Ok(found), None) => CheckResult::Imported(found.image.metadata.name.clone()),
+            (Err(err), None) => CheckResult::Failed(err.reason().to_string(), err.message.clone()),
         }
     }
+}
+
+/// One lookup of an import and how it ended: what the registry answered, and, when the
+/// tag is immutable and what was found would have moved it, why it was left where it was.
+struct Checked {
+    lookup: Lookup,
+    outcome: Outcome,
+    pinned: Option<String>,
 }
 
 /// `(namespace, stream)`.
@@ -143,6 +152,11 @@ impl Importer {
         })
         .await?;
         let stream_name = isi.metadata.name.clone();
+        if isi.spec.import && existing.is_none() {
+            // Said before any registry is asked; checked again where the stream is made.
+            let creation = self.catalog.config().streams.implicit_create;
+            crate::services::streams::check_implicit_create(caller, creation, namespace, &stream_name, "importing into it")?;
+        }
         let run = Arc::new(self.run(keyring, caller.cause("import")));
 
         // A repository import becomes one lookup per tag, by OpenShift's priority, capped.
@@ -171,8 +185,8 @@ impl Importer {
             }
         }
 
-        let results: Vec<(Wanted, Outcome)> = if isi.spec.import {
-            self.import_wanted(namespace, &stream_name, &run, wanted).await?
+        let results: Vec<(Wanted, Outcome, Option<String>)> = if isi.spec.import {
+            self.import_wanted(caller, namespace, &stream_name, &run, wanted).await?
         } else {
             let lookups: Vec<Lookup> = wanted.iter().map(|w| w.lookup(existing.as_ref())).collect();
             // Results arrive in completion order; pair them with what was asked by tag.
@@ -181,15 +195,15 @@ impl Importer {
                 .into_iter()
                 .map(|want| {
                     let outcome = outcomes.remove(&want.tag).expect("every lookup has an outcome");
-                    (want, outcome)
+                    (want, outcome, None)
                 })
                 .collect()
         };
 
         let mut images_status = Vec::new();
         let mut repository_images = Vec::new();
-        for (want, outcome) in results {
-            let status = image_status(&want, outcome);
+        for (want, outcome, pinned) in results {
+            let status = image_status(&want, outcome, pinned);
             if want.from_repository { repository_images.push(status) } else { images_status.push(status) }
         }
         if let Some(repository) = &mut repository_status {
@@ -229,30 +243,36 @@ impl Importer {
 
     /// Imports `wanted` into the stream: the spec tags are written first (all at one new
     /// generation, so a watcher can see what is coming), then results are committed as
-    /// they arrive.
+    /// they arrive. Each result comes with why its tag was left where it was, if it was
+    /// (an immutable tag).
     async fn import_wanted(
         &self,
+        caller: &Caller,
         namespace: &str,
         stream_name: &str,
         run: &Arc<Run>,
         wanted: Vec<Wanted>,
-    ) -> Result<Vec<(Wanted, Outcome)>> {
+    ) -> Result<Vec<(Wanted, Outcome, Option<String>)>> {
         let tag_names: Vec<String> = wanted.iter().map(|w| w.tag.clone()).collect();
         let (_claim, _) = self.claim(namespace, stream_name, tag_names.clone(), Holders::TakeOver);
         let specs: Vec<TagReference> = wanted.iter().map(Wanted::spec_tag).collect();
         let (catalog, owned_namespace, owned_name) = (self.catalog.clone(), namespace.to_string(), stream_name.to_string());
-        let cause = run.cause.clone();
-        let stream = blocking(move || catalog.set_import_tags(&owned_namespace, &owned_name, specs, &cause)).await?;
+        let (cause, caller) = (run.cause.clone(), caller.clone());
+        let stream = blocking(move || catalog.set_import_tags(&caller, &owned_namespace, &owned_name, specs, &cause)).await?;
         let pending: HashMap<String, PendingImport> = tags::pending_imports(&stream).into_iter().map(|p| (p.tag.clone(), p)).collect();
         let lookups: Vec<Lookup> = wanted.iter().map(|w| w.lookup(Some(&stream))).collect();
-        let mut outcomes: HashMap<String, Outcome> =
-            self.look_up_and_record(namespace, stream_name, run, lookups, pending).await?.into_iter().map(|(l, o)| (l.tag, o)).collect();
+        let mut checked: HashMap<String, Checked> = self
+            .look_up_and_record(namespace, stream_name, run, lookups, pending)
+            .await?
+            .into_iter()
+            .map(|checked| (checked.lookup.tag.clone(), checked))
+            .collect();
         // Statuses follow the order of the request, not of completion.
         Ok(wanted
             .into_iter()
             .map(|want| {
-                let outcome = outcomes.remove(&want.tag).expect("every lookup has an outcome");
-                (want, outcome)
+                let checked = checked.remove(&want.tag).expect("every lookup has an outcome");
+                (want, checked.outcome, checked.pinned)
             })
             .collect())
     }
@@ -267,29 +287,39 @@ impl Importer {
         run: &Arc<Run>,
         lookups: Vec<Lookup>,
         pending: HashMap<String, PendingImport>,
-    ) -> Result<Vec<(Lookup, Outcome)>> {
+    ) -> Result<Vec<Checked>> {
         let mut results = Vec::new();
         let mut batch = Vec::new();
+        let mut refused = BTreeMap::new();
         let mut last_commit = Instant::now();
         let mut outcomes = lookup_all(run, lookups);
         while let Some((lookup, outcome)) = outcomes.next().await {
-            let result = match CheckResult::of(lookup.current.as_deref(), &outcome) {
-                CheckResult::Imported(_) => "imported",
-                CheckResult::Unchanged => "unchanged",
-                CheckResult::Failed(..) => "failed",
-            };
-            metrics::counter!(crate::metrics::IMPORTS, "registry" => lookup.reference.registry.clone(), "result" => result).increment(1);
             if let Some(pending) = pending.get(&lookup.tag) {
                 batch.push((pending.clone(), outcome.clone()));
             }
             results.push((lookup, outcome));
             if last_commit.elapsed() >= COMMIT_EVERY {
-                self.commit(namespace, stream_name, run, std::mem::take(&mut batch)).await?;
+                refused.extend(self.commit(namespace, stream_name, run, std::mem::take(&mut batch)).await?);
                 last_commit = Instant::now();
             }
         }
-        self.commit(namespace, stream_name, run, batch).await?;
-        Ok(results)
+        refused.extend(self.commit(namespace, stream_name, run, batch).await?);
+        // Counted once recorded: a result an immutable tag refused is a failure.
+        Ok(results
+            .into_iter()
+            .map(|(lookup, outcome)| {
+                let pinned = refused.remove(&lookup.tag);
+                let checked = Checked { lookup, outcome, pinned };
+                let result = match CheckResult::of(&checked) {
+                    CheckResult::Imported(_) => "imported",
+                    CheckResult::Unchanged => "unchanged",
+                    CheckResult::Failed(..) => "failed",
+                };
+                let registry = checked.lookup.reference.registry.clone();
+                metrics::counter!(crate::metrics::IMPORTS, "registry" => registry, "result" => result).increment(1);
+                checked
+            })
+            .collect())
     }
 
     /// Imports the pending DockerImage tags of one stream (the controller's work).
@@ -364,17 +394,21 @@ impl Importer {
             .collect();
         let by_tag: HashMap<String, PendingImport> = pending.into_iter().map(|p| (p.tag.clone(), p)).collect();
         let outcomes = self.look_up_and_record(namespace, stream_name, &run, lookups, by_tag).await?;
-        Ok(outcomes
-            .into_iter()
-            .map(|(lookup, outcome)| (lookup.tag.clone(), CheckResult::of(lookup.current.as_deref(), &outcome)))
-            .collect())
+        Ok(outcomes.into_iter().map(|checked| (checked.lookup.tag.clone(), CheckResult::of(&checked))).collect())
     }
 
     /// Stores the images fetched for `results` and records each result on its tag, in one
-    /// transaction. A result whose tag changed meanwhile is dropped.
-    async fn commit(&self, namespace: &str, stream_name: &str, run: &Run, results: Vec<(PendingImport, Outcome)>) -> Result<()> {
+    /// transaction. A result whose tag changed meanwhile is dropped. Returns the tags left
+    /// where they were because they are immutable, with why.
+    async fn commit(
+        &self,
+        namespace: &str,
+        stream_name: &str,
+        run: &Run,
+        results: Vec<(PendingImport, Outcome)>,
+    ) -> Result<BTreeMap<String, String>> {
         if results.is_empty() {
-            return Ok(());
+            return Ok(BTreeMap::new());
         }
         for (pending, outcome) in &results {
             match outcome {

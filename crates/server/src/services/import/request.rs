@@ -139,8 +139,17 @@ pub(super) fn validate_import(namespace: &str, isi: &ImageStreamImport) -> Resul
     Ok(Requested { images, repository })
 }
 
-/// The per-image status of an import.
-pub(super) fn image_status(want: &Wanted, outcome: Outcome) -> ImageImportStatus {
+/// The per-image status of an import; `pinned` says why the tag was left where it was
+/// (an immutable tag the image found would have moved).
+pub(super) fn image_status(want: &Wanted, outcome: Outcome, pinned: Option<String>) -> ImageImportStatus {
+    if let Some(message) = pinned {
+        return ImageImportStatus {
+            status: Status::failure(berth_model::tags::immutable::IMMUTABLE_TAG_REASON, 403, message),
+            image: None,
+            tag: want.tag.clone(),
+            manifests: Vec::new(),
+        };
+    }
     match outcome {
         Ok(found) => {
             let shown = |image: &Image| if want.include_manifest { image.clone() } else { image.without_raw_content() };

@@ -1,14 +1,17 @@
 //! The importer's store work: a namespace's pull credentials, the spec tags an import
 //! sets, and the results it records, each in one transaction.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use berth_model::Time;
 use berth_model::image::Image;
 use berth_model::imagestream::{ImageStream, TagReference};
-use berth_model::tags::{self, PendingImport};
+use berth_model::tags::{self, PendingImport, immutable};
 use berth_store::{Precondition, transact};
 use berth_upstream::Keyring;
 
-use crate::services::{Catalog, Error, Resource, Result, ensure_namespace, stamp_new};
+use crate::services::streams::{immutable_tags, implicit_stream, read_stream};
+use crate::services::{Caller, Catalog, Error, Resource, Result, ensure_namespace, stamp_new};
 
 use super::ISI;
 use super::lookup::Outcome;
@@ -38,14 +41,26 @@ impl Catalog {
     }
 
     /// Sets the spec tags an import asks for (each asking for a re-import now), creating
-    /// the stream when it is missing. Returns the stream as stored.
-    pub(super) fn set_import_tags(&self, namespace: &str, name: &str, specs: Vec<TagReference>, cause: &str) -> Result<ImageStream> {
+    /// the stream when it is missing and the caller may create it so. Returns the stream
+    /// as stored.
+    pub(super) fn set_import_tags(
+        &self,
+        caller: &Caller,
+        namespace: &str,
+        name: &str,
+        specs: Vec<TagReference>,
+        cause: &str,
+    ) -> Result<ImageStream> {
         let (namespace, name, cause) = (namespace.to_string(), name.to_string(), cause.to_string());
+        let (caller, creation) = (caller.clone(), self.config().streams.implicit_create);
         transact(&**self.store(), move |txn| {
             ensure_namespace(txn, &namespace)?;
             let now = Time::now();
-            let old = crate::services::streams::read_stream(txn, &namespace, &name)?;
-            let mut stream = old.clone().unwrap_or_else(|| crate::services::streams::new_stream(&namespace, &name, now));
+            let old = read_stream(txn, &namespace, &name)?;
+            let mut stream = match &old {
+                Some(old) => old.clone(),
+                None => implicit_stream(&caller, creation, &namespace, &name, "importing into it", now)?,
+            };
             for spec in specs {
                 let annotations = stream.spec_tag(&spec.name).and_then(|t| t.annotations.clone());
                 tags::set_spec_tag(&mut stream, TagReference { annotations, ..spec });
@@ -63,7 +78,10 @@ impl Catalog {
     }
 
     /// Stores new images and records import results on a stream's tags, in one
-    /// transaction; `cause` says what started the import.
+    /// transaction; `cause` says what started the import. A result that would move an
+    /// immutable tag leaves it where it was and records why on the tag (the other results
+    /// are recorded all the same), and its images are not stored. Returns the tags so
+    /// refused, with why.
     pub(super) fn record_imports(
         &self,
         namespace: &str,
@@ -71,20 +89,17 @@ impl Catalog {
         images: Vec<Image>,
         results: Vec<(PendingImport, Outcome)>,
         cause: &str,
-    ) -> Result<()> {
+    ) -> Result<BTreeMap<String, String>> {
         let (namespace, name, cause) = (namespace.to_string(), name.to_string(), cause.to_string());
         transact(&**self.store(), move |txn| {
             let now = Time::now();
-            for mut image in images {
-                let key = Image::key("", &image.metadata.name);
-                if txn.get(&key)?.is_none() {
-                    stamp_new(&mut image.metadata, now);
-                    txn.put(&key, &image.encode(), &[], Precondition::Absent)?;
-                }
-            }
-            let Some(mut stream) = crate::services::streams::read_stream(txn, &namespace, &name)? else {
-                return Ok(());
+            let mut refused = BTreeMap::new();
+            let Some(mut stream) = read_stream(txn, &namespace, &name)? else {
+                return Ok(refused);
             };
+            let rules = immutable_tags(txn, &namespace, &[&stream])?;
+            // The images of the results recorded, and of those refused.
+            let (mut kept, mut dropped) = (BTreeSet::new(), BTreeSet::new());
             for (pending, outcome) in results {
                 if !tags::still_pending(&stream, &pending) {
                     continue;
@@ -98,15 +113,37 @@ impl Catalog {
                             generation: pending.generation,
                             cause: cause.clone(),
                         };
-                        tags::record_import(&mut stream, &pending.tag, event, now);
+                        let (tag, generation) = (pending.tag.as_str(), pending.generation);
+                        let recorded = immutable::apply_unless_pinned(&mut stream, tag, generation, &rules, now, |s| {
+                            tags::record_import(s, tag, event, now)
+                        });
+                        let digests = std::iter::once(&found.image).chain(&found.manifests).map(|image| image.metadata.name.clone());
+                        match recorded {
+                            Ok(_) => kept.extend(digests),
+                            Err(pinned) => {
+                                dropped.extend(digests);
+                                refused.insert(pending.tag.clone(), pinned.message());
+                            }
+                        }
                     }
                     Err(err) => tags::record_import_failure(&mut stream, &pending.tag, pending.generation, err.reason(), &err.message, now),
                 }
             }
+            let refused_only = |digest: &String| dropped.contains(digest) && !kept.contains(digest);
+            for mut image in images {
+                // A list kept for a refused image goes with it.
+                if refused_only(&image.metadata.name) || image.docker_image_manifests.iter().any(|child| refused_only(&child.digest)) {
+                    continue;
+                }
+                let key = Image::key("", &image.metadata.name);
+                if txn.get(&key)?.is_none() {
+                    stamp_new(&mut image.metadata, now);
+                    txn.put(&key, &image.encode(), &[], Precondition::Absent)?;
+                }
+            }
             tags::mark_repository_checked(&mut stream, now);
             crate::services::streams::put_stream(txn, &mut stream, Precondition::Any, &cause)?;
-            Ok::<_, Error>(())
-        })?;
-        Ok(())
+            Ok::<_, Error>(refused)
+        })
     }
 }

@@ -196,8 +196,9 @@ impl Registry {
     }
 
     /// Stores a pushed manifest. By tag, the Image is mapped to the stream's tag (the
-    /// stream is created when missing) with the history, events and notifications of any
-    /// tag move; by digest, only the Image is stored.
+    /// stream is created when missing, by a caller `streams.implicitCreate` allows) with
+    /// the history, events and notifications of any tag move, and an immutable tag that
+    /// would move is refused; by digest, only the Image is stored.
     pub async fn put_manifest(
         &self,
         caller: &Caller,
@@ -208,6 +209,7 @@ impl Registry {
     ) -> Result<PushedManifest> {
         self.authorize(caller, repo, Need::Push).await?;
         self.require_namespace(repo)?;
+        self.require_stream_or_creator(caller, repo)?;
         let max = self.inner.settings.max_manifest_bytes;
         if bytes.len() > max {
             return Err(RegistryError::new(

@@ -258,6 +258,14 @@ impl Registry {
         Ok(())
     }
 
+    /// DENIED, saying how to create it, when `repo`'s stream does not exist and the caller
+    /// may not create it by pushing (`streams.implicitCreate`): checked where a push
+    /// starts, so that a client hears it before it sends any layer. The manifest push,
+    /// which creates the stream, checks it again.
+    fn require_stream_or_creator(&self, caller: &Caller, repo: &Repo) -> Result<()> {
+        Ok(self.catalog().check_stream_creation(caller, &repo.namespace, &repo.stream, "pushing to it")?)
+    }
+
     fn allows_anonymous_pull(&self, namespace: &str) -> Result<bool> {
         let found: Option<Namespace> = self.catalog().load::<Namespace>("", namespace)?;
         Ok(found.is_some_and(|ns| ns.metadata.annotations.get(ANONYMOUS_PULL_ANNOTATION).is_some_and(|v| v == "true")))

@@ -43,6 +43,7 @@ impl Registry {
     pub async fn start_upload(&self, caller: &Caller, repo: &Repo) -> Result<Upload> {
         self.authorize(caller, repo, Need::Push).await?;
         self.require_namespace(repo)?;
+        self.require_stream_or_creator(caller, repo)?;
         Ok(self.inner.blobs.start_upload(&repo.name()).await?)
     }
 
@@ -52,6 +53,7 @@ impl Registry {
     pub async fn mount(&self, caller: &Caller, repo: &Repo, digest: &Digest, from: &str) -> Result<bool> {
         self.authorize(caller, repo, Need::Push).await?;
         self.require_namespace(repo)?;
+        self.require_stream_or_creator(caller, repo)?;
         let Ok(source) = Repo::parse(from) else {
             return Ok(false);
         };
