@@ -87,6 +87,11 @@ impl Grant {
         }
     }
 
+    /// Whether this grant holds `role` or more (view < edit < admin) in `namespace`.
+    pub fn holds_in(&self, namespace: &str, role: Role) -> bool {
+        self.role_in(namespace).is_some_and(|held| held.rank() >= role.rank())
+    }
+
     pub fn is_cluster_wide(&self) -> bool {
         self.scope == Scope::Cluster
     }

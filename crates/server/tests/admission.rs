@@ -708,6 +708,7 @@ async fn each_rule_fails_open_or_closed_as_it_says_when_the_store_cannot_be_read
         public_registry_hostnames: vec![],
         subscription_hosts: berth_upstream::HostPolicy::new(&[], "notifications.allowedHosts"),
         classes: Default::default(),
+        streams: Default::default(),
     };
     let store = open_store();
     let catalog = Catalog::new(store.clone(), config());

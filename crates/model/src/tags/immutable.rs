@@ -123,26 +123,7 @@ pub fn check_annotation(annotations: &BTreeMap<String, String>) -> Option<FieldE
 /// Whether `tag` matches the glob `pattern`: `*` is any run of characters (also none),
 /// `?` exactly one, anything else itself.
 pub fn glob_matches(pattern: &str, tag: &str) -> bool {
-    let (pattern, tag) = (pattern.as_bytes(), tag.as_bytes());
-    let (mut p, mut t) = (0, 0);
-    // Where the last `*` was, and the tag position it has taken up to.
-    let mut star: Option<(usize, usize)> = None;
-    while t < tag.len() {
-        if p < pattern.len() && (pattern[p] == b'?' || pattern[p] == tag[t]) {
-            p += 1;
-            t += 1;
-        } else if p < pattern.len() && pattern[p] == b'*' {
-            star = Some((p, t));
-            p += 1;
-        } else if let Some((star_p, star_t)) = star {
-            p = star_p + 1;
-            t = star_t + 1;
-            star = Some((star_p, star_t + 1));
-        } else {
-            return false;
-        }
-    }
-    pattern[p..].iter().all(|&c| c == b'*')
+    wildmatch::WildMatch::new(pattern).matches(tag)
 }
 
 /// What a write would do to a pinned tag.

@@ -54,7 +54,7 @@ impl ImplicitCreate {
     }
 
     pub fn allows(self, grant: &Grant, namespace: &str) -> bool {
-        grant.role_in(namespace) >= Some(self.role())
+        grant.holds_in(namespace, self.role())
     }
 }
 
