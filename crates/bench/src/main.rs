@@ -9,6 +9,7 @@ use berth_model::core::{Namespace, NamespaceStatus};
 use berth_model::image::{Image, ImageLayer};
 use berth_model::imagestream::{ImageStream, ImageStreamSpec, TagReference};
 use berth_model::meta::ObjectReference;
+use berth_model::policy::ImagePolicy;
 use berth_model::{Digest, ObjectMeta, Time, tags};
 use berth_server::services::Resource;
 use berth_store::{MetadataStore, Precondition, SqliteStore, Synchronous, transact};
@@ -32,6 +33,32 @@ struct Args {
     /// Distinct images the histories point at.
     #[arg(long, default_value_t = 1000)]
     images: usize,
+    /// ImagePolicies to write (the admission benchmark): 90% scoped to one namespace
+    /// each by label (every namespace is labelled `team=<its name>`), 10% Deny rules for
+    /// other registries, and one that requires images berth knows, with a label.
+    #[arg(long, default_value_t = 0)]
+    policies: usize,
+}
+
+/// The benchmark's rule set: what a platform team with many tenants writes.
+fn policies(count: usize, namespaces: usize) -> Vec<ImagePolicy> {
+    (0..count)
+        .map(|idx| {
+            let spec = if idx == 0 {
+                json!({"resources": ["pods"], "require": {"known": true,
+                    "labels": {"matchExpressions": [{"key": "org.opencontainers.image.version", "operator": "Exists"}]}}})
+            } else if idx % 10 == 0 {
+                json!({"action": "Deny", "images": {"registries": [format!("evil-{idx}.example"), format!("*.evil-{idx}.example")]}})
+            } else {
+                let team = format!("ns-{:03}", idx % namespaces.max(1));
+                json!({"resources": ["pods", "deployments"], "namespaceSelector": {"matchLabels": {"team": team}},
+                    "require": {"registries": ["registry.example.com", "*.corp.example"], "repositories": [format!("{team}/*"), "library/*"]},
+                    "message": format!("ask the {team} platform owners")})
+            };
+            let policy = json!({"apiVersion": "berth.dev/v1", "kind": "ImagePolicy", "metadata": {"name": format!("rule-{idx:04}")}, "spec": spec});
+            serde_json::from_value(policy).expect("the benchmark's policies are valid")
+        })
+        .collect()
 }
 
 fn main() -> anyhow::Result<()> {
@@ -52,6 +79,13 @@ fn main() -> anyhow::Result<()> {
             Ok::<_, berth_store::StoreError>(())
         })?;
     }
+    let rules = policies(args.policies, args.namespaces);
+    transact(&store, move |txn| {
+        for policy in &rules {
+            txn.put(&ImagePolicy::key("", &policy.metadata.name), &policy.encode(), &[], Precondition::Absent)?;
+        }
+        Ok::<_, berth_store::StoreError>(())
+    })?;
     for ns_idx in 0..args.namespaces {
         let namespace = format!("ns-{ns_idx:03}");
         let streams: Vec<ImageStream> = (0..args.streams_per_namespace)
@@ -63,6 +97,7 @@ fn main() -> anyhow::Result<()> {
                     name: namespace.clone(),
                     uid: format!("ns-{ns_idx}"),
                     creation_timestamp: Some(base),
+                    labels: [("team".to_string(), namespace.clone())].into(),
                     ..ObjectMeta::default()
                 },
                 status: NamespaceStatus { phase: "Active".into() },
@@ -76,12 +111,13 @@ fn main() -> anyhow::Result<()> {
         })?;
     }
     println!(
-        "seeded {} namespaces, {} image streams, {} tags each with {} history entries, {} images; revision {}",
+        "seeded {} namespaces, {} image streams, {} tags each with {} history entries, {} images, {} image policies; revision {}",
         args.namespaces,
         args.namespaces * args.streams_per_namespace,
         args.tags,
         args.history,
         args.images,
+        args.policies,
         store.current_revision()?
     );
     Ok(())

@@ -784,6 +784,73 @@ fn lineage_draws_a_tree_and_a_class_names_its_tags() {
     assert!(berth.fails(&["lineage", "ancestors", "missing:1", "-n", "team"]).contains("not found"));
 }
 
+/// A scanner marks a base image; `berth adm vulnerable` shows the mark, the tags, what is
+/// built on it and who runs that, and `berth adm who-runs` the workloads of a tag.
+#[test]
+fn adm_vulnerable_shows_what_a_mark_on_a_base_reaches() {
+    use berth_testkit::{Format, RegistryClient, TestImage};
+    use serde_json::json;
+    let berth = Berth::with_team();
+    berth.ok(&["create", "namespace", "lib"]);
+    let client_config: Value = yaml_serde::from_str(&std::fs::read_to_string(&berth.config).unwrap()).unwrap();
+    let server = client_config["server"].as_str().unwrap().to_string();
+    let admin = client_config["token"].as_str().unwrap().to_string();
+    let registry = RegistryClient::new(server.trim_start_matches("http://"), Some(("me", &admin))).unwrap();
+    let base = TestImage::new(Format::Oci, 81, 1, 64, "amd64");
+    let app = base.built_on(82, 1);
+    registry.push("lib/base", Some("1"), &base).unwrap();
+    registry.push("team/app", Some("1"), &app).unwrap();
+    let http = reqwest::blocking::Client::new();
+
+    // The validating webhook admits a Deployment of the app in cluster east.
+    let review = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+        "uid": "1", "kind": {"group": "apps", "version": "v1", "kind": "Deployment"},
+        "resource": {"group": "apps", "version": "v1", "resource": "deployments"}, "name": "shop", "namespace": "team",
+        "operation": "CREATE", "object": {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "shop"},
+            "spec": {"template": {"spec": {"containers": [{"name": "c", "image": format!("{}/team/app:1", server.trim_start_matches("http://"))}]}}}}}});
+    let reply: Value =
+        http.post(format!("{server}/admission/validate?cluster=east")).bearer_auth(&admin).json(&review).send().unwrap().json().unwrap();
+    assert_eq!(reply["response"]["allowed"], true, "{reply}");
+
+    // A scanner token marks the base.
+    let created = berth.ok(&["token", "create", "trivy", "--role", "scanner", "--cluster"]);
+    let scanner = created.lines().find(|l| l.starts_with("brt_")).unwrap().to_string();
+    let url = format!("{server}/apis/image.openshift.io/v1/images/{}", base.digest());
+    let mut image: Value = http.get(&url).bearer_auth(&scanner).send().unwrap().json().unwrap();
+    let report = json!({"name": "trivy", "timestamp": "2026-12-01T10:00:00Z", "reference": "https://cve.example/CVE-2026-1",
+        "summary": [{"label": "critical", "data": 1, "severityIndex": 3}]});
+    image["metadata"]["annotations"]["images.openshift.io/deny-execution"] = json!("true");
+    image["metadata"]["annotations"]["quality.images.openshift.io/vulnerability.trivy"] = json!(report.to_string());
+    let status = http.put(&url).bearer_auth(&scanner).json(&image).send().unwrap().status();
+    assert_eq!(status, 200);
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let report = loop {
+        let out = berth.ok(&["adm", "vulnerable", "lib/base:1"]);
+        if out.contains("shop") || std::time::Instant::now() > deadline {
+            break out;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert!(report.contains(&format!("Image {}", base.digest())), "{report}");
+    assert!(report.contains("images.openshift.io/deny-execution: true"), "{report}");
+    assert!(
+        report.contains("quality.images.openshift.io/vulnerability.trivy: trivy; critical: 1; https://cve.example/CVE-2026-1"),
+        "{report}"
+    );
+    assert!(report.contains("Tags pointing at it (1):") && report.contains("base:1"), "{report}");
+    assert!(report.contains("Images built on it (1):") && report.contains("team/app:1"), "{report}");
+    let running = report.lines().find(|l| l.contains("shop")).unwrap();
+    for word in ["east", "team", "Deployment"] {
+        assert!(running.contains(word), "{running}");
+    }
+    let who = berth.ok(&["adm", "who-runs", "app:1", "-n", "team"]);
+    assert!(who.starts_with("CLUSTER") && who.contains("LAST SEEN") && who.contains("shop"), "{who}");
+    let json = berth.json(&["adm", "vulnerable", "lib/base:1", "-o", "json"]);
+    assert_eq!(json["kind"], "ImageImpact");
+    assert!(berth.fails(&["adm", "who-runs", "missing:1", "-n", "team"]).contains("not found"));
+}
+
 /// The configuration `berth adm admission-config` prints registers webhooks that work: the
 /// API server would call the printed URL over HTTPS, trusting the printed CA bundle, with
 /// the printed token, and get an AdmissionReview answer.

@@ -161,3 +161,100 @@ proptest! {
         }
     }
 }
+
+/// JSON shaped like the objects admission reviews carry: the keys where images live, with
+/// arbitrary values (strings, objects, arrays, nulls) at any depth.
+fn workload_like() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::from),
+        any::<i64>().prop_map(Value::from),
+        "[a-z0-9:./@~_-]{0,30}".prop_map(Value::from),
+        "DockerImage".prop_map(Value::from),
+    ];
+    leaf.prop_recursive(5, 48, 6, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+            prop::collection::btree_map(
+                "(spec|template|jobTemplate|containers|initContainers|ephemeralContainers|image|strategy|sourceStrategy|dockerStrategy|from|kind|name|metadata|[a-z]{1,5})",
+                inner,
+                0..5
+            )
+            .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+proptest! {
+    /// Whatever object a review carries, finding its images never panics, every pointer
+    /// found leads to the image string it names, and the patch rewriting all of them
+    /// applies to that object.
+    #[test]
+    fn images_are_found_in_any_workload_and_the_patch_applies(
+        object in workload_like(),
+        kind in "(Pod|Deployment|StatefulSet|DaemonSet|ReplicaSet|ReplicationController|Job|CronJob|DeploymentConfig|BuildConfig|Service)",
+    ) {
+        use berth_model::admission::{image_patch, images_of};
+        let group = match kind.as_str() {
+            "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet" => "apps",
+            "Job" | "CronJob" => "batch",
+            "DeploymentConfig" => "apps.openshift.io",
+            "BuildConfig" => "build.openshift.io",
+            _ => "",
+        };
+        let found = images_of(group, &kind, &object);
+        for at in &found {
+            prop_assert_eq!(object.pointer(&at.pointer).and_then(Value::as_str), Some(at.image.as_str()));
+        }
+        let rewrites: Vec<_> = found.iter().map(|at| (at.clone(), format!("{}@sha256:{}", at.image, "b".repeat(64)))).collect();
+        let patch: json_patch::Patch = serde_json::from_value(image_patch(&rewrites)).unwrap();
+        let mut patched = object.clone();
+        prop_assert!(json_patch::patch(&mut patched, &patch).is_ok());
+    }
+
+    /// An AdmissionReview or ImageReview body of any bytes parses or is refused; never a panic.
+    #[test]
+    fn review_bodies_parse_or_are_refused(bytes in prop::collection::vec(any::<u8>(), 0..256), object in workload_like()) {
+        let _ = serde_json::from_slice::<berth_model::admission::AdmissionReview>(&bytes);
+        let _ = serde_json::from_slice::<berth_model::admission::ImageReview>(&bytes);
+        let review = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": object});
+        let _ = serde_json::from_value::<berth_model::admission::AdmissionReview>(review);
+    }
+
+    /// A policy judges any image it is given: a Deny rule refuses exactly the images it
+    /// matches, a rule with no requirements passes everything, and every refusal names
+    /// the rule and the image.
+    #[test]
+    fn policies_judge_any_image(
+        registry in "[a-z.]{0,12}(:[0-9]{1,4})?",
+        repository in "[a-z/]{1,16}",
+        pattern in "[a-z.*?]{0,8}",
+        by_digest in any::<bool>(),
+        known in any::<bool>(),
+    ) {
+        use berth_model::policy::{ImageFacts, ImagePolicy, KnownImage, Rule, Verdict};
+        let facts = ImageFacts {
+            written: format!("{registry}/{repository}:1"),
+            registry: registry.clone(),
+            repository: repository.clone(),
+            by_digest,
+            image: Ok(known.then(KnownImage::default)),
+        };
+        let policy = |name: &str, spec: Value| -> Rule {
+            Rule::new(serde_json::from_value::<ImagePolicy>(json!({"metadata": {"name": name}, "spec": spec})).unwrap())
+        };
+        let deny = policy("deny", json!({"action": "Deny", "images": {"registries": [pattern.clone()]}}));
+        let matched = wildmatch::WildMatch::new(&pattern).matches(&registry);
+        match deny.judge(&facts) {
+            Verdict::Deny(reason) => {
+                prop_assert!(matched);
+                prop_assert!(reason.contains("rule deny") && reason.contains(&facts.written), "{}", reason);
+            }
+            Verdict::Pass => prop_assert!(!matched),
+            Verdict::CannotDecide(why) => prop_assert!(false, "a Deny rule by registry needs no facts: {}", why),
+        }
+        prop_assert_eq!(policy("empty", json!({})).judge(&facts), Verdict::Pass);
+        let strict = policy("strict", json!({"require": {"digest": true, "known": true}}));
+        prop_assert_eq!(strict.judge(&facts) == Verdict::Pass, by_digest && known);
+    }
+}
