@@ -1,0 +1,189 @@
+//! `berth-bench-admission`: load for berth's validating admission webhook, as the
+//! Kubernetes API server sends it: AdmissionReviews (`admission.k8s.io/v1`) of Pods, each
+//! with one container of a tag some stream of the pod's namespace imports
+//! (`registry.example.com/ns-XXX/app-YYY:tZ`, as `berth-bench-seed` writes them), over
+//! HTTPS with keep-alive connections.
+//!
+//! Two modes:
+//! - `--rate R` (open loop): reviews are sent at R a second, on a fixed schedule, whatever
+//!   the answers do; each latency counts from when its review was due, so a server that
+//!   falls behind shows it (no coordinated omission).
+//! - `--rate 0` (closed loop): `--connections` clients each send the next review when the
+//!   last is answered: the most the server answers.
+//!
+//! Every answer is checked: HTTP 200, `allowed: true`, and the image resolved (the audit
+//! annotation names a digest). Prints reviews/s, latency percentiles and errors.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, ensure};
+use clap::Parser;
+use serde_json::{Value, json};
+
+#[derive(Parser)]
+struct Args {
+    /// berth's URL (https://127.0.0.1:PORT).
+    #[arg(long)]
+    url: String,
+    /// A token of cluster-read role.
+    #[arg(long, env = "BERTH_TOKEN")]
+    token: String,
+    /// berth's CA certificate (PEM) to trust.
+    #[arg(long)]
+    ca: std::path::PathBuf,
+    /// Reviews a second; 0 sends as fast as answers come back.
+    #[arg(long, default_value_t = 2000)]
+    rate: u64,
+    #[arg(long, default_value_t = 15)]
+    seconds: u64,
+    /// Connections (closed loop), or the most reviews in flight (open loop).
+    #[arg(long, default_value_t = 32)]
+    connections: usize,
+    /// The seeded store's shape.
+    #[arg(long, default_value_t = 100)]
+    namespaces: usize,
+    #[arg(long, default_value_t = 100)]
+    streams_per_namespace: usize,
+    #[arg(long, default_value_t = 10)]
+    tags: usize,
+}
+
+/// A Pod review in `ns-{ns}` of the image tag `app-{stream}:t{tag}`.
+fn review(idx: usize, ns: usize, stream: usize, tag: usize) -> Vec<u8> {
+    let namespace = format!("ns-{ns:03}");
+    let image = format!("registry.example.com/{namespace}/app-{stream:03}:t{tag}");
+    let body = json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": format!("bench-{idx}"),
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "requestKind": {"group": "", "version": "v1", "kind": "Pod"},
+            "requestResource": {"group": "", "version": "v1", "resource": "pods"},
+            "name": format!("web-{idx}"),
+            "namespace": namespace,
+            "operation": "CREATE",
+            "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller", "groups": ["system:serviceaccounts"]},
+            "object": {"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": format!("web-{idx}"), "namespace": namespace, "labels": {"app": "web"}},
+                "spec": {"containers": [{"name": "web", "image": image, "ports": [{"containerPort": 8080}]}]}},
+            "oldObject": null,
+            "dryRun": false,
+            "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions"},
+        }
+    });
+    serde_json::to_vec(&body).expect("reviews serialise")
+}
+
+/// What one review got.
+struct Outcome {
+    latency: Duration,
+    ok: bool,
+}
+
+async fn send(client: &reqwest::Client, url: &str, token: &str, body: Vec<u8>) -> bool {
+    let Ok(response) = client.post(url).bearer_auth(token).header("content-type", "application/json").body(body).send().await else {
+        return false;
+    };
+    if response.status() != reqwest::StatusCode::OK {
+        return false;
+    }
+    let Ok(answer) = response.json::<Value>().await else { return false };
+    let response = &answer["response"];
+    response["allowed"] == true
+        && response["auditAnnotations"].as_object().is_some_and(|a| {
+            a.iter().any(|(k, v)| k.starts_with("berth.dev/resolved") && v.as_str().is_some_and(|v| v.contains("@sha256:")))
+        })
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let ca = std::fs::read(&args.ca).with_context(|| format!("reading {}", args.ca.display()))?;
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca)?)
+        .pool_max_idle_per_host(args.connections)
+        .build()?;
+    let url = format!("{}/admission/validate?cluster=bench", args.url.trim_end_matches('/'));
+    // Reviews made before the clock starts, spread over every namespace, stream and tag.
+    let bodies: Arc<Vec<Vec<u8>>> = Arc::new(
+        (0..20_000)
+            .map(|idx: usize| {
+                let mix = idx.wrapping_mul(2_654_435_761usize);
+                review(idx, mix % args.namespaces, (mix / 101) % args.streams_per_namespace, (mix / 10_007) % args.tags)
+            })
+            .collect(),
+    );
+    // Warm the connections and check the store answers as expected.
+    for idx in 0..args.connections {
+        ensure!(send(&client, &url, &args.token, bodies[idx].clone()).await, "a warm-up review was not admitted with a resolved image");
+    }
+    let duration = Duration::from_secs(args.seconds);
+    let started = Instant::now();
+    let outcomes: Vec<Outcome> = if args.rate == 0 {
+        let next = Arc::new(AtomicUsize::new(0));
+        let mut workers = tokio::task::JoinSet::new();
+        for _ in 0..args.connections {
+            let (client, url, token, bodies, next) = (client.clone(), url.clone(), args.token.clone(), bodies.clone(), next.clone());
+            workers.spawn(async move {
+                let mut got = Vec::new();
+                while started.elapsed() < duration {
+                    let idx = next.fetch_add(1, Ordering::Relaxed);
+                    let sent = Instant::now();
+                    let ok = send(&client, &url, &token, bodies[idx % bodies.len()].clone()).await;
+                    got.push(Outcome { latency: sent.elapsed(), ok });
+                }
+                got
+            });
+        }
+        let mut all = Vec::new();
+        while let Some(got) = workers.join_next().await {
+            all.extend(got?);
+        }
+        all
+    } else {
+        let total = (args.rate * args.seconds) as usize;
+        let interval = Duration::from_secs_f64(1.0 / args.rate as f64);
+        let in_flight = Arc::new(tokio::sync::Semaphore::new(args.connections));
+        let mut tasks = tokio::task::JoinSet::new();
+        for idx in 0..total {
+            let due = started + interval * idx as u32;
+            tokio::time::sleep_until(due.into()).await;
+            let permit = in_flight.clone().acquire_owned().await?;
+            let (client, url, token, body) = (client.clone(), url.clone(), args.token.clone(), bodies[idx % bodies.len()].clone());
+            tasks.spawn(async move {
+                let ok = send(&client, &url, &token, body).await;
+                drop(permit);
+                Outcome { latency: due.elapsed(), ok }
+            });
+        }
+        let mut all = Vec::with_capacity(total);
+        while let Some(outcome) = tasks.join_next().await {
+            all.push(outcome?);
+        }
+        all
+    };
+    let elapsed = started.elapsed();
+    let errors = outcomes.iter().filter(|o| !o.ok).count();
+    let mut latencies: Vec<Duration> = outcomes.iter().map(|o| o.latency).collect();
+    latencies.sort();
+    let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
+    let ms = |d: Duration| format!("{:.3}", d.as_secs_f64() * 1000.0);
+    let mode =
+        if args.rate == 0 { format!("closed loop, {} connections", args.connections) } else { format!("open loop at {}/s", args.rate) };
+    println!(
+        "{mode}: {} reviews in {:.1} s = {:.0}/s; latency ms p50 {} p90 {} p99 {} p99.9 {} max {}; errors {errors}",
+        outcomes.len(),
+        elapsed.as_secs_f64(),
+        outcomes.len() as f64 / elapsed.as_secs_f64(),
+        ms(at(0.50)),
+        ms(at(0.90)),
+        ms(at(0.99)),
+        ms(at(0.999)),
+        ms(*latencies.last().unwrap_or(&Duration::ZERO)),
+    );
+    Ok(())
+}
