@@ -254,13 +254,12 @@ impl Rule {
         &self.policy.metadata.name
     }
 
-    /// Whether the rule applies to a workload of `resource` in `namespace`, whose berth
-    /// namespace has `namespace_labels`.
-    pub fn applies_to(&self, resource: &str, namespace: &str, namespace_labels: &BTreeMap<String, String>) -> bool {
+    /// Whether the rule applies to a workload of `resource` in `namespace`, once its
+    /// namespace selector matched the namespace's labels.
+    pub fn applies_to(&self, resource: &str, namespace: &str) -> bool {
         let spec = &self.policy.spec;
         (spec.resources.is_empty() || spec.resources.iter().any(|r| r == resource))
             && !spec.exempt_namespaces.iter().any(|n| n == namespace)
-            && spec.namespace_selector.as_ref().is_none_or(|s| s.matches(namespace_labels))
     }
 
     /// Whether the rule is about this image at all.

@@ -175,6 +175,13 @@ async fn required_resolution_refuses_what_berth_cannot_pin_and_only_cluster_read
     assert_eq!(reply["response"]["allowed"], true);
     let after = patched(&deployment, &reply["response"]);
     assert_eq!(after["spec"]["template"]["spec"]["containers"][0]["image"], format!("registry.berth.test/team/app@{digest}"));
+    // What berth resolved is kept only until the store changes: a tag moved is seen by the
+    // very next review.
+    let moved = app.map("team", "app", "1.0", "app-moved").await;
+    let (_, reply) = ask(&app, &app.admin, "mutate", &review("apps", "Deployment", "deployments", &deployment)).await;
+    let after = patched(&deployment, &reply["response"]);
+    assert_eq!(after["spec"]["template"]["spec"]["containers"][0]["image"], format!("registry.berth.test/team/app@{moved}"));
+    let digest = app.map("team", "app", "1.0", "app-one").await;
 
     // An image an administrator marked deny-execution may not run, by tag or by digest.
     let path = format!("{IMAGE_API}/images/{digest}");
@@ -720,12 +727,6 @@ async fn each_rule_fails_open_or_closed_as_it_says_when_the_store_cannot_be_read
             .review(&settings, "default", Webhook::Validating, &request)
             .map(|review| serde_json::to_value(review.response.unwrap()).unwrap())
     };
-    for ns in ["open", "closed"] {
-        let response = decide(&catalog, ns).unwrap();
-        assert_eq!(response["allowed"], true, "{ns}: {response}");
-        assert!(response.get("warnings").is_none(), "{ns}: {response}");
-    }
-
     // The disk fails under the images, then under everything: each rule does what it says.
     for fault in [IMAGES_FAIL, ALL_FAIL] {
         store.fault.store(fault, std::sync::atomic::Ordering::SeqCst);
@@ -742,6 +743,18 @@ async fn each_rule_fails_open_or_closed_as_it_says_when_the_store_cannot_be_read
         assert_eq!(open["allowed"], true, "{open}");
         let warning = open["warnings"][0].as_str().unwrap();
         assert!(warning.contains("rule known-open") && warning.contains("admitted, as the rule fails open"), "{warning}");
+    }
+
+    // Once the store is back, what berth read is kept for as long as the store has not
+    // changed: a failure after that does not stop it deciding.
+    store.fault.store(HEALTHY, std::sync::atomic::Ordering::SeqCst);
+    for fault in [HEALTHY, ALL_FAIL] {
+        store.fault.store(fault, std::sync::atomic::Ordering::SeqCst);
+        for ns in ["open", "closed"] {
+            let response = decide(&catalog, ns).unwrap();
+            assert_eq!(response["allowed"], true, "{ns}: {response}");
+            assert!(response.get("warnings").is_none(), "{ns}: {response}");
+        }
     }
 
     // A berth that has never read its rules cannot decide at all: the review fails, and

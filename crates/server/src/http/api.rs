@@ -798,12 +798,12 @@ async fn admission(
             review.api_version
         )));
     }
-    let settings = app.admission.clone();
-    let result = call(&app, &headers, move |catalog, caller| {
+    // Answered on the request's own task, as reads are: what a review needs is kept in
+    // memory (services/policy.rs), and the store reads it may make are single-row.
+    let result = call_inline(&app, &headers, |catalog, caller| {
         caller.require(berth_model::access::Action::ReadCluster, "create", "admissionreviews")?;
-        catalog.review(&settings, &cluster, webhook, &request)
-    })
-    .await;
+        catalog.review(&app.admission, &cluster, webhook, &request)
+    });
     respond(&headers, StatusCode::OK, result)
 }
 
@@ -833,12 +833,10 @@ pub(crate) async fn image_review(
     if let Err(err) = berth_model::names::check_dns_label("resource", &resource) {
         return render_error(Error::bad_request(format!("resource={resource:?}: {}", err.message)));
     }
-    let settings = app.admission.clone();
-    let result = call(&app, &headers, move |catalog, caller| {
+    let result = call_inline(&app, &headers, |catalog, caller| {
         caller.require(berth_model::access::Action::ReadCluster, "create", "imagereviews")?;
-        catalog.image_review(&settings, &cluster, &resource, &review)
-    })
-    .await;
+        catalog.image_review(&app.admission, &cluster, &resource, &review)
+    });
     respond(&headers, StatusCode::OK, result)
 }
 

@@ -14,6 +14,7 @@
 //! How much is done per resource follows OpenShift's resolution modes.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use base64::Engine;
 use berth_model::Digest;
@@ -30,6 +31,7 @@ use berth_model::reference::ImageReference;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use crate::services::policy::AdmissionSnapshot;
 use crate::services::usage::seen_now;
 use crate::services::{Catalog, Resource, Result};
 
@@ -249,15 +251,17 @@ impl Catalog {
         namespace: &str,
         images: Vec<ImageAt>,
     ) -> Result<Decision> {
-        let set = self.policy_set()?;
-        let labels = set.labels_of(namespace);
-        let rules: Vec<_> = set.rules.iter().filter(|rule| rule.applies_to(resource, namespace, labels)).collect();
+        let snapshot = self.admission_snapshot()?;
+        let rules: Vec<_> = snapshot.policies.applying(resource, namespace).collect();
         let classes_needed = rules.iter().any(|rule| !rule.policy.spec.require.descendant_of.is_empty());
         let mut decision = Decision::default();
         let mut unresolved = Vec::new();
         for at in images {
-            let resolution = self.resolve_image(namespace, &at.image);
-            let mut facts = self.image_facts(settings, &at.image, &resolution, classes_needed);
+            let resolution = match snapshot.resolution(namespace, &at.image) {
+                Some(kept) => Ok(kept),
+                None => self.resolve_image(namespace, &at.image).inspect(|r| snapshot.keep_resolution(namespace, &at.image, r.clone())),
+            };
+            let mut facts = self.image_facts(settings, &snapshot, &at.image, &resolution, classes_needed);
             facts.by_digest |= rewrites && matches!(&resolution, Ok(Some(_)));
             if settings.deny_execution != DenyExecution::Ignore
                 && let Some(reason) = execution_denied(&facts)
@@ -300,7 +304,14 @@ impl Catalog {
 
     /// What berth knows of an image a workload names as `written`, resolved (or not) to
     /// `resolution`.
-    fn image_facts(&self, settings: &AdmissionSettings, written: &str, resolution: &Result<Option<String>>, classes: bool) -> ImageFacts {
+    fn image_facts(
+        &self,
+        settings: &AdmissionSettings,
+        snapshot: &AdmissionSnapshot,
+        written: &str,
+        resolution: &Result<Option<String>>,
+        classes: bool,
+    ) -> ImageFacts {
         let parsed = ImageReference::parse(written).ok();
         let resolved = resolution.as_ref().ok().and_then(Option::as_deref).and_then(|r| ImageReference::parse(r).ok());
         let (registry, repository) =
@@ -308,14 +319,41 @@ impl Catalog {
         let image = match (resolution, resolved.and_then(|r| r.digest)) {
             (Err(err), _) => Err(err.message.clone()),
             (Ok(_), None) => Ok(None),
-            (Ok(_), Some(digest)) => self.known_image(settings, &digest, classes).map_err(|err| err.message),
+            (Ok(_), Some(digest)) => self.known_image(settings, snapshot, &digest, classes).map_err(|err| err.message),
         };
         ImageFacts { written: written.to_string(), registry, repository, by_digest: parsed.is_some_and(|r| r.digest.is_some()), image }
     }
 
-    /// The image `digest` as berth holds it, with its classes when `classes` is asked for
-    /// and the marked image that stops it, if any.
-    fn known_image(&self, settings: &AdmissionSettings, digest: &Digest, classes: bool) -> Result<Option<KnownImage>> {
+    /// The image `digest` as berth holds it (kept in the snapshot), with its classes when
+    /// `classes` is asked for.
+    fn known_image(
+        &self,
+        settings: &AdmissionSettings,
+        snapshot: &AdmissionSnapshot,
+        digest: &Digest,
+        classes: bool,
+    ) -> Result<Option<KnownImage>> {
+        let kept = match snapshot.image(digest) {
+            Some(kept) => kept,
+            None => {
+                let read = self.read_known_image(settings, digest)?.map(Arc::new);
+                snapshot.keep_image(digest.clone(), read.clone());
+                read
+            }
+        };
+        let Some(kept) = kept else { return Ok(None) };
+        let mut known = KnownImage::clone(&kept);
+        if classes {
+            let domain = format!("{}/", self.config().classes.label_domain);
+            known.classes =
+                self.class_labels_of(digest)?.into_keys().filter_map(|key| key.strip_prefix(&domain).map(str::to_string)).collect();
+        }
+        Ok(Some(known))
+    }
+
+    /// The image `digest` as the store holds it, and the marked image that stops it, if
+    /// any (itself, or one it is built on when marks reach descendants).
+    fn read_known_image(&self, settings: &AdmissionSettings, digest: &Digest) -> Result<Option<KnownImage>> {
         let Some(image) = self.load::<Image>("", digest.as_str())? else { return Ok(None) };
         let mut known = KnownImage {
             digest: Some(digest.clone()),
@@ -323,11 +361,6 @@ impl Catalog {
             denied_by: denies_execution(&image).then(|| digest.clone()),
             ..KnownImage::default()
         };
-        if classes {
-            let domain = format!("{}/", self.config().classes.label_domain);
-            known.classes =
-                self.class_labels(&image)?.into_keys().filter_map(|key| key.strip_prefix(&domain).map(str::to_string)).collect();
-        }
         if known.denied_by.is_none() && settings.deny_execution == DenyExecution::ImageAndDescendants {
             let ancestors = self.lineage_index().read(|index| index.ancestors(digest)).unwrap_or_default();
             for ancestor in ancestors {

@@ -330,14 +330,21 @@ impl Catalog {
 
     /// The class labels of an image, computed from the classes and the index now.
     pub fn class_labels(&self, image: &Image) -> Result<BTreeMap<String, String>> {
+        match image.metadata.name.parse::<Digest>() {
+            Ok(digest) => self.class_labels_of(&digest),
+            Err(_) => Ok(BTreeMap::new()),
+        }
+    }
+
+    /// The class labels of the image `digest`.
+    pub fn class_labels_of(&self, digest: &Digest) -> Result<BTreeMap<String, String>> {
         self.refresh_marks()?;
-        Ok(self.class_labels_now(image))
+        Ok(self.class_labels_now(digest))
     }
 
     /// The class labels of an image from the marks as they are (a list refreshes them
     /// once, not once per image).
-    fn class_labels_now(&self, image: &Image) -> BTreeMap<String, String> {
-        let Ok(digest) = image.metadata.name.parse::<Digest>() else { return BTreeMap::new() };
+    fn class_labels_now(&self, digest: &Digest) -> BTreeMap<String, String> {
         let marks = self.classes.state.read().unwrap_or_else(PoisonError::into_inner);
         let domain = self.config().classes.label_domain.as_str();
         let mut nearest: BTreeMap<String, usize> = BTreeMap::new();
@@ -383,7 +390,10 @@ impl Catalog {
         self.refresh_marks()?;
         let catalog = self.clone();
         Ok(move |mut image: Image| {
-            let labels = catalog.class_labels_now(&image);
+            let labels = match image.metadata.name.parse::<Digest>() {
+                Ok(digest) => catalog.class_labels_now(&digest),
+                Err(_) => BTreeMap::new(),
+            };
             image.metadata.labels.extend(labels);
             image
         })

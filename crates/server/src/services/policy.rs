@@ -1,46 +1,119 @@
-//! ImagePolicies (berth.dev/v1, cluster-scoped, written by cluster admins) and the set of
-//! rules admission judges images by.
+//! ImagePolicies (berth.dev/v1, cluster-scoped, written by cluster admins) and what
+//! admission keeps in memory to answer without reading the store.
 //!
-//! Admission must answer in well under a millisecond, so the rules are compiled once and
-//! kept in memory with the labels of every namespace (what `namespaceSelector` reads).
-//! The set is current as of a store revision: a review first compares the store's
-//! revision with the set's (an atomic read), and only when they differ asks the event log
-//! whether a policy or a namespace changed since; when one did, the whole set is read
-//! again. Following the event log rather than this process's own writes keeps every
-//! replica of a shared store in step.
+//! Admission must answer in well under a millisecond, so the rules are compiled once,
+//! with the rules that may apply to each namespace worked out from its labels (what
+//! `namespaceSelector` reads), and what reviews resolved (a namespace's reference to a
+//! digest) and read (an Image's facts) is kept. All of it is current as of a store
+//! revision: a review first compares the store's revision with the snapshot's (an atomic
+//! read), and only when they differ asks the event log what changed since: a policy or a
+//! namespace (the rules are read again), an image stream (resolutions are dropped), an
+//! Image (facts are dropped). Following the event log rather than this process's own
+//! writes keeps every replica of a shared store in step, and nothing kept is ever stale:
+//! unlike OpenShift's resolution cache (a minute's TTL), a tag moved is seen by the next
+//! review.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
-use berth_model::FieldError;
 use berth_model::access::Action;
 use berth_model::core::Namespace;
-use berth_model::policy::{ImagePolicy, Rule};
+use berth_model::image::Image;
+use berth_model::imagestream::ImageStream;
+use berth_model::policy::{ImagePolicy, KnownImage, Rule};
+use berth_model::{Digest, FieldError};
 use berth_store::{ListQuery, Precondition, StoreError, transact};
 
 use crate::services::{Caller, Catalog, Error, LazyList, ListOptions, Resource, Result, keep_server_fields, precondition, stamp_new};
 
-/// The rules and namespace labels as of a store revision.
+/// The rules, and which of them may apply in each namespace.
 #[derive(Default)]
 pub struct PolicySet {
-    pub revision: u64,
     pub rules: Vec<Rule>,
-    pub namespace_labels: HashMap<String, BTreeMap<String, String>>,
+    /// For each namespace with labels: the rules whose namespace selector it matches.
+    by_namespace: HashMap<String, Vec<usize>>,
+    /// The rules that apply in a namespace without labels.
+    unlabelled: Vec<usize>,
 }
 
 impl PolicySet {
-    pub fn labels_of(&self, namespace: &str) -> &BTreeMap<String, String> {
-        static NONE: BTreeMap<String, String> = BTreeMap::new();
-        self.namespace_labels.get(namespace).unwrap_or(&NONE)
+    fn new(rules: Vec<Rule>, namespace_labels: HashMap<String, BTreeMap<String, String>>) -> PolicySet {
+        let none = BTreeMap::new();
+        let matching = |labels: &BTreeMap<String, String>| -> Vec<usize> {
+            rules
+                .iter()
+                .enumerate()
+                .filter(|(_, rule)| rule.policy.spec.namespace_selector.as_ref().is_none_or(|s| s.matches(labels)))
+                .map(|(idx, _)| idx)
+                .collect()
+        };
+        let unlabelled = matching(&none);
+        let by_namespace = namespace_labels.iter().map(|(name, labels)| (name.clone(), matching(labels))).collect();
+        PolicySet { rules, by_namespace, unlabelled }
     }
+
+    /// The rules that apply to a workload of `resource` in `namespace`.
+    pub fn applying(&self, resource: &str, namespace: &str) -> impl Iterator<Item = &Rule> {
+        let candidates = self.by_namespace.get(namespace).unwrap_or(&self.unlabelled);
+        candidates.iter().map(|&idx| &self.rules[idx]).filter(move |rule| rule.applies_to(resource, namespace))
+    }
+}
+
+/// What admission keeps, current as of `revision`.
+#[derive(Clone, Default)]
+pub struct AdmissionSnapshot {
+    pub revision: u64,
+    pub policies: Arc<PolicySet>,
+    /// `(namespace, reference)` to the reference by digest it resolved to.
+    resolutions: Arc<Mutex<HashMap<(String, String), Option<String>>>>,
+    /// Images' facts (without classes, which follow the lineage index); `None` for a
+    /// digest berth does not hold.
+    images: Arc<Mutex<HashMap<Digest, Option<Arc<KnownImage>>>>>,
+}
+
+/// Past this many entries a kept map starts over.
+const MAX_KEPT: usize = 100_000;
+
+impl AdmissionSnapshot {
+    pub fn resolution(&self, namespace: &str, reference: &str) -> Option<Option<String>> {
+        self.resolutions.lock().unwrap_or_else(PoisonError::into_inner).get(&(namespace.to_string(), reference.to_string())).cloned()
+    }
+
+    pub fn keep_resolution(&self, namespace: &str, reference: &str, resolved: Option<String>) {
+        keep(&self.resolutions, (namespace.to_string(), reference.to_string()), resolved);
+    }
+
+    pub fn image(&self, digest: &Digest) -> Option<Option<Arc<KnownImage>>> {
+        self.images.lock().unwrap_or_else(PoisonError::into_inner).get(digest).cloned()
+    }
+
+    pub fn keep_image(&self, digest: Digest, image: Option<Arc<KnownImage>>) {
+        keep(&self.images, digest, image);
+    }
+}
+
+fn keep<K: std::hash::Hash + Eq, V>(map: &Mutex<HashMap<K, V>>, key: K, value: V) {
+    let mut map = map.lock().unwrap_or_else(PoisonError::into_inner);
+    if map.len() >= MAX_KEPT {
+        map.clear();
+    }
+    map.insert(key, value);
 }
 
 #[derive(Default)]
 pub struct PolicyCache {
-    current: RwLock<Option<Arc<PolicySet>>>,
-    /// Held while the set is brought up to date, so that one review does it and the
+    current: RwLock<Option<AdmissionSnapshot>>,
+    /// Held while the snapshot is brought up to date, so that one review does it and the
     /// others wait for it rather than read the store too.
     refreshing: Mutex<()>,
+}
+
+/// What changed in the store since a revision, as admission cares.
+#[derive(Default)]
+struct Changed {
+    policies: bool,
+    streams: bool,
+    images: bool,
 }
 
 impl Catalog {
@@ -107,52 +180,65 @@ impl Catalog {
         })
     }
 
-    /// The rules as the store holds them now (see the module's doc). When the store
-    /// cannot be read, the last set read is used, and the first review after a start
-    /// fails (the webhook's own `failurePolicy` then decides).
-    pub fn policy_set(&self) -> Result<Arc<PolicySet>> {
+    /// What admission keeps, as the store holds it now (see the module's doc). When the
+    /// store cannot be read, the last rules read stay in force (and nothing resolved or
+    /// read is kept), and the first review after a start fails (the webhook's own
+    /// `failurePolicy` then decides).
+    pub fn admission_snapshot(&self) -> Result<AdmissionSnapshot> {
         let cache = &self.policies;
         let now = self.store().current_revision()?;
-        if let Some(set) = cache.current.read().unwrap_or_else(PoisonError::into_inner).as_ref()
-            && set.revision == now
+        if let Some(snapshot) = cache.current.read().unwrap_or_else(PoisonError::into_inner).as_ref()
+            && snapshot.revision == now
         {
-            return Ok(set.clone());
+            return Ok(snapshot.clone());
         }
         let _refreshing = cache.refreshing.lock().unwrap_or_else(PoisonError::into_inner);
         let known = cache.current.read().unwrap_or_else(PoisonError::into_inner).clone();
-        let next = match &known {
-            Some(set) if set.revision == now => return Ok(set.clone()),
-            Some(set) => match self.policies_changed_since(set.revision) {
-                Ok(false) => {
-                    Arc::new(PolicySet { revision: now, rules: set.rules.clone(), namespace_labels: set.namespace_labels.clone() })
-                }
-                Ok(true) | Err(_) => match self.read_policy_set(now) {
-                    Ok(set) => Arc::new(set),
-                    Err(err) => {
-                        tracing::warn!(error = %err.message, "image policies could not be read again; the last rules read stay in force");
-                        return Ok(set.clone());
+        let next = match known {
+            Some(snapshot) if snapshot.revision == now => return Ok(snapshot),
+            Some(snapshot) => match self.changed_since(snapshot.revision) {
+                Ok(changed) => {
+                    let policies = match changed.policies.then(|| self.read_policy_set()).transpose() {
+                        Ok(Some(set)) => Arc::new(set),
+                        Ok(None) => snapshot.policies,
+                        Err(err) => {
+                            tracing::warn!(error = %err.message, "image policies could not be read again; the last ones read stay in force");
+                            return Ok(AdmissionSnapshot { policies: snapshot.policies, ..AdmissionSnapshot::default() });
+                        }
+                    };
+                    AdmissionSnapshot {
+                        revision: now,
+                        policies,
+                        resolutions: if changed.streams { Arc::default() } else { snapshot.resolutions },
+                        images: if changed.images { Arc::default() } else { snapshot.images },
                     }
-                },
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err.message, "the store could not be read; the last image policies read stay in force");
+                    return Ok(AdmissionSnapshot { policies: snapshot.policies, ..AdmissionSnapshot::default() });
+                }
             },
-            None => Arc::new(self.read_policy_set(now)?),
+            None => AdmissionSnapshot { revision: now, policies: Arc::new(self.read_policy_set()?), ..AdmissionSnapshot::default() },
         };
         *cache.current.write().unwrap_or_else(PoisonError::into_inner) = Some(next.clone());
         Ok(next)
     }
 
-    /// Whether a policy or a namespace changed after `revision`.
-    fn policies_changed_since(&self, revision: u64) -> Result<bool> {
-        for resource in [ImagePolicy::RESOURCE, Namespace::RESOURCE] {
-            match self.store().events_since(resource, None, revision, 1) {
-                Ok(events) if events.is_empty() => {}
-                Ok(_) | Err(StoreError::Compacted { .. }) => return Ok(true),
-                Err(err) => return Err(err.into()),
-            }
-        }
-        Ok(false)
+    /// What changed after `revision` (everything, when the log no longer reaches back).
+    fn changed_since(&self, revision: u64) -> Result<Changed> {
+        let changed = |resource: &str| match self.store().events_since(resource, None, revision, 1) {
+            Ok(events) => Ok(!events.is_empty()),
+            Err(StoreError::Compacted { .. }) => Ok(true),
+            Err(err) => Err(Error::from(err)),
+        };
+        Ok(Changed {
+            policies: changed(ImagePolicy::RESOURCE)? || changed(Namespace::RESOURCE)?,
+            streams: changed(ImageStream::RESOURCE)?,
+            images: changed(Image::RESOURCE)?,
+        })
     }
 
-    fn read_policy_set(&self, revision: u64) -> Result<PolicySet> {
+    fn read_policy_set(&self) -> Result<PolicySet> {
         let mut rules = Vec::new();
         for stored in self.store().scan(&ListQuery { resource: ImagePolicy::RESOURCE.to_string(), ..ListQuery::default() })?.items {
             rules.push(Rule::new(ImagePolicy::decode(&stored?)?));
@@ -164,6 +250,6 @@ impl Catalog {
                 namespace_labels.insert(namespace.metadata.name, namespace.metadata.labels);
             }
         }
-        Ok(PolicySet { revision, rules, namespace_labels })
+        Ok(PolicySet::new(rules, namespace_labels))
     }
 }
