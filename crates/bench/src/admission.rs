@@ -1,8 +1,9 @@
 //! `berth-bench-admission`: load for berth's validating admission webhook, as the
-//! Kubernetes API server sends it: AdmissionReviews (`admission.k8s.io/v1`) of Pods, each
-//! with one container of a tag some stream of the pod's namespace imports
-//! (`registry.example.com/ns-XXX/app-YYY:tZ`, as `berth-bench-seed` writes them), over
-//! HTTPS with keep-alive connections.
+//! Kubernetes API server sends it: AdmissionReviews (`admission.k8s.io/v1`) of the Pods
+//! of `--workloads` Deployments (a ReplicaSet's pods, as the API server sees them: no name
+//! yet, an owner reference), each with one container of a tag some stream of the pod's
+//! namespace imports (`registry.example.com/ns-XXX/app-YYY:tZ`, as `berth-bench-seed`
+//! writes them), over HTTPS with keep-alive connections.
 //!
 //! Two modes:
 //! - `--rate R` (open loop): reviews are sent at R a second, on a fixed schedule, whatever
@@ -48,12 +49,18 @@ struct Args {
     streams_per_namespace: usize,
     #[arg(long, default_value_t = 10)]
     tags: usize,
+    /// Distinct Deployments whose pods are reviewed (spread over the namespaces).
+    #[arg(long, default_value_t = 2000)]
+    workloads: usize,
 }
 
-/// A Pod review in `ns-{ns}` of the image tag `app-{stream}:t{tag}`.
+/// A review of a pod of Deployment `app-{stream}` in `ns-{ns}`, running the image tag
+/// `app-{stream}:t{tag}`.
 fn review(idx: usize, ns: usize, stream: usize, tag: usize) -> Vec<u8> {
     let namespace = format!("ns-{ns:03}");
     let image = format!("registry.example.com/{namespace}/app-{stream:03}:t{tag}");
+    let hash = format!("{:x}", 0x5d8f_7c00 + stream * 16 + tag);
+    let replica_set = format!("app-{stream:03}-{hash}");
     let body = json!({
         "apiVersion": "admission.k8s.io/v1",
         "kind": "AdmissionReview",
@@ -63,12 +70,14 @@ fn review(idx: usize, ns: usize, stream: usize, tag: usize) -> Vec<u8> {
             "resource": {"group": "", "version": "v1", "resource": "pods"},
             "requestKind": {"group": "", "version": "v1", "kind": "Pod"},
             "requestResource": {"group": "", "version": "v1", "resource": "pods"},
-            "name": format!("web-{idx}"),
             "namespace": namespace,
             "operation": "CREATE",
             "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller", "groups": ["system:serviceaccounts"]},
             "object": {"apiVersion": "v1", "kind": "Pod",
-                "metadata": {"name": format!("web-{idx}"), "namespace": namespace, "labels": {"app": "web"}},
+                "metadata": {"generateName": format!("{replica_set}-"), "namespace": namespace,
+                    "labels": {"app": format!("app-{stream:03}"), "pod-template-hash": hash},
+                    "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": replica_set,
+                        "uid": format!("rs-{ns}-{stream}"), "controller": true, "blockOwnerDeletion": true}]},
                 "spec": {"containers": [{"name": "web", "image": image, "ports": [{"containerPort": 8080}]}]}},
             "oldObject": null,
             "dryRun": false,
@@ -108,12 +117,13 @@ async fn main() -> anyhow::Result<()> {
         .pool_max_idle_per_host(args.connections)
         .build()?;
     let url = format!("{}/admission/validate?cluster=bench", args.url.trim_end_matches('/'));
-    // Reviews made before the clock starts, spread over every namespace, stream and tag.
+    // Reviews made before the clock starts, one per workload, the workloads spread over
+    // the namespaces, streams and tags.
     let bodies: Arc<Vec<Vec<u8>>> = Arc::new(
-        (0..20_000)
+        (0..args.workloads)
             .map(|idx: usize| {
                 let mix = idx.wrapping_mul(2_654_435_761usize);
-                review(idx, mix % args.namespaces, (mix / 101) % args.streams_per_namespace, (mix / 10_007) % args.tags)
+                review(idx, idx % args.namespaces, (mix / 101) % args.streams_per_namespace, (mix / 10_007) % args.tags)
             })
             .collect(),
     );

@@ -354,7 +354,7 @@ impl Catalog {
         }
         self.lineage_index().read(|index| {
             let mut images = vec![digest.clone()];
-            images.extend(index.list_children(&digest).into_iter().map(|(child, _)| child));
+            images.extend(index.list_children(digest).into_iter().map(|(child, _)| child));
             for one in &images {
                 for chain in index.chain_refs(one) {
                     for (class, behind) in marks.by_chain.get(&chain).map(Vec::as_slice).unwrap_or_default() {

@@ -13,7 +13,7 @@
 //! unlike OpenShift's resolution cache (a minute's TTL), a tag moved is seen by the next
 //! review.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use berth_model::access::Action;
@@ -65,7 +65,7 @@ pub struct AdmissionSnapshot {
     pub revision: u64,
     pub policies: Arc<PolicySet>,
     /// `(namespace, reference)` to the reference by digest it resolved to.
-    resolutions: Arc<Mutex<HashMap<(String, String), Option<String>>>>,
+    resolutions: Arc<Mutex<Resolutions>>,
     /// Images' facts (without classes, which follow the lineage index); `None` for a
     /// digest berth does not hold.
     images: Arc<Mutex<HashMap<Digest, Option<Arc<KnownImage>>>>>,
@@ -108,12 +108,33 @@ pub struct PolicyCache {
     refreshing: Mutex<()>,
 }
 
-/// What changed in the store since a revision, as admission cares.
-#[derive(Default)]
+/// What changed in the store since a revision, as admission cares: whether a policy or
+/// a namespace did, the namespaces whose streams did and the Images that did (`None`:
+/// too many to name, or an Image was relabelled, which may reach every image built on it).
 struct Changed {
     policies: bool,
-    streams: bool,
-    images: bool,
+    stream_namespaces: Option<HashSet<String>>,
+    images: Option<HashSet<String>>,
+}
+
+/// How many events since the last review are read to name what changed.
+const CHANGES_NAMED: usize = 1024;
+
+/// Resolutions kept, keyed by `(namespace, reference)`.
+type Resolutions = HashMap<(String, String), Option<String>>;
+
+/// A copy of `kept` without what `gone` says changed (all of it when `None`).
+fn without<K: Clone + std::hash::Hash + Eq, V: Clone>(
+    kept: &Arc<Mutex<HashMap<K, V>>>,
+    gone: &Option<HashSet<String>>,
+    name: impl Fn(&K) -> &str,
+) -> Arc<Mutex<HashMap<K, V>>> {
+    let Some(gone) = gone else { return Arc::default() };
+    if gone.is_empty() {
+        return kept.clone();
+    }
+    let map = kept.lock().unwrap_or_else(PoisonError::into_inner);
+    Arc::new(Mutex::new(map.iter().filter(|(k, _)| !gone.contains(name(k))).map(|(k, v)| (k.clone(), v.clone())).collect()))
 }
 
 impl Catalog {
@@ -209,8 +230,10 @@ impl Catalog {
                     AdmissionSnapshot {
                         revision: now,
                         policies,
-                        resolutions: if changed.streams { Arc::default() } else { snapshot.resolutions },
-                        images: if changed.images { Arc::default() } else { snapshot.images },
+                        // A copy, not the map itself: a review still holding the old
+                        // snapshot may yet keep what it read before the change.
+                        resolutions: without(&snapshot.resolutions, &changed.stream_namespaces, |(ns, _)| ns),
+                        images: without(&snapshot.images, &changed.images, |digest| digest.as_str()),
                     }
                 }
                 Err(err) => {
@@ -226,16 +249,18 @@ impl Catalog {
 
     /// What changed after `revision` (everything, when the log no longer reaches back).
     fn changed_since(&self, revision: u64) -> Result<Changed> {
-        let changed = |resource: &str| match self.store().events_since(resource, None, revision, 1) {
-            Ok(events) => Ok(!events.is_empty()),
-            Err(StoreError::Compacted { .. }) => Ok(true),
+        let events = |resource: &str| match self.store().events_since(resource, None, revision, CHANGES_NAMED) {
+            Ok(events) if events.len() < CHANGES_NAMED => Ok(Some(events)),
+            Ok(_) | Err(StoreError::Compacted { .. }) => Ok(None),
             Err(err) => Err(Error::from(err)),
         };
-        Ok(Changed {
-            policies: changed(ImagePolicy::RESOURCE)? || changed(Namespace::RESOURCE)?,
-            streams: changed(ImageStream::RESOURCE)?,
-            images: changed(Image::RESOURCE)?,
-        })
+        let policies =
+            events(ImagePolicy::RESOURCE)?.is_none_or(|e| !e.is_empty()) || events(Namespace::RESOURCE)?.is_none_or(|e| !e.is_empty());
+        let stream_namespaces = events(ImageStream::RESOURCE)?.map(|e| e.into_iter().map(|e| e.object.key.namespace).collect());
+        let images = events(Image::RESOURCE)?
+            .filter(|e| e.iter().all(|e| e.event_type != berth_store::EventType::Modified))
+            .map(|e| e.into_iter().map(|e| e.object.key.name).collect());
+        Ok(Changed { policies, stream_namespaces, images })
     }
 
     fn read_policy_set(&self) -> Result<PolicySet> {
