@@ -297,13 +297,21 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Started> {
         }
     });
     let service = router(app).into_make_service_with_connect_info::<SocketAddr>();
+    // Answers leave at once (TCP_NODELAY): a small response held back for the peer's
+    // delayed ACK costs a review or a GET up to 40 ms.
+    use axum_server::accept::NoDelayAcceptor;
     let served: Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>> = match &tls {
         Some(files) => {
             let rustls = crate::tls::load(files).await?;
             tokio::spawn(crate::tls::reload_on_change(rustls.clone(), files.clone(), stopping_seen.clone()));
-            Box::pin(axum_server::from_tcp_rustls(listener, rustls)?.handle(handle).serve(service))
+            Box::pin(
+                axum_server::from_tcp_rustls(listener, rustls)?
+                    .map(|tls| tls.acceptor(NoDelayAcceptor::new()))
+                    .handle(handle)
+                    .serve(service),
+            )
         }
-        None => Box::pin(axum_server::from_tcp(listener)?.handle(handle).serve(service)),
+        None => Box::pin(axum_server::from_tcp(listener)?.acceptor(NoDelayAcceptor::new()).handle(handle).serve(service)),
     };
     let task = tokio::spawn(async move {
         let result = served.await.context("serving HTTP");

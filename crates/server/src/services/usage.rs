@@ -17,7 +17,7 @@ use std::sync::{Mutex, PoisonError};
 use berth_model::access::Action;
 use berth_model::lineage::Relation;
 use berth_model::policy::is_mark;
-use berth_model::usage::{ImageImpact, ImageUsage, WorkloadSeen};
+use berth_model::usage::{ImageImpact, ImageUsage, LAST_SEEN_RESOLUTION_SECONDS, WorkloadSeen};
 use berth_model::{BERTH_API_VERSION, Digest, Time};
 use berth_store::{Precondition, transact};
 
@@ -31,12 +31,26 @@ const MAX_PENDING_IMAGES: usize = 100_000;
 #[derive(Default)]
 pub struct UsageRecorder {
     pending: Mutex<HashMap<Digest, Vec<WorkloadSeen>>>,
+    /// When each sighting was last written, so that one seen again within a minute is
+    /// not even noted (the write would change nothing): steady admission costs no write.
+    written: Mutex<HashMap<Sighting, Time>>,
     dropped: AtomicU64,
+}
+
+/// An image and a workload that ran it.
+type Sighting = (Digest, String, String, String, String);
+
+fn sighting(digest: &Digest, w: &WorkloadSeen) -> Sighting {
+    (digest.clone(), w.cluster.clone(), w.namespace.clone(), w.kind.clone(), w.name.clone())
 }
 
 impl UsageRecorder {
     /// Notes that admission admitted `workload` with image `digest`.
     pub fn note(&self, digest: Digest, workload: WorkloadSeen) {
+        let fresh = |at: &Time| workload.last_seen.0 - at.0 < chrono::Duration::seconds(LAST_SEEN_RESOLUTION_SECONDS);
+        if self.written.lock().unwrap_or_else(PoisonError::into_inner).get(&sighting(&digest, &workload)).is_some_and(fresh) {
+            return;
+        }
         let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
         if pending.len() >= MAX_PENDING_IMAGES && !pending.contains_key(&digest) {
             self.dropped.fetch_add(1, Ordering::Relaxed);
@@ -51,6 +65,15 @@ impl UsageRecorder {
 
     fn take(&self) -> HashMap<Digest, Vec<WorkloadSeen>> {
         std::mem::take(&mut *self.pending.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Remembers what was written (the record's `lastSeen`, which a merge may have kept).
+    fn remember(&self, written: Vec<(Sighting, Time)>) {
+        let mut known = self.written.lock().unwrap_or_else(PoisonError::into_inner);
+        if known.len() + written.len() > MAX_PENDING_IMAGES {
+            known.clear();
+        }
+        known.extend(written);
     }
 
     /// Sightings dropped because too many images were waiting to be written.
@@ -74,7 +97,9 @@ impl Catalog {
         let retry = pending.clone();
         let written = transact(&**self.store(), move |txn| {
             let mut written = 0;
+            let mut remembered = Vec::new();
             for (digest, seen) in pending {
+                let keys: Vec<Sighting> = seen.iter().map(|w| sighting(&digest, w)).collect();
                 let key = ImageUsage::key("", digest.as_str());
                 let mut usage = match txn.get(&key)? {
                     Some(stored) => ImageUsage::decode(&stored)?,
@@ -87,8 +112,19 @@ impl Catalog {
                     txn.put(&key, &usage.encode(), &[], Precondition::Any)?;
                     written += 1;
                 }
+                for key in keys {
+                    if let Some(w) =
+                        usage.workloads.iter().find(|w| (&w.cluster, &w.namespace, &w.kind, &w.name) == (&key.1, &key.2, &key.3, &key.4))
+                    {
+                        remembered.push((key, w.last_seen));
+                    }
+                }
             }
-            Ok::<_, Error>(written)
+            Ok::<_, Error>((written, remembered))
+        });
+        let written = written.map(|(written, remembered)| {
+            self.usage.remember(remembered);
+            written
         });
         if written.is_err() {
             for (digest, seen) in retry {
