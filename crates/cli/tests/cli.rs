@@ -849,6 +849,21 @@ fn adm_vulnerable_shows_what_a_mark_on_a_base_reaches() {
     let json = berth.json(&["adm", "vulnerable", "lib/base:1", "-o", "json"]);
     assert_eq!(json["kind"], "ImageImpact");
     assert!(berth.fails(&["adm", "who-runs", "missing:1", "-n", "team"]).contains("not found"));
+
+    // Rules read as kubectl users expect.
+    let policy = berth.write(
+        "policy.yaml",
+        "apiVersion: berth.dev/v1\nkind: ImagePolicy\nmetadata:\n  name: digests\nspec:\n  resources: [deployments]\n  require: {digest: true}\n  enforcement: DryRun\n",
+    );
+    assert_eq!(berth.ok(&["apply", "-f", &policy]), "imagepolicy.berth.dev/digests created\n");
+    let listed = berth.ok(&["get", "ipol"]);
+    let header = listed.lines().next().unwrap();
+    assert!(["NAME", "ACTION", "RESOURCES", "ENFORCEMENT", "FAILURE POLICY"].iter().all(|h| header.contains(h)), "{listed}");
+    assert!(
+        listed.lines().nth(1).unwrap().split_whitespace().collect::<Vec<_>>()[..5]
+            == ["digests", "Require", "deployments", "DryRun", "Fail"],
+        "{listed}"
+    );
 }
 
 /// The configuration `berth adm admission-config` prints registers webhooks that work: the

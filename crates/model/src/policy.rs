@@ -159,9 +159,12 @@ pub struct ImageFacts {
     pub repository: String,
     /// The workload names it by digest.
     pub by_digest: bool,
-    /// The image in berth: `Ok(None)` when berth does not know it, `Err` when berth could
-    /// not read it.
-    pub image: Result<Option<KnownImage>, String>,
+    /// The image in berth (shared: kept between reviews): `Ok(None)` when berth does not
+    /// know it, `Err` when berth could not read it.
+    pub image: Result<Option<std::sync::Arc<KnownImage>>, String>,
+    /// The ImageClasses it is built on (they follow the lineage index, not the Image), when
+    /// a rule asks.
+    pub classes: BTreeSet<String>,
 }
 
 /// An image berth holds.
@@ -170,8 +173,6 @@ pub struct KnownImage {
     pub digest: Option<Digest>,
     pub labels: BTreeMap<String, String>,
     pub annotations: BTreeMap<String, String>,
-    /// The ImageClasses it is built on.
-    pub classes: BTreeSet<String>,
     /// The image marked `images.openshift.io/deny-execution: "true"` that stops this one:
     /// itself, or (when marks reach descendants) an image it is built on.
     pub denied_by: Option<Digest>,
@@ -321,7 +322,7 @@ impl Rule {
                 describe_selector(selector)
             ));
         }
-        if !require.descendant_of.is_empty() && !require.descendant_of.iter().any(|class| image.classes.contains(class)) {
+        if !require.descendant_of.is_empty() && !require.descendant_of.iter().any(|class| facts.classes.contains(class)) {
             return denied(format!(
                 "is not built on ImageClass {}: rebuild it FROM that class's base image (`berth get imageclass {}`)",
                 require.descendant_of.join(" or "),

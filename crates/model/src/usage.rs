@@ -105,3 +105,44 @@ pub struct ImageImpact {
     #[serde(default)]
     pub workloads: Vec<WorkloadSeen>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seen(name: &str, at: i64) -> WorkloadSeen {
+        let at = Time::from_datetime(chrono::DateTime::from_timestamp(1_790_000_000 + at, 0).unwrap());
+        WorkloadSeen {
+            cluster: "prod".into(),
+            namespace: "team".into(),
+            kind: "Pod".into(),
+            name: name.into(),
+            first_seen: at,
+            last_seen: at,
+            image: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_sighting_is_written_again_only_a_minute_later() {
+        let mut usage = ImageUsage::default();
+        assert!(usage.merge([seen("web", 0)]));
+        assert!(!usage.merge([seen("web", 59)]), "within the minute nothing changes");
+        assert!(usage.merge([seen("web", 60)]));
+        assert_eq!(usage.workloads.len(), 1);
+        assert_eq!(usage.workloads[0].first_seen, seen("web", 0).first_seen);
+        assert_eq!(usage.workloads[0].last_seen, seen("web", 60).last_seen);
+    }
+
+    #[test]
+    fn endless_new_workload_names_cannot_grow_a_record_past_its_bound() {
+        let mut usage = ImageUsage::default();
+        for idx in 0..(MAX_WORKLOADS_PER_IMAGE as i64 + 500) {
+            usage.merge([seen(&format!("pod-{idx}"), idx)]);
+        }
+        assert_eq!(usage.workloads.len(), MAX_WORKLOADS_PER_IMAGE);
+        // Those seen longest ago went; the newest stayed.
+        assert!(usage.workloads.iter().any(|w| w.name == format!("pod-{}", MAX_WORKLOADS_PER_IMAGE + 499)));
+        assert!(!usage.workloads.iter().any(|w| w.name == "pod-0"));
+    }
+}

@@ -238,7 +238,8 @@ proptest! {
             registry: registry.clone(),
             repository: repository.clone(),
             by_digest,
-            image: Ok(known.then(KnownImage::default)),
+            image: Ok(known.then(|| std::sync::Arc::new(KnownImage::default()))),
+            classes: Default::default(),
         };
         let policy = |name: &str, spec: Value| -> Rule {
             Rule::new(serde_json::from_value::<ImagePolicy>(json!({"metadata": {"name": name}, "spec": spec})).unwrap())

@@ -376,6 +376,23 @@ fn subscription_events(v: &Value) -> String {
     if events.is_empty() { "all".to_string() } else { events.join(",") }
 }
 
+fn policy_action(v: &Value) -> String {
+    text(v, "/spec/action").to_string()
+}
+
+fn policy_resources(v: &Value) -> String {
+    let resources: Vec<&str> = array(v, "/spec/resources").iter().filter_map(Value::as_str).collect();
+    if resources.is_empty() { "all".to_string() } else { resources.join(",") }
+}
+
+fn policy_enforcement(v: &Value) -> String {
+    text(v, "/spec/enforcement").to_string()
+}
+
+fn policy_failure(v: &Value) -> String {
+    text(v, "/spec/failurePolicy").to_string()
+}
+
 fn class_target(v: &Value) -> String {
     format!("{}/{}", text(v, "/spec/target/namespace"), text(v, "/spec/target/name"))
 }
@@ -523,6 +540,14 @@ static SUBSCRIPTION_COLUMNS: [Column; 7] = [
 ];
 static CLASS_COLUMNS: [Column; 4] =
     [column("NAME", name), column("TARGET", class_target), column("CURRENT", class_current), column("VERSIONS", class_versions)];
+static POLICY_COLUMNS: [Column; 6] = [
+    column("NAME", name),
+    column("ACTION", policy_action),
+    column("RESOURCES", policy_resources),
+    column("ENFORCEMENT", policy_enforcement),
+    column("FAILURE POLICY", policy_failure),
+    column("AGE", created_age),
+];
 static SCHEDULED_IMPORT_COLUMNS: [Column; 6] = [
     column("NAME", record_name),
     column("FROM", scheduled_from),
@@ -545,6 +570,7 @@ pub fn columns_of(kind: &str) -> &'static [Column] {
         "Token" => &TOKEN_COLUMNS,
         "Subscription" => &SUBSCRIPTION_COLUMNS,
         "ImageClass" => &CLASS_COLUMNS,
+        "ImagePolicy" => &POLICY_COLUMNS,
         "ScheduledImport" => &SCHEDULED_IMPORT_COLUMNS,
         _ => &NAME_ONLY,
     }

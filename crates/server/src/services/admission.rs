@@ -316,39 +316,44 @@ impl Catalog {
         let resolved = resolution.as_ref().ok().and_then(Option::as_deref).and_then(|r| ImageReference::parse(r).ok());
         let (registry, repository) =
             resolved.as_ref().or(parsed.as_ref()).map(|r| canonical_source(&r.registry, &r.path)).unwrap_or_default();
-        let image = match (resolution, resolved.and_then(|r| r.digest)) {
+        let digest = resolved.and_then(|r| r.digest);
+        let mut image = match (resolution, &digest) {
             (Err(err), _) => Err(err.message.clone()),
             (Ok(_), None) => Ok(None),
-            (Ok(_), Some(digest)) => self.known_image(settings, snapshot, &digest, classes).map_err(|err| err.message),
+            (Ok(_), Some(digest)) => self.known_image(settings, snapshot, digest).map_err(|err| err.message),
         };
-        ImageFacts { written: written.to_string(), registry, repository, by_digest: parsed.is_some_and(|r| r.digest.is_some()), image }
+        let mut built_on = Default::default();
+        if let (true, Ok(Some(_)), Some(digest)) = (classes, &image, &digest) {
+            // Classes the store cannot tell are as unknown as an image it cannot read.
+            match self.classes_of(digest) {
+                Ok(found) => built_on = found,
+                Err(err) => image = Err(err.message),
+            }
+        }
+        ImageFacts {
+            written: written.to_string(),
+            registry,
+            repository,
+            by_digest: parsed.is_some_and(|r| r.digest.is_some()),
+            image,
+            classes: built_on,
+        }
     }
 
-    /// The image `digest` as berth holds it (kept in the snapshot), with its classes when
-    /// `classes` is asked for.
-    fn known_image(
-        &self,
-        settings: &AdmissionSettings,
-        snapshot: &AdmissionSnapshot,
-        digest: &Digest,
-        classes: bool,
-    ) -> Result<Option<KnownImage>> {
-        let kept = match snapshot.image(digest) {
-            Some(kept) => kept,
-            None => {
-                let read = self.read_known_image(settings, digest)?.map(Arc::new);
-                snapshot.keep_image(digest.clone(), read.clone());
-                read
-            }
-        };
-        let Some(kept) = kept else { return Ok(None) };
-        let mut known = KnownImage::clone(&kept);
-        if classes {
-            let domain = format!("{}/", self.config().classes.label_domain);
-            known.classes =
-                self.class_labels_of(digest)?.into_keys().filter_map(|key| key.strip_prefix(&domain).map(str::to_string)).collect();
+    /// The image `digest` as berth holds it, read once and kept in the snapshot.
+    fn known_image(&self, settings: &AdmissionSettings, snapshot: &AdmissionSnapshot, digest: &Digest) -> Result<Option<Arc<KnownImage>>> {
+        if let Some(kept) = snapshot.image(digest) {
+            return Ok(kept);
         }
-        Ok(Some(known))
+        let read = self.read_known_image(settings, digest)?.map(Arc::new);
+        snapshot.keep_image(digest.clone(), read.clone());
+        Ok(read)
+    }
+
+    /// The ImageClasses the image `digest` is built on.
+    fn classes_of(&self, digest: &Digest) -> Result<std::collections::BTreeSet<String>> {
+        let domain = format!("{}/", self.config().classes.label_domain);
+        Ok(self.class_labels_of(digest)?.into_keys().filter_map(|key| key.strip_prefix(&domain).map(str::to_string)).collect())
     }
 
     /// The image `digest` as the store holds it, and the marked image that stops it, if

@@ -61,7 +61,7 @@ pub struct Catalog {
     callers: Arc<tokens::CallerCache>,
     lineage: Arc<lineage::LineageIndex>,
     classes: Arc<classes::ClassMarks>,
-    policies: Arc<policy::PolicyCache>,
+    admission: Arc<policy::AdmissionCache>,
     usage: Arc<usage::UsageRecorder>,
 }
 
@@ -166,7 +166,7 @@ impl Catalog {
             callers: Arc::default(),
             lineage: Arc::default(),
             classes: Arc::default(),
-            policies: Arc::default(),
+            admission: Arc::default(),
             usage: Arc::default(),
         }
     }

@@ -66,7 +66,7 @@ pub struct AdmissionSnapshot {
     pub policies: Arc<PolicySet>,
     /// `(namespace, reference)` to the reference by digest it resolved to.
     resolutions: Arc<Mutex<Resolutions>>,
-    /// Images' facts (without classes, which follow the lineage index); `None` for a
+    /// Images' facts; `None` for a
     /// digest berth does not hold.
     images: Arc<Mutex<HashMap<Digest, Option<Arc<KnownImage>>>>>,
 }
@@ -101,7 +101,7 @@ fn keep<K: std::hash::Hash + Eq, V>(map: &Mutex<HashMap<K, V>>, key: K, value: V
 }
 
 #[derive(Default)]
-pub struct PolicyCache {
+pub struct AdmissionCache {
     current: RwLock<Option<AdmissionSnapshot>>,
     /// Held while the snapshot is brought up to date, so that one review does it and the
     /// others wait for it rather than read the store too.
@@ -206,7 +206,7 @@ impl Catalog {
     /// read is kept), and the first review after a start fails (the webhook's own
     /// `failurePolicy` then decides).
     pub fn admission_snapshot(&self) -> Result<AdmissionSnapshot> {
-        let cache = &self.policies;
+        let cache = &self.admission;
         let now = self.store().current_revision()?;
         if let Some(snapshot) = cache.current.read().unwrap_or_else(PoisonError::into_inner).as_ref()
             && snapshot.revision == now

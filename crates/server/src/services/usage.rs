@@ -76,9 +76,10 @@ impl UsageRecorder {
         known.extend(written);
     }
 
-    /// Sightings dropped because too many images were waiting to be written.
-    pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
+    /// Sightings dropped since the last call because too many images were waiting to be
+    /// written.
+    fn take_dropped(&self) -> u64 {
+        self.dropped.swap(0, Ordering::Relaxed)
     }
 }
 
@@ -90,6 +91,10 @@ impl Catalog {
     /// Writes what admission noted since the last write; returns how many images' records
     /// changed. Sightings that could not be written are noted again for the next try.
     pub fn write_usage(&self) -> Result<usize> {
+        let dropped = self.usage.take_dropped();
+        if dropped > 0 {
+            tracing::warn!(dropped, "admission's sightings came faster than they could be written; these were not recorded");
+        }
         let pending = self.usage.take();
         if pending.is_empty() {
             return Ok(0);
