@@ -367,3 +367,28 @@ async fn an_import_leaves_a_moved_immutable_tag_where_it_was_and_imports_the_res
     assert_eq!(istag["image"]["metadata"]["name"], release.digest);
     app.stop().await;
 }
+
+/// Two writers racing for a pinned tag that has no image yet: one wins, the other is
+/// refused, and the tag points at the winner's image, every round.
+#[tokio::test(flavor = "multi_thread")]
+async fn racing_writers_of_a_pinned_tag_leave_exactly_one_image() {
+    let app = TestApp::start().await;
+    app.namespace(NS).await;
+    let (status, body) = app.post(&streams_path(), stream_with("race", Some("v*"))).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let path = format!("{IMAGE_API}/namespaces/{NS}/imagestreammappings");
+    for round in 0..20 {
+        let tag = format!("v1.{round}");
+        let (a, b) = (mapping("race", &tag, &format!("a-{round}")), mapping("race", &tag, &format!("b-{round}")));
+        let ((status_a, _), (status_b, _)) = tokio::join!(app.post(&path, a.clone()), app.post(&path, b.clone()));
+        let mut statuses = [status_a, status_b];
+        statuses.sort();
+        assert_eq!(statuses, [StatusCode::CREATED, StatusCode::FORBIDDEN], "round {round}");
+        let winner = if status_a == StatusCode::CREATED { &a } else { &b };
+        let stream = app.stream(NS, "race").await;
+        let events = history(&stream, &tag);
+        assert_eq!(events.len(), 1, "round {round}: {events:?}");
+        assert_eq!(events[0].0, winner["image"]["metadata"]["name"].as_str().unwrap(), "round {round}");
+    }
+    app.stop().await;
+}
