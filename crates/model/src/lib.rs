@@ -21,6 +21,7 @@ pub mod meta;
 pub mod names;
 pub mod notify;
 pub mod policy;
+pub mod prune;
 pub mod reference;
 pub mod selector;
 pub mod tags;
