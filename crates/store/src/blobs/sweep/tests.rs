@@ -214,7 +214,7 @@ async fn pushes_racing_a_sweep_never_lose_a_blob_they_saw() {
     };
     // The guard covers what is asked while the sweep runs (before it, only the grace
     // window protects a blob), so the pushes start once it has begun.
-    while !store.guard.sweeping.load(std::sync::atomic::Ordering::SeqCst) {
+    while !store.guard.sweeping.load(std::sync::atomic::Ordering::SeqCst) && !sweep.is_finished() {
         tokio::task::yield_now().await;
     }
     // Each task pushes: for an old layer, it links it and checks it is there (re-uploading
@@ -259,6 +259,27 @@ async fn pushes_racing_a_sweep_never_lose_a_blob_they_saw() {
         assert_eq!(store.size(digest).await.unwrap(), None, "nobody asked about {digest}, so it went");
     }
     assert!(report.blobs_removed >= (OLD / 2) as u64, "{report:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blob_stored_again_by_another_process_during_the_sweep_is_kept() {
+    let (dir, store) = open();
+    let bytes = [7u8; 500];
+    let digest = put_old(&store, dir.path(), &bytes).await;
+    // Another process on the same storage, whose questions this process never hears of:
+    // it stores the blob again after the sweep listed it and before it decides.
+    let other = BlobStore::open_local(dir.path(), false).unwrap();
+    let live = move |asked: &Digest| {
+        let (other, asked) = (other.clone(), asked.clone());
+        tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current().block_on(async move { other.put(&asked, body(&bytes)).await.unwrap() })
+        });
+        false
+    };
+    let sweeping = store.clone();
+    let report = tokio::spawn(async move { sweeping.sweep(&live, &options(false)).await.unwrap() }).await.unwrap();
+    assert_eq!((report.blobs_removed, report.kept_in_use, report.kept_young, report.kept_young_bytes), (0, 0, 1, 500));
+    assert_eq!(store.size(&digest).await.unwrap(), Some(500));
 }
 
 #[tokio::test]
