@@ -207,7 +207,8 @@ fn digests_of(hex: &str) -> impl Iterator<Item = Digest> + '_ {
     ["sha256", "sha512"].into_iter().filter_map(move |algorithm| format!("{algorithm}:{hex}").parse().ok())
 }
 
-/// Milliseconds since `meta` was last written (0 when its time is ahead of the clock).
+/// How long ago `meta` was last written, to the millisecond (none when its time is ahead
+/// of the clock).
 fn age(meta: &ObjectMeta, now: SystemTime) -> Duration {
     let now = now.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_millis() as i64;
     Duration::from_millis(now.saturating_sub(meta.last_modified.timestamp_millis()).max(0) as u64)
