@@ -106,6 +106,8 @@ pub static IMAGE_CLASS_GROUP: Kind = Kind {
 };
 pub static IMAGE_POLICY: Kind =
     Kind { group: BERTH_GROUP, namespaced: false, watch: true, ..image_kind("ImagePolicy", "imagepolicy", "imagepolicies", &["ipol"]) };
+pub static IMAGE_PRUNER: Kind =
+    Kind { group: BERTH_GROUP, namespaced: false, watch: true, ..image_kind("ImagePruner", "imagepruner", "imagepruners", &[]) };
 /// The server's schedule of tags with `importPolicy.scheduled`: listed only, never read
 /// by name (`get` filters the list), written or deleted.
 pub static SCHEDULED_IMPORT: Kind = Kind {
@@ -118,7 +120,7 @@ pub static SCHEDULED_IMPORT: Kind = Kind {
     ..image_kind("ScheduledImport", "scheduledimport", "scheduledimports", &["si"])
 };
 
-pub static KINDS: [&Kind; 14] = [
+pub static KINDS: [&Kind; 15] = [
     &IMAGE_STREAM,
     &IMAGE_STREAM_TAG,
     &IMAGE_TAG,
@@ -131,6 +133,7 @@ pub static KINDS: [&Kind; 14] = [
     &SUBSCRIPTION,
     &IMAGE_CLASS,
     &IMAGE_POLICY,
+    &IMAGE_PRUNER,
     &IMAGE_CLASS_GROUP,
     &SCHEDULED_IMPORT,
 ];

@@ -919,3 +919,43 @@ fn admission_config_registers_webhooks_kubernetes_can_call_over_https() {
     let reply: Value = client.post(server).bearer_auth(&token).json(&image_review).send().unwrap().json().unwrap();
     assert_eq!(reply["status"]["allowed"], true, "{reply}");
 }
+
+#[test]
+fn adm_top_prune_and_fsck_report_what_the_store_holds() {
+    use berth_testkit::{Format, RegistryClient, TestImage};
+    let berth = Berth::with_team();
+    let client_config: Value = yaml_serde::from_str(&std::fs::read_to_string(&berth.config).unwrap()).unwrap();
+    let server = client_config["server"].as_str().unwrap().to_string();
+    let admin = client_config["token"].as_str().unwrap().to_string();
+    let registry = RegistryClient::new(server.trim_start_matches("http://"), Some(("me", &admin))).unwrap();
+    let base = TestImage::new(Format::Oci, 91, 1, 2048, "amd64");
+    for seed in 0..4 {
+        registry.push("team/app", Some("latest"), &base.built_on(100 + seed, 1)).unwrap();
+    }
+
+    let streams = berth.ok(&["adm", "top", "imagestreams"]);
+    assert!(streams.starts_with("NAME") && streams.contains("STORAGE") && streams.contains("LAYERS"), "{streams}");
+    let row = streams.lines().find(|l| l.starts_with("team/app")).unwrap_or_else(|| panic!("{streams}"));
+    // One shared 2 KiB layer and four of 128 bytes.
+    assert_eq!(row.split_whitespace().collect::<Vec<_>>(), vec!["team/app", "2.5KiB", "4", "5"], "{streams}");
+    let images = berth.ok(&["adm", "top", "images", "-n", "team"]);
+    assert!(images.contains("team/app:latest (latest)") && images.contains("pushed"), "{images}");
+    let namespace = berth.ok(&["describe", "namespace", "team"]);
+    assert!(namespace.contains("Image Streams:") && namespace.contains("2.5KiB (distinct layers)"), "{namespace}");
+
+    let plan = berth.ok(&["adm", "prune", "images", "-A", "--keep-tag-revisions=1", "--keep-younger-than=0s"]);
+    assert!(plan.starts_with("Dry run of the whole cluster: 3 tag revisions and 3 images would go, freeing 384B"), "{plan}");
+    assert!(plan.contains("Nothing was changed. Run again with --confirm to prune."), "{plan}");
+    assert!(berth.ok(&["adm", "top", "imagestreams"]).contains("2.5KiB"));
+    let done = berth.ok(&["adm", "prune", "images", "-A", "--keep-tag-revisions=1", "--keep-younger-than=0s", "--confirm"]);
+    assert!(done.contains("Removed 3 tag revisions and 3 images."), "{done}");
+    assert!(done.contains("Blob sweep:"), "{done}");
+    let row = berth.ok(&["adm", "top", "imagestreams"]);
+    assert!(row.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["team/app", "2.1KiB", "1", "2"]), "{row}");
+
+    let fsck = berth.ok(&["adm", "fsck", "--verify-layers"]);
+    assert!(fsck.contains("No problems found."), "{fsck}");
+    let json = berth.json(&["adm", "fsck", "-o", "json"]);
+    assert_eq!(json["kind"], "StoreCheck");
+    assert_eq!(json["status"]["images"], 1);
+}

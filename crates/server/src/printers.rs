@@ -460,6 +460,32 @@ fn scheduled_interval(v: &Value) -> String {
     v.get("intervalSeconds").and_then(Value::as_u64).map(interval).unwrap_or_default()
 }
 
+fn pruner_schedule(v: &Value) -> String {
+    text(v, "/spec/schedule").to_string()
+}
+
+fn pruner_suspend(v: &Value) -> String {
+    (v.pointer("/spec/suspend").and_then(Value::as_bool) == Some(true)).to_string()
+}
+
+/// `3h ago (succeeded)` or `<none>`.
+fn pruner_last_run(v: &Value) -> String {
+    match array(v, "/status/runs").first() {
+        Some(run) => {
+            let outcome = if run.get("succeeded").and_then(Value::as_bool) == Some(true) { "succeeded" } else { "failed" };
+            format!("{} ({outcome})", age(text(run, "/started")))
+        }
+        None => "<none>".to_string(),
+    }
+}
+
+fn pruner_next_run(v: &Value) -> String {
+    if v.pointer("/spec/suspend").and_then(Value::as_bool) == Some(true) {
+        return "suspended".to_string();
+    }
+    or_none(until(text(v, "/status/nextRun")))
+}
+
 fn scheduled_last_check(v: &Value) -> String {
     or_none(age(text(v, "/lastCheck")))
 }
@@ -548,6 +574,14 @@ static POLICY_COLUMNS: [Column; 6] = [
     column("FAILURE POLICY", policy_failure),
     column("AGE", created_age),
 ];
+static PRUNER_COLUMNS: [Column; 6] = [
+    column("NAME", name),
+    column("SCHEDULE", pruner_schedule),
+    column("SUSPEND", pruner_suspend),
+    column("LAST RUN", pruner_last_run),
+    column("NEXT RUN", pruner_next_run),
+    column("AGE", created_age),
+];
 static SCHEDULED_IMPORT_COLUMNS: [Column; 6] = [
     column("NAME", record_name),
     column("FROM", scheduled_from),
@@ -571,6 +605,7 @@ pub fn columns_of(kind: &str) -> &'static [Column] {
         "Subscription" => &SUBSCRIPTION_COLUMNS,
         "ImageClass" => &CLASS_COLUMNS,
         "ImagePolicy" => &POLICY_COLUMNS,
+        "ImagePruner" => &PRUNER_COLUMNS,
         "ScheduledImport" => &SCHEDULED_IMPORT_COLUMNS,
         _ => &NAME_ONLY,
     }

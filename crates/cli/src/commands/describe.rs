@@ -18,7 +18,7 @@ use crate::output::{self, ImportState, ImportStateText, ago, array, source_text,
 
 #[derive(Debug, clap::Args)]
 pub struct DescribeArgs {
-    /// imagestream (is), imagestreamtag (istag) or subscription (sub).
+    /// imagestream (is), imagestreamtag (istag), subscription (sub) or namespace (ns).
     kind: String,
     /// The object's name, STREAM:TAG for a tag.
     name: String,
@@ -26,9 +26,13 @@ pub struct DescribeArgs {
 
 pub fn run(ctx: &Context, args: DescribeArgs) -> anyhow::Result<()> {
     let kind = kinds::lookup(&args.kind)?;
+    if kind.kind == kinds::NAMESPACE.kind {
+        print!("{}", describe_namespace(&ctx.client()?, &args.name)?);
+        return Ok(());
+    }
     if ![kinds::IMAGE_STREAM.kind, kinds::IMAGE_STREAM_TAG.kind, kinds::SUBSCRIPTION.kind].contains(&kind.kind) {
         bail!(
-            "describe shows imagestreams (is), imagestreamtags (istag) and subscriptions (sub); for {} use `berth get {} -o yaml`",
+            "describe shows imagestreams (is), imagestreamtags (istag), subscriptions (sub) and namespaces (ns); for {} use `berth get {} -o yaml`",
             kind.plural,
             kind.plural
         );
@@ -50,6 +54,28 @@ pub fn run(ctx: &Context, args: DescribeArgs) -> anyhow::Result<()> {
     };
     print!("{described}");
     Ok(())
+}
+
+/// A namespace: its metadata, and what its image streams hold (counted on distinct layers,
+/// as quotas count them).
+fn describe_namespace(client: &Client, name: &str) -> anyhow::Result<String> {
+    let namespace = client.get(&kinds::NAMESPACE.object("", name), &[])?;
+    let meta: ObjectMeta =
+        serde_json::from_value(namespace["metadata"].clone()).context("the server sent a namespace berth cannot read")?;
+    let mut out = Fields::default();
+    out.field("Name", &meta.name);
+    out.field("Created", &when(meta.creation_timestamp.map(|t| t.to_string()).as_deref().unwrap_or_default()));
+    out.map("Labels", &meta.labels);
+    out.map("Annotations", &meta.annotations);
+    out.field("Status", text(&namespace, "/status/phase"));
+    let figures = client.get("/apis/berth.dev/v1/top/namespaces", &[("namespace", name.to_string())])?;
+    let row = figures["items"].as_array().and_then(|items| items.first()).cloned().unwrap_or_default();
+    let count = |field: &str| row[field].as_u64().unwrap_or(0);
+    out.field("Image Streams", &count("imagestreams").to_string());
+    out.field("Images", &count("images").to_string());
+    out.field("Layers", &count("layers").to_string());
+    out.field("Storage", &format!("{} (distinct layers)", crate::commands::lifecycle::human_bytes(count("storage"))));
+    Ok(out.0)
 }
 
 /// The scheduled imports of a namespace, read once for all its tags. `None` when they

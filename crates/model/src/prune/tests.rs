@@ -2,7 +2,6 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use super::*;
-use crate::imagestream::TagEvent;
 
 fn at(hours_ago: f64) -> Time {
     let now: Time = "2026-12-01T12:00:00Z".parse().unwrap();
@@ -10,34 +9,21 @@ fn at(hours_ago: f64) -> Time {
 }
 
 fn image(hours_ago: f64, layers: &[u32]) -> PruneImage {
-    PruneImage { created: Some(at(hours_ago)), managed: true, layers: layers.to_vec(), children: Vec::new() }
+    PruneImage { created: Some(at(hours_ago)), managed: true, layers: layers.to_vec(), children: Vec::new(), config: None }
 }
 
-fn history(tag: &str, items: &[(&str, f64)]) -> NamedTagEventList {
-    NamedTagEventList {
-        tag: tag.to_string(),
-        items: items
-            .iter()
-            .map(|(image, hours_ago)| TagEvent {
-                created: at(*hours_ago),
-                docker_image_reference: format!("registry.example/app@{image}"),
-                image: image.to_string(),
-                generation: 1,
-                cause: String::new(),
-            })
-            .collect(),
-        conditions: Vec::new(),
-    }
+fn history(tag: &str, items: &[(&str, f64)]) -> TagHistory {
+    TagHistory { tag: tag.into(), items: items.iter().map(|(image, hours_ago)| (Arc::from(*image), at(*hours_ago))).collect() }
 }
 
 /// Layer sizes by id: 0 is a 100-byte base every image shares; the others are small.
 const SIZES: [u64; 10] = [100, 1, 2, 3, 4, 10, 20, 30, 40, 50];
 
 struct World {
-    images: HashMap<String, PruneImage>,
+    images: HashMap<Arc<str>, PruneImage>,
     in_use: HashSet<String>,
     limits: HashMap<String, u64>,
-    streams: Vec<(String, String, Vec<NamedTagEventList>)>,
+    streams: Vec<(String, String, Vec<TagHistory>)>,
 }
 
 impl World {
@@ -61,13 +47,13 @@ fn removed_images(plan: &PrunePlan) -> Vec<&str> {
 /// Every keep rule once, with the plan worked out by hand.
 #[test]
 fn each_keep_rule_keeps_what_it_says_and_the_rest_goes() {
-    let mut images: HashMap<String, PruneImage> = HashMap::new();
+    let mut images: HashMap<Arc<str>, PruneImage> = HashMap::new();
     // The tag's history, newest first: i0 current, i1 and i2 within 3 revisions, i3 old,
     // i4 young (30 minutes), i5 old but in use, i6 old.
     for (name, hours, layer) in
         [("i0", 1.0, 1), ("i1", 2.0, 2), ("i2", 3.0, 3), ("i3", 4.0, 5), ("i4", 0.5, 4), ("i5", 6.0, 7), ("i6", 7.0, 8)]
     {
-        images.insert(name.to_string(), image(hours, &[0, layer]));
+        images.insert(name.into(), image(hours, &[0, layer]));
     }
     // Images no stream names: young, old, old in use, old but imported, a list that a tag
     // keeps and its children, an old list no tag keeps and its child.
@@ -123,7 +109,7 @@ fn each_keep_rule_keeps_what_it_says_and_the_rest_goes() {
 
 #[test]
 fn over_the_size_limit_goes_whatever_its_place_unless_in_use() {
-    let mut images: HashMap<String, PruneImage> = HashMap::new();
+    let mut images: HashMap<Arc<str>, PruneImage> = HashMap::new();
     images.insert("big".into(), image(1.0, &[0, 5])); // 110 bytes
     images.insert("big-running".into(), image(1.0, &[0, 6])); // 120 bytes
     images.insert("small".into(), image(1.0, &[1])); // 1 byte
@@ -148,7 +134,7 @@ fn over_the_size_limit_goes_whatever_its_place_unless_in_use() {
 
 #[test]
 fn a_namespace_prune_removes_only_images_its_own_history_named() {
-    let mut images: HashMap<String, PruneImage> = HashMap::new();
+    let mut images: HashMap<Arc<str>, PruneImage> = HashMap::new();
     for (name, layer) in [("a0", 1), ("a1", 2), ("shared", 3), ("stray", 5)] {
         images.insert(name.into(), image(10.0, &[0, layer]));
     }
@@ -177,7 +163,7 @@ fn a_namespace_prune_removes_only_images_its_own_history_named() {
 
 #[test]
 fn keep_younger_than_of_zero_and_no_revisions_keeps_only_current_images() {
-    let mut images: HashMap<String, PruneImage> = HashMap::new();
+    let mut images: HashMap<Arc<str>, PruneImage> = HashMap::new();
     images.insert("new".into(), image(0.0, &[1]));
     images.insert("prev".into(), image(0.0, &[2]));
     let world = World {
@@ -190,4 +176,35 @@ fn keep_younger_than_of_zero_and_no_revisions_keeps_only_current_images() {
     assert_eq!(removed_revisions(&plan), vec![("latest".to_string(), 1, "prev".to_string())]);
     assert_eq!(removed_images(&plan), vec!["prev"]);
     let _ = Duration::ZERO;
+}
+
+#[test]
+fn the_pruner_runs_when_its_schedule_says_and_keeps_its_history_limits() {
+    let after: Time = "2026-12-02T10:15:00Z".parse().unwrap();
+    assert_eq!(next_run("0 0 * * *", after).unwrap().to_string(), "2026-12-03T00:00:00Z");
+    assert_eq!(next_run("*/30 * * * *", after).unwrap().to_string(), "2026-12-02T10:30:00Z");
+    assert_eq!(next_run("*/20 * * * * *", after).unwrap().to_string(), "2026-12-02T10:15:20Z");
+    assert!(next_run("every day", after).unwrap_err().contains("is not a cron schedule"));
+    let mut pruner = ImagePruner { metadata: crate::ObjectMeta { name: "cluster".into(), ..Default::default() }, ..Default::default() };
+    assert!(pruner.validate().is_empty());
+    pruner.spec.successful_jobs_history_limit = 2;
+    pruner.spec.failed_jobs_history_limit = 1;
+    for (i, succeeded) in [true, false, true, false, true].into_iter().enumerate() {
+        let at = after.plus(Duration::from_secs(i as u64 * 60));
+        pruner.record(PrunerRun {
+            started: at,
+            finished: at,
+            succeeded,
+            removed_revisions: i as u64,
+            removed_images: 0,
+            freed_bytes: 0,
+            message: String::new(),
+        });
+    }
+    let kept: Vec<(u64, bool)> = pruner.status.runs.iter().map(|r| (r.removed_revisions, r.succeeded)).collect();
+    assert_eq!(kept, vec![(4, true), (3, false), (2, true)]);
+    pruner.metadata.name = "nightly".into();
+    pruner.spec.schedule = "61 * * * *".into();
+    let fields: Vec<String> = pruner.validate().into_iter().map(|e| e.field).collect();
+    assert_eq!(fields, vec!["metadata.name", "spec.schedule"]);
 }

@@ -14,6 +14,7 @@ use berth_model::lineage::{ImageClass, ImageClassGroup};
 use berth_model::meta::StatusDetails;
 use berth_model::notify::Subscription;
 use berth_model::policy::ImagePolicy;
+use berth_model::prune::ImagePruner;
 use berth_model::selector::{FieldSelector, LabelSelector};
 use berth_model::{BERTH_API_VERSION, IMAGE_API_VERSION};
 use serde::de::DeserializeOwned;
@@ -93,6 +94,12 @@ pub fn routes() -> Router<App> {
         // Lineage: what an image is built on, and what is built on it; image classes.
         .route(&format!("{BERTH}/lineage/{{relation}}"), get(lineage))
         .route(&format!("{BERTH}/imageimpact"), get(image_impact))
+        // Lifecycle: usage reports and pruning.
+        .route(&format!("{BERTH}/top/{{what}}"), get(top))
+        .route(&format!("{BERTH}/imageprunes"), post(create_prune))
+        .route(&format!("{BERTH}/storechecks"), post(create_store_check))
+        .route(&format!("{BERTH}/imagepruners"), get(list_pruners).post(create_pruner))
+        .route(&format!("{BERTH}/imagepruners/{{name}}"), get(get_pruner).put(update_pruner).delete(delete_pruner))
         .route(&format!("{BERTH}/imageclasses"), get(list_classes).post(create_class))
         .route(&format!("{BERTH}/imageclasses/{{name}}"), get(get_class).put(update_class).delete(delete_class))
         .route(&format!("{BERTH}/imageclasses/{{name}}/images"), get(class_images))
@@ -610,6 +617,71 @@ async fn image_impact(State(app): State<App>, Query(params): Query<LineageParams
     respond(&headers, StatusCode::OK, result)
 }
 
+#[derive(serde::Deserialize)]
+struct TopParams {
+    namespace: Option<String>,
+}
+
+/// `GET /apis/berth.dev/v1/top/images|imagestreams|namespaces[?namespace=NS]`: usage reports.
+async fn top(State(app): State<App>, Path(what): Path<String>, Query(params): Query<TopParams>, headers: HeaderMap) -> Response {
+    let namespace = params.namespace.filter(|ns| !ns.is_empty());
+    match what.as_str() {
+        "images" => {
+            respond(&headers, StatusCode::OK, call(&app, &headers, move |c, caller| c.top_images(caller, namespace.as_deref())).await)
+        }
+        "imagestreams" => {
+            respond(&headers, StatusCode::OK, call(&app, &headers, move |c, caller| c.top_imagestreams(caller, namespace.as_deref())).await)
+        }
+        "namespaces" => {
+            respond(&headers, StatusCode::OK, call(&app, &headers, move |c, caller| c.top_namespaces(caller, namespace.as_deref())).await)
+        }
+        _ => render_error(
+            Error::not_found("top", &what)
+                .with_message(format!("berth reports the top of images, imagestreams or namespaces, not {what:?}")),
+        ),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct DryRunParams {
+    #[serde(rename = "dryRun")]
+    dry_run: Option<String>,
+}
+
+/// `POST /apis/berth.dev/v1/imageprunes[?dryRun=All]`: a prune's plan, carried out unless
+/// a dry run; a confirmed cluster-wide prune then sweeps the blob store.
+async fn create_prune(State(app): State<App>, Query(params): Query<DryRunParams>, headers: HeaderMap, body: RawBody) -> Response {
+    let dry_run = match params.dry_run.as_deref() {
+        None | Some("") => false,
+        Some("All") => true,
+        Some(other) => {
+            return render_error(Error::bad_request(format!("dryRun={other:?} is not known: the only value is All (as in Kubernetes)")));
+        }
+    };
+    let prune: berth_model::prune::ImagePrune = match decode(&body, "ImagePrune", BERTH_API_VERSION) {
+        Ok(prune) => prune,
+        Err(err) => return render_error(err),
+    };
+    let caller = match call(&app, &headers, |_, caller| Ok(caller.clone())).await {
+        Ok(caller) => caller,
+        Err(err) => return render_error(err),
+    };
+    respond(&headers, StatusCode::CREATED, app.registry.prune(&caller, prune, dry_run).await)
+}
+
+/// `POST /apis/berth.dev/v1/storechecks`: `berth adm fsck`.
+async fn create_store_check(State(app): State<App>, headers: HeaderMap, body: RawBody) -> Response {
+    let check: berth_model::prune::StoreCheck = match decode(&body, "StoreCheck", BERTH_API_VERSION) {
+        Ok(check) => check,
+        Err(err) => return render_error(err),
+    };
+    let caller = match call(&app, &headers, |_, caller| Ok(caller.clone())).await {
+        Ok(caller) => caller,
+        Err(err) => return render_error(err),
+    };
+    respond(&headers, StatusCode::CREATED, app.registry.check_store(&caller, check).await)
+}
+
 async fn lineage(
     State(app): State<App>,
     Path(relation): Path<String>,
@@ -697,6 +769,34 @@ async fn delete_class_group(State(app): State<App>, Path(name): Path<String>, he
 }
 
 // Image policies.
+
+async fn list_pruners(State(app): State<App>, Query(params): Query<ListParams>, headers: HeaderMap) -> Response {
+    list_or_watch(app, headers, None, params, |c, caller, _, o| c.list_pruners(caller, o)).await
+}
+
+async fn create_pruner(State(app): State<App>, headers: HeaderMap, body: RawBody) -> Response {
+    with_body(app, headers, body, ImagePruner::KIND, BERTH_API_VERSION, StatusCode::CREATED, |c, caller, pruner| {
+        c.put_pruner(caller, None, pruner)
+    })
+    .await
+}
+
+async fn get_pruner(State(app): State<App>, Path(name): Path<String>, headers: HeaderMap) -> Response {
+    let result = call_inline(&app, &headers, |c, caller| c.get_pruner(caller, &name));
+    respond(&headers, StatusCode::OK, result)
+}
+
+async fn update_pruner(State(app): State<App>, Path(name): Path<String>, headers: HeaderMap, body: RawBody) -> Response {
+    with_body(app, headers, body, ImagePruner::KIND, BERTH_API_VERSION, StatusCode::OK, move |c, caller, pruner| {
+        c.put_pruner(caller, Some(&name), pruner)
+    })
+    .await
+}
+
+async fn delete_pruner(State(app): State<App>, Path(name): Path<String>, headers: HeaderMap) -> Response {
+    let result = call(&app, &headers, move |c, caller| c.delete_cluster_object::<ImagePruner>(caller, &name)).await;
+    respond(&headers, StatusCode::OK, result)
+}
 
 async fn list_policies(State(app): State<App>, Query(params): Query<ListParams>, headers: HeaderMap) -> Response {
     list_or_watch(app, headers, None, params, |c, caller, _, o| c.list_policies(caller, o)).await

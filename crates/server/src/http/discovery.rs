@@ -200,6 +200,16 @@ pub const RESOURCES: &[ApiResource] = &[
     ApiResource {
         group: "berth.dev",
         version: "v1",
+        name: "imagepruners",
+        kind: "ImagePruner",
+        namespaced: false,
+        verbs: &["create", "delete", "get", "list", "update", "watch"],
+        short_names: &[],
+        schema: Some(schema_of::<berth_model::prune::ImagePruner>),
+    },
+    ApiResource {
+        group: "berth.dev",
+        version: "v1",
         name: "scheduledimports",
         kind: "ScheduledImport",
         namespaced: true,

@@ -7,6 +7,7 @@ use berth_model::imagestream::ImageStream;
 use berth_model::lineage::{ImageClass, ImageClassGroup};
 use berth_model::notify::{Subscription, TagChange};
 use berth_model::policy::ImagePolicy;
+use berth_model::prune::ImagePruner;
 use berth_model::usage::ImageUsage;
 use berth_model::{BERTH_API_VERSION, IMAGE_API_VERSION, ObjectMeta};
 use berth_store::{ObjectKey, StoredObject};
@@ -116,5 +117,6 @@ resource!(Subscription, "subscriptions", "subscriptions.berth.dev", "Subscriptio
 resource!(ImageClass, "imageclasses", "imageclasses.berth.dev", "ImageClass", BERTH_API_VERSION, false);
 resource!(ImageClassGroup, "imageclassgroups", "imageclassgroups.berth.dev", "ImageClassGroup", BERTH_API_VERSION, false);
 resource!(ImagePolicy, "imagepolicies", "imagepolicies.berth.dev", "ImagePolicy", BERTH_API_VERSION, false);
+resource!(ImagePruner, "imagepruners", "imagepruners.berth.dev", "ImagePruner", BERTH_API_VERSION, false);
 resource!(ImageUsage, "imageusages", "imageusages.berth.dev", "ImageUsage", BERTH_API_VERSION, false);
 resource!(TagChange, "tagchanges", "tagchanges.berth.dev", "TagChange", BERTH_API_VERSION, true);

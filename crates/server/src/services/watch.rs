@@ -92,6 +92,16 @@ impl Watchable for berth_model::policy::ImagePolicy {
     }
 }
 
+impl Watchable for berth_model::prune::ImagePruner {
+    fn authorize(caller: &Caller, _namespace: Option<&str>) -> Result<()> {
+        caller.require(berth_model::access::Action::ReadCluster, "watch", Self::QUALIFIED)
+    }
+
+    fn view(_catalog: &Catalog, _caller: &Caller, object: Self) -> Result<Option<Self>> {
+        Ok(Some(object))
+    }
+}
+
 impl Watchable for berth_model::lineage::ImageClass {
     fn authorize(_caller: &Caller, _namespace: Option<&str>) -> Result<()> {
         Ok(())

@@ -206,6 +206,32 @@ impl BlobStore {
         }
     }
 
+    /// Marks a stored blob as just written when it was last written longer ago than
+    /// `older_than`, so that a sweep's grace window covers a client that found it present
+    /// (a HEAD before skipping an upload, a mount) and pushes its manifest later. Cheap
+    /// for blobs written recently: one look at the file's time. Returns whether it was
+    /// refreshed.
+    pub async fn refresh(&self, digest: &Digest, older_than: Duration) -> Result<bool> {
+        let _touch = self.guard.touch(digest).await;
+        let file = self.root.join(blob_path(digest).as_ref());
+        tokio::task::spawn_blocking(move || {
+            let now = std::time::SystemTime::now();
+            let modified = match std::fs::metadata(&file).and_then(|meta| meta.modified()) {
+                Ok(modified) => modified,
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+                Err(err) => return Err(err),
+            };
+            if now.duration_since(modified).unwrap_or_default() <= older_than {
+                return Ok(false);
+            }
+            std::fs::File::options().write(true).open(&file)?.set_modified(now)?;
+            Ok(true)
+        })
+        .await
+        .map_err(|err| BlobError::Storage(err.to_string()))?
+        .map_err(Into::into)
+    }
+
     /// Reads a stored blob, the whole of it or `range` (`start..end`, clamped to the
     /// blob). `None` when the blob is not stored.
     pub async fn read(&self, digest: &Digest, range: Option<std::ops::Range<u64>>) -> Result<Option<BlobRead>> {
