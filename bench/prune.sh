@@ -46,16 +46,17 @@ prune() {  # dryRun query ("?dryRun=All" or "") -> the answer's JSON in $work/pr
     -d '{"apiVersion":"berth.dev/v1","kind":"ImagePrune","spec":{"keepTagRevisions":3,"keepYoungerThan":"60m"}}' \
     "$url/apis/berth.dev/v1/imageprunes$1" >"$work/prune.json"
 }
-summary() {
-  python3 -c '
+cat >"$work/summary.py" <<'PY'
 import json, sys
 status = json.load(open(sys.argv[1]))["status"]
 plan = status["plan"]
-print(f"{len(plan[\"revisions\"])} revisions, {len(plan[\"images\"])} images, {plan[\"freedBytes\"] / 2**30:.1f} GiB of layers; server plan time {status[\"planSeconds\"]:.2f} s", end="")
+line = (f"{len(plan['revisions'])} revisions, {len(plan['images'])} images, "
+        f"{plan['freedBytes'] / 2**30:.1f} GiB of layers; server plan time {status['planSeconds']:.2f} s")
 if not status["dryRun"]:
-    print(f"; removed {status[\"removedRevisions\"]} revisions, {status[\"removedImages\"]} images", end="")
-print()' "$work/prune.json"
-}
+    line += f"; removed {status['removedRevisions']} revisions, {status['removedImages']} images"
+print(line)
+PY
+summary() { python3 "$work/summary.py" "$work/prune.json"; }
 
 echo
 echo "prune plans (dry run, keep 3 revisions, keep-younger-than 60m):"

@@ -15,7 +15,7 @@ use berth_model::access::Action;
 use berth_model::image::Image;
 use berth_model::imagestream::ImageStream;
 use berth_model::prune::{
-    ImagePrune, ImagePruneStatus, ImagePruner, PRUNER_NAME, PruneFacts, PruneOptions, PrunePlan, PrunedRevision, PrunerRun, StreamHistory,
+    ImagePrune, ImagePruneStatus, ImagePruner, PRUNER_NAME, PruneFacts, PruneOptions, PrunePlan, PrunerRun, StreamHistory,
 };
 use berth_model::usage::{ImageStreamTop, ImageTop, ImageUsage, NamespaceTop, TopList};
 use berth_model::{BERTH_API_VERSION, Digest, FieldError, Time};
@@ -34,6 +34,8 @@ pub enum PrunerDue {
 
 /// Images deleted per transaction.
 const IMAGE_BATCH: usize = 500;
+/// Streams whose history is pruned per transaction.
+const STREAM_BATCH: usize = 50;
 
 impl Catalog {
     /// The storage index, brought up to the store's current revision.
@@ -230,36 +232,44 @@ impl Catalog {
     /// Removes the plan's revisions, one transaction per stream: only entries still in
     /// the history, and never a tag's current image (a tag may have moved since).
     fn remove_revisions(&self, caller: &Caller, plan: &PrunePlan) -> Result<u64> {
-        let mut by_stream: BTreeMap<(&str, &str), Vec<&PrunedRevision>> = BTreeMap::new();
-        for revision in &plan.revisions {
-            by_stream.entry((&revision.namespace, &revision.stream)).or_default().push(revision);
+        type Entries = Vec<(String, String, Time)>;
+        let mut by_stream: BTreeMap<(&str, &str), Entries> = BTreeMap::new();
+        for r in &plan.revisions {
+            by_stream.entry((&r.namespace, &r.stream)).or_default().push((r.tag.clone(), r.image.clone(), r.created));
         }
+        let streams: Vec<((String, String), Entries)> =
+            by_stream.into_iter().map(|((ns, name), e)| ((ns.to_string(), name.to_string()), e)).collect();
         let mut removed = 0;
         let cause = caller.cause("prune");
-        for ((namespace, name), entries) in by_stream {
-            let entries: Vec<(String, String, Time)> = entries.into_iter().map(|r| (r.tag.clone(), r.image.clone(), r.created)).collect();
-            let (namespace, name, cause) = (namespace.to_string(), name.to_string(), cause.clone());
+        // Several streams per transaction: fewer commits, each still short for the writes
+        // that wait behind it.
+        for batch in streams.chunks(STREAM_BATCH) {
+            let (batch, cause) = (batch.to_vec(), cause.clone());
             removed += transact(&**self.store(), move |txn| {
-                let Some(stored) = txn.get(&ImageStream::key(&namespace, &name))? else { return Ok::<_, Error>(0) };
-                let mut stream = ImageStream::decode(&stored)?;
                 let mut count = 0;
-                for list in &mut stream.status.tags {
-                    let before = list.items.len();
-                    let mut position = 0;
-                    list.items.retain(|event| {
-                        let goes = position > 0
-                            && entries
-                                .iter()
-                                .any(|(tag, image, created)| *tag == list.tag && *image == event.image && *created == event.created);
-                        position += 1;
-                        !goes
-                    });
-                    count += (before - list.items.len()) as u64;
+                for ((namespace, name), entries) in &batch {
+                    let Some(stored) = txn.get(&ImageStream::key(namespace, name))? else { continue };
+                    let mut stream = ImageStream::decode(&stored)?;
+                    let mut removed_here = 0;
+                    for list in &mut stream.status.tags {
+                        let before = list.items.len();
+                        let mut position = 0;
+                        list.items.retain(|event| {
+                            let goes = position > 0
+                                && entries
+                                    .iter()
+                                    .any(|(tag, image, created)| *tag == list.tag && *image == event.image && *created == event.created);
+                            position += 1;
+                            !goes
+                        });
+                        removed_here += (before - list.items.len()) as u64;
+                    }
+                    if removed_here > 0 {
+                        crate::services::streams::put_stream(txn, &mut stream, Precondition::Revision(stored.revision), &cause)?;
+                        count += removed_here;
+                    }
                 }
-                if count > 0 {
-                    crate::services::streams::put_stream(txn, &mut stream, Precondition::Revision(stored.revision), &cause)?;
-                }
-                Ok(count)
+                Ok::<_, Error>(count)
             })?;
         }
         Ok(removed)
