@@ -21,6 +21,8 @@ pub mod meta;
 pub mod names;
 pub mod notify;
 pub mod policy;
+pub mod quantity;
+pub mod quota;
 pub mod reference;
 pub mod selector;
 pub mod tags;
