@@ -14,6 +14,7 @@ pub mod import;
 pub mod lineage;
 pub mod namespaces;
 pub mod policy;
+pub mod quotas;
 pub mod registry;
 pub mod resource;
 pub mod streams;
