@@ -93,7 +93,7 @@ pub fn item_name(kind: &Kind, item: &Value) -> String {
 }
 
 /// Lays rows out as kubectl does: no borders, columns two spaces apart.
-fn render(rows: &[Vec<String>]) -> Vec<String> {
+pub fn render(rows: &[Vec<String>]) -> Vec<String> {
     let mut grid = Grid::new();
     grid.load_style(presets::NOTHING);
     grid.add_rows(rows.iter().cloned());
