@@ -22,6 +22,8 @@ pub mod names;
 pub mod notify;
 pub mod policy;
 pub mod prune;
+pub mod quantity;
+pub mod quota;
 pub mod reference;
 pub mod selector;
 pub mod tags;

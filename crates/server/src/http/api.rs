@@ -1,5 +1,5 @@
 //! Routes and handlers of the image API (`/apis/image.openshift.io/v1`), the core API
-//! (`/api/v1`: namespaces, secrets) and berth's own API (`/apis/berth.dev/v1`: tokens).
+//! (`/api/v1`: namespaces, secrets, resource quotas, limit ranges) and berth's own API (`/apis/berth.dev/v1`: tokens).
 
 use axum::Router;
 use axum::extract::{Path, Query, State};
@@ -15,6 +15,7 @@ use berth_model::meta::StatusDetails;
 use berth_model::notify::Subscription;
 use berth_model::policy::ImagePolicy;
 use berth_model::prune::ImagePruner;
+use berth_model::quota::{LimitRange, ResourceQuota};
 use berth_model::selector::{FieldSelector, LabelSelector};
 use berth_model::{BERTH_API_VERSION, IMAGE_API_VERSION};
 use serde::de::DeserializeOwned;
@@ -79,6 +80,19 @@ pub fn routes() -> Router<App> {
         .route(
             &format!("{CORE}/namespaces/{{ns}}/secrets/{{name}}"),
             get(get_secret).put(update_secret).patch(patch_secret).delete(delete_secret),
+        )
+        // Quotas: cluster admins write them, readers of the namespace read them.
+        .route(&format!("{CORE}/resourcequotas"), get(list_resource_quotas))
+        .route(&format!("{CORE}/namespaces/{{ns}}/resourcequotas"), get(list_resource_quotas).post(create_resource_quota))
+        .route(
+            &format!("{CORE}/namespaces/{{ns}}/resourcequotas/{{name}}"),
+            get(get_resource_quota).put(update_resource_quota).patch(patch_resource_quota).delete(delete_resource_quota),
+        )
+        .route(&format!("{CORE}/limitranges"), get(list_limit_ranges))
+        .route(&format!("{CORE}/namespaces/{{ns}}/limitranges"), get(list_limit_ranges).post(create_limit_range))
+        .route(
+            &format!("{CORE}/namespaces/{{ns}}/limitranges/{{name}}"),
+            get(get_limit_range).put(update_limit_range).patch(patch_limit_range).delete(delete_limit_range),
         )
         // Subscriptions.
         .route(&format!("{BERTH}/subscriptions"), get(list_subscriptions))
@@ -531,6 +545,118 @@ async fn patch_secret(State(app): State<App>, Path((ns, name)): Path<(String, St
 
 async fn delete_secret(State(app): State<App>, Path((ns, name)): Path<(String, String)>, headers: HeaderMap) -> Response {
     let result = call(&app, &headers, move |c, caller| c.delete_secret(caller, &ns, &name)).await;
+    respond(&headers, StatusCode::OK, result)
+}
+
+// Resource quotas.
+
+async fn list_resource_quotas(
+    State(app): State<App>,
+    ns: Option<Path<String>>,
+    Query(params): Query<ListParams>,
+    headers: HeaderMap,
+) -> Response {
+    list_or_watch(app, headers, ns.map(|Path(ns)| ns), params, |c, caller, ns, o| c.list_resource_quotas(caller, ns, o)).await
+}
+
+async fn create_resource_quota(State(app): State<App>, Path(ns): Path<String>, headers: HeaderMap, body: RawBody) -> Response {
+    with_body(app, headers, body, ResourceQuota::KIND, "v1", StatusCode::CREATED, move |c, caller, q| {
+        c.put_resource_quota(caller, &ns, None, q)
+    })
+    .await
+}
+
+async fn get_resource_quota(State(app): State<App>, Path((ns, name)): Path<(String, String)>, headers: HeaderMap) -> Response {
+    let result = call_inline(&app, &headers, |c, caller| c.get_resource_quota(caller, &ns, &name));
+    respond(&headers, StatusCode::OK, result)
+}
+
+async fn update_resource_quota(
+    State(app): State<App>,
+    Path((ns, name)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: RawBody,
+) -> Response {
+    with_body(app, headers, body, ResourceQuota::KIND, "v1", StatusCode::OK, move |c, caller, q| {
+        c.put_resource_quota(caller, &ns, Some(&name), q)
+    })
+    .await
+}
+
+async fn patch_resource_quota(
+    State(app): State<App>,
+    Path((ns, name)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: RawBody,
+) -> Response {
+    let (ns2, name2) = (ns.clone(), name.clone());
+    patch_object(
+        app,
+        headers,
+        body,
+        move |c, caller| c.get_resource_quota(caller, &ns, &name),
+        move |c, caller, q| c.put_resource_quota(caller, &ns2, Some(&name2), q),
+    )
+    .await
+}
+
+async fn delete_resource_quota(State(app): State<App>, Path((ns, name)): Path<(String, String)>, headers: HeaderMap) -> Response {
+    let result = call(&app, &headers, move |c, caller| c.delete_resource_quota(caller, &ns, &name)).await;
+    respond(&headers, StatusCode::OK, result)
+}
+
+// Limit ranges.
+
+async fn list_limit_ranges(
+    State(app): State<App>,
+    ns: Option<Path<String>>,
+    Query(params): Query<ListParams>,
+    headers: HeaderMap,
+) -> Response {
+    list_or_watch(app, headers, ns.map(|Path(ns)| ns), params, |c, caller, ns, o| c.list_limit_ranges(caller, ns, o)).await
+}
+
+async fn create_limit_range(State(app): State<App>, Path(ns): Path<String>, headers: HeaderMap, body: RawBody) -> Response {
+    with_body(app, headers, body, LimitRange::KIND, "v1", StatusCode::CREATED, move |c, caller, r| c.put_limit_range(caller, &ns, None, r))
+        .await
+}
+
+async fn get_limit_range(State(app): State<App>, Path((ns, name)): Path<(String, String)>, headers: HeaderMap) -> Response {
+    let result = call_inline(&app, &headers, |c, caller| c.get_limit_range(caller, &ns, &name));
+    respond(&headers, StatusCode::OK, result)
+}
+
+async fn update_limit_range(
+    State(app): State<App>,
+    Path((ns, name)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: RawBody,
+) -> Response {
+    with_body(app, headers, body, LimitRange::KIND, "v1", StatusCode::OK, move |c, caller, r| {
+        c.put_limit_range(caller, &ns, Some(&name), r)
+    })
+    .await
+}
+
+async fn patch_limit_range(
+    State(app): State<App>,
+    Path((ns, name)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: RawBody,
+) -> Response {
+    let (ns2, name2) = (ns.clone(), name.clone());
+    patch_object(
+        app,
+        headers,
+        body,
+        move |c, caller| c.get_limit_range(caller, &ns, &name),
+        move |c, caller, r| c.put_limit_range(caller, &ns2, Some(&name2), r),
+    )
+    .await
+}
+
+async fn delete_limit_range(State(app): State<App>, Path((ns, name)): Path<(String, String)>, headers: HeaderMap) -> Response {
+    let result = call(&app, &headers, move |c, caller| c.delete_limit_range(caller, &ns, &name)).await;
     respond(&headers, StatusCode::OK, result)
 }
 

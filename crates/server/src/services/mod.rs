@@ -15,6 +15,7 @@ pub mod lineage;
 pub mod namespaces;
 pub mod policy;
 pub mod prune;
+pub mod quotas;
 pub mod registry;
 pub mod resource;
 pub mod storage;

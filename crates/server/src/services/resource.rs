@@ -8,6 +8,7 @@ use berth_model::lineage::{ImageClass, ImageClassGroup};
 use berth_model::notify::{Subscription, TagChange};
 use berth_model::policy::ImagePolicy;
 use berth_model::prune::ImagePruner;
+use berth_model::quota::{LimitRange, ResourceQuota};
 use berth_model::usage::ImageUsage;
 use berth_model::{BERTH_API_VERSION, IMAGE_API_VERSION, ObjectMeta};
 use berth_store::{ObjectKey, StoredObject};
@@ -112,6 +113,8 @@ resource!(
 resource!(Image, "images", "images.image.openshift.io", "Image", IMAGE_API_VERSION, false);
 resource!(Namespace, "namespaces", "namespaces", "Namespace", "v1", false);
 resource!(Secret, "secrets", "secrets", "Secret", "v1", true);
+resource!(ResourceQuota, "resourcequotas", "resourcequotas", "ResourceQuota", "v1", true);
+resource!(LimitRange, "limitranges", "limitranges", "LimitRange", "v1", true);
 resource!(Token, "tokens", "tokens.berth.dev", "Token", BERTH_API_VERSION, false);
 resource!(Subscription, "subscriptions", "subscriptions.berth.dev", "Subscription", BERTH_API_VERSION, true);
 resource!(ImageClass, "imageclasses", "imageclasses.berth.dev", "ImageClass", BERTH_API_VERSION, false);
