@@ -958,6 +958,8 @@ fn adm_top_prune_and_fsck_report_what_the_store_holds() {
     let json = berth.json(&["adm", "fsck", "-o", "json"]);
     assert_eq!(json["kind"], "StoreCheck");
     assert_eq!(json["status"]["images"], 1);
+}
+
 const QUOTAS: &str = "apiVersion: v1
 kind: ResourceQuota
 metadata:
@@ -996,7 +998,7 @@ fn quotas_are_applied_listed_described_and_deleted() {
     let header: Vec<&str> = lines[0].split("  ").map(str::trim).filter(|c| !c.is_empty()).collect();
     assert_eq!(header, ["NAME", "USED/HARD", "AGE"], "{table}");
     assert!(
-        lines[1].starts_with("images") && lines[1].contains("berth.dev/image-storage: -/10Gi, openshift.io/imagestreams: 1/10, pods: -/4"),
+        lines[1].starts_with("images") && lines[1].contains("berth.dev/image-storage: 0/10Gi, openshift.io/imagestreams: 1/10, pods: -/4"),
         "{table}"
     );
     let ranges = berth.ok(&["get", "limits", "-A"]);

@@ -111,5 +111,17 @@ pub fn format_bytes(bytes: u64) -> String {
     bytes.to_string()
 }
 
+/// Bytes exactly, for messages that compare amounts: in the largest binary unit that
+/// divides them (`4Ki`, `10Gi`), else the number of bytes (`8448`), which quota values
+/// are often written as.
+pub fn exact_bytes(bytes: u64) -> String {
+    for (suffix, shift) in BINARY_UNITS {
+        if bytes >= 1 << shift && bytes.is_multiple_of(1 << shift) {
+            return format!("{}{suffix}", bytes >> shift);
+        }
+    }
+    bytes.to_string()
+}
+
 #[cfg(test)]
 mod tests;

@@ -13,8 +13,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::imagestream::ImageStream;
 use crate::names::check_dns_label;
-use crate::quantity::parse_quantity;
+use crate::quantity::{exact_bytes, parse_quantity};
 use crate::{FieldError, ObjectMeta};
 
 /// ResourceQuota `hard` key: how many image streams a namespace may hold.
@@ -270,6 +271,104 @@ impl ImageLimits {
     pub fn is_empty(&self) -> bool {
         *self == ImageLimits::default()
     }
+
+    /// Refuses a stream write that brings one stream's distinct spec references or
+    /// distinct images over their LimitRange, or that adds an image larger than the
+    /// per-image limit (`new_images`: the images the write adds, with their bytes). As
+    /// OpenShift does, a count is refused only when it grows: a stream already over a
+    /// limit lowered later still takes writes that do not add to it.
+    pub fn check_stream(&self, old: Option<&ImageStream>, new: &ImageStream, new_images: &[(String, u64)]) -> Result<(), String> {
+        let place = format!("image stream {}/{}", new.metadata.namespace, new.metadata.name);
+        let counts = [
+            (
+                &self.tags_per_stream,
+                spec_references(new),
+                old.map_or(0, spec_references),
+                IMAGE_TAGS,
+                "distinct image references in its spec",
+            ),
+            (&self.images_per_stream, status_images(new), old.map_or(0, status_images), IMAGES, "distinct images in its tag history"),
+        ];
+        for (limit, after, before, key, what) in counts {
+            if let Some(limit) = limit
+                && after > before
+                && after as u64 > limit.value
+            {
+                return Err(format!(
+                    "{place} would have {after} {what}, over the limit of {} ({}, {key}) by {}: remove tags or prune the stream's history \
+                     (berth adm prune images -n {}), or ask a cluster admin to raise the limit",
+                    limit.value,
+                    limit.source,
+                    after as u64 - limit.value,
+                    new.metadata.namespace
+                ));
+            }
+        }
+        if let Some(limit) = &self.image_storage
+            && let Some((image, bytes)) = new_images.iter().find(|(_, bytes)| *bytes > limit.value)
+        {
+            return Err(format!(
+                "image {image} has {} of layers, over the limit of {} per image ({}, {LIMIT_TYPE_IMAGE} {STORAGE}) by {}: build a smaller image, \
+                 or ask a cluster admin to raise the limit",
+                exact_bytes(*bytes),
+                exact_bytes(limit.value),
+                limit.source,
+                exact_bytes(bytes - limit.value)
+            ));
+        }
+        Ok(())
+    }
+
+    /// Refuses creating a namespace's `count`th image stream over its quota.
+    pub fn check_streams(&self, namespace: &str, stream: &str, count: u64) -> Result<(), String> {
+        match &self.imagestreams {
+            Some(limit) if count > limit.value => Err(format!(
+                "creating image stream {namespace}/{stream} would make {count} image streams in namespace {namespace}, over its quota of {} \
+                 ({}, {IMAGESTREAMS}) by {}: delete a stream no longer needed (berth delete is NAME -n {namespace}), or ask a cluster \
+                 admin to raise the quota",
+                limit.value,
+                limit.source,
+                count - limit.value
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Refuses `added` bytes of new layers to a namespace that holds `used` bytes when the
+    /// sum is over its storage quota.
+    pub fn check_storage(&self, namespace: &str, what: &str, used: u64, added: u64) -> Result<(), String> {
+        match &self.storage {
+            Some(limit) if added > 0 && used + added > limit.value => Err(format!(
+                "{what} would bring namespace {namespace}'s image storage to {} (it holds {}, this adds {} of layers it does not hold yet), \
+                 over its quota of {} ({}, {IMAGE_STORAGE}) by {}: `berth adm prune images -n {namespace}` shows what a prune would \
+                 free (a dry run), or ask a cluster admin to raise the quota",
+                exact_bytes(used + added),
+                exact_bytes(used),
+                exact_bytes(added),
+                exact_bytes(limit.value),
+                limit.source,
+                exact_bytes(used + added - limit.value)
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Distinct image references a stream's spec tags name (`openshift.io/image-tags`).
+pub fn spec_references(stream: &ImageStream) -> usize {
+    let refs: std::collections::BTreeSet<(&str, &str, &str)> = stream
+        .spec
+        .tags
+        .iter()
+        .filter_map(|t| t.from.as_ref())
+        .map(|from| (from.kind.as_str(), from.namespace.as_str(), from.name.as_str()))
+        .collect();
+    refs.len()
+}
+
+/// Distinct images in a stream's tag history (`openshift.io/images`).
+pub fn status_images(stream: &ImageStream) -> usize {
+    stream.referenced_images().len()
 }
 
 /// Replaces `limit` with `value` when `value` is a quantity lower than it (or it is unset).

@@ -291,7 +291,7 @@ async fn kubectl_creates_applies_gets_describes_and_deletes_quotas() {
     let table = kubectl.ok(&["get", "quota"]);
     let header: Vec<&str> = table.lines().next().unwrap().split("  ").filter(|c| !c.is_empty()).map(str::trim).collect();
     assert_eq!(header, ["NAME", "USED/HARD", "AGE"], "{table}");
-    assert!(table.contains("berth.dev/image-storage: -/10Gi, openshift.io/imagestreams: 1/10"), "{table}");
+    assert!(table.contains("berth.dev/image-storage: 0/10Gi, openshift.io/imagestreams: 1/10"), "{table}");
     let described = kubectl.ok(&["describe", "quota", "images"]);
     assert!(described.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["openshift.io/imagestreams", "1", "10"]), "{described}");
 

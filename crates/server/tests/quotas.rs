@@ -5,7 +5,8 @@
 
 mod common;
 
-use common::TestApp;
+use berth_testkit::{Auth, DistributionRegistry, Format, RegistryClient, TestImage};
+use common::{IMAGE_API, TestApp, blocking};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -139,7 +140,7 @@ async fn status_shows_the_image_streams_the_namespace_holds_and_keeps_unenforced
     body["status"] = json!({"used": {"openshift.io/imagestreams": "999"}});
     let (status, created) = app.post(QUOTAS, body).await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
-    assert_eq!(created["status"]["used"], json!({"openshift.io/imagestreams": "0"}));
+    assert_eq!(created["status"]["used"], json!({"openshift.io/imagestreams": "0", "berth.dev/image-storage": "0"}));
     assert_eq!(created["spec"]["hard"]["pods"], "4", "a key berth does not enforce is kept");
 
     for name in ["one", "two", "three"] {
@@ -148,7 +149,7 @@ async fn status_shows_the_image_streams_the_namespace_holds_and_keeps_unenforced
     app.create_stream("other", "elsewhere").await;
     let (_, read) = app.get(&format!("{QUOTAS}/images")).await;
     assert_eq!(read["status"]["hard"], hard);
-    assert_eq!(read["status"]["used"], json!({"openshift.io/imagestreams": "3"}));
+    assert_eq!(read["status"]["used"], json!({"openshift.io/imagestreams": "3", "berth.dev/image-storage": "0"}));
     let (_, list) = app.get("/api/v1/resourcequotas").await;
     assert_eq!(list["items"][0]["status"]["used"]["openshift.io/imagestreams"], "3");
 
@@ -163,7 +164,7 @@ async fn status_shows_the_image_streams_the_namespace_holds_and_keeps_unenforced
         .unwrap();
     let table: Value = response.json().await.unwrap();
     assert_eq!(table["columnDefinitions"][1]["name"], "Used/hard", "{table}");
-    assert_eq!(table["rows"][0]["cells"][1], "berth.dev/image-storage: -/10Gi, openshift.io/imagestreams: 3/10, pods: -/4", "{table}");
+    assert_eq!(table["rows"][0]["cells"][1], "berth.dev/image-storage: 0/10Gi, openshift.io/imagestreams: 3/10, pods: -/4", "{table}");
 
     // Deleting the namespace deletes its quotas.
     assert_eq!(app.delete("/api/v1/namespaces/team").await.0, StatusCode::OK);
@@ -186,5 +187,140 @@ async fn discovery_names_the_kinds_with_their_short_names() {
     let (status, openapi) = app.get("/openapi/v3/api/v1").await;
     assert_eq!(status, StatusCode::OK);
     assert!(openapi.to_string().contains("/api/v1/namespaces/{namespace}/resourcequotas"), "the OpenAPI document has the paths");
+    app.stop().await;
+}
+
+/// A registry client for berth (made on a blocking thread: it has a runtime of its own).
+fn registry_client(app: &TestApp) -> RegistryClient {
+    RegistryClient::new(app.base.trim_start_matches("http://"), Some(("me", &app.admin))).unwrap()
+}
+
+/// Pushes `image` to `repository:tag` in berth; the registry's error message when refused.
+async fn push(app: &TestApp, repository: &str, tag: &str, image: &TestImage) -> Result<(), String> {
+    let (base, admin, repository, tag, image) =
+        (app.base.clone(), app.admin.clone(), repository.to_string(), tag.to_string(), image.clone());
+    blocking(move || {
+        let client = RegistryClient::new(base.trim_start_matches("http://"), Some(("me", &admin))).unwrap();
+        client.push(&repository, Some(&tag), &image).map(|_| ()).map_err(|err| format!("{err:#}"))
+    })
+}
+
+/// A base of two 4,096-byte layers; images on it add one 128-byte layer each.
+fn base() -> TestImage {
+    TestImage::new(Format::Oci, 1, 2, 4096, "amd64")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storage_quota_refuses_a_push_over_it_names_the_overage_and_takes_it_after_a_prune() {
+    let app = TestApp::start().await;
+    app.namespace(NS).await;
+    let _ = registry_client;
+    // Room for the base and two images on it: 8,192 + 2 x 128 bytes.
+    let (status, body) = app.post(QUOTAS, quota("images", json!({"berth.dev/image-storage": "8448"}))).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let base = base();
+    let images: Vec<TestImage> = (0..3).map(|seed| base.built_on(10 + seed, 1)).collect();
+    push(&app, "team/app", "latest", &images[0]).await.unwrap();
+    push(&app, "team/app", "latest", &images[1]).await.unwrap();
+    // Exactly at the limit. Another tag on an image the namespace holds adds nothing.
+    push(&app, "team/other", "same", &images[1]).await.unwrap();
+    let refused = push(&app, "team/app", "latest", &images[2]).await.unwrap_err();
+    for words in [
+        "DENIED",
+        "would bring namespace team's image storage to 8576 (it holds 8448, this adds 128 of layers it does not hold yet)",
+        "over its quota of 8448 (ResourceQuota team/images, berth.dev/image-storage) by 128",
+        "berth adm prune images -n team",
+    ] {
+        assert!(refused.contains(words), "{words:?} missing from: {refused}");
+    }
+    // Nothing of the refused push is in the catalog.
+    let stream = app.stream(NS, "app").await;
+    assert_eq!(stream["status"]["tags"][0]["items"].as_array().unwrap().len(), 2);
+    let (_, quota_read) = app.get(&format!("{QUOTAS}/images")).await;
+    assert_eq!(quota_read["status"]["used"]["berth.dev/image-storage"], "8.3Ki");
+
+    // A prune of the namespace's old revision makes room.
+    let prune = json!({"apiVersion": "berth.dev/v1", "kind": "ImagePrune", "spec": {"namespace": NS, "keepTagRevisions": 1, "keepYoungerThan": "0s"}});
+    let (status, pruned) = app.post("/apis/berth.dev/v1/imageprunes", prune).await;
+    assert_eq!(status, StatusCode::CREATED, "{pruned}");
+    assert_eq!(pruned["status"]["removedRevisions"], 1, "{pruned}");
+    push(&app, "team/app", "latest", &images[2]).await.unwrap();
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_counts_and_per_stream_and_per_image_limits_refuse_what_goes_over_them() {
+    let app = TestApp::start().await;
+    app.namespace(NS).await;
+    let (status, body) = app.post(QUOTAS, quota("streams", json!({"openshift.io/imagestreams": "2"}))).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let range = json!({"apiVersion": "v1", "kind": "LimitRange", "metadata": {"name": "limits"}, "spec": {"limits": [
+        {"type": "openshift.io/ImageStream", "max": {"openshift.io/images": "2"}},
+        {"type": "openshift.io/Image", "max": {"storage": "8300"}},
+    ]}});
+    let (status, body) = app.post(RANGES, range).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+
+    app.create_stream(NS, "one").await;
+    app.create_stream(NS, "two").await;
+    let third = json!({"apiVersion": "image.openshift.io/v1", "kind": "ImageStream", "metadata": {"name": "three"}});
+    let (status, refused) = app.post(&format!("{IMAGE_API}/namespaces/{NS}/imagestreams"), third).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{refused}");
+    assert!(
+        message(&refused).contains(
+            "would make 3 image streams in namespace team, over its quota of 2 (ResourceQuota team/streams, openshift.io/imagestreams) by 1"
+        ),
+        "{refused}"
+    );
+
+    // Small images: three seeds of one 64-byte layer each.
+    let small: Vec<TestImage> = (0..3).map(|seed| TestImage::new(Format::Oci, 20 + seed, 1, 64, "amd64")).collect();
+    push(&app, "team/one", "a", &small[0]).await.unwrap();
+    push(&app, "team/one", "b", &small[1]).await.unwrap();
+    let refused = push(&app, "team/one", "c", &small[2]).await.unwrap_err();
+    assert!(refused.contains("image stream team/one would have 3 distinct images in its tag history, over the limit of 2 (LimitRange team/limits, openshift.io/images) by 1"), "{refused}");
+    // The same images again on another tag add no distinct image.
+    push(&app, "team/one", "a-again", &small[0]).await.unwrap();
+
+    // An image over the per-image limit: 8,192 + 128 bytes.
+    let big = base().built_on(30, 1);
+    let refused = push(&app, "team/two", "big", &big).await.unwrap_err();
+    assert!(refused.contains(&format!("image {} has 8320 of layers, over the limit of 8300 per image", big.digest())), "{refused}");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_over_the_quota_records_the_failure_on_its_tag_and_imports_the_rest() {
+    let app = TestApp::start().await;
+    app.namespace(NS).await;
+    let upstream = blocking(|| DistributionRegistry::start(Auth::Open).unwrap());
+    let (small, large) = (TestImage::new(Format::Oci, 40, 1, 512, "amd64"), TestImage::new(Format::Oci, 41, 1, 8192, "amd64"));
+    let (s, l) = (small.clone(), large.clone());
+    blocking(|| {
+        upstream.push("lib/small", Some("1"), &s).unwrap();
+        upstream.push("lib/large", Some("1"), &l).unwrap();
+    });
+    let (status, body) = app.post(QUOTAS, quota("images", json!({"berth.dev/image-storage": "4Ki"}))).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let import = json!({"apiVersion": "image.openshift.io/v1", "kind": "ImageStreamImport", "metadata": {"name": "deps"},
+    "spec": {"import": true, "images": [
+        {"from": {"kind": "DockerImage", "name": upstream.pull_spec("lib/small", "1")}, "to": {"name": "small"}},
+        {"from": {"kind": "DockerImage", "name": upstream.pull_spec("lib/large", "1")}, "to": {"name": "large"}},
+    ]}});
+    let (status, answer) = app.post(&format!("{IMAGE_API}/namespaces/{NS}/imagestreamimports"), import).await;
+    assert!(status.is_success(), "{answer}");
+    let stream = app.stream(NS, "deps").await;
+    let tag = |name: &str| stream["status"]["tags"].as_array().unwrap().iter().find(|t| t["tag"] == name).cloned().unwrap();
+    assert_eq!(tag("small")["items"][0]["image"], small.digest(), "{stream}");
+    let large_tag = tag("large");
+    assert!(large_tag["items"].as_array().is_none_or(|items| items.is_empty()), "{stream}");
+    let condition = &large_tag["conditions"][0];
+    assert_eq!(
+        (condition["type"].as_str(), condition["status"].as_str(), condition["reason"].as_str()),
+        (Some("ImportSuccess"), Some("False"), Some("QuotaExceeded")),
+        "{stream}"
+    );
+    assert!(condition["message"].as_str().unwrap().contains("over its quota of 4Ki"), "{stream}");
+    drop(upstream);
     app.stop().await;
 }

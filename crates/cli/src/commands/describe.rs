@@ -89,6 +89,19 @@ fn describe_namespace(client: &Client, name: &str) -> anyhow::Result<String> {
     out.field("Images", &count("images").to_string());
     out.field("Layers", &count("layers").to_string());
     out.field("Storage", &format!("{} (distinct layers)", crate::commands::lifecycle::human_bytes(count("storage"))));
+    // The quotas on it, as `used/hard` per resource (a reader of the namespace may read them).
+    if let Ok(quotas) = client.get(&kinds::RESOURCE_QUOTA.collection(Some(name)), &[]) {
+        for quota in array(&quotas, "/items") {
+            let hard = quota["status"]["hard"].as_object().cloned().unwrap_or_default();
+            let lines: Vec<String> = hard
+                .iter()
+                .map(|(key, limit)| {
+                    format!("{key}: {}/{}", quota["status"]["used"][key].as_str().unwrap_or("-"), limit.as_str().unwrap_or(""))
+                })
+                .collect();
+            out.field(&format!("Quota {}", text(quota, "/metadata/name")), &lines.join("\n"));
+        }
+    }
     Ok(out.0)
 }
 

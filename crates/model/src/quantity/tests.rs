@@ -116,3 +116,12 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn exact_bytes_names_a_unit_only_when_it_divides() {
+    assert_eq!(exact_bytes(4096), "4Ki");
+    assert_eq!(exact_bytes(10 << 30), "10Gi");
+    assert_eq!(exact_bytes(8448), "8448");
+    assert_eq!(exact_bytes(0), "0");
+    assert_eq!(parse_quantity(&exact_bytes(3 << 20)).unwrap(), 3 << 20);
+}

@@ -113,11 +113,12 @@ impl Catalog {
         let (namespace, stream) = (namespace.to_string(), stream.to_string());
         let cause = caller.cause("push");
         let (caller, creation) = (caller.clone(), self.config().streams.implicit_create);
+        let gate = self.quota_gate();
         transact(&**self.store(), move |txn| {
             crate::services::ensure_namespace(txn, &namespace)?;
             if crate::services::streams::read_stream(txn, &namespace, &stream)?.is_none() {
                 let mut created = crate::services::streams::implicit_stream(&caller, creation, &namespace, &stream, "pushing to it", now)?;
-                crate::services::streams::put_stream(txn, &mut created, Precondition::Absent, &cause)?;
+                crate::services::streams::put_stream(txn, &gate, &mut created, Precondition::Absent, &cause)?;
             }
             if txn.get(&key)?.is_none() {
                 txn.put(&key, &body, &[], Precondition::Absent)?;

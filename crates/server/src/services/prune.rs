@@ -245,6 +245,7 @@ impl Catalog {
         // that wait behind it.
         for batch in streams.chunks(STREAM_BATCH) {
             let (batch, cause) = (batch.to_vec(), cause.clone());
+            let gate = self.quota_gate();
             removed += transact(&**self.store(), move |txn| {
                 let mut count = 0;
                 for ((namespace, name), entries) in &batch {
@@ -265,7 +266,7 @@ impl Catalog {
                         removed_here += (before - list.items.len()) as u64;
                     }
                     if removed_here > 0 {
-                        crate::services::streams::put_stream(txn, &mut stream, Precondition::Revision(stored.revision), &cause)?;
+                        crate::services::streams::put_stream(txn, &gate, &mut stream, Precondition::Revision(stored.revision), &cause)?;
                         count += removed_here;
                     }
                 }

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use berth_model::access::Action;
 use berth_model::imagestream::ImageStream;
-use berth_model::quota::{IMAGESTREAMS, ImageLimits, LimitRange, ResourceQuota};
+use berth_model::quota::{IMAGE_STORAGE, IMAGESTREAMS, ImageLimits, LimitRange, ResourceQuota};
 use berth_model::{FieldError, Time};
 use berth_store::{ListQuery, Precondition, WriteTxn, transact};
 
@@ -112,13 +112,14 @@ impl Catalog {
 
     /// What `namespace` uses of each resource a quota limits, as cheaply as the store
     /// can say it: `openshift.io/imagestreams` is a count of the namespace's streams'
-    /// keys (no body is read).
+    /// keys (no body is read), `berth.dev/image-storage` the storage index's figure.
     pub(crate) fn quota_usage(&self, namespace: &str) -> Result<QuotaUsage> {
         let query =
             ListQuery { resource: ImageStream::RESOURCE.to_string(), namespace: Some(namespace.to_string()), after: None, limit: None };
         let mut used = QuotaUsage::new();
         used.insert(IMAGESTREAMS.to_string(), self.store().count(&query)?.to_string());
-        // storage usage: filled by services::storage
+        let storage = self.storage()?.namespace(namespace).storage;
+        used.insert(IMAGE_STORAGE.to_string(), berth_model::quantity::format_bytes(storage));
         Ok(used)
     }
 

@@ -11,15 +11,17 @@
 //! figures after a restart are the figures before it.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use berth_model::image::Image;
 use berth_model::imagestream::ImageStream;
 use berth_model::prune::{PruneImage, TagHistory};
-use berth_store::{EventType, ListQuery, MetadataStore, StoreError, StoredObject};
+use berth_model::quota::ImageLimits;
+use berth_store::{EventType, ListQuery, MetadataStore, StoreError, StoredObject, WriteTxn};
 
+use crate::services::quotas::image_limits_in;
 use crate::services::registry::MANAGED_ANNOTATION;
-use crate::services::{Resource, Result};
+use crate::services::{Catalog, Error, Resource, Result};
 
 /// Events read from the log at a time.
 const EVENT_BATCH: usize = 1000;
@@ -28,6 +30,11 @@ const EVENT_BATCH: usize = 1000;
 #[derive(Default)]
 pub struct StorageIndex {
     state: RwLock<State>,
+    /// Bytes of layers that writes the index has not seen yet added to each namespace,
+    /// with the revision of each write: a quota check counts them until the index
+    /// reaches that revision (writes committed together in one group otherwise each
+    /// see the namespace without the others).
+    pending: Mutex<HashMap<String, Vec<(u64, u64)>>>,
 }
 
 #[derive(Default)]
@@ -103,6 +110,128 @@ impl StorageIndex {
     pub fn namespace(&self, namespace: &str) -> NamespaceStorage {
         self.read(|state| state.namespace(namespace))
     }
+
+    /// Bytes written to `namespace` that the index has not seen yet.
+    fn pending(&self, namespace: &str) -> u64 {
+        let seen = self.read(|state| state.streams_revision);
+        let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        pending.retain(|_, writes| {
+            writes.retain(|(revision, _)| *revision > seen);
+            !writes.is_empty()
+        });
+        pending.get(namespace).map_or(0, |writes| writes.iter().map(|(_, bytes)| bytes).sum())
+    }
+
+    fn reserve(&self, namespace: &str, revision: u64, bytes: u64) {
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner).entry(namespace.to_string()).or_default().push((revision, bytes));
+    }
+}
+
+/// Quotas and limits, checked on every stream write (`streams::put_stream`) in its
+/// transaction: the ResourceQuotas and LimitRanges of the namespace as the transaction
+/// sees them, the stream before and after, the Images the write adds as the transaction
+/// sees them, and what the namespace holds from the index (synced first) plus what
+/// writes not yet in it added. A namespace without quotas or limits costs two indexed
+/// reads.
+#[derive(Clone)]
+pub(crate) struct QuotaGate {
+    index: Arc<StorageIndex>,
+    store: Arc<dyn MetadataStore>,
+}
+
+impl Catalog {
+    pub(crate) fn quota_gate(&self) -> QuotaGate {
+        QuotaGate { index: Arc::clone(&self.storage), store: Arc::clone(self.store()) }
+    }
+}
+
+impl QuotaGate {
+    /// Refuses (403) a write of `new` (over `old`) that goes over a quota or limit of its
+    /// namespace; otherwise returns the bytes of layers it adds to the namespace, which
+    /// the caller reserves once written ([`QuotaGate::written`]).
+    pub(crate) fn check(&self, txn: &mut dyn WriteTxn, old: Option<&ImageStream>, new: &ImageStream, cause: &str) -> Result<u64> {
+        let limits = image_limits_in(txn, &new.metadata.namespace)?;
+        self.check_within(txn, &limits, old, new, cause, &|_| None)
+    }
+
+    /// [`QuotaGate::check`] against `limits` already read, with `unstored` giving the
+    /// layers of Images the transaction has not stored yet (an import's).
+    pub(crate) fn check_within(
+        &self,
+        txn: &mut dyn WriteTxn,
+        limits: &ImageLimits,
+        old: Option<&ImageStream>,
+        new: &ImageStream,
+        cause: &str,
+        unstored: &dyn Fn(&str) -> Option<Layers>,
+    ) -> Result<u64> {
+        let namespace = new.metadata.namespace.as_str();
+        if limits.is_empty() {
+            return Ok(0);
+        }
+        if old.is_none() && limits.imagestreams.is_some() {
+            let count = txn.list(ImageStream::RESOURCE, Some(namespace))?.len() as u64 + 1;
+            limits.check_streams(namespace, &new.metadata.name, count).map_err(Error::forbidden)?;
+        }
+        let before: HashSet<&str> = old.map(|o| o.referenced_images().into_iter().collect()).unwrap_or_default();
+        let mut added: Vec<(String, Vec<(String, u64)>)> = Vec::new();
+        for image in new.referenced_images().into_iter().filter(|image| !before.contains(image)) {
+            let layers = match unstored(image) {
+                Some(layers) => layers,
+                None => layers_in(txn, image)?,
+            };
+            added.push((image.to_string(), layers));
+        }
+        let sizes: Vec<(String, u64)> = added
+            .iter()
+            .map(|(image, layers)| {
+                let distinct: HashMap<&str, u64> = layers.iter().map(|(digest, size)| (digest.as_str(), *size)).collect();
+                (image.clone(), distinct.values().sum())
+            })
+            .collect();
+        limits.check_stream(old, new, &sizes).map_err(Error::forbidden)?;
+        if limits.storage.is_none() || added.is_empty() {
+            return Ok(0);
+        }
+        self.index.sync(&*self.store)?;
+        let (used, adds) = self.index.read(|state| {
+            let mut seen = HashSet::new();
+            let adds: u64 = added
+                .iter()
+                .flat_map(|(_, layers)| layers)
+                .filter(|(digest, _)| seen.insert(digest.as_str()))
+                .filter(|(digest, _)| !state.layer_ids.get(digest.as_str()).is_some_and(|&id| state.holds_layer(namespace, id)))
+                .map(|(_, size)| size)
+                .sum();
+            (state.namespace(namespace).storage, adds)
+        });
+        let what = format!("this write to image stream {namespace}/{} ({cause})", new.metadata.name);
+        limits.check_storage(namespace, &what, used + self.index.pending(namespace), adds).map_err(Error::forbidden)?;
+        Ok(adds)
+    }
+
+    /// Counts what a write added (see [`QuotaGate::check`]) until the index sees it.
+    pub(crate) fn written(&self, namespace: &str, revision: u64, added: u64) {
+        if added > 0 {
+            self.index.reserve(namespace, revision, added);
+        }
+    }
+}
+
+/// Layers by digest, with their sizes.
+pub(crate) type Layers = Vec<(String, u64)>;
+
+/// The layers of an Image as a transaction sees it, and of the Images it lists.
+fn layers_in(txn: &mut dyn WriteTxn, digest: &str) -> Result<Layers> {
+    let Some(stored) = txn.get(&Image::key("", digest))? else { return Ok(Vec::new()) };
+    let image = Image::decode(&stored)?;
+    let mut layers: Vec<(String, u64)> = image.docker_image_layers.iter().map(|l| (l.name.clone(), l.size.max(0) as u64)).collect();
+    for child in &image.docker_image_manifests {
+        if let Some(stored) = txn.get(&Image::key("", &child.digest))? {
+            layers.extend(Image::decode(&stored)?.docker_image_layers.iter().map(|l| (l.name.clone(), l.size.max(0) as u64)));
+        }
+    }
+    Ok(layers)
 }
 
 impl State {
@@ -120,6 +249,11 @@ impl State {
 
     pub(crate) fn namespace_names(&self) -> impl Iterator<Item = &str> {
         self.namespaces.keys().map(|ns| &**ns)
+    }
+
+    /// Whether the namespace's Images have the layer `id`.
+    fn holds_layer(&self, namespace: &str, layer: u32) -> bool {
+        self.namespaces.get(namespace).is_some_and(|held| held.layers.contains_key(&layer))
     }
 
     /// The layers of an Image (and of the Images it lists), each once.

@@ -13,6 +13,7 @@ use berth_model::{FieldError, ObjectMeta, Time};
 use berth_store::{ObjectKey, Precondition, WriteTxn, transact};
 
 use crate::services::images::TrustedImage;
+use crate::services::storage::QuotaGate;
 use crate::services::subscriptions;
 use crate::services::{
     Caller, Catalog, Error, LazyList, ListOptions, ListResult, Resource, Result, ensure_namespace, keep_server_fields, place_in_namespace,
@@ -180,12 +181,13 @@ impl Catalog {
         let now = Time::now();
         stamp_new(&mut stream.metadata, now);
         let (owned_namespace, caller) = (namespace.to_string(), caller.clone());
+        let gate = self.quota_gate();
         let stored = transact(&**self.store(), move |txn| {
             let (namespace, caller) = (owned_namespace.as_str(), &caller);
             ensure_namespace(txn, namespace)?;
             let sources = load_sources(txn, caller, None, &stream)?;
             tags::prepare_create(&mut stream, &sources, now).map_err(|causes| Error::invalid(STREAMS, &name, causes))?;
-            put_stream(txn, &mut stream, Precondition::Absent, &caller.cause("tag"))?;
+            put_stream(txn, &gate, &mut stream, Precondition::Absent, &caller.cause("tag"))?;
             Ok::<_, Error>(stream)
         })?;
         Ok(self.with_repositories(stored))
@@ -198,13 +200,14 @@ impl Catalog {
         check_valid(&stream)?;
         let expect = precondition(&stream.metadata)?;
         let (owned_namespace, owned, caller) = (namespace.to_string(), name.to_string(), caller.clone());
+        let gate = self.quota_gate();
         let stored = transact(&**self.store(), move |txn| {
             let (namespace, name, caller) = (owned_namespace.as_str(), owned.as_str(), &caller);
             let old = read_stream(txn, namespace, name)?.ok_or_else(|| Error::not_found(STREAMS, name))?;
             keep_server_fields(&mut stream.metadata, &old.metadata);
             let sources = load_sources(txn, caller, Some(&old), &stream)?;
             tags::prepare_update(&old, &mut stream, &sources, Time::now()).map_err(|causes| Error::invalid(STREAMS, name, causes))?;
-            put_stream(txn, &mut stream, expect, &caller.cause("tag"))?;
+            put_stream(txn, &gate, &mut stream, expect, &caller.cause("tag"))?;
             Ok::<_, Error>(stream)
         })?;
         Ok(self.with_repositories(stored))
@@ -314,6 +317,7 @@ impl Catalog {
             TagTarget { namespace: namespace.to_string(), name: name.to_string(), stream: stream_name.to_string(), tag: tag.to_string() };
         let caller = caller.clone();
         let creation = self.config().streams.implicit_create;
+        let gate = self.quota_gate();
         transact(&**self.store(), move |txn| {
             let TagTarget { namespace, name, stream: stream_name, tag } = &target;
             ensure_namespace(txn, namespace)?;
@@ -324,7 +328,7 @@ impl Catalog {
                     if !tags::remove_tag(&mut stream, tag) {
                         return Err(Error::not_found(V::QUALIFIED, name));
                     }
-                    return put_stream_with(txn, &mut stream, expect, &caller.cause("untag"), PinnedRemovals::of(&caller));
+                    return put_stream_with(txn, &gate, &mut stream, expect, &caller.cause("untag"), PinnedRemovals::of(&caller));
                 }
                 TagChange::Create(_) if old.as_ref().is_some_and(|s| s.spec_tag(tag).is_some() || s.status_tag(tag).is_some()) => {
                     return Err(Error::already_exists(V::QUALIFIED, name));
@@ -345,7 +349,7 @@ impl Catalog {
             };
             prepared.map_err(|causes| Error::invalid(V::QUALIFIED, name, causes))?;
             let expect = if old.is_none() { Precondition::Absent } else { expect };
-            put_stream(txn, &mut stream, expect, &caller.cause("tag"))
+            put_stream(txn, &gate, &mut stream, expect, &caller.cause("tag"))
         })
     }
 
@@ -376,6 +380,7 @@ impl Catalog {
         let (namespace, name, digest) = (namespace.to_string(), name.to_string(), digest.to_string());
         let cause = caller.cause("untag");
         let removals = PinnedRemovals::of(caller);
+        let gate = self.quota_gate();
         transact(&**self.store(), move |txn| {
             let Some(mut stream) = read_stream(txn, &namespace, &name)? else {
                 return Ok(0);
@@ -386,7 +391,7 @@ impl Catalog {
                 tags::remove_tag(&mut stream, tag);
             }
             if !tagged.is_empty() {
-                put_stream_with(txn, &mut stream, Precondition::Any, &cause, removals)?;
+                put_stream_with(txn, &gate, &mut stream, Precondition::Any, &cause, removals)?;
             }
             Ok::<_, Error>(tagged.len())
         })
@@ -456,6 +461,7 @@ impl Catalog {
         let cause = caller.cause(via);
         let (caller, creation) = (caller.clone(), self.config().streams.implicit_create);
         let how = if via == "push" { "pushing to it" } else { "mapping an image into it" };
+        let gate = self.quota_gate();
         transact(&**self.store(), move |txn| {
             let namespace = owned_namespace.as_str();
             ensure_namespace(txn, namespace)?;
@@ -478,7 +484,7 @@ impl Catalog {
                 None => implicit_stream(&caller, creation, namespace, &stream_name, how, now)?,
             };
             if tags::map_image(&mut stream, &tag, &image, now) {
-                put_stream(txn, &mut stream, expect, &cause)?;
+                put_stream(txn, &gate, &mut stream, expect, &cause)?;
             }
             Ok(())
         })
@@ -564,14 +570,21 @@ pub(crate) fn read_stream(txn: &mut dyn WriteTxn, namespace: &str, name: &str) -
 /// Every stream write comes here, so this is where immutable tags are kept: a write that
 /// moves or removes a tag pinned by the namespace's or the stream's (old or new)
 /// `berth.dev/immutable-tags` is refused with 403, and nothing of it is stored.
-pub(crate) fn put_stream(txn: &mut dyn WriteTxn, stream: &mut ImageStream, expect: Precondition, cause: &str) -> Result<()> {
-    put_stream_with(txn, stream, expect, cause, PinnedRemovals::Refuse)
+pub(crate) fn put_stream(
+    txn: &mut dyn WriteTxn,
+    gate: &QuotaGate,
+    stream: &mut ImageStream,
+    expect: Precondition,
+    cause: &str,
+) -> Result<()> {
+    put_stream_with(txn, gate, stream, expect, cause, PinnedRemovals::Refuse)
 }
 
 /// [`put_stream`], for a write that may remove pinned tags when `removals` allows it (a
 /// cluster admin's deletion); moving one is refused all the same.
 pub(crate) fn put_stream_with(
     txn: &mut dyn WriteTxn,
+    gate: &QuotaGate,
     stream: &mut ImageStream,
     expect: Precondition,
     cause: &str,
@@ -596,20 +609,22 @@ pub(crate) fn put_stream_with(
     if unattributed {
         tags::attribute_changes(old.as_ref(), stream, cause);
     }
+    let added = gate.check(txn, old.as_ref(), stream, cause)?;
     let revision = txn.put(&key, &stream.encode(), &stream.refs(), expect).map_err(|err| Error::from_store(err, STREAMS, &key.name))?;
+    gate.written(&key.namespace, revision, added);
     if subscribed {
         subscriptions::record_tag_changes(txn, &key.namespace, old.as_ref(), Some(stream), revision)?;
     }
     stream.metadata.resource_version = revision.to_string();
     stream.set_type();
-    resolve_waiting_streams(txn, stream, cause)
+    resolve_waiting_streams(txn, gate, stream, cause)
 }
 
 /// Sets the tags of other streams that wait for a tag of `stream` (an ImageStreamTag
 /// source that did not exist when they were set) once that tag has an image, in the
 /// same transaction; their own waiters follow in turn. A stream nobody waits for costs
 /// one index look-up.
-fn resolve_waiting_streams(txn: &mut dyn WriteTxn, stream: &ImageStream, cause: &str) -> Result<()> {
+fn resolve_waiting_streams(txn: &mut dyn WriteTxn, gate: &QuotaGate, stream: &ImageStream, cause: &str) -> Result<()> {
     let prefix = format!("{}{}/{}:", tags::WAITING_PREFIX, stream.metadata.namespace, stream.metadata.name);
     let mut waiting: Vec<ObjectKey> = txn.referrers_with_prefix(ImageStream::RESOURCE, &prefix)?.into_iter().map(|(_, key)| key).collect();
     waiting.dedup();
@@ -619,7 +634,7 @@ fn resolve_waiting_streams(txn: &mut dyn WriteTxn, stream: &ImageStream, cause: 
         };
         let rules = immutable_tags(txn, &key.namespace, &[&follower])?;
         if tags::resolve_waiting(&mut follower, stream, &rules, Time::now()) {
-            put_stream(txn, &mut follower, Precondition::Any, cause)?;
+            put_stream(txn, gate, &mut follower, Precondition::Any, cause)?;
         }
     }
     Ok(())

@@ -14,6 +14,10 @@ use crate::services::streams::{immutable_tags, implicit_stream, read_stream};
 use crate::services::{Caller, Catalog, Error, Resource, Result, ensure_namespace, stamp_new};
 
 use super::ISI;
+
+/// The reason an import records when a result would take the namespace over a quota or
+/// a limit (as OpenShift records limit failures: `ImportSuccess=False`).
+const QUOTA_EXCEEDED: &str = "QuotaExceeded";
 use super::lookup::Outcome;
 
 impl Catalog {
@@ -53,6 +57,7 @@ impl Catalog {
     ) -> Result<ImageStream> {
         let (namespace, name, cause) = (namespace.to_string(), name.to_string(), cause.to_string());
         let (caller, creation) = (caller.clone(), self.config().streams.implicit_create);
+        let gate = self.quota_gate();
         transact(&**self.store(), move |txn| {
             ensure_namespace(txn, &namespace)?;
             let now = Time::now();
@@ -72,7 +77,7 @@ impl Catalog {
             };
             prepared.map_err(|causes| Error::invalid(ISI, &name, causes))?;
             let expect = if old.is_some() { Precondition::Any } else { Precondition::Absent };
-            crate::services::streams::put_stream(txn, &mut stream, expect, &cause)?;
+            crate::services::streams::put_stream(txn, &gate, &mut stream, expect, &cause)?;
             Ok::<_, Error>(stream)
         })
     }
@@ -91,6 +96,7 @@ impl Catalog {
         cause: &str,
     ) -> Result<BTreeMap<String, String>> {
         let (namespace, name, cause) = (namespace.to_string(), name.to_string(), cause.to_string());
+        let gate = self.quota_gate();
         transact(&**self.store(), move |txn| {
             let now = Time::now();
             let mut refused = BTreeMap::new();
@@ -98,6 +104,21 @@ impl Catalog {
                 return Ok(refused);
             };
             let rules = immutable_tags(txn, &namespace, &[&stream])?;
+            // Quotas and limits are checked per result (one over a limit is recorded as
+            // that tag's failure, the others go on), against the stream as stored.
+            let limits = crate::services::quotas::image_limits_in(txn, &namespace)?;
+            let stored = stream.clone();
+            let unstored = |digest: &str| -> Option<crate::services::storage::Layers> {
+                let image = images.iter().find(|i| i.metadata.name == digest)?;
+                let mut layers: Vec<(String, u64)> =
+                    image.docker_image_layers.iter().map(|l| (l.name.clone(), l.size.max(0) as u64)).collect();
+                for child in &image.docker_image_manifests {
+                    if let Some(child) = images.iter().find(|i| i.metadata.name == child.digest) {
+                        layers.extend(child.docker_image_layers.iter().map(|l| (l.name.clone(), l.size.max(0) as u64)));
+                    }
+                }
+                Some(layers)
+            };
             // The images of the results recorded, and of those refused.
             let (mut kept, mut dropped) = (BTreeSet::new(), BTreeSet::new());
             for (pending, outcome) in results {
@@ -114,13 +135,27 @@ impl Catalog {
                             cause: cause.clone(),
                         };
                         let (tag, generation) = (pending.tag.as_str(), pending.generation);
+                        let before = (!limits.is_empty()).then(|| stream.clone());
                         let recorded = immutable::apply_unless_pinned(&mut stream, tag, generation, &rules, now, |s| {
                             tags::record_import(s, tag, event, now)
                         });
                         let digests = std::iter::once(&found.image).chain(&found.manifests).map(|image| image.metadata.name.clone());
-                        match recorded {
-                            Ok(_) => kept.extend(digests),
-                            Err(pinned) => {
+                        let over_limit = match (&recorded, &before) {
+                            (Ok(_), Some(_)) => match gate.check_within(txn, &limits, Some(&stored), &stream, &cause, &unstored) {
+                                Ok(_) => None,
+                                Err(err) if err.kind == crate::services::ErrorKind::Forbidden => Some(err.message),
+                                Err(err) => return Err(err),
+                            },
+                            _ => None,
+                        };
+                        match (recorded, over_limit) {
+                            (Ok(_), None) => kept.extend(digests),
+                            (Ok(_), Some(message)) => {
+                                stream = before.expect("kept when limits are set");
+                                tags::record_import_failure(&mut stream, tag, generation, QUOTA_EXCEEDED, &message, now);
+                                dropped.extend(digests);
+                            }
+                            (Err(pinned), _) => {
                                 dropped.extend(digests);
                                 refused.insert(pending.tag.clone(), pinned.message());
                             }
@@ -142,7 +177,7 @@ impl Catalog {
                 }
             }
             tags::mark_repository_checked(&mut stream, now);
-            crate::services::streams::put_stream(txn, &mut stream, Precondition::Any, &cause)?;
+            crate::services::streams::put_stream(txn, &gate, &mut stream, Precondition::Any, &cause)?;
             Ok::<_, Error>(refused)
         })
     }
