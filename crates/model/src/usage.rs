@@ -198,3 +198,50 @@ pub struct TopList<T> {
     pub api_version: String,
     pub items: Vec<T>,
 }
+
+/// `berth.dev/v1` WorkloadReport: workloads that run in a cluster, with their images by
+/// digest, reported by an agent or a script (for example from `kubectl get pods -A -o
+/// json`, whose `status.containerStatuses[].imageID` names the digest), and noted as
+/// admission's sightings are: what was admitted before berth's webhook was, or through
+/// a cluster without it, counts as in use too.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkloadReport {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub api_version: String,
+    /// The cluster the workloads run in (`default` when not given).
+    #[serde(default)]
+    pub cluster: String,
+    #[serde(default)]
+    pub workloads: Vec<ReportedWorkload>,
+    #[serde(default)]
+    pub status: WorkloadReportStatus,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReportedWorkload {
+    pub namespace: String,
+    pub kind: String,
+    pub name: String,
+    /// Image references naming a digest (`registry/repo@sha256:…`,
+    /// `docker-pullable://repo@sha256:…`, or the digest alone).
+    pub images: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkloadReportStatus {
+    /// Sightings noted (one per workload and image).
+    pub noted: u64,
+    /// References that name no digest, which cannot be matched to an image.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub without_digest: Vec<String>,
+}
+
+/// The digest an image reference names: after its last `@`, or the reference itself.
+pub fn digest_of_reference(reference: &str) -> Option<crate::Digest> {
+    reference.rsplit_once('@').map_or(reference, |(_, digest)| digest).parse().ok()
+}

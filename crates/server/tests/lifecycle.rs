@@ -445,3 +445,31 @@ async fn the_image_pruner_prunes_on_its_schedule_and_records_each_run() {
     assert!(!updated["status"]["runs"].as_array().unwrap().is_empty(), "{updated}");
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workloads_reported_running_keep_their_images_from_a_prune() {
+    let app = app_with_grace(0).await;
+    let images: Vec<TestImage> = (0..3).map(|seed| base().built_on(700 + seed, 1)).collect();
+    for image in &images {
+        push(&app, "team/app", "latest", image).await;
+    }
+    let report = json!({"apiVersion": "berth.dev/v1", "kind": "WorkloadReport", "cluster": "east", "workloads": [
+        {"namespace": "team", "kind": "Deployment", "name": "shop",
+         "images": [format!("docker-pullable://registry.berth.test/team/app@{}", images[0].digest()), "registry.berth.test/team/app:latest"]}]});
+    let tenant = app.token("tenant", "admin", &["team"]).await;
+    let (status, refused) = app.send(&tenant, Method::POST, "/apis/berth.dev/v1/workloadreports", Some(&report)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{refused}");
+    let (status, answer) = app.post("/apis/berth.dev/v1/workloadreports", report).await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
+    assert_eq!(answer["status"]["noted"], 1);
+    assert_eq!(answer["status"]["withoutDigest"], json!(["registry.berth.test/team/app:latest"]));
+
+    let plan = prune(&app, json!({"keepTagRevisions": 1, "keepYoungerThan": "0s"}), true).await;
+    let planned: Vec<&str> = plan["status"]["plan"]["revisions"].as_array().unwrap().iter().map(|r| r["image"].as_str().unwrap()).collect();
+    assert_eq!(planned, vec![images[1].digest()], "the image running in east stays: {plan}");
+    assert_eq!(plan["status"]["plan"]["kept"]["inUse"], 1);
+    let (_, top) = app.get(&format!("{TOP}/images")).await;
+    let row = top["items"].as_array().unwrap().iter().find(|i| i["name"] == images[0].digest().as_str()).unwrap();
+    assert_eq!(row["usage"], json!(["east/team/Deployment/shop"]));
+    app.stop().await;
+}

@@ -112,6 +112,7 @@ pub fn routes() -> Router<App> {
         .route(&format!("{BERTH}/top/{{what}}"), get(top))
         .route(&format!("{BERTH}/imageprunes"), post(create_prune))
         .route(&format!("{BERTH}/storechecks"), post(create_store_check))
+        .route(&format!("{BERTH}/workloadreports"), post(create_workload_report))
         .route(&format!("{BERTH}/imagepruners"), get(list_pruners).post(create_pruner))
         .route(&format!("{BERTH}/imagepruners/{{name}}"), get(get_pruner).put(update_pruner).delete(delete_pruner))
         .route(&format!("{BERTH}/imageclasses"), get(list_classes).post(create_class))
@@ -793,6 +794,14 @@ async fn create_prune(State(app): State<App>, Query(params): Query<DryRunParams>
         Err(err) => return render_error(err),
     };
     respond(&headers, StatusCode::CREATED, app.registry.prune(&caller, prune, dry_run).await)
+}
+
+/// `POST /apis/berth.dev/v1/workloadreports`: workloads that run, with their images.
+async fn create_workload_report(State(app): State<App>, headers: HeaderMap, body: RawBody) -> Response {
+    with_body(app, headers, body, "WorkloadReport", BERTH_API_VERSION, StatusCode::CREATED, |c, caller, report| {
+        c.report_workloads(caller, report)
+    })
+    .await
 }
 
 /// `POST /apis/berth.dev/v1/storechecks`: `berth adm fsck`.

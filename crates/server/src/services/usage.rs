@@ -17,7 +17,9 @@ use std::sync::{Mutex, PoisonError};
 use berth_model::access::Action;
 use berth_model::lineage::Relation;
 use berth_model::policy::is_mark;
-use berth_model::usage::{ImageImpact, ImageUsage, LAST_SEEN_RESOLUTION_SECONDS, WorkloadSeen};
+use berth_model::usage::{
+    ImageImpact, ImageUsage, LAST_SEEN_RESOLUTION_SECONDS, WorkloadReport, WorkloadReportStatus, WorkloadSeen, digest_of_reference,
+};
 use berth_model::{BERTH_API_VERSION, Digest, Time};
 use berth_store::{Precondition, transact};
 
@@ -86,6 +88,32 @@ impl UsageRecorder {
 impl Catalog {
     pub fn usage_recorder(&self) -> &UsageRecorder {
         &self.usage
+    }
+
+    /// Notes the workloads a report says run, and writes them before answering (so that
+    /// a prune that follows sees them in use). A token that may read the whole cluster
+    /// reports (as the API server's token for admission does).
+    pub fn report_workloads(&self, caller: &Caller, mut report: WorkloadReport) -> Result<WorkloadReport> {
+        caller.require(Action::ReadCluster, "create", "workloadreports.berth.dev")?;
+        let cluster = if report.cluster.is_empty() { "default".to_string() } else { report.cluster.clone() };
+        let mut status = WorkloadReportStatus::default();
+        for workload in &report.workloads {
+            for image in &workload.images {
+                match digest_of_reference(image) {
+                    Some(digest) => {
+                        self.usage.note(digest, seen_now(&cluster, &workload.namespace, workload.kind.clone(), workload.name.clone()));
+                        status.noted += 1;
+                    }
+                    None => status.without_digest.push(image.clone()),
+                }
+            }
+        }
+        self.write_usage()?;
+        report.kind = "WorkloadReport".to_string();
+        report.api_version = BERTH_API_VERSION.to_string();
+        report.cluster = cluster;
+        report.status = status;
+        Ok(report)
     }
 
     /// Writes what admission noted since the last write; returns how many images' records
