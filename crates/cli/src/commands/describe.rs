@@ -196,7 +196,7 @@ fn describe_tag(out: &mut Fields, stream: &ImageStream, tag: &str, images: &BTre
     let import = berth_model::tags::import_state(spec, items.first().map(|e| e.generation), conditions);
     match &import {
         ImportState::Pending => out.line("  importing..."),
-        ImportState::Failed { .. } => out.line(&format!("  ! import {}", import.describe())),
+        ImportState::Failed { .. } | ImportState::Paused { .. } => out.line(&format!("  ! import {}", import.describe())),
         ImportState::NotImported | ImportState::Imported => {}
     }
     if !items.is_empty() {

@@ -272,7 +272,9 @@ fn wait_for_import(client: &Client, import: &Import, deadline: Instant) -> anyho
             .with_context(|| format!("the server sent an image stream tag berth cannot read for {}", import.typed))?;
         let image_generation = istag.image.as_ref().map(|_| istag.generation);
         match berth_model::tags::import_state(istag.tag.as_ref(), image_generation, &istag.conditions) {
-            ImportState::Imported | ImportState::NotImported => return Ok(Outcome::Imported(istag.image.map(Box::new))),
+            ImportState::Imported | ImportState::NotImported | ImportState::Paused { .. } => {
+                return Ok(Outcome::Imported(istag.image.map(Box::new)));
+            }
             ImportState::Failed { reason, message } => {
                 return Ok(Outcome::Failed { reason: reason.to_string(), message: message.to_string() });
             }
