@@ -93,7 +93,7 @@ pub fn item_name(kind: &Kind, item: &Value) -> String {
 }
 
 /// Lays rows out as kubectl does: no borders, columns two spaces apart.
-fn render(rows: &[Vec<String>]) -> Vec<String> {
+pub fn render_rows(rows: &[Vec<String>]) -> Vec<String> {
     let mut grid = Grid::new();
     grid.load_style(presets::NOTHING);
     grid.add_rows(rows.iter().cloned());
@@ -104,7 +104,7 @@ fn render(rows: &[Vec<String>]) -> Vec<String> {
 
 /// Prints a table of rows, the first being the header, laid out as kubectl does.
 pub fn print_rows(rows: &[Vec<String>]) {
-    for line in render(rows) {
+    for line in render_rows(rows) {
         println!("{line}");
     }
 }
@@ -150,7 +150,7 @@ impl Table {
     pub fn print(&mut self, objects: &[Value]) {
         let rows: Vec<Vec<String>> = std::iter::once(self.header()).chain(objects.iter().map(|o| self.cells(o))).collect();
         self.remember(&rows);
-        for line in render(&rows) {
+        for line in render_rows(&rows) {
             println!("{line}");
         }
     }
@@ -163,7 +163,7 @@ impl Table {
         }
         let row = self.cells(object);
         self.remember(std::slice::from_ref(&row));
-        if let Some(line) = render(&[self.widest.clone(), row]).pop() {
+        if let Some(line) = render_rows(&[self.widest.clone(), row]).pop() {
             println!("{line}");
         }
     }
@@ -179,7 +179,7 @@ mod tests {
     #[test]
     fn tables_have_no_borders_and_two_space_gaps() {
         let rows = vec![vec!["NAME".to_string(), "DATA".to_string()], vec!["pull-secret".to_string(), "1".to_string()]];
-        assert_eq!(render(&rows), vec!["NAME         DATA", "pull-secret  1"]);
+        assert_eq!(render_rows(&rows), vec!["NAME         DATA", "pull-secret  1"]);
     }
 
     #[test]

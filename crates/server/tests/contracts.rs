@@ -118,7 +118,8 @@ async fn the_contract_diff_judges_images_built_to_differ_in_each_way() {
     assert!(reply["message"].as_str().unwrap().contains("name the revision or image to compare with"), "{reply}");
 
     type Change = fn(&mut Value);
-    let cases: [(&str, Change, &str, (&str, &str, &str)); 11] = [
+    type Expected = (&'static str, &'static str, &'static str);
+    let cases: [(&str, Change, &str, Expected); 11] = [
         ("a port added", |c| c["ExposedPorts"]["8443/tcp"] = json!({}), "Compatible", ("ports", "8443/tcp", "Added")),
         ("an env var added", |c| c["Env"].as_array_mut().unwrap().push(json!("NEW=1")), "Compatible", ("env", "NEW", "Added")),
         ("a label changed", |c| c["Labels"]["seed"] = json!("other"), "Compatible", ("labels", "seed", "Changed")),

@@ -254,6 +254,12 @@ fn describe_stream_tag(istag: &ImageStreamTag, schedule: Option<&[Value]>) -> St
         Some(image) => describe_image(&mut out, image),
         None => out.field("Image Name", "<none>: the tag has no image yet"),
     }
+    if let Some(contract) = &istag.contract {
+        out.line("Contract:");
+        for line in crate::output::render_rows(&crate::commands::contract::contract_rows(contract)) {
+            out.line(&format!("  {line}"));
+        }
+    }
     describe_conditions(&mut out, &istag.conditions, &import);
     out.0
 }
