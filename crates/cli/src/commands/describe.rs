@@ -204,7 +204,10 @@ fn describe_tag(out: &mut Fields, stream: &ImageStream, tag: &str, images: &BTre
     }
     for (index, event) in items.iter().enumerate() {
         let marker = if index == 0 { "  * " } else { "    " };
-        out.line(&format!("{marker}{}", event.docker_image_reference));
+        // Revisions count from the tag's first image: `berth rollback --to-revision` and
+        // `berth diff` take them.
+        let revision = berth_model::tags::rollback::revision_of(items.len(), index);
+        out.line(&format!("{marker}{}  (revision {revision})", event.docker_image_reference));
         match event.cause.as_str() {
             "" => out.line(&format!("      {}", when(&event.created.to_string()))),
             cause => out.line(&format!("      {}, {cause}", when(&event.created.to_string()))),
