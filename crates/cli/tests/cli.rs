@@ -1009,6 +1009,12 @@ fn generate_deployment_fits_the_kubernetes_schema_and_check_catches_a_removed_po
     assert!(contract.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["env", "MODE", "prod", "prod"]), "{described}");
     assert!(contract.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["requests.cpu", "100m", "100m"]), "{described}");
 
+    let got = berth.ok(&["get", "istag", "app:latest", "-n", "team"]);
+    assert!(got.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["", "IMAGE", "OVERRIDE", "EFFECTIVE"][1..]), "{got}");
+    assert!(got.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["port", "8443/tcp", "8443/tcp"]), "{got}");
+    let history = berth.ok(&["describe", "is", "app", "-n", "team"]);
+    assert!(history.contains(&format!("registry.example.com/team/app@{first}  (revision 1)")), "{history}");
+
     // Rollback of a pushed tag: back to the first image, nothing to pause.
     let rolled = berth.ok(&["rollback", "app:latest", "-n", "team"]);
     assert_eq!(rolled, format!("team/app:latest rolled back to {first}.\n"));

@@ -280,6 +280,9 @@ fn describe_subscription(subscription: &Subscription) -> String {
     out.field("Streams", &all_or_list(&spec.streams));
     out.field("Tags", &all_or_list(&spec.tags));
     out.map("Stream Selector", &spec.stream_selector);
+    if spec.breaking_only {
+        out.field("Breaking Only", "true (only tag moves whose contract change breaks)");
+    }
     match &spec.secret_ref {
         Some(secret) => {
             out.field("Secret Ref", &format!("key {} of Secret {} (signs each body: X-Berth-Signature)", secret.key, secret.name))
