@@ -417,6 +417,31 @@ mod tests {
         assert!(!text.contains("Layers:"), "{text}");
     }
 
+    #[test]
+    fn a_paused_tag_says_who_paused_it_and_how_to_resume() {
+        let paused = stream_tag(json!({
+            "metadata": {"name": "app:1", "namespace": "team"},
+            "tag": {"name": "1", "from": {"kind": "DockerImage", "name": "quay.io/team/app:1"}, "generation": 2,
+                "annotations": {"berth.dev/paused": "rollback by token alice at 2026-12-02T18:00:00Z"}},
+            "generation": 2,
+        }));
+        let text = describe_stream_tag(&paused, None);
+        assert!(
+            text.contains(
+                "Import:             paused by rollback by token alice at 2026-12-02T18:00:00Z: `berth tag --resume` imports again\n"
+            ),
+            "{text}"
+        );
+        let stream: ImageStream = serde_json::from_value(json!({
+            "metadata": {"name": "app", "namespace": "team"},
+            "spec": {"tags": [{"name": "1", "from": {"kind": "DockerImage", "name": "quay.io/team/app:1"}, "generation": 2,
+                "annotations": {"berth.dev/paused": "rollback by token alice at 2026-12-02T18:00:00Z"}}]},
+        }))
+        .unwrap();
+        let text = describe_stream(&stream, &BTreeMap::new(), None);
+        assert!(text.contains("\n  ! import paused by rollback by token alice at 2026-12-02T18:00:00Z"), "{text}");
+    }
+
     /// An RFC 3339 time `seconds` from now (negative: in the past).
     fn from_now(seconds: i64) -> String {
         (chrono::Utc::now() + chrono::Duration::seconds(seconds)).to_rfc3339()
