@@ -77,6 +77,10 @@ enum Command {
     /// What changed in a tag's contract between two of its images, each change judged
     /// compatible or breaking.
     Diff(commands::contract::DiffArgs),
+    /// Change the metadata of every image a stream or tag points at, without a new image:
+    /// environment, ports, volumes, labels, user, working directory, entrypoint, cmd,
+    /// resources.
+    Override(commands::contract::OverrideArgs),
     /// Point a tag back at an earlier image of its history (imports from upstream pause).
     Rollback(commands::contract::RollbackArgs),
     /// Generate Kubernetes objects from a tag's contract.
@@ -117,6 +121,7 @@ fn main() -> ExitCode {
         Command::Create(command) => commands::create::run(&ctx, command),
         Command::Tag(args) => commands::tag::run(&ctx, args),
         Command::Diff(args) => commands::contract::diff(&ctx, args),
+        Command::Override(args) => commands::contract::override_metadata(&ctx, args),
         Command::Rollback(args) => commands::contract::rollback(&ctx, args),
         Command::Generate(command) => commands::contract::generate(&ctx, command),
         Command::ImportImage(args) => commands::import_image::run(&ctx, args),

@@ -1023,3 +1023,43 @@ fn generate_deployment_fits_the_kubernetes_schema_and_check_catches_a_removed_po
     let err = berth.fails(&["tag", "--resume", "app:latest", "-n", "team"]);
     assert!(err.contains("nothing imports into it"), "{err}");
 }
+
+#[test]
+fn override_sets_and_removes_metadata_of_a_tag_over_its_stream() {
+    let berth = Berth::with_team();
+    let config = serde_json::json!({"Env": ["PATH=/usr/bin", "DEBUG=1"], "ExposedPorts": {"8080/tcp": {}}, "User": "1001"});
+    let (_, first_mapping) = contract_mapping(1, config);
+    let file = berth.write("m1.yaml", &yaml_serde::to_string(&first_mapping).unwrap());
+    berth.ok(&["apply", "-f", &file]);
+    let said = berth.ok(&[
+        "override",
+        "app:latest",
+        "-n",
+        "team",
+        "--env",
+        "MODE=dev",
+        "--env",
+        "DEBUG-",
+        "--port",
+        "8443/tcp",
+        "--port",
+        "8080/tcp-",
+        "--request",
+        "cpu=50m",
+    ]);
+    assert!(said.starts_with("Overrides of team/app:latest set: "), "{said}");
+    berth.ok(&["override", "app", "-n", "team", "--user", "2000"]);
+    let effective =
+        |berth: &Berth| berth.json(&["get", "istag", "app:latest", "-n", "team", "-o", "json"])["contract"]["effective"].clone();
+    let now = effective(&berth);
+    assert_eq!(now["env"], serde_json::json!({"MODE": "dev", "PATH": "/usr/bin"}), "{now}");
+    assert_eq!(now["ports"], serde_json::json!(["8443/tcp"]));
+    assert_eq!((now["user"].as_str(), now["resources"]["requests"]["cpu"].as_str()), (Some("2000"), Some("50m")));
+    // The server refuses what makes no sense, and says where.
+    let err = berth.fails(&["override", "app:latest", "-n", "team", "--port", "http"]);
+    assert!(err.contains("is not a port"), "{err}");
+    // Clearing the tag's overrides leaves the stream's.
+    berth.ok(&["override", "app:latest", "-n", "team", "--clear"]);
+    let now = effective(&berth);
+    assert_eq!((now["env"]["DEBUG"].as_str(), now["user"].as_str()), (Some("1"), Some("2000")), "{now}");
+}

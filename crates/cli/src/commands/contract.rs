@@ -336,3 +336,165 @@ pub fn contract_rows(contract: &TagContract) -> Vec<Vec<String>> {
     }
     rows
 }
+
+#[derive(Debug, clap::Args)]
+pub struct OverrideArgs {
+    /// `[NS/]STREAM` (every tag of the stream) or `[NS/]STREAM:TAG` (that tag, over the
+    /// stream's).
+    #[arg(value_name = "STREAM[:TAG]")]
+    target: String,
+    /// Set a variable (`NAME=VALUE`) or remove it from the image's (`NAME-`).
+    #[arg(long, value_name = "NAME=VALUE|NAME-")]
+    env: Vec<String>,
+    /// Expose a port (`8443/tcp`) or stop exposing one (`8080/tcp-`).
+    #[arg(long, value_name = "PORT|PORT-")]
+    port: Vec<String>,
+    /// Add a volume (`/cache`) or remove one of the image's (`/data-`).
+    #[arg(long, value_name = "PATH|PATH-")]
+    volume: Vec<String>,
+    /// Set a label (`KEY=VALUE`) or remove it (`KEY-`).
+    #[arg(long, value_name = "KEY=VALUE|KEY-")]
+    label: Vec<String>,
+    #[arg(long)]
+    user: Option<String>,
+    #[arg(long, value_name = "DIR")]
+    workdir: Option<String>,
+    /// The entrypoint as a JSON array, e.g. '["/app/run","--fast"]'.
+    #[arg(long, value_name = "JSON")]
+    entrypoint: Option<String>,
+    /// The default arguments (the image's Cmd) as a JSON array.
+    #[arg(long, value_name = "JSON")]
+    cmd: Option<String>,
+    /// A resource request, `cpu=250m` or `memory=128Mi`.
+    #[arg(long, value_name = "NAME=QUANTITY")]
+    request: Vec<String>,
+    /// A resource limit, `cpu=1` or `memory=512Mi`.
+    #[arg(long, value_name = "NAME=QUANTITY")]
+    limit: Vec<String>,
+    /// Drop every override first (then apply the flags given, if any).
+    #[arg(long)]
+    clear: bool,
+}
+
+/// `NAME=VALUE` → set, `NAME-` → remove.
+fn setting(typed: &str, what: &str) -> anyhow::Result<(String, Option<String>)> {
+    if let Some((name, value)) = typed.split_once('=') {
+        return Ok((name.to_string(), Some(value.to_string())));
+    }
+    match typed.strip_suffix('-') {
+        Some(name) if !name.is_empty() => Ok((name.to_string(), None)),
+        _ => bail!("--{what} {typed:?} must be NAME=VALUE to set or NAME- to remove"),
+    }
+}
+
+fn words(typed: &str, what: &str) -> anyhow::Result<Vec<String>> {
+    serde_json::from_str(typed).with_context(|| format!("--{what} takes a JSON array of strings, e.g. '[\"/app/run\",\"--fast\"]'"))
+}
+
+/// The overrides with the flags applied.
+fn edited(mut overrides: berth_model::contract::Overrides, args: &OverrideArgs) -> anyhow::Result<berth_model::contract::Overrides> {
+    if args.clear {
+        overrides = berth_model::contract::Overrides::default();
+    }
+    for typed in &args.env {
+        let (name, value) = setting(typed, "env")?;
+        overrides.env.insert(name, value);
+    }
+    for typed in &args.label {
+        let (name, value) = setting(typed, "label")?;
+        overrides.labels.insert(name, value);
+    }
+    for (values, set) in [(&args.port, &mut overrides.ports), (&args.volume, &mut overrides.volumes)] {
+        for typed in values {
+            match typed.strip_suffix('-') {
+                Some(item) => {
+                    set.add.remove(item);
+                    set.remove.insert(item.to_string());
+                }
+                None => {
+                    set.remove.remove(typed.as_str());
+                    set.add.insert(typed.clone());
+                }
+            }
+        }
+    }
+    if let Some(user) = &args.user {
+        overrides.user = Some(user.clone());
+    }
+    if let Some(dir) = &args.workdir {
+        overrides.working_dir = Some(dir.clone());
+    }
+    if let Some(entrypoint) = &args.entrypoint {
+        overrides.entrypoint = Some(words(entrypoint, "entrypoint")?);
+    }
+    if let Some(cmd) = &args.cmd {
+        overrides.cmd = Some(words(cmd, "cmd")?);
+    }
+    for (values, map, what) in
+        [(&args.request, &mut overrides.resources.requests, "request"), (&args.limit, &mut overrides.resources.limits, "limit")]
+    {
+        for typed in values {
+            let Some((name, quantity)) = typed.split_once('=') else {
+                bail!("--{what} {typed:?} must be cpu=QUANTITY or memory=QUANTITY");
+            };
+            map.insert(name.to_string(), quantity.to_string());
+        }
+    }
+    Ok(overrides)
+}
+
+/// `berth override`: changes the `berth.dev/overrides` annotation of a stream or one of
+/// its spec tags (read, edit, write back with the resourceVersion read, so a concurrent
+/// change is a conflict, not a loss). The server checks the result.
+pub fn override_metadata(ctx: &Context, args: OverrideArgs) -> anyhow::Result<()> {
+    use berth_model::contract::{OVERRIDES_ANNOTATION, Overrides};
+    let default_namespace = ctx.namespace();
+    let (namespace, rest) = split_namespace(&args.target);
+    let namespace = namespace.unwrap_or(&default_namespace);
+    let (stream, tag) = match rest.split_once(':') {
+        Some((stream, tag)) if !stream.is_empty() && !tag.is_empty() => (stream, Some(tag)),
+        None if !rest.is_empty() => (rest, None),
+        _ => bail!("{:?} must be [NS/]STREAM or [NS/]STREAM:TAG", args.target),
+    };
+    let client = ctx.client()?;
+    let path = kinds::IMAGE_STREAM.object(namespace, stream);
+    let mut value = client.get(&path, &[])?;
+    let annotations = match tag {
+        None => &mut value["metadata"]["annotations"],
+        Some(tag) => {
+            if !value["spec"]["tags"].is_array() {
+                value["spec"]["tags"] = json!([]);
+            }
+            let tags = value["spec"]["tags"].as_array_mut().expect("made an array above");
+            let index = match tags.iter().position(|t| t["name"] == tag) {
+                Some(index) => index,
+                // A pushed tag has no spec tag: one with a name only carries its overrides.
+                None => {
+                    tags.push(json!({"name": tag}));
+                    tags.len() - 1
+                }
+            };
+            &mut tags[index]["annotations"]
+        }
+    };
+    if !annotations.is_object() {
+        *annotations = json!({});
+    }
+    let current = match annotations.get(OVERRIDES_ANNOTATION).and_then(Value::as_str) {
+        Some(text) => Overrides::parse(text, OVERRIDES_ANNOTATION).unwrap_or_default(),
+        None => Overrides::default(),
+    };
+    let overrides = edited(current, &args)?;
+    let map = annotations.as_object_mut().expect("made an object above");
+    if overrides.is_empty() {
+        map.remove(OVERRIDES_ANNOTATION);
+    } else {
+        map.insert(OVERRIDES_ANNOTATION.to_string(), json!(overrides.to_annotation()));
+    }
+    client.put(&path, &value)?;
+    match tag {
+        None => println!("Overrides of image stream {namespace}/{stream} set: {}", overrides.to_annotation()),
+        Some(tag) => println!("Overrides of {namespace}/{stream}:{tag} set: {}", overrides.to_annotation()),
+    }
+    Ok(())
+}
