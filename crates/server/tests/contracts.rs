@@ -219,3 +219,49 @@ async fn a_rollback_is_recorded_and_pauses_imports_until_resumed() {
     assert_eq!(status, StatusCode::FORBIDDEN, "{reply}");
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scheduler_leaves_a_rolled_back_tag_alone_until_it_is_resumed() {
+    let registry = start_registry();
+    let first = blocking(|| registry.push("team/app", Some("1"), &TestImage::new(Format::Oci, 1, 1, 128, "amd64")).unwrap());
+    let app = TestApp::start_with(|config| {
+        config.import.scheduled_import_interval_seconds = 1;
+        config.import.minimum_scheduled_import_interval_seconds = 1;
+    })
+    .await;
+    app.namespace(NS).await;
+    let tag = json!({"from": {"kind": "DockerImage", "name": registry.pull_spec("team/app", "1")}, "importPolicy": {"scheduled": true}});
+    let (status, reply) = app.put(&istag_path(NS, "app:1"), json!({"metadata": {"name": "app:1"}, "tag": tag})).await;
+    assert!(status.is_success(), "{reply}");
+    let points_at = |digest: String| {
+        let app = &app;
+        async move {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            loop {
+                let (_, istag) = app.get(&istag_path(NS, "app:1")).await;
+                if istag["image"]["metadata"]["name"] == digest.as_str() {
+                    return;
+                }
+                assert!(std::time::Instant::now() < deadline, "app:1 did not move to {digest}: {istag}");
+                tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+            }
+        }
+    };
+    points_at(first.digest.clone()).await;
+    let second = blocking(|| registry.push("team/app", Some("1"), &TestImage::new(Format::Oci, 2, 1, 128, "amd64")).unwrap());
+    points_at(second.digest.clone()).await;
+
+    let (status, istag) = app.post(&format!("{BERTH_NS}/imagestreamtags/app:1/rollback"), json!({"image": first.digest})).await;
+    assert_eq!(status, StatusCode::OK, "{istag}");
+    // Three scheduler rounds later the rollback stands, and the schedule leaves the tag out.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let (_, istag) = app.get(&istag_path(NS, "app:1")).await;
+    assert_eq!(istag["image"]["metadata"]["name"], first.digest, "{istag}");
+    let (_, schedule) = app.get(&format!("/apis/berth.dev/v1/namespaces/{NS}/scheduledimports")).await;
+    assert_eq!(schedule["items"].as_array().map(Vec::len), Some(0), "{schedule}");
+
+    let (status, reply) = app.post(&format!("{BERTH_NS}/imagestreamtags/app:1/resume"), json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    points_at(second.digest.clone()).await;
+    app.stop().await;
+}
