@@ -1063,3 +1063,45 @@ fn override_sets_and_removes_metadata_of_a_tag_over_its_stream() {
     let now = effective(&berth);
     assert_eq!((now["env"]["DEBUG"].as_str(), now["user"].as_str()), (Some("1"), Some("2000")), "{now}");
 }
+
+/// An imported tag rolled back with the CLI: the rollback says the imports are paused,
+/// describe says by whom, and `tag --resume` brings upstream's image back.
+#[test]
+fn rollback_of_an_imported_tag_pauses_it_until_tag_resume() {
+    use berth_testkit::{Auth, DistributionRegistry, Format, TestImage};
+    let upstream = DistributionRegistry::start(Auth::Open).unwrap();
+    let first = upstream.client().push("lib/app", Some("1"), &TestImage::new(Format::Oci, 1, 1, 256, "amd64")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let server_config = dir.path().join("server.yaml");
+    std::fs::write(&server_config, "import:\n  allowedRegistries: [\"127.0.0.1:*\"]\n  insecureRegistries: [\"127.0.0.1:*\"]\n").unwrap();
+    let berth = Berth::start_with(&["--server-config", server_config.to_str().unwrap()]);
+    berth.ok(&["create", "namespace", "team"]);
+    let source = format!("{}/lib/app:1", upstream.host());
+    berth.ok(&["tag", &source, "team/app:1"]);
+    let second = upstream.client().push("lib/app", Some("1"), &TestImage::new(Format::Oci, 2, 1, 256, "amd64")).unwrap();
+    berth.ok(&["import-image", "app:1", "-n", "team"]);
+    let image = |berth: &Berth| berth.json(&["get", "istag", "app:1", "-n", "team", "-o", "json"])["image"]["metadata"]["name"].clone();
+    assert_eq!(image(&berth), second.digest.as_str());
+
+    let said = berth.ok(&["rollback", "app:1", "-n", "team", "--to-revision", "1"]);
+    assert!(
+        said.starts_with(&format!("team/app:1 rolled back to {}.\nImports of app:1 are paused (rollback by token ", first.digest)),
+        "{said}"
+    );
+    assert_eq!(image(&berth), first.digest.as_str());
+    let described = berth.ok(&["describe", "istag", "app:1", "-n", "team"]);
+    assert!(described.contains("Import:             paused by rollback by token "), "{described}");
+    let history = berth.ok(&["describe", "is", "app", "-n", "team"]);
+    assert!(history.contains("(revision 3)") && history.contains("to revision 1\n"), "{history}");
+    assert!(berth.ok(&["get", "istag", "-n", "team", "-o", "wide"]).contains("Paused"));
+
+    assert_eq!(
+        berth.ok(&["tag", "--resume", "app:1", "-n", "team"]),
+        "Imports of team/app:1 resumed: upstream's image is imported again.\n"
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while image(&berth) != second.digest.as_str() {
+        assert!(Instant::now() < deadline, "the resumed tag was not imported again");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
