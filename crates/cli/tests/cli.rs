@@ -1094,6 +1094,8 @@ fn rollback_of_an_imported_tag_pauses_it_until_tag_resume() {
     let history = berth.ok(&["describe", "is", "app", "-n", "team"]);
     assert!(history.contains("(revision 3)") && history.contains("to revision 1\n"), "{history}");
     assert!(berth.ok(&["get", "istag", "-n", "team", "-o", "wide"]).contains("Paused"));
+    let err = berth.fails(&["import-image", "app:1", "-n", "team"]);
+    assert!(err.contains("are paused (rollback by token") && err.contains("berth tag --resume app:1"), "{err}");
 
     assert_eq!(
         berth.ok(&["tag", "--resume", "app:1", "-n", "team"]),
