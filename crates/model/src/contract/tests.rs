@@ -119,3 +119,34 @@ fn volume_names_are_dns_labels() {
     assert_eq!(deployment::volume_name("/var/lib/My_Data/"), "var-lib-my-data");
     assert_eq!(deployment::volume_name("/"), "root");
 }
+
+#[test]
+fn diff_sides_are_revisions_or_images_and_default_to_the_last_two() {
+    use crate::imagestream::{NamedTagEventList, TagEvent};
+    let event = |image: &str| TagEvent {
+        created: crate::Time::from_datetime(chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap()),
+        docker_image_reference: format!("r.example/app@{image}"),
+        image: image.to_string(),
+        generation: 1,
+        cause: String::new(),
+    };
+    let mut stream = ImageStream::default();
+    stream.metadata.name = "app".into();
+    stream.status.tags.push(NamedTagEventList {
+        tag: "1".into(),
+        items: vec![event("sha256:c"), event("sha256:b"), event("sha256:a")],
+        conditions: vec![],
+    });
+    stream.status.tags.push(NamedTagEventList { tag: "2".into(), items: vec![event("sha256:z")], conditions: vec![] });
+    let (from, to) = pick_sides(&stream, "1", None, None).unwrap();
+    assert_eq!((from.revision, from.image.as_str(), to.revision, to.image.as_str()), (Some(2), "sha256:b", Some(3), "sha256:c"));
+    let (from, to) = pick_sides(&stream, "1", Some("1"), None).unwrap();
+    assert_eq!((from.image.as_str(), to.image.as_str()), ("sha256:a", "sha256:c"));
+    // An image of another tag of the stream has no revision of this tag.
+    let (from, _) = pick_sides(&stream, "1", Some("sha256:z"), None).unwrap();
+    assert_eq!((from.revision, from.image.as_str()), (None, "sha256:z"));
+    assert!(pick_sides(&stream, "1", Some("4"), None).unwrap_err().contains("revisions 1 to 3"));
+    assert!(pick_sides(&stream, "2", None, None).unwrap_err().contains("no image before revision 1"));
+    assert!(pick_sides(&stream, "3", None, None).unwrap_err().contains("no image yet"));
+    assert!(pick_sides(&stream, "1", Some("sha256:q"), None).unwrap_err().contains("neither a revision"));
+}
