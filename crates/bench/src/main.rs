@@ -38,6 +38,11 @@ struct Args {
     /// other registries, and one that requires images berth knows, with a label.
     #[arg(long, default_value_t = 0)]
     policies: usize,
+    /// Base images whose layers the images share: each image has the 3 layers of one base
+    /// (of this many) and 2 of its own, as images built FROM a few bases do. 0: every
+    /// image's 5 layers are its own.
+    #[arg(long, default_value_t = 0)]
+    bases: usize,
 }
 
 /// The benchmark's rule set: what a platform team with many tenants writes.
@@ -69,7 +74,7 @@ fn main() -> anyhow::Result<()> {
     let store = SqliteStore::open(&db, Synchronous::Normal).context("opening the store")?;
     let base = Time::from_datetime(chrono::DateTime::from_timestamp(1_790_000_000, 0).context("time")?);
 
-    let images: Vec<Image> = (0..args.images).map(|idx| image(idx, base)).collect();
+    let images: Vec<Image> = (0..args.images).map(|idx| image(idx, args.bases, base)).collect();
     for chunk in images.chunks(500) {
         let chunk = chunk.to_vec();
         transact(&store, move |txn| {
@@ -123,10 +128,14 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn image(idx: usize, created: Time) -> Image {
+fn image(idx: usize, bases: usize, created: Time) -> Image {
     let layers: Vec<ImageLayer> = (0..5)
         .map(|l| ImageLayer {
-            name: Digest::sha256_of(format!("layer-{idx}-{l}").as_bytes()).to_string(),
+            name: match bases {
+                0 => Digest::sha256_of(format!("layer-{idx}-{l}").as_bytes()).to_string(),
+                _ if l < 3 => Digest::sha256_of(format!("base-{}-{l}", idx % bases).as_bytes()).to_string(),
+                _ => Digest::sha256_of(format!("layer-{idx}-{l}").as_bytes()).to_string(),
+            },
             size: 10_000_000 + (idx * 7919 + l * 104_729) as i64 % 50_000_000,
             media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
         })

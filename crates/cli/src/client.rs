@@ -215,6 +215,11 @@ impl Client {
         self.call_within(reqwest::Method::POST, path, &[], Some(body), timeout)
     }
 
+    /// [`Client::post_within`] with query parameters (`dryRun=All`).
+    pub fn post_query_within(&self, path: &str, query: &[(&str, String)], body: &Value, timeout: Duration) -> anyhow::Result<Value> {
+        self.call_within(reqwest::Method::POST, path, query, Some(body), timeout)
+    }
+
     pub fn put(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
         self.call(reqwest::Method::PUT, path, &[], Some(body))
     }

@@ -91,6 +91,10 @@ pub static IMAGE: Kind = Kind { namespaced: false, watch: true, ..image_kind("Im
 pub static NAMESPACE: Kind =
     Kind { group: "", namespaced: false, watch: true, ..image_kind("Namespace", "namespace", "namespaces", &["ns"]) };
 pub static SECRET: Kind = Kind { group: "", watch: true, all_namespaces: true, ..image_kind("Secret", "secret", "secrets", &[]) };
+pub static RESOURCE_QUOTA: Kind =
+    Kind { group: "", watch: true, all_namespaces: true, ..image_kind("ResourceQuota", "resourcequota", "resourcequotas", &["quota"]) };
+pub static LIMIT_RANGE: Kind =
+    Kind { group: "", watch: true, all_namespaces: true, ..image_kind("LimitRange", "limitrange", "limitranges", &["limits"]) };
 pub static TOKEN: Kind =
     Kind { group: BERTH_GROUP, namespaced: false, watch: true, apply: Apply::CreateOnly, ..image_kind("Token", "token", "tokens", &[]) };
 
@@ -106,6 +110,8 @@ pub static IMAGE_CLASS_GROUP: Kind = Kind {
 };
 pub static IMAGE_POLICY: Kind =
     Kind { group: BERTH_GROUP, namespaced: false, watch: true, ..image_kind("ImagePolicy", "imagepolicy", "imagepolicies", &["ipol"]) };
+pub static IMAGE_PRUNER: Kind =
+    Kind { group: BERTH_GROUP, namespaced: false, watch: true, ..image_kind("ImagePruner", "imagepruner", "imagepruners", &[]) };
 /// The server's schedule of tags with `importPolicy.scheduled`: listed only, never read
 /// by name (`get` filters the list), written or deleted.
 pub static SCHEDULED_IMPORT: Kind = Kind {
@@ -118,7 +124,7 @@ pub static SCHEDULED_IMPORT: Kind = Kind {
     ..image_kind("ScheduledImport", "scheduledimport", "scheduledimports", &["si"])
 };
 
-pub static KINDS: [&Kind; 14] = [
+pub static KINDS: [&Kind; 17] = [
     &IMAGE_STREAM,
     &IMAGE_STREAM_TAG,
     &IMAGE_TAG,
@@ -127,10 +133,13 @@ pub static KINDS: [&Kind; 14] = [
     &IMAGE,
     &NAMESPACE,
     &SECRET,
+    &RESOURCE_QUOTA,
+    &LIMIT_RANGE,
     &TOKEN,
     &SUBSCRIPTION,
     &IMAGE_CLASS,
     &IMAGE_POLICY,
+    &IMAGE_PRUNER,
     &IMAGE_CLASS_GROUP,
     &SCHEDULED_IMPORT,
 ];
@@ -222,6 +231,10 @@ mod tests {
             ("si", "ScheduledImport"),
             ("ic", "ImageClass"),
             ("scheduledimport", "ScheduledImport"),
+            ("quota", "ResourceQuota"),
+            ("resourcequotas", "ResourceQuota"),
+            ("limits", "LimitRange"),
+            ("limitrange", "LimitRange"),
         ] {
             assert_eq!(lookup(typed).unwrap().kind, kind, "{typed}");
         }
@@ -242,6 +255,9 @@ mod tests {
         assert_eq!(SUBSCRIPTION.collection(None), "/apis/berth.dev/v1/subscriptions");
         assert_eq!(SCHEDULED_IMPORT.collection(Some("team")), "/apis/berth.dev/v1/namespaces/team/scheduledimports");
         assert_eq!(SCHEDULED_IMPORT.collection(None), "/apis/berth.dev/v1/scheduledimports");
+        assert_eq!(RESOURCE_QUOTA.object("team", "images"), "/api/v1/namespaces/team/resourcequotas/images");
+        assert_eq!(RESOURCE_QUOTA.collection(None), "/api/v1/resourcequotas");
+        assert_eq!(LIMIT_RANGE.collection(Some("team")), "/api/v1/namespaces/team/limitranges");
     }
 
     #[test]

@@ -1107,3 +1107,103 @@ fn rollback_of_an_imported_tag_pauses_it_until_tag_resume() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn adm_top_prune_and_fsck_report_what_the_store_holds() {
+    use berth_testkit::{Format, RegistryClient, TestImage};
+    let berth = Berth::with_team();
+    let client_config: Value = yaml_serde::from_str(&std::fs::read_to_string(&berth.config).unwrap()).unwrap();
+    let server = client_config["server"].as_str().unwrap().to_string();
+    let admin = client_config["token"].as_str().unwrap().to_string();
+    let registry = RegistryClient::new(server.trim_start_matches("http://"), Some(("me", &admin))).unwrap();
+    let base = TestImage::new(Format::Oci, 91, 1, 2048, "amd64");
+    for seed in 0..4 {
+        registry.push("team/app", Some("latest"), &base.built_on(100 + seed, 1)).unwrap();
+    }
+
+    let streams = berth.ok(&["adm", "top", "imagestreams"]);
+    assert!(streams.starts_with("NAME") && streams.contains("STORAGE") && streams.contains("LAYERS"), "{streams}");
+    let row = streams.lines().find(|l| l.starts_with("team/app")).unwrap_or_else(|| panic!("{streams}"));
+    // One shared 2 KiB layer and four of 128 bytes.
+    assert_eq!(row.split_whitespace().collect::<Vec<_>>(), vec!["team/app", "2.5KiB", "4", "5"], "{streams}");
+    let images = berth.ok(&["adm", "top", "images", "-n", "team"]);
+    assert!(images.contains("team/app:latest (latest)") && images.contains("pushed"), "{images}");
+    let namespace = berth.ok(&["describe", "namespace", "team"]);
+    assert!(namespace.contains("Image Streams:") && namespace.contains("2.5KiB (distinct layers)"), "{namespace}");
+
+    let plan = berth.ok(&["adm", "prune", "images", "-A", "--keep-tag-revisions=1", "--keep-younger-than=0s"]);
+    assert!(plan.starts_with("Dry run of the whole cluster: 3 tag revisions and 3 images would go, freeing 384B"), "{plan}");
+    assert!(plan.contains("Nothing was changed. Run again with --confirm to prune."), "{plan}");
+    assert!(berth.ok(&["adm", "top", "imagestreams"]).contains("2.5KiB"));
+    let done = berth.ok(&["adm", "prune", "images", "-A", "--keep-tag-revisions=1", "--keep-younger-than=0s", "--confirm"]);
+    assert!(done.contains("Removed 3 tag revisions and 3 images."), "{done}");
+    assert!(done.contains("Blob sweep:"), "{done}");
+    let row = berth.ok(&["adm", "top", "imagestreams"]);
+    assert!(row.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["team/app", "2.1KiB", "1", "2"]), "{row}");
+
+    let fsck = berth.ok(&["adm", "fsck", "--verify-layers"]);
+    assert!(fsck.contains("No problems found."), "{fsck}");
+    let json = berth.json(&["adm", "fsck", "-o", "json"]);
+    assert_eq!(json["kind"], "StoreCheck");
+    assert_eq!(json["status"]["images"], 1);
+}
+
+const QUOTAS: &str = "apiVersion: v1
+kind: ResourceQuota
+metadata:
+  name: images
+spec:
+  hard:
+    openshift.io/imagestreams: \"10\"
+    berth.dev/image-storage: 10Gi
+    pods: \"4\"
+---
+apiVersion: v1
+kind: LimitRange
+metadata:
+  name: limits
+spec:
+  limits:
+  - type: openshift.io/ImageStream
+    max:
+      openshift.io/image-tags: \"20\"
+  - type: Container
+    max:
+      cpu: \"2\"
+";
+
+#[test]
+fn quotas_are_applied_listed_described_and_deleted() {
+    let berth = Berth::with_team();
+    let file = berth.write("quotas.yaml", QUOTAS);
+    assert_eq!(berth.ok(&["apply", "-f", &file, "-n", "team"]), "resourcequota/images created\nlimitrange/limits created\n");
+    assert_eq!(berth.ok(&["apply", "-f", &file, "-n", "team"]), "resourcequota/images unchanged\nlimitrange/limits unchanged\n");
+    assert_eq!(berth.ok(&["create", "imagestream", "app", "-n", "team"]), "imagestream.image.openshift.io/app created\n");
+
+    let table = berth.ok(&["get", "quota", "-n", "team"]);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 2, "{table}");
+    let header: Vec<&str> = lines[0].split("  ").map(str::trim).filter(|c| !c.is_empty()).collect();
+    assert_eq!(header, ["NAME", "USED/HARD", "AGE"], "{table}");
+    assert!(
+        lines[1].starts_with("images") && lines[1].contains("berth.dev/image-storage: -/10Gi, openshift.io/imagestreams: 1/10, pods: -/4"),
+        "{table}"
+    );
+    let ranges = berth.ok(&["get", "limits", "-A"]);
+    assert!(ranges.starts_with("NAMESPACE  NAME    CREATED AT"), "{ranges}");
+    // CREATED AT is the creation time as written: 2026-01-02T03:04:05Z.
+    assert!(ranges.lines().nth(1).is_some_and(|l| l.starts_with("team       limits  ") && l.ends_with('Z')), "{ranges}");
+
+    let described = berth.ok(&["describe", "quota", "images", "-n", "team"]);
+    for words in ["Name:               images\n", "Resource", "openshift.io/imagestreams  1", "pods", "no: berth keeps it only"] {
+        assert!(described.contains(words), "{words:?} in:\n{described}");
+    }
+    let described = berth.ok(&["describe", "limits", "limits", "-n", "team"]);
+    assert!(described.contains("openshift.io/ImageStream  openshift.io/image-tags"), "{described}");
+    assert!(described.lines().any(|l| l.starts_with("Container") && l.contains("no: berth keeps it only")), "{described}");
+
+    assert_eq!(berth.ok(&["delete", "limits", "limits", "-n", "team"]), "limitrange \"limits\" deleted\n");
+    assert_eq!(berth.ok(&["delete", "quota", "images", "-n", "team"]), "resourcequota \"images\" deleted\n");
+    let gone = berth.run(&["get", "quota", "-n", "team"]);
+    assert_eq!(String::from_utf8_lossy(&gone.stderr), "No resources found in team namespace.\n");
+}

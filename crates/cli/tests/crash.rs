@@ -87,6 +87,23 @@ fn writer(url: String, token: String, id: usize, stop: Arc<AtomicBool>, acked: A
     }
 }
 
+/// Creates ResourceQuotas `q1`, `q2`, ... in `crash` until stopped, recording each
+/// acknowledged one with the limit it set.
+fn quota_writer(url: String, token: String, stop: Arc<AtomicBool>, acked: Arc<Mutex<Vec<(String, String)>>>) {
+    let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+    let mut seq = 0;
+    while !stop.load(Ordering::Relaxed) {
+        seq += 1;
+        let name = format!("q{}-{seq}", rand::rng().random::<u32>());
+        let hard = format!("{seq}Gi");
+        let body = json!({"metadata": {"name": name}, "spec": {"hard": {"berth.dev/image-storage": hard}}});
+        match client.post(format!("{url}/api/v1/namespaces/crash/resourcequotas")).bearer_auth(&token).json(&body).send() {
+            Ok(response) if response.status().as_u16() == 201 => acked.lock().unwrap().push((name, hard)),
+            _ => return,
+        }
+    }
+}
+
 /// The admin token of a server's first start, after creating the namespace `crash` with it.
 fn admin_token_with_namespace(data_dir: &Path, server: &Server) -> String {
     let token = std::fs::read_to_string(data_dir.join("admin.token")).unwrap().trim().to_string();
@@ -116,6 +133,7 @@ fn acknowledged_writes_survive_kill_9() {
     drop(server);
 
     let acked: Arc<Mutex<Vec<Ack>>> = Arc::default();
+    let quotas: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
     for round in 0..5 {
         let mut server = start(dir.path(), port);
         let stop = Arc::new(AtomicBool::new(false));
@@ -124,6 +142,10 @@ fn acknowledged_writes_survive_kill_9() {
                 let (url, token, stop, acked) = (server.url.clone(), token.clone(), Arc::clone(&stop), Arc::clone(&acked));
                 std::thread::spawn(move || writer(url, token, id, stop, acked))
             })
+            .chain(std::iter::once({
+                let (url, token, stop, quotas) = (server.url.clone(), token.clone(), Arc::clone(&stop), Arc::clone(&quotas));
+                std::thread::spawn(move || quota_writer(url, token, stop, quotas))
+            }))
             .collect();
         std::thread::sleep(Duration::from_millis(rand::rng().random_range(150..900)));
         server.child.kill().unwrap(); // SIGKILL: no shutdown, no flush.
@@ -149,6 +171,11 @@ fn acknowledged_writes_survive_kill_9() {
             history["items"].as_array().unwrap().iter().any(|e| e["image"] == digest.as_str()),
             "acknowledged tag move {stream}:{tag} -> {digest} is missing"
         );
+    }
+    for (name, hard) in quotas.lock().unwrap().iter() {
+        let (status, quota) = get(&client, &format!("{}/api/v1/namespaces/crash/resourcequotas/{name}", server.url), &token);
+        assert_eq!(status, 200, "acknowledged quota {name} is missing");
+        assert_eq!(quota["spec"]["hard"]["berth.dev/image-storage"], hard.as_str());
     }
     // Consistency: every image a history names exists, and no object is newer than the
     // revision the store reports.

@@ -24,6 +24,12 @@ impl Time {
         let delta = chrono::Duration::from_std(duration).unwrap_or(chrono::Duration::MAX);
         Time::from_datetime(self.0.checked_add_signed(delta).unwrap_or(DateTime::<Utc>::MAX_UTC))
     }
+
+    /// This time minus `duration` (saturating at the start of time).
+    pub fn minus(self, duration: std::time::Duration) -> Time {
+        let delta = chrono::Duration::from_std(duration).unwrap_or(chrono::Duration::MAX);
+        Time::from_datetime(self.0.checked_sub_signed(delta).unwrap_or(DateTime::<Utc>::MIN_UTC))
+    }
 }
 
 impl std::str::FromStr for Time {

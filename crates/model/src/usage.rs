@@ -146,3 +146,55 @@ mod tests {
         assert!(!usage.workloads.iter().any(|w| w.name == "pod-0"));
     }
 }
+
+/// A row of `berth adm top images` (OpenShift's `oc adm top images` columns).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageTop {
+    pub name: String,
+    /// The stream tags whose history names it, `namespace/stream:tag`, with `(latest)`
+    /// where it is the tag's current image.
+    pub image_stream_tags: Vec<String>,
+    /// The images it is built on, nearest first.
+    pub parents: Vec<String>,
+    /// The workloads admission saw with it, `cluster/namespace/Kind/name`.
+    pub usage: Vec<String>,
+    /// Pushed to berth (rather than imported).
+    pub managed: bool,
+    /// Bytes of its layers.
+    pub storage: u64,
+    pub layers: u64,
+}
+
+/// A row of `berth adm top imagestreams` (OpenShift's columns).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageStreamTop {
+    pub namespace: String,
+    pub name: String,
+    /// Bytes of the distinct layers of the images its history names.
+    pub storage: u64,
+    pub images: u64,
+    pub layers: u64,
+}
+
+/// A namespace's figures (`berth describe namespace`, `GET .../top/namespaces`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NamespaceTop {
+    pub name: String,
+    pub imagestreams: u64,
+    pub images: u64,
+    pub layers: u64,
+    /// Bytes of the distinct layers of the images its streams' histories name.
+    pub storage: u64,
+}
+
+/// A usage report: rows of one kind (`ImageTopList` or `ImageStreamTopList`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TopList<T> {
+    pub kind: String,
+    pub api_version: String,
+    pub items: Vec<T>,
+}

@@ -445,6 +445,32 @@ fn subscription_last_error(v: &Value) -> String {
     or_none(text(v, "/status/lastError").split_whitespace().collect::<Vec<_>>().join(" "))
 }
 
+/// The USED/HARD cell of a ResourceQuota: `resource: used/hard` for each key of `hard`,
+/// as kubectl's REQUEST column shows them (`openshift.io/imagestreams: 3/10,
+/// berth.dev/image-storage: 1.2Gi/10Gi`); bytes of image storage in binary units, and
+/// `-` for a figure the server does not give (a resource berth does not enforce).
+fn quota_used_hard(v: &Value) -> String {
+    let hard = v.pointer("/status/hard").or_else(|| v.pointer("/spec/hard")).and_then(Value::as_object);
+    let Some(hard) = hard else { return "<none>".to_string() };
+    let mut cells: Vec<String> = Vec::new();
+    for (key, limit) in hard {
+        let used = match v.pointer("/status/used").and_then(|used| used.get(key)).and_then(Value::as_str) {
+            None => "-".to_string(),
+            Some(used) if key == berth_model::quota::IMAGE_STORAGE => {
+                berth_model::quantity::parse_quantity(used).map(berth_model::quantity::format_bytes).unwrap_or_else(|_| used.to_string())
+            }
+            Some(used) => used.to_string(),
+        };
+        cells.push(format!("{key}: {used}/{}", limit.as_str().unwrap_or_default()));
+    }
+    or_none(cells.join(", "))
+}
+
+/// kubectl's CREATED AT: the creation time as written.
+fn created_at(v: &Value) -> String {
+    text(v, "/metadata/creationTimestamp").to_string()
+}
+
 fn record_namespace(v: &Value) -> String {
     text(v, "/namespace").to_string()
 }
@@ -460,6 +486,32 @@ fn scheduled_from(v: &Value) -> String {
 
 fn scheduled_interval(v: &Value) -> String {
     v.get("intervalSeconds").and_then(Value::as_u64).map(interval).unwrap_or_default()
+}
+
+fn pruner_schedule(v: &Value) -> String {
+    text(v, "/spec/schedule").to_string()
+}
+
+fn pruner_suspend(v: &Value) -> String {
+    (v.pointer("/spec/suspend").and_then(Value::as_bool) == Some(true)).to_string()
+}
+
+/// `3h ago (succeeded)` or `<none>`.
+fn pruner_last_run(v: &Value) -> String {
+    match array(v, "/status/runs").first() {
+        Some(run) => {
+            let outcome = if run.get("succeeded").and_then(Value::as_bool) == Some(true) { "succeeded" } else { "failed" };
+            format!("{} ({outcome})", age(text(run, "/started")))
+        }
+        None => "<none>".to_string(),
+    }
+}
+
+fn pruner_next_run(v: &Value) -> String {
+    if v.pointer("/spec/suspend").and_then(Value::as_bool) == Some(true) {
+        return "suspended".to_string();
+    }
+    or_none(until(text(v, "/status/nextRun")))
 }
 
 fn scheduled_last_check(v: &Value) -> String {
@@ -522,6 +574,8 @@ static IMAGE_COLUMNS: [Column; 5] = [
 static NAMESPACE_COLUMNS: [Column; 3] = [column("NAME", name), column("STATUS", namespace_status), column("AGE", created_age)];
 static SECRET_COLUMNS: [Column; 4] =
     [column("NAME", name), column("TYPE", secret_type), column("DATA", secret_data), column("AGE", created_age)];
+static RESOURCE_QUOTA_COLUMNS: [Column; 3] = [column("NAME", name), column("USED/HARD", quota_used_hard), column("AGE", created_age)];
+static LIMIT_RANGE_COLUMNS: [Column; 2] = [column("NAME", name), column("CREATED AT", created_at)];
 static TOKEN_COLUMNS: [Column; 6] = [
     column("NAME", name),
     column("ROLE", token_role),
@@ -550,6 +604,14 @@ static POLICY_COLUMNS: [Column; 6] = [
     column("FAILURE POLICY", policy_failure),
     column("AGE", created_age),
 ];
+static PRUNER_COLUMNS: [Column; 6] = [
+    column("NAME", name),
+    column("SCHEDULE", pruner_schedule),
+    column("SUSPEND", pruner_suspend),
+    column("LAST RUN", pruner_last_run),
+    column("NEXT RUN", pruner_next_run),
+    column("AGE", created_age),
+];
 static SCHEDULED_IMPORT_COLUMNS: [Column; 6] = [
     column("NAME", record_name),
     column("FROM", scheduled_from),
@@ -569,10 +631,13 @@ pub fn columns_of(kind: &str) -> &'static [Column] {
         "Image" => &IMAGE_COLUMNS,
         "Namespace" => &NAMESPACE_COLUMNS,
         "Secret" => &SECRET_COLUMNS,
+        "ResourceQuota" => &RESOURCE_QUOTA_COLUMNS,
+        "LimitRange" => &LIMIT_RANGE_COLUMNS,
         "Token" => &TOKEN_COLUMNS,
         "Subscription" => &SUBSCRIPTION_COLUMNS,
         "ImageClass" => &CLASS_COLUMNS,
         "ImagePolicy" => &POLICY_COLUMNS,
+        "ImagePruner" => &PRUNER_COLUMNS,
         "ScheduledImport" => &SCHEDULED_IMPORT_COLUMNS,
         _ => &NAME_ONLY,
     }
@@ -690,6 +755,20 @@ mod tests {
         assert_eq!(stream_repository(&internal), "10.0.0.1:7440/team/app");
         let public = json!({"status": {"dockerImageRepository": "10.0.0.1:7440/team/app", "publicDockerImageRepository": "registry.example.com/team/app"}});
         assert_eq!(stream_repository(&public), "registry.example.com/team/app");
+    }
+
+    #[test]
+    fn quotas_show_used_over_hard_for_each_resource() {
+        let quota = json!({
+            "spec": {"hard": {"openshift.io/imagestreams": "10", "berth.dev/image-storage": "10Gi", "pods": "4"}},
+            "status": {
+                "hard": {"openshift.io/imagestreams": "10", "berth.dev/image-storage": "10Gi", "pods": "4"},
+                "used": {"openshift.io/imagestreams": "3", "berth.dev/image-storage": "1288490189"},
+            },
+        });
+        assert_eq!(quota_used_hard(&quota), "berth.dev/image-storage: 1.2Gi/10Gi, openshift.io/imagestreams: 3/10, pods: -/4");
+        assert_eq!(quota_used_hard(&json!({"spec": {"hard": {"openshift.io/imagestreams": "1"}}})), "openshift.io/imagestreams: -/1");
+        assert_eq!(quota_used_hard(&json!({"spec": {}})), "<none>");
     }
 
     #[test]

@@ -269,6 +269,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Started> {
         .with_context(|| format!("opening blob storage in {}", config.data_dir.join("blobs").display()))?;
     let registry = Registry::new(catalog.clone(), blobs, upstream.clone(), config.registry.clone(), registry_key(&config.data_dir)?);
     tokio::spawn(registry.clone().run_upload_cleanup(stopping_seen.clone()));
+    tokio::spawn(registry.clone().run_pruner(stopping_seen.clone()));
     tokio::spawn(crate::metrics::upkeep(stopping_seen.clone()));
     let audit_dir = config.data_dir.join("audit");
     let audit =

@@ -45,6 +45,16 @@ fn requests(ns: &str) -> Vec<(&'static str, Case)> {
         ),
         ("list secrets", case(Method::GET, format!("/api/v1/namespaces/{ns}/secrets"), None)),
         ("get namespace", case(Method::GET, format!("/api/v1/namespaces/{ns}"), None)),
+        ("list quotas", case(Method::GET, format!("/api/v1/namespaces/{ns}/resourcequotas"), None)),
+        (
+            "create quota",
+            case(
+                Method::POST,
+                format!("/api/v1/namespaces/{ns}/resourcequotas"),
+                Some(json!({"metadata": {"name": "images"}, "spec": {"hard": {"openshift.io/imagestreams": "100"}}})),
+            ),
+        ),
+        ("list limit ranges", case(Method::GET, format!("/api/v1/namespaces/{ns}/limitranges"), None)),
         (
             "lineage of istag",
             case(Method::GET, format!("/apis/berth.dev/v1/lineage/ancestors?namespace={ns}&imageStreamTag=app:latest"), None),
@@ -91,6 +101,10 @@ async fn each_role_may_do_what_its_table_row_says_and_nothing_across_namespaces(
         ("annotate namespace", false, false, false),
         ("list secrets", true, true, true),
         ("get namespace", true, true, true),
+        // Quotas are the cluster operators': a tenant reads them, and cannot raise them.
+        ("list quotas", true, true, true),
+        ("create quota", false, false, false),
+        ("list limit ranges", true, true, true),
         ("lineage of istag", true, true, true),
         ("contract diff", true, true, true),
         ("rollback", false, true, true),

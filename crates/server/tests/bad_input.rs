@@ -174,6 +174,30 @@ async fn each_kind_of_bad_input_is_refused_with_a_clear_status_and_nothing_store
             StatusCode::NOT_FOUND,
             "not found",
         ),
+        (
+            "quota quantity with a unit berth does not know",
+            "application/json",
+            "/api/v1/namespaces/team/resourcequotas".to_string(),
+            br#"{"metadata":{"name":"images"},"spec":{"hard":{"berth.dev/image-storage":"10GB"}}}"#.to_vec(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "spec.hard[berth.dev/image-storage]: \"10GB\" is not a quantity",
+        ),
+        (
+            "negative limit",
+            "application/json",
+            "/api/v1/namespaces/team/limitranges".to_string(),
+            br#"{"metadata":{"name":"limits"},"spec":{"limits":[{"type":"openshift.io/Image","max":{"storage":"-1"}}]}}"#.to_vec(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "spec.limits[0].max[storage]: \"-1\" is negative",
+        ),
+        (
+            "quota of the wrong kind",
+            "application/json",
+            "/api/v1/namespaces/team/resourcequotas".to_string(),
+            br#"{"kind":"LimitRange","apiVersion":"v1","metadata":{"name":"x"}}"#.to_vec(),
+            StatusCode::BAD_REQUEST,
+            "takes ResourceQuota",
+        ),
     ];
     let before = app.revision().await;
     for (what, content_type, path, body, want, words) in cases {

@@ -268,6 +268,48 @@ async fn kubectl_gets_applies_edits_explains_watches_and_deletes() {
     app.stop().await;
 }
 
+const LIMIT_RANGE: &str = r#"apiVersion: v1
+kind: LimitRange
+metadata:
+  name: limits
+spec:
+  limits:
+  - type: openshift.io/Image
+    max:
+      storage: 1Gi
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_creates_applies_gets_describes_and_deletes_quotas() {
+    let app = TestApp::start_with(|config| config.tls.self_signed = true).await;
+    app.namespace("team").await;
+    app.create_stream("team", "app").await;
+    let kubectl = Kubectl::new(&app);
+
+    let hard = "--hard=openshift.io/imagestreams=10,berth.dev/image-storage=10Gi";
+    assert!(kubectl.ok(&["create", "quota", "images", hard]).contains("resourcequota/images created"));
+    let table = kubectl.ok(&["get", "quota"]);
+    let header: Vec<&str> = table.lines().next().unwrap().split("  ").filter(|c| !c.is_empty()).map(str::trim).collect();
+    assert_eq!(header, ["NAME", "USED/HARD", "AGE"], "{table}");
+    assert!(table.contains("berth.dev/image-storage: -/10Gi, openshift.io/imagestreams: 1/10"), "{table}");
+    let described = kubectl.ok(&["describe", "quota", "images"]);
+    assert!(described.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["openshift.io/imagestreams", "1", "10"]), "{described}");
+
+    let files = tempfile::tempdir().unwrap();
+    let manifest = files.path().join("limits.yaml");
+    std::fs::write(&manifest, LIMIT_RANGE).unwrap();
+    assert!(kubectl.ok(&["apply", "-f", manifest.to_str().unwrap()]).contains("limitrange/limits created"));
+    std::fs::write(&manifest, LIMIT_RANGE.replace("1Gi", "2Gi")).unwrap();
+    assert!(kubectl.ok(&["apply", "-f", manifest.to_str().unwrap()]).contains("limitrange/limits configured"));
+    let (_, range) = app.get("/api/v1/namespaces/team/limitranges/limits").await;
+    assert_eq!(range["spec"]["limits"][0]["max"]["storage"], "2Gi", "{range}");
+    assert!(kubectl.ok(&["get", "limits"]).lines().nth(1).is_some_and(|l| l.starts_with("limits ")));
+
+    assert!(kubectl.ok(&["delete", "quota", "images"]).contains("resourcequota \"images\" deleted"));
+    assert!(kubectl.ok(&["delete", "limits", "limits"]).contains("limitrange \"limits\" deleted"));
+    app.stop().await;
+}
+
 /// A scrape of `/metrics`: each series (`name{label="value",...}`) and its value.
 struct Scrape(Vec<(String, std::collections::BTreeMap<String, String>, f64)>);
 

@@ -28,7 +28,7 @@ pub mod suite;
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 
-pub use blobs::{BlobError, BlobRead, BlobStore, ByteStream, Hasher, Upload};
+pub use blobs::{BlobCheck, BlobError, BlobRead, BlobStore, ByteStream, Hasher, SweepOptions, SweepReport, Upload};
 pub use sqlite::{SqliteStore, Synchronous};
 
 /// Names one stored object. Cluster-scoped objects have an empty namespace.

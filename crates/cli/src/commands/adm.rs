@@ -23,6 +23,16 @@ pub enum AdmCommand {
     Vulnerable(crate::commands::lineage::ImpactArgs),
     /// The workloads admission saw running an image, or any image a tag has pointed at.
     WhoRuns(crate::commands::lineage::ImpactArgs),
+    /// Usage reports: images and image streams with their storage, counted on distinct
+    /// layers (all you may read; -n for one namespace).
+    #[command(subcommand)]
+    Top(crate::commands::lifecycle::TopCommand),
+    /// Remove what is no longer needed (a dry run unless --confirm).
+    #[command(subcommand)]
+    Prune(crate::commands::lifecycle::PruneCommand),
+    /// Check the blob store against the Images: manifests hash to their names, configs
+    /// and layers of pushed images are stored and intact, links name stored blobs.
+    Fsck(crate::commands::lifecycle::FsckArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -48,6 +58,9 @@ pub fn run(ctx: &Context, command: AdmCommand) -> anyhow::Result<()> {
         AdmCommand::AdmissionConfig(args) => admission_config(ctx, &args),
         AdmCommand::Vulnerable(args) => crate::commands::lineage::vulnerable(ctx, &args),
         AdmCommand::WhoRuns(args) => crate::commands::lineage::who_runs(ctx, &args),
+        AdmCommand::Top(command) => crate::commands::lifecycle::top(ctx, command),
+        AdmCommand::Prune(command) => crate::commands::lifecycle::prune(ctx, command),
+        AdmCommand::Fsck(args) => crate::commands::lifecycle::fsck(ctx, args),
     }
 }
 

@@ -1,5 +1,6 @@
-//! `berth describe imagestream NAME`, `berth describe imagestreamtag STREAM:TAG` and
-//! `berth describe subscription NAME`: the human-readable detail `oc describe` prints.
+//! `berth describe imagestream NAME`, `berth describe imagestreamtag STREAM:TAG`,
+//! `berth describe subscription NAME`, `berth describe quota NAME` and
+//! `berth describe limits NAME`: the human-readable detail `oc describe` prints.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -9,6 +10,7 @@ use berth_model::ObjectMeta;
 use berth_model::image::Image;
 use berth_model::imagestream::{ImageStream, ImageStreamTag, TagEventCondition, TagReference};
 use berth_model::notify::Subscription;
+use berth_model::quota::{IMAGE_STORAGE, LimitRange, ResourceQuota};
 use serde_json::Value;
 
 use crate::client::{ApiError, Client};
@@ -18,7 +20,8 @@ use crate::output::{self, ImportState, ImportStateText, ago, array, source_text,
 
 #[derive(Debug, clap::Args)]
 pub struct DescribeArgs {
-    /// imagestream (is), imagestreamtag (istag) or subscription (sub).
+    /// imagestream (is), imagestreamtag (istag), subscription (sub), resourcequota (quota),
+    /// limitrange (limits) or namespace (ns).
     kind: String,
     /// The object's name, STREAM:TAG for a tag.
     name: String,
@@ -26,9 +29,20 @@ pub struct DescribeArgs {
 
 pub fn run(ctx: &Context, args: DescribeArgs) -> anyhow::Result<()> {
     let kind = kinds::lookup(&args.kind)?;
-    if ![kinds::IMAGE_STREAM.kind, kinds::IMAGE_STREAM_TAG.kind, kinds::SUBSCRIPTION.kind].contains(&kind.kind) {
+    if kind.kind == kinds::NAMESPACE.kind {
+        print!("{}", describe_namespace(&ctx.client()?, &args.name)?);
+        return Ok(());
+    }
+    let described = [
+        kinds::IMAGE_STREAM.kind,
+        kinds::IMAGE_STREAM_TAG.kind,
+        kinds::SUBSCRIPTION.kind,
+        kinds::RESOURCE_QUOTA.kind,
+        kinds::LIMIT_RANGE.kind,
+    ];
+    if !described.contains(&kind.kind) {
         bail!(
-            "describe shows imagestreams (is), imagestreamtags (istag) and subscriptions (sub); for {} use `berth get {} -o yaml`",
+            "describe shows imagestreams (is), imagestreamtags (istag), subscriptions (sub), resourcequotas (quota), limitranges (limits) and namespaces (ns); for {} use `berth get {} -o yaml`",
             kind.plural,
             kind.plural
         );
@@ -45,11 +59,37 @@ pub fn run(ctx: &Context, args: DescribeArgs) -> anyhow::Result<()> {
         let scheduled = istag.tag.as_ref().is_some_and(|t| t.import_policy.scheduled);
         let schedule = if scheduled { read_schedule(&client, &namespace) } else { None };
         describe_stream_tag(&istag, schedule.as_deref())
+    } else if kind.kind == kinds::RESOURCE_QUOTA.kind {
+        describe_quota(&serde_json::from_value(object).context("the server sent a resource quota berth cannot read")?)
+    } else if kind.kind == kinds::LIMIT_RANGE.kind {
+        describe_limit_range(&serde_json::from_value(object).context("the server sent a limit range berth cannot read")?)
     } else {
         describe_subscription(&serde_json::from_value(object).context("the server sent a subscription berth cannot read")?)
     };
     print!("{described}");
     Ok(())
+}
+
+/// A namespace: its metadata, and what its image streams hold (counted on distinct layers,
+/// as quotas count them).
+fn describe_namespace(client: &Client, name: &str) -> anyhow::Result<String> {
+    let namespace = client.get(&kinds::NAMESPACE.object("", name), &[])?;
+    let meta: ObjectMeta =
+        serde_json::from_value(namespace["metadata"].clone()).context("the server sent a namespace berth cannot read")?;
+    let mut out = Fields::default();
+    out.field("Name", &meta.name);
+    out.field("Created", &when(meta.creation_timestamp.map(|t| t.to_string()).as_deref().unwrap_or_default()));
+    out.map("Labels", &meta.labels);
+    out.map("Annotations", &meta.annotations);
+    out.field("Status", text(&namespace, "/status/phase"));
+    let figures = client.get("/apis/berth.dev/v1/top/namespaces", &[("namespace", name.to_string())])?;
+    let row = figures["items"].as_array().and_then(|items| items.first()).cloned().unwrap_or_default();
+    let count = |field: &str| row[field].as_u64().unwrap_or(0);
+    out.field("Image Streams", &count("imagestreams").to_string());
+    out.field("Images", &count("images").to_string());
+    out.field("Layers", &count("layers").to_string());
+    out.field("Storage", &format!("{} (distinct layers)", crate::commands::lifecycle::human_bytes(count("storage"))));
+    Ok(out.0)
 }
 
 /// The scheduled imports of a namespace, read once for all its tags. `None` when they
@@ -305,6 +345,79 @@ fn describe_subscription(subscription: &Subscription) -> String {
     out.0
 }
 
+/// A ResourceQuota as `kubectl describe quota` shows it: a row per resource of `hard`
+/// with what is used, bytes of image storage also in binary units, and whether berth
+/// enforces it.
+fn describe_quota(quota: &ResourceQuota) -> String {
+    let mut out = Fields::default();
+    out.metadata(&quota.metadata);
+    if !quota.spec.scopes.is_empty() || quota.spec.scope_selector.is_some() {
+        out.field("Scopes", "kept as written; berth's quotas apply to the whole namespace");
+    }
+    let mut rows = vec![["Resource", "Used", "Hard", "Enforced"].map(str::to_string).to_vec()];
+    for (resource, hard) in &quota.spec.hard {
+        let used = quota.status.used.get(resource).map(String::as_str).unwrap_or("-");
+        let (used, hard) = if resource == IMAGE_STORAGE { (in_bytes(used), in_bytes(hard)) } else { (used.to_string(), hard.clone()) };
+        let enforced = if quota.unenforced().any(|k| k == resource.as_str()) { "no: berth keeps it only" } else { "yes" };
+        rows.push(vec![resource.clone(), used, hard, enforced.to_string()]);
+    }
+    table_lines(&mut out, &rows);
+    out.0
+}
+
+/// A LimitRange as `kubectl describe limits` shows it: a row per type and resource.
+fn describe_limit_range(range: &LimitRange) -> String {
+    let mut out = Fields::default();
+    out.metadata(&range.metadata);
+    let mut rows = vec![
+        ["Type", "Resource", "Min", "Max", "Default Request", "Default Limit", "Max Limit/Request Ratio", "Enforced"]
+            .map(str::to_string)
+            .to_vec(),
+    ];
+    for item in &range.spec.limits {
+        let resources: BTreeSet<&String> = [&item.max, &item.min, &item.default, &item.default_request, &item.max_limit_request_ratio]
+            .into_iter()
+            .flat_map(|map| map.keys())
+            .collect();
+        for resource in resources {
+            let cell = |map: &BTreeMap<String, String>| map.get(resource).cloned().unwrap_or_else(|| "-".to_string());
+            let enforced = if item.enforces(resource) { "max" } else { "no: berth keeps it only" };
+            rows.push(vec![
+                item.limit_type.clone(),
+                resource.clone(),
+                cell(&item.min),
+                cell(&item.max),
+                cell(&item.default_request),
+                cell(&item.default),
+                cell(&item.max_limit_request_ratio),
+                enforced.to_string(),
+            ]);
+        }
+    }
+    table_lines(&mut out, &rows);
+    out.0
+}
+
+/// A quantity of bytes with its binary-unit reading: `1288490189 (1.2Gi)`; as written
+/// when it is not a quantity or reads the same.
+fn in_bytes(quantity: &str) -> String {
+    match berth_model::quantity::parse_quantity(quantity).map(berth_model::quantity::format_bytes) {
+        Ok(shown) if shown != quantity => format!("{quantity} ({shown})"),
+        _ => quantity.to_string(),
+    }
+}
+
+/// `rows` (the first the header) as an aligned table under the fields, with kubectl's
+/// dashes under the header.
+fn table_lines(out: &mut Fields, rows: &[Vec<String>]) {
+    let mut rows = rows.to_vec();
+    let dashes = rows[0].iter().map(|h| "-".repeat(h.len())).collect();
+    rows.insert(1, dashes);
+    for line in output::render_rows(&rows) {
+        out.line(&line);
+    }
+}
+
 /// A filter's values, `all` when empty (an empty filter lets everything through).
 fn all_or_list(values: &[String]) -> String {
     if values.is_empty() { "all".to_string() } else { values.join(", ") }
@@ -487,6 +600,39 @@ mod tests {
             "{text}"
         );
         assert_eq!(text.matches("Scheduled:").count(), 1, "{text}");
+    }
+
+    #[test]
+    fn a_quota_shows_used_and_hard_per_resource_and_what_berth_enforces() {
+        let quota: ResourceQuota = serde_json::from_value(json!({
+            "metadata": {"name": "images", "namespace": "team"},
+            "spec": {"hard": {"openshift.io/imagestreams": "10", "berth.dev/image-storage": "10Gi", "pods": "4"}, "scopes": ["BestEffort"]},
+            "status": {"used": {"openshift.io/imagestreams": "3", "berth.dev/image-storage": "1288490189"}},
+        }))
+        .unwrap();
+        let text = describe_quota(&quota);
+        let expected = "\
+Resource                   Used                Hard  Enforced
+--------                   ----                ----  --------
+berth.dev/image-storage    1288490189 (1.2Gi)  10Gi  yes
+openshift.io/imagestreams  3                   10    yes
+pods                       -                   4     no: berth keeps it only
+";
+        assert!(text.ends_with(expected), "{text}");
+        assert!(text.contains("Scopes:             kept as written"), "{text}");
+
+        let range: LimitRange = serde_json::from_value(json!({
+            "metadata": {"name": "limits", "namespace": "team"},
+            "spec": {"limits": [
+                {"type": "openshift.io/Image", "max": {"storage": "1Gi"}, "min": {"storage": "1Ki"}},
+                {"type": "Container", "default": {"cpu": "1"}},
+            ]},
+        }))
+        .unwrap();
+        let text = describe_limit_range(&range);
+        let rows: Vec<Vec<&str>> = text.lines().skip_while(|l| !l.starts_with("Type")).map(|l| l.split_whitespace().collect()).collect();
+        assert_eq!(rows[2], ["openshift.io/Image", "storage", "1Ki", "1Gi", "-", "-", "-", "max"], "{text}");
+        assert_eq!(rows[3], ["Container", "cpu", "-", "-", "-", "1", "-", "no:", "berth", "keeps", "it", "only"], "{text}");
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod describe;
 pub mod get;
 pub mod import_image;
 pub mod importing;
+pub mod lifecycle;
 pub mod lineage;
 pub mod serve;
 pub mod tag;

@@ -1,5 +1,5 @@
 //! Routes and handlers of the image API (`/apis/image.openshift.io/v1`), the core API
-//! (`/api/v1`: namespaces, secrets) and berth's own API (`/apis/berth.dev/v1`: tokens).
+//! (`/api/v1`: namespaces, secrets, resource quotas, limit ranges) and berth's own API (`/apis/berth.dev/v1`: tokens).
 
 use axum::Router;
 use axum::extract::{Path, Query, State};
@@ -14,6 +14,8 @@ use berth_model::lineage::{ImageClass, ImageClassGroup};
 use berth_model::meta::StatusDetails;
 use berth_model::notify::Subscription;
 use berth_model::policy::ImagePolicy;
+use berth_model::prune::ImagePruner;
+use berth_model::quota::{LimitRange, ResourceQuota};
 use berth_model::selector::{FieldSelector, LabelSelector};
 use berth_model::{BERTH_API_VERSION, IMAGE_API_VERSION};
 use serde::de::DeserializeOwned;
@@ -79,6 +81,19 @@ pub fn routes() -> Router<App> {
             &format!("{CORE}/namespaces/{{ns}}/secrets/{{name}}"),
             get(get_secret).put(update_secret).patch(patch_secret).delete(delete_secret),
         )
+        // Quotas: cluster admins write them, readers of the namespace read them.
+        .route(&format!("{CORE}/resourcequotas"), get(list_resource_quotas))
+        .route(&format!("{CORE}/namespaces/{{ns}}/resourcequotas"), get(list_resource_quotas).post(create_resource_quota))
+        .route(
+            &format!("{CORE}/namespaces/{{ns}}/resourcequotas/{{name}}"),
+            get(get_resource_quota).put(update_resource_quota).patch(patch_resource_quota).delete(delete_resource_quota),
+        )
+        .route(&format!("{CORE}/limitranges"), get(list_limit_ranges))
+        .route(&format!("{CORE}/namespaces/{{ns}}/limitranges"), get(list_limit_ranges).post(create_limit_range))
+        .route(
+            &format!("{CORE}/namespaces/{{ns}}/limitranges/{{name}}"),
+            get(get_limit_range).put(update_limit_range).patch(patch_limit_range).delete(delete_limit_range),
+        )
         // Subscriptions.
         .route(&format!("{BERTH}/subscriptions"), get(list_subscriptions))
         .route(&format!("{BERTH}/namespaces/{{ns}}/subscriptions"), get(list_subscriptions).post(create_subscription))
@@ -93,6 +108,12 @@ pub fn routes() -> Router<App> {
         // Lineage: what an image is built on, and what is built on it; image classes.
         .route(&format!("{BERTH}/lineage/{{relation}}"), get(lineage))
         .route(&format!("{BERTH}/imageimpact"), get(image_impact))
+        // Lifecycle: usage reports and pruning.
+        .route(&format!("{BERTH}/top/{{what}}"), get(top))
+        .route(&format!("{BERTH}/imageprunes"), post(create_prune))
+        .route(&format!("{BERTH}/storechecks"), post(create_store_check))
+        .route(&format!("{BERTH}/imagepruners"), get(list_pruners).post(create_pruner))
+        .route(&format!("{BERTH}/imagepruners/{{name}}"), get(get_pruner).put(update_pruner).delete(delete_pruner))
         .route(&format!("{BERTH}/imageclasses"), get(list_classes).post(create_class))
         .route(&format!("{BERTH}/imageclasses/{{name}}"), get(get_class).put(update_class).delete(delete_class))
         .route(&format!("{BERTH}/imageclasses/{{name}}/images"), get(class_images))
@@ -531,6 +552,118 @@ async fn delete_secret(State(app): State<App>, Path((ns, name)): Path<(String, S
     respond(&headers, StatusCode::OK, result)
 }
 
+// Resource quotas.
+
+async fn list_resource_quotas(
+    State(app): State<App>,
+    ns: Option<Path<String>>,
+    Query(params): Query<ListParams>,
+    headers: HeaderMap,
+) -> Response {
+    list_or_watch(app, headers, ns.map(|Path(ns)| ns), params, |c, caller, ns, o| c.list_resource_quotas(caller, ns, o)).await
+}
+
+async fn create_resource_quota(State(app): State<App>, Path(ns): Path<String>, headers: HeaderMap, body: RawBody) -> Response {
+    with_body(app, headers, body, ResourceQuota::KIND, "v1", StatusCode::CREATED, move |c, caller, q| {
+        c.put_resource_quota(caller, &ns, None, q)
+    })
+    .await
+}
+
+async fn get_resource_quota(State(app): State<App>, Path((ns, name)): Path<(String, String)>, headers: HeaderMap) -> Response {
+    let result = call_inline(&app, &headers, |c, caller| c.get_resource_quota(caller, &ns, &name));
+    respond(&headers, StatusCode::OK, result)
+}
+
+async fn update_resource_quota(
+    State(app): State<App>,
+    Path((ns, name)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: RawBody,
+) -> Response {
+    with_body(app, headers, body, ResourceQuota::KIND, "v1", StatusCode::OK, move |c, caller, q| {
+        c.put_resource_quota(caller, &ns, Some(&name), q)
+    })
+    .await
+}
+
+async fn patch_resource_quota(
+    State(app): State<App>,
+    Path((ns, name)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: RawBody,
+) -> Response {
+    let (ns2, name2) = (ns.clone(), name.clone());
+    patch_object(
+        app,
+        headers,
+        body,
+        move |c, caller| c.get_resource_quota(caller, &ns, &name),
+        move |c, caller, q| c.put_resource_quota(caller, &ns2, Some(&name2), q),
+    )
+    .await
+}
+
+async fn delete_resource_quota(State(app): State<App>, Path((ns, name)): Path<(String, String)>, headers: HeaderMap) -> Response {
+    let result = call(&app, &headers, move |c, caller| c.delete_resource_quota(caller, &ns, &name)).await;
+    respond(&headers, StatusCode::OK, result)
+}
+
+// Limit ranges.
+
+async fn list_limit_ranges(
+    State(app): State<App>,
+    ns: Option<Path<String>>,
+    Query(params): Query<ListParams>,
+    headers: HeaderMap,
+) -> Response {
+    list_or_watch(app, headers, ns.map(|Path(ns)| ns), params, |c, caller, ns, o| c.list_limit_ranges(caller, ns, o)).await
+}
+
+async fn create_limit_range(State(app): State<App>, Path(ns): Path<String>, headers: HeaderMap, body: RawBody) -> Response {
+    with_body(app, headers, body, LimitRange::KIND, "v1", StatusCode::CREATED, move |c, caller, r| c.put_limit_range(caller, &ns, None, r))
+        .await
+}
+
+async fn get_limit_range(State(app): State<App>, Path((ns, name)): Path<(String, String)>, headers: HeaderMap) -> Response {
+    let result = call_inline(&app, &headers, |c, caller| c.get_limit_range(caller, &ns, &name));
+    respond(&headers, StatusCode::OK, result)
+}
+
+async fn update_limit_range(
+    State(app): State<App>,
+    Path((ns, name)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: RawBody,
+) -> Response {
+    with_body(app, headers, body, LimitRange::KIND, "v1", StatusCode::OK, move |c, caller, r| {
+        c.put_limit_range(caller, &ns, Some(&name), r)
+    })
+    .await
+}
+
+async fn patch_limit_range(
+    State(app): State<App>,
+    Path((ns, name)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: RawBody,
+) -> Response {
+    let (ns2, name2) = (ns.clone(), name.clone());
+    patch_object(
+        app,
+        headers,
+        body,
+        move |c, caller| c.get_limit_range(caller, &ns, &name),
+        move |c, caller, r| c.put_limit_range(caller, &ns2, Some(&name2), r),
+    )
+    .await
+}
+
+async fn delete_limit_range(State(app): State<App>, Path((ns, name)): Path<(String, String)>, headers: HeaderMap) -> Response {
+    let result = call(&app, &headers, move |c, caller| c.delete_limit_range(caller, &ns, &name)).await;
+    respond(&headers, StatusCode::OK, result)
+}
+
 // Subscriptions.
 
 async fn list_subscriptions(
@@ -612,6 +745,71 @@ async fn image_impact(State(app): State<App>, Query(params): Query<LineageParams
     };
     let result = call(&app, &headers, move |catalog, caller| catalog.image_impact(caller, query, descendants)).await;
     respond(&headers, StatusCode::OK, result)
+}
+
+#[derive(serde::Deserialize)]
+struct TopParams {
+    namespace: Option<String>,
+}
+
+/// `GET /apis/berth.dev/v1/top/images|imagestreams|namespaces[?namespace=NS]`: usage reports.
+async fn top(State(app): State<App>, Path(what): Path<String>, Query(params): Query<TopParams>, headers: HeaderMap) -> Response {
+    let namespace = params.namespace.filter(|ns| !ns.is_empty());
+    match what.as_str() {
+        "images" => {
+            respond(&headers, StatusCode::OK, call(&app, &headers, move |c, caller| c.top_images(caller, namespace.as_deref())).await)
+        }
+        "imagestreams" => {
+            respond(&headers, StatusCode::OK, call(&app, &headers, move |c, caller| c.top_imagestreams(caller, namespace.as_deref())).await)
+        }
+        "namespaces" => {
+            respond(&headers, StatusCode::OK, call(&app, &headers, move |c, caller| c.top_namespaces(caller, namespace.as_deref())).await)
+        }
+        _ => render_error(
+            Error::not_found("top", &what)
+                .with_message(format!("berth reports the top of images, imagestreams or namespaces, not {what:?}")),
+        ),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct DryRunParams {
+    #[serde(rename = "dryRun")]
+    dry_run: Option<String>,
+}
+
+/// `POST /apis/berth.dev/v1/imageprunes[?dryRun=All]`: a prune's plan, carried out unless
+/// a dry run; a confirmed cluster-wide prune then sweeps the blob store.
+async fn create_prune(State(app): State<App>, Query(params): Query<DryRunParams>, headers: HeaderMap, body: RawBody) -> Response {
+    let dry_run = match params.dry_run.as_deref() {
+        None | Some("") => false,
+        Some("All") => true,
+        Some(other) => {
+            return render_error(Error::bad_request(format!("dryRun={other:?} is not known: the only value is All (as in Kubernetes)")));
+        }
+    };
+    let prune: berth_model::prune::ImagePrune = match decode(&body, "ImagePrune", BERTH_API_VERSION) {
+        Ok(prune) => prune,
+        Err(err) => return render_error(err),
+    };
+    let caller = match call(&app, &headers, |_, caller| Ok(caller.clone())).await {
+        Ok(caller) => caller,
+        Err(err) => return render_error(err),
+    };
+    respond(&headers, StatusCode::CREATED, app.registry.prune(&caller, prune, dry_run).await)
+}
+
+/// `POST /apis/berth.dev/v1/storechecks`: `berth adm fsck`.
+async fn create_store_check(State(app): State<App>, headers: HeaderMap, body: RawBody) -> Response {
+    let check: berth_model::prune::StoreCheck = match decode(&body, "StoreCheck", BERTH_API_VERSION) {
+        Ok(check) => check,
+        Err(err) => return render_error(err),
+    };
+    let caller = match call(&app, &headers, |_, caller| Ok(caller.clone())).await {
+        Ok(caller) => caller,
+        Err(err) => return render_error(err),
+    };
+    respond(&headers, StatusCode::CREATED, app.registry.check_store(&caller, check).await)
 }
 
 async fn lineage(
@@ -701,6 +899,34 @@ async fn delete_class_group(State(app): State<App>, Path(name): Path<String>, he
 }
 
 // Image policies.
+
+async fn list_pruners(State(app): State<App>, Query(params): Query<ListParams>, headers: HeaderMap) -> Response {
+    list_or_watch(app, headers, None, params, |c, caller, _, o| c.list_pruners(caller, o)).await
+}
+
+async fn create_pruner(State(app): State<App>, headers: HeaderMap, body: RawBody) -> Response {
+    with_body(app, headers, body, ImagePruner::KIND, BERTH_API_VERSION, StatusCode::CREATED, |c, caller, pruner| {
+        c.put_pruner(caller, None, pruner)
+    })
+    .await
+}
+
+async fn get_pruner(State(app): State<App>, Path(name): Path<String>, headers: HeaderMap) -> Response {
+    let result = call_inline(&app, &headers, |c, caller| c.get_pruner(caller, &name));
+    respond(&headers, StatusCode::OK, result)
+}
+
+async fn update_pruner(State(app): State<App>, Path(name): Path<String>, headers: HeaderMap, body: RawBody) -> Response {
+    with_body(app, headers, body, ImagePruner::KIND, BERTH_API_VERSION, StatusCode::OK, move |c, caller, pruner| {
+        c.put_pruner(caller, Some(&name), pruner)
+    })
+    .await
+}
+
+async fn delete_pruner(State(app): State<App>, Path(name): Path<String>, headers: HeaderMap) -> Response {
+    let result = call(&app, &headers, move |c, caller| c.delete_cluster_object::<ImagePruner>(caller, &name)).await;
+    respond(&headers, StatusCode::OK, result)
+}
 
 async fn list_policies(State(app): State<App>, Query(params): Query<ListParams>, headers: HeaderMap) -> Response {
     list_or_watch(app, headers, None, params, |c, caller, _, o| c.list_policies(caller, o)).await

@@ -57,7 +57,9 @@ fn parse_value(body: &RawBody) -> Result<Value, Error> {
     if body.bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(Error::bad_request("the request body is empty: send the object as JSON or YAML"));
     }
-    if is_yaml(&body.content_type) {
+    if body.content_type.starts_with(crate::http::protobuf::CONTENT_TYPE) {
+        crate::http::protobuf::to_value(&body.bytes)
+    } else if is_yaml(&body.content_type) {
         yaml_serde::from_slice(&body.bytes).map_err(|err| Error::bad_request(format!("the request body is not valid YAML: {err}")))
     } else if body.content_type.contains("json") || body.content_type.is_empty() {
         serde_json::from_slice(&body.bytes).map_err(|err| Error::bad_request(format!("the request body is not valid JSON: {err}")))

@@ -7,6 +7,7 @@ use berth_model::image::Image;
 use berth_model::imagestream::{ImageStream, ImageStreamImage, ImageStreamMapping, ImageStreamTag, ImageTag};
 use berth_model::imagestreamimport::ImageStreamImport;
 use berth_model::notify::Subscription;
+use berth_model::quota::{LimitRange, ResourceQuota};
 use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde_json::{Value, json};
 
@@ -76,6 +77,26 @@ pub const RESOURCES: &[ApiResource] = &[
         verbs: ALL,
         short_names: &[],
         schema: Some(schema_of::<Secret>),
+    },
+    ApiResource {
+        group: "",
+        version: "v1",
+        name: "resourcequotas",
+        kind: "ResourceQuota",
+        namespaced: true,
+        verbs: ALL,
+        short_names: &["quota"],
+        schema: Some(schema_of::<ResourceQuota>),
+    },
+    ApiResource {
+        group: "",
+        version: "v1",
+        name: "limitranges",
+        kind: "LimitRange",
+        namespaced: true,
+        verbs: ALL,
+        short_names: &["limits"],
+        schema: Some(schema_of::<LimitRange>),
     },
     ApiResource {
         group: "image.openshift.io",
@@ -196,6 +217,16 @@ pub const RESOURCES: &[ApiResource] = &[
         verbs: &["create", "delete", "get", "list", "update", "watch"],
         short_names: &["ipol"],
         schema: Some(schema_of::<berth_model::policy::ImagePolicy>),
+    },
+    ApiResource {
+        group: "berth.dev",
+        version: "v1",
+        name: "imagepruners",
+        kind: "ImagePruner",
+        namespaced: false,
+        verbs: &["create", "delete", "get", "list", "update", "watch"],
+        short_names: &[],
+        schema: Some(schema_of::<berth_model::prune::ImagePruner>),
     },
     ApiResource {
         group: "berth.dev",

@@ -8,6 +8,7 @@ mod body;
 pub mod discovery;
 mod metrics;
 pub mod openapi;
+mod protobuf;
 mod registry;
 mod watch;
 

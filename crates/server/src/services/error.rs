@@ -123,6 +123,15 @@ impl Error {
     }
 }
 
+/// Blob storage failing under a service (the registry's own requests map blob errors to
+/// OCI codes instead).
+impl From<berth_store::BlobError> for Error {
+    fn from(err: berth_store::BlobError) -> Error {
+        tracing::error!(%err, "blob storage failure");
+        Error::internal(format!("{err}; nothing more was changed. Try again, and check the server's log if it persists"))
+    }
+}
+
 impl From<StoreError> for Error {
     fn from(err: StoreError) -> Error {
         match err {

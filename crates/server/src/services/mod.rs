@@ -15,8 +15,11 @@ pub mod import;
 pub mod lineage;
 pub mod namespaces;
 pub mod policy;
+pub mod prune;
+pub mod quotas;
 pub mod registry;
 pub mod resource;
+pub mod storage;
 pub mod streams;
 pub mod subscriptions;
 pub mod tokens;
@@ -64,6 +67,7 @@ pub struct Catalog {
     classes: Arc<classes::ClassMarks>,
     admission: Arc<policy::AdmissionCache>,
     usage: Arc<usage::UsageRecorder>,
+    storage: Arc<storage::StorageIndex>,
 }
 
 /// Who is asking: the token's name and what it allows.
@@ -169,6 +173,7 @@ impl Catalog {
             classes: Arc::default(),
             admission: Arc::default(),
             usage: Arc::default(),
+            storage: Arc::default(),
         }
     }
 

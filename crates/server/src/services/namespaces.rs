@@ -8,6 +8,7 @@ use berth_model::Time;
 use berth_model::access::Action;
 use berth_model::core::{Namespace, NamespaceStatus, Secret};
 use berth_model::imagestream::ImageStream;
+use berth_model::quota::{LimitRange, ResourceQuota};
 use berth_store::{Precondition, transact};
 
 use crate::services::{
@@ -16,7 +17,7 @@ use crate::services::{
 };
 
 /// The namespaced resources a namespace holds, deleted with it.
-const CONTENTS: [&str; 2] = [ImageStream::RESOURCE, Secret::RESOURCE];
+const CONTENTS: [&str; 4] = [ImageStream::RESOURCE, Secret::RESOURCE, ResourceQuota::RESOURCE, LimitRange::RESOURCE];
 
 /// The namespace that always exists, as in Kubernetes.
 pub const DEFAULT_NAMESPACE: &str = "default";

@@ -162,8 +162,21 @@ impl Catalog {
         &self,
         caller: &Caller,
         name: Option<&str>,
+        object: T,
+        validate: fn(&T) -> Vec<FieldError>,
+    ) -> Result<T> {
+        self.put_cluster_object_keeping(caller, name, object, validate, |_, _| {})
+    }
+
+    /// [`Catalog::put_cluster_object`], for a kind whose status the server keeps: `keep`
+    /// copies what the server owns from the stored object into the written one.
+    pub(crate) fn put_cluster_object_keeping<T: Resource>(
+        &self,
+        caller: &Caller,
+        name: Option<&str>,
         mut object: T,
         validate: fn(&T) -> Vec<FieldError>,
+        keep: fn(&mut T, &T),
     ) -> Result<T> {
         let verb = if name.is_some() { "update" } else { "create" };
         caller.require(Action::AdministerCluster, verb, T::QUALIFIED)?;
@@ -178,7 +191,11 @@ impl Catalog {
         transact(&**self.store(), move |txn| {
             let key = T::key("", &name);
             match txn.get(&key)? {
-                Some(existing) => keep_server_fields(object.meta_mut(), T::decode(&existing)?.meta()),
+                Some(existing) => {
+                    let existing = T::decode(&existing)?;
+                    keep_server_fields(object.meta_mut(), existing.meta());
+                    keep(&mut object, &existing);
+                }
                 None if verb == "update" => return Err(Error::not_found(T::QUALIFIED, &name)),
                 None => stamp_new(object.meta_mut(), berth_model::Time::now()),
             }

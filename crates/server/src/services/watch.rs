@@ -43,6 +43,20 @@ impl Watchable for berth_model::notify::Subscription {
     }
 }
 
+/// A quota's status is filled on every read, watch events too.
+impl Watchable for berth_model::quota::ResourceQuota {
+    fn view(catalog: &Catalog, _caller: &Caller, object: Self) -> Result<Option<Self>> {
+        let usage = catalog.quota_usage(&object.metadata.namespace)?;
+        Ok(Some(catalog.quota_view(object, &usage)?))
+    }
+}
+
+impl Watchable for berth_model::quota::LimitRange {
+    fn view(_catalog: &Catalog, _caller: &Caller, object: Self) -> Result<Option<Self>> {
+        Ok(Some(object))
+    }
+}
+
 impl Watchable for Secret {
     fn view(catalog: &Catalog, caller: &Caller, object: Self) -> Result<Option<Self>> {
         Ok(Some(catalog.secret_for(caller, object)))
@@ -85,6 +99,16 @@ impl Watchable for berth_model::lineage::ImageClassGroup {
 impl Watchable for berth_model::policy::ImagePolicy {
     fn authorize(_caller: &Caller, _namespace: Option<&str>) -> Result<()> {
         Ok(())
+    }
+
+    fn view(_catalog: &Catalog, _caller: &Caller, object: Self) -> Result<Option<Self>> {
+        Ok(Some(object))
+    }
+}
+
+impl Watchable for berth_model::prune::ImagePruner {
+    fn authorize(caller: &Caller, _namespace: Option<&str>) -> Result<()> {
+        caller.require(berth_model::access::Action::ReadCluster, "watch", Self::QUALIFIED)
     }
 
     fn view(_catalog: &Catalog, _caller: &Caller, object: Self) -> Result<Option<Self>> {

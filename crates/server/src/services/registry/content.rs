@@ -471,6 +471,6 @@ fn names(image: &Image, digest: &Digest) -> bool {
 }
 
 /// The config digest of an image (`dockerImageMetadata.Id` for schema 2 and OCI images).
-pub(super) fn config_digest(image: &Image) -> Option<String> {
+pub(crate) fn config_digest(image: &Image) -> Option<String> {
     image.docker_image_metadata.as_ref()?.get("Id")?.as_str().filter(|id| id.contains(':')).map(str::to_string)
 }

@@ -82,6 +82,7 @@ impl Registry {
             Some((stream, found))
         };
         if let Some(size) = self.inner.blobs.size(digest).await? {
+            self.refresh(digest).await;
             return self.local(digest, size, range, head).await;
         }
         let Some((stream, found)) = source else {

@@ -11,6 +11,7 @@ mod auth;
 mod content;
 mod error;
 mod mirror;
+mod upkeep;
 mod uploads;
 
 use std::sync::Arc;
@@ -28,6 +29,7 @@ use tokio::sync::Semaphore;
 use crate::services::{Caller, Catalog};
 
 pub use auth::{Credential, RegistryTokenIssued};
+pub(crate) use content::config_digest;
 pub use content::{ManifestContent, Page, PushedManifest};
 pub use error::{Code, RegistryError};
 pub use mirror::{BlobContent, RangeRequest};
@@ -49,6 +51,9 @@ pub struct RegistrySettings {
     pub max_concurrent_uploads: usize,
     /// Uploads untouched for this long are removed.
     pub abandoned_upload_seconds: u64,
+    /// A blob no Image holds is swept only once it was last written longer ago than
+    /// this (Harbor's window is the same two hours): see `BlobStore::sweep`.
+    pub blob_grace_seconds: u64,
     /// How long the tokens of `/v2/token` last.
     pub token_lifetime_seconds: u64,
 }
@@ -59,6 +64,7 @@ impl Default for RegistrySettings {
             max_manifest_bytes: 4 << 20,
             max_concurrent_uploads: 64,
             abandoned_upload_seconds: 24 * 3600,
+            blob_grace_seconds: 2 * 3600,
             token_lifetime_seconds: 300,
         }
     }

@@ -69,6 +69,7 @@ impl Registry {
             };
         if visible {
             self.inner.blobs.link(&repo.name(), digest).await?;
+            self.refresh(digest).await;
         }
         Ok(visible)
     }

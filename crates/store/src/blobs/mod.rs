@@ -17,6 +17,13 @@
 //!
 //! Nothing here knows image streams or HTTP: callers pass repository names they have
 //! validated and streams of bytes.
+//!
+//! `sweep.rs` removes what nothing uses any more (an online garbage collection, safe
+//! beside this process's own requests) and holds the checks `berth adm fsck` runs.
+
+mod sweep;
+
+pub use sweep::{BlobCheck, SWEEP_LISTED, SweepOptions, SweepReport};
 
 use std::collections::HashMap;
 use std::path::{Path as FsPath, PathBuf};
@@ -145,6 +152,8 @@ pub struct BlobStore {
     root: PathBuf,
     uploads: Arc<Mutex<HashMap<String, UploadLock>>>,
     reads: ReadPool,
+    /// The blobs asked about while a sweep runs (see [`BlobStore::sweep`]).
+    guard: Arc<sweep::SweepGuard>,
 }
 
 fn blob_path(digest: &Digest) -> Path {
@@ -178,11 +187,18 @@ impl BlobStore {
     pub fn open_local(root: &FsPath, fsync: bool) -> Result<BlobStore> {
         std::fs::create_dir_all(root.join("uploads"))?;
         let store = LocalFileSystem::new_with_prefix(root)?.with_fsync(fsync);
-        Ok(BlobStore { store: Arc::new(store), root: root.to_path_buf(), uploads: Arc::default(), reads: ReadPool::start()? })
+        Ok(BlobStore {
+            store: Arc::new(store),
+            root: root.to_path_buf(),
+            uploads: Arc::default(),
+            reads: ReadPool::start()?,
+            guard: Arc::default(),
+        })
     }
 
     /// The size of a stored blob, or `None`.
     pub async fn size(&self, digest: &Digest) -> Result<Option<u64>> {
+        let _touch = self.guard.touch(digest).await;
         match self.store.head(&blob_path(digest)).await {
             Ok(meta) => Ok(Some(meta.size)),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
@@ -190,9 +206,37 @@ impl BlobStore {
         }
     }
 
+    /// Marks a stored blob as just written when it was last written longer ago than
+    /// `older_than`, so that a sweep's grace window covers a client that found it present
+    /// (a HEAD before skipping an upload, a mount) and pushes its manifest later. Cheap
+    /// for blobs written recently: one look at the file's time. Returns whether it was
+    /// refreshed.
+    pub async fn refresh(&self, digest: &Digest, older_than: Duration) -> Result<bool> {
+        let _touch = self.guard.touch(digest).await;
+        let file = self.root.join(blob_path(digest).as_ref());
+        tokio::task::spawn_blocking(move || {
+            let now = std::time::SystemTime::now();
+            let modified = match std::fs::metadata(&file).and_then(|meta| meta.modified()) {
+                Ok(modified) => modified,
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+                Err(err) => return Err(err),
+            };
+            if now.duration_since(modified).unwrap_or_default() <= older_than {
+                return Ok(false);
+            }
+            std::fs::File::options().write(true).open(&file)?.set_modified(now)?;
+            Ok(true)
+        })
+        .await
+        .map_err(|err| BlobError::Storage(err.to_string()))?
+        .map_err(Into::into)
+    }
+
     /// Reads a stored blob, the whole of it or `range` (`start..end`, clamped to the
     /// blob). `None` when the blob is not stored.
     pub async fn read(&self, digest: &Digest, range: Option<std::ops::Range<u64>>) -> Result<Option<BlobRead>> {
+        // Once the file is open, a sweep removing its name no longer takes its bytes away.
+        let _touch = self.guard.touch(digest).await;
         let options = GetOptions { range: range.map(GetRange::Bounded), ..GetOptions::default() };
         let result = match self.store.get_opts(&blob_path(digest), options).await {
             Ok(result) => result,
@@ -209,6 +253,8 @@ impl BlobStore {
 
     /// Reads a whole small blob (an image config) into memory.
     pub async fn read_all(&self, digest: &Digest, max: u64) -> Result<Option<Bytes>> {
+        // Noted across both looks, so that no sweep removes the blob between them.
+        let _touch = self.guard.touch(digest).await;
         match self.size(digest).await? {
             None => Ok(None),
             Some(size) if size > max => {
@@ -219,7 +265,8 @@ impl BlobStore {
     }
 
     /// Stores content whose digest the caller knows: hashed as it is written, and visible
-    /// only when it matches. Returns its size.
+    /// only when it matches. Returns its size. (A running sweep notes the digest as it is
+    /// published, in [`BlobStore::finish`].)
     pub async fn put(&self, digest: &Digest, body: impl Stream<Item = std::io::Result<Bytes>> + Send + 'static) -> Result<u64> {
         let upload = self.start_upload("").await?;
         self.append(&upload.id, "", None, body).await?;
@@ -228,6 +275,7 @@ impl BlobStore {
 
     /// Whether `digest` was pushed to or mounted into `repository`.
     pub async fn is_linked(&self, repository: &str, digest: &Digest) -> Result<bool> {
+        let _touch = self.guard.touch(digest).await;
         self.exists(&link_path(repository, digest)).await
     }
 
@@ -248,6 +296,7 @@ impl BlobStore {
 
     /// Links `digest` into `repository` (a push or a mount).
     pub async fn link(&self, repository: &str, digest: &Digest) -> Result<()> {
+        let _touch = self.guard.touch(digest).await;
         self.store.put(&link_path(repository, digest), PutPayload::default()).await?;
         self.remove_if_present(&unlinked_path(repository, digest)).await
     }
@@ -455,12 +504,9 @@ impl BlobStore {
         if actual != *digest {
             return Err(BlobError::DigestMismatch { expected: digest.clone(), actual });
         }
-        let target = blob_path(digest);
-        match chunks.as_slice() {
-            [] => {
-                self.store.put(&target, PutPayload::default()).await?;
-            }
-            [(only, _)] => self.store.rename(only, &target).await?,
+        let staged = match chunks.as_slice() {
+            [] => None,
+            [(only, _)] => Some(only.clone()),
             many => {
                 let assembled = Path::from(format!("uploads/{id}/assembled"));
                 let mut writer = WriteMultipart::new_with_chunk_size(self.store.put_multipart(&assembled).await?, WRITE_PART);
@@ -472,8 +518,18 @@ impl BlobStore {
                     }
                 }
                 writer.finish().await?;
-                self.store.rename(&assembled, &target).await?;
+                Some(assembled)
             }
+        };
+        // Noted just before the blob appears, not earlier: a sweep starting waits for
+        // what it did not see noted, and should not wait for the hashing above.
+        let _touch = self.guard.touch(digest).await;
+        let target = blob_path(digest);
+        match staged {
+            None => {
+                self.store.put(&target, PutPayload::default()).await?;
+            }
+            Some(staged) => self.store.rename(&staged, &target).await?,
         }
         Ok(size)
     }
@@ -505,21 +561,7 @@ impl BlobStore {
     /// Removes uploads (and abandoned mirror downloads) untouched for longer than `age`.
     /// An upload receiving a chunk now is left alone. Returns how many were removed.
     pub async fn remove_abandoned(&self, age: Duration) -> Result<usize> {
-        let root = self.root.join("uploads");
-        let stale: Vec<(String, bool)> = tokio::task::spawn_blocking(move || {
-            let mut stale = Vec::new();
-            let now = std::time::SystemTime::now();
-            for entry in std::fs::read_dir(&root)?.flatten() {
-                let newest = newest_change(&entry.path()).unwrap_or(now);
-                if now.duration_since(newest).unwrap_or_default() > age {
-                    let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
-                    stale.push((entry.file_name().to_string_lossy().into_owned(), is_dir));
-                }
-            }
-            Ok::<_, std::io::Error>(stale)
-        })
-        .await
-        .map_err(|err| BlobError::Storage(err.to_string()))??;
+        let stale = self.abandoned(age).await?;
         let mut removed = 0;
         for (name, is_dir) in stale {
             if is_dir && is_upload_id(&name) {
@@ -536,6 +578,27 @@ impl BlobStore {
             }
         }
         Ok(removed)
+    }
+
+    /// The entries of `uploads/` untouched for longer than `age`: their names, and whether
+    /// each is a directory.
+    async fn abandoned(&self, age: Duration) -> Result<Vec<(String, bool)>> {
+        let root = self.root.join("uploads");
+        tokio::task::spawn_blocking(move || {
+            let mut stale = Vec::new();
+            let now = std::time::SystemTime::now();
+            for entry in std::fs::read_dir(&root)?.flatten() {
+                let newest = newest_change(&entry.path()).unwrap_or(now);
+                if now.duration_since(newest).unwrap_or_default() > age {
+                    let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+                    stale.push((entry.file_name().to_string_lossy().into_owned(), is_dir));
+                }
+            }
+            Ok::<_, std::io::Error>(stale)
+        })
+        .await
+        .map_err(|err| BlobError::Storage(err.to_string()))?
+        .map_err(BlobError::from)
     }
 
     /// Records that the manifest `referrer` (described by `descriptor`, a JSON OCI
@@ -582,6 +645,7 @@ impl BlobStore {
         let Some(name) = name else {
             return Err(BlobError::Storage(format!("{} is not a mirror file of this store", file.display())));
         };
+        let _touch = self.guard.touch(digest).await;
         self.store.rename(&Path::from(format!("uploads/{name}")), &blob_path(digest)).await?;
         Ok(())
     }
