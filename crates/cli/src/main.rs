@@ -74,6 +74,18 @@ enum Command {
     /// Point image stream tags at another tag or image, or at an image of another
     /// registry (and wait for its import).
     Tag(commands::tag::TagArgs),
+    /// What changed in a tag's contract between two of its images, each change judged
+    /// compatible or breaking.
+    Diff(commands::contract::DiffArgs),
+    /// Change the metadata of every image a stream or tag points at, without a new image:
+    /// environment, ports, volumes, labels, user, working directory, entrypoint, cmd,
+    /// resources.
+    Override(commands::contract::OverrideArgs),
+    /// Point a tag back at an earlier image of its history (imports from upstream pause).
+    Rollback(commands::contract::RollbackArgs),
+    /// Generate Kubernetes objects from a tag's contract.
+    #[command(subcommand)]
+    Generate(commands::contract::GenerateCommand),
     /// Import images from another registry into an image stream.
     ImportImage(commands::import_image::ImportImageArgs),
     /// Create, list and revoke API tokens.
@@ -108,6 +120,10 @@ fn main() -> ExitCode {
         Command::Delete(args) => commands::delete::run(&ctx, args),
         Command::Create(command) => commands::create::run(&ctx, command),
         Command::Tag(args) => commands::tag::run(&ctx, args),
+        Command::Diff(args) => commands::contract::diff(&ctx, args),
+        Command::Override(args) => commands::contract::override_metadata(&ctx, args),
+        Command::Rollback(args) => commands::contract::rollback(&ctx, args),
+        Command::Generate(command) => commands::contract::generate(&ctx, command),
         Command::ImportImage(args) => commands::import_image::run(&ctx, args),
         Command::Token(command) => commands::token::run(&ctx, command),
         Command::Adm(command) => commands::adm::run(&ctx, command),

@@ -920,6 +920,194 @@ fn admission_config_registers_webhooks_kubernetes_can_call_over_https() {
     assert_eq!(reply["status"]["allowed"], true, "{reply}");
 }
 
+/// A mapping of `app:latest` to an image whose config is `config` (its manifest names
+/// `n`, so that each gets its own digest).
+fn contract_mapping(n: u32, config: Value) -> (String, Value) {
+    let (digest, mut mapping) = mapping(&format!("{{\"schemaVersion\":2,\"contract\":{n}}}"));
+    mapping["image"]["dockerImageMetadata"] =
+        serde_json::json!({"kind": "DockerImage", "apiVersion": "1.0", "Config": config, "Os": "linux", "Architecture": "amd64"});
+    mapping["image"]["dockerImageMetadataVersion"] = serde_json::json!("1.0");
+    (digest, mapping)
+}
+
+const CONTRACT_STREAM: &str = r#"
+apiVersion: image.openshift.io/v1
+kind: ImageStream
+metadata:
+  name: app
+  annotations:
+    berth.dev/overrides: '{"env":{"MODE":"prod","DEBUG":null},"resources":{"requests":{"cpu":"100m","memory":"128Mi"},"limits":{"memory":"256Mi"}}}'
+"#;
+
+/// Deserialises `value` as `T` and back: a field `T` does not know would be lost, so the
+/// two must be equal (k8s-openapi's types ignore unknown fields; this refuses them).
+fn strictly<T: serde::de::DeserializeOwned + serde::Serialize>(value: &Value) -> T {
+    let typed: T = serde_json::from_value(value.clone()).unwrap();
+    assert_eq!(&serde_json::to_value(&typed).unwrap(), value, "a field is not in the Kubernetes schema");
+    typed
+}
+
+#[test]
+fn generate_deployment_fits_the_kubernetes_schema_and_check_catches_a_removed_port() {
+    let berth = Berth::with_team();
+    let stream = berth.write("stream.yaml", CONTRACT_STREAM);
+    berth.ok(&["apply", "-f", &stream, "-n", "team"]);
+    let config = serde_json::json!({
+        "Env": ["PATH=/usr/bin", "DEBUG=1", "APP_VERSION=1.0"],
+        "ExposedPorts": {"8080/tcp": {}, "9090/tcp": {}},
+        "Volumes": {"/var/lib/app": {}},
+        "User": "1001",
+        "WorkingDir": "/app",
+        "Entrypoint": ["/app/run"],
+        "Cmd": ["--serve"],
+        "Labels": {"org.opencontainers.image.version": "1.0"},
+    });
+    let (first, first_mapping) = contract_mapping(1, config.clone());
+    let file = berth.write("m1.yaml", &yaml_serde::to_string(&first_mapping).unwrap());
+    berth.ok(&["apply", "-f", &file]);
+
+    let generated = berth.ok(&["generate", "deployment", "app:latest", "-n", "team", "--replicas", "2", "--name", "web"]);
+    insta::assert_snapshot!("generate_deployment", generated);
+    let documents: Vec<Value> = {
+        use serde::Deserialize as _;
+        yaml_serde::Deserializer::from_str(&generated).map(Value::deserialize).collect::<Result<_, _>>().unwrap()
+    };
+    let deployment: k8s_openapi::api::apps::v1::Deployment = strictly(&documents[0]);
+    let _: k8s_openapi::api::core::v1::Service = strictly(&documents[1]);
+    let deployment = serde_json::to_value(&deployment).unwrap();
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["image"], format!("registry.example.com/team/app@{first}"));
+    assert_eq!(container["resources"]["requests"]["cpu"], "100m");
+    assert!(container["env"].as_array().unwrap().iter().all(|e| e["name"] != "DEBUG"), "the override removed DEBUG");
+    assert_eq!(documents[1]["spec"]["ports"].as_array().unwrap().len(), 2);
+
+    // The running Deployment fits the image it was generated from.
+    let running = berth.write("running.yaml", &generated);
+    let fits = berth.ok(&["generate", "deployment", "app:latest", "-n", "team", "--check", &running]);
+    assert_eq!(fits, "Deployment web fits the current image of team/app:latest.\n");
+
+    // A new image that no longer exposes 8080 (and exposes 8443): the check says why not.
+    let mut next = config.clone();
+    next["ExposedPorts"] = serde_json::json!({"8443/tcp": {}, "9090/tcp": {}});
+    next["Env"] = serde_json::json!(["PATH=/usr/bin", "DEBUG=1", "APP_VERSION=1.1"]);
+    let (_, second_mapping) = contract_mapping(2, next);
+    let file = berth.write("m2.yaml", &yaml_serde::to_string(&second_mapping).unwrap());
+    berth.ok(&["apply", "-f", &file]);
+    let check = berth.run(&["generate", "deployment", "app:latest", "-n", "team", "--check", &running]);
+    assert_eq!(check.status.code(), Some(1));
+    let report = String::from_utf8(check.stdout).unwrap();
+    insta::assert_snapshot!("generate_deployment_check_removed_port", report);
+
+    // The contract diff between the two images, and describe's three columns.
+    let diff = berth.ok(&["diff", "app:latest", "-n", "team"]);
+    insta::assert_snapshot!("diff_current_against_previous", diff);
+    let same = berth.ok(&["diff", "app:latest", "1", "1", "-n", "team"]);
+    assert!(same.ends_with("No change to the contract.\n"), "{same}");
+    let described = berth.ok(&["describe", "istag", "app:latest", "-n", "team"]);
+    let contract = described.split("Contract:\n").nth(1).unwrap();
+    assert!(contract.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["env", "DEBUG", "1", "(removed)"]), "{described}");
+    assert!(contract.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["env", "MODE", "prod", "prod"]), "{described}");
+    assert!(contract.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["requests.cpu", "100m", "100m"]), "{described}");
+
+    let got = berth.ok(&["get", "istag", "app:latest", "-n", "team"]);
+    assert!(got.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["", "IMAGE", "OVERRIDE", "EFFECTIVE"][1..]), "{got}");
+    assert!(got.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["port", "8443/tcp", "8443/tcp"]), "{got}");
+    let history = berth.ok(&["describe", "is", "app", "-n", "team"]);
+    assert!(history.contains(&format!("registry.example.com/team/app@{first}  (revision 1)")), "{history}");
+
+    // Rollback of a pushed tag: back to the first image, nothing to pause.
+    let rolled = berth.ok(&["rollback", "app:latest", "-n", "team"]);
+    assert_eq!(rolled, format!("team/app:latest rolled back to {first}.\n"));
+    let err = berth.fails(&["rollback", "app:latest", "-n", "team", "--to-revision", "7"]);
+    assert!(err.contains("has revisions 1 to 3"), "{err}");
+    let err = berth.fails(&["tag", "--resume", "app:latest", "-n", "team"]);
+    assert!(err.contains("nothing imports into it"), "{err}");
+}
+
+#[test]
+fn override_sets_and_removes_metadata_of_a_tag_over_its_stream() {
+    let berth = Berth::with_team();
+    let config = serde_json::json!({"Env": ["PATH=/usr/bin", "DEBUG=1"], "ExposedPorts": {"8080/tcp": {}}, "User": "1001"});
+    let (_, first_mapping) = contract_mapping(1, config);
+    let file = berth.write("m1.yaml", &yaml_serde::to_string(&first_mapping).unwrap());
+    berth.ok(&["apply", "-f", &file]);
+    let said = berth.ok(&[
+        "override",
+        "app:latest",
+        "-n",
+        "team",
+        "--env",
+        "MODE=dev",
+        "--env",
+        "DEBUG-",
+        "--port",
+        "8443/tcp",
+        "--port",
+        "8080/tcp-",
+        "--request",
+        "cpu=50m",
+    ]);
+    assert!(said.starts_with("Overrides of team/app:latest set: "), "{said}");
+    berth.ok(&["override", "app", "-n", "team", "--user", "2000"]);
+    let effective =
+        |berth: &Berth| berth.json(&["get", "istag", "app:latest", "-n", "team", "-o", "json"])["contract"]["effective"].clone();
+    let now = effective(&berth);
+    assert_eq!(now["env"], serde_json::json!({"MODE": "dev", "PATH": "/usr/bin"}), "{now}");
+    assert_eq!(now["ports"], serde_json::json!(["8443/tcp"]));
+    assert_eq!((now["user"].as_str(), now["resources"]["requests"]["cpu"].as_str()), (Some("2000"), Some("50m")));
+    // The server refuses what makes no sense, and says where.
+    let err = berth.fails(&["override", "app:latest", "-n", "team", "--port", "http"]);
+    assert!(err.contains("is not a port"), "{err}");
+    // Clearing the tag's overrides leaves the stream's.
+    berth.ok(&["override", "app:latest", "-n", "team", "--clear"]);
+    let now = effective(&berth);
+    assert_eq!((now["env"]["DEBUG"].as_str(), now["user"].as_str()), (Some("1"), Some("2000")), "{now}");
+}
+
+/// An imported tag rolled back with the CLI: the rollback says the imports are paused,
+/// describe says by whom, and `tag --resume` brings upstream's image back.
+#[test]
+fn rollback_of_an_imported_tag_pauses_it_until_tag_resume() {
+    use berth_testkit::{Auth, DistributionRegistry, Format, TestImage};
+    let upstream = DistributionRegistry::start(Auth::Open).unwrap();
+    let first = upstream.client().push("lib/app", Some("1"), &TestImage::new(Format::Oci, 1, 1, 256, "amd64")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let server_config = dir.path().join("server.yaml");
+    std::fs::write(&server_config, "import:\n  allowedRegistries: [\"127.0.0.1:*\"]\n  insecureRegistries: [\"127.0.0.1:*\"]\n").unwrap();
+    let berth = Berth::start_with(&["--server-config", server_config.to_str().unwrap()]);
+    berth.ok(&["create", "namespace", "team"]);
+    let source = format!("{}/lib/app:1", upstream.host());
+    berth.ok(&["tag", &source, "team/app:1"]);
+    let second = upstream.client().push("lib/app", Some("1"), &TestImage::new(Format::Oci, 2, 1, 256, "amd64")).unwrap();
+    berth.ok(&["import-image", "app:1", "-n", "team"]);
+    let image = |berth: &Berth| berth.json(&["get", "istag", "app:1", "-n", "team", "-o", "json"])["image"]["metadata"]["name"].clone();
+    assert_eq!(image(&berth), second.digest.as_str());
+
+    let said = berth.ok(&["rollback", "app:1", "-n", "team", "--to-revision", "1"]);
+    assert!(
+        said.starts_with(&format!("team/app:1 rolled back to {}.\nImports of app:1 are paused (rollback by token ", first.digest)),
+        "{said}"
+    );
+    assert_eq!(image(&berth), first.digest.as_str());
+    let described = berth.ok(&["describe", "istag", "app:1", "-n", "team"]);
+    assert!(described.contains("Import:             paused by rollback by token "), "{described}");
+    let history = berth.ok(&["describe", "is", "app", "-n", "team"]);
+    assert!(history.contains("(revision 3)") && history.contains("to revision 1\n"), "{history}");
+    assert!(berth.ok(&["get", "istag", "-n", "team", "-o", "wide"]).contains("Paused"));
+    let err = berth.fails(&["import-image", "app:1", "-n", "team"]);
+    assert!(err.contains("are paused (rollback by token") && err.contains("berth tag --resume app:1"), "{err}");
+
+    assert_eq!(
+        berth.ok(&["tag", "--resume", "app:1", "-n", "team"]),
+        "Imports of team/app:1 resumed: upstream's image is imported again.\n"
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while image(&berth) != second.digest.as_str() {
+        assert!(Instant::now() < deadline, "the resumed tag was not imported again");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn adm_top_prune_and_fsck_report_what_the_store_holds() {
     use berth_testkit::{Format, RegistryClient, TestImage};

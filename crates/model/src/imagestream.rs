@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::contract::{Overrides, TagContract};
 use crate::image::Image;
 use crate::meta::ObjectReference;
 use crate::{IMAGE_API_VERSION, ObjectMeta, Time};
@@ -171,6 +172,12 @@ pub struct ImageStreamTag {
     /// Absent while the tag has no image yet (for example while it waits to be imported).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<Image>,
+    /// berth's own, read-only: the tag's deployment contract: what the image says, the
+    /// stream's and tag's `berth.dev/overrides`, and the effective result. `image` is left
+    /// as the image says (OpenShift clients see the image as it is); absent while the tag
+    /// has no image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contract: Option<TagContract>,
 }
 
 /// `imagetags/<stream>:<tag>`: spec, status and image of one tag together.
@@ -322,6 +329,7 @@ impl ImageStream {
             lookup_policy: self.spec.lookup_policy,
             conditions: status.map(|s| s.conditions.clone()).unwrap_or_default(),
             image: image.map(|i| self.image_as_referenced(tag, i, latest)),
+            contract: image.map(|i| TagContract::of(i, Overrides::of_tag(self, tag))),
         })
     }
 

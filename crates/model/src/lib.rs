@@ -9,6 +9,7 @@
 pub mod access;
 pub mod admission;
 pub mod audit;
+pub mod contract;
 pub mod core;
 pub mod digest;
 pub mod duration;

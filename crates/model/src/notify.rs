@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use crate::contract::{self, Contract, ContractChanges};
 use crate::image::Image;
 use crate::imagestream::ImageStream;
 use crate::names::check_dns_subdomain;
@@ -101,6 +102,10 @@ pub struct TagChange {
     pub marked_image: String,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub marks: BTreeMap<String, String>,
+    /// For `TagMoved`: the contract diff from the previous image to the new one, over the
+    /// stream's overrides, judged when the change was recorded (both images known).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contract: Option<ContractChanges>,
 }
 
 impl TagChange {
@@ -126,6 +131,7 @@ impl TagChange {
             class_previous_image: String::new(),
             marked_image: String::new(),
             marks: BTreeMap::new(),
+            contract: None,
         }
     }
 }
@@ -226,6 +232,10 @@ pub struct SubscriptionSpec {
     /// signs each body (`X-Berth-Signature: sha256=<hex>`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_ref: Option<SecretKeyRef>,
+    /// Only tag moves whose contract change is breaking ([`crate::contract::diff`]);
+    /// every other change is left out.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub breaking_only: bool,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -286,6 +296,8 @@ impl Subscription {
             && (spec.tags.is_empty() || spec.tags.iter().any(|t| t.split_once(':') == Some((change.stream.as_str(), change.tag.as_str()))))
             && spec.stream_selector.iter().all(|(k, v)| change.stream_labels.get(k) == Some(v))
             && (change.change != ChangeType::ClassUpdated || spec.classes.is_empty() || spec.classes.contains(&change.class))
+            && (!spec.breaking_only
+                || (change.change == ChangeType::TagMoved && change.contract.as_ref().is_some_and(ContractChanges::is_breaking)))
     }
 
     pub fn set_type(&mut self) {
@@ -336,10 +348,16 @@ pub fn cloud_event(namespace: &str, change: &TagChange, previous: Option<&Image>
             "data": data,
         });
     }
-    if let Some(current) = current {
-        let diff = metadata_diff(previous, current);
-        data["compatible"] = json!(diff.is_compatible());
-        data["changes"] = serde_json::to_value(&diff).expect("diffs serialise");
+    // The contract diff recorded with the change (over the stream's overrides), or else
+    // the one between the two images as they are.
+    let judged = change.contract.clone().or_else(|| match (previous, current) {
+        (Some(previous), Some(current)) => Some(contract::diff(&Contract::of_image(previous), &Contract::of_image(current))),
+        _ => None,
+    });
+    if let Some(judged) = judged {
+        data["compatible"] = json!(!judged.is_breaking());
+        data["verdict"] = json!(judged.verdict);
+        data["changes"] = serde_json::to_value(&judged.changes).expect("contract changes serialise");
     }
     json!({
         "specversion": "1.0",
@@ -351,108 +369,6 @@ pub fn cloud_event(namespace: &str, change: &TagChange, previous: Option<&Image>
         "datacontenttype": "application/json",
         "data": data,
     })
-}
-
-/// What changed between two images' configurations, as a receiver judges an update.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct MetadataDiff {
-    #[serde(skip_serializing_if = "Added::is_empty")]
-    pub ports: Added,
-    #[serde(skip_serializing_if = "Added::is_empty")]
-    pub env: Added,
-    #[serde(skip_serializing_if = "Added::is_empty")]
-    pub volumes: Added,
-    #[serde(skip_serializing_if = "Added::is_empty")]
-    pub labels: Added,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub user: Option<Changed>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub entrypoint: Option<Changed>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cmd: Option<Changed>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub working_dir: Option<Changed>,
-}
-
-/// Entries that appeared, disappeared, or (for key=value sets) changed value.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct Added {
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub added: Vec<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub removed: Vec<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub changed: Vec<String>,
-}
-
-impl Added {
-    fn is_empty(&self) -> bool {
-        self.added.is_empty() && self.removed.is_empty() && self.changed.is_empty()
-    }
-}
-
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct Changed {
-    pub from: Value,
-    pub to: Value,
-}
-
-impl MetadataDiff {
-    /// A removed port, volume or environment variable, or a changed user, entrypoint or
-    /// working directory, can break whoever runs or builds on the image.
-    pub fn is_compatible(&self) -> bool {
-        self.ports.removed.is_empty()
-            && self.volumes.removed.is_empty()
-            && self.env.removed.is_empty()
-            && self.user.is_none()
-            && self.entrypoint.is_none()
-            && self.working_dir.is_none()
-    }
-}
-
-/// The config fields a receiver cares about, between `previous` (none: all new) and `current`.
-pub fn metadata_diff(previous: Option<&Image>, current: &Image) -> MetadataDiff {
-    let config = |image: Option<&Image>| -> Value {
-        image.and_then(|i| i.docker_image_metadata.as_ref()).and_then(|m| m.get("Config")).cloned().unwrap_or(Value::Null)
-    };
-    let (before, after) = (config(previous), config(Some(current)));
-    let keys = |value: &Value, field: &str| -> BTreeMap<String, String> {
-        match value.get(field) {
-            Some(Value::Object(map)) => map.iter().map(|(k, v)| (k.clone(), v.as_str().map(str::to_string).unwrap_or_default())).collect(),
-            Some(Value::Array(items)) => items
-                .iter()
-                .filter_map(Value::as_str)
-                .map(|entry| match entry.split_once('=') {
-                    Some((k, v)) => (k.to_string(), v.to_string()),
-                    None => (entry.to_string(), String::new()),
-                })
-                .collect(),
-            _ => BTreeMap::new(),
-        }
-    };
-    let set_diff = |field: &str| -> Added {
-        let (old, new) = (keys(&before, field), keys(&after, field));
-        Added {
-            added: new.keys().filter(|k| !old.contains_key(*k)).cloned().collect(),
-            removed: old.keys().filter(|k| !new.contains_key(*k)).cloned().collect(),
-            changed: new.iter().filter(|(k, v)| old.get(*k).is_some_and(|o| o != *v)).map(|(k, _)| k.clone()).collect(),
-        }
-    };
-    let scalar = |field: &str| -> Option<Changed> {
-        let (from, to) = (before.get(field).cloned().unwrap_or(Value::Null), after.get(field).cloned().unwrap_or(Value::Null));
-        (previous.is_some() && from != to).then_some(Changed { from, to })
-    };
-    MetadataDiff {
-        ports: set_diff("ExposedPorts"),
-        env: set_diff("Env"),
-        volumes: set_diff("Volumes"),
-        labels: set_diff("Labels"),
-        user: scalar("User"),
-        entrypoint: scalar("Entrypoint"),
-        cmd: scalar("Cmd"),
-        working_dir: scalar("WorkingDir"),
-    }
 }
 
 #[cfg(test)]
@@ -529,20 +445,25 @@ mod tests {
     }
 
     #[test]
-    fn metadata_diffs_tell_breaking_from_compatible_updates() {
+    fn events_carry_the_contract_verdict_and_breaking_only_subscriptions_want_only_breaking_moves() {
         let image = |config: Value| Image { docker_image_metadata: Some(json!({"Config": config})), ..Image::default() };
         let old = image(json!({"Env": ["A=1", "B=2"], "ExposedPorts": {"80/tcp": {}}, "User": "app", "Labels": {"v": "1"}}));
-        let compatible = image(
-            json!({"Env": ["A=1", "B=3", "C=1"], "ExposedPorts": {"80/tcp": {}, "443/tcp": {}}, "User": "app", "Labels": {"v": "2"}}),
-        );
-        let diff = metadata_diff(Some(&old), &compatible);
-        assert!(diff.is_compatible(), "{diff:?}");
-        assert_eq!((diff.env.added.clone(), diff.env.changed.clone()), (vec!["C".to_string()], vec!["B".to_string()]));
-        assert_eq!(diff.ports.added, ["443/tcp"]);
+        let compatible = image(json!({"Env": ["A=1", "B=3", "C=1"], "ExposedPorts": {"80/tcp": {}, "443/tcp": {}}, "User": "app"}));
         let breaking = image(json!({"Env": ["A=1"], "User": "root"}));
-        let diff = metadata_diff(Some(&old), &breaking);
-        assert!(!diff.is_compatible());
-        assert_eq!(diff.ports.removed, ["80/tcp"]);
-        assert_eq!(diff.user, Some(Changed { from: json!("app"), to: json!("root") }));
+        let mut change = TagChange::of(ChangeType::TagMoved, &stream_with(&[]), "1.0", at(0));
+        let event = cloud_event("ns", &change, Some(&old), Some(&compatible));
+        assert_eq!(event["data"]["compatible"], true, "{event}");
+        assert_eq!(event["data"]["changes"][0]["key"], "B");
+        let event = cloud_event("ns", &change, Some(&old), Some(&breaking));
+        assert_eq!((event["data"]["compatible"].clone(), event["data"]["verdict"].clone()), (json!(false), json!("Breaking")));
+        let subscription =
+            Subscription { spec: SubscriptionSpec { breaking_only: true, ..SubscriptionSpec::default() }, ..Subscription::default() };
+        assert!(!subscription.wants(&change), "a move not judged is not known to break");
+        change.contract = Some(contract::diff(&Contract::of_image(&old), &Contract::of_image(&compatible)));
+        assert!(!subscription.wants(&change));
+        change.contract = Some(contract::diff(&Contract::of_image(&old), &Contract::of_image(&breaking)));
+        assert!(subscription.wants(&change));
+        // The recorded verdict is the event's.
+        assert_eq!(cloud_event("ns", &change, None, None)["data"]["verdict"], "Breaking");
     }
 }

@@ -14,6 +14,7 @@ use crate::reference::ImageReference;
 use crate::{FieldError, Time};
 
 pub mod immutable;
+pub mod rollback;
 
 use immutable::ImmutableTags;
 
@@ -99,6 +100,7 @@ pub fn validate_stream(stream: &ImageStream) -> Vec<FieldError> {
         errors.push(FieldError::new("spec.dockerImageRepository", err));
     }
     errors.extend(immutable::check_annotation(&stream.metadata.annotations));
+    errors.extend(crate::contract::validate_overrides(stream));
     let mut seen = BTreeSet::new();
     for (idx, tag) in stream.spec.tags.iter().enumerate() {
         let field = format!("spec.tags[{idx}]");
@@ -367,7 +369,7 @@ pub fn waiting_sources(stream: &ImageStream) -> Vec<String> {
 /// The prefix of the references [`waiting_sources`] declares.
 pub const WAITING_PREFIX: &str = "waits:";
 
-fn status_tag_mut<'a>(stream: &'a mut ImageStream, tag: &str) -> &'a mut NamedTagEventList {
+pub(crate) fn status_tag_mut<'a>(stream: &'a mut ImageStream, tag: &str) -> &'a mut NamedTagEventList {
     let idx = match stream.status.tags.binary_search_by(|t| t.tag.as_str().cmp(tag)) {
         Ok(idx) => idx,
         Err(idx) => {
@@ -401,6 +403,11 @@ pub enum ImportState<'a> {
         reason: &'a str,
         message: &'a str,
     },
+    /// The tag was rolled back, and imports skip it until it is resumed; `why` is the
+    /// [`rollback::PAUSED_ANNOTATION`] (`rollback by token alice at ...`).
+    Paused {
+        why: &'a str,
+    },
 }
 
 /// The one rule of whether a tag waits for an import (OpenShift's import controller
@@ -408,13 +415,16 @@ pub enum ImportState<'a> {
 /// history entry nor an `ImportSuccess=False` condition is at its spec's generation.
 /// `latest_generation` is the generation of the tag's newest history entry.
 pub fn import_state<'a>(
-    spec: Option<&TagReference>,
+    spec: Option<&'a TagReference>,
     latest_generation: Option<i64>,
     conditions: &'a [TagEventCondition],
 ) -> ImportState<'a> {
     let Some(spec) = spec.filter(|s| !s.reference && s.from.as_ref().is_some_and(|f| f.kind == KIND_DOCKER_IMAGE)) else {
         return ImportState::NotImported;
     };
+    if let Some(why) = paused(spec) {
+        return ImportState::Paused { why };
+    }
     let wanted = spec.generation.unwrap_or(1);
     let failure = conditions.iter().find(|c| c.condition_type == CONDITION_IMPORT_SUCCESS && c.status == "False" && c.generation >= wanted);
     if let Some(failure) = failure {
@@ -424,6 +434,11 @@ pub fn import_state<'a>(
         Some(generation) if generation >= wanted => ImportState::Imported,
         _ => ImportState::Pending,
     }
+}
+
+/// Why the imports of a spec tag are paused, if they are ([`rollback::PAUSED_ANNOTATION`]).
+pub fn paused(spec: &TagReference) -> Option<&str> {
+    spec.annotations.as_ref().and_then(|a| a.get(rollback::PAUSED_ANNOTATION)).map(String::as_str)
 }
 
 /// The state of the import of `tag` of `stream`.
@@ -452,7 +467,7 @@ pub fn pending_imports(stream: &ImageStream) -> Vec<PendingImport> {
 /// pending: what a scheduled check or a registry webhook looks up again. `None` unless
 /// the tag imports a DockerImage.
 pub fn import_of(stream: &ImageStream, tag: &str) -> Option<PendingImport> {
-    let spec = stream.spec_tag(tag).filter(|t| !t.reference)?;
+    let spec = stream.spec_tag(tag).filter(|t| !t.reference && paused(t).is_none())?;
     match TagSource::of(stream, spec) {
         Some(Ok(TagSource::DockerImage(reference))) => {
             Some(PendingImport { tag: tag.to_string(), reference, generation: spec.generation.unwrap_or(1) })
@@ -466,6 +481,7 @@ pub fn import_of(stream: &ImageStream, tag: &str) -> Option<PendingImport> {
 pub fn still_pending(stream: &ImageStream, pending: &PendingImport) -> bool {
     stream.spec_tag(&pending.tag).is_some_and(|t| {
         t.generation.unwrap_or(1) == pending.generation
+            && paused(t).is_none()
             && matches!(TagSource::of(stream, t), Some(Ok(TagSource::DockerImage(ref r))) if *r == pending.reference)
     })
 }

@@ -186,6 +186,7 @@ impl ImportStateText for ImportState<'_> {
             ImportState::Pending => "Importing".to_string(),
             ImportState::Imported => "Imported".to_string(),
             ImportState::Failed { reason, .. } => format!("Failed: {reason}"),
+            ImportState::Paused { .. } => "Paused".to_string(),
         }
     }
 
@@ -195,6 +196,7 @@ impl ImportStateText for ImportState<'_> {
             ImportState::Pending => "importing".to_string(),
             ImportState::Imported => "imported".to_string(),
             ImportState::Failed { reason, message } => format!("failed ({reason}): {message}"),
+            ImportState::Paused { why } => format!("paused by {why}: `berth tag --resume` imports again"),
         }
     }
 

@@ -59,6 +59,11 @@ fn requests(ns: &str) -> Vec<(&'static str, Case)> {
             "lineage of istag",
             case(Method::GET, format!("/apis/berth.dev/v1/lineage/ancestors?namespace={ns}&imageStreamTag=app:latest"), None),
         ),
+        ("contract diff", case(Method::GET, format!("/apis/berth.dev/v1/namespaces/{ns}/imagestreamtags/app:latest/contractdiff"), None)),
+        (
+            "rollback",
+            case(Method::POST, format!("/apis/berth.dev/v1/namespaces/{ns}/imagestreamtags/app:latest/rollback"), Some(json!({}))),
+        ),
     ]
 }
 
@@ -77,6 +82,7 @@ async fn each_role_may_do_what_its_table_row_says_and_nothing_across_namespaces(
     for ns in ["a", "b"] {
         app.namespace(ns).await;
         app.map(ns, "app", "latest", ns).await;
+        app.map(ns, "app", "latest", &format!("{ns} again")).await;
     }
     let view = app.token("viewer", "view", &["a"]).await;
     let edit = app.token("editor", "edit", &["a"]).await;
@@ -100,6 +106,8 @@ async fn each_role_may_do_what_its_table_row_says_and_nothing_across_namespaces(
         ("create quota", false, false, false),
         ("list limit ranges", true, true, true),
         ("lineage of istag", true, true, true),
+        ("contract diff", true, true, true),
+        ("rollback", false, true, true),
     ];
     for ((label, request), (row, view_ok, edit_ok, admin_ok)) in requests("a").iter().zip(table) {
         assert_eq!(*label, row);

@@ -19,6 +19,7 @@ async fn each_kind_of_bad_input_is_refused_with_a_clear_status_and_nothing_store
     let digest = sha256("x");
     let mapping = |name: &str, tag: &str, image: serde_json::Value| json!({"kind": "ImageStreamMapping", "apiVersion": "image.openshift.io/v1", "metadata": {"name": name}, "tag": tag, "image": image});
     let good_image = json!({"metadata": {"name": digest}, "dockerImageReference": format!("registry.example.com/team/app@{digest}")});
+    let rollback = "/apis/berth.dev/v1/namespaces/team/imagestreamtags/app:latest/rollback".to_string();
     let long_name = format!("{}.{}.{}.{}", "a".repeat(63), "b".repeat(63), "c".repeat(63), "d".repeat(60));
     let cases: Vec<BadRequest> = vec![
         ("malformed JSON", "application/json", streams.clone(), b"{\"metadata\": {".to_vec(), StatusCode::BAD_REQUEST, "not valid JSON"),
@@ -130,6 +131,49 @@ async fn each_kind_of_bad_input_is_refused_with_a_clear_status_and_nothing_store
             "berth create namespace nowhere",
         ),
         ("oversize body", "application/json", streams.clone(), vec![b' '; 4 * 1024 * 1024], StatusCode::PAYLOAD_TOO_LARGE, "larger than"),
+        (
+            "overrides that make no sense",
+            "application/json",
+            streams.clone(),
+            json!({"metadata": {"name": "app", "annotations": {"berth.dev/overrides": "{\"ports\":{\"add\":[\"http\"]}}"}}})
+                .to_string()
+                .into_bytes(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "is not a port",
+        ),
+        (
+            "overrides that are not JSON",
+            "application/json",
+            streams.clone(),
+            json!({"metadata": {"name": "app", "annotations": {"berth.dev/overrides": "env: {A: 1}"}}}).to_string().into_bytes(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "write JSON such as",
+        ),
+        ("rollback of a missing tag", "application/json", rollback.clone(), b"{}".to_vec(), StatusCode::NOT_FOUND, "not found"),
+        (
+            "rollback to a revision and an image",
+            "application/json",
+            rollback.clone(),
+            br#"{"revision":1,"image":"sha256:1"}"#.to_vec(),
+            StatusCode::BAD_REQUEST,
+            "not both",
+        ),
+        (
+            "rollback with an unknown field",
+            "application/json",
+            rollback.clone(),
+            br#"{"revisoin":1}"#.to_vec(),
+            StatusCode::BAD_REQUEST,
+            "unknown field",
+        ),
+        (
+            "resume of a missing tag",
+            "application/json",
+            rollback.replace("/rollback", "/resume"),
+            b"{}".to_vec(),
+            StatusCode::NOT_FOUND,
+            "not found",
+        ),
         (
             "quota quantity with a unit berth does not know",
             "application/json",

@@ -249,7 +249,7 @@ fn describe_tag(out: &mut Fields, stream: &ImageStream, tag: &str, images: &BTre
     let import = berth_model::tags::import_state(spec, items.first().map(|e| e.generation), conditions);
     match &import {
         ImportState::Pending => out.line("  importing..."),
-        ImportState::Failed { .. } => out.line(&format!("  ! import {}", import.describe())),
+        ImportState::Failed { .. } | ImportState::Paused { .. } => out.line(&format!("  ! import {}", import.describe())),
         ImportState::NotImported | ImportState::Imported => {}
     }
     if !items.is_empty() {
@@ -257,7 +257,10 @@ fn describe_tag(out: &mut Fields, stream: &ImageStream, tag: &str, images: &BTre
     }
     for (index, event) in items.iter().enumerate() {
         let marker = if index == 0 { "  * " } else { "    " };
-        out.line(&format!("{marker}{}", event.docker_image_reference));
+        // Revisions count from the tag's first image: `berth rollback --to-revision` and
+        // `berth diff` take them.
+        let revision = berth_model::tags::rollback::revision_of(items.len(), index);
+        out.line(&format!("{marker}{}  (revision {revision})", event.docker_image_reference));
         match event.cause.as_str() {
             "" => out.line(&format!("      {}", when(&event.created.to_string()))),
             cause => out.line(&format!("      {}, {cause}", when(&event.created.to_string()))),
@@ -307,6 +310,12 @@ fn describe_stream_tag(istag: &ImageStreamTag, schedule: Option<&[Value]>) -> St
         Some(image) => describe_image(&mut out, image),
         None => out.field("Image Name", "<none>: the tag has no image yet"),
     }
+    if let Some(contract) = &istag.contract {
+        out.line("Contract:");
+        for line in crate::output::render_rows(&crate::commands::contract::contract_rows(contract)) {
+            out.line(&format!("  {line}"));
+        }
+    }
     describe_conditions(&mut out, &istag.conditions, &import);
     out.0
 }
@@ -324,6 +333,9 @@ fn describe_subscription(subscription: &Subscription) -> String {
     out.field("Streams", &all_or_list(&spec.streams));
     out.field("Tags", &all_or_list(&spec.tags));
     out.map("Stream Selector", &spec.stream_selector);
+    if spec.breaking_only {
+        out.field("Breaking Only", "true (only tag moves whose contract change breaks)");
+    }
     match &spec.secret_ref {
         Some(secret) => {
             out.field("Secret Ref", &format!("key {} of Secret {} (signs each body: X-Berth-Signature)", secret.key, secret.name))
@@ -529,6 +541,31 @@ mod tests {
         assert!(text.contains("Import:             imported\n"), "{text}");
         assert!(text.contains("Manifests:          2\nPlatforms:          linux/amd64\n                    linux/arm64/v8\n"), "{text}");
         assert!(!text.contains("Layers:"), "{text}");
+    }
+
+    #[test]
+    fn a_paused_tag_says_who_paused_it_and_how_to_resume() {
+        let paused = stream_tag(json!({
+            "metadata": {"name": "app:1", "namespace": "team"},
+            "tag": {"name": "1", "from": {"kind": "DockerImage", "name": "quay.io/team/app:1"}, "generation": 2,
+                "annotations": {"berth.dev/paused": "rollback by token alice at 2026-12-02T18:00:00Z"}},
+            "generation": 2,
+        }));
+        let text = describe_stream_tag(&paused, None);
+        assert!(
+            text.contains(
+                "Import:             paused by rollback by token alice at 2026-12-02T18:00:00Z: `berth tag --resume` imports again\n"
+            ),
+            "{text}"
+        );
+        let stream: ImageStream = serde_json::from_value(json!({
+            "metadata": {"name": "app", "namespace": "team"},
+            "spec": {"tags": [{"name": "1", "from": {"kind": "DockerImage", "name": "quay.io/team/app:1"}, "generation": 2,
+                "annotations": {"berth.dev/paused": "rollback by token alice at 2026-12-02T18:00:00Z"}}]},
+        }))
+        .unwrap();
+        let text = describe_stream(&stream, &BTreeMap::new(), None);
+        assert!(text.contains("\n  ! import paused by rollback by token alice at 2026-12-02T18:00:00Z"), "{text}");
     }
 
     /// An RFC 3339 time `seconds` from now (negative: in the past).

@@ -150,8 +150,22 @@ impl Printer {
             }
             None | Some(Format::Wide) => {
                 self.table.print(std::slice::from_ref(object));
+                self.print_contract(object);
                 Ok(())
             }
+        }
+    }
+
+    /// Under one image stream tag, its contract in three columns: the image's defaults,
+    /// the overrides, the effective result.
+    fn print_contract(&self, object: &Value) {
+        if self.kind.kind != kinds::IMAGE_STREAM_TAG.kind {
+            return;
+        }
+        let contract = object.get("contract").and_then(|c| serde_json::from_value::<berth_model::contract::TagContract>(c.clone()).ok());
+        if let Some(contract) = contract {
+            println!();
+            output::print_rows(&crate::commands::contract::contract_rows(&contract));
         }
     }
 

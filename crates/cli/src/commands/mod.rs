@@ -6,6 +6,7 @@ pub mod apply;
 pub mod audit;
 pub mod completion;
 pub mod config;
+pub mod contract;
 pub mod create;
 pub mod delete;
 pub mod describe;

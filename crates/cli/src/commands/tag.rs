@@ -41,7 +41,7 @@ use crate::output::{self, ImportState, Reported};
 const POLL_INTERVAL: Duration = Duration::from_millis(200);
 
 #[derive(Debug, clap::Args)]
-#[command(group = clap::ArgGroup::new("mode").required(true).args(["source", "delete"]))]
+#[command(group = clap::ArgGroup::new("mode").required(true).args(["source", "delete", "resume"]))]
 pub struct TagArgs {
     /// The source: a tag `[NS/]STREAM:TAG`, an image `[NS/]STREAM@sha256:...`, or an
     /// image of another registry `REGISTRY/REPO[:TAG|@DIGEST]`; followed by one or more
@@ -74,6 +74,10 @@ pub struct TagArgs {
     /// Delete the named tags instead.
     #[arg(short = 'd', long, value_name = "STREAM:TAG", num_args = 1.., conflicts_with_all = ["scheduled", "insecure", "reference_policy", "import_mode"])]
     delete: Vec<String>,
+    /// Resume the imports of the named tags, which a rollback paused: each imports
+    /// upstream's image again.
+    #[arg(long, value_name = "STREAM:TAG", num_args = 1.., conflicts_with_all = ["delete", "scheduled", "insecure", "reference_policy", "import_mode"])]
+    resume: Vec<String>,
 }
 
 /// What a tag's source is: `from.kind` of the destinations' spec.
@@ -207,6 +211,11 @@ pub fn run(ctx: &Context, args: TagArgs) -> anyhow::Result<()> {
         client.delete(&kind.object(namespace, name))?;
         println!("Deleted tag {namespace}/{name}.");
     }
+    for typed in &args.resume {
+        let (namespace, name, _) = destination(typed, &default_namespace)?;
+        client.post(&format!("/apis/berth.dev/v1/namespaces/{namespace}/imagestreamtags/{name}/resume"), &json!({}))?;
+        println!("Imports of {namespace}/{name} resumed: upstream's image is imported again.");
+    }
     let Some(typed_source) = &args.source else {
         return Ok(());
     };
@@ -272,7 +281,9 @@ fn wait_for_import(client: &Client, import: &Import, deadline: Instant) -> anyho
             .with_context(|| format!("the server sent an image stream tag berth cannot read for {}", import.typed))?;
         let image_generation = istag.image.as_ref().map(|_| istag.generation);
         match berth_model::tags::import_state(istag.tag.as_ref(), image_generation, &istag.conditions) {
-            ImportState::Imported | ImportState::NotImported => return Ok(Outcome::Imported(istag.image.map(Box::new))),
+            ImportState::Imported | ImportState::NotImported | ImportState::Paused { .. } => {
+                return Ok(Outcome::Imported(istag.image.map(Box::new)));
+            }
             ImportState::Failed { reason, message } => {
                 return Ok(Outcome::Failed { reason: reason.to_string(), message: message.to_string() });
             }

@@ -340,3 +340,60 @@ fn a_waiting_tag_that_would_move_a_pinned_tag_stays_and_says_why() {
     assert_eq!((condition.reason.as_str(), condition.generation), (immutable::IMMUTABLE_TAG_REASON, 2));
     assert!(condition.message.contains(&image("old").metadata.name), "{condition:?}");
 }
+
+fn imported(s: &mut ImageStream, tag: &str, seed: &str, second: u32) -> String {
+    let image = image(seed);
+    let generation = s.spec_tag(tag).and_then(|t| t.generation).unwrap_or(1);
+    let event = TagEvent {
+        created: at(second),
+        docker_image_reference: image.docker_image_reference.clone(),
+        image: image.metadata.name.clone(),
+        generation,
+        cause: String::new(),
+    };
+    record_import(s, tag, event, at(second));
+    image.metadata.name
+}
+
+#[test]
+fn a_rollback_is_a_new_history_entry_that_pauses_imports_until_resumed() {
+    use rollback::{RollbackTarget, resume, rollback};
+    let mut s = created(vec![tag("1", KIND_DOCKER_IMAGE, "r.example/app:1"), tag("current", KIND_IMAGE_STREAM_TAG, "1")]);
+    let first = imported(&mut s, "1", "a", 1);
+    let second = imported(&mut s, "1", "b", 2);
+    assert!(import_of(&s, "1").is_some());
+    let done = rollback(&mut s, "1", &RollbackTarget::Previous, "rollback by token alice", at(3)).unwrap();
+    assert_eq!((done.to_revision, done.revision, done.paused, done.image.as_str()), (1, 3, true, first.as_str()));
+    assert_eq!(history(&s, "1").iter().map(|(i, _)| i.as_str()).collect::<Vec<_>>(), [&first, &second, &first]);
+    assert_eq!(s.latest_event("1").unwrap().cause, "rollback by token alice to revision 1");
+    assert_eq!(s.latest_event("current").unwrap().image, first, "tags that track it follow");
+    // Paused: no import of any kind picks it up, and the state says who paused it.
+    assert!(pending_imports(&s).is_empty() && import_of(&s, "1").is_none());
+    assert!(matches!(tag_import_state(&s, "1"), ImportState::Paused { why } if why.starts_with("rollback by token alice at ")));
+    // Rolling forward again by revision; then resuming asks for an import.
+    assert!(rollback(&mut s, "1", &RollbackTarget::Revision(2), "rollback by token bob", at(4)).is_ok());
+    assert_eq!(s.latest_event("1").unwrap().image, second);
+    resume(&mut s, "1").unwrap();
+    assert_eq!(pending_imports(&s).len(), 1);
+    assert!(resume(&mut s, "1").unwrap_err().contains("not paused"));
+}
+
+#[test]
+fn rollbacks_that_cannot_be_say_why() {
+    use rollback::{RollbackTarget, rollback};
+    let mut s = created(vec![tag("1", KIND_DOCKER_IMAGE, "r.example/app:1")]);
+    assert!(rollback(&mut s, "1", &RollbackTarget::Previous, "c", at(1)).unwrap_err().contains("never had an image"));
+    let first = imported(&mut s, "1", "a", 1);
+    assert!(rollback(&mut s, "1", &RollbackTarget::Previous, "c", at(2)).unwrap_err().contains("one image only"));
+    imported(&mut s, "1", "b", 2);
+    assert!(rollback(&mut s, "1", &RollbackTarget::Revision(3), "c", at(3)).unwrap_err().contains("revisions 1 to 2"));
+    assert!(rollback(&mut s, "1", &RollbackTarget::Revision(2), "c", at(3)).unwrap_err().contains("already"));
+    assert!(rollback(&mut s, "1", &RollbackTarget::Image("sha256:ffff".into()), "c", at(3)).unwrap_err().contains("not in the history"));
+    let done = rollback(&mut s, "1", &RollbackTarget::Image(first[..20].to_string()), "c", at(3)).unwrap();
+    assert_eq!(done.to_revision, 1);
+    // A pushed tag (no spec tag) is rolled back without a pause.
+    let mut pushed = created(vec![]);
+    map_image(&mut pushed, "latest", &image("a"), at(1));
+    map_image(&mut pushed, "latest", &image("b"), at(2));
+    assert!(!rollback(&mut pushed, "latest", &RollbackTarget::Previous, "c", at(3)).unwrap().paused);
+}

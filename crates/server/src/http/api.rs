@@ -122,6 +122,10 @@ pub fn routes() -> Router<App> {
         .route(&format!("{BERTH}/imageclassgroups/{{name}}"), get(get_class_group).put(update_class_group).delete(delete_class_group))
         .route(&format!("{BERTH}/imagepolicies"), get(list_policies).post(create_policy))
         .route(&format!("{BERTH}/imagepolicies/{{name}}"), get(get_policy).put(update_policy).delete(delete_policy))
+        // Contracts: the diff between two images of a tag, rollback, resume.
+        .route(&format!("{BERTH}/namespaces/{{ns}}/imagestreamtags/{{name}}/contractdiff"), get(contract_diff))
+        .route(&format!("{BERTH}/namespaces/{{ns}}/imagestreamtags/{{name}}/rollback"), post(rollback_tag))
+        .route(&format!("{BERTH}/namespaces/{{ns}}/imagestreamtags/{{name}}/resume"), post(resume_tag))
         .route(&format!("{BERTH}/tokens"), get(list_tokens).post(create_token))
         .route(&format!("{BERTH}/tokens/{{name}}"), get(get_token).delete(delete_token))
 }
@@ -974,6 +978,77 @@ async fn class_images(
     headers: HeaderMap,
 ) -> Response {
     let result = call(&app, &headers, move |c, caller| c.class_images(caller, &name, params.state.as_deref())).await;
+    respond(&headers, StatusCode::OK, result)
+}
+
+// Contracts.
+
+/// `?from=&to=` of a contract diff: revisions of the tag or images of the stream.
+#[derive(Debug, Default, Deserialize)]
+struct ContractDiffParams {
+    from: Option<String>,
+    to: Option<String>,
+}
+
+async fn contract_diff(
+    State(app): State<App>,
+    Path((ns, name)): Path<(String, String)>,
+    Query(params): Query<ContractDiffParams>,
+    headers: HeaderMap,
+) -> Response {
+    let result = call(&app, &headers, move |c, caller| {
+        c.contract_diff(
+            caller,
+            &ns,
+            &name,
+            params.from.as_deref().filter(|f| !f.is_empty()),
+            params.to.as_deref().filter(|t| !t.is_empty()),
+        )
+    })
+    .await;
+    respond(&headers, StatusCode::OK, result)
+}
+
+/// The body of a rollback (`kind: TagRollback`): `revision` or `image`, or neither for the
+/// image before the current one.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct TagRollback {
+    // `decode` checks them; named here so that unknown fields are refused and these are not.
+    #[serde(default)]
+    #[expect(dead_code, reason = "checked by decode")]
+    kind: String,
+    #[serde(default)]
+    #[expect(dead_code, reason = "checked by decode")]
+    api_version: String,
+    revision: Option<usize>,
+    image: Option<String>,
+}
+
+async fn rollback_tag(State(app): State<App>, Path((ns, name)): Path<(String, String)>, headers: HeaderMap, body: RawBody) -> Response {
+    use berth_model::tags::rollback::RollbackTarget;
+    let request: TagRollback = if body.bytes.is_empty() {
+        TagRollback::default()
+    } else {
+        match decode(&body, "TagRollback", BERTH_API_VERSION) {
+            Ok(request) => request,
+            Err(err) => return render_error(err),
+        }
+    };
+    let target = match (request.revision, request.image.filter(|i| !i.is_empty())) {
+        (Some(_), Some(_)) => {
+            return render_error(Error::bad_request("give either revision or image to roll back to, not both"));
+        }
+        (Some(revision), None) => RollbackTarget::Revision(revision),
+        (None, Some(image)) => RollbackTarget::Image(image),
+        (None, None) => RollbackTarget::Previous,
+    };
+    let result = call(&app, &headers, move |c, caller| c.rollback_tag(caller, &ns, &name, target)).await;
+    respond(&headers, StatusCode::OK, result)
+}
+
+async fn resume_tag(State(app): State<App>, Path((ns, name)): Path<(String, String)>, headers: HeaderMap) -> Response {
+    let result = call(&app, &headers, move |c, caller| c.resume_tag(caller, &ns, &name)).await;
     respond(&headers, StatusCode::OK, result)
 }
 

@@ -7,6 +7,7 @@
 pub mod admission;
 pub mod audit;
 pub mod classes;
+pub mod contracts;
 pub mod delivery;
 pub mod error;
 pub mod images;

@@ -4,8 +4,10 @@
 //! not at all. Delivery is in `services::notify`.
 
 use berth_model::access::Action;
+use berth_model::contract::{self, Contract, ContractChanges, Overrides};
+use berth_model::image::Image;
 use berth_model::imagestream::ImageStream;
-use berth_model::notify::{Subscription, TagChange, tag_changes};
+use berth_model::notify::{ChangeType, Subscription, TagChange, tag_changes};
 use berth_model::{ObjectMeta, Time};
 use berth_store::{Precondition, WriteTxn, transact};
 
@@ -112,10 +114,30 @@ pub(crate) fn record_tag_changes(
     revision: u64,
 ) -> Result<()> {
     for (idx, mut change) in tag_changes(old, new, Time::now()).into_iter().enumerate() {
+        if let Some(stream) = new.filter(|_| change.change == ChangeType::TagMoved) {
+            change.contract = judge_move(txn, stream, &change)?;
+        }
         change.metadata = ObjectMeta { name: outbox_name(revision, idx), namespace: namespace.to_string(), ..ObjectMeta::default() };
         txn.put(&TagChange::key(namespace, &change.metadata.name), &change.encode(), &[], Precondition::Absent)?;
     }
     Ok(())
+}
+
+/// The contract diff of a tag move, over the stream's overrides, when berth has both images.
+fn judge_move(txn: &mut dyn WriteTxn, stream: &ImageStream, change: &TagChange) -> Result<Option<ContractChanges>> {
+    let mut contract_of = |digest: &str| -> Result<Option<Contract>> {
+        if digest.is_empty() {
+            return Ok(None);
+        }
+        match txn.get(&Image::key("", digest))? {
+            Some(stored) => Ok(Some(Contract::of_image(&Image::decode(&stored)?).with(&Overrides::of_tag(stream, &change.tag)))),
+            None => Ok(None),
+        }
+    };
+    let Some(previous) = contract_of(&change.previous_image)? else {
+        return Ok(None);
+    };
+    Ok(contract_of(&change.image)?.map(|current| contract::diff(&previous, &current)))
 }
 
 /// Records changes that are not a stream's own (`ClassUpdated`, `ImageMarked`; each names

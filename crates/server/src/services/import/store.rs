@@ -67,6 +67,14 @@ impl Catalog {
                 None => implicit_stream(&caller, creation, &namespace, &name, "importing into it", now)?,
             };
             for spec in specs {
+                // A rolled-back tag stays where its rollback put it until it is resumed.
+                if let Some(why) = stream.spec_tag(&spec.name).and_then(tags::paused) {
+                    return Err(Error::conflict(ISI, &name).with_message(format!(
+                        "the imports of {name}:{} are paused ({why}): resume them with `berth tag --resume {name}:{}`, which imports \
+                         upstream's image",
+                        spec.name, spec.name
+                    )));
+                }
                 let annotations = stream.spec_tag(&spec.name).and_then(|t| t.annotations.clone());
                 tags::set_spec_tag(&mut stream, TagReference { annotations, ..spec });
             }
