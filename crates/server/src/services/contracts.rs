@@ -72,13 +72,14 @@ impl Catalog {
         let (ns, stream_name, tag_owned, cause) =
             (namespace.to_string(), stream_name.to_string(), tag.to_string(), caller.cause("rollback"));
         let owned_name = name.to_string();
+        let gate = self.quota_gate();
         transact(&**self.store(), move |txn| {
             let mut stream = read_stream(txn, &ns, &stream_name)?.ok_or_else(|| Error::not_found(ISTAG, &owned_name))?;
             if stream.spec_tag(&tag_owned).is_none() && stream.status_tag(&tag_owned).is_none() {
                 return Err(Error::not_found(ISTAG, &owned_name));
             }
             rollback::rollback(&mut stream, &tag_owned, &target, &cause, Time::now()).map_err(Error::bad_request)?;
-            put_stream(txn, &mut stream, Precondition::Any, &cause)
+            put_stream(txn, &gate, &mut stream, Precondition::Any, &cause)
         })?;
         self.get_tag_view::<ImageStreamTag>(caller, namespace, name)
     }
@@ -90,10 +91,11 @@ impl Catalog {
         let (stream_name, tag) = split(name)?;
         let (ns, stream_name, tag_owned, cause) = (namespace.to_string(), stream_name.to_string(), tag.to_string(), caller.cause("resume"));
         let owned_name = name.to_string();
+        let gate = self.quota_gate();
         transact(&**self.store(), move |txn| {
             let mut stream = read_stream(txn, &ns, &stream_name)?.ok_or_else(|| Error::not_found(ISTAG, &owned_name))?;
             rollback::resume(&mut stream, &tag_owned).map_err(Error::bad_request)?;
-            put_stream(txn, &mut stream, Precondition::Any, &cause)
+            put_stream(txn, &gate, &mut stream, Precondition::Any, &cause)
         })?;
         self.get_tag_view::<ImageStreamTag>(caller, namespace, name)
     }
