@@ -261,6 +261,14 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Started> {
     tokio::spawn(importer.clone().run_controller(stopping_seen.clone()));
     tokio::spawn(importer.clone().run_scheduler(stopping_seen.clone()));
     tokio::spawn(crate::services::lineage::follow(catalog.clone(), stopping_seen.clone()));
+    // The storage index is loaded now, off the request path: the first quota check
+    // runs in the store's writer, which must not wait for a scan of every Image.
+    let loading = catalog.clone();
+    tokio::task::spawn_blocking(move || {
+        if let Err(err) = loading.storage() {
+            tracing::warn!(error = %err.message, "the storage index could not be loaded; the first report or quota check will retry");
+        }
+    });
     tokio::spawn(crate::services::usage::write_forever(catalog.clone(), stopping_seen.clone()));
     let deliverer =
         Deliverer::new(catalog.clone(), config.delivery.clone()).map_err(|err| anyhow::anyhow!("notification settings: {err}"))?;

@@ -473,3 +473,48 @@ async fn workloads_reported_running_keep_their_images_from_a_prune() {
     assert_eq!(row["usage"], json!(["east/team/Deployment/shop"]));
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_prunes_only_its_own_namespace_and_bad_prunes_are_refused_with_what_to_fix() {
+    let app = app_with_grace(0).await;
+    let base = base();
+    // The same images in both namespaces' histories.
+    let images: Vec<TestImage> = (0..3).map(|seed| base.built_on(800 + seed, 1)).collect();
+    for image in &images {
+        push(&app, "team/app", "latest", image).await;
+        push(&app, "other/app", "latest", image).await;
+    }
+    let tenant = app.token("tenant", "admin", &["team"]).await;
+    let spec = |namespace: &str| json!({"apiVersion": "berth.dev/v1", "kind": "ImagePrune", "spec": {"namespace": namespace, "keepTagRevisions": 1, "keepYoungerThan": "0s"}});
+    for (body, what) in [(spec(""), "the whole cluster"), (spec("other"), "another namespace")] {
+        let (status, refused) = app.send(&tenant, Method::POST, PRUNES, Some(&body)).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "a tenant pruned {what}: {refused}");
+    }
+    let check = json!({"apiVersion": "berth.dev/v1", "kind": "StoreCheck", "spec": {"repair": true}});
+    let (status, refused) = app.send(&tenant, Method::POST, "/apis/berth.dev/v1/storechecks", Some(&check)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{refused}");
+
+    let (status, done) = app.send(&tenant, Method::POST, PRUNES, Some(&spec("team"))).await;
+    assert_eq!(status, StatusCode::CREATED, "{done}");
+    assert_eq!(done["status"]["removedRevisions"], 2, "{done}");
+    // Other's history names the same images: none of them went, and other's tag is whole.
+    assert_eq!(done["status"]["removedImages"], 0, "{done}");
+    assert_eq!(app.stream("other", "app").await["status"]["tags"][0]["items"].as_array().unwrap().len(), 3);
+    for image in &images {
+        assert!(pullable(&app, "other/app", image).await);
+    }
+
+    // Bad input says what to fix and changes nothing.
+    let mut bad = spec("team");
+    bad["spec"]["keepYoungerThan"] = json!("soon");
+    let (status, invalid) = app.post(PRUNES, bad).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{invalid}");
+    assert!(invalid["message"].as_str().unwrap().contains("spec.keepYoungerThan"), "{invalid}");
+    let (status, invalid) = app.post(&format!("{PRUNES}?dryRun=Yes"), spec("team")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{invalid}");
+    assert!(invalid["message"].as_str().unwrap().contains("the only value is All"), "{invalid}");
+    let (status, invalid) = app.send_raw(&app.admin.clone(), Method::POST, PRUNES, "application/json", b"{not json".to_vec()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{invalid}");
+    assert_eq!(app.stream("other", "app").await["status"]["tags"][0]["items"].as_array().unwrap().len(), 3);
+    app.stop().await;
+}

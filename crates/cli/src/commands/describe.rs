@@ -88,7 +88,7 @@ fn describe_namespace(client: &Client, name: &str) -> anyhow::Result<String> {
     out.field("Image Streams", &count("imagestreams").to_string());
     out.field("Images", &count("images").to_string());
     out.field("Layers", &count("layers").to_string());
-    out.field("Storage", &format!("{} (distinct layers)", crate::commands::lifecycle::human_bytes(count("storage"))));
+    out.field("Storage", &format!("{} (distinct layers)", berth_model::quantity::format_bytes(count("storage"))));
     // The quotas on it, as `used/hard` per resource (a reader of the namespace may read them).
     if let Ok(quotas) = client.get(&kinds::RESOURCE_QUOTA.collection(Some(name)), &[]) {
         for quota in array(&quotas, "/items") {

@@ -1,6 +1,7 @@
 //! `berth adm top` (usage reports) and `berth adm prune images`, with OpenShift's columns
 //! and flags.
 
+use berth_model::quantity::format_bytes;
 use serde_json::{Value, json};
 
 use crate::commands::Context;
@@ -155,7 +156,7 @@ pub fn top(ctx: &Context, command: TopCommand) -> anyhow::Result<()> {
                 list(&item["parents"], 1),
                 list(&item["usage"], 2),
                 if item["managed"].as_bool() == Some(true) { "pushed" } else { "imported" }.to_string(),
-                human_bytes(number(item, "storage")),
+                format_bytes(number(item, "storage")),
             ]);
         }
     } else {
@@ -163,7 +164,7 @@ pub fn top(ctx: &Context, command: TopCommand) -> anyhow::Result<()> {
         for item in &items {
             rows.push(vec![
                 format!("{}/{}", text(item, "/namespace"), text(item, "/name")),
-                human_bytes(number(item, "storage")),
+                format_bytes(number(item, "storage")),
                 number(item, "images").to_string(),
                 number(item, "layers").to_string(),
             ]);
@@ -184,18 +185,6 @@ fn list(value: &Value, shown: usize) -> String {
         text.push_str(&format!(" + {} more", items.len() - shown));
     }
     text
-}
-
-/// Bytes as `oc adm top` shows them: `143.4MiB`.
-pub fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 { format!("{bytes}B") } else { format!("{value:.1}{}", UNITS[unit]) }
 }
 
 pub fn prune(ctx: &Context, command: PruneCommand) -> anyhow::Result<()> {
@@ -240,7 +229,7 @@ pub fn render_prune(answer: &Value, show: usize) -> String {
         revisions.len(),
         images.len(),
         if dry_run { " would go" } else { " planned" },
-        human_bytes(plan["freedBytes"].as_u64().unwrap_or(0)),
+        format_bytes(plan["freedBytes"].as_u64().unwrap_or(0)),
     ));
     if !revisions.is_empty() {
         out.push_str("\nTag revisions:\n");
@@ -264,7 +253,7 @@ pub fn render_prune(answer: &Value, show: usize) -> String {
         out.push_str("\nImages:\n");
         let mut rows = vec![["IMAGE", "SIZE", "CREATED"].map(String::from).to_vec()];
         for i in images.iter().take(show) {
-            rows.push(vec![text(i, "/name").to_string(), human_bytes(i["size"].as_u64().unwrap_or(0)), text(i, "/created").to_string()]);
+            rows.push(vec![text(i, "/name").to_string(), format_bytes(i["size"].as_u64().unwrap_or(0)), text(i, "/created").to_string()]);
         }
         out.push_str(&indent(&rows));
         if images.len() > show {
@@ -299,7 +288,7 @@ pub fn render_prune(answer: &Value, show: usize) -> String {
                 "Blob sweep: removed {} blobs ({}); kept {} written within the grace window and {} used meanwhile; \
                  removed {} dangling links and {} abandoned uploads.\n",
                 sweep["blobsRemoved"].as_u64().unwrap_or(0),
-                human_bytes(sweep["bytesFreed"].as_u64().unwrap_or(0)),
+                format_bytes(sweep["bytesFreed"].as_u64().unwrap_or(0)),
                 sweep["blobsYoung"].as_u64().unwrap_or(0),
                 sweep["blobsUsedMeanwhile"].as_u64().unwrap_or(0),
                 sweep["linksRemoved"].as_u64().unwrap_or(0),

@@ -437,12 +437,18 @@ async fn create_mapping(State(app): State<App>, Path(ns): Path<String>, headers:
 
 /// Imports wait on other registries, so they run on the async workers; only their store
 /// work goes to blocking threads.
+/// The caller of a request, for handlers whose service is async (the importer, the
+/// registry's upkeep) and so is not run through `call`.
+async fn authenticated(app: &App, headers: &HeaderMap) -> Result<Caller> {
+    call(app, headers, |_, caller| Ok(caller.clone())).await
+}
+
 async fn create_import(State(app): State<App>, Path(ns): Path<String>, headers: HeaderMap, body: RawBody) -> Response {
     let isi: ImageStreamImport = match decode(&body, "ImageStreamImport", IMAGE_API_VERSION) {
         Ok(isi) => isi,
         Err(err) => return render_error(err),
     };
-    let caller = match call(&app, &headers, |_, caller| Ok(caller.clone())).await {
+    let caller = match authenticated(&app, &headers).await {
         Ok(caller) => caller,
         Err(err) => return render_error(err),
     };
@@ -793,7 +799,7 @@ async fn create_prune(State(app): State<App>, Query(params): Query<DryRunParams>
         Ok(prune) => prune,
         Err(err) => return render_error(err),
     };
-    let caller = match call(&app, &headers, |_, caller| Ok(caller.clone())).await {
+    let caller = match authenticated(&app, &headers).await {
         Ok(caller) => caller,
         Err(err) => return render_error(err),
     };
@@ -814,7 +820,7 @@ async fn create_store_check(State(app): State<App>, headers: HeaderMap, body: Ra
         Ok(check) => check,
         Err(err) => return render_error(err),
     };
-    let caller = match call(&app, &headers, |_, caller| Ok(caller.clone())).await {
+    let caller = match authenticated(&app, &headers).await {
         Ok(caller) => caller,
         Err(err) => return render_error(err),
     };

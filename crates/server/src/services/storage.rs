@@ -53,6 +53,9 @@ pub(crate) struct State {
     /// Every stream's tag histories, by namespace and name.
     pub(crate) streams: HashMap<(Arc<str>, Arc<str>), Vec<TagHistory>>,
     namespaces: HashMap<Arc<str>, Holdings>,
+    /// How many namespaces hold each Image (stored or not), so that no change looks at
+    /// every namespace to learn whether one still holds it.
+    holders: HashMap<Arc<str>, u32>,
 }
 
 /// What one namespace holds.
@@ -223,12 +226,19 @@ pub(crate) type Layers = Vec<(String, u64)>;
 
 /// The layers of an Image as a transaction sees it, and of the Images it lists.
 fn layers_in(txn: &mut dyn WriteTxn, digest: &str) -> Result<Layers> {
-    let Some(stored) = txn.get(&Image::key("", digest))? else { return Ok(Vec::new()) };
-    let image = Image::decode(&stored)?;
-    let mut layers: Vec<(String, u64)> = image.docker_image_layers.iter().map(|l| (l.name.clone(), l.size.max(0) as u64)).collect();
-    for child in &image.docker_image_manifests {
-        if let Some(stored) = txn.get(&Image::key("", &child.digest))? {
-            layers.extend(Image::decode(&stored)?.docker_image_layers.iter().map(|l| (l.name.clone(), l.size.max(0) as u64)));
+    let mut read = |digest: &str| -> Result<Option<Image>> { txn.get(&Image::key("", digest))?.map(|s| Image::decode(&s)).transpose() };
+    let Some(image) = read(digest)? else { return Ok(Vec::new()) };
+    layers_with_children(&image, |child| read(child))
+}
+
+/// An Image's layers with their sizes, and those of the Images it lists (found with
+/// `child`), as the quota counts them.
+pub(crate) fn layers_with_children(image: &Image, mut child: impl FnMut(&str) -> Result<Option<Image>>) -> Result<Layers> {
+    let own = |image: &Image| image.docker_image_layers.iter().map(|l| (l.name.clone(), l.size.max(0) as u64)).collect::<Layers>();
+    let mut layers = own(image);
+    for listed in &image.docker_image_manifests {
+        if let Some(listed) = child(&listed.digest)? {
+            layers.extend(own(&listed));
         }
     }
     Ok(layers)
@@ -309,7 +319,7 @@ impl State {
         let known = self.images.contains_key(&name) || self.gone.contains_key(&name);
         self.gone.remove(&name);
         self.images.insert(Arc::clone(&name), entry);
-        if known {
+        if known || !self.holders.contains_key(&name) {
             return;
         }
         // Namespaces that named it before it was stored now hold its layers (and its children).
@@ -326,7 +336,7 @@ impl State {
 
     fn remove_image(&mut self, digest: &str) {
         if let Some((name, image)) = self.images.remove_entry(digest)
-            && self.namespaces.values().any(|held| held.images.contains_key(&name))
+            && self.holders.contains_key(&name)
         {
             self.gone.insert(name, image);
         }
@@ -341,6 +351,7 @@ impl State {
         if *count > 1 {
             return;
         }
+        *self.holders.entry(Arc::clone(&name)).or_insert(0) += 1;
         self.add_layers(namespace, &name);
         let children = self.images.get(&name).map(|i| i.children.clone()).unwrap_or_default();
         for child in children {
@@ -369,8 +380,12 @@ impl State {
         for child in children {
             self.release(namespace, &child);
         }
-        if !self.namespaces.values().any(|held| held.images.contains_key(digest)) {
-            self.gone.remove(digest);
+        if let Some(holders) = self.holders.get_mut(digest) {
+            *holders -= 1;
+            if *holders == 0 {
+                self.holders.remove(digest);
+                self.gone.remove(digest);
+            }
         }
     }
 

@@ -117,15 +117,8 @@ impl Catalog {
             let limits = crate::services::quotas::image_limits_in(txn, &namespace)?;
             let stored = stream.clone();
             let unstored = |digest: &str| -> Option<crate::services::storage::Layers> {
-                let image = images.iter().find(|i| i.metadata.name == digest)?;
-                let mut layers: Vec<(String, u64)> =
-                    image.docker_image_layers.iter().map(|l| (l.name.clone(), l.size.max(0) as u64)).collect();
-                for child in &image.docker_image_manifests {
-                    if let Some(child) = images.iter().find(|i| i.metadata.name == child.digest) {
-                        layers.extend(child.docker_image_layers.iter().map(|l| (l.name.clone(), l.size.max(0) as u64)));
-                    }
-                }
-                Some(layers)
+                let found = |digest: &str| images.iter().find(|i| i.metadata.name == digest);
+                crate::services::storage::layers_with_children(found(digest)?, |child| Ok(found(child).cloned())).ok()
             };
             // The images of the results recorded, and of those refused.
             let (mut kept, mut dropped) = (BTreeSet::new(), BTreeSet::new());
