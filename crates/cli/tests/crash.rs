@@ -261,3 +261,28 @@ fn a_blob_upload_killed_midway_leaves_nothing_visible_and_resumes() {
     assert_eq!(pulled.status().as_u16(), 200);
     assert_eq!(sha256_of(&pulled.bytes().unwrap()), digest);
 }
+
+/// The embedded store is single-node: a second `berth serve` on a data directory in use
+/// refuses to start (two writers, schedulers and notifiers on one SQLite file would
+/// step on each other), says which process holds it and what to do instead, and leaves
+/// the first serving; once the first is killed, the directory is free at once.
+#[test]
+fn a_second_server_on_the_same_data_directory_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = start(dir.path(), free_port());
+    let second = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["serve", "--data-dir"])
+        .arg(dir.path())
+        .args(["--listen", &format!("127.0.0.1:{}", free_port()), "--no-client-config"])
+        .output()
+        .expect("berth runs");
+    assert!(!second.status.success(), "the second server must not start");
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(stderr.contains(&dir.path().display().to_string()), "names the data directory: {stderr}");
+    assert!(stderr.contains(&format!("process {}", first.child.id())), "names the process holding it: {stderr}");
+    assert!(stderr.contains("--database"), "points at a shared database for several replicas: {stderr}");
+    assert!(reqwest::blocking::get(format!("{}/readyz", first.url)).unwrap().status().is_success(), "the first still serves");
+    drop(first); // SIGKILL: the kernel drops the lock with the process.
+    let again = start(dir.path(), free_port());
+    assert!(reqwest::blocking::get(format!("{}/readyz", again.url)).unwrap().status().is_success());
+}

@@ -35,6 +35,20 @@ pub use digest::Digest;
 pub use meta::{FieldError, ObjectMeta};
 pub use time::Time;
 
+/// An error and its causes in one line (`outer: cause: root cause`): libraries such as
+/// reqwest and tokio-postgres keep the detail a user needs (the OS error, the server's
+/// message) in the source, not in the error's own text.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 /// The API group and version of OpenShift's image API.
 pub const IMAGE_API_VERSION: &str = "image.openshift.io/v1";
 /// The API group of berth's own kinds.

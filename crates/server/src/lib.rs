@@ -2,6 +2,7 @@
 //! ([`http`]), plus start-up ([`serve`]).
 
 pub mod http;
+pub mod leases;
 pub mod metrics;
 pub mod printers;
 pub mod registry_events;

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
-use berth_store::{MetadataStore, SqliteStore, Synchronous};
+use berth_store::{MetadataStore, PostgresStore, SqliteStore, Synchronous};
 use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::pin::Pin;
@@ -34,6 +34,9 @@ use crate::registry_events::WebhookEndpoint;
 #[derive(Clone, Debug)]
 pub struct ServeConfig {
     pub data_dir: PathBuf,
+    /// The PostgreSQL database of the catalog (a URL); the embedded SQLite file in
+    /// `data_dir` when `None`.
+    pub database: Option<String>,
     pub listen: SocketAddr,
     /// `host[:port]` of berth's registry in pull specs; the listen address when `None`.
     pub registry_hostname: Option<String>,
@@ -198,9 +201,17 @@ impl Started {
 pub async fn start(config: ServeConfig) -> anyhow::Result<Started> {
     std::fs::create_dir_all(config.data_dir.join("blobs"))
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
-    let db = config.data_dir.join("berth.db");
-    let store: Arc<dyn MetadataStore> =
-        Arc::new(SqliteStore::open(&db, config.synchronous).with_context(|| format!("opening {}", db.display()))?);
+    let data_dir_lock = lock_data_dir(&config.data_dir)?;
+    let store: Arc<dyn MetadataStore> = match &config.database {
+        Some(url) => {
+            let url = url.clone();
+            Arc::new(tokio::task::spawn_blocking(move || PostgresStore::connect(&url)).await?.context("opening the --database")?)
+        }
+        None => {
+            let db = config.data_dir.join("berth.db");
+            Arc::new(SqliteStore::open(&db, config.synchronous).with_context(|| format!("opening {}", db.display()))?)
+        }
+    };
     let listener = std::net::TcpListener::bind(config.listen).with_context(|| format!("listening on {}", config.listen))?;
     let addr = listener.local_addr()?;
     let mut names = vec![addr.ip().to_string(), hostname()];
@@ -258,8 +269,29 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Started> {
     let (stopping, stopping_seen) = tokio::sync::watch::channel(false);
     let upstream = Upstream::new(config.import.clone()).map_err(|err| anyhow::anyhow!("import settings: {err}"))?;
     let importer = Importer::new(catalog.clone(), upstream.clone());
-    tokio::spawn(importer.clone().run_controller(stopping_seen.clone()));
-    tokio::spawn(importer.clone().run_scheduler(stopping_seen.clone()));
+    // On a shared database, the controllers that must run once hold leases; on the
+    // embedded store this is the only server (the data directory is locked).
+    let holder: Option<Arc<str>> = config.database.as_ref().map(|_| Arc::from(crate::leases::holder_id()));
+    if holder.is_some() {
+        // Tokens revoked through another server stop working here at once too.
+        tokio::spawn(crate::services::tokens::follow_tokens(catalog.clone(), stopping_seen.clone()));
+    }
+    let run_once = |name: &'static str, controller: Box<dyn Fn(Stop) -> BoxedTask + Send>| match &holder {
+        Some(holder) => {
+            tokio::spawn(crate::leases::run_leased(Arc::clone(&store), name, Arc::clone(holder), stopping_seen.clone(), controller));
+        }
+        None => {
+            tokio::spawn(controller(stopping_seen.clone()));
+        }
+    };
+    run_once("import-controller", {
+        let importer = importer.clone();
+        Box::new(move |stop| -> BoxedTask { Box::pin(importer.clone().run_controller(stop)) })
+    });
+    run_once("scheduler", {
+        let importer = importer.clone();
+        Box::new(move |stop| -> BoxedTask { Box::pin(importer.clone().run_scheduler(stop)) })
+    });
     tokio::spawn(crate::services::lineage::follow(catalog.clone(), stopping_seen.clone()));
     // The storage index is loaded now, off the request path: the first quota check
     // runs in the store's writer, which must not wait for a scan of every Image.
@@ -272,12 +304,15 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Started> {
     tokio::spawn(crate::services::usage::write_forever(catalog.clone(), stopping_seen.clone()));
     let deliverer =
         Deliverer::new(catalog.clone(), config.delivery.clone()).map_err(|err| anyhow::anyhow!("notification settings: {err}"))?;
-    tokio::spawn(deliverer.run(stopping_seen.clone()));
+    run_once("notifier", Box::new(move |stop| -> BoxedTask { Box::pin(deliverer.clone().run(stop)) }));
     let blobs = berth_store::BlobStore::open_local(&config.data_dir.join("blobs"), config.synchronous == Synchronous::Full)
         .with_context(|| format!("opening blob storage in {}", config.data_dir.join("blobs").display()))?;
     let registry = Registry::new(catalog.clone(), blobs, upstream.clone(), config.registry.clone(), registry_key(&config.data_dir)?);
     tokio::spawn(registry.clone().run_upload_cleanup(stopping_seen.clone()));
-    tokio::spawn(registry.clone().run_pruner(stopping_seen.clone()));
+    run_once("pruner", {
+        let registry = registry.clone();
+        Box::new(move |stop| -> BoxedTask { Box::pin(registry.clone().run_pruner(stop)) })
+    });
     tokio::spawn(crate::metrics::upkeep(stopping_seen.clone()));
     let audit_dir = config.data_dir.join("audit");
     let audit =
@@ -325,6 +360,8 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Started> {
     let task = tokio::spawn(async move {
         let result = served.await.context("serving HTTP");
         compactor.abort();
+        // The data directory is free for the next server once this one has stopped.
+        drop(data_dir_lock);
         result
     });
     ready.store(true, Ordering::Release);
@@ -332,6 +369,10 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Started> {
     let certificate_authority = tls.and_then(|files| files.ca);
     Ok(Started { addr, scheme, certificate_authority, admin_token, upstream, shutdown, task })
 }
+
+/// What a background controller is given: the signal to stop.
+type Stop = tokio::sync::watch::Receiver<bool>;
+type BoxedTask = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// Runs `berth serve` until SIGINT or SIGTERM.
 pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
@@ -392,6 +433,50 @@ fn registry_key(data_dir: &Path) -> anyhow::Result<[u8; 32]> {
     let key: [u8; 32] = rand::random();
     write_private(&path, &format!("{}\n", engine.encode(key)))?;
     Ok(key)
+}
+
+/// The file whose lock says a server owns the data directory; it holds that server's
+/// process id.
+const LOCK_FILE: &str = "berth.lock";
+
+/// Takes the data directory for this server's life. The embedded store is single-node:
+/// two servers on one SQLite file would each run a writer, a scheduler and a notifier,
+/// so a second `berth serve` on the same directory refuses to start, naming the process
+/// that holds it. The lock (`flock`) goes when the server stops or its process dies, even
+/// by SIGKILL, so a crash never leaves a stale lock behind.
+fn lock_data_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
+    use std::io::Write;
+    let path = dir.join(LOCK_FILE);
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => {
+            file.set_len(0)
+                .and_then(|()| writeln!(file, "{}", std::process::id()))
+                .with_context(|| format!("writing {}", path.display()))?;
+            Ok(file)
+        }
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let holder = std::fs::read_to_string(&path)
+                .ok()
+                .map(|text| text.trim().to_string())
+                .filter(|pid| !pid.is_empty())
+                .map_or_else(|| "another process".to_string(), |pid| format!("process {pid}"));
+            anyhow::bail!(
+                "the data directory {} is in use by another berth serve ({holder}, which holds {}). The embedded store \
+                 serves one process at a time: stop that server, or give this one its own --data-dir; to run several \
+                 replicas on one catalog, start each with --database postgres://... (a shared PostgreSQL)",
+                dir.display(),
+                path.display()
+            )
+        }
+        Err(std::fs::TryLockError::Error(err)) => Err(err).with_context(|| format!("locking {}", path.display())),
+    }
 }
 
 /// How long a shutdown waits for requests in flight.

@@ -691,6 +691,13 @@ impl berth_store::MetadataStore for FailingStore {
         self.check("")?;
         self.inner.probe_write()
     }
+    fn lease(&self, name: &str, holder: &str, ttl: std::time::Duration) -> Result<bool, berth_store::StoreError> {
+        self.check("")?;
+        self.inner.lease(name, holder, ttl)
+    }
+    fn release(&self, name: &str, holder: &str) -> Result<(), berth_store::StoreError> {
+        self.inner.release(name, holder)
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -6,7 +6,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::{IMAGE_API, TestApp, stream_body};
+use common::{IMAGE_API, TestApp, stream_body, watch_events};
 use futures::StreamExt;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -146,25 +146,6 @@ async fn watch_streams_every_change_once_in_order_under_concurrent_writers() {
         assert!(types[1..].iter().all(|t| t == "MODIFIED"), "{name}");
     }
     app.stop().await;
-}
-
-/// Streams watch events into a channel as they arrive.
-fn watch_events(response: reqwest::Response) -> tokio::sync::mpsc::UnboundedReceiver<Value> {
-    let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        let mut buffer = Vec::new();
-        let mut stream = response.bytes_stream();
-        while let Some(Ok(chunk)) = stream.next().await {
-            buffer.extend_from_slice(&chunk);
-            while let Some(end) = buffer.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = buffer.drain(..=end).collect();
-                if sender.send(serde_json::from_slice(&line).unwrap()).is_err() {
-                    return;
-                }
-            }
-        }
-    });
-    receiver
 }
 
 async fn next_event(events: &mut tokio::sync::mpsc::UnboundedReceiver<Value>) -> (String, String) {

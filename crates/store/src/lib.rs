@@ -10,9 +10,10 @@
 //! watcher stream the log without gaps.
 //!
 //! The trait is synchronous: the server calls it from blocking threads. That keeps a
-//! transaction a plain closure over the pure model rules, for SQLite as for a future
-//! PostgreSQL backend (which would take a table lock on the revision counter in each
-//! write transaction to keep commit order equal to revision order).
+//! transaction a plain closure over the pure model rules, for SQLite as for PostgreSQL
+//! (which locks the revision counter's row in each write transaction to keep commit
+//! order equal to revision order across replicas). The rules of a write live once, in
+//! `write.rs`; each backend brings its statements.
 
 pub mod blobs;
 /// The names under which a store records its commits (with the `metrics` macros).
@@ -22,13 +23,16 @@ pub mod metrics {
     /// Writes committed together.
     pub const COMMIT_GROUP_SIZE: &str = "berth_store_commit_group_size";
 }
+mod postgres;
 mod sqlite;
 pub mod suite;
+mod write;
 
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 
 pub use blobs::{BlobCheck, BlobError, BlobRead, BlobStore, ByteStream, Hasher, SweepOptions, SweepReport, Upload};
+pub use postgres::PostgresStore;
 pub use sqlite::{SqliteStore, Synchronous};
 
 /// Names one stored object. Cluster-scoped objects have an empty namespace.
@@ -68,6 +72,23 @@ pub enum EventType {
     Added,
     Modified,
     Deleted,
+}
+
+/// How backends store an event's type.
+fn event_code(kind: EventType) -> i16 {
+    match kind {
+        EventType::Added => 0,
+        EventType::Modified => 1,
+        EventType::Deleted => 2,
+    }
+}
+
+fn event_type(code: i16) -> EventType {
+    match code {
+        0 => EventType::Added,
+        1 => EventType::Modified,
+        _ => EventType::Deleted,
+    }
 }
 
 impl EventType {
@@ -204,6 +225,13 @@ pub trait MetadataStore: Send + Sync {
     /// Proves the store takes writes now: writes and commits something no reader sees (no
     /// revision, no event), behind the writes already waiting. Readiness checks call it.
     fn probe_write(&self) -> Result<(), StoreError>;
+    /// Takes or renews the lease `name` for `holder` for `ttl`: true when `holder` holds it
+    /// now (it was free, expired, or already `holder`'s), false when another holder's
+    /// lease runs. The store's clock decides expiry (the database's, on PostgreSQL, so
+    /// replicas' clocks need not agree). Leases are no catalog change: no revision, no event.
+    fn lease(&self, name: &str, holder: &str, ttl: std::time::Duration) -> Result<bool, StoreError>;
+    /// Gives up `holder`'s lease `name`, if it holds it, so that another may take it at once.
+    fn release(&self, name: &str, holder: &str) -> Result<(), StoreError>;
 }
 
 /// Runs `f` as one write transaction, carrying its own error type through: an `Err`

@@ -2,14 +2,14 @@
 //! read-only connections, so writers never fight and readers never wait for writers.
 
 use std::path::Path;
-use std::sync::mpsc;
 use std::time::Duration;
 
 use r2d2_sqlite::SqliteConnectionManager;
 use r2d2_sqlite::rusqlite::{self, Connection, OpenFlags, OptionalExtension, params};
 use tokio::sync::watch;
 
-use crate::{Event, EventType, ListPage, ListQuery, MetadataStore, ObjectKey, Precondition, StoreError, StoredObject, WriteJob, WriteTxn};
+use crate::write::{GroupWriter, Rules, Statements, Writer, spawn_writer};
+use crate::{Event, EventType, ListPage, ListQuery, MetadataStore, ObjectKey, StoreError, StoredObject, WriteJob, event_code, event_type};
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS meta (
@@ -43,6 +43,11 @@ CREATE TABLE IF NOT EXISTS events (
     body BLOB NOT NULL
 ) STRICT;
 CREATE INDEX IF NOT EXISTS events_by_resource ON events (resource, revision);
+CREATE TABLE IF NOT EXISTS leases (
+    name TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    expires_ms INTEGER NOT NULL
+) STRICT;
 "#;
 
 /// The writer's page cache: the pages a write touches (index roots, hot streams) stay in
@@ -69,21 +74,11 @@ pub enum Synchronous {
 }
 
 pub struct SqliteStore {
-    /// Work for the writer thread, which owns the one read-write connection.
-    writer: mpsc::Sender<WriterMsg>,
+    /// The writer thread, which owns the one read-write connection.
+    writer: Writer,
     readers: r2d2::Pool<SqliteConnectionManager>,
     committed: watch::Sender<u64>,
 }
-
-/// What the writer thread is asked to do.
-enum WriterMsg {
-    Write { job: WriteJob, done: mpsc::SyncSender<Result<u64, StoreError>> },
-    Compact { keep: u64, done: mpsc::SyncSender<Result<u64, StoreError>> },
-    Probe { done: mpsc::SyncSender<Result<u64, StoreError>> },
-}
-
-/// The most writes committed together. Each still runs in its own savepoint.
-const MAX_GROUP: usize = 64;
 
 fn backend(err: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(err.to_string())
@@ -120,19 +115,8 @@ impl SqliteStore {
         let revision = meta_value(&writer, "revision")?;
         let (committed, _) = watch::channel(revision);
         spawn_checkpointer(path, committed.subscribe())?;
-        let (sender, receiver) = mpsc::channel();
-        let announcer = committed.clone();
-        std::thread::Builder::new()
-            .name("berth-writer".into())
-            .spawn(move || write_forever(writer, receiver, announcer))
-            .map_err(backend)?;
-        Ok(SqliteStore { writer: sender, readers, committed })
-    }
-
-    fn ask(&self, msg: impl FnOnce(mpsc::SyncSender<Result<u64, StoreError>>) -> WriterMsg) -> Result<u64, StoreError> {
-        let (done, result) = mpsc::sync_channel(1);
-        self.writer.send(msg(done)).map_err(|_| StoreError::Backend("the writer thread has stopped".into()))?;
-        result.recv().map_err(|_| StoreError::Backend("the writer thread stopped during a write".into()))?
+        let writer = spawn_writer("berth-writer", SqliteWriter { conn: writer }, committed.clone())?;
+        Ok(SqliteStore { writer, readers, committed })
     }
 
     fn reader(&self) -> Result<r2d2::PooledConnection<SqliteConnectionManager>, StoreError> {
@@ -357,7 +341,7 @@ impl MetadataStore for SqliteStore {
     }
 
     fn write(&self, job: WriteJob) -> Result<u64, StoreError> {
-        self.ask(|done| WriterMsg::Write { job, done })
+        self.writer.write(job)
     }
 
     fn events_since(&self, resource: &str, namespace: Option<&str>, after: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
@@ -375,12 +359,7 @@ impl MetadataStore for SqliteStore {
             .map_err(backend)?;
         let rows = stmt
             .query_map(params![resource, after as i64, namespace, limit as i64], |row| {
-                let event_type = match row.get::<_, i64>(4)? {
-                    0 => EventType::Added,
-                    1 => EventType::Modified,
-                    _ => EventType::Deleted,
-                };
-                Ok(Event { event_type, object: row_to_object(resource, row)? })
+                Ok(Event { event_type: event_type(row.get(4)?), object: row_to_object(resource, row)? })
             })
             .map_err(backend)?;
         let events = rows.collect::<Result<Vec<_>, _>>().map_err(backend)?;
@@ -394,7 +373,7 @@ impl MetadataStore for SqliteStore {
     }
 
     fn compact(&self, keep: u64) -> Result<u64, StoreError> {
-        self.ask(|done| WriterMsg::Compact { keep, done })
+        self.writer.compact(keep)
     }
 
     fn subscribe(&self) -> watch::Receiver<u64> {
@@ -402,279 +381,179 @@ impl MetadataStore for SqliteStore {
     }
 
     fn probe_write(&self) -> Result<(), StoreError> {
-        self.ask(|done| WriterMsg::Probe { done }).map(|_| ())
+        self.writer.probe()
+    }
+
+    fn lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool, StoreError> {
+        self.writer.lease(name, holder, Some(ttl))
+    }
+
+    fn release(&self, name: &str, holder: &str) -> Result<(), StoreError> {
+        self.writer.lease(name, holder, None).map(|_| ())
     }
 }
 
-/// The writer thread: takes every write waiting (up to [`MAX_GROUP`]), runs each in its
-/// own savepoint inside one transaction, commits once, and only then answers each. One
-/// commit (and one fsync) serves the whole group, and revisions stay in commit order.
-/// Ends when the store is dropped.
-fn write_forever(conn: Connection, inbox: mpsc::Receiver<WriterMsg>, committed: watch::Sender<u64>) {
-    while let Ok(first) = inbox.recv() {
-        let mut writes = Vec::new();
-        let mut next = Some(first);
-        while let Some(msg) = next.take() {
-            match msg {
-                WriterMsg::Write { job, done } => writes.push((job, done)),
-                WriterMsg::Compact { keep, done } => {
-                    commit_group(&conn, std::mem::take(&mut writes), &committed);
-                    let _ = done.send(compact_log(&conn, keep));
-                }
-                WriterMsg::Probe { done } => {
-                    commit_group(&conn, std::mem::take(&mut writes), &committed);
-                    let _ = done.send(probe(&conn));
-                }
-            }
-            if writes.len() < MAX_GROUP {
-                next = inbox.try_recv().ok();
-            }
-        }
-        commit_group(&conn, writes, &committed);
-    }
+/// The writer thread's connection: a group is one `BEGIN IMMEDIATE` transaction (SQLite
+/// has one writer, so commit order is revision order).
+struct SqliteWriter {
+    conn: Connection,
 }
 
-type Reply = mpsc::SyncSender<Result<u64, StoreError>>;
-
-fn commit_group(conn: &Connection, writes: Vec<(WriteJob, Reply)>, committed: &watch::Sender<u64>) {
-    if writes.is_empty() {
-        return;
+impl GroupWriter for SqliteWriter {
+    fn begin(&mut self) -> Result<u64, StoreError> {
+        self.conn.execute_batch("BEGIN IMMEDIATE").map_err(backend)?;
+        meta_value(&self.conn, "revision")
     }
-    let fail_all = |writes: Vec<Reply>, err: StoreError| {
-        for done in writes {
-            let _ = done.send(Err(err.clone()));
+
+    fn execute(&mut self, sql: &str) -> Result<(), StoreError> {
+        self.conn.execute_batch(sql).map_err(backend)
+    }
+
+    fn run(&mut self, revision: u64, job: WriteJob) -> Result<u64, StoreError> {
+        let mut txn = Rules { statements: SqliteStatements(&self.conn), revision };
+        job(&mut txn).map(|()| txn.revision)
+    }
+
+    fn commit(&mut self, revision: Option<u64>) -> Result<(), StoreError> {
+        if let Some(revision) = revision {
+            self.conn.execute("UPDATE meta SET value = ?1 WHERE key = 'revision'", [revision as i64]).map_err(backend)?;
         }
-    };
-    let began = std::time::Instant::now();
-    let group_size = writes.len();
-    let start = match conn.execute_batch("BEGIN IMMEDIATE").map_err(backend).and_then(|()| meta_value(conn, "revision")) {
-        Ok(start) => start,
-        Err(err) => {
-            let _ = conn.execute_batch("ROLLBACK");
-            return fail_all(writes.into_iter().map(|(_, done)| done).collect(), err);
-        }
-    };
-    let mut revision = start;
-    let mut answers = Vec::with_capacity(writes.len());
-    for (job, done) in writes {
-        let outcome = conn.execute_batch("SAVEPOINT job").map_err(backend).and_then(|()| {
-            let mut txn = SqliteTxn { conn, revision };
-            // A panicking job must not take the writer thread, and every other write, with it.
-            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&mut txn))) {
-                Ok(result) => result.map(|()| txn.revision),
-                Err(_) => Err(StoreError::Backend("a write panicked and was rolled back".into())),
-            }
-        });
-        let answer = match outcome {
-            Ok(after) => conn.execute_batch("RELEASE job").map_err(backend).map(|()| {
-                revision = after;
-                after
-            }),
-            Err(err) => {
-                let _ = conn.execute_batch("ROLLBACK TO job; RELEASE job");
-                Err(err)
-            }
+        self.conn.execute_batch("COMMIT").map_err(backend)
+    }
+
+    /// Writes the probe's row in a transaction of its own: the lock, a page write and a
+    /// commit, as any write needs.
+    fn probe(&mut self) -> Result<(), StoreError> {
+        let tx = self.conn.unchecked_transaction().map_err(backend)?;
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+        tx.execute("INSERT INTO meta (key, value) VALUES ('probe', ?1) ON CONFLICT (key) DO UPDATE SET value = excluded.value", [now])
+            .map_err(backend)?;
+        tx.commit().map_err(backend)
+    }
+
+    fn lease(&mut self, name: &str, holder: &str, ttl: Option<Duration>) -> Result<bool, StoreError> {
+        let Some(ttl) = ttl else {
+            self.conn.execute("DELETE FROM leases WHERE name = ?1 AND holder = ?2", params![name, holder]).map_err(backend)?;
+            return Ok(false);
         };
-        answers.push((done, answer));
-    }
-    let commit = if revision == start {
-        conn.execute_batch("COMMIT").map_err(backend)
-    } else {
-        conn.execute("UPDATE meta SET value = ?1 WHERE key = 'revision'", [revision as i64])
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+        self.conn
+            .prepare_cached(
+                "INSERT INTO leases (name, holder, expires_ms) VALUES (?1, ?2, ?3 + ?4) ON CONFLICT (name) DO UPDATE \
+                 SET holder = excluded.holder, expires_ms = excluded.expires_ms \
+                 WHERE leases.holder = excluded.holder OR leases.expires_ms < ?3 RETURNING holder",
+            )
+            .and_then(|mut stmt| stmt.query_row(params![name, holder, now, ttl.as_millis() as i64], |_| Ok(())).optional())
+            .map(|taken| taken.is_some())
             .map_err(backend)
-            .and_then(|_| conn.execute_batch("COMMIT").map_err(backend))
-    };
-    metrics::histogram!(crate::metrics::COMMIT_DURATION).record(began.elapsed().as_secs_f64());
-    metrics::histogram!(crate::metrics::COMMIT_GROUP_SIZE).record(group_size as f64);
-    match commit {
-        Ok(()) => {
-            if revision != start {
-                committed.send_replace(revision);
-            }
-            for (done, answer) in answers {
-                let _ = done.send(answer);
-            }
+    }
+
+    fn compact(&mut self, keep: u64) -> Result<u64, StoreError> {
+        let conn = &self.conn;
+        let revision = meta_value(conn, "revision")?;
+        let floor = meta_value(conn, "compacted")?;
+        let target = revision.saturating_sub(keep);
+        if target <= floor {
+            return Ok(floor);
         }
-        Err(err) => {
-            let _ = conn.execute_batch("ROLLBACK");
-            fail_all(answers.into_iter().map(|(done, _)| done).collect(), err);
-        }
+        let tx = conn.unchecked_transaction().map_err(backend)?;
+        tx.execute("DELETE FROM events WHERE revision <= ?1", [target as i64]).map_err(backend)?;
+        tx.execute("UPDATE meta SET value = ?1 WHERE key = 'compacted'", [target as i64]).map_err(backend)?;
+        tx.commit().map_err(backend)?;
+        Ok(target)
     }
 }
 
-/// Writes the probe's row in a transaction of its own: the lock, a page write and a
-/// commit, as any write needs.
-fn probe(conn: &Connection) -> Result<u64, StoreError> {
-    let tx = conn.unchecked_transaction().map_err(backend)?;
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
-    tx.execute("INSERT INTO meta (key, value) VALUES ('probe', ?1) ON CONFLICT (key) DO UPDATE SET value = excluded.value", [now])
-        .map_err(backend)?;
-    tx.commit().map_err(backend)?;
-    Ok(0)
-}
+/// The statements of a write, on the writer's connection.
+struct SqliteStatements<'a>(&'a Connection);
 
-fn compact_log(conn: &Connection, keep: u64) -> Result<u64, StoreError> {
-    let revision = meta_value(conn, "revision")?;
-    let floor = meta_value(conn, "compacted")?;
-    let target = revision.saturating_sub(keep);
-    if target <= floor {
-        return Ok(floor);
-    }
-    let tx = conn.unchecked_transaction().map_err(backend)?;
-    tx.execute("DELETE FROM events WHERE revision <= ?1", [target as i64]).map_err(backend)?;
-    tx.execute("UPDATE meta SET value = ?1 WHERE key = 'compacted'", [target as i64]).map_err(backend)?;
-    tx.commit().map_err(backend)?;
-    Ok(target)
-}
-
-struct SqliteTxn<'a> {
-    conn: &'a Connection,
-    revision: u64,
-}
-
-impl SqliteTxn<'_> {
-    fn check(&self, key: &ObjectKey, current: Option<&StoredObject>, expect: Precondition) -> Result<(), StoreError> {
-        match (expect, current) {
-            (Precondition::Any, _) => Ok(()),
-            (Precondition::Absent, None) => Ok(()),
-            (Precondition::Absent, Some(_)) => Err(StoreError::AlreadyExists(key.clone())),
-            (Precondition::Revision(_), None) => Err(StoreError::NotFound(key.clone())),
-            (Precondition::Revision(expected), Some(found)) if found.revision != expected => {
-                Err(StoreError::Conflict { key: key.clone(), expected, actual: found.revision })
-            }
-            (Precondition::Revision(_), Some(_)) => Ok(()),
-        }
+impl Statements for SqliteStatements<'_> {
+    fn get(&mut self, key: &ObjectKey) -> Result<Option<StoredObject>, StoreError> {
+        get_object(self.0, key)
     }
 
-    fn record_event(&mut self, key: &ObjectKey, kind: EventType, body: &[u8]) -> Result<u64, StoreError> {
-        self.revision += 1;
-        let kind = match kind {
-            EventType::Added => 0,
-            EventType::Modified => 1,
-            EventType::Deleted => 2,
-        };
-        self.conn
+    fn list(&mut self, resource: &str, namespace: Option<&str>) -> Result<Vec<StoredObject>, StoreError> {
+        let query = ListQuery { resource: resource.to_string(), namespace: namespace.map(str::to_string), ..ListQuery::default() };
+        list_objects(self.0, &query)
+    }
+
+    fn insert_event(&mut self, revision: u64, key: &ObjectKey, kind: EventType, body: &[u8]) -> Result<(), StoreError> {
+        self.0
             .prepare_cached("INSERT INTO events (revision, resource, namespace, name, kind, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")
-            .and_then(|mut stmt| stmt.execute(params![self.revision as i64, key.resource, key.namespace, key.name, kind, body]))
+            .and_then(|mut stmt| stmt.execute(params![revision as i64, key.resource, key.namespace, key.name, event_code(kind), body]))
             .map_err(backend)?;
-        Ok(self.revision)
+        Ok(())
     }
 
-    /// Makes the object's references exactly `refs`, touching only those that changed
-    /// (a stream's update usually adds one image to dozens it already names).
-    fn replace_refs(&self, key: &ObjectKey, refs: &[String], existed: bool) -> Result<(), StoreError> {
-        let mut wanted: Vec<&str> = refs.iter().map(String::as_str).collect();
-        wanted.sort_unstable();
-        wanted.dedup();
-        let existing: Vec<String> = if existed {
-            let mut stmt = self
-                .conn
-                .prepare_cached("SELECT reference FROM refs WHERE resource = ?1 AND namespace = ?2 AND name = ?3")
-                .map_err(backend)?;
-            let rows = stmt.query_map(params![key.resource, key.namespace, key.name], |row| row.get(0)).map_err(backend)?;
-            rows.collect::<Result<_, _>>().map_err(backend)?
+    fn store_object(&mut self, key: &ObjectKey, revision: u64, body: &[u8], exists: bool) -> Result<(), StoreError> {
+        let sql = if exists {
+            "UPDATE objects SET revision = ?4, body = ?5 WHERE resource = ?1 AND namespace = ?2 AND name = ?3"
         } else {
-            Vec::new()
+            "INSERT INTO objects (resource, namespace, name, revision, body) VALUES (?1, ?2, ?3, ?4, ?5)"
         };
-        let mut remove = self
-            .conn
-            .prepare_cached("DELETE FROM refs WHERE resource = ?1 AND reference = ?2 AND namespace = ?3 AND name = ?4")
-            .map_err(backend)?;
-        for reference in existing.iter().filter(|r| wanted.binary_search(&r.as_str()).is_err()) {
-            remove.execute(params![key.resource, reference, key.namespace, key.name]).map_err(backend)?;
-        }
-        let mut insert = self
-            .conn
-            .prepare_cached("INSERT OR IGNORE INTO refs (resource, reference, namespace, name) VALUES (?1, ?2, ?3, ?4)")
-            .map_err(backend)?;
-        for reference in wanted.iter().filter(|r| !existing.iter().any(|e| e == *r)) {
-            insert.execute(params![key.resource, reference, key.namespace, key.name]).map_err(backend)?;
-        }
-        Ok(())
-    }
-
-    fn clear_refs(&self, key: &ObjectKey) -> Result<(), StoreError> {
-        self.conn
-            .prepare_cached("DELETE FROM refs WHERE resource = ?1 AND namespace = ?2 AND name = ?3")
-            .and_then(|mut stmt| stmt.execute(params![key.resource, key.namespace, key.name]))
+        self.0
+            .prepare_cached(sql)
+            .and_then(|mut stmt| stmt.execute(params![key.resource, key.namespace, key.name, revision as i64, body]))
             .map_err(backend)?;
         Ok(())
     }
-}
 
-impl WriteTxn for SqliteTxn<'_> {
-    fn referrers_with_prefix(&mut self, resource: &str, prefix: &str) -> Result<Vec<(String, ObjectKey)>, StoreError> {
-        // A range of the primary key: every reference from the prefix up to the prefix
-        // with its last byte raised (the prefixes berth uses are ASCII).
-        let mut end = prefix.to_string();
-        let last = end.pop().map_or('\u{1}', |c| char::from_u32(c as u32 + 1).unwrap_or(char::MAX));
-        end.push(last);
+    fn delete_object(&mut self, key: &ObjectKey) -> Result<(), StoreError> {
+        self.by_key("DELETE FROM objects WHERE resource = ?1 AND namespace = ?2 AND name = ?3", key)
+    }
+
+    fn references(&mut self, key: &ObjectKey) -> Result<Vec<String>, StoreError> {
+        let mut stmt =
+            self.0.prepare_cached("SELECT reference FROM refs WHERE resource = ?1 AND namespace = ?2 AND name = ?3").map_err(backend)?;
+        let rows = stmt.query_map(params![key.resource, key.namespace, key.name], |row| row.get(0)).map_err(backend)?;
+        rows.collect::<Result<_, _>>().map_err(backend)
+    }
+
+    fn add_reference(&mut self, key: &ObjectKey, reference: &str) -> Result<(), StoreError> {
+        self.with_reference("INSERT OR IGNORE INTO refs (resource, reference, namespace, name) VALUES (?1, ?2, ?3, ?4)", key, reference)
+    }
+
+    fn remove_reference(&mut self, key: &ObjectKey, reference: &str) -> Result<(), StoreError> {
+        self.with_reference("DELETE FROM refs WHERE resource = ?1 AND reference = ?2 AND namespace = ?3 AND name = ?4", key, reference)
+    }
+
+    fn clear_references(&mut self, key: &ObjectKey) -> Result<(), StoreError> {
+        self.by_key("DELETE FROM refs WHERE resource = ?1 AND namespace = ?2 AND name = ?3", key)
+    }
+
+    fn references_between(&mut self, resource: &str, from: &str, to: &str) -> Result<Vec<(String, ObjectKey)>, StoreError> {
         let mut stmt = self
-            .conn
+            .0
             .prepare_cached("SELECT reference, namespace, name FROM refs WHERE resource = ?1 AND reference >= ?2 AND reference < ?3")
             .map_err(backend)?;
         let rows = stmt
-            .query_map(params![resource, prefix, end], |row| {
+            .query_map(params![resource, from, to], |row| {
                 Ok((row.get::<_, String>(0)?, ObjectKey { resource: resource.to_string(), namespace: row.get(1)?, name: row.get(2)? }))
             })
             .map_err(backend)?;
         rows.collect::<Result<Vec<_>, _>>().map_err(backend)
     }
+}
 
-    fn get(&mut self, key: &ObjectKey) -> Result<Option<StoredObject>, StoreError> {
-        get_object(self.conn, key)
+impl SqliteStatements<'_> {
+    fn by_key(&self, sql: &str, key: &ObjectKey) -> Result<(), StoreError> {
+        self.0.prepare_cached(sql).and_then(|mut stmt| stmt.execute(params![key.resource, key.namespace, key.name])).map_err(backend)?;
+        Ok(())
     }
 
-    fn list(&mut self, resource: &str, namespace: Option<&str>) -> Result<Vec<StoredObject>, StoreError> {
-        let query = ListQuery { resource: resource.to_string(), namespace: namespace.map(str::to_string), ..ListQuery::default() };
-        list_objects(self.conn, &query)
-    }
-
-    fn put(&mut self, key: &ObjectKey, body: &[u8], refs: &[String], expect: Precondition) -> Result<u64, StoreError> {
-        let current = get_object(self.conn, key)?;
-        self.check(key, current.as_ref(), expect)?;
-        let revision = match &current {
-            // Writing the same bytes again is no change: no event, no new revision.
-            Some(current) if current.body == body => return Ok(current.revision),
-            Some(_) => {
-                let revision = self.record_event(key, EventType::Modified, body)?;
-                self.conn
-                    .prepare_cached("UPDATE objects SET revision = ?4, body = ?5 WHERE resource = ?1 AND namespace = ?2 AND name = ?3")
-                    .and_then(|mut stmt| stmt.execute(params![key.resource, key.namespace, key.name, revision as i64, body]))
-                    .map_err(backend)?;
-                revision
-            }
-            None => {
-                let revision = self.record_event(key, EventType::Added, body)?;
-                self.conn
-                    .prepare_cached("INSERT INTO objects (resource, namespace, name, revision, body) VALUES (?1, ?2, ?3, ?4, ?5)")
-                    .and_then(|mut stmt| stmt.execute(params![key.resource, key.namespace, key.name, revision as i64, body]))
-                    .map_err(backend)?;
-                revision
-            }
-        };
-        self.replace_refs(key, refs, current.is_some())?;
-        Ok(revision)
-    }
-
-    fn delete(&mut self, key: &ObjectKey, expect: Precondition) -> Result<u64, StoreError> {
-        let Some(current) = get_object(self.conn, key)? else {
-            return Err(StoreError::NotFound(key.clone()));
-        };
-        self.check(key, Some(&current), expect)?;
-        let revision = self.record_event(key, EventType::Deleted, &current.body)?;
-        self.conn
-            .prepare_cached("DELETE FROM objects WHERE resource = ?1 AND namespace = ?2 AND name = ?3")
-            .and_then(|mut stmt| stmt.execute(params![key.resource, key.namespace, key.name]))
+    fn with_reference(&self, sql: &str, key: &ObjectKey, reference: &str) -> Result<(), StoreError> {
+        self.0
+            .prepare_cached(sql)
+            .and_then(|mut stmt| stmt.execute(params![key.resource, reference, key.namespace, key.name]))
             .map_err(backend)?;
-        self.clear_refs(key)?;
-        Ok(revision)
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Precondition;
 
     fn open_temp() -> (tempfile::TempDir, SqliteStore) {
         let dir = tempfile::tempdir().unwrap();

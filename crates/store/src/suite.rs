@@ -27,6 +27,7 @@ macro_rules! store_test_suite {
             keys_are_listed_in_pages_without_bodies,
             references_are_found_by_prefix_inside_a_write,
             a_write_probe_changes_nothing_readers_see,
+            a_lease_has_one_holder_until_it_expires_or_is_released,
         );
     };
     (@tests $open:path; $($name:ident),* $(,)?) => {
@@ -309,4 +310,26 @@ pub fn a_write_probe_changes_nothing_readers_see(store: Arc<dyn MetadataStore>) 
     assert!(!commits.has_changed().unwrap(), "a probe is no commit subscribers hear of");
     assert_eq!(store.events_since("things", None, 0, 10).unwrap().len(), 1);
     assert_eq!(put(&*store, &key("ns", "b"), "v1", Precondition::Absent).unwrap(), revision + 1);
+}
+
+pub fn a_lease_has_one_holder_until_it_expires_or_is_released(store: Arc<dyn MetadataStore>) {
+    use std::time::Duration;
+    let long = Duration::from_secs(60);
+    let revision = store.current_revision().unwrap();
+    assert!(store.lease("scheduler", "a", long).unwrap(), "a free lease is taken");
+    assert!(!store.lease("scheduler", "b", long).unwrap(), "another's running lease is not");
+    assert!(store.lease("scheduler", "a", long).unwrap(), "the holder renews it");
+    assert!(store.lease("notifier", "b", long).unwrap(), "leases are independent");
+    store.release("scheduler", "b").unwrap();
+    assert!(!store.lease("scheduler", "b", long).unwrap(), "only the holder releases");
+    store.release("scheduler", "a").unwrap();
+    assert!(store.lease("scheduler", "b", long).unwrap(), "a released lease is free at once");
+
+    let short = Duration::from_millis(200);
+    assert!(store.lease("pruner", "a", short).unwrap());
+    assert!(!store.lease("pruner", "b", short).unwrap());
+    std::thread::sleep(short + Duration::from_millis(100));
+    assert!(store.lease("pruner", "b", long).unwrap(), "an expired lease is taken over");
+    assert!(!store.lease("pruner", "a", short).unwrap(), "and its old holder has lost it");
+    assert_eq!(store.current_revision().unwrap(), revision, "leases are no catalog change");
 }

@@ -1,13 +1,14 @@
 //! Test support: the real CNCF distribution registry (`docker-registry`) started on an
 //! ephemeral loopback port, deterministic test images and indexes pushed into it (or into
 //! any plain-HTTP registry, with [`RegistryClient`]) over the registry HTTP API, and
-//! `skopeo` as an independent client.
+//! `skopeo` as an independent client; PostgreSQL from Debian on loopback ([`postgres`]).
 //!
 //! Everything here is blocking. Call it from synchronous tests, or from
 //! `tokio::task::spawn_blocking` in async ones: the HTTP client blocks its thread.
 
 mod client;
 mod image;
+pub mod postgres;
 mod registry;
 mod skopeo;
 

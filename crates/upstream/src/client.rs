@@ -273,16 +273,7 @@ fn transport_error(repository: &Repository, err: &reqwest::Error) -> UpstreamErr
 
 /// The error and its causes in one line; URLs in reqwest errors carry no credentials
 /// because berth never puts any in a URL.
-pub fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
+pub use berth_model::error_chain;
 
 /// Reading one repository: the credentials to try and the authorization that works.
 pub struct Session {

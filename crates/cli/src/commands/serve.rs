@@ -35,6 +35,11 @@ pub struct ServeArgs {
     /// Where the database, blobs and first admin token live.
     #[arg(long, default_value = "./berth-data")]
     data_dir: PathBuf,
+    /// Keep the catalog in this PostgreSQL database (`postgres://user:password@host:port/db`)
+    /// instead of the embedded SQLite file in --data-dir: several replicas can then serve
+    /// one catalog. Best given through the environment, from a Secret.
+    #[arg(long, env = "BERTH_DATABASE", value_name = "URL", hide_env_values = true)]
+    database: Option<String>,
     /// The address to listen on.
     #[arg(long, default_value = "127.0.0.1:7440")]
     listen: SocketAddr,
@@ -131,6 +136,7 @@ pub fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
     };
     let config = ServeConfig {
         data_dir: args.data_dir,
+        database: args.database,
         listen: args.listen,
         registry_hostname: args.registry_hostname,
         public_registry_hostnames: args.public_registry_hostnames,

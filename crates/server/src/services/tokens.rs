@@ -14,6 +14,7 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::services::error::ErrorKind;
 use crate::services::{Caller, Catalog, Error, LazyList, ListOptions, Resource, Result, stamp_new};
 
 const TOKENS: &str = Token::QUALIFIED;
@@ -21,8 +22,8 @@ const PREFIX: &str = "brt_";
 
 /// Callers already authenticated, keyed by the SHA-256 of their bearer token, so that a
 /// request costs no store read for its token. Every token write in this process clears
-/// it, so a revoked token stops working at once. (Replicas sharing a store will need to
-/// clear it from the event log's token events as well.)
+/// it, so a revoked token stops working at once; on a shared database, [`follow_tokens`]
+/// clears it on token events written through other servers.
 /// A caller and when its token expires.
 type CachedCaller = (Caller, Option<Time>);
 
@@ -191,7 +192,37 @@ impl Catalog {
             description: "created by the first start of berth serve".to_string(),
             expiration_timestamp: None,
         };
-        let created = self.insert_token(Token::new("admin", spec))?;
-        Ok(created.status.map(|s| s.token))
+        match self.insert_token(Token::new("admin", spec)) {
+            Ok(created) => Ok(created.status.map(|s| s.token)),
+            // Another server on the same database made it first.
+            Err(err) if err.kind == ErrorKind::AlreadyExists => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+}
+
+/// Keeps the caller cache right when tokens change through another server on the same
+/// database: any token event in the log clears it, as a token write through this server
+/// does, so a token revoked anywhere stops working everywhere at once.
+pub async fn follow_tokens(catalog: Catalog, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut revisions = catalog.store().subscribe();
+    let mut after = *revisions.borrow_and_update();
+    loop {
+        tokio::select! {
+            changed = revisions.changed() => if changed.is_err() { return },
+            _ = stop.changed() => return,
+        }
+        let upto = *revisions.borrow_and_update();
+        let store = std::sync::Arc::clone(catalog.store());
+        let from = after;
+        let changed = match tokio::task::spawn_blocking(move || store.events_since(Token::RESOURCE, None, from, 1)).await {
+            Ok(Ok(events)) => !events.is_empty(),
+            // The log moved past us, or could not be read: forget every caller to be safe.
+            Ok(Err(_)) | Err(_) => true,
+        };
+        if changed {
+            catalog.callers.clear();
+        }
+        after = upto;
     }
 }

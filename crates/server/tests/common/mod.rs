@@ -45,6 +45,7 @@ impl TestApp {
         let dir = tempfile::tempdir().unwrap();
         let mut config = ServeConfig {
             data_dir: dir.path().to_path_buf(),
+            database: None,
             listen: "127.0.0.1:0".parse().unwrap(),
             registry_hostname: Some("registry.berth.test".into()),
             public_registry_hostnames: vec![],
@@ -76,8 +77,21 @@ impl TestApp {
             streams: berth_server::StreamSettings::default(),
         };
         configure(&mut config);
+        TestApp::serve(dir, config, None).await
+    }
+
+    /// Starts another server on this one's `--database` (a replica): its own data
+    /// directory and port, the same catalog and admin token.
+    pub async fn start_replica(&self) -> TestApp {
+        assert!(self.config.database.is_some(), "replicas share a database");
+        let dir = tempfile::tempdir().unwrap();
+        let config = ServeConfig { data_dir: dir.path().to_path_buf(), listen: "127.0.0.1:0".parse().unwrap(), ..self.config.clone() };
+        TestApp::serve(dir, config, Some(self.admin.clone())).await
+    }
+
+    async fn serve(dir: tempfile::TempDir, mut config: ServeConfig, admin: Option<String>) -> TestApp {
         let started = berth_server::start(config.clone()).await.unwrap();
-        let admin = started.admin_token.clone().expect("a new data directory gets an admin token");
+        let admin = admin.or_else(|| started.admin_token.clone()).expect("a new data directory gets an admin token");
         config.listen = started.addr;
         // A server with TLS is reached through the CA it made, as a client on this machine would.
         let mut http = reqwest::Client::builder();
@@ -231,6 +245,25 @@ impl TestApp {
         assert_eq!(status, StatusCode::OK, "{body}");
         body
     }
+}
+
+/// Streams watch events into a channel as they arrive.
+pub fn watch_events(response: reqwest::Response) -> tokio::sync::mpsc::UnboundedReceiver<Value> {
+    let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut buffer = Vec::new();
+        let mut stream = futures::StreamExt::boxed(response.bytes_stream());
+        while let Some(Ok(chunk)) = futures::StreamExt::next(&mut stream).await {
+            buffer.extend_from_slice(&chunk);
+            while let Some(end) = buffer.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = buffer.drain(..=end).collect();
+                if sender.send(serde_json::from_slice(&line).unwrap()).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    receiver
 }
 
 /// The path of ImageStreamTag `stream:tag` in `ns`.

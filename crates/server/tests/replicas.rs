@@ -1,0 +1,77 @@
+//! Several servers on one PostgreSQL database (`berth serve --database`), PostgreSQL from
+//! Debian on loopback: any server answers any request, a write acknowledged by one is
+//! read at once through another, a watch on one sees every write made through another,
+//! and the controllers that must run once hold leases, so imports go on after the server
+//! holding them stops.
+
+mod common;
+
+use berth_testkit::{Auth, DistributionRegistry, Format, TestImage};
+use common::{IMAGE_API, TestApp, blocking, istag_path, watch_events};
+use reqwest::StatusCode;
+use serde_json::json;
+
+const NS: &str = "team";
+
+/// Sets `stream:tag` on `app` to import `from` and waits for the import to settle.
+async fn import(app: &TestApp, name: &str, from: &str) -> String {
+    let body = json!({"kind": "ImageStreamTag", "apiVersion": "image.openshift.io/v1", "metadata": {"name": name},
+        "tag": {"from": {"kind": "DockerImage", "name": from}}});
+    let (status, reply) = app.put(&istag_path(NS, name), body).await;
+    assert!(status.is_success(), "{reply}");
+    let istag = app.settled_tag(NS, name).await;
+    istag["image"]["metadata"]["name"].as_str().unwrap_or_else(|| panic!("{name} was imported: {istag}")).to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_on_one_database_serve_one_catalog_and_hand_over_their_controllers() {
+    let url = blocking(|| berth_testkit::postgres::database().unwrap());
+    let first = TestApp::start_with(|config| config.database = Some(url)).await;
+    let second = first.start_replica().await;
+    first.namespace(NS).await;
+
+    // A write acknowledged by one is read at once through the other.
+    let digest = first.map(NS, "app", "v1", "one").await;
+    let (status, istag) = second.get(&istag_path(NS, "app:v1")).await;
+    assert_eq!(status, StatusCode::OK, "{istag}");
+    assert_eq!(istag["image"]["metadata"]["name"], digest.as_str());
+
+    // A watch on one sees the writes made through the other, in order.
+    let start = second.revision().await;
+    let watch = second
+        .http()
+        .get(format!("{}{IMAGE_API}/namespaces/{NS}/imagestreams?watch=true&resourceVersion={start}", second.base))
+        .bearer_auth(&second.admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(watch.status(), StatusCode::OK);
+    let mut events = watch_events(watch);
+    let moved = first.map(NS, "app", "v2", "two").await;
+    let added = first.map(NS, "other", "v1", "three").await;
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let event = tokio::time::timeout(std::time::Duration::from_secs(10), events.recv()).await.expect("an event arrives").unwrap();
+        seen.push((event["type"].as_str().unwrap().to_string(), event["object"]["metadata"]["name"].as_str().unwrap().to_string()));
+    }
+    assert_eq!(seen, [("MODIFIED".to_string(), "app".to_string()), ("ADDED".to_string(), "other".to_string())]);
+    let (_, stream) = second.get(&format!("{IMAGE_API}/namespaces/{NS}/imagestreams/app")).await;
+    assert_eq!(stream["status"]["tags"].as_array().unwrap().len(), 2, "{stream}");
+    let _ = (moved, added);
+
+    // The import controller runs on one of them (the first took its lease); an import
+    // asked for through the second is done.
+    let registry = blocking(|| DistributionRegistry::start(Auth::Open).unwrap());
+    let image = TestImage::new(Format::Oci, 1, 1, 512, "amd64");
+    let pushed = blocking(|| registry.push("team/app", Some("1.0"), &image).unwrap());
+    let from = format!("{}/team/app:1.0", registry.host());
+    assert_eq!(import(&second, "app:imported", &from).await, pushed.digest);
+
+    // The first stops and gives its leases up: the second takes the controllers over.
+    first.stop().await;
+    let image = TestImage::new(Format::Oci, 2, 1, 512, "amd64");
+    let pushed = blocking(|| registry.push("team/app", Some("2.0"), &image).unwrap());
+    let from = format!("{}/team/app:2.0", registry.host());
+    assert_eq!(import(&second, "app:after", &from).await, pushed.digest, "imports go on after the holder stops");
+    second.stop().await;
+}

@@ -1,0 +1,207 @@
+//! PostgreSQL from Debian (`postgresql`), real and on loopback: one server per test
+//! process (nextest runs each test in a process of its own), a fresh database per call of
+//! [`database`].
+//!
+//! A cluster is made once per machine and user of the tests with `initdb` (a template
+//! under the system's temporary directory, made under a file lock) and copied for each
+//! server, which then starts in a fraction of a second. PostgreSQL refuses to run as root,
+//! so when the tests run as root the server runs as the `postgres` user. The server dies
+//! with the test process (`PR_SET_PDEATHSIG`), and data directories left by processes that
+//! are gone are removed when the next one starts.
+
+use std::fs;
+use std::net::TcpListener;
+use std::os::unix::fs::MetadataExt as _;
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+
+/// How long a started server has to accept connections.
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+/// The superuser the tests connect as (trusted on loopback, no password).
+const USER: &str = "berth";
+
+/// A running server: its port and where its programs are.
+struct Server {
+    port: u16,
+    bin: PathBuf,
+}
+
+/// Makes a new, empty database on this process's server (started on first use) and
+/// returns its URL.
+pub fn database() -> anyhow::Result<String> {
+    static SERVER: OnceLock<Result<Server, String>> = OnceLock::new();
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let server = SERVER.get_or_init(|| start().map_err(|err| format!("{err:#}"))).as_ref().map_err(|err| anyhow::anyhow!("{err}"))?;
+    let name = format!("test{}", NEXT.fetch_add(1, Ordering::Relaxed));
+    let output = Command::new(server.bin.join("psql"))
+        .args(["-h", "127.0.0.1", "-p", &server.port.to_string(), "-U", USER, "-d", "postgres", "-q", "-c"])
+        .arg(format!("CREATE DATABASE {name}"))
+        .output()
+        .context("running psql")?;
+    if !output.status.success() {
+        bail!("creating database {name}: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    Ok(format!("postgres://{USER}@127.0.0.1:{}/{name}", server.port))
+}
+
+/// The newest PostgreSQL installed (`/usr/lib/postgresql/<version>/bin`).
+fn bin_dir() -> anyhow::Result<PathBuf> {
+    let mut versions: Vec<(u32, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
+        .context("PostgreSQL is not installed (apt-get install postgresql; scripts/test does this)")?
+        .filter_map(|entry| entry.ok())
+        .filter_map(|entry| Some((entry.file_name().to_str()?.parse().ok()?, entry.path().join("bin"))))
+        .filter(|(_, bin)| bin.join("initdb").exists())
+        .collect();
+    versions.sort();
+    versions.pop().map(|(_, bin)| bin).context("no initdb under /usr/lib/postgresql/*/bin")
+}
+
+/// The user and group the server runs as: `postgres` when the tests run as root.
+fn server_user() -> anyhow::Result<Option<(u32, u32)>> {
+    if fs::metadata("/proc/self")?.uid() != 0 {
+        return Ok(None);
+    }
+    let passwd = fs::read_to_string("/etc/passwd")?;
+    let line = passwd.lines().find(|line| line.starts_with("postgres:")).context("no postgres user to run PostgreSQL as")?;
+    let fields: Vec<&str> = line.split(':').collect();
+    Ok(Some((fields[2].parse()?, fields[3].parse()?)))
+}
+
+fn run(mut command: Command, user: Option<(u32, u32)>, what: &str) -> anyhow::Result<()> {
+    if let Some((uid, gid)) = user {
+        command.uid(uid).gid(gid);
+    }
+    let output = command.output().with_context(|| format!("running {what}"))?;
+    if !output.status.success() {
+        bail!("{what} failed: {}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    }
+    Ok(())
+}
+
+fn chown_all(path: &Path, user: Option<(u32, u32)>) -> anyhow::Result<()> {
+    if let Some((uid, gid)) = user {
+        run(
+            {
+                let mut chown = Command::new("chown");
+                chown.arg("-R").arg(format!("{uid}:{gid}")).arg(path);
+                chown
+            },
+            None,
+            "chown",
+        )?;
+    }
+    Ok(())
+}
+
+/// The cluster every server is copied from, made with `initdb` on first use.
+fn template(bin: &Path, root: &Path, user: Option<(u32, u32)>) -> anyhow::Result<PathBuf> {
+    let template = root.join("template");
+    let lock = fs::File::create(root.join("template.lock"))?;
+    lock.lock()?;
+    if !template.join("PG_VERSION").exists() {
+        let _ = fs::remove_dir_all(&template);
+        let making = root.join("template.new");
+        let _ = fs::remove_dir_all(&making);
+        fs::create_dir_all(&making)?;
+        chown_all(&making, user)?;
+        let mut initdb = Command::new(bin.join("initdb"));
+        initdb.arg("-D").arg(&making).args(["-U", USER, "-A", "trust", "-E", "UTF8", "--no-sync"]).current_dir(root);
+        run(initdb, user, "initdb")?;
+        fs::rename(&making, &template)?;
+    }
+    Ok(template)
+}
+
+fn start() -> anyhow::Result<Server> {
+    let bin = bin_dir()?;
+    let user = server_user()?;
+    let root = std::env::temp_dir().join(format!("berth-postgres-{}", fs::metadata("/proc/self")?.uid()));
+    fs::create_dir_all(&root)?;
+    // Whoever runs the server must reach its directory.
+    fs::set_permissions(&root, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    remove_abandoned(&root);
+    let template = template(&bin, &root, user)?;
+    let data = root.join(format!("pid-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&data);
+    run(
+        {
+            let mut copy = Command::new("cp");
+            copy.arg("-a").arg(&template).arg(&data);
+            copy
+        },
+        None,
+        "copying the template cluster",
+    )?;
+    let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let mut postgres = Command::new(bin.join("postgres"));
+    postgres
+        .arg("-D")
+        .arg(&data)
+        .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1", "-c"])
+        .arg(format!("unix_socket_directories={}", data.display()))
+        // The tests check berth's behaviour, not the disk's: no fsync.
+        .args(["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off", "-c", "max_connections=200"])
+        .current_dir(&data)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(root.join(format!("pid-{}.log", std::process::id())))?);
+    if let Some((uid, gid)) = user {
+        postgres.uid(uid).gid(gid);
+    }
+    // SAFETY: prctl is async-signal-safe and touches only the child's own state.
+    unsafe {
+        postgres.pre_exec(|| {
+            // The server stops (immediate shutdown) when the test process ends.
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGQUIT) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    // The death signal follows the thread that spawned the child, so spawn it from a
+    // thread that lives as long as the process.
+    let (spawned, child) = std::sync::mpsc::channel();
+    std::thread::Builder::new().name("berth-test-postgres".into()).spawn(move || {
+        let _ = spawned.send(postgres.spawn());
+        loop {
+            std::thread::park();
+        }
+    })?;
+    let mut child = child.recv()?.context("starting postgres")?;
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        let ready = Command::new(bin.join("pg_isready"))
+            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", USER, "-q"])
+            .status()
+            .is_ok_and(|status| status.success());
+        if ready {
+            return Ok(Server { port, bin });
+        }
+        if let Some(status) = child.try_wait()? {
+            bail!("postgres exited ({status}); see {}", root.join(format!("pid-{}.log", std::process::id())).display());
+        }
+        if Instant::now() > deadline {
+            bail!("postgres did not accept connections within {READY_TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Removes the data directories of test processes that have ended.
+fn remove_abandoned(root: &Path) {
+    let Ok(entries) = fs::read_dir(root) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        let Some(pid) = name.strip_prefix("pid-").map(|rest| rest.trim_end_matches(".log")) else { continue };
+        if !Path::new("/proc").join(pid).exists() {
+            let path = entry.path();
+            let _ = if path.is_dir() { fs::remove_dir_all(path) } else { fs::remove_file(path) };
+        }
+    }
+}
