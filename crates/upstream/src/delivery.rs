@@ -42,7 +42,7 @@ impl DeliveryClient {
     }
 
     /// POSTs `body` with `headers` to `url`: `Ok` when the receiver answered 2xx.
-    pub async fn post(&self, url: &str, headers: &[(&str, String)], body: Vec<u8>) -> Result<(), DeliveryError> {
+    pub async fn post(&self, url: &str, headers: &[(&str, String)], body: bytes::Bytes) -> Result<(), DeliveryError> {
         self.policy.check_url(url).map_err(DeliveryError)?;
         let mut request = self.http.post(url);
         for (name, value) in headers {

@@ -18,8 +18,9 @@ use berth_model::image::Image;
 use berth_model::notify::{Subscription, TagChange, cloud_event};
 use berth_store::{EventType, ListQuery, Precondition, StoreError, transact};
 use berth_upstream::DeliveryClient;
+use bytes::Bytes;
 use hmac::{KeyInit, Mac};
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, OnceCell, watch};
 
 use crate::services::{Catalog, Error, Resource, Result};
 
@@ -59,6 +60,10 @@ impl Default for DeliverySettings {
     }
 }
 
+/// A subscription's signing key (none when it signs nothing), or why it could not be read
+/// (each delivery then fails with that reason, and is retried).
+type SigningKey = std::result::Result<Option<Vec<u8>>, String>;
+
 /// The outbox entries a worker reads at a time.
 const BATCH: usize = 256;
 /// How often entries every subscription has passed are removed.
@@ -70,6 +75,7 @@ pub struct Deliverer {
     catalog: Catalog,
     client: DeliveryClient,
     settings: Arc<DeliverySettings>,
+    events: Arc<EventBodies>,
 }
 
 struct Worker {
@@ -80,7 +86,7 @@ struct Worker {
 impl Deliverer {
     pub fn new(catalog: Catalog, settings: DeliverySettings) -> std::result::Result<Deliverer, String> {
         let client = DeliveryClient::new(&settings.allowed_hosts, settings.request_timeout)?;
-        Ok(Deliverer { catalog, client, settings: Arc::new(settings) })
+        Ok(Deliverer { catalog, client, settings: Arc::new(settings), events: Arc::default() })
     }
 
     /// Runs a worker per subscription until `stop` turns true, starting and stopping
@@ -209,9 +215,11 @@ impl Deliverer {
                 }
                 continue;
             }
+            // The signing key is read once a batch (and again before each retry).
+            let key = self.signing_key(&namespace, &subscription).await;
             for change in batch {
                 if subscription.wants(&change)
-                    && !self.deliver_until_done(&namespace, &name, &subscription, &change, &mut progress, &stop).await
+                    && !self.deliver_until_done(&namespace, &name, (&subscription, &key), &change, &mut progress, &stop).await
                 {
                     return;
                 }
@@ -235,7 +243,7 @@ impl Deliverer {
         &self,
         namespace: &str,
         name: &str,
-        subscription: &Subscription,
+        (subscription, key): (&Subscription, &SigningKey),
         change: &TagChange,
         progress: &mut Progress,
         stop: &watch::Receiver<bool>,
@@ -245,18 +253,19 @@ impl Deliverer {
             .with_max_delay(self.settings.retry_max)
             .with_jitter()
             .without_max_times();
-        let state = tokio::sync::Mutex::new((subscription.clone(), std::mem::take(progress), None::<Instant>, 0u32));
+        let state = tokio::sync::Mutex::new((subscription.clone(), key.clone(), std::mem::take(progress), None::<Instant>, 0u32));
         let attempt = || async {
             let mut guard = state.lock().await;
-            let (subscription, progress, last_saved, attempts) = &mut *guard;
+            let (subscription, key, progress, last_saved, attempts) = &mut *guard;
             if *attempts > 0 {
                 match self.load_subscription(namespace, name).await {
                     Some(fresh) => *subscription = fresh,
                     None => return Ok(false),
                 }
+                *key = self.signing_key(namespace, subscription).await;
             }
             *attempts += 1;
-            let delivered = self.deliver(namespace, subscription, change).await;
+            let delivered = self.deliver(namespace, subscription, key, change).await;
             let result = if delivered.is_ok() { "delivered" } else { "failed" };
             metrics::counter!(crate::metrics::DELIVERIES, "namespace" => namespace.to_string(), "subscription" => name.to_string(), "result" => result)
                 .increment(1);
@@ -291,28 +300,20 @@ impl Deliverer {
             outcome = attempt.retry(backoff) => outcome.unwrap_or(false),
             _ = stop.wait_for(|stop| *stop) => false,
         };
-        *progress = std::mem::take(&mut state.into_inner().1);
+        *progress = std::mem::take(&mut state.into_inner().2);
         delivered
     }
 
     /// One delivery: the CloudEvent as JSON, signed when the subscription has a key.
-    async fn deliver(&self, namespace: &str, subscription: &Subscription, change: &TagChange) -> std::result::Result<(), String> {
-        let catalog = self.catalog.clone();
-        let (namespace_owned, change_owned, secret_ref) = (namespace.to_string(), change.clone(), subscription.spec.secret_ref.clone());
-        let prepared = tokio::task::spawn_blocking(move || -> Result<(Vec<u8>, Option<Vec<u8>>)> {
-            let load = |digest: &str| if digest.is_empty() { Ok(None) } else { catalog.load::<Image>("", digest) };
-            let (previous, current) = (load(&change_owned.previous_image)?, load(&change_owned.image)?);
-            let event = cloud_event(&namespace_owned, &change_owned, previous.as_ref(), current.as_ref());
-            let key = match &secret_ref {
-                Some(reference) => Some(catalog.secret_value(&namespace_owned, &reference.name, &reference.key)?),
-                None => None,
-            };
-            Ok((serde_json::to_vec(&event).expect("events serialise"), key))
-        })
-        .await
-        .map_err(|err| format!("preparing the event failed: {err}"))?
-        .map_err(|err| err.message)?;
-        let (body, key) = prepared;
+    async fn deliver(
+        &self,
+        namespace: &str,
+        subscription: &Subscription,
+        key: &SigningKey,
+        change: &TagChange,
+    ) -> std::result::Result<(), String> {
+        let body = self.event_body(namespace, change).await?;
+        let key = key.clone()?;
         let mut headers = vec![
             ("content-type", "application/cloudevents+json".to_string()),
             ("x-berth-delivery", format!("{namespace}/{}", change.metadata.name)),
@@ -323,6 +324,40 @@ impl Deliverer {
             headers.push(("x-berth-signature", format!("sha256={}", hex::encode(mac.finalize().into_bytes()))));
         }
         self.client.post(&subscription.spec.url, &headers, body).await.map_err(|err| err.0)
+    }
+
+    /// The CloudEvent of `change` as JSON: built once (from the change and the Images it
+    /// names) and shared by every subscription that delivers it. The workers of a
+    /// namespace's subscriptions are woken together for a new change; one builds its
+    /// event, the others wait for that one.
+    async fn event_body(&self, namespace: &str, change: &TagChange) -> std::result::Result<Bytes, String> {
+        let cell = self.events.cell(namespace, &change.metadata.name);
+        let built = cell.get_or_try_init(|| async {
+            let (catalog, namespace, change) = (self.catalog.clone(), namespace.to_string(), change.clone());
+            tokio::task::spawn_blocking(move || -> Result<Bytes> {
+                let load = |digest: &str| if digest.is_empty() { Ok(None) } else { catalog.load::<Image>("", digest) };
+                let (previous, current) = (load(&change.previous_image)?, load(&change.image)?);
+                let event = cloud_event(&namespace, &change, previous.as_ref(), current.as_ref());
+                Ok(Bytes::from(serde_json::to_vec(&event).expect("events serialise")))
+            })
+            .await
+            .map_err(|err| format!("preparing the event failed: {err}"))?
+            .map_err(|err| err.message)
+        });
+        built.await.cloned()
+    }
+
+    /// The key that signs a subscription's deliveries, read from its Secret.
+    async fn signing_key(&self, namespace: &str, subscription: &Subscription) -> SigningKey {
+        let Some(reference) = subscription.spec.secret_ref.clone() else {
+            return Ok(None);
+        };
+        let (catalog, namespace) = (self.catalog.clone(), namespace.to_string());
+        tokio::task::spawn_blocking(move || catalog.secret_value(&namespace, &reference.name, &reference.key))
+            .await
+            .map_err(|err| format!("reading the signing key failed: {err}"))?
+            .map(Some)
+            .map_err(|err| err.message)
     }
 
     async fn load_subscription(&self, namespace: &str, name: &str) -> Option<Subscription> {
@@ -363,6 +398,30 @@ impl Deliverer {
             Ok(Err(err)) => tracing::warn!(error = %err.message, "saving delivery progress failed; will retry"),
             Err(_) => {}
         }
+    }
+}
+
+/// The CloudEvent bodies of recent changes, by namespace and change. Bounded: it starts
+/// over when it holds [`EVENT_BODIES`] changes (a change's deliveries all happen within a
+/// few batches of each other, unless a receiver is down, and then a rebuild is cheap).
+#[derive(Default)]
+struct EventBodies {
+    cells: std::sync::Mutex<HashMap<(String, String), EventBody>>,
+}
+
+/// One change's event, built by the first worker to ask.
+type EventBody = Arc<OnceCell<Bytes>>;
+
+const EVENT_BODIES: usize = 8_192;
+
+impl EventBodies {
+    fn cell(&self, namespace: &str, change: &str) -> EventBody {
+        let mut cells = self.cells.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let key = (namespace.to_string(), change.to_string());
+        if cells.len() >= EVENT_BODIES && !cells.contains_key(&key) {
+            cells.clear();
+        }
+        Arc::clone(cells.entry(key).or_default())
     }
 }
 
