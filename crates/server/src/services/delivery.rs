@@ -60,6 +60,13 @@ impl Default for DeliverySettings {
     }
 }
 
+/// The counters of a worker's deliveries (`berth_subscription_deliveries_total`), looked
+/// up once.
+struct Outcomes {
+    delivered: metrics::Counter,
+    failed: metrics::Counter,
+}
+
 /// A subscription's signing key (none when it signs nothing), or why it could not be read
 /// (each delivery then fails with that reason, and is retried).
 type SigningKey = std::result::Result<Option<Vec<u8>>, String>;
@@ -196,6 +203,8 @@ impl Deliverer {
     async fn work(self, namespace: String, name: String, wake: Arc<Notify>, stop: watch::Receiver<bool>) {
         let mut progress = Progress::default();
         let mut last_status = Instant::now();
+        let counter = |result: &'static str| metrics::counter!(crate::metrics::DELIVERIES, "namespace" => namespace.clone(), "subscription" => name.clone(), "result" => result);
+        let outcomes = Outcomes { delivered: counter("delivered"), failed: counter("failed") };
         loop {
             if *stop.borrow() {
                 break;
@@ -219,7 +228,7 @@ impl Deliverer {
             let key = self.signing_key(&namespace, &subscription).await;
             for change in batch {
                 if subscription.wants(&change)
-                    && !self.deliver_until_done(&namespace, &name, (&subscription, &key), &change, &mut progress, &stop).await
+                    && !self.deliver_until_done(&namespace, &name, (&subscription, &key, &outcomes), &change, &mut progress, &stop).await
                 {
                     return;
                 }
@@ -243,7 +252,7 @@ impl Deliverer {
         &self,
         namespace: &str,
         name: &str,
-        (subscription, key): (&Subscription, &SigningKey),
+        (subscription, key, outcomes): (&Subscription, &SigningKey, &Outcomes),
         change: &TagChange,
         progress: &mut Progress,
         stop: &watch::Receiver<bool>,
@@ -253,22 +262,23 @@ impl Deliverer {
             .with_max_delay(self.settings.retry_max)
             .with_jitter()
             .without_max_times();
-        let state = tokio::sync::Mutex::new((subscription.clone(), key.clone(), std::mem::take(progress), None::<Instant>, 0u32));
+        // The subscription and its key as read again before a retry; the batch's until then
+        // (no copy of them for a delivery that succeeds at once).
+        let state = tokio::sync::Mutex::new((None::<(Subscription, SigningKey)>, std::mem::take(progress), None::<Instant>, 0u32));
         let attempt = || async {
             let mut guard = state.lock().await;
-            let (subscription, key, progress, last_saved, attempts) = &mut *guard;
+            let (fresh, progress, last_saved, attempts) = &mut *guard;
             if *attempts > 0 {
-                match self.load_subscription(namespace, name).await {
-                    Some(fresh) => *subscription = fresh,
-                    None => return Ok(false),
-                }
-                *key = self.signing_key(namespace, subscription).await;
+                let Some(reread) = self.load_subscription(namespace, name).await else {
+                    return Ok(false);
+                };
+                let key = self.signing_key(namespace, &reread).await;
+                *fresh = Some((reread, key));
             }
             *attempts += 1;
+            let (subscription, key) = fresh.as_ref().map_or((subscription, key), |(s, k)| (s, k));
             let delivered = self.deliver(namespace, subscription, key, change).await;
-            let result = if delivered.is_ok() { "delivered" } else { "failed" };
-            metrics::counter!(crate::metrics::DELIVERIES, "namespace" => namespace.to_string(), "subscription" => name.to_string(), "result" => result)
-                .increment(1);
+            if delivered.is_ok() { &outcomes.delivered } else { &outcomes.failed }.increment(1);
             match delivered {
                 Ok(()) => {
                     progress.delivered += 1;
@@ -300,7 +310,7 @@ impl Deliverer {
             outcome = attempt.retry(backoff) => outcome.unwrap_or(false),
             _ = stop.wait_for(|stop| *stop) => false,
         };
-        *progress = std::mem::take(&mut state.into_inner().2);
+        *progress = std::mem::take(&mut state.into_inner().1);
         delivered
     }
 
