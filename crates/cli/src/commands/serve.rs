@@ -32,12 +32,13 @@ pub enum LogFormat {
 
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
-    /// Where the database, blobs and first admin token live.
+    /// Where the embedded database (unless --database), blobs and first admin token live.
     #[arg(long, default_value = "./berth-data")]
     data_dir: PathBuf,
     /// Keep the catalog in this PostgreSQL database (`postgres://user:password@host:port/db`)
-    /// instead of the embedded SQLite file in --data-dir: several replicas can then serve
-    /// one catalog. Best given through the environment, from a Secret.
+    /// instead of the embedded SQLite file in --data-dir: several servers can then share
+    /// one catalog (the README says what they share today). Best given through the
+    /// environment, from a Secret.
     #[arg(long, env = "BERTH_DATABASE", value_name = "URL", hide_env_values = true)]
     database: Option<String>,
     /// The address to listen on.
