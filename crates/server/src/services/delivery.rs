@@ -82,7 +82,7 @@ pub struct Deliverer {
     catalog: Catalog,
     client: DeliveryClient,
     settings: Arc<DeliverySettings>,
-    events: Arc<EventBodies>,
+    changes: Arc<Changes>,
 }
 
 struct Worker {
@@ -93,7 +93,7 @@ struct Worker {
 impl Deliverer {
     pub fn new(catalog: Catalog, settings: DeliverySettings) -> std::result::Result<Deliverer, String> {
         let client = DeliveryClient::new(&settings.allowed_hosts, settings.request_timeout)?;
-        Ok(Deliverer { catalog, client, settings: Arc::new(settings), events: Arc::default() })
+        Ok(Deliverer { catalog, client, settings: Arc::new(settings), changes: Arc::default() })
     }
 
     /// Runs a worker per subscription until `stop` turns true, starting and stopping
@@ -227,12 +227,12 @@ impl Deliverer {
             // The signing key is read once a batch (and again before each retry).
             let key = self.signing_key(&namespace, &subscription).await;
             for change in batch {
-                if subscription.wants(&change)
+                if subscription.wants(&change.change)
                     && !self.deliver_until_done(&namespace, &name, (&subscription, &key, &outcomes), &change, &mut progress, &stop).await
                 {
                     return;
                 }
-                progress.cursor = Some(change.metadata.name.clone());
+                progress.cursor = Some(change.change.metadata.name.clone());
                 progress.dirty = true;
                 if last_status.elapsed() >= self.settings.status_every {
                     self.save_progress(&namespace, &name, &mut progress).await;
@@ -253,7 +253,7 @@ impl Deliverer {
         namespace: &str,
         name: &str,
         (subscription, key, outcomes): (&Subscription, &SigningKey, &Outcomes),
-        change: &TagChange,
+        change: &SharedChange,
         progress: &mut Progress,
         stop: &watch::Receiver<bool>,
     ) -> bool {
@@ -282,7 +282,7 @@ impl Deliverer {
             match delivered {
                 Ok(()) => {
                     progress.delivered += 1;
-                    progress.last_delivered = Some((format!("{namespace}/{}", change.metadata.name), Time::now()));
+                    progress.last_delivered = Some((format!("{namespace}/{}", change.change.metadata.name), Time::now()));
                     progress.error = None;
                     Ok(true)
                 }
@@ -320,9 +320,10 @@ impl Deliverer {
         namespace: &str,
         subscription: &Subscription,
         key: &SigningKey,
-        change: &TagChange,
+        shared: &SharedChange,
     ) -> std::result::Result<(), String> {
-        let body = self.event_body(namespace, change).await?;
+        let body = self.event_body(namespace, shared).await?;
+        let change = &shared.change;
         let key = key.clone()?;
         let mut headers = vec![
             ("content-type", "application/cloudevents+json".to_string()),
@@ -340,10 +341,9 @@ impl Deliverer {
     /// names) and shared by every subscription that delivers it. The workers of a
     /// namespace's subscriptions are woken together for a new change; one builds its
     /// event, the others wait for that one.
-    async fn event_body(&self, namespace: &str, change: &TagChange) -> std::result::Result<Bytes, String> {
-        let cell = self.events.cell(namespace, &change.metadata.name);
-        let built = cell.get_or_try_init(|| async {
-            let (catalog, namespace, change) = (self.catalog.clone(), namespace.to_string(), change.clone());
+    async fn event_body(&self, namespace: &str, shared: &SharedChange) -> std::result::Result<Bytes, String> {
+        let built = shared.body.get_or_try_init(|| async {
+            let (catalog, namespace, change) = (self.catalog.clone(), namespace.to_string(), shared.change.clone());
             tokio::task::spawn_blocking(move || -> Result<Bytes> {
                 let load = |digest: &str| if digest.is_empty() { Ok(None) } else { catalog.load::<Image>("", digest) };
                 let (previous, current) = (load(&change.previous_image)?, load(&change.image)?);
@@ -375,16 +375,25 @@ impl Deliverer {
         tokio::task::spawn_blocking(move || catalog.load::<Subscription>(&namespace, &name)).await.ok()?.ok()?
     }
 
-    async fn outbox_after(&self, namespace: &str, cursor: &str) -> Vec<TagChange> {
-        let (catalog, namespace, cursor) = (self.catalog.clone(), namespace.to_string(), cursor.to_string());
-        let read = tokio::task::spawn_blocking(move || -> Result<Vec<TagChange>> {
+    /// The next changes of the namespace's outbox after `cursor`. A namespace's workers
+    /// read the same changes: each lists the keys after its cursor (no bodies), and only
+    /// the first to reach a change reads and decodes it; the others take it from memory.
+    async fn outbox_after(&self, namespace: &str, cursor: &str) -> Vec<SharedChange> {
+        let (catalog, changes, namespace, cursor) =
+            (self.catalog.clone(), Arc::clone(&self.changes), namespace.to_string(), cursor.to_string());
+        let read = tokio::task::spawn_blocking(move || -> Result<Vec<SharedChange>> {
             let query = ListQuery {
                 resource: TagChange::RESOURCE.into(),
                 namespace: Some(namespace.clone()),
-                after: Some((namespace, cursor)),
+                after: Some((namespace.clone(), cursor)),
                 limit: Some(BATCH),
             };
-            catalog.store().list(&query)?.items.iter().map(TagChange::decode).collect()
+            let keys = catalog.store().list_keys(&query)?.keys;
+            if let Some(known) = changes.all_of(&namespace, &keys) {
+                return Ok(known);
+            }
+            let read = catalog.store().list(&query)?.items.iter().map(TagChange::decode).collect::<Result<Vec<_>>>()?;
+            Ok(changes.keep(&namespace, read))
         })
         .await;
         match read {
@@ -411,27 +420,48 @@ impl Deliverer {
     }
 }
 
-/// The CloudEvent bodies of recent changes, by namespace and change. Bounded: it starts
-/// over when it holds [`EVENT_BODIES`] changes (a change's deliveries all happen within a
-/// few batches of each other, unless a receiver is down, and then a rebuild is cheap).
-#[derive(Default)]
-struct EventBodies {
-    cells: std::sync::Mutex<HashMap<(String, String), EventBody>>,
+/// A change of the outbox as the workers share it: decoded once, its CloudEvent built by
+/// the first worker to deliver it.
+struct OutboxChange {
+    change: TagChange,
+    body: OnceCell<Bytes>,
 }
 
-/// One change's event, built by the first worker to ask.
-type EventBody = Arc<OnceCell<Bytes>>;
+type SharedChange = Arc<OutboxChange>;
 
-const EVENT_BODIES: usize = 8_192;
+/// The recent changes of the outbox, by namespace and name. Bounded: it starts over when
+/// it holds [`KEPT_CHANGES`] (a change's deliveries happen within a few batches of each
+/// other, unless a receiver is down, and then reading it again is cheap).
+#[derive(Default)]
+struct Changes {
+    kept: std::sync::Mutex<HashMap<(String, String), SharedChange>>,
+}
 
-impl EventBodies {
-    fn cell(&self, namespace: &str, change: &str) -> EventBody {
-        let mut cells = self.cells.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let key = (namespace.to_string(), change.to_string());
-        if cells.len() >= EVENT_BODIES && !cells.contains_key(&key) {
-            cells.clear();
+const KEPT_CHANGES: usize = 8_192;
+
+impl Changes {
+    fn kept(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), SharedChange>> {
+        self.kept.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The changes named by `keys`, when every one is kept.
+    fn all_of(&self, namespace: &str, keys: &[berth_store::ObjectKey]) -> Option<Vec<SharedChange>> {
+        let kept = self.kept();
+        keys.iter().map(|key| kept.get(&(namespace.to_string(), key.name.clone())).cloned()).collect()
+    }
+
+    /// Keeps `read` (a change already kept stays as it is, with its event) and returns them shared.
+    fn keep(&self, namespace: &str, read: Vec<TagChange>) -> Vec<SharedChange> {
+        let mut kept = self.kept();
+        if kept.len() + read.len() > KEPT_CHANGES {
+            kept.clear();
         }
-        Arc::clone(cells.entry(key).or_default())
+        read.into_iter()
+            .map(|change| {
+                let key = (namespace.to_string(), change.metadata.name.clone());
+                Arc::clone(kept.entry(key).or_insert_with(|| Arc::new(OutboxChange { change, body: OnceCell::new() })))
+            })
+            .collect()
     }
 }
 
