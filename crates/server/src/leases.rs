@@ -26,8 +26,33 @@ pub const RENEW_EVERY: Duration = Duration::from_secs(5);
 /// This server as a lease holder: its host name, process id and a random part (a
 /// restarted process is a new holder).
 pub fn holder_id() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|name| name.trim().to_string()).unwrap_or_default();
-    format!("{host}/{}/{:08x}", std::process::id(), rand::random::<u32>())
+    format!("{}/{}/{:08x}", crate::serve::hostname(), std::process::id(), rand::random::<u32>())
+}
+
+/// Starts the controllers that must run once: under leases on a shared database (`holder`
+/// is this server then), directly on the embedded store (this is the only server).
+pub struct Controllers {
+    pub store: Arc<dyn MetadataStore>,
+    pub holder: Option<Arc<str>>,
+    pub stop: watch::Receiver<bool>,
+}
+
+impl Controllers {
+    /// Runs `controller` (given its stop signal) as the lease `name` allows.
+    pub fn spawn<F, Fut>(&self, name: &'static str, controller: F)
+    where
+        F: Fn(watch::Receiver<bool>) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        match &self.holder {
+            Some(holder) => {
+                tokio::spawn(run_leased(Arc::clone(&self.store), name, Arc::clone(holder), self.stop.clone(), controller));
+            }
+            None => {
+                tokio::spawn(controller(self.stop.clone()));
+            }
+        }
+    }
 }
 
 async fn take(store: &Arc<dyn MetadataStore>, name: &'static str, holder: &Arc<str>) -> bool {

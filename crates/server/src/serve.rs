@@ -276,21 +276,14 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Started> {
         // Tokens revoked through another server stop working here at once too.
         tokio::spawn(crate::services::tokens::follow_tokens(catalog.clone(), stopping_seen.clone()));
     }
-    let run_once = |name: &'static str, controller: Box<dyn Fn(Stop) -> BoxedTask + Send>| match &holder {
-        Some(holder) => {
-            tokio::spawn(crate::leases::run_leased(Arc::clone(&store), name, Arc::clone(holder), stopping_seen.clone(), controller));
-        }
-        None => {
-            tokio::spawn(controller(stopping_seen.clone()));
-        }
-    };
-    run_once("import-controller", {
+    let controllers = crate::leases::Controllers { store: Arc::clone(&store), holder, stop: stopping_seen.clone() };
+    controllers.spawn("import-controller", {
         let importer = importer.clone();
-        Box::new(move |stop| -> BoxedTask { Box::pin(importer.clone().run_controller(stop)) })
+        move |stop| importer.clone().run_controller(stop)
     });
-    run_once("scheduler", {
+    controllers.spawn("scheduler", {
         let importer = importer.clone();
-        Box::new(move |stop| -> BoxedTask { Box::pin(importer.clone().run_scheduler(stop)) })
+        move |stop| importer.clone().run_scheduler(stop)
     });
     tokio::spawn(crate::services::lineage::follow(catalog.clone(), stopping_seen.clone()));
     // The storage index is loaded now, off the request path: the first quota check
@@ -304,14 +297,14 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Started> {
     tokio::spawn(crate::services::usage::write_forever(catalog.clone(), stopping_seen.clone()));
     let deliverer =
         Deliverer::new(catalog.clone(), config.delivery.clone()).map_err(|err| anyhow::anyhow!("notification settings: {err}"))?;
-    run_once("notifier", Box::new(move |stop| -> BoxedTask { Box::pin(deliverer.clone().run(stop)) }));
+    controllers.spawn("notifier", move |stop| deliverer.clone().run(stop));
     let blobs = berth_store::BlobStore::open_local(&config.data_dir.join("blobs"), config.synchronous == Synchronous::Full)
         .with_context(|| format!("opening blob storage in {}", config.data_dir.join("blobs").display()))?;
     let registry = Registry::new(catalog.clone(), blobs, upstream.clone(), config.registry.clone(), registry_key(&config.data_dir)?);
     tokio::spawn(registry.clone().run_upload_cleanup(stopping_seen.clone()));
-    run_once("pruner", {
+    controllers.spawn("pruner", {
         let registry = registry.clone();
-        Box::new(move |stop| -> BoxedTask { Box::pin(registry.clone().run_pruner(stop)) })
+        move |stop| registry.clone().run_pruner(stop)
     });
     tokio::spawn(crate::metrics::upkeep(stopping_seen.clone()));
     let audit_dir = config.data_dir.join("audit");
@@ -369,10 +362,6 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Started> {
     let certificate_authority = tls.and_then(|files| files.ca);
     Ok(Started { addr, scheme, certificate_authority, admin_token, upstream, shutdown, task })
 }
-
-/// What a background controller is given: the signal to stop.
-type Stop = tokio::sync::watch::Receiver<bool>;
-type BoxedTask = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// Runs `berth serve` until SIGINT or SIGTERM.
 pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
@@ -483,7 +472,7 @@ fn lock_data_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// This machine's name, one of the names a self-signed certificate is for.
-fn hostname() -> String {
+pub(crate) fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname").map(|name| name.trim().to_string()).unwrap_or_default()
 }
 

@@ -13,7 +13,9 @@
 //! - **Reads are the database's.** A read goes to the database (never a replica's
 //!   cache), so a write acknowledged by one replica is seen by a read on any other right
 //!   after. A list reads its items and the revision they are at in one statement (one
-//!   snapshot); a scan holds a repeatable-read transaction.
+//!   snapshot); a scan holds a repeatable-read transaction. `current_revision` is the
+//!   revision this replica has followed (no round trip: caches ask it on every request),
+//!   behind another replica's commit only until its notification arrives.
 //! - **Migrations run on start-up under an advisory lock**, so replicas starting together
 //!   create the schema once.
 //!
@@ -33,7 +35,7 @@ use tokio_postgres::{AsyncMessage, Client, Config, NoTls, Row, SimpleQueryMessag
 
 use berth_model::error_chain;
 
-use crate::write::{GroupWriter, Rules, Statements, Writer, spawn_writer};
+use crate::write::{GroupWriter, Rules, Statements, Writer, raise, spawn_writer};
 use crate::{Event, EventType, KeyPage, ListPage, ListQuery, MetadataStore, ObjectKey, Scan, StoreError, StoredObject, WriteJob};
 use crate::{event_code, event_type};
 
@@ -292,6 +294,7 @@ impl PostgresStore {
         let conn = connect(&config)?;
         migrate(&conn)?;
         let revision = conn.number("SELECT value FROM meta WHERE key = 'revision'")?;
+        tracing::info!(database = %target(&config), revision, "the catalog is in PostgreSQL");
         let (committed, _) = watch::channel(revision);
         let (listening, stop) = oneshot::channel();
         runtime().spawn(listen(config.clone(), committed.clone(), stop));
@@ -307,15 +310,6 @@ fn migrate(conn: &Conn) -> Result<(), StoreError> {
     let unlocked = conn.batch(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})"));
     migrated.map_err(|err| StoreError::Backend(format!("creating berth's tables: {err}")))?;
     unlocked
-}
-
-/// Raises the revision subscribers see to `revision` (never lowers it).
-fn raise(committed: &watch::Sender<u64>, revision: u64) {
-    committed.send_if_modified(|seen| {
-        let newer = revision > *seen;
-        *seen = (*seen).max(revision);
-        newer
-    });
 }
 
 /// Follows the commits of every replica: `LISTEN` on a connection of its own (again after
@@ -565,11 +559,10 @@ impl MetadataStore for PostgresStore {
     }
 
     fn current_revision(&self) -> Result<u64, StoreError> {
-        // The database's, not this replica's last notification: another replica's write
-        // acknowledged a moment ago is part of it.
-        let revision = self.pool.get()?.number("SELECT value FROM meta WHERE key = 'revision'")?;
-        raise(&self.committed, revision);
-        Ok(revision)
+        // The commits this replica has followed: its own at once, others' as their
+        // notification arrives. Caches ask on every request (admission, quotas), so this
+        // is no round trip; reads of objects, and a list's revision, are the database's.
+        Ok(*self.committed.borrow())
     }
 
     fn compact(&self, keep: u64) -> Result<u64, StoreError> {

@@ -180,6 +180,16 @@ impl Writer {
     }
 }
 
+/// Raises the revision subscribers see to `revision`, never lowering it (another
+/// replica's later commit may have been announced first).
+pub(crate) fn raise(committed: &watch::Sender<u64>, revision: u64) {
+    committed.send_if_modified(|seen| {
+        let newer = revision > *seen;
+        *seen = (*seen).max(revision);
+        newer
+    });
+}
+
 /// Starts the writer thread over `conn`; it announces each commit's revision on
 /// `committed` before answering the writes in it, and ends when the [`Writer`] is dropped.
 pub(crate) fn spawn_writer<W: GroupWriter + Send + 'static>(
@@ -272,11 +282,7 @@ fn commit_group<W: GroupWriter>(conn: &mut W, writes: Vec<(WriteJob, Reply)>, co
     match commit {
         Ok(()) => {
             if revision != start {
-                committed.send_if_modified(|seen| {
-                    let newer = revision > *seen;
-                    *seen = (*seen).max(revision);
-                    newer
-                });
+                raise(committed, revision);
             }
             for (done, answer) in answers {
                 let _ = done.send(answer);
