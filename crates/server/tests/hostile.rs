@@ -6,7 +6,7 @@
 mod common;
 
 use berth_testkit::{Auth, DistributionRegistry, Format, TestImage, digest_of};
-use common::{IMAGE_API, TestApp, blocking, istag_path};
+use common::{Hook, IMAGE_API, TestApp, blocking, istag_path};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -290,4 +290,39 @@ async fn a_redirecting_receiver_is_not_followed() {
 
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap().trim().to_string()
+}
+
+/// The notifier reads each namespace's outbox once for all its subscriptions and builds
+/// each change's event once: a namespace's subscribers get exactly its own changes, in
+/// order, never another namespace's, whatever the other namespace writes meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribers_get_only_their_own_namespaces_changes() {
+    let app = TestApp::start().await;
+    let mut hooks = Vec::new();
+    for ns in ["alpha", "beta"] {
+        app.namespace(ns).await;
+        for name in ["one", "two"] {
+            let (hook, url) = Hook::start().await;
+            let body = json!({"apiVersion": "berth.dev/v1", "kind": "Subscription", "metadata": {"name": name}, "spec": {"url": url}});
+            let (status, reply) = app.post(&format!("/apis/berth.dev/v1/namespaces/{ns}/subscriptions"), body).await;
+            assert_eq!(status, StatusCode::CREATED, "{reply}");
+            hooks.push((ns, hook));
+        }
+    }
+    let mut digests: std::collections::HashMap<&str, Vec<String>> = std::collections::HashMap::new();
+    for round in 0..5 {
+        for ns in ["alpha", "beta"] {
+            // The same stream and tag names in both namespaces.
+            let digest = app.map(ns, "app", "latest", &format!("{ns}-{round}")).await;
+            digests.entry(ns).or_default().push(digest);
+        }
+    }
+    for (ns, hook) in &hooks {
+        let events = hook.wait_for(5).await;
+        assert_eq!(events.len(), 5, "{ns}: exactly its own five changes: {events:?}");
+        assert!(events.iter().all(|e| e["data"]["namespace"] == *ns), "{ns} got another namespace's change: {events:?}");
+        let got: Vec<&str> = events.iter().map(|e| e["data"]["digest"].as_str().unwrap()).collect();
+        assert_eq!(got, digests[ns].iter().map(String::as_str).collect::<Vec<_>>(), "{ns}: its own images, in order");
+    }
+    app.stop().await;
 }
