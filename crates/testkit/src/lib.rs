@@ -1,7 +1,7 @@
 //! Test support: the real CNCF distribution registry (`docker-registry`) started on an
 //! ephemeral loopback port, deterministic test images and indexes pushed into it (or into
 //! any plain-HTTP registry, with [`RegistryClient`]) over the registry HTTP API, and
-//! `skopeo` as an independent client; PostgreSQL from Debian on loopback ([`postgres`]).
+//! `skopeo` as an independent client; PostgreSQL from Debian on loopback ([`postgres`]); S3-compatible storage on loopback ([`s3`]).
 //!
 //! Everything here is blocking. Call it from synchronous tests, or from
 //! `tokio::task::spawn_blocking` in async ones: the HTTP client blocks its thread.
@@ -9,7 +9,9 @@
 mod client;
 mod image;
 pub mod postgres;
+mod process;
 mod registry;
+pub mod s3;
 mod skopeo;
 
 pub use client::{Pushed, RegistryClient};

@@ -154,26 +154,8 @@ fn start() -> anyhow::Result<Server> {
     if let Some((uid, gid)) = user {
         postgres.uid(uid).gid(gid);
     }
-    // SAFETY: prctl is async-signal-safe and touches only the child's own state.
-    unsafe {
-        postgres.pre_exec(|| {
-            // The server stops (immediate shutdown) when the test process ends.
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGQUIT) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    // The death signal follows the thread that spawned the child, so spawn it from a
-    // thread that lives as long as the process.
-    let (spawned, child) = std::sync::mpsc::channel();
-    std::thread::Builder::new().name("berth-test-postgres".into()).spawn(move || {
-        let _ = spawned.send(postgres.spawn());
-        loop {
-            std::thread::park();
-        }
-    })?;
-    let mut child = child.recv()?.context("starting postgres")?;
+    // The server stops (immediate shutdown) when the test process ends.
+    let mut child = crate::process::spawn_tied(postgres, libc::SIGQUIT).context("starting postgres")?;
     let deadline = Instant::now() + READY_TIMEOUT;
     loop {
         let ready = Command::new(bin.join("pg_isready"))

@@ -1,5 +1,6 @@
-//! Blob storage: layers, configs and manifests named by their digest, on `object_store`
-//! (the local filesystem by default; the layout is the same on S3).
+//! Blob storage: layers, configs and manifests named by their digest, on `object_store`:
+//! the local filesystem by default, or S3-compatible storage shared by several servers
+//! ([`BlobStore::open_s3`]). The layout is the same on both.
 //!
 //! Layout under the store's root:
 //! - `blobs/<algorithm>/<first two hex>/<hex>`: content, written once, visible only after
@@ -12,8 +13,13 @@
 //!   serves even where one of its images names them (until they are linked again).
 //! - `referrers/<repository>/<subject hex>/<referrer hex>`: the descriptor of a manifest
 //!   whose `subject` is the subject (the OCI referrers API).
-//! - `uploads/mirror-<id>`: blobs being mirrored from another registry (local files, so
-//!   that several readers can follow one download).
+//! - `touched/<algorithm>/<hex>` (S3 only): when a blob was last found present by a
+//!   client, which the sweep's grace window counts from (on the filesystem the blob
+//!   file's own time is set instead).
+//!
+//! Blobs being mirrored from another registry are local files while they download (the
+//! spool: `uploads/mirror-<id>` on the filesystem, a directory of the server's own on S3),
+//! so that several readers can follow one download; a finished one becomes the blob.
 //!
 //! Nothing here knows image streams or HTTP: callers pass repository names they have
 //! validated and streams of bytes.
@@ -34,15 +40,19 @@ use berth_model::Digest;
 use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt, TryStreamExt};
+use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
+use object_store::prefix::PrefixStore;
+use object_store::signer::Signer;
 use object_store::{GetOptions, GetRange, GetResultPayload, ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 use sha2::Digest as _;
 
 /// Bytes gathered into one part of a write, and parts written at once: an upload holds at
 /// most about their product in memory (object_store's default, 5 MiB parts, would hold
-/// 20 MiB per upload).
+/// 20 MiB per upload). S3 takes no part smaller than 5 MiB but the last.
 const WRITE_PART: usize = 1 << 20;
+const WRITE_PART_S3: usize = 5 << 20;
 const WRITES_IN_FLIGHT: usize = 2;
 
 /// Bytes of a blob sent per slice of its mapping (no memory of its own: the slices are
@@ -141,6 +151,18 @@ struct UploadState {
     /// The sha256 of those bytes, when this process saw all of them arrive (not after a
     /// restart: then finishing hashes the stored chunks).
     sha256: Option<Hasher>,
+    /// On shared storage, the chunks this process stored, each with its entity tag: the
+    /// hash is trusted at the finish only when the stored chunks are exactly these (a
+    /// client may send one upload's chunks to several servers).
+    stored: Vec<StoredChunk>,
+}
+
+/// A chunk as the store describes it: where, how long, which version.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct StoredChunk {
+    path: Path,
+    size: u64,
+    e_tag: Option<String>,
 }
 
 type UploadLock = Arc<tokio::sync::Mutex<UploadState>>;
@@ -149,11 +171,21 @@ type UploadLock = Arc<tokio::sync::Mutex<UploadState>>;
 #[derive(Clone)]
 pub struct BlobStore {
     store: Arc<dyn ObjectStore>,
-    root: PathBuf,
+    backend: Arc<Backend>,
+    /// The local directory mirror downloads are written to while they run.
+    spool: PathBuf,
     uploads: Arc<Mutex<HashMap<String, UploadLock>>>,
     reads: ReadPool,
     /// The blobs asked about while a sweep runs (see [`BlobStore::sweep`]).
     guard: Arc<sweep::SweepGuard>,
+}
+
+/// Where the bytes are.
+enum Backend {
+    /// Files under `root`, this server's alone (the data directory is locked).
+    Local { root: PathBuf },
+    /// An S3 bucket, under `prefix`, which other servers may share.
+    S3 { s3: AmazonS3, prefix: Path },
 }
 
 fn blob_path(digest: &Digest) -> Path {
@@ -163,6 +195,10 @@ fn blob_path(digest: &Digest) -> Path {
 
 fn link_path(repository: &str, digest: &Digest) -> Path {
     Path::from(format!("links/{repository}/{}", digest.encoded()))
+}
+
+fn touched_path(digest: &Digest) -> Path {
+    Path::from(format!("touched/{}/{}", digest.algorithm(), digest.encoded()))
 }
 
 fn unlinked_path(repository: &str, digest: &Digest) -> Path {
@@ -187,13 +223,71 @@ impl BlobStore {
     pub fn open_local(root: &FsPath, fsync: bool) -> Result<BlobStore> {
         std::fs::create_dir_all(root.join("uploads"))?;
         let store = LocalFileSystem::new_with_prefix(root)?.with_fsync(fsync);
+        BlobStore::new(Arc::new(store), Backend::Local { root: root.to_path_buf() }, root.join("uploads"))
+    }
+
+    /// Blob storage in an S3 bucket (`s3://bucket/prefix`), which several servers may
+    /// share. The connection is configured as AWS tools are, from the environment
+    /// (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ENDPOINT_URL` for
+    /// another S3-compatible server, `AWS_ALLOW_HTTP` for one on plain HTTP), with
+    /// `options` (the same keys, in lower case) over it. Mirror downloads are written to
+    /// `spool` while they run.
+    pub fn open_s3(url: &str, options: &[(String, String)], spool: &FsPath) -> Result<BlobStore> {
+        let parsed = url::Url::parse(url).map_err(|err| BlobError::Storage(format!("the blob store URL {url:?}: {err}")))?;
+        if parsed.scheme() != "s3" || parsed.host_str().is_none_or(str::is_empty) {
+            return Err(BlobError::Storage(format!("the blob store URL {url:?} is not s3://BUCKET[/PREFIX]")));
+        }
+        let mut builder = AmazonS3Builder::from_env().with_url(url);
+        for (key, value) in options {
+            let key: AmazonS3ConfigKey = key.to_ascii_lowercase().parse()?;
+            builder = builder.with_config(key, value);
+        }
+        let s3 = builder.build()?;
+        let prefix = Path::from(parsed.path().trim_matches('/'));
+        std::fs::create_dir_all(spool)?;
+        let store = PrefixStore::new(s3.clone(), prefix.clone());
+        BlobStore::new(Arc::new(store), Backend::S3 { s3, prefix }, spool.to_path_buf())
+    }
+
+    fn new(store: Arc<dyn ObjectStore>, backend: Backend, spool: PathBuf) -> Result<BlobStore> {
         Ok(BlobStore {
-            store: Arc::new(store),
-            root: root.to_path_buf(),
+            store,
+            backend: Arc::new(backend),
+            spool,
             uploads: Arc::default(),
             reads: ReadPool::start()?,
             guard: Arc::default(),
         })
+    }
+
+    /// Whether other servers may write here too (S3), so that what this process
+    /// remembers of an upload may be out of date.
+    fn shared(&self) -> bool {
+        matches!(*self.backend, Backend::S3 { .. })
+    }
+
+    fn part_size(&self) -> usize {
+        if self.shared() { WRITE_PART_S3 } else { WRITE_PART }
+    }
+
+    /// Whether the storage answers: a look at one name (absent or not), for readiness.
+    pub async fn probe(&self) -> Result<()> {
+        match self.store.head(&Path::from("probe")).await {
+            Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    /// A URL that lets its holder GET the blob `digest` straight from the object store
+    /// for `expires_in` (an S3 presigned URL), or `None` where the storage has no such URLs
+    /// (the filesystem). The caller checks access first: the URL is the permission.
+    pub async fn signed_url(&self, digest: &Digest, expires_in: Duration) -> Result<Option<String>> {
+        let Backend::S3 { s3, prefix } = &*self.backend else {
+            return Ok(None);
+        };
+        let path: Path = prefix.parts().chain(blob_path(digest).parts()).collect();
+        let url = s3.signed_url(object_store::signer::Method::GET, &path, expires_in).await?;
+        Ok(Some(url.to_string()))
     }
 
     /// The size of a stored blob, or `None`.
@@ -213,7 +307,22 @@ impl BlobStore {
     /// refreshed.
     pub async fn refresh(&self, digest: &Digest, older_than: Duration) -> Result<bool> {
         let _touch = self.guard.touch(digest).await;
-        let file = self.root.join(blob_path(digest).as_ref());
+        let root = match &*self.backend {
+            Backend::Local { root } => root,
+            Backend::S3 { .. } => {
+                // An object cannot be given a new time without writing it again: a small
+                // object beside it says when it was last found present.
+                let Some((_, written)) = self.last_written(digest).await? else {
+                    return Ok(false);
+                };
+                if sweep::age_of(written, std::time::SystemTime::now()) <= older_than {
+                    return Ok(false);
+                }
+                self.store.put(&touched_path(digest), PutPayload::default()).await?;
+                return Ok(true);
+            }
+        };
+        let file = root.join(blob_path(digest).as_ref());
         tokio::task::spawn_blocking(move || {
             let now = std::time::SystemTime::now();
             let modified = match std::fs::metadata(&file).and_then(|meta| meta.modified()) {
@@ -230,6 +339,24 @@ impl BlobStore {
         .await
         .map_err(|err| BlobError::Storage(err.to_string()))?
         .map_err(Into::into)
+    }
+
+    /// The size of the blob `digest` and when it was last written or (on S3) found
+    /// present, or `None` when it is not stored.
+    async fn last_written(&self, digest: &Digest) -> Result<Option<(u64, chrono::DateTime<chrono::Utc>)>> {
+        let blob = match self.store.head(&blob_path(digest)).await {
+            Ok(meta) => meta,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(err) => return Err(err.into()),
+        };
+        if !self.shared() {
+            return Ok(Some((blob.size, blob.last_modified)));
+        }
+        match self.store.head(&touched_path(digest)).await {
+            Ok(touched) => Ok(Some((blob.size, blob.last_modified.max(touched.last_modified)))),
+            Err(object_store::Error::NotFound { .. }) => Ok(Some((blob.size, blob.last_modified))),
+            Err(err) => Err(err.into()),
+        }
     }
 
     /// Reads a stored blob, the whole of it or `range` (`start..end`, clamped to the
@@ -329,7 +456,7 @@ impl BlobStore {
         let upload = Upload { id: id.clone(), repository: repository.to_string(), size: 0 };
         let info = serde_json::to_vec(&upload).expect("an upload serialises");
         self.store.put(&Path::from(format!("uploads/{id}/info")), PutPayload::from(info)).await?;
-        let state = UploadState { size: Some(0), sha256: Some(Hasher::for_algorithm("sha256")) };
+        let state = UploadState { size: Some(0), sha256: Some(Hasher::for_algorithm("sha256")), stored: Vec::new() };
         self.uploads.lock().expect("upload map lock").insert(id, Arc::new(tokio::sync::Mutex::new(state)));
         Ok(upload)
     }
@@ -358,7 +485,7 @@ impl BlobStore {
     }
 
     async fn stored_size(&self, id: &str) -> Result<u64> {
-        Ok(self.chunks(id).await?.iter().map(|(_, size)| size).sum())
+        Ok(self.chunks(id).await?.iter().map(|chunk| chunk.size).sum())
     }
 
     /// Whether `id` is an upload started in `repository` (an upload is known only in the
@@ -391,18 +518,18 @@ impl BlobStore {
         Ok(guard)
     }
 
-    /// The chunks of an upload, in order, with their sizes.
-    async fn chunks(&self, id: &str) -> Result<Vec<(Path, u64)>> {
-        let mut chunks: Vec<(Path, u64)> = self
+    /// The chunks of an upload, in order.
+    async fn chunks(&self, id: &str) -> Result<Vec<StoredChunk>> {
+        let mut chunks: Vec<StoredChunk> = self
             .store
             .list(Some(&upload_dir(id)))
             .try_filter_map(|meta| async move {
                 let is_chunk = meta.location.filename().is_some_and(|name| name.len() == 20 && name.bytes().all(|b| b.is_ascii_digit()));
-                Ok(is_chunk.then_some((meta.location, meta.size)))
+                Ok(is_chunk.then_some(StoredChunk { path: meta.location, size: meta.size, e_tag: meta.e_tag }))
             })
             .try_collect()
             .await?;
-        chunks.sort_by(|a, b| a.0.cmp(&b.0));
+        chunks.sort_by(|a, b| a.path.cmp(&b.path));
         Ok(chunks)
     }
 
@@ -419,9 +546,14 @@ impl BlobStore {
     ) -> Result<u64> {
         let mut state = self.lock_upload(id, repository).await?;
         let size = match state.size {
-            Some(size) => size,
-            None => {
+            Some(size) if !self.shared() => size,
+            remembered => {
+                // On shared storage another server may have taken chunks of this upload
+                // since: the stored chunks say where it stands.
                 let size = self.stored_size(id).await?;
+                if remembered != Some(size) {
+                    state.sha256 = None;
+                }
                 state.size = Some(size);
                 size
             }
@@ -453,7 +585,8 @@ impl BlobStore {
                 hasher.update(&chunk);
             }
             if writer.is_none() {
-                writer = Some(WriteMultipart::new_with_chunk_size(self.store.put_multipart(&chunk_path(id, size)).await?, WRITE_PART));
+                writer =
+                    Some(WriteMultipart::new_with_chunk_size(self.store.put_multipart(&chunk_path(id, size)).await?, self.part_size()));
             }
             let writer = writer.as_mut().expect("the writer was just made");
             writer.wait_for_capacity(WRITES_IN_FLIGHT).await?;
@@ -461,7 +594,10 @@ impl BlobStore {
             writer.put(chunk);
         }
         if let Some(writer) = writer {
-            writer.finish().await?;
+            let stored = writer.finish().await?;
+            if self.shared() {
+                state.stored.push(StoredChunk { path: chunk_path(id, size), size: written, e_tag: stored.e_tag });
+            }
         }
         state.size = Some(size + written);
         state.sha256 = hasher;
@@ -486,14 +622,16 @@ impl BlobStore {
 
     async fn publish_upload(&self, id: &str, digest: &Digest, state: &UploadState) -> Result<u64> {
         let chunks = self.chunks(id).await?;
-        let size: u64 = chunks.iter().map(|(_, size)| size).sum();
+        let size: u64 = chunks.iter().map(|chunk| chunk.size).sum();
+        // The running hash covers exactly the stored chunks (see `UploadState`); on shared
+        // storage only when they are the very chunks this process stored.
+        let hashed = state.size == Some(size) && (!self.shared() || (state.stored == chunks && chunks.iter().all(|c| c.e_tag.is_some())));
         let actual = match &state.sha256 {
-            // The running hash covers exactly the stored chunks (see `UploadState`).
-            Some(sha256) if state.size == Some(size) && digest.algorithm() == "sha256" => sha256.clone().finish(),
+            Some(sha256) if hashed && digest.algorithm() == "sha256" => sha256.clone().finish(),
             _ => {
                 let mut hasher = Hasher::for_algorithm(digest.algorithm());
-                for (path, _) in &chunks {
-                    let mut stream = self.store.get(path).await?.into_stream();
+                for chunk in &chunks {
+                    let mut stream = self.store.get(&chunk.path).await?.into_stream();
                     while let Some(bytes) = stream.next().await {
                         hasher.update(&bytes?);
                     }
@@ -506,12 +644,12 @@ impl BlobStore {
         }
         let staged = match chunks.as_slice() {
             [] => None,
-            [(only, _)] => Some(only.clone()),
+            [only] => Some(only.path.clone()),
             many => {
                 let assembled = Path::from(format!("uploads/{id}/assembled"));
-                let mut writer = WriteMultipart::new_with_chunk_size(self.store.put_multipart(&assembled).await?, WRITE_PART);
-                for (path, _) in many {
-                    let mut stream = self.store.get(path).await?.into_stream();
+                let mut writer = WriteMultipart::new_with_chunk_size(self.store.put_multipart(&assembled).await?, self.part_size());
+                for chunk in many {
+                    let mut stream = self.store.get(&chunk.path).await?.into_stream();
                     while let Some(bytes) = stream.next().await {
                         writer.wait_for_capacity(WRITES_IN_FLIGHT).await?;
                         writer.put(bytes?);
@@ -554,7 +692,9 @@ impl BlobStore {
         }
         // The local filesystem keeps the emptied directory (and staging files of chunks
         // that broke off); both go with it.
-        let _ = std::fs::remove_dir_all(self.root.join("uploads").join(id));
+        if let Backend::Local { root } = &*self.backend {
+            let _ = std::fs::remove_dir_all(root.join("uploads").join(id));
+        }
         Ok(())
     }
 
@@ -573,21 +713,21 @@ impl BlobStore {
                 self.forget_upload(&name);
                 removed += 1;
             } else if !is_dir && name.starts_with("mirror-") {
-                let _ = std::fs::remove_file(self.root.join("uploads").join(&name));
+                let _ = std::fs::remove_file(self.spool.join(&name));
                 removed += 1;
             }
         }
         Ok(removed)
     }
 
-    /// The entries of `uploads/` untouched for longer than `age`: their names, and whether
-    /// each is a directory.
+    /// The uploads and mirror downloads untouched for longer than `age`: their names
+    /// (an upload's id, a mirror file's name), and whether each is an upload.
     async fn abandoned(&self, age: Duration) -> Result<Vec<(String, bool)>> {
-        let root = self.root.join("uploads");
-        tokio::task::spawn_blocking(move || {
+        let spool = self.spool.clone();
+        let mut stale = tokio::task::spawn_blocking(move || {
             let mut stale = Vec::new();
             let now = std::time::SystemTime::now();
-            for entry in std::fs::read_dir(&root)?.flatten() {
+            for entry in std::fs::read_dir(&spool)?.flatten() {
                 let newest = newest_change(&entry.path()).unwrap_or(now);
                 if now.duration_since(newest).unwrap_or_default() > age {
                     let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
@@ -597,8 +737,22 @@ impl BlobStore {
             Ok::<_, std::io::Error>(stale)
         })
         .await
-        .map_err(|err| BlobError::Storage(err.to_string()))?
-        .map_err(BlobError::from)
+        .map_err(|err| BlobError::Storage(err.to_string()))??;
+        if self.shared() {
+            // Uploads are objects: each upload's newest one says when it was last touched.
+            let mut newest: HashMap<String, chrono::DateTime<chrono::Utc>> = HashMap::new();
+            let mut listing = self.store.list(Some(&Path::from("uploads")));
+            while let Some(meta) = listing.next().await {
+                let meta = meta?;
+                if let Some(id) = meta.location.parts().nth(1) {
+                    let time = newest.entry(id.as_ref().to_string()).or_insert(meta.last_modified);
+                    *time = (*time).max(meta.last_modified);
+                }
+            }
+            let now = std::time::SystemTime::now();
+            stale.extend(newest.into_iter().filter(|(_, time)| sweep::age_of(*time, now) > age).map(|(id, _)| (id, true)));
+        }
+        Ok(stale)
     }
 
     /// Records that the manifest `referrer` (described by `descriptor`, a JSON OCI
@@ -635,18 +789,43 @@ impl BlobStore {
 
     /// A new local file to download a mirrored blob into (see [`BlobStore::publish_mirror`]).
     pub fn mirror_file(&self) -> PathBuf {
-        self.root.join("uploads").join(format!("mirror-{}", uuid::Uuid::new_v4()))
+        self.spool.join(format!("mirror-{}", uuid::Uuid::new_v4()))
     }
 
     /// Makes a downloaded mirror file the blob `digest`, which the caller has checked.
-    /// The file is renamed into place: readers that opened it keep reading it.
+    /// On the filesystem the file is renamed into place (readers that opened it keep
+    /// reading it); on S3 it is copied up as the blob, then removed.
     pub async fn publish_mirror(&self, file: &FsPath, digest: &Digest) -> Result<()> {
-        let name = file.file_name().and_then(|n| n.to_str()).filter(|n| n.starts_with("mirror-"));
+        let name = file.file_name().and_then(|n| n.to_str()).filter(|n| n.starts_with("mirror-") && file.parent() == Some(&self.spool));
         let Some(name) = name else {
             return Err(BlobError::Storage(format!("{} is not a mirror file of this store", file.display())));
         };
+        if !self.shared() {
+            let _touch = self.guard.touch(digest).await;
+            self.store.rename(&Path::from(format!("uploads/{name}")), &blob_path(digest)).await?;
+            return Ok(());
+        }
+        // S3 shows an object only when its upload completes, so the blob's own name can
+        // be written to directly.
+        let mut writer = WriteMultipart::new_with_chunk_size(self.store.put_multipart(&blob_path(digest)).await?, self.part_size());
+        let mut reader = tokio::fs::File::open(file).await?;
+        loop {
+            let mut buffer = bytes::BytesMut::with_capacity(self.part_size());
+            while buffer.len() < self.part_size() {
+                if tokio::io::AsyncReadExt::read_buf(&mut reader, &mut buffer).await? == 0 {
+                    break;
+                }
+            }
+            if buffer.is_empty() {
+                break;
+            }
+            writer.wait_for_capacity(WRITES_IN_FLIGHT).await?;
+            writer.put(buffer.freeze());
+        }
         let _touch = self.guard.touch(digest).await;
-        self.store.rename(&Path::from(format!("uploads/{name}")), &blob_path(digest)).await?;
+        writer.finish().await?;
+        drop(reader);
+        let _ = tokio::fs::remove_file(file).await;
         Ok(())
     }
 }
@@ -840,10 +1019,75 @@ mod tests {
         (0..len).map(|i| (i * 31 % 251) as u8).collect()
     }
 
-    #[tokio::test]
-    async fn content_is_visible_only_under_the_digest_it_hashes_to() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = BlobStore::open_local(dir.path(), false).unwrap();
+    /// Where a test's blobs are: a local directory, or a bucket of a real S3 server.
+    #[derive(Clone, Copy, Debug)]
+    enum Kind {
+        Local,
+        S3,
+    }
+
+    /// Storage for one test, which [`Fixture::open`] opens as many times as the test
+    /// needs (another process after a restart, or another replica).
+    struct Fixture {
+        dir: tempfile::TempDir,
+        bucket: Option<berth_testkit::s3::Bucket>,
+    }
+
+    impl Fixture {
+        fn new(kind: Kind) -> Fixture {
+            let bucket = match kind {
+                Kind::Local => None,
+                Kind::S3 => Some(berth_testkit::s3::bucket().expect("an S3 server for the tests")),
+            };
+            Fixture { dir: tempfile::tempdir().unwrap(), bucket }
+        }
+
+        fn open(&self) -> BlobStore {
+            match &self.bucket {
+                None => BlobStore::open_local(self.dir.path(), false).unwrap(),
+                Some(bucket) => {
+                    let spool = self.dir.path().join(format!("spool-{}", uuid::Uuid::new_v4()));
+                    BlobStore::open_s3(&bucket.url, &bucket.options(), &spool).unwrap()
+                }
+            }
+        }
+    }
+
+    async fn uploads_left(store: &BlobStore) -> usize {
+        store.store.list(Some(&Path::from("uploads"))).try_collect::<Vec<_>>().await.unwrap().len()
+    }
+
+    /// Each test of both backends, as `<test>::local` and `<test>::s3`.
+    macro_rules! on_both {
+        ($($test:ident),* $(,)?) => {$(
+            mod $test {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn local() {
+                    super::$test(super::Kind::Local).await
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn s3() {
+                    super::$test(super::Kind::S3).await
+                }
+            }
+        )*};
+    }
+
+    on_both!(
+        content_is_visible_only_under_the_digest_it_hashes_to,
+        an_upload_resumes_in_another_process_at_its_size,
+        racing_chunks_at_one_offset_never_mix_the_stored_bytes_and_the_hash,
+        a_verified_upload_replaces_bytes_stored_wrongly_under_its_digest,
+        a_blob_deleted_from_a_repository_is_forgotten_there_until_linked_again,
+        many_downloads_of_one_large_blob_each_get_every_byte,
+        abandoned_uploads_are_removed_and_fresh_ones_kept,
+        links_and_referrers_are_per_repository,
+        a_mirror_download_becomes_the_blob,
+    );
+
+    async fn content_is_visible_only_under_the_digest_it_hashes_to(kind: Kind) {
+        let fixture = Fixture::new(kind);
+        let store = fixture.open();
         let bytes = content(600_000);
         let digest = Digest::sha256_of(&bytes);
         assert_eq!(store.put(&digest, body(&bytes)).await.unwrap(), 600_000);
@@ -855,22 +1099,21 @@ mod tests {
             other => panic!("expected a digest mismatch, got {other:?}"),
         }
         assert_eq!(store.size(&wrong).await.unwrap(), None);
-        assert_eq!(std::fs::read_dir(dir.path().join("uploads")).unwrap().count(), 0, "the refused upload is gone");
+        assert_eq!(uploads_left(&store).await, 0, "the refused upload is gone");
     }
 
-    #[tokio::test]
-    async fn an_upload_resumes_in_another_process_at_its_size() {
-        let dir = tempfile::tempdir().unwrap();
+    async fn an_upload_resumes_in_another_process_at_its_size(kind: Kind) {
+        let fixture = Fixture::new(kind);
         let bytes = content(300_000);
         let digest = Digest::sha256_of(&bytes);
         let id = {
-            let first = BlobStore::open_local(dir.path(), false).unwrap();
+            let first = fixture.open();
             let upload = first.start_upload("team/app").await.unwrap();
             assert_eq!(first.append(&upload.id, "team/app", Some(0), body(&bytes[..100_000])).await.unwrap(), 100_000);
             upload.id
         };
-        // A new store on the same directory knows nothing in memory, as after a restart.
-        let second = BlobStore::open_local(dir.path(), false).unwrap();
+        // A new store on the same storage knows nothing in memory, as after a restart.
+        let second = fixture.open();
         let upload = second.upload(&id, "team/app").await.unwrap().unwrap();
         assert_eq!(upload.size, 100_000);
         assert!(second.upload(&id, "team/other").await.unwrap().is_none(), "an upload is known only in its repository");
@@ -885,10 +1128,9 @@ mod tests {
         assert!(second.upload(&id, "team/app").await.unwrap().is_none());
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn racing_chunks_at_one_offset_never_mix_the_stored_bytes_and_the_hash() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = BlobStore::open_local(dir.path(), false).unwrap();
+    async fn racing_chunks_at_one_offset_never_mix_the_stored_bytes_and_the_hash(kind: Kind) {
+        let fixture = Fixture::new(kind);
+        let store = fixture.open();
         let (first, second) = (vec![1u8; 300_000], vec![2u8; 300_000]);
         for _ in 0..20 {
             let upload = store.start_upload("team/app").await.unwrap();
@@ -918,24 +1160,20 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_verified_upload_replaces_bytes_stored_wrongly_under_its_digest() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = BlobStore::open_local(dir.path(), false).unwrap();
+    async fn a_verified_upload_replaces_bytes_stored_wrongly_under_its_digest(kind: Kind) {
+        let fixture = Fixture::new(kind);
+        let store = fixture.open();
         let bytes = content(70_000);
         let digest = Digest::sha256_of(&bytes);
         // Bytes that do not hash to the digest, as an older berth could have stored them.
-        let path = dir.path().join("blobs/sha256").join(&digest.encoded()[..2]);
-        std::fs::create_dir_all(&path).unwrap();
-        std::fs::write(path.join(digest.encoded()), b"poison").unwrap();
+        store.store.put(&blob_path(&digest), PutPayload::from_static(b"poison")).await.unwrap();
         store.put(&digest, body(&bytes)).await.unwrap();
         assert_eq!(read_all(&store, &digest, None).await, bytes, "the checked bytes replaced the wrong ones");
     }
 
-    #[tokio::test]
-    async fn a_blob_deleted_from_a_repository_is_forgotten_there_until_linked_again() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = BlobStore::open_local(dir.path(), false).unwrap();
+    async fn a_blob_deleted_from_a_repository_is_forgotten_there_until_linked_again(kind: Kind) {
+        let fixture = Fixture::new(kind);
+        let store = fixture.open();
         let digest = Digest::sha256_of(b"layer");
         store.link("team/app", &digest).await.unwrap();
         store.link("team/other", &digest).await.unwrap();
@@ -948,10 +1186,9 @@ mod tests {
         assert!(!store.is_unlinked("team/app", &digest).await.unwrap(), "a new push brings it back");
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn many_downloads_of_one_large_blob_each_get_every_byte() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = BlobStore::open_local(dir.path(), false).unwrap();
+    async fn many_downloads_of_one_large_blob_each_get_every_byte(kind: Kind) {
+        let fixture = Fixture::new(kind);
+        let store = fixture.open();
         let bytes = content(3 * READ_CHUNK + 12_345);
         let digest = Digest::sha256_of(&bytes);
         store.put(&digest, body(&bytes)).await.unwrap();
@@ -968,23 +1205,22 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn abandoned_uploads_are_removed_and_fresh_ones_kept() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = BlobStore::open_local(dir.path(), false).unwrap();
+    async fn abandoned_uploads_are_removed_and_fresh_ones_kept(kind: Kind) {
+        let fixture = Fixture::new(kind);
+        let store = fixture.open();
         let old = store.start_upload("team/app").await.unwrap();
         store.append(&old.id, "team/app", None, body(b"partial")).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(1100)).await;
+        // S3 gives times to the second: the margins are wider than that.
+        tokio::time::sleep(Duration::from_millis(2100)).await;
         let fresh = store.start_upload("team/app").await.unwrap();
-        assert_eq!(store.remove_abandoned(Duration::from_secs(1)).await.unwrap(), 1);
+        assert_eq!(store.remove_abandoned(Duration::from_secs(2)).await.unwrap(), 1);
         assert!(store.upload(&old.id, "team/app").await.unwrap().is_none());
         assert!(store.upload(&fresh.id, "team/app").await.unwrap().is_some());
     }
 
-    #[tokio::test]
-    async fn links_and_referrers_are_per_repository() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = BlobStore::open_local(dir.path(), false).unwrap();
+    async fn links_and_referrers_are_per_repository(kind: Kind) {
+        let fixture = Fixture::new(kind);
+        let store = fixture.open();
         let (blob, subject, referrer) = (Digest::sha256_of(b"a"), Digest::sha256_of(b"s"), Digest::sha256_of(b"r"));
         store.link("team/app", &blob).await.unwrap();
         assert!(store.is_linked("team/app", &blob).await.unwrap());
@@ -996,5 +1232,73 @@ mod tests {
         assert!(store.referrers("team/other", &subject).await.unwrap().is_empty());
         store.remove_referrer("team/app", &subject, &referrer).await.unwrap();
         assert!(store.referrers("team/app", &subject).await.unwrap().is_empty());
+    }
+
+    async fn a_mirror_download_becomes_the_blob(kind: Kind) {
+        let fixture = Fixture::new(kind);
+        let store = fixture.open();
+        let bytes = content(WRITE_PART_S3 + 4321);
+        let digest = Digest::sha256_of(&bytes);
+        let file = store.mirror_file();
+        std::fs::write(&file, &bytes).unwrap();
+        store.publish_mirror(&file, &digest).await.unwrap();
+        assert_eq!(read_all(&fixture.open(), &digest, None).await, bytes, "another server reads it");
+        assert!(!file.exists(), "the download's file is gone");
+        let elsewhere = fixture.dir.path().join("mirror-elsewhere");
+        std::fs::write(&elsewhere, b"x").unwrap();
+        assert!(store.publish_mirror(&elsewhere, &Digest::sha256_of(b"x")).await.is_err(), "only the store's own mirror files");
+    }
+
+    /// On shared storage a client may send an upload's chunks to different servers in
+    /// turn: each server finds where the upload stands, and the finish checks the stored
+    /// bytes, not the hash of the chunks one server saw.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_upload_whose_chunks_go_to_several_servers_is_stored_whole() {
+        let fixture = Fixture::new(Kind::S3);
+        let (a, b) = (fixture.open(), fixture.open());
+        let bytes = content(90_000);
+        let digest = Digest::sha256_of(&bytes);
+        let upload = a.start_upload("team/app").await.unwrap();
+        assert_eq!(a.append(&upload.id, "team/app", None, body(&bytes[..30_000])).await.unwrap(), 30_000);
+        assert_eq!(b.append(&upload.id, "team/app", None, body(&bytes[30_000..60_000])).await.unwrap(), 60_000);
+        // a remembers 30,000 bytes, but the upload has 60,000: the next chunk goes after them.
+        assert_eq!(a.append(&upload.id, "team/app", None, body(&bytes[60_000..])).await.unwrap(), 90_000);
+        assert_eq!(a.finish(&upload.id, "team/app", &digest).await.unwrap(), 90_000);
+        assert_eq!(read_all(&b, &digest, None).await, bytes);
+        // The same with a wrong digest stores nothing, whichever server finishes.
+        let wrong = a.start_upload("team/app").await.unwrap();
+        a.append(&wrong.id, "team/app", None, body(&bytes[..30_000])).await.unwrap();
+        b.append(&wrong.id, "team/app", None, body(b"not these")).await.unwrap();
+        let claimed = Digest::sha256_of(&bytes[..30_000]);
+        match a.finish(&wrong.id, "team/app", &claimed).await {
+            Err(BlobError::DigestMismatch { .. }) => {}
+            other => panic!("expected a digest mismatch, got {other:?}"),
+        }
+        assert_eq!(b.size(&claimed).await.unwrap(), None);
+    }
+
+    /// A presigned URL lets its holder GET the blob straight from S3 and nothing else; the
+    /// filesystem has none.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_signed_url_reads_exactly_its_blob() {
+        let fixture = Fixture::new(Kind::S3);
+        let store = fixture.open();
+        let bytes = content(50_000);
+        let digest = Digest::sha256_of(&bytes);
+        store.put(&digest, body(&bytes)).await.unwrap();
+        let url = store.signed_url(&digest, Duration::from_secs(60)).await.unwrap().expect("S3 signs URLs");
+        let other = Digest::sha256_of(b"another blob");
+        let (got, tampered) = tokio::task::spawn_blocking(move || {
+            let client = reqwest::blocking::Client::new();
+            let got = client.get(&url).send().unwrap();
+            let tampered = client.get(url.replace(digest.encoded(), other.encoded())).send().unwrap().status();
+            (got.bytes().unwrap().to_vec(), tampered)
+        })
+        .await
+        .unwrap();
+        assert_eq!(got, bytes);
+        assert_eq!(tampered, reqwest::StatusCode::FORBIDDEN, "the signature covers the blob's name");
+        let local = Fixture::new(Kind::Local).open();
+        assert_eq!(local.signed_url(&Digest::sha256_of(b"x"), Duration::from_secs(60)).await.unwrap(), None);
     }
 }

@@ -15,7 +15,7 @@ use futures::{Stream, StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 
-use super::{BlobError, BlobStore, Hasher, Result, blob_path, is_upload_id};
+use super::{BlobError, BlobStore, Hasher, Result, blob_path, is_upload_id, touched_path};
 
 /// How many removed blobs a [`SweepReport`] names; the counts cover all of them.
 pub const SWEEP_LISTED: usize = 1000;
@@ -210,8 +210,13 @@ fn digests_of(hex: &str) -> impl Iterator<Item = Digest> + '_ {
 /// How long ago `meta` was last written, to the millisecond (none when its time is ahead
 /// of the clock).
 fn age(meta: &ObjectMeta, now: SystemTime) -> Duration {
+    age_of(meta.last_modified, now)
+}
+
+/// How long before `now` the time `then` is (zero when it is later).
+pub(super) fn age_of(then: chrono::DateTime<chrono::Utc>, now: SystemTime) -> Duration {
     let now = now.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_millis() as i64;
-    Duration::from_millis(now.saturating_sub(meta.last_modified.timestamp_millis()).max(0) as u64)
+    Duration::from_millis(now.saturating_sub(then.timestamp_millis()).max(0) as u64)
 }
 
 impl BlobStore {
@@ -320,14 +325,12 @@ impl BlobStore {
         }
         let path = blob_path(digest);
         // Looked at again: the listing may be a while old, and another process may have
-        // stored the blob again since.
-        let meta = match self.store.head(&path).await {
-            Ok(meta) => meta,
-            Err(object_store::Error::NotFound { .. }) => return Ok(Decision::Gone),
-            Err(err) => return Err(err.into()),
+        // stored the blob again since (or, on S3, found it present).
+        let Some((size, written)) = self.last_written(digest).await? else {
+            return Ok(Decision::Gone);
         };
-        if age(&meta, SystemTime::now()) <= options.grace {
-            return Ok(Decision::Young(meta.size));
+        if age_of(written, SystemTime::now()) <= options.grace {
+            return Ok(Decision::Young(size));
         }
         if !options.dry_run {
             match self.store.delete(&path).await {
@@ -335,9 +338,12 @@ impl BlobStore {
                 Err(object_store::Error::NotFound { .. }) => return Ok(Decision::Gone),
                 Err(err) => return Err(err.into()),
             }
+            if self.shared() {
+                self.remove_if_present(&touched_path(digest)).await?;
+            }
         }
         drop(touched);
-        Ok(Decision::Removed(meta.size))
+        Ok(Decision::Removed(size))
     }
 
     /// Removes the entries `<top>/<repository>/<hex>` of the blobs removed, unless their

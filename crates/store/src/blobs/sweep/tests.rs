@@ -337,3 +337,33 @@ async fn dangling_links_are_the_links_without_a_blob() {
     expected.sort();
     assert_eq!(dangling, expected);
 }
+
+/// On S3 an object's time cannot be set: a client finding an old blob present leaves a
+/// mark beside it, which the grace window counts from. A sweep keeps the blob while its
+/// mark is young, and removes old unused blobs together with their marks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_s3_a_blob_found_present_is_kept_for_the_grace_window_and_old_unused_ones_go() {
+    let bucket = berth_testkit::s3::bucket().unwrap();
+    let spool = tempfile::tempdir().unwrap();
+    let store = BlobStore::open_s3(&bucket.url, &bucket.options(), spool.path()).unwrap();
+    // The bucket's objects are files under its directory, with the URL's prefix.
+    let objects = bucket.dir.join("blobs");
+    let unused = put(&store, &[1u8; 1000]).await;
+    let found = put(&store, &[2u8; 2000]).await;
+    backdate(&blob_file(&objects, &unused), 2 * HOUR);
+    backdate(&blob_file(&objects, &found), 2 * HOUR);
+    assert!(store.refresh(&found, HOUR).await.unwrap(), "an old blob found present is marked");
+    assert!(!store.refresh(&found, HOUR).await.unwrap(), "and marked once");
+
+    let report = store.sweep(&|_| false, &options(false)).await.unwrap();
+    assert_eq!(report.removed, vec![(unused.clone(), 1000)]);
+    assert_eq!((report.kept_young, report.kept_young_bytes), (1, 2000));
+    assert_eq!(store.size(&unused).await.unwrap(), None);
+    assert_eq!(store.size(&found).await.unwrap(), Some(2000));
+
+    let mark = objects.join("touched").join(found.algorithm()).join(found.encoded());
+    backdate(&mark, 2 * HOUR);
+    let report = store.sweep(&|_| false, &options(false)).await.unwrap();
+    assert_eq!(report.removed, vec![(found.clone(), 2000)], "once its mark is old too, it goes");
+    assert!(!mark.exists(), "with its mark");
+}
