@@ -11,7 +11,7 @@ pub mod services;
 pub mod tls;
 
 pub use berth_upstream::ImportSettings;
-pub use serve::{ClientConfig, ServeConfig, ServerFile, Started, run, start};
+pub use serve::{BlobStoreUrl, ClientConfig, ServeConfig, ServerFile, Started, run, start};
 pub use services::admission::AdmissionSettings;
 pub use services::audit::AuditSettings;
 pub use services::classes::ClassSettings;

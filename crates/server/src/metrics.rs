@@ -21,6 +21,8 @@ pub const REGISTRY_SENT: &str = "berth_registry_sent_bytes_total";
 pub const REGISTRY_UPLOADS: &str = "berth_registry_uploads_total";
 /// Blobs fetched from upstream for a pull, by `result` (`mirrored`, `failed`).
 pub const PULL_THROUGH: &str = "berth_registry_pull_through_total";
+/// Blob GETs answered with a redirect to a presigned URL (`registry.blobRedirectSeconds`).
+pub const BLOB_REDIRECTS: &str = "berth_registry_blob_redirects_total";
 /// Tag imports and checks, by `registry` and `result` (`imported`, `unchanged`, `failed`).
 pub const IMPORTS: &str = "berth_imports_total";
 /// How late a scheduled check started after it fell due.
@@ -64,6 +66,7 @@ fn describe() {
     describe_counter!(REGISTRY_SENT, Unit::Bytes, "Body bytes the registry (/v2) sent.");
     describe_counter!(REGISTRY_UPLOADS, "Blob uploads finished, by result.");
     describe_counter!(PULL_THROUGH, "Blobs fetched from their upstream registry for a pull, by result.");
+    describe_counter!(BLOB_REDIRECTS, "Blob GETs answered with a redirect to a presigned URL of the object store.");
     describe_counter!(IMPORTS, "Tag imports and checks, by upstream registry and result.");
     describe_histogram!(SCHEDULED_LAG, Unit::Seconds, "How late scheduled checks started after they fell due.");
     describe_counter!(DELIVERIES, "Notifications sent to subscribers, by subscription and result.");

@@ -37,6 +37,8 @@ pub struct ServeConfig {
     /// The PostgreSQL database of the catalog (a URL); the embedded SQLite file in
     /// `data_dir` when `None`.
     pub database: Option<String>,
+    /// S3-compatible storage for blobs (`s3://bucket/prefix`); `<data_dir>/blobs` when `None`.
+    pub blob_store: Option<BlobStoreUrl>,
     pub listen: SocketAddr,
     /// `host[:port]` of berth's registry in pull specs; the listen address when `None`.
     pub registry_hostname: Option<String>,
@@ -65,6 +67,15 @@ pub struct ServeConfig {
     pub admission: AdmissionSettings,
     /// Image streams: who may create one implicitly.
     pub streams: StreamSettings,
+}
+
+/// Where blobs go on S3: the URL, and connection settings over the `AWS_*` environment
+/// (lower-case keys, as object_store names them; empty for `berth serve`, which reads the
+/// environment only).
+#[derive(Clone, Debug, Default)]
+pub struct BlobStoreUrl {
+    pub url: String,
+    pub options: Vec<(String, String)>,
 }
 
 /// The server's config file (`berth serve --config`): settings that are too many or too
@@ -286,6 +297,10 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Started> {
         move |stop| importer.clone().run_scheduler(stop)
     });
     tokio::spawn(crate::services::lineage::follow(catalog.clone(), stopping_seen.clone()));
+    controllers.spawn("class-labeller", {
+        let catalog = catalog.clone();
+        move |stop| crate::services::lineage::label_classes(catalog.clone(), stop)
+    });
     // The storage index is loaded now, off the request path: the first quota check
     // runs in the store's writer, which must not wait for a scan of every Image.
     let loading = catalog.clone();
@@ -298,9 +313,23 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Started> {
     let deliverer =
         Deliverer::new(catalog.clone(), config.delivery.clone()).map_err(|err| anyhow::anyhow!("notification settings: {err}"))?;
     controllers.spawn("notifier", move |stop| deliverer.clone().run(stop));
-    let blobs = berth_store::BlobStore::open_local(&config.data_dir.join("blobs"), config.synchronous == Synchronous::Full)
-        .with_context(|| format!("opening blob storage in {}", config.data_dir.join("blobs").display()))?;
-    let registry = Registry::new(catalog.clone(), blobs, upstream.clone(), config.registry.clone(), registry_key(&config.data_dir)?);
+    let blobs = match &config.blob_store {
+        None => berth_store::BlobStore::open_local(&config.data_dir.join("blobs"), config.synchronous == Synchronous::Full)
+            .with_context(|| format!("opening blob storage in {}", config.data_dir.join("blobs").display()))?,
+        Some(s3) => berth_store::BlobStore::open_s3(&s3.url, &s3.options, &config.data_dir.join("spool"))
+            .with_context(|| format!("opening the --blob-store {}", s3.url))?,
+    };
+    if config.blob_store.is_some() {
+        blobs.probe().await.context("the --blob-store does not answer (check the bucket, AWS_ENDPOINT_URL and the credentials)")?;
+    }
+    let key = match &config.database {
+        None => registry_key(&config.data_dir)?,
+        Some(_) => {
+            let store = Arc::clone(&store);
+            tokio::task::spawn_blocking(move || shared_registry_key(&*store)).await??
+        }
+    };
+    let registry = Registry::new(catalog.clone(), blobs, upstream.clone(), config.registry.clone(), key);
     tokio::spawn(registry.clone().run_upload_cleanup(stopping_seen.clone()));
     controllers.spawn("pruner", {
         let registry = registry.clone();
@@ -423,6 +452,33 @@ fn registry_key(data_dir: &Path) -> anyhow::Result<[u8; 32]> {
     write_private(&path, &format!("{}\n", engine.encode(key)))?;
     Ok(key)
 }
+
+/// The registry's token key on a shared database: kept in the database (made by the
+/// first server to start), so that a token one server issued works on every other.
+fn shared_registry_key(store: &dyn MetadataStore) -> anyhow::Result<[u8; 32]> {
+    use base64::Engine;
+    let key = berth_store::ObjectKey::new(SERVER_KEYS, "", "registry");
+    let engine = base64::engine::general_purpose::STANDARD;
+    let made: [u8; 32] = rand::random();
+    let text = engine.encode(made);
+    let wanted = key.clone();
+    let stored = match berth_store::transact(store, move |txn| {
+        if let Some(stored) = txn.get(&wanted)? {
+            return Ok::<_, berth_store::StoreError>(stored.body);
+        }
+        txn.put(&wanted, text.as_bytes(), &[], berth_store::Precondition::Absent)?;
+        Ok(text.into_bytes())
+    }) {
+        Ok(stored) => stored,
+        // Another server starting at the same time made it first.
+        Err(err) => store.get(&key)?.map(|stored| stored.body).ok_or(err)?,
+    };
+    let bytes = engine.decode(&stored).context("the registry key in the database is not base64")?;
+    <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| anyhow::anyhow!("the registry key in the database is not 32 bytes"))
+}
+
+/// The store's resource for the server's own secrets (never served by the API).
+const SERVER_KEYS: &str = "serverkeys";
 
 /// The file whose lock says a server owns the data directory; it holds that server's
 /// process id.

@@ -75,3 +75,70 @@ async fn replicas_on_one_database_serve_one_catalog_and_hand_over_their_controll
     assert_eq!(import(&second, "app:after", &from).await, pushed.digest, "imports go on after the holder stops");
     second.stop().await;
 }
+
+/// Replicas on PostgreSQL and S3 serve one registry: a registry token one server issued
+/// works on another (the token key is in the database), an upload started on one goes
+/// on and finishes on others, and what was pushed through one is pulled through another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_on_postgres_and_s3_serve_one_registry() {
+    let url = blocking(|| berth_testkit::postgres::database().unwrap());
+    let bucket = blocking(|| berth_testkit::s3::bucket().unwrap());
+    let first = TestApp::start_with(|config| {
+        config.database = Some(url);
+        config.blob_store = Some(berth_server::BlobStoreUrl { url: bucket.url.clone(), options: bucket.options() });
+    })
+    .await;
+    let second = first.start_replica().await;
+    first.namespace(NS).await;
+    first.create_stream(NS, "app").await;
+    let editor = first.token("pusher", "edit", &[NS]).await;
+    let issued: serde_json::Value = reqwest::Client::new()
+        .get(format!("{}/v2/token?service=berth&scope=repository:{NS}/app:pull,push", first.base))
+        .basic_auth("me", Some(&editor))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = issued["token"].as_str().unwrap().to_string();
+    let http = reqwest::Client::new();
+    // A chunked upload: started on the first, a chunk through each, finished on the second.
+    let layer: Vec<u8> = (0..90_000u32).map(|i| (i % 241) as u8).collect();
+    let digest = berth_testkit::digest_of(&layer);
+    let started = http.post(format!("{}/v2/{NS}/app/blobs/uploads/", first.base)).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(started.status(), StatusCode::ACCEPTED);
+    let mut location = started.headers()["location"].to_str().unwrap().to_string();
+    for (server, chunk) in [(&first, &layer[..30_000]), (&second, &layer[30_000..60_000]), (&first, &layer[60_000..])] {
+        let patched = http.patch(format!("{}{location}", server.base)).bearer_auth(&token).body(chunk.to_vec()).send().await.unwrap();
+        assert_eq!(patched.status(), StatusCode::ACCEPTED, "{}", patched.text().await.unwrap());
+        location = patched.headers()["location"].to_str().unwrap().to_string();
+    }
+    let finished = http.put(format!("{}{location}?digest={digest}", second.base)).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(finished.status(), StatusCode::CREATED, "{}", finished.text().await.unwrap());
+    // Pulled through the other server, with the token the first one issued.
+    let pulled = http.get(format!("{}/v2/{NS}/app/blobs/{digest}", first.base)).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(pulled.status(), StatusCode::OK);
+    assert_eq!(pulled.bytes().await.unwrap().as_ref(), layer.as_slice());
+
+    // A whole image pushed through one is pulled through the other.
+    let image = TestImage::new(Format::Oci, 3, 2, 20_000, "amd64");
+    let (host, admin) = (second.base.trim_start_matches("http://").to_string(), second.admin.clone());
+    blocking(|| berth_testkit::RegistryClient::new(&host, Some(("me", &admin))).unwrap().push(&format!("{NS}/app"), Some("v1"), &image))
+        .unwrap();
+    let manifest = http
+        .get(format!("{}/v2/{NS}/app/manifests/v1", first.base))
+        .bearer_auth(&token)
+        .header("accept", "application/vnd.oci.image.manifest.v1+json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(manifest.headers()["docker-content-digest"], image.digest().as_str());
+    for layer in &image.layers {
+        let got =
+            http.get(format!("{}/v2/{NS}/app/blobs/{}", first.base, berth_testkit::digest_of(layer))).bearer_auth(&token).send().await;
+        assert_eq!(got.unwrap().bytes().await.unwrap().as_ref(), layer.as_slice());
+    }
+    second.stop().await;
+    first.stop().await;
+}

@@ -41,6 +41,12 @@ pub struct ServeArgs {
     /// environment, from a Secret.
     #[arg(long, env = "BERTH_DATABASE", value_name = "URL", hide_env_values = true)]
     database: Option<String>,
+    /// Keep blobs in S3-compatible storage (`s3://bucket/prefix`) instead of
+    /// `<data-dir>/blobs`, so that several servers share them. Connection settings come
+    /// from the usual AWS variables: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION,
+    /// AWS_ENDPOINT_URL (another S3-compatible server), AWS_ALLOW_HTTP=true (one on plain HTTP).
+    #[arg(long, env = "BERTH_BLOB_STORE", value_name = "URL")]
+    blob_store: Option<String>,
     /// The address to listen on.
     #[arg(long, default_value = "127.0.0.1:7440")]
     listen: SocketAddr,
@@ -138,6 +144,7 @@ pub fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
     let config = ServeConfig {
         data_dir: args.data_dir,
         database: args.database,
+        blob_store: args.blob_store.map(|url| berth_server::BlobStoreUrl { url, options: Vec::new() }),
         listen: args.listen,
         registry_hostname: args.registry_hostname,
         public_registry_hostnames: args.public_registry_hostnames,

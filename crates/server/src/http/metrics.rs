@@ -118,8 +118,8 @@ pub struct Readiness {
     last: Mutex<Option<(Instant, Result<(), String>)>>,
 }
 
-/// `GET /readyz`: 200 once the server has started and while the store takes writes; 503
-/// with the reason otherwise.
+/// `GET /readyz`: 200 once the server has started, while the store takes writes and the
+/// blob store answers; 503 with the reason otherwise.
 pub(crate) async fn readyz(State(app): State<App>) -> Response {
     if !app.ready.load(Ordering::Acquire) {
         return (StatusCode::SERVICE_UNAVAILABLE, "starting").into_response();
@@ -131,12 +131,19 @@ pub(crate) async fn readyz(State(app): State<App>) -> Response {
         None => {
             let store = std::sync::Arc::clone(app.catalog.store());
             let probe = tokio::task::spawn_blocking(move || store.probe_write());
-            let result = match tokio::time::timeout(PROBE_TIMEOUT, probe).await {
+            let mut result = match tokio::time::timeout(PROBE_TIMEOUT, probe).await {
                 Ok(Ok(Ok(()))) => Ok(()),
                 Ok(Ok(Err(err))) => Err(format!("the store cannot be written: {err}")),
                 Ok(Err(err)) => Err(format!("the store's probe failed: {err}")),
                 Err(_) => Err(format!("the store did not take a write within {}s", PROBE_TIMEOUT.as_secs())),
             };
+            if result.is_ok() {
+                result = match tokio::time::timeout(PROBE_TIMEOUT, app.registry.blobs().probe()).await {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(err)) => Err(format!("the blob store does not answer: {err}")),
+                    Err(_) => Err(format!("the blob store did not answer within {}s", PROBE_TIMEOUT.as_secs())),
+                };
+            }
             if let Err(message) = &result {
                 tracing::warn!(%message, "not ready");
             }

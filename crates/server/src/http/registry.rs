@@ -380,7 +380,21 @@ impl Request<'_> {
     async fn get_blob(&self, repo: &Repo, digest: &berth_model::Digest) -> Served {
         let range = self.headers.get(header::RANGE).and_then(|v| v.to_str().ok()).and_then(RangeRequest::parse);
         let head = *self.method == Method::HEAD;
-        let BlobContent { size, range: sent, body } = self.registry.blob(self.caller, repo, digest, range.as_ref(), head).await?;
+        let BlobContent { size, range: sent, body, redirect } = self.registry.blob(self.caller, repo, digest, range.as_ref(), head).await?;
+        if let Some(url) = redirect {
+            // As the distribution registry does with object storage: the client fetches
+            // the bytes (and any range of them) from the presigned URL.
+            return Ok((
+                StatusCode::TEMPORARY_REDIRECT,
+                [
+                    (header::LOCATION, header_value(&url)),
+                    (header::HeaderName::from_static("docker-content-digest"), header_value(digest.as_str())),
+                    (header::HeaderName::from_static(API_VERSION.0), HeaderValue::from_static(API_VERSION.1)),
+                    (header::CONTENT_LENGTH, HeaderValue::from(0)),
+                ],
+            )
+                .into_response());
+        }
         let mut response = Response::new(body.map(Body::from_stream).unwrap_or_else(Body::empty));
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));

@@ -94,17 +94,36 @@ impl LineageIndex {
 }
 
 /// Keeps the index loaded and current in the background, so that the first question after
-/// a start or a burst of pushes does not pay for it, and runs the class controller after
-/// each sync (`Catalog::update_classes`): at start-up, then after each commit, at most ten
-/// times a second.
-pub async fn follow(catalog: Catalog, mut stop: tokio::sync::watch::Receiver<bool>) {
+/// a start or a burst of pushes does not pay for it: at start-up, then after each commit,
+/// at most ten times a second. Every server runs it (each has its own index).
+pub async fn follow(catalog: Catalog, stop: tokio::sync::watch::Receiver<bool>) {
+    after_each_commit(catalog, stop, "the lineage index could not follow the store; queries will retry", |catalog| {
+        catalog.lineage_index().sync(&**catalog.store())
+    })
+    .await
+}
+
+/// The class controller (`Catalog::update_classes`, which syncs the index first), after
+/// each commit as [`follow`] does. It writes classes' status and outbox entries, so one
+/// server runs it (under a lease on a shared database).
+pub async fn label_classes(catalog: Catalog, stop: tokio::sync::watch::Receiver<bool>) {
+    after_each_commit(catalog, stop, "the class controller could not follow the store; it will retry", |catalog| catalog.update_classes())
+        .await
+}
+
+async fn after_each_commit(
+    catalog: Catalog,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    failed: &'static str,
+    pass: fn(&Catalog) -> Result<()>,
+) {
     let mut revisions = catalog.store().subscribe();
     loop {
         let syncing = catalog.clone();
-        match tokio::task::spawn_blocking(move || syncing.update_classes()).await {
+        match tokio::task::spawn_blocking(move || pass(&syncing)).await {
             Ok(Ok(())) => {}
-            Ok(Err(err)) => tracing::warn!(error = %err.message, "the lineage index could not follow the store; queries will retry"),
-            Err(err) => tracing::error!(%err, "the lineage index's sync was interrupted"),
+            Ok(Err(err)) => tracing::warn!(error = %err.message, "{failed}"),
+            Err(err) => tracing::error!(%err, "a pass after a commit was interrupted"),
         }
         tokio::select! {
             changed = revisions.changed() => if changed.is_err() { return },

@@ -27,6 +27,11 @@ pub fn docker_config_secret(name: &str, host: &str, user: &str, password: &str) 
         "data": {".dockerconfigjson": engine.encode(document)}})
 }
 
+/// Whether this test binary runs its servers on PostgreSQL and S3 (a target of its own
+/// compiled from the same file, e.g. `registry_postgres_s3`) rather than on the embedded
+/// store and the filesystem.
+pub const ON_SCALE_OUT_BACKENDS: bool = matches!(env!("CARGO_CRATE_NAME").as_bytes(), b"registry_postgres_s3");
+
 pub struct TestApp {
     pub base: String,
     pub admin: String,
@@ -46,6 +51,7 @@ impl TestApp {
         let mut config = ServeConfig {
             data_dir: dir.path().to_path_buf(),
             database: None,
+            blob_store: None,
             listen: "127.0.0.1:0".parse().unwrap(),
             registry_hostname: Some("registry.berth.test".into()),
             public_registry_hostnames: vec![],
@@ -76,6 +82,11 @@ impl TestApp {
             admission: berth_server::AdmissionSettings::default(),
             streams: berth_server::StreamSettings::default(),
         };
+        if ON_SCALE_OUT_BACKENDS {
+            let bucket = berth_testkit::s3::bucket().expect("an S3 server for the tests");
+            config.database = Some(berth_testkit::postgres::database().expect("a PostgreSQL server for the tests"));
+            config.blob_store = Some(berth_server::BlobStoreUrl { url: bucket.url.clone(), options: bucket.options() });
+        }
         configure(&mut config);
         TestApp::serve(dir, config, None).await
     }

@@ -31,11 +31,13 @@ const WRITE_CHUNK: usize = 256 * 1024;
 /// Bytes a follower reads at a time.
 const READ_CHUNK: usize = 256 * 1024;
 
-/// A blob to send: its size when known, the range sent, and the bytes (none for HEAD).
+/// A blob to send: its size when known, the range sent, and the bytes (none for HEAD);
+/// or a presigned URL to send the client to instead.
 pub struct BlobContent {
     pub size: Option<u64>,
     pub range: Option<Range<u64>>,
     pub body: Option<ByteStream>,
+    pub redirect: Option<String>,
 }
 
 /// Downloads in flight, by digest.
@@ -123,7 +125,14 @@ impl Registry {
             Some(asked) => asked.resolve(size)?,
         };
         if head {
-            return Ok(BlobContent { size: Some(size), range, body: None });
+            return Ok(BlobContent { size: Some(size), range, body: None, redirect: None });
+        }
+        let lifetime = self.inner.settings.blob_redirect_seconds;
+        if lifetime > 0
+            && let Some(url) = self.inner.blobs.signed_url(digest, std::time::Duration::from_secs(lifetime)).await?
+        {
+            metrics::counter!(crate::metrics::BLOB_REDIRECTS).increment(1);
+            return Ok(BlobContent { size: Some(size), range: None, body: None, redirect: Some(url) });
         }
         let read = self
             .inner
@@ -131,7 +140,7 @@ impl Registry {
             .read(digest, range.clone())
             .await?
             .ok_or_else(|| RegistryError::new(Code::BlobUnknown, format!("blob {digest} was removed while it was being read")))?;
-        Ok(BlobContent { size: Some(read.size), range, body: Some(read.body) })
+        Ok(BlobContent { size: Some(read.size), range, body: Some(read.body), redirect: None })
     }
 
     /// The download of `digest` in flight, or a new one from where the stream's history
@@ -377,7 +386,7 @@ async fn follow(download: Download, range: Option<&RangeRequest>, head: bool) ->
         _ => None,
     };
     if head {
-        return Ok(BlobContent { size, range, body: None });
+        return Ok(BlobContent { size, range, body: None, redirect: None });
     }
     let mut file = tokio::fs::File::open(&download.file)
         .await
@@ -389,7 +398,7 @@ async fn follow(download: Download, range: Option<&RangeRequest>, head: bool) ->
     }
     let follower = Follower { file, pos: start, end, state: download.state, closed: false };
     let body = futures::stream::unfold(follower, |mut f| async move { f.next_chunk().await.map(|chunk| (chunk, f)) });
-    Ok(BlobContent { size, range, body: Some(body.boxed()) })
+    Ok(BlobContent { size, range, body: Some(body.boxed()), redirect: None })
 }
 
 struct Follower {

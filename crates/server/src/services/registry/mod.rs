@@ -56,6 +56,10 @@ pub struct RegistrySettings {
     pub blob_grace_seconds: u64,
     /// How long the tokens of `/v2/token` last.
     pub token_lifetime_seconds: u64,
+    /// On S3 (`--blob-store`), blob GETs are answered with a redirect to a presigned URL
+    /// valid this long, once the caller's access is checked, and the client downloads
+    /// from the object store; 0 sends the bytes through berth.
+    pub blob_redirect_seconds: u64,
 }
 
 impl Default for RegistrySettings {
@@ -66,6 +70,7 @@ impl Default for RegistrySettings {
             abandoned_upload_seconds: 24 * 3600,
             blob_grace_seconds: 2 * 3600,
             token_lifetime_seconds: 300,
+            blob_redirect_seconds: 0,
         }
     }
 }
@@ -207,6 +212,10 @@ impl Registry {
     pub fn new(catalog: Catalog, blobs: BlobStore, upstream: Upstream, settings: RegistrySettings, token_key: [u8; 32]) -> Registry {
         let uploads = Arc::new(Semaphore::new(settings.max_concurrent_uploads));
         Registry { inner: Arc::new(Inner { catalog, blobs, upstream, settings, uploads, mirrors: mirror::Mirrors::default(), token_key }) }
+    }
+
+    pub fn blobs(&self) -> &BlobStore {
+        &self.inner.blobs
     }
 
     pub fn settings(&self) -> &RegistrySettings {
