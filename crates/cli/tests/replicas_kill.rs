@@ -210,10 +210,12 @@ fn pusher(
 
 /// One event of a watch: type, stream, revision.
 type Seen = (String, String, u64);
+/// The events a watch saw, as it sees them.
+type Recorded = Arc<Mutex<Vec<Seen>>>;
 
 /// Watches the streams of `ha` from `from`, on `preferred` and, when that replica dies,
 /// on the next one from the last revision it saw, until it sees the stream `end`.
-fn watcher(cluster: Cluster, preferred: usize, from: u64, seen: Arc<Mutex<Vec<Seen>>>, failed: Arc<Mutex<Vec<Failure>>>) {
+fn watcher(cluster: Cluster, preferred: usize, from: u64, seen: Recorded, failed: Arc<Mutex<Vec<Failure>>>) {
     let client = reqwest::blocking::Client::builder().timeout(None).build().unwrap();
     let mut revision = from;
     loop {
@@ -345,9 +347,9 @@ fn three_replicas_lose_only_the_killed_ones_requests() {
         let (cluster, stop, pushed, failed) = (cluster.clone(), Arc::clone(&stop), Arc::clone(&pushed), Arc::clone(&failed));
         load.push(std::thread::spawn(move || pusher(cluster, replica, stop, pushed, failed)));
     }
-    let watches: Vec<(Arc<Mutex<Vec<Seen>>>, std::thread::JoinHandle<()>)> = (0..3)
+    let watches: Vec<(Recorded, std::thread::JoinHandle<()>)> = (0..3)
         .map(|replica| {
-            let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+            let seen: Recorded = Arc::default();
             let (cluster, recorded, failed) = (cluster.clone(), Arc::clone(&seen), Arc::clone(&failed));
             (seen, std::thread::spawn(move || watcher(cluster, replica, from, recorded, failed)))
         })
@@ -421,7 +423,7 @@ fn three_replicas_lose_only_the_killed_ones_requests() {
     // Every watch saw every change once and in order: the same events as a watch of the
     // whole stretch from one survivor.
     let reference = {
-        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+        let seen: Recorded = Arc::default();
         let only_survivors = Cluster { urls: Arc::new(vec![survivor.clone()]), killed: Arc::default(), token: cluster.token.clone() };
         watcher(only_survivors, 0, from, Arc::clone(&seen), Arc::default());
         seen.lock().unwrap().clone()
