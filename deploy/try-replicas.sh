@@ -126,8 +126,10 @@ else
   install -d -m 700 "$pg_dir"
 fi
 printf '%s\n' "$pg_password" | as_postgres tee "$pg_dir/password" >/dev/null
-as_postgres "$pg_bin/initdb" --pgdata="$pg_data" --username=berth --pwfile="$pg_dir/password" \
-  --auth=scram-sha-256 --encoding=UTF8 --no-locale >"$work/initdb.log" 2>&1 ||
+# In a subshell: a function's redirections stay in force while a Ctrl-C trap runs inside
+# it, and would send cleanup's messages into the log.
+(as_postgres "$pg_bin/initdb" --pgdata="$pg_data" --username=berth --pwfile="$pg_dir/password" \
+  --auth=scram-sha-256 --encoding=UTF8 --no-locale) >"$work/initdb.log" 2>&1 ||
   die "initdb failed: $(tail -n 5 "$work/initdb.log")"
 rm -f "$pg_dir/password"
 printf '%s\n' "listen_addresses = '127.0.0.1'" "port = $pg_port" "unix_socket_directories = ''" \

@@ -12,7 +12,7 @@ use berth_model::meta::ObjectReference;
 use berth_model::policy::ImagePolicy;
 use berth_model::{Digest, ObjectMeta, Time, tags};
 use berth_server::services::Resource;
-use berth_store::{MetadataStore, Precondition, SqliteStore, Synchronous, transact};
+use berth_store::{MetadataStore, PostgresStore, Precondition, SqliteStore, Synchronous, transact};
 use clap::Parser;
 use serde_json::json;
 
@@ -22,6 +22,9 @@ struct Args {
     /// The data directory to create (it must not hold a store yet).
     #[arg(long)]
     data_dir: PathBuf,
+    /// Seed this (empty) PostgreSQL database instead of the data directory's SQLite store.
+    #[arg(long)]
+    database: Option<String>,
     #[arg(long, default_value_t = 100)]
     namespaces: usize,
     #[arg(long, default_value_t = 100)]
@@ -69,15 +72,20 @@ fn policies(count: usize, namespaces: usize) -> Vec<ImagePolicy> {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     std::fs::create_dir_all(args.data_dir.join("blobs"))?;
-    let db = args.data_dir.join("berth.db");
-    anyhow::ensure!(!db.exists(), "{} already holds a store", db.display());
-    let store = SqliteStore::open(&db, Synchronous::Normal).context("opening the store")?;
+    let store: Box<dyn MetadataStore> = match &args.database {
+        Some(url) => Box::new(PostgresStore::connect(url).context("opening the database")?),
+        None => {
+            let db = args.data_dir.join("berth.db");
+            anyhow::ensure!(!db.exists(), "{} already holds a store", db.display());
+            Box::new(SqliteStore::open(&db, Synchronous::Normal).context("opening the store")?)
+        }
+    };
     let base = Time::from_datetime(chrono::DateTime::from_timestamp(1_790_000_000, 0).context("time")?);
 
     let images: Vec<Image> = (0..args.images).map(|idx| image(idx, args.bases, base)).collect();
     for chunk in images.chunks(500) {
         let chunk = chunk.to_vec();
-        transact(&store, move |txn| {
+        transact(&*store, move |txn| {
             for image in &chunk {
                 txn.put(&Image::key("", &image.metadata.name), &image.encode(), &[], Precondition::Absent)?;
             }
@@ -85,7 +93,7 @@ fn main() -> anyhow::Result<()> {
         })?;
     }
     let rules = policies(args.policies, args.namespaces);
-    transact(&store, move |txn| {
+    transact(&*store, move |txn| {
         for policy in &rules {
             txn.put(&ImagePolicy::key("", &policy.metadata.name), &policy.encode(), &[], Precondition::Absent)?;
         }
@@ -96,7 +104,7 @@ fn main() -> anyhow::Result<()> {
         let streams: Vec<ImageStream> = (0..args.streams_per_namespace)
             .map(|s_idx| stream(&args, &namespace, ns_idx * args.streams_per_namespace + s_idx, s_idx, &images, base))
             .collect();
-        transact(&store, move |txn| {
+        transact(&*store, move |txn| {
             let ns = Namespace {
                 metadata: ObjectMeta {
                     name: namespace.clone(),
