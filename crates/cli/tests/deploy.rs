@@ -78,17 +78,6 @@ fn deploy_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy")
 }
 
-/// Debian's kubectl (`kubernetes-client`), which scripts/test unpacks into
-/// `target/tools` (or `$BERTH_KUBECTL`).
-fn kubectl_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("BERTH_KUBECTL") {
-        return path.into();
-    }
-    let unpacked = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/tools/kubernetes-client/usr/bin/kubectl");
-    assert!(unpacked.exists(), "Debian's kubectl is not at {}: run scripts/test, which unpacks it there", unpacked.display());
-    unpacked
-}
-
 /// A stand-in for kube-apiserver: discovery for [`KINDS`] and 404 for everything else.
 /// It records the requests it answered ("METHOD /path").
 struct FakeApiServer {
@@ -201,7 +190,7 @@ impl Kubectl {
             "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake"}}],
         });
         std::fs::write(home.path().join("kubeconfig"), config.to_string()).unwrap();
-        Kubectl { binary: kubectl_binary(), home, api }
+        Kubectl { binary: berth_testkit::kubectl(), home, api }
     }
 
     /// `kubectl apply --dry-run=client -k deploy/kubernetes` with more arguments; panics

@@ -1,6 +1,7 @@
 //! Controllers that must run once across the replicas of one catalog (the import
-//! controller, the scheduler, the notifier, the pruner) run only while their server holds
-//! a lease in the shared store, as Kubernetes controllers do with leader election. A lease
+//! controller, the scheduler, the notifier, the class labeller, the pruner) run only while
+//! their server holds a lease in the shared store, as Kubernetes controllers do with
+//! leader election. A lease
 //! lasts [`TTL`] and is renewed every [`RENEW_EVERY`]; when its holder dies, another
 //! replica takes it within a TTL and a renewal interval. A holder whose renewal is refused
 //! or fails stops the controller at once (a renewal fails long before the TTL runs out,

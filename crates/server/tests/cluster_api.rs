@@ -117,17 +117,6 @@ async fn the_operators_certificate_is_reloaded_when_its_files_change() {
     app.stop().await;
 }
 
-/// Debian's kubectl (`kubernetes-client`), which scripts/test unpacks into
-/// `target/tools` (or `$BERTH_KUBECTL`).
-fn kubectl_binary() -> std::path::PathBuf {
-    if let Some(path) = std::env::var_os("BERTH_KUBECTL") {
-        return path.into();
-    }
-    let unpacked = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/tools/kubernetes-client/usr/bin/kubectl");
-    assert!(unpacked.exists(), "Debian's kubectl is not at {}: run scripts/test, which unpacks it there", unpacked.display());
-    unpacked
-}
-
 /// kubectl against `app` with a kubeconfig like `berth config kubeconfig` prints.
 struct Kubectl {
     binary: std::path::PathBuf,
@@ -146,7 +135,7 @@ impl Kubectl {
         });
         let kubeconfig = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(kubeconfig.path(), serde_json::to_vec(&config).unwrap()).unwrap();
-        Kubectl { binary: kubectl_binary(), kubeconfig }
+        Kubectl { binary: berth_testkit::kubectl(), kubeconfig }
     }
 
     fn command(&self, args: &[&str]) -> std::process::Command {

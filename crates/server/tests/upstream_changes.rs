@@ -206,3 +206,135 @@ async fn webhooks_reimport_tracked_tags_and_refuse_what_they_cannot_trust() {
     points_at(&app, "app:1", &third.digest, Duration::from_secs(10)).await;
     app.stop().await;
 }
+
+/// The history of `stream:tag`: the images it pointed at, newest first.
+async fn history(app: &TestApp, stream: &str, tag: &str) -> Vec<String> {
+    let (_, body) = app.get(&format!("{IMAGE_API}/namespaces/{NS}/imagestreams/{stream}")).await;
+    let tags = body["status"]["tags"].as_array().cloned().unwrap_or_default();
+    let found = tags.iter().find(|t| t["tag"] == tag).cloned().unwrap_or(Value::Null);
+    found["items"].as_array().map(|items| items.iter().map(|i| i["image"].as_str().unwrap().to_string()).collect()).unwrap_or_default()
+}
+
+async fn notify(app: &TestApp, repository: &str, tag: &str, digest: &str) {
+    let body = serde_json::to_vec(&json!({"repository": repository, "tag": tag, "digest": digest})).unwrap();
+    let (status, reply) = post_webhook(app, "plain", &[("x-berth-signature", signature(HMAC_KEY, &body))], body).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{reply}");
+}
+
+/// A registry that notifies before it links the tag (as distribution does): the notified
+/// digest is fetched (and checked) at once, the tag does not move until the registry's
+/// tag shows it, and then moves exactly once, to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_digest_notified_before_its_tag_is_linked_moves_the_tag_once_when_it_is() {
+    let registry = blocking(|| DistributionRegistry::start(Auth::Open).unwrap());
+    let first = blocking(|| registry.push("team/app", Some("2"), &TestImage::new(Format::Oci, 21, 1, 128, "amd64")).unwrap());
+    let app = TestApp::start_with(|config| config.webhooks = endpoints(&registry.host())).await;
+    app.namespace(NS).await;
+    set_tag(&app, "app:2", &registry.pull_spec("team/app", "2"), false).await;
+    points_at(&app, "app:2", &first.digest, Duration::from_secs(10)).await;
+
+    // The manifest is in the registry, by digest only, when the notification comes.
+    let next = TestImage::new(Format::Oci, 22, 1, 128, "amd64");
+    let pushed = blocking(|| registry.push("team/app", None, &next).unwrap());
+    notify(&app, "team/app", "2", &pushed.digest).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while app.get(&format!("{IMAGE_API}/images/{}", pushed.digest)).await.0 != StatusCode::OK {
+        assert!(Instant::now() < deadline, "the notified image was not fetched ahead of its tag");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(history(&app, "app", "2").await, vec![first.digest.clone()], "the tag waits for the registry's tag");
+
+    // The registry links the tag: the next look moves it, once.
+    blocking(|| registry.push("team/app", Some("2"), &next).unwrap());
+    points_at(&app, "app:2", &pushed.digest, Duration::from_secs(5)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(history(&app, "app", "2").await, vec![pushed.digest.clone(), first.digest.clone()]);
+    app.stop().await;
+}
+
+/// Notifications that arrive in the reverse order of the pushes leave the tag at the
+/// newer image: the tag follows the registry's tag, never a late notification.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notifications_in_reverse_order_leave_the_tag_at_the_newer_image() {
+    let registry = blocking(|| DistributionRegistry::start(Auth::Open).unwrap());
+    let first = blocking(|| registry.push("team/app", Some("3"), &TestImage::new(Format::Oci, 31, 1, 128, "amd64")).unwrap());
+    let app = TestApp::start_with(|config| config.webhooks = endpoints(&registry.host())).await;
+    app.namespace(NS).await;
+    set_tag(&app, "app:3", &registry.pull_spec("team/app", "3"), false).await;
+    points_at(&app, "app:3", &first.digest, Duration::from_secs(10)).await;
+    let older = blocking(|| registry.push("team/app", Some("3"), &TestImage::new(Format::Oci, 32, 1, 128, "amd64")).unwrap());
+    let newer = blocking(|| registry.push("team/app", Some("3"), &TestImage::new(Format::Oci, 33, 1, 128, "amd64")).unwrap());
+    notify(&app, "team/app", "3", &newer.digest).await;
+    notify(&app, "team/app", "3", &older.digest).await;
+    points_at(&app, "app:3", &newer.digest, Duration::from_secs(5)).await;
+    // Long enough for every look the late notification causes.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(history(&app, "app", "3").await, vec![newer.digest.clone(), first.digest.clone()], "never at the older image");
+    app.stop().await;
+}
+
+/// A notified digest whose content does not check out is refused, with the reason on the
+/// tag, and nothing moves (a registry that serves other bytes under a digest is a fault a
+/// real one does not produce on demand: a mock serves them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notified_digest_that_does_not_verify_is_refused_with_a_reason() {
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let server = MockServer::start().await;
+    let current = TestImage::new(Format::Oci, 41, 1, 64, "amd64");
+    let (manifest, digest, config) = (current.manifest_bytes(), current.digest(), current.config_bytes());
+    let reply = |bytes: Vec<u8>, digest: &str| {
+        ResponseTemplate::new(200).insert_header("docker-content-digest", digest).set_body_raw(bytes, Format::Oci.manifest_media_type())
+    };
+    Mock::given(method("GET")).and(path("/v2/")).respond_with(ResponseTemplate::new(200)).mount(&server).await;
+    let head = ResponseTemplate::new(200)
+        .insert_header("docker-content-digest", digest.as_str())
+        .insert_header("content-type", Format::Oci.manifest_media_type());
+    Mock::given(method("HEAD")).and(path("/v2/team/app/manifests/4")).respond_with(head).mount(&server).await;
+    for reference in ["4", digest.as_str()] {
+        Mock::given(method("GET"))
+            .and(path(format!("/v2/team/app/manifests/{reference}")))
+            .respond_with(reply(manifest.clone(), &digest))
+            .mount(&server)
+            .await;
+    }
+    Mock::given(method("GET"))
+        .and(path(format!("/v2/team/app/blobs/{}", berth_testkit::digest_of(&config))))
+        .respond_with(ResponseTemplate::new(200).set_body_bytes(config))
+        .mount(&server)
+        .await;
+    // Under the notified digest, the registry serves bytes that hash to something else.
+    let claimed = TestImage::new(Format::Oci, 42, 1, 64, "amd64").digest();
+    let other = TestImage::new(Format::Oci, 43, 1, 64, "amd64");
+    Mock::given(method("GET"))
+        .and(path(format!("/v2/team/app/manifests/{claimed}")))
+        .respond_with(reply(other.manifest_bytes(), &claimed))
+        .mount(&server)
+        .await;
+    let host = server.address().to_string();
+    let app = TestApp::start_with(|config| config.webhooks = endpoints(&host)).await;
+    app.namespace(NS).await;
+    set_tag(&app, "app:4", &format!("{host}/team/app:4"), false).await;
+    points_at(&app, "app:4", &digest, Duration::from_secs(10)).await;
+
+    notify(&app, "team/app", "4", &claimed).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let condition = loop {
+        let (_, body) = app.get(&format!("{IMAGE_API}/namespaces/{NS}/imagestreams/app")).await;
+        let tag = body["status"]["tags"].as_array().unwrap().iter().find(|t| t["tag"] == "4").cloned().unwrap();
+        if let Some(condition) = tag["conditions"].as_array().and_then(|c| c.first()).cloned() {
+            break condition;
+        }
+        assert!(Instant::now() < deadline, "the refusal was not recorded: {tag}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    };
+    assert_eq!((condition["type"].as_str(), condition["status"].as_str()), (Some("ImportSuccess"), Some("False")), "{condition}");
+    assert_eq!(condition["reason"], "DigestMismatch", "{condition}");
+    let message = condition["message"].as_str().unwrap();
+    assert!(message.contains(&claimed) && message.contains(&berth_testkit::digest_of(&other.manifest_bytes())), "{message}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(history(&app, "app", "4").await, vec![digest.clone()], "nothing moved");
+    assert_eq!(app.get(&format!("{IMAGE_API}/images/{claimed}")).await.0, StatusCode::NOT_FOUND, "nothing was stored under the digest");
+    app.stop().await;
+}

@@ -8,6 +8,7 @@
 
 mod client;
 mod image;
+mod kubectl;
 pub mod postgres;
 mod process;
 mod registry;
@@ -16,5 +17,6 @@ mod skopeo;
 
 pub use client::{Pushed, RegistryClient};
 pub use image::{Format, TestImage, TestIndex, digest_of};
+pub use kubectl::kubectl;
 pub use registry::{Auth, DistributionRegistry, Notifications};
 pub use skopeo::{skopeo, skopeo_copy, skopeo_inspect};

@@ -74,6 +74,7 @@ pub fn router(app: App) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(app.clone(), audit::record))
         .layer(axum::middleware::from_fn(metrics::observe))
+        .layer(axum::middleware::map_request(host_from_authority))
         .with_state(app)
 }
 
@@ -493,4 +494,15 @@ pub fn render_error(err: Error) -> Response {
         _ => {}
     }
     response
+}
+
+/// HTTP/2 has no `Host` header: the request's authority (`:authority`) says the same, and
+/// whatever reads `Host` (the registry's login challenge) reads it there.
+async fn host_from_authority(mut request: axum::extract::Request) -> axum::extract::Request {
+    if !request.headers().contains_key(axum::http::header::HOST)
+        && let Some(host) = request.uri().authority().and_then(|a| axum::http::HeaderValue::from_str(a.as_str()).ok())
+    {
+        request.headers_mut().insert(axum::http::header::HOST, host);
+    }
+    request
 }

@@ -3,21 +3,43 @@
 //! they declare (no scan); a payload whose digest is the one a tag already has costs no
 //! request; notifications that arrive while a stream is being checked coalesce into one
 //! follow-up check, which only runs for tags not already at the notified digest.
+//!
+//! A registry may notify before its tag shows the new digest (distribution sends a push's
+//! event before it links the tag). Then the notified digest is fetched by digest at once
+//! (content-addressed, so checked against the digest; a digest that does not check out is
+//! refused on the tag with the reason, and the tag is not looked at again for it), and the
+//! tag is looked at again on a short schedule until the registry's tag shows it. The tag
+//! moves only to what the registry's tag says, so a late notification of an older image
+//! never moves a tag back, and the move costs no fetch (the image is already stored).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use berth_model::Digest;
 use berth_model::imagestream::ImageStream;
 use berth_model::reference::{ImageReference, tracking_key};
+use berth_model::tags;
+use berth_upstream::{ErrorKind as UpstreamKind, UpstreamError};
 
-use super::{Importer, NotifiedTags, StreamKey, blocking};
+use super::{Importer, Lookup, NotifiedTags, StreamKey, blocking};
 use crate::registry_events::UpstreamChange;
 use crate::services::{Resource, Result};
 
-/// The waits before looking again at a tag that a registry notified but had not moved yet.
-const LAGGING_TAG_RETRIES: [Duration; 5] =
-    [Duration::from_millis(50), Duration::from_millis(150), Duration::from_millis(400), Duration::from_secs(1), Duration::from_secs(2)];
+/// The waits before looking again at a tag that a registry notified but had not moved yet:
+/// short at first (a registry links the tag moments after it notifies), bounded in all
+/// (about 4.5 s, ten looks).
+const LAGGING_TAG_RETRIES: [Duration; 9] = [
+    Duration::from_millis(10),
+    Duration::from_millis(20),
+    Duration::from_millis(40),
+    Duration::from_millis(80),
+    Duration::from_millis(160),
+    Duration::from_millis(320),
+    Duration::from_millis(640),
+    Duration::from_millis(1280),
+    Duration::from_millis(2000),
+];
 /// How often a check waits for another import of its tags to finish.
 const CLAIM_POLL: Duration = Duration::from_millis(50);
 /// How long a check waits for another import of the same tags to finish.
@@ -92,9 +114,17 @@ impl Importer {
                 if !wanted.is_empty() {
                     importer.check_when_free(&key, wanted, &cause).await;
                     // A registry may notify before it has moved the tag (distribution sends
-                    // the manifest's event before it links the tag): a tag not yet at the
-                    // digest it was notified with is looked at again, a few times.
-                    let notified: BTreeMap<String, Option<Digest>> = queued.into_iter().filter(|(_, d)| d.is_some()).collect();
+                    // the manifest's event before it links the tag): the notified digest
+                    // is fetched now, and a tag not yet at it is looked at again, a few
+                    // times, unless its digest was refused.
+                    let mut notified: BTreeMap<String, Option<Digest>> = queued.into_iter().filter(|(_, d)| d.is_some()).collect();
+                    let lagging = importer.still_wanted(&key, notified.clone()).await;
+                    if !lagging.is_empty() {
+                        let early =
+                            notified.iter().filter(|(tag, _)| lagging.contains(tag)).filter_map(|(t, d)| Some((t.clone(), d.clone()?)));
+                        let refused = importer.fetch_notified(&key, early.collect(), &cause).await;
+                        notified.retain(|tag, _| !refused.contains(tag));
+                    }
                     for delay in LAGGING_TAG_RETRIES {
                         let lagging = importer.still_wanted(&key, notified.clone()).await;
                         if lagging.is_empty() {
@@ -145,6 +175,64 @@ impl Importer {
                 tokio::time::sleep(CLAIM_POLL).await;
             }
         }
+    }
+
+    /// Fetches each tag's notified digest from the repository the tag imports from, before
+    /// the registry's tag shows it: the manifest (checked against the digest), its config,
+    /// a list's images, stored as Images without moving any tag. A digest whose content
+    /// does not check out (or that berth cannot read) is recorded as the tag's import
+    /// failure, saying what was notified and why it was refused; those tags are returned.
+    /// Failures that may pass (a timeout, a 404 before the registry has the manifest) are
+    /// left to the checks that follow.
+    async fn fetch_notified(&self, key: &StreamKey, notified: BTreeMap<String, Digest>, cause: &str) -> BTreeSet<String> {
+        let (catalog, namespace, name) = (self.catalog.clone(), key.0.clone(), key.1.clone());
+        let loaded = blocking(move || {
+            let Some(stream) = catalog.load::<ImageStream>(&namespace, &name)? else {
+                return Ok(None);
+            };
+            Ok(Some((catalog.pull_keyring(&namespace)?, stream)))
+        })
+        .await;
+        let Ok(Some((keyring, stream))) = loaded else {
+            return BTreeSet::new();
+        };
+        let run = Arc::new(self.run(keyring, cause.to_string()));
+        let mut refused = Vec::new();
+        for (tag, digest) in notified {
+            let Some(pending) = tags::import_of(&stream, &tag) else {
+                continue;
+            };
+            let policy = stream.spec_tag(&tag).map(|t| t.import_policy.clone()).unwrap_or_default();
+            let mut reference = pending.reference.clone();
+            reference.digest = Some(digest.clone());
+            match run.resolve(&Lookup::new(Some(&stream), &tag, reference, &policy)).await {
+                Ok(_) => {}
+                Err(err)
+                    if matches!(
+                        err.kind,
+                        UpstreamKind::DigestMismatch | UpstreamKind::Invalid | UpstreamKind::Unsupported | UpstreamKind::TooLarge
+                    ) =>
+                {
+                    let message = format!(
+                        "the registry notified {digest} for this tag, and berth refused it: {}; the tag stays where the registry's tag points",
+                        err.message
+                    );
+                    tracing::warn!(namespace = %key.0, stream = %key.1, tag, %digest, reason = err.reason(), error = %err.message, "refused a notified digest");
+                    refused.push((pending, Err(UpstreamError::new(err.kind, message))));
+                }
+                Err(_) => {}
+            }
+        }
+        let images: Vec<_> = std::mem::take(&mut *run.fetched.lock().expect("fetched images lock")).into_values().collect();
+        let tags: BTreeSet<String> = refused.iter().map(|(pending, _): &(tags::PendingImport, _)| pending.tag.clone()).collect();
+        if images.is_empty() && refused.is_empty() {
+            return tags;
+        }
+        let (catalog, namespace, name, cause) = (self.catalog.clone(), key.0.clone(), key.1.clone(), cause.to_string());
+        if let Err(err) = blocking(move || catalog.record_imports(&namespace, &name, images, refused, &cause)).await {
+            tracing::warn!(namespace = %key.0, stream = %key.1, error = %err.message, "could not store a notified image");
+        }
+        tags
     }
 
     fn is_claimed(&self, namespace: &str, stream: &str, tag: &str) -> bool {
