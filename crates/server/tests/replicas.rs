@@ -92,15 +92,7 @@ async fn replicas_on_postgres_and_s3_serve_one_registry() {
     first.namespace(NS).await;
     first.create_stream(NS, "app").await;
     let editor = first.token("pusher", "edit", &[NS]).await;
-    let issued: serde_json::Value = reqwest::Client::new()
-        .get(format!("{}/v2/token?service=berth&scope=repository:{NS}/app:pull,push", first.base))
-        .basic_auth("me", Some(&editor))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let issued = first.registry_token(&editor, &format!("repository:{NS}/app:pull,push")).await;
     let token = issued["token"].as_str().unwrap().to_string();
     let http = reqwest::Client::new();
     // A chunked upload: started on the first, a chunk through each, finished on the second.

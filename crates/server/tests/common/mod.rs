@@ -206,6 +206,13 @@ impl TestApp {
     }
 
     /// The store's current revision, read from a list.
+    /// What `/v2/token` issues for `scope` (`repository:ns/name:pull,push`) to a client
+    /// that logs in with the berth token `token` as its Basic password, as Docker clients do.
+    pub async fn registry_token(&self, token: &str, scope: &str) -> Value {
+        let issued = self.http.get(format!("{}/v2/token?service=berth&scope={scope}", self.base)).basic_auth("me", Some(token)).send();
+        issued.await.unwrap().json().await.unwrap()
+    }
+
     pub async fn revision(&self) -> u64 {
         let (_, list) = self.get("/api/v1/namespaces").await;
         list["metadata"]["resourceVersion"].as_str().unwrap().parse().unwrap()

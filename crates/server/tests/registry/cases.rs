@@ -356,15 +356,7 @@ async fn docker_clients_log_in_through_the_token_flow_and_access_follows_roles()
     assert!(challenge.starts_with(&format!("Bearer realm=\"{}/v2/token\"", app.base)), "{challenge}");
     assert!(challenge.contains(&format!("scope=\"repository:{NS}/app:pull\"")), "{challenge}");
     // The token endpoint takes a berth token as the Basic password.
-    let issued: Value = reqwest::Client::new()
-        .get(format!("{}/v2/token?service=berth&scope=repository:{NS}/app:pull", app.base))
-        .basic_auth("anyone", Some(&viewer))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let issued = app.registry_token(&viewer, &format!("repository:{NS}/app:pull")).await;
     let registry_token = issued["token"].as_str().unwrap().to_string();
     assert!(issued["expires_in"].as_u64().unwrap() > 0);
     let tags: Value = v2(&app, Some(&registry_token), Method::GET, &format!("/v2/{NS}/app/tags/list")).await.json().await.unwrap();

@@ -122,6 +122,8 @@ impl Catalog {
             };
             // The images of the results recorded, and of those refused.
             let (mut kept, mut dropped) = (BTreeSet::new(), BTreeSet::new());
+            // Images stored ahead of their tag (a notified digest) check no tag.
+            let checked = !results.is_empty();
             for (pending, outcome) in results {
                 if !tags::still_pending(&stream, &pending) {
                     continue;
@@ -177,7 +179,9 @@ impl Catalog {
                     txn.put(&key, &image.encode(), &[], Precondition::Absent)?;
                 }
             }
-            tags::mark_repository_checked(&mut stream, now);
+            if checked {
+                tags::mark_repository_checked(&mut stream, now);
+            }
             crate::services::streams::put_stream(txn, &gate, &mut stream, Precondition::Any, &cause)?;
             Ok::<_, Error>(refused)
         })
