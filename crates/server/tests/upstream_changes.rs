@@ -338,3 +338,82 @@ async fn a_notified_digest_that_does_not_verify_is_refused_with_a_reason() {
     assert_eq!(app.get(&format!("{IMAGE_API}/images/{claimed}")).await.0, StatusCode::NOT_FOUND, "nothing was stored under the digest");
     app.stop().await;
 }
+
+/// A registry that fails the notified tag's HEAD for a moment (distribution answers 500
+/// while it writes the tag's link) costs a notified tag milliseconds, not the client's
+/// retry backoff, and no failure is recorded on the tag on the way (a real registry does
+/// not fail on demand: a mock fails three HEADs, then shows the new digest).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notified_tag_whose_registry_fails_for_a_moment_moves_on_the_short_schedule() {
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let server = MockServer::start().await;
+    Mock::given(method("GET")).and(path("/v2/")).respond_with(ResponseTemplate::new(200)).mount(&server).await;
+    // Serves `image` by digest, and as tag 5 (HEAD) at `priority` (lower wins).
+    let serve = |image: TestImage, priority: u8| {
+        let server = &server;
+        async move {
+            let (manifest, digest, config) = (image.manifest_bytes(), image.digest(), image.config_bytes());
+            let head = ResponseTemplate::new(200)
+                .insert_header("docker-content-digest", digest.as_str())
+                .insert_header("content-type", Format::Oci.manifest_media_type());
+            Mock::given(method("HEAD"))
+                .and(path("/v2/team/app/manifests/5"))
+                .respond_with(head)
+                .with_priority(priority)
+                .mount(server)
+                .await;
+            let body = ResponseTemplate::new(200)
+                .insert_header("docker-content-digest", digest.as_str())
+                .set_body_raw(manifest, Format::Oci.manifest_media_type());
+            Mock::given(method("GET")).and(path(format!("/v2/team/app/manifests/{digest}"))).respond_with(body).mount(server).await;
+            Mock::given(method("GET"))
+                .and(path(format!("/v2/team/app/blobs/{}", berth_testkit::digest_of(&config))))
+                .respond_with(ResponseTemplate::new(200).set_body_bytes(config))
+                .mount(server)
+                .await;
+            digest
+        }
+    };
+    let first = serve(TestImage::new(Format::Oci, 51, 1, 64, "amd64"), 5).await;
+    let host = server.address().to_string();
+    // A patient retry would wait 5 s before trying the HEAD again.
+    let app = TestApp::start_with(|config| {
+        config.webhooks = endpoints(&host);
+        config.import.retry_base_millis = 5000;
+    })
+    .await;
+    app.namespace(NS).await;
+    set_tag(&app, "app:5", &format!("{host}/team/app:5"), false).await;
+    points_at(&app, "app:5", &first, Duration::from_secs(10)).await;
+    let revision = app.revision().await;
+    let watch = format!("{}{IMAGE_API}/namespaces/{NS}/imagestreams?watch=1&resourceVersion={revision}", app.base);
+    let mut events = common::watch_events(app.http().get(watch).bearer_auth(&app.admin).send().await.unwrap());
+
+    // The tag's HEAD fails three times, then shows the pushed image.
+    let failing =
+        ResponseTemplate::new(500).set_body_string(r#"{"errors":[{"code":"UNKNOWN","message":"invalid checksum digest format"}]}"#);
+    Mock::given(method("HEAD"))
+        .and(path("/v2/team/app/manifests/5"))
+        .respond_with(failing)
+        .up_to_n_times(3)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    let pushed = serve(TestImage::new(Format::Oci, 52, 1, 64, "amd64"), 2).await;
+    let notified = Instant::now();
+    notify(&app, "team/app", "5", &pushed).await;
+    points_at(&app, "app:5", &pushed, Duration::from_secs(3)).await;
+    assert!(notified.elapsed() < Duration::from_secs(3), "moved on the client's backoff, not the short schedule");
+    assert_eq!(history(&app, "app", "5").await, vec![pushed.clone(), first.clone()]);
+    // Every change the watch saw: none shows the tag failed.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut seen = 0;
+    while let Ok(event) = events.try_recv() {
+        seen += 1;
+        let tags = event["object"]["status"]["tags"].as_array().cloned().unwrap_or_default();
+        assert!(tags.iter().all(|t| t["conditions"].as_array().is_none_or(Vec::is_empty)), "a failure was recorded: {event}");
+    }
+    assert!(seen >= 1, "the watch saw the tag move");
+    app.stop().await;
+}

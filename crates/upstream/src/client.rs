@@ -154,7 +154,8 @@ impl Upstream {
 
     /// A session for reading `repository`, trying `credentials` in order, then anonymous.
     pub fn session(&self, repository: Repository, credentials: Vec<Credential>) -> Session {
-        Session { upstream: self.clone(), repository, credentials, auth: Mutex::new(AuthState::default()) }
+        let retries = self.inner.settings.retries as usize;
+        Session { upstream: self.clone(), repository, credentials, auth: Mutex::new(AuthState::default()), retries }
     }
 
     fn gate(&self, endpoint: &str) -> Arc<Gate> {
@@ -281,6 +282,8 @@ pub struct Session {
     repository: Repository,
     credentials: Vec<Credential>,
     auth: Mutex<AuthState>,
+    /// How many times a transient failure is tried again (`import.retries`, or none).
+    retries: usize,
 }
 
 #[derive(Default)]
@@ -314,6 +317,14 @@ impl From<UpstreamError> for Failure {
 impl Session {
     pub fn repository(&self) -> &Repository {
         &self.repository
+    }
+
+    /// This session, failing at the first transient failure instead of trying again: for
+    /// a caller with its own, shorter schedule of tries (a notified tag looked at again
+    /// after 10, 20, 40 ms ...).
+    pub fn without_retries(mut self) -> Session {
+        self.retries = 0;
+        self
     }
 
     /// The digest the registry gives for `reference` (a tag or digest) without sending
@@ -420,7 +431,7 @@ impl Session {
             .with_min_delay(Duration::from_millis(settings.retry_base_millis))
             .with_max_delay(longest)
             .with_jitter()
-            .with_max_times(settings.retries as usize);
+            .with_max_times(self.retries);
         attempt
             .retry(backoff)
             .when(|failure: &Failure| failure.error.is_transient() && failure.retry_after.is_none_or(|wait| wait <= longest))

@@ -32,6 +32,18 @@ impl ImportMode {
     }
 }
 
+/// Whether a run tries a registry's transient failures again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Patience {
+    /// Tries again as `import.retries` says (with backoff, or as `Retry-After` asks), and
+    /// records the failure on the tag when the tries are used up.
+    Patient,
+    /// One try per request, and a transient failure is not recorded: for a tag a registry
+    /// just notified, whose own short schedule looks again in milliseconds (a registry may
+    /// answer 500 while it links the tag it notified).
+    Quick,
+}
+
 /// One image to look up.
 #[derive(Clone, Debug)]
 pub(super) struct Lookup {
@@ -69,6 +81,7 @@ pub(super) struct Run {
     pub(super) fetched: Mutex<BTreeMap<String, Image>>,
     /// What started the run, for the tag history it writes (`scheduled import`).
     pub(super) cause: String,
+    pub(super) patience: Patience,
 }
 
 /// What one run fetched by digest, each fetched once however many tags want it.
@@ -95,7 +108,8 @@ impl Run {
         let mut sessions = self.sessions.lock().expect("sessions lock");
         Arc::clone(sessions.entry((repository.name(), insecure)).or_insert_with(|| {
             let credentials = self.keyring.lookup(&repository.registry, &repository.path);
-            Arc::new(self.upstream.session(repository, credentials))
+            let session = self.upstream.session(repository, credentials);
+            Arc::new(if self.patience == Patience::Quick { session.without_retries() } else { session })
         }))
     }
 
@@ -195,6 +209,14 @@ impl Run {
 }
 
 pub(super) type Fetch<T> = std::result::Result<T, UpstreamError>;
+
+impl Run {
+    /// Whether `outcome` is recorded on its tag: everything, except a quick run's
+    /// transient failures (the next look is moments away).
+    pub(super) fn records(&self, outcome: &Outcome) -> bool {
+        self.patience == Patience::Patient || !outcome.as_ref().is_err_and(UpstreamError::is_transient)
+    }
+}
 
 pub(super) fn manifest_error(session: &Session, err: ManifestError) -> UpstreamError {
     let kind = if matches!(err, ManifestError::Schema1(_)) { UpstreamKind::Unsupported } else { UpstreamKind::Invalid };

@@ -41,7 +41,7 @@ use futures::StreamExt;
 use crate::services::images::TrustedImage;
 use crate::services::{Caller, Catalog, Error, Result, namespace_not_found};
 
-use lookup::{Lookup, Outcome, Run, lookup_all};
+use lookup::{Lookup, Outcome, Patience, Run, lookup_all};
 use request::{Wanted, WantedRepository, image_status, validate_import};
 pub use schedule::ScheduledImport;
 
@@ -157,7 +157,7 @@ impl Importer {
             let creation = self.catalog.config().streams.implicit_create;
             crate::services::streams::check_implicit_create(caller, creation, namespace, &stream_name, "importing into it")?;
         }
-        let run = Arc::new(self.run(keyring, caller.cause("import")));
+        let run = Arc::new(self.run(keyring, caller.cause("import"), Patience::Patient));
 
         // A repository import becomes one lookup per tag, by OpenShift's priority, capped.
         let mut wanted: Vec<Wanted> = requested.images;
@@ -294,7 +294,7 @@ impl Importer {
         let mut last_commit = Instant::now();
         let mut outcomes = lookup_all(run, lookups);
         while let Some((lookup, outcome)) = outcomes.next().await {
-            if let Some(pending) = pending.get(&lookup.tag) {
+            if let Some(pending) = pending.get(&lookup.tag).filter(|_| run.records(&outcome)) {
                 batch.push((pending.clone(), outcome.clone()));
             }
             results.push((lookup, outcome));
@@ -324,21 +324,24 @@ impl Importer {
 
     /// Imports the pending DockerImage tags of one stream (the controller's work).
     pub async fn import_pending(&self, namespace: &str, stream_name: &str) -> Result<()> {
-        self.import_selected(namespace, stream_name, None, "import after the tag was set").await.map(|_| ())
+        let cause = "import after the tag was set";
+        self.import_selected(namespace, stream_name, None, cause, Patience::Patient).await.map(|_| ())
     }
 
     /// Looks `tags` of a stream up again now, at their current spec (scheduled imports and
     /// registry webhooks): a tag whose digest did not move costs one request and keeps its
     /// history; one that moved gets a new TagEvent, caused by `cause`. Returns each tag's
-    /// result.
-    pub async fn check_tags(
+    /// result (a [`Patience::Quick`] check records nothing on a tag whose registry failed
+    /// transiently; its result still says it failed).
+    async fn check_tags(
         &self,
         namespace: &str,
         stream_name: &str,
         tags: Vec<String>,
         cause: &str,
+        patience: Patience,
     ) -> Result<Vec<(String, CheckResult)>> {
-        self.import_selected(namespace, stream_name, Some(tags), cause).await
+        self.import_selected(namespace, stream_name, Some(tags), cause, patience).await
     }
 
     /// Imports the chosen tags of one stream (`None`: the pending ones), skipping tags
@@ -349,6 +352,7 @@ impl Importer {
         stream_name: &str,
         chosen: Option<Vec<String>>,
         cause: &str,
+        patience: Patience,
     ) -> Result<Vec<(String, CheckResult)>> {
         let (catalog, owned_namespace, owned_name) = (self.catalog.clone(), namespace.to_string(), stream_name.to_string());
         let loaded = blocking(move || {
@@ -384,7 +388,7 @@ impl Importer {
         } else {
             pending.into_iter().filter(|p| tags::still_pending(&stream, p)).collect()
         };
-        let run = Arc::new(self.run(keyring, cause.to_string()));
+        let run = Arc::new(self.run(keyring, cause.to_string(), patience));
         let lookups: Vec<Lookup> = pending
             .iter()
             .map(|p| {
@@ -460,7 +464,7 @@ impl Importer {
         let reference = ImageReference::parse(&claimed.docker_image_reference).map_err(|err| invalid("image.dockerImageReference", err))?;
         let (catalog, owned) = (self.catalog.clone(), namespace.to_string());
         let keyring = blocking(move || catalog.pull_keyring(&owned)).await?;
-        let run = self.run(keyring, String::new());
+        let run = self.run(keyring, String::new(), Patience::Patient);
         let read = async {
             if let Some(known) = run.known(&digest)? {
                 return Ok(known);
@@ -494,9 +498,10 @@ impl Importer {
         }
     }
 
-    fn run(&self, keyring: Keyring, cause: String) -> Run {
+    fn run(&self, keyring: Keyring, cause: String, patience: Patience) -> Run {
         Run {
             cause,
+            patience,
             upstream: self.upstream.clone(),
             catalog: self.catalog.clone(),
             keyring,

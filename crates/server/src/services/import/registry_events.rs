@@ -22,7 +22,7 @@ use berth_model::reference::{ImageReference, tracking_key};
 use berth_model::tags;
 use berth_upstream::{ErrorKind as UpstreamKind, UpstreamError};
 
-use super::{Importer, Lookup, NotifiedTags, StreamKey, blocking};
+use super::{Importer, Lookup, NotifiedTags, Patience, StreamKey, blocking};
 use crate::registry_events::UpstreamChange;
 use crate::services::{Resource, Result};
 
@@ -112,7 +112,12 @@ impl Importer {
                 );
                 let wanted = importer.still_wanted(&key, queued.clone()).await;
                 if !wanted.is_empty() {
-                    importer.check_when_free(&key, wanted, &cause).await;
+                    // A tag notified with a digest has the short schedule below behind
+                    // it: its looks try once each (the last one as patiently as any).
+                    let (quick, patient): (Vec<String>, Vec<String>) =
+                        wanted.into_iter().partition(|tag| queued.get(tag).is_some_and(Option::is_some));
+                    importer.check_when_free(&key, patient, &cause, Patience::Patient).await;
+                    importer.check_when_free(&key, quick, &cause, Patience::Quick).await;
                     // A registry may notify before it has moved the tag (distribution sends
                     // the manifest's event before it links the tag): the notified digest
                     // is fetched now, and a tag not yet at it is looked at again, a few
@@ -125,13 +130,15 @@ impl Importer {
                         let refused = importer.fetch_notified(&key, early.collect(), &cause).await;
                         notified.retain(|tag, _| !refused.contains(tag));
                     }
-                    for delay in LAGGING_TAG_RETRIES {
+                    for (look, delay) in LAGGING_TAG_RETRIES.into_iter().enumerate() {
                         let lagging = importer.still_wanted(&key, notified.clone()).await;
                         if lagging.is_empty() {
                             break;
                         }
                         tokio::time::sleep(delay).await;
-                        importer.check_when_free(&key, lagging, &cause).await;
+                        let last = look + 1 == LAGGING_TAG_RETRIES.len();
+                        let patience = if last { Patience::Patient } else { Patience::Quick };
+                        importer.check_when_free(&key, lagging, &cause, patience).await;
                     }
                 }
                 let mut waiting = importer.coalescing.lock().expect("coalescing lock");
@@ -159,13 +166,13 @@ impl Importer {
 
     /// Checks `tags`; a tag another import holds is checked once that import is done, so
     /// that a notification never falls between two imports.
-    async fn check_when_free(&self, key: &StreamKey, mut tags: Vec<String>, cause: &str) {
+    async fn check_when_free(&self, key: &StreamKey, mut tags: Vec<String>, cause: &str, patience: Patience) {
         let deadline = tokio::time::Instant::now() + CLAIM_WAIT;
         while !tags.is_empty() && tokio::time::Instant::now() < deadline {
             let held: Vec<String> = tags.iter().filter(|t| self.is_claimed(&key.0, &key.1, t)).cloned().collect();
             let free: Vec<String> = tags.iter().filter(|t| !held.contains(t)).cloned().collect();
             if !free.is_empty()
-                && let Err(err) = self.check_tags(&key.0, &key.1, free, cause).await
+                && let Err(err) = self.check_tags(&key.0, &key.1, free, cause, patience).await
             {
                 tracing::warn!(namespace = %key.0, stream = %key.1, error = %err.message, "a notified check failed");
                 return;
@@ -196,7 +203,8 @@ impl Importer {
         let Ok(Some((keyring, stream))) = loaded else {
             return BTreeSet::new();
         };
-        let run = Arc::new(self.run(keyring, cause.to_string()));
+        // Quick: a failure that may pass is left to the looks that follow.
+        let run = Arc::new(self.run(keyring, cause.to_string(), Patience::Quick));
         let mut refused = Vec::new();
         for (tag, digest) in notified {
             let Some(pending) = tags::import_of(&stream, &tag) else {

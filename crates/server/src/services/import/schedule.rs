@@ -20,7 +20,7 @@ use berth_model::tags;
 use governor::{Quota, RateLimiter};
 use serde::Serialize;
 
-use super::{CheckResult, Importer};
+use super::{CheckResult, Importer, Patience};
 use crate::services::{Caller, Result};
 
 /// The stream annotation that asks for another check interval (`300`, `90s`, `5m`, `1h30m`).
@@ -107,7 +107,7 @@ impl Importer {
     /// Checks one scheduled tag and records when and how.
     async fn run_check(&self, key: TagKey) {
         let (namespace, stream, tag) = &key;
-        let result = match self.check_tags(namespace, stream, vec![tag.clone()], "scheduled import").await {
+        let result = match self.check_tags(namespace, stream, vec![tag.clone()], "scheduled import", Patience::Patient).await {
             Ok(results) => results.into_iter().next().map(|(_, r)| r),
             Err(err) => Some(CheckResult::Failed("InternalError".into(), err.message)),
         };
