@@ -576,6 +576,9 @@ pub fn update_tracking_tags(stream: &mut ImageStream, tag: &str, event: &TagEven
             .tags
             .iter()
             .filter(|t| !visited.contains(&t.name))
+            // Only an ImageStreamTag can follow a tag; others are not parsed (a stream of
+            // 500 DockerImage tags would parse 500 references per tag recorded).
+            .filter(|t| t.from.as_ref().is_some_and(|from| from.kind == KIND_IMAGE_STREAM_TAG))
             .filter(|t| {
                 matches!(TagSource::of(stream, t), Some(Ok(TagSource::StreamTag { ref namespace, stream: ref other, tag: ref from_tag }))
                 if *namespace == stream.metadata.namespace && *other == stream.metadata.name && *from_tag == source)

@@ -169,13 +169,14 @@ impl Run {
             .map_err(|err| UpstreamError::new(UpstreamKind::Unavailable, format!("reading image {digest}: {}", err.message)))
     }
 
-    /// The Image for `digest`: berth's own copy, else fetched (once per run).
+    /// The Image for `digest`: berth's own copy, else fetched; either once per run (500
+    /// tags over 100 images read 100 Images, not 500).
     pub(super) async fn image(&self, session: &Session, digest: &Digest) -> Fetch<Image> {
-        if let Some(image) = self.known(digest)? {
-            return Ok(image);
-        }
         let cell = Arc::clone(self.images.lock().expect("image memo lock").entry(digest.to_string()).or_default());
         cell.get_or_init(|| async {
+            if let Some(image) = self.known(digest)? {
+                return Ok(image);
+            }
             let fetched = session.manifest(digest.as_str()).await?;
             self.build(session, fetched).await
         })
