@@ -1,6 +1,7 @@
 //! berth's server: services over the store ([`services`]) and their HTTP edges
 //! ([`http`]), plus start-up ([`serve`]).
 
+pub mod background;
 pub mod http;
 pub mod leases;
 pub mod metrics;

@@ -60,6 +60,9 @@ const WAL_AUTOCHECKPOINT_PAGES: u32 = 16_384;
 const WAL_SIZE_LIMIT_BYTES: u64 = 64 * 1024 * 1024;
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
 const READERS: u32 = 16;
+/// Prepared statements kept per connection: every statement berth runs, with room (the
+/// default of 16 was fewer than berth's, so some were parsed again on most uses).
+const STATEMENT_CACHE: usize = 64;
 /// How long a read waits for a free connection before it is refused as busy (429): long
 /// enough to ride out a burst, short enough that no request holds a worker for long.
 const READER_WAIT: Duration = Duration::from_secs(1);
@@ -100,9 +103,13 @@ impl SqliteStore {
             ))
             .map_err(backend)?;
         writer.execute_batch(SCHEMA).map_err(backend)?;
+        writer.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         let manager = SqliteConnectionManager::file(path)
             .with_flags(OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI)
-            .with_init(|conn| conn.execute_batch("PRAGMA busy_timeout = 5000;"));
+            .with_init(|conn| {
+                conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+                conn.execute_batch("PRAGMA busy_timeout = 5000;")
+            });
         let readers = r2d2::Pool::builder()
             .max_size(READERS)
             .min_idle(Some(2))
@@ -401,12 +408,14 @@ struct SqliteWriter {
 
 impl GroupWriter for SqliteWriter {
     fn begin(&mut self) -> Result<u64, StoreError> {
-        self.conn.execute_batch("BEGIN IMMEDIATE").map_err(backend)?;
+        self.execute("BEGIN IMMEDIATE")?;
         meta_value(&self.conn, "revision")
     }
 
+    /// Runs one of the writer's few fixed statements (BEGIN, SAVEPOINT, RELEASE, COMMIT,
+    /// ROLLBACK), each parsed once.
     fn execute(&mut self, sql: &str) -> Result<(), StoreError> {
-        self.conn.execute_batch(sql).map_err(backend)
+        self.conn.prepare_cached(sql).and_then(|mut stmt| stmt.execute([])).map(drop).map_err(backend)
     }
 
     fn run(&mut self, revision: u64, job: WriteJob) -> Result<u64, StoreError> {
@@ -418,7 +427,7 @@ impl GroupWriter for SqliteWriter {
         if let Some(revision) = revision {
             self.conn.execute("UPDATE meta SET value = ?1 WHERE key = 'revision'", [revision as i64]).map_err(backend)?;
         }
-        self.conn.execute_batch("COMMIT").map_err(backend)
+        self.execute("COMMIT")
     }
 
     /// Writes the probe's row in a transaction of its own: the lock, a page write and a

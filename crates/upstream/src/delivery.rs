@@ -14,6 +14,14 @@ use crate::hosts::{HostPolicy, PolicyResolver};
 #[error("{0}")]
 pub struct DeliveryError(pub String);
 
+/// A receiver's URL, checked against the server's policy.
+#[derive(Clone, Debug)]
+pub struct Target {
+    url: reqwest::Url,
+    /// As the subscription wrote it, for messages.
+    text: String,
+}
+
 /// Sends notifications to subscribers. Cheap to clone.
 #[derive(Clone)]
 pub struct DeliveryClient {
@@ -41,10 +49,19 @@ impl DeliveryClient {
         &self.policy
     }
 
-    /// POSTs `body` with `headers` to `url`: `Ok` when the receiver answered 2xx.
-    pub async fn post(&self, url: &str, headers: &[(&str, String)], body: bytes::Bytes) -> Result<(), DeliveryError> {
+    /// Checks `url` against the policy, once for any number of POSTs to it (a worker
+    /// checks its subscription's URL once a batch). Names are still resolved, and their
+    /// addresses checked, at each connection.
+    pub fn target(&self, url: &str) -> Result<Target, DeliveryError> {
         self.policy.check_url(url).map_err(DeliveryError)?;
-        let mut request = self.http.post(url);
+        let parsed = reqwest::Url::parse(url).map_err(|err| DeliveryError(format!("{url:?} is not a URL: {err}")))?;
+        Ok(Target { url: parsed, text: url.to_string() })
+    }
+
+    /// POSTs `body` with `headers` to `target`: `Ok` when the receiver answered 2xx.
+    pub async fn post(&self, target: &Target, headers: &[(&str, String)], body: bytes::Bytes) -> Result<(), DeliveryError> {
+        let url = &target.text;
+        let mut request = self.http.post(target.url.clone());
         for (name, value) in headers {
             request = request.header(*name, value);
         }

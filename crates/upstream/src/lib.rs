@@ -20,7 +20,7 @@ pub mod settings;
 
 pub use client::{BlobBody, FetchedManifest, Repository, Session, Upstream, error_chain};
 pub use credentials::{Credential, Keyring};
-pub use delivery::{DeliveryClient, DeliveryError};
+pub use delivery::{DeliveryClient, DeliveryError, Target};
 pub use error::{ErrorKind, UpstreamError};
 pub use hosts::HostPolicy;
 pub use settings::{ImportSettings, RegistryLimits};

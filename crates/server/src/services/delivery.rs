@@ -1,10 +1,12 @@
-//! Notifications out: delivery of tag changes to subscribers. One worker per Subscription reads the
-//! namespace's outbox (`tagchanges`, written in the same transaction as each change) after
-//! its cursor, in order, and POSTs each wanted change as a signed CloudEvent. A failed
-//! delivery is retried with exponential backoff and jitter, without end and without
-//! skipping ahead, so events are delivered at least once and in order; the cursor is kept
-//! in the subscription's status, so delivery resumes where it was after a restart.
-//! Outbox entries every subscription has passed are removed. The POSTs go through the
+//! Notifications out: delivery of tag changes to subscribers. One worker per Subscription
+//! (on the background runtime, below the API's priority) reads the namespace's outbox
+//! (`tagchanges`, written in the same transaction as each change) after its cursor, in
+//! order, and POSTs each wanted change as a signed CloudEvent. A failed delivery is retried
+//! with exponential backoff and jitter, without end and without skipping ahead, so events
+//! are delivered at least once and in order; the cursor is kept in the subscription's
+//! status (every worker's progress written in one transaction per `status_every`), so
+//! delivery resumes where it was after a restart. Outbox entries every subscription has
+//! passed are removed. The POSTs go through the
 //! `upstream` crate's [`DeliveryClient`] (the server's outbound HTTP, where the hosts
 //! subscriptions may reach are enforced), which follows no redirect.
 
@@ -17,7 +19,7 @@ use berth_model::Time;
 use berth_model::image::Image;
 use berth_model::notify::{Subscription, TagChange, cloud_event};
 use berth_store::{EventType, ListQuery, Precondition, StoreError, transact};
-use berth_upstream::DeliveryClient;
+use berth_upstream::{DeliveryClient, Target};
 use bytes::Bytes;
 use hmac::{KeyInit, Mac};
 use tokio::sync::{Notify, OnceCell, watch};
@@ -71,6 +73,14 @@ struct Outcomes {
 /// (each delivery then fails with that reason, and is retried).
 type SigningKey = std::result::Result<Option<Vec<u8>>, String>;
 
+/// What a worker delivers with, read once a batch (and again before each retry): the
+/// subscription's signing key and its URL as checked against the server's policy, or why
+/// either could not be had (each delivery then fails with that reason, and is retried).
+struct Prepared {
+    key: SigningKey,
+    target: std::result::Result<Target, String>,
+}
+
 /// The outbox entries a worker reads at a time.
 const BATCH: usize = 256;
 /// How often entries every subscription has passed are removed.
@@ -83,6 +93,7 @@ pub struct Deliverer {
     client: DeliveryClient,
     settings: Arc<DeliverySettings>,
     changes: Arc<Changes>,
+    statuses: Arc<Statuses>,
 }
 
 struct Worker {
@@ -93,12 +104,13 @@ struct Worker {
 impl Deliverer {
     pub fn new(catalog: Catalog, settings: DeliverySettings) -> std::result::Result<Deliverer, String> {
         let client = DeliveryClient::new(&settings.allowed_hosts, settings.request_timeout)?;
-        Ok(Deliverer { catalog, client, settings: Arc::new(settings), changes: Arc::default() })
+        Ok(Deliverer { catalog, client, settings: Arc::new(settings), changes: Arc::default(), statuses: Arc::default() })
     }
 
     /// Runs a worker per subscription until `stop` turns true, starting and stopping
     /// workers as subscriptions come and go and waking them when their outbox grows.
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        let statuses = tokio::spawn(self.clone().write_statuses(stop.clone()));
         let store = Arc::clone(self.catalog.store());
         let mut revisions = store.subscribe();
         let mut workers: HashMap<(String, String), Worker> = HashMap::new();
@@ -163,6 +175,35 @@ impl Deliverer {
         for worker in workers.into_values() {
             worker.task.abort();
         }
+        let _ = statuses.await;
+    }
+
+    /// Writes the progress the workers recorded into their subscriptions' statuses, all of
+    /// it in one transaction every `status_every` (100 busy workers cost 2 writes a second,
+    /// not 200), and once more when `stop` turns true.
+    async fn write_statuses(self, mut stop: watch::Receiver<bool>) {
+        loop {
+            let stopping = tokio::select! {
+                () = tokio::time::sleep(self.settings.status_every) => false,
+                _ = stop.wait_for(|stop| *stop) => true,
+            };
+            let batch = self.statuses.take();
+            if !batch.is_empty() {
+                let catalog = self.catalog.clone();
+                let kept = batch.clone();
+                match tokio::task::spawn_blocking(move || catalog.save_delivery_progress(kept)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(err)) => {
+                        tracing::warn!(error = %err.message, "saving delivery progress failed; will retry");
+                        self.statuses.put_back(batch);
+                    }
+                    Err(_) => return,
+                }
+            }
+            if stopping {
+                return;
+            }
+        }
     }
 
     /// Starts a worker for every subscription that has none, and wakes all of them.
@@ -194,7 +235,8 @@ impl Deliverer {
             return;
         }
         let wake = Arc::new(Notify::new());
-        let task = tokio::spawn(self.clone().work(key.0.clone(), key.1.clone(), Arc::clone(&wake), stop.clone()));
+        // Deliveries run at a lower priority than the API (see `background`).
+        let task = crate::background::handle().spawn(self.clone().work(key.0.clone(), key.1.clone(), Arc::clone(&wake), stop.clone()));
         wake.notify_one();
         workers.insert(key, Worker { wake, task });
     }
@@ -224,11 +266,11 @@ impl Deliverer {
                 }
                 continue;
             }
-            // The signing key is read once a batch (and again before each retry).
-            let key = self.signing_key(&namespace, &subscription).await;
+            // The signing key and URL are read once a batch (and again before each retry).
+            let prepared = self.prepare(&namespace, &subscription).await;
             for change in batch {
                 if subscription.wants(&change.change)
-                    && !self.deliver_until_done(&namespace, &name, (&subscription, &key, &outcomes), &change, &mut progress, &stop).await
+                    && !self.deliver_until_done(&namespace, &name, (&prepared, &outcomes), &change, &mut progress, &stop).await
                 {
                     return;
                 }
@@ -252,7 +294,7 @@ impl Deliverer {
         &self,
         namespace: &str,
         name: &str,
-        (subscription, key, outcomes): (&Subscription, &SigningKey, &Outcomes),
+        (prepared, outcomes): (&Prepared, &Outcomes),
         change: &SharedChange,
         progress: &mut Progress,
         stop: &watch::Receiver<bool>,
@@ -262,9 +304,9 @@ impl Deliverer {
             .with_max_delay(self.settings.retry_max)
             .with_jitter()
             .without_max_times();
-        // The subscription and its key as read again before a retry; the batch's until then
-        // (no copy of them for a delivery that succeeds at once).
-        let state = tokio::sync::Mutex::new((None::<(Subscription, SigningKey)>, std::mem::take(progress), None::<Instant>, 0u32));
+        // The subscription's key and URL as read again before a retry; the batch's until
+        // then (no copy of them for a delivery that succeeds at once).
+        let state = tokio::sync::Mutex::new((None::<Prepared>, std::mem::take(progress), None::<Instant>, 0u32));
         let attempt = || async {
             let mut guard = state.lock().await;
             let (fresh, progress, last_saved, attempts) = &mut *guard;
@@ -272,12 +314,10 @@ impl Deliverer {
                 let Some(reread) = self.load_subscription(namespace, name).await else {
                     return Ok(false);
                 };
-                let key = self.signing_key(namespace, &reread).await;
-                *fresh = Some((reread, key));
+                *fresh = Some(self.prepare(namespace, &reread).await);
             }
             *attempts += 1;
-            let (subscription, key) = fresh.as_ref().map_or((subscription, key), |(s, k)| (s, k));
-            let delivered = self.deliver(namespace, subscription, key, change).await;
+            let delivered = self.deliver(namespace, fresh.as_ref().unwrap_or(prepared), change).await;
             if delivered.is_ok() { &outcomes.delivered } else { &outcomes.failed }.increment(1);
             match delivered {
                 Ok(()) => {
@@ -315,26 +355,26 @@ impl Deliverer {
     }
 
     /// One delivery: the CloudEvent as JSON, signed when the subscription has a key.
-    async fn deliver(
-        &self,
-        namespace: &str,
-        subscription: &Subscription,
-        key: &SigningKey,
-        shared: &SharedChange,
-    ) -> std::result::Result<(), String> {
+    async fn deliver(&self, namespace: &str, prepared: &Prepared, shared: &SharedChange) -> std::result::Result<(), String> {
+        let target = prepared.target.as_ref().map_err(Clone::clone)?;
         let body = self.event_body(namespace, shared).await?;
         let change = &shared.change;
-        let key = key.clone()?;
+        let key = prepared.key.as_ref().map_err(Clone::clone)?;
         let mut headers = vec![
             ("content-type", "application/cloudevents+json".to_string()),
             ("x-berth-delivery", format!("{namespace}/{}", change.metadata.name)),
         ];
         if let Some(key) = key {
-            let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&key).expect("HMAC takes keys of any length");
+            let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).expect("HMAC takes keys of any length");
             mac.update(&body);
             headers.push(("x-berth-signature", format!("sha256={}", hex::encode(mac.finalize().into_bytes()))));
         }
-        self.client.post(&subscription.spec.url, &headers, body).await.map_err(|err| err.0)
+        self.client.post(target, &headers, body).await.map_err(|err| err.0)
+    }
+
+    async fn prepare(&self, namespace: &str, subscription: &Subscription) -> Prepared {
+        let target = self.client.target(&subscription.spec.url).map_err(|err| err.0);
+        Prepared { key: self.signing_key(namespace, subscription).await, target }
     }
 
     /// The CloudEvent of `change` as JSON: built once (from the change and the Images it
@@ -407,16 +447,11 @@ impl Deliverer {
         }
     }
 
+    /// Hands a worker's progress to the status writer ([`Deliverer::write_statuses`]).
     async fn save_progress(&self, namespace: &str, name: &str, progress: &mut Progress) {
-        let (catalog, namespace, name, snapshot) = (self.catalog.clone(), namespace.to_string(), name.to_string(), progress.clone());
-        match tokio::task::spawn_blocking(move || catalog.save_delivery_progress(&namespace, &name, &snapshot)).await {
-            Ok(Ok(())) => {
-                progress.dirty = false;
-                progress.delivered = 0;
-            }
-            Ok(Err(err)) => tracing::warn!(error = %err.message, "saving delivery progress failed; will retry"),
-            Err(_) => {}
-        }
+        self.statuses.record((namespace.to_string(), name.to_string()), progress.clone());
+        progress.dirty = false;
+        progress.delivered = 0;
     }
 }
 
@@ -476,40 +511,63 @@ struct Progress {
     dirty: bool,
 }
 
+impl Progress {
+    /// Adds `later` progress to this: its deliveries counted, its cursor, last delivery
+    /// and error (or none: delivery works again) taken.
+    fn merge(&mut self, later: Progress) {
+        if later.cursor.is_some() {
+            self.cursor = later.cursor;
+        }
+        self.delivered += later.delivered;
+        if later.last_delivered.is_some() {
+            self.last_delivered = later.last_delivered;
+        }
+        self.error = later.error;
+        self.dirty = true;
+    }
+}
+
+/// Progress the workers recorded and the status writer has not written yet, by
+/// `(namespace, subscription)`.
+#[derive(Default)]
+struct Statuses {
+    pending: std::sync::Mutex<HashMap<(String, String), Progress>>,
+}
+
+impl Statuses {
+    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Progress>> {
+        self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn record(&self, key: (String, String), progress: Progress) {
+        self.pending().entry(key).or_default().merge(progress);
+    }
+
+    fn take(&self) -> Vec<((String, String), Progress)> {
+        self.pending().drain().collect()
+    }
+
+    /// Returns a batch that could not be written, under anything recorded since.
+    fn put_back(&self, batch: Vec<((String, String), Progress)>) {
+        let mut pending = self.pending();
+        for (key, mut progress) in batch {
+            if let Some(later) = pending.remove(&key) {
+                progress.merge(later);
+            }
+            pending.insert(key, progress);
+        }
+    }
+}
+
 impl Catalog {
-    /// Writes a worker's progress into the subscription's status (only the status: the
-    /// spec is the user's).
-    fn save_delivery_progress(&self, namespace: &str, name: &str, progress: &Progress) -> Result<()> {
-        let (namespace, name, progress) = (namespace.to_string(), name.to_string(), progress.clone());
+    /// Writes workers' progress into their subscriptions' statuses (only the status: the
+    /// spec is the user's), in one transaction.
+    fn save_delivery_progress(&self, batch: Vec<((String, String), Progress)>) -> Result<()> {
         let store = std::sync::Arc::clone(self.store());
         transact(&**self.store(), move |txn| {
-            let key = Subscription::key(&namespace, &name);
-            let Some(stored) = txn.get(&key)? else {
-                return Ok(());
-            };
-            let mut subscription = Subscription::decode(&stored)?;
-            let status = &mut subscription.status;
-            if let Some(cursor) = &progress.cursor {
-                status.cursor = cursor.clone();
+            for ((namespace, name), progress) in &batch {
+                save_one(txn, &store, namespace, name, progress)?;
             }
-            status.delivered += progress.delivered;
-            if let Some((id, at)) = &progress.last_delivered {
-                status.last_delivered_id = id.clone();
-                status.last_delivered_time = Some(*at);
-            }
-            match &progress.error {
-                Some((message, at)) => {
-                    status.last_error = message.clone();
-                    status.last_error_time = Some(*at);
-                }
-                None => status.last_error.clear(),
-            }
-            let after = Some((namespace.clone(), status.cursor.clone()));
-            status.backlog =
-                store.count(&ListQuery { resource: TagChange::RESOURCE.into(), namespace: Some(namespace.clone()), after, limit: None })?;
-            metrics::gauge!(crate::metrics::DELIVERY_BACKLOG, "namespace" => namespace.clone(), "subscription" => name.clone())
-                .set(status.backlog as f64);
-            txn.put(&key, &subscription.encode(), &[], Precondition::Revision(stored.revision))?;
             Ok::<_, Error>(())
         })
     }
@@ -559,4 +617,43 @@ impl Catalog {
             .decode(encoded)
             .map_err(|_| Error::internal(format!("the value of {key:?} in Secret {name:?} is not base64")))
     }
+}
+
+/// Writes one worker's progress into its subscription's status, with the backlog counted
+/// after the new cursor.
+fn save_one(
+    txn: &mut dyn berth_store::WriteTxn,
+    store: &Arc<dyn berth_store::MetadataStore>,
+    namespace: &str,
+    name: &str,
+    progress: &Progress,
+) -> Result<()> {
+    let key = Subscription::key(namespace, name);
+    let Some(stored) = txn.get(&key)? else {
+        return Ok(());
+    };
+    let mut subscription = Subscription::decode(&stored)?;
+    let status = &mut subscription.status;
+    if let Some(cursor) = &progress.cursor {
+        status.cursor = cursor.clone();
+    }
+    status.delivered += progress.delivered;
+    if let Some((id, at)) = &progress.last_delivered {
+        status.last_delivered_id = id.clone();
+        status.last_delivered_time = Some(*at);
+    }
+    match &progress.error {
+        Some((message, at)) => {
+            status.last_error = message.clone();
+            status.last_error_time = Some(*at);
+        }
+        None => status.last_error.clear(),
+    }
+    let after = Some((namespace.to_string(), status.cursor.clone()));
+    status.backlog =
+        store.count(&ListQuery { resource: TagChange::RESOURCE.into(), namespace: Some(namespace.to_string()), after, limit: None })?;
+    metrics::gauge!(crate::metrics::DELIVERY_BACKLOG, "namespace" => namespace.to_string(), "subscription" => name.to_string())
+        .set(status.backlog as f64);
+    txn.put(&key, &subscription.encode(), &[], Precondition::Revision(stored.revision))?;
+    Ok(())
 }
