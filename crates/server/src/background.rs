@@ -8,8 +8,12 @@
 use std::sync::OnceLock;
 
 /// How much lower the background threads' priority is (Linux nice values: each step is
-/// about 1.25× less CPU under contention; +5 is about a quarter of a normal thread's share).
+/// about 1.25× less CPU under contention; +5 is about a third of a normal thread's share,
+/// so notifications still move on a server kept busy).
 pub const NICE: i32 = 5;
+/// Threads for blocking work (store reads) on the background runtime: as many as the
+/// store has read connections.
+const BLOCKING_THREADS: usize = 16;
 
 /// The runtime background work is spawned on: as many worker threads as the machine has
 /// cores, made once per process and kept for its life.
@@ -19,6 +23,7 @@ pub fn handle() -> tokio::runtime::Handle {
         .get_or_init(|| {
             tokio::runtime::Builder::new_multi_thread()
                 .thread_name("berth-background")
+                .max_blocking_threads(BLOCKING_THREADS)
                 .on_thread_start(lower_priority)
                 .enable_all()
                 .build()
