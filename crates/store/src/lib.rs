@@ -23,6 +23,7 @@ pub mod metrics {
     /// Writes committed together.
     pub const COMMIT_GROUP_SIZE: &str = "berth_store_commit_group_size";
 }
+mod packed;
 mod postgres;
 mod sqlite;
 pub mod suite;

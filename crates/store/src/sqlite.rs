@@ -173,7 +173,8 @@ fn row_to_object(resource: &str, row: &rusqlite::Row<'_>) -> rusqlite::Result<St
     Ok(StoredObject {
         key: ObjectKey { resource: resource.to_string(), namespace: row.get(0)?, name: row.get(1)? },
         revision: row.get::<_, i64>(2)? as u64,
-        body: row.get(3)?,
+        body: crate::packed::unpack(row.get(3)?)
+            .map_err(|err| rusqlite::Error::FromSqlConversionFailure(3, rusqlite::types::Type::Blob, Box::new(err)))?,
     })
 }
 
@@ -489,7 +490,10 @@ impl Statements for SqliteStatements<'_> {
     fn insert_event(&mut self, revision: u64, key: &ObjectKey, kind: EventType, body: &[u8]) -> Result<(), StoreError> {
         self.0
             .prepare_cached("INSERT INTO events (revision, resource, namespace, name, kind, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")
-            .and_then(|mut stmt| stmt.execute(params![revision as i64, key.resource, key.namespace, key.name, event_code(kind), body]))
+            .and_then(|mut stmt| {
+                let body = crate::packed::pack(body);
+                stmt.execute(params![revision as i64, key.resource, key.namespace, key.name, event_code(kind), &*body])
+            })
             .map_err(backend)?;
         Ok(())
     }
@@ -502,7 +506,7 @@ impl Statements for SqliteStatements<'_> {
         };
         self.0
             .prepare_cached(sql)
-            .and_then(|mut stmt| stmt.execute(params![key.resource, key.namespace, key.name, revision as i64, body]))
+            .and_then(|mut stmt| stmt.execute(params![key.resource, key.namespace, key.name, revision as i64, &*crate::packed::pack(body)]))
             .map_err(backend)?;
         Ok(())
     }
