@@ -159,7 +159,7 @@ sleep 1
 accept="application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json"
 from=$(mark); between=$((between + $(requests "$to" "$from"))); cpu_r=$(cpu "$registry_pid"); cpu_b=$(cpu "$server_pid"); busy0=$(busy); start=$(now)
 curl -sf -o /dev/null "http://$registry/v2/$repository/tags/list?n=1000"
-curl -sf -o /dev/null -I -H "Accept: $accept" --parallel --parallel-max 16 -K "$work/heads.cfg" \
+curl -sf -I -H "Accept: $accept" --parallel --parallel-max 16 -K "$work/heads.cfg" >/dev/null \
   || fail "curl's HEADs failed"
 end=$(now); busy1=$(busy); cpu_r1=$(cpu "$registry_pid"); cpu_b1=$(cpu "$server_pid"); to=$(mark)
 wire_s=$(seconds "$start" "$end"); wire_req=$(requests "$from" "$to")

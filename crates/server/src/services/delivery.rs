@@ -568,6 +568,8 @@ impl Catalog {
             for ((namespace, name), progress) in &batch {
                 save_one(txn, &store, namespace, name, progress)?;
             }
+            // (A subscription that cannot be read is skipped in `save_one`: one
+            // namespace's object never holds back every other's status.)
             Ok::<_, Error>(())
         })
     }
@@ -632,7 +634,13 @@ fn save_one(
     let Some(stored) = txn.get(&key)? else {
         return Ok(());
     };
-    let mut subscription = Subscription::decode(&stored)?;
+    let mut subscription = match Subscription::decode(&stored) {
+        Ok(subscription) => subscription,
+        Err(err) => {
+            tracing::warn!(namespace, subscription = name, error = %err.message, "a subscription could not be read; its progress is not recorded");
+            return Ok(());
+        }
+    };
     let status = &mut subscription.status;
     if let Some(cursor) = &progress.cursor {
         status.cursor = cursor.clone();
