@@ -110,7 +110,9 @@ impl Deliverer {
     /// Runs a worker per subscription until `stop` turns true, starting and stopping
     /// workers as subscriptions come and go and waking them when their outbox grows.
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
-        let statuses = tokio::spawn(self.clone().write_statuses(stop.clone()));
+        // The status writer ends (after a last write) when this loop does, however it ends.
+        let (finish, finished) = watch::channel(false);
+        let statuses = tokio::spawn(self.clone().write_statuses(finished));
         let store = Arc::clone(self.catalog.store());
         let mut revisions = store.subscribe();
         let mut workers: HashMap<(String, String), Worker> = HashMap::new();
@@ -175,17 +177,18 @@ impl Deliverer {
         for worker in workers.into_values() {
             worker.task.abort();
         }
+        let _ = finish.send(true);
         let _ = statuses.await;
     }
 
     /// Writes the progress the workers recorded into their subscriptions' statuses, all of
     /// it in one transaction every `status_every` (100 busy workers cost 2 writes a second,
-    /// not 200), and once more when `stop` turns true.
-    async fn write_statuses(self, mut stop: watch::Receiver<bool>) {
+    /// not 200), and once more when `finished` turns true.
+    async fn write_statuses(self, mut finished: watch::Receiver<bool>) {
         loop {
             let stopping = tokio::select! {
                 () = tokio::time::sleep(self.settings.status_every) => false,
-                _ = stop.wait_for(|stop| *stop) => true,
+                _ = finished.wait_for(|done| *done) => true,
             };
             let batch = self.statuses.take();
             if !batch.is_empty() {
