@@ -221,17 +221,26 @@ async fn notify(app: &TestApp, repository: &str, tag: &str, digest: &str) {
     assert_eq!(status, StatusCode::ACCEPTED, "{reply}");
 }
 
+/// A fresh registry (notifying berth's `plain` endpoint) with the image `seed` makes
+/// pushed as `team/app:TAG`, and `app:TAG` of namespace NS importing it, settled there.
+/// Returns the registry, the server and that first digest.
+async fn tracked_tag(tag: &'static str, seed: u64) -> (DistributionRegistry, TestApp, String) {
+    let registry = blocking(|| DistributionRegistry::start(Auth::Open).unwrap());
+    let first = blocking(|| registry.push("team/app", Some(tag), &TestImage::new(Format::Oci, seed, 1, 128, "amd64")).unwrap());
+    let app = TestApp::start_with(|config| config.webhooks = endpoints(&registry.host())).await;
+    app.namespace(NS).await;
+    let name = format!("app:{tag}");
+    set_tag(&app, &name, &registry.pull_spec("team/app", tag), false).await;
+    points_at(&app, &name, &first.digest, Duration::from_secs(10)).await;
+    (registry, app, first.digest)
+}
+
 /// A registry that notifies before it links the tag (as distribution does): the notified
 /// digest is fetched (and checked) at once, the tag does not move until the registry's
 /// tag shows it, and then moves exactly once, to it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_digest_notified_before_its_tag_is_linked_moves_the_tag_once_when_it_is() {
-    let registry = blocking(|| DistributionRegistry::start(Auth::Open).unwrap());
-    let first = blocking(|| registry.push("team/app", Some("2"), &TestImage::new(Format::Oci, 21, 1, 128, "amd64")).unwrap());
-    let app = TestApp::start_with(|config| config.webhooks = endpoints(&registry.host())).await;
-    app.namespace(NS).await;
-    set_tag(&app, "app:2", &registry.pull_spec("team/app", "2"), false).await;
-    points_at(&app, "app:2", &first.digest, Duration::from_secs(10)).await;
+    let (registry, app, first) = tracked_tag("2", 21).await;
 
     // The manifest is in the registry, by digest only, when the notification comes.
     let next = TestImage::new(Format::Oci, 22, 1, 128, "amd64");
@@ -243,13 +252,13 @@ async fn a_digest_notified_before_its_tag_is_linked_moves_the_tag_once_when_it_i
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(history(&app, "app", "2").await, vec![first.digest.clone()], "the tag waits for the registry's tag");
+    assert_eq!(history(&app, "app", "2").await, vec![first.clone()], "the tag waits for the registry's tag");
 
     // The registry links the tag: the next look moves it, once.
     blocking(|| registry.push("team/app", Some("2"), &next).unwrap());
     points_at(&app, "app:2", &pushed.digest, Duration::from_secs(5)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(history(&app, "app", "2").await, vec![pushed.digest.clone(), first.digest.clone()]);
+    assert_eq!(history(&app, "app", "2").await, vec![pushed.digest.clone(), first.clone()]);
     app.stop().await;
 }
 
@@ -257,12 +266,7 @@ async fn a_digest_notified_before_its_tag_is_linked_moves_the_tag_once_when_it_i
 /// newer image: the tag follows the registry's tag, never a late notification.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notifications_in_reverse_order_leave_the_tag_at_the_newer_image() {
-    let registry = blocking(|| DistributionRegistry::start(Auth::Open).unwrap());
-    let first = blocking(|| registry.push("team/app", Some("3"), &TestImage::new(Format::Oci, 31, 1, 128, "amd64")).unwrap());
-    let app = TestApp::start_with(|config| config.webhooks = endpoints(&registry.host())).await;
-    app.namespace(NS).await;
-    set_tag(&app, "app:3", &registry.pull_spec("team/app", "3"), false).await;
-    points_at(&app, "app:3", &first.digest, Duration::from_secs(10)).await;
+    let (registry, app, first) = tracked_tag("3", 31).await;
     let older = blocking(|| registry.push("team/app", Some("3"), &TestImage::new(Format::Oci, 32, 1, 128, "amd64")).unwrap());
     let newer = blocking(|| registry.push("team/app", Some("3"), &TestImage::new(Format::Oci, 33, 1, 128, "amd64")).unwrap());
     notify(&app, "team/app", "3", &newer.digest).await;
@@ -270,7 +274,7 @@ async fn notifications_in_reverse_order_leave_the_tag_at_the_newer_image() {
     points_at(&app, "app:3", &newer.digest, Duration::from_secs(5)).await;
     // Long enough for every look the late notification causes.
     tokio::time::sleep(Duration::from_secs(5)).await;
-    assert_eq!(history(&app, "app", "3").await, vec![newer.digest.clone(), first.digest.clone()], "never at the older image");
+    assert_eq!(history(&app, "app", "3").await, vec![newer.digest.clone(), first.clone()], "never at the older image");
     app.stop().await;
 }
 

@@ -420,7 +420,7 @@ impl GroupWriter for SqliteWriter {
     }
 
     fn run(&mut self, revision: u64, job: WriteJob) -> Result<u64, StoreError> {
-        let mut txn = Rules { statements: SqliteStatements(&self.conn), revision };
+        let mut txn = Rules { statements: SqliteStatements(&self.conn, PackedOnce::default()), revision };
         job(&mut txn).map(|()| txn.revision)
     }
 
@@ -475,7 +475,26 @@ impl GroupWriter for SqliteWriter {
 }
 
 /// The statements of a write, on the writer's connection.
-struct SqliteStatements<'a>(&'a Connection);
+struct SqliteStatements<'a>(&'a Connection, PackedOnce);
+
+/// The last body packed for an event, with its packed bytes: a write stores the same body
+/// as its event and as the object, and packs it once for both.
+#[derive(Default)]
+struct PackedOnce(Option<(Vec<u8>, Vec<u8>)>);
+
+impl PackedOnce {
+    /// `body` packed: taken from the last event's when it is the same body.
+    fn pack<'a>(&'a self, body: &'a [u8]) -> std::borrow::Cow<'a, [u8]> {
+        match &self.0 {
+            Some((last, packed)) if last == body => std::borrow::Cow::Borrowed(packed),
+            _ => crate::packed::pack(body),
+        }
+    }
+
+    fn remember(&mut self, body: &[u8], packed: &[u8]) {
+        self.0 = Some((body.to_vec(), packed.to_vec()));
+    }
+}
 
 impl Statements for SqliteStatements<'_> {
     fn get(&mut self, key: &ObjectKey) -> Result<Option<StoredObject>, StoreError> {
@@ -491,8 +510,10 @@ impl Statements for SqliteStatements<'_> {
         self.0
             .prepare_cached("INSERT INTO events (revision, resource, namespace, name, kind, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")
             .and_then(|mut stmt| {
-                let body = crate::packed::pack(body);
-                stmt.execute(params![revision as i64, key.resource, key.namespace, key.name, event_code(kind), &*body])
+                let packed = crate::packed::pack(body);
+                stmt.execute(params![revision as i64, key.resource, key.namespace, key.name, event_code(kind), &*packed])?;
+                self.1.remember(body, &packed);
+                Ok(())
             })
             .map_err(backend)?;
         Ok(())
@@ -506,7 +527,7 @@ impl Statements for SqliteStatements<'_> {
         };
         self.0
             .prepare_cached(sql)
-            .and_then(|mut stmt| stmt.execute(params![key.resource, key.namespace, key.name, revision as i64, &*crate::packed::pack(body)]))
+            .and_then(|mut stmt| stmt.execute(params![key.resource, key.namespace, key.name, revision as i64, &*self.1.pack(body)]))
             .map_err(backend)?;
         Ok(())
     }

@@ -261,7 +261,7 @@ impl Deliverer {
             let batch = self.outbox_after(&namespace, &cursor).await;
             if batch.is_empty() {
                 if progress.dirty {
-                    self.save_progress(&namespace, &name, &mut progress).await;
+                    self.save_progress(&namespace, &name, &mut progress);
                 }
                 tokio::select! {
                     () = wake.notified() => {}
@@ -280,13 +280,13 @@ impl Deliverer {
                 progress.cursor = Some(change.change.metadata.name.clone());
                 progress.dirty = true;
                 if last_status.elapsed() >= self.settings.status_every {
-                    self.save_progress(&namespace, &name, &mut progress).await;
+                    self.save_progress(&namespace, &name, &mut progress);
                     last_status = Instant::now();
                 }
             }
         }
         if progress.dirty {
-            self.save_progress(&namespace, &name, &mut progress).await;
+            self.save_progress(&namespace, &name, &mut progress);
         }
     }
 
@@ -341,7 +341,7 @@ impl Deliverer {
                     progress.dirty = true;
                     // The status says why delivery is stuck, without a write per retry.
                     if last_saved.is_none_or(|at| at.elapsed() >= self.settings.status_every) {
-                        self.save_progress(namespace, name, progress).await;
+                        self.save_progress(namespace, name, progress);
                         *last_saved = Some(Instant::now());
                     }
                     Err(message)
@@ -451,7 +451,7 @@ impl Deliverer {
     }
 
     /// Hands a worker's progress to the status writer ([`Deliverer::write_statuses`]).
-    async fn save_progress(&self, namespace: &str, name: &str, progress: &mut Progress) {
+    fn save_progress(&self, namespace: &str, name: &str, progress: &mut Progress) {
         self.statuses.record((namespace.to_string(), name.to_string()), progress.clone());
         progress.dirty = false;
         progress.delivered = 0;
