@@ -1,13 +1,13 @@
-//! Controllers that must run once across the replicas of one catalog (the import
-//! controller, the scheduler, the notifier, the class labeller, the pruner) run only while
+//! Controllers that must run once across the replicas of one catalog (the importer's
+//! controller and scheduler, the notifier, the class labeller, the pruner) run only while
 //! their server holds a lease in the shared store, as Kubernetes controllers do with
-//! leader election. A lease
-//! lasts [`TTL`] and is renewed every [`RENEW_EVERY`]; when its holder dies, another
-//! replica takes it within a TTL and a renewal interval. A holder whose renewal is refused
-//! or fails stops the controller at once (a renewal fails long before the TTL runs out,
-//! so two replicas overlap only if a controller takes longer than that to stop; every
-//! controller's work is idempotent, so such an overlap repeats work and never loses it).
-//! A server that stops releases its leases, so a successor need not wait.
+//! leader election, and with its timings: a lease lasts [`TTL`]; its holder renews it
+//! every [`RETRY_EVERY`], and a replica without it tries to take it as often. A holder
+//! stops the controller at once when a renewal is refused or fails, and when no renewal
+//! has succeeded for [`RENEW_DEADLINE`] (a renewal stuck behind a slow database counts as
+//! failed), so it has stopped before the lease can expire and another replica take it.
+//! When its holder dies, another replica takes the lease within a TTL and a retry. A
+//! server that stops releases its leases, so a successor need not wait.
 //!
 //! The embedded store serves one process (the data directory is locked), so a server on
 //! it runs its controllers without leases.
@@ -21,8 +21,11 @@ use tokio::sync::watch;
 
 /// How long a lease lasts without renewal.
 pub const TTL: Duration = Duration::from_secs(15);
+/// How long a holder goes on without a successful renewal before it stops its controller
+/// (counted from when that renewal was sent, so it is never later than the lease's expiry).
+pub const RENEW_DEADLINE: Duration = Duration::from_secs(10);
 /// How often a holder renews its lease, and a replica without it tries to take it.
-pub const RENEW_EVERY: Duration = Duration::from_secs(5);
+pub const RETRY_EVERY: Duration = Duration::from_secs(2);
 
 /// This server as a lease holder: its host name, process id and a random part (a
 /// restarted process is a new holder).
@@ -56,15 +59,17 @@ impl Controllers {
     }
 }
 
-async fn take(store: &Arc<dyn MetadataStore>, name: &'static str, holder: &Arc<str>) -> bool {
+/// Takes or renews the lease: whether this server holds it now, or `None` when the store
+/// could not say.
+async fn take(store: &Arc<dyn MetadataStore>, name: &'static str, holder: &Arc<str>) -> Option<bool> {
     let (store, holder_id) = (Arc::clone(store), Arc::clone(holder));
     match tokio::task::spawn_blocking(move || store.lease(name, &holder_id, TTL)).await {
-        Ok(Ok(held)) => held,
+        Ok(Ok(held)) => Some(held),
         Ok(Err(err)) => {
             tracing::warn!(lease = name, %err, "could not take or renew a lease");
-            false
+            None
         }
-        Err(_) => false,
+        Err(_) => None,
     }
 }
 
@@ -86,17 +91,19 @@ pub async fn run_leased<F, Fut>(
         if *stop.borrow() {
             return;
         }
-        if !take(&store, name, &holder).await {
+        let sent = tokio::time::Instant::now();
+        if take(&store, name, &holder).await != Some(true) {
             tokio::select! {
                 _ = stop.changed() => {}
-                () = tokio::time::sleep(RENEW_EVERY) => {}
+                () = tokio::time::sleep(RETRY_EVERY) => {}
             }
             continue;
         }
         tracing::info!(lease = name, %holder, "took the lease: this server runs it now");
         let (lost, lost_seen) = watch::channel(false);
         let mut running = tokio::spawn(controller(lost_seen));
-        let mut renew = tokio::time::interval_at(tokio::time::Instant::now() + RENEW_EVERY, RENEW_EVERY);
+        let mut renewed = sent;
+        let mut renew = tokio::time::interval_at(tokio::time::Instant::now() + RETRY_EVERY, RETRY_EVERY);
         let mut ended = false;
         let stopping = loop {
             tokio::select! {
@@ -110,9 +117,19 @@ pub async fn run_leased<F, Fut>(
                     }
                 }
                 _ = renew.tick() => {
-                    if !take(&store, name, &holder).await {
-                        tracing::warn!(lease = name, %holder, "lost the lease: stopping here, another server takes over");
-                        break false;
+                    let sent = tokio::time::Instant::now();
+                    match tokio::time::timeout_at(renewed + RENEW_DEADLINE, take(&store, name, &holder)).await {
+                        Ok(Some(true)) => renewed = sent,
+                        Ok(Some(false)) => {
+                            tracing::warn!(lease = name, %holder, "lost the lease: stopping here, another server takes over");
+                            break false;
+                        }
+                        // The store could not say: try again at the next tick, within the deadline.
+                        Ok(None) => {}
+                        Err(_) => {
+                            tracing::warn!(lease = name, %holder, deadline = ?RENEW_DEADLINE, "no renewal of the lease succeeded in time: stopping here, another server takes over");
+                            break false;
+                        }
                     }
                 }
             }
@@ -121,10 +138,20 @@ pub async fn run_leased<F, Fut>(
         if !ended {
             let _ = running.await;
         }
-        if stopping {
+        if stopping || ended {
             let (store, holder) = (Arc::clone(&store), Arc::clone(&holder));
             let _ = tokio::task::spawn_blocking(move || store.release(name, &holder)).await;
+        }
+        if stopping {
             return;
+        }
+        if ended {
+            // It ended on its own (it failed, or has nothing to do here): not at once again.
+            tracing::warn!(lease = name, "the controller ended; it starts again where the lease is taken next");
+            tokio::select! {
+                _ = stop.changed() => {}
+                () = tokio::time::sleep(RETRY_EVERY) => {}
+            }
         }
     }
 }

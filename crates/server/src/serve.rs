@@ -288,13 +288,9 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Started> {
         tokio::spawn(crate::services::tokens::follow_tokens(catalog.clone(), stopping_seen.clone()));
     }
     let controllers = crate::leases::Controllers { store: Arc::clone(&store), holder, stop: stopping_seen.clone() };
-    controllers.spawn("import-controller", {
+    controllers.spawn("imports", {
         let importer = importer.clone();
-        move |stop| importer.clone().run_controller(stop)
-    });
-    controllers.spawn("scheduler", {
-        let importer = importer.clone();
-        move |stop| importer.clone().run_scheduler(stop)
+        move |stop| importer.clone().run_imports(stop)
     });
     tokio::spawn(crate::services::lineage::follow(catalog.clone(), stopping_seen.clone()));
     controllers.spawn("class-labeller", {

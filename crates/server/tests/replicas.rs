@@ -134,3 +134,66 @@ async fn replicas_on_postgres_and_s3_serve_one_registry() {
     second.stop().await;
     first.stop().await;
 }
+
+/// Class labels follow a class created through any replica, also on one that does not
+/// run the class labeller; and a replica whose leases are taken from it stops its
+/// controllers and runs them again when it takes the leases back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn class_labels_follow_every_replica_and_a_replica_runs_its_controllers_again_when_its_leases_come_back() {
+    let url = blocking(|| berth_testkit::postgres::database().unwrap());
+    let first = TestApp::start_with(|config| config.database = Some(url.clone())).await;
+    let second = first.start_replica().await;
+    first.namespace(NS).await;
+    let registry = blocking(|| DistributionRegistry::start(Auth::Open).unwrap());
+    let base = TestImage::new(Format::Oci, 31, 2, 256, "amd64");
+    let built = base.built_on(32, 1);
+    blocking(|| {
+        registry.push("team/base", Some("1"), &base).unwrap();
+        registry.push("team/app", Some("1"), &built).unwrap();
+    });
+    assert_eq!(import(&first, "base:1", &registry.pull_spec("team/base", "1")).await, base.digest());
+    assert_eq!(import(&first, "app:1", &registry.pull_spec("team/app", "1")).await, built.digest());
+
+    // The second resolves class labels before there is a class (none), then a class is
+    // made through the first, whose server runs the class labeller: the second labels
+    // the image built on the class's target as well.
+    async fn vendor_label(app: &TestApp, digest: &str) -> serde_json::Value {
+        let (status, image) = app.get(&format!("{IMAGE_API}/images/{digest}")).await;
+        assert_eq!(status, StatusCode::OK, "{image}");
+        image["metadata"]["labels"]["class.berth.dev/vendor"].clone()
+    }
+    let built_digest = built.digest();
+    let labels = |app| vendor_label(app, &built_digest);
+    assert!(labels(&second).await.is_null());
+    let class = json!({"apiVersion": "berth.dev/v1", "kind": "ImageClass", "metadata": {"name": "vendor"},
+        "spec": {"target": {"namespace": NS, "name": "base:1"}}});
+    let (status, body) = first.post("/apis/berth.dev/v1/imageclasses", class).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while labels(&second).await != "current" {
+        assert!(std::time::Instant::now() < deadline, "the second replica never labelled the image of the class");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(labels(&first).await, "current");
+
+    // Only the first is left. Its leases are taken from it for a few seconds (as a
+    // replica that took them after a pause in its renewals would); it stops its
+    // controllers, and when it takes the leases back it imports again.
+    second.stop().await;
+    let held = blocking(|| berth_testkit::postgres::psql(&url, "SELECT string_agg(name, ',' ORDER BY name) FROM leases").unwrap());
+    assert!(held.split(',').any(|name| name == "imports"), "the controllers' leases: {held}");
+    blocking(|| {
+        berth_testkit::postgres::psql(&url, "UPDATE leases SET holder = 'another replica', expires = now() + interval '3 seconds'").unwrap()
+    });
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let next = TestImage::new(Format::Oci, 33, 1, 256, "amd64");
+    blocking(|| registry.push("team/app", Some("2"), &next).unwrap());
+    assert_eq!(
+        import(&first, "app:2", &registry.pull_spec("team/app", "2")).await,
+        next.digest(),
+        "the import controller runs again where its lease came back"
+    );
+    let holders = blocking(|| berth_testkit::postgres::psql(&url, "SELECT DISTINCT holder FROM leases").unwrap());
+    assert!(!holders.contains("another replica"), "the first took every lease back: {holders}");
+    first.stop().await;
+}

@@ -254,6 +254,10 @@ fn commit_group<W: GroupWriter>(conn: &mut W, writes: Vec<(WriteJob, Reply)>, co
             return fail_all(writes.into_iter().map(|(_, done)| done).collect(), err);
         }
     };
+    // Every commit up to `start` is done (the group holds the counter), whichever replica
+    // made it: what this group's writes check against (a quota's storage index, say)
+    // follows the store up to there, not only up to the last announcement heard.
+    raise(committed, start);
     let mut revision = start;
     let mut answers = Vec::with_capacity(writes.len());
     for (job, done) in writes {

@@ -35,19 +35,34 @@ struct Server {
 /// Makes a new, empty database on this process's server (started on first use) and
 /// returns its URL.
 pub fn database() -> anyhow::Result<String> {
-    static SERVER: OnceLock<Result<Server, String>> = OnceLock::new();
     static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let server = SERVER.get_or_init(|| start().map_err(|err| format!("{err:#}"))).as_ref().map_err(|err| anyhow::anyhow!("{err}"))?;
+    let server = server()?;
     let name = format!("test{}", NEXT.fetch_add(1, Ordering::Relaxed));
+    psql("postgres", &format!("CREATE DATABASE {name}")).with_context(|| format!("creating database {name}"))?;
+    Ok(format!("postgres://{USER}@127.0.0.1:{}/{name}", server.port))
+}
+
+/// Runs `statement` in `database` (a name, or a URL [`database`] gave) on this process's
+/// server, as a user with psql would (to do what berth offers no way to: take a lease
+/// from its holder, say); returns what psql printed, unaligned and without headers.
+pub fn psql(database: &str, statement: &str) -> anyhow::Result<String> {
+    let server = server()?;
+    let name = database.rsplit('/').next().unwrap_or(database);
     let output = Command::new(server.bin.join("psql"))
-        .args(["-h", "127.0.0.1", "-p", &server.port.to_string(), "-U", USER, "-d", "postgres", "-q", "-c"])
-        .arg(format!("CREATE DATABASE {name}"))
+        .args(["-h", "127.0.0.1", "-p", &server.port.to_string(), "-U", USER, "-d", name, "-q", "-A", "-t", "-c"])
+        .arg(statement)
         .output()
         .context("running psql")?;
     if !output.status.success() {
-        bail!("creating database {name}: {}", String::from_utf8_lossy(&output.stderr));
+        bail!("psql: {}", String::from_utf8_lossy(&output.stderr));
     }
-    Ok(format!("postgres://{USER}@127.0.0.1:{}/{name}", server.port))
+    Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
+}
+
+/// This process's server, started on first use.
+fn server() -> anyhow::Result<&'static Server> {
+    static SERVER: OnceLock<Result<Server, String>> = OnceLock::new();
+    SERVER.get_or_init(|| start().map_err(|err| format!("{err:#}"))).as_ref().map_err(|err| anyhow::anyhow!("{err}"))
 }
 
 /// The newest PostgreSQL installed (`/usr/lib/postgresql/<version>/bin`).

@@ -41,7 +41,8 @@ pub const OUTDATED: &str = "outdated";
 #[derive(Default)]
 pub struct ClassMarks {
     state: RwLock<Marks>,
-    /// What the classes and groups looked like at the controller's last pass.
+    /// What the classes and groups looked like when last read (after each commit, on
+    /// every server: [`Catalog::follow_classes`]).
     classes_seen: Mutex<ClassesSeen>,
 }
 
@@ -170,9 +171,11 @@ impl Catalog {
         Ok(deleted)
     }
 
-    /// The class controller's pass: brings every class's status up to its target tag's
-    /// history and the index. Idempotent; a class that did not change is not written.
-    pub fn update_classes(&self) -> Result<()> {
+    /// Brings the lineage index up to the store and reads every class, noting what the
+    /// classes and groups look like so that class labels are resolved again when one
+    /// changes. Every server runs it after each commit (class labels follow a change made
+    /// through any server); the class controller as its first step.
+    pub fn follow_classes(&self) -> Result<Vec<ImageClass>> {
         self.lineage_index().sync(&**self.store())?;
         let scan = self.store().scan(&ListQuery { resource: ImageClass::RESOURCE.to_string(), ..ListQuery::default() })?;
         let mut classes = Vec::new();
@@ -190,6 +193,13 @@ impl Catalog {
         }
         *self.classes.classes_seen.lock().unwrap_or_else(PoisonError::into_inner) =
             ClassesSeen { newest, classes: classes.len(), groups: group_count };
+        Ok(classes)
+    }
+
+    /// The class controller's pass: brings every class's status up to its target tag's
+    /// history and the index. Idempotent; a class that did not change is not written.
+    pub fn update_classes(&self) -> Result<()> {
+        let classes = self.follow_classes()?;
         for class in classes {
             let status = self.class_status(&class)?;
             if status == class.status {

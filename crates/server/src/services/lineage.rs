@@ -95,10 +95,11 @@ impl LineageIndex {
 
 /// Keeps the index loaded and current in the background, so that the first question after
 /// a start or a burst of pushes does not pay for it: at start-up, then after each commit,
-/// at most ten times a second. Every server runs it (each has its own index).
+/// at most ten times a second, with what the classes look like (`Catalog::follow_classes`).
+/// Every server runs it (each has its own index and class labels).
 pub async fn follow(catalog: Catalog, stop: tokio::sync::watch::Receiver<bool>) {
     after_each_commit(catalog, stop, "the lineage index could not follow the store; queries will retry", |catalog| {
-        catalog.lineage_index().sync(&**catalog.store())
+        catalog.follow_classes().map(drop)
     })
     .await
 }

@@ -16,13 +16,24 @@ use super::{Importer, STREAMS_IN_FLIGHT, blocking};
 type Active = Arc<Mutex<HashMap<(String, String), bool>>>;
 
 impl Importer {
+    /// The import controller and the scheduler, until `stop` turns true. They run together
+    /// (under one lease on a shared database): the scheduler checks the schedule the
+    /// controller keeps. Each start begins from an empty schedule, filled from the store.
+    pub async fn run_imports(self, stop: tokio::sync::watch::Receiver<bool>) {
+        self.schedule.lock().expect("schedule lock").clear();
+        tokio::join!(self.clone().run_controller(stop.clone()), self.run_scheduler(stop));
+    }
+
     /// Imports pending tags until `stop` turns true, and keeps the schedule of scheduled
     /// tags: first from every stream, then from each stream the event log shows changing.
     /// One reader of the log serves both, so each stream change is decoded once.
-    pub async fn run_controller(self, mut stop: tokio::sync::watch::Receiver<bool>) {
+    async fn run_controller(self, mut stop: tokio::sync::watch::Receiver<bool>) {
         let store = Arc::clone(self.catalog.store());
         let mut revisions = store.subscribe();
-        let mut nudged = self.nudged.lock().expect("nudge receiver lock").take().expect("the controller runs once");
+        let Some(mut nudged) = HeldNudges::take(&self.nudged) else {
+            tracing::error!("an import controller is already running in this server");
+            return;
+        };
         let workers = Arc::new(tokio::sync::Semaphore::new(STREAMS_IN_FLIGHT));
         let active: Arc<Mutex<HashMap<(String, String), bool>>> = Arc::default();
         let mut after = self.scan_all(&workers, &active).await.unwrap_or_else(|err| {
@@ -32,7 +43,7 @@ impl Importer {
         loop {
             tokio::select! {
                 changed = revisions.changed() => if changed.is_err() { return },
-                key = nudged.recv() => match key {
+                key = nudged.receiver().recv() => match key {
                     Some(key) => { self.schedule(key, &workers, &active); continue; }
                     None => return,
                 },
@@ -139,5 +150,31 @@ impl Importer {
                 }
             }
         });
+    }
+}
+
+/// The controller's hold on the nudges: given back when the controller stops, however it
+/// stops, so that it can start again (when its lease comes back). While nobody holds them,
+/// nothing is sent (see [`super::ClaimGuard`]): the controller scans every stream when it starts.
+struct HeldNudges {
+    slot: Arc<Mutex<Option<super::Nudges>>>,
+    nudges: Option<super::Nudges>,
+}
+
+impl HeldNudges {
+    fn take(slot: &Arc<Mutex<Option<super::Nudges>>>) -> Option<HeldNudges> {
+        let mut nudges = slot.lock().expect("nudge receiver lock").take()?;
+        while nudges.try_recv().is_ok() {}
+        Some(HeldNudges { slot: Arc::clone(slot), nudges: Some(nudges) })
+    }
+
+    fn receiver(&mut self) -> &mut super::Nudges {
+        self.nudges.as_mut().expect("held until dropped")
+    }
+}
+
+impl Drop for HeldNudges {
+    fn drop(&mut self) {
+        *self.slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = self.nudges.take();
     }
 }

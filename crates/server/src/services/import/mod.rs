@@ -1,8 +1,8 @@
 //! The importer: turns images in other registries into Images and TagEvents.
 //!
 //! Two ways in, one engine:
-//! - the import controller ([`Importer::run_controller`]) watches the event log for
-//!   streams whose DockerImage tags are ahead of their status and imports them;
+//! - the import controller (with the scheduler, [`Importer::run_imports`]) watches the
+//!   event log for streams whose DockerImage tags are ahead of their status and imports them;
 //! - `ImageStreamImport` ([`Importer::create_import`]) imports (or, as a dry run, only
 //!   looks up) the images and repositories it names, on request.
 //!
@@ -525,7 +525,7 @@ impl Importer {
         };
         let keys: Vec<(String, String, String)> = held.iter().map(key).collect();
         claims.extend(keys.iter().cloned());
-        (ClaimGuard { claims: Arc::clone(&self.claims), keys, nudges: self.nudges.clone() }, held)
+        (ClaimGuard { claims: Arc::clone(&self.claims), keys, nudges: self.nudges.clone(), nudged: Arc::clone(&self.nudged) }, held)
     }
 }
 
@@ -538,11 +538,13 @@ enum Holders {
     LeaveAlone,
 }
 
-/// Releases claimed tags and nudges the controller.
+/// Releases claimed tags and nudges the controller, when it runs in this server.
 struct ClaimGuard {
     claims: Arc<Mutex<HashSet<(String, String, String)>>>,
     keys: Vec<(String, String, String)>,
     nudges: tokio::sync::mpsc::UnboundedSender<(String, String)>,
+    /// Empty while the controller holds the receiver (it runs here).
+    nudged: Arc<Mutex<Option<Nudges>>>,
 }
 
 impl Drop for ClaimGuard {
@@ -551,7 +553,8 @@ impl Drop for ClaimGuard {
         for key in &self.keys {
             claims.remove(key);
         }
-        if let Some((namespace, stream, _)) = self.keys.first() {
+        let controller_runs = self.nudged.lock().unwrap_or_else(std::sync::PoisonError::into_inner).is_none();
+        if let Some((namespace, stream, _)) = self.keys.first().filter(|_| controller_runs) {
             let _ = self.nudges.send((namespace.clone(), stream.clone()));
         }
     }

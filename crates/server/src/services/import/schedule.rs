@@ -59,7 +59,7 @@ pub struct ScheduledImport {
 impl Importer {
     /// Checks scheduled tags as they fall due until `stop` turns true. The schedule itself
     /// is kept by the import controller, which reads every stream change.
-    pub async fn run_scheduler(self, stop: tokio::sync::watch::Receiver<bool>) {
+    pub(super) async fn run_scheduler(self, stop: tokio::sync::watch::Receiver<bool>) {
         let settings = self.upstream.settings();
         if settings.disable_scheduled_import {
             return;
