@@ -312,8 +312,9 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Started> {
     let blobs = match &config.blob_store {
         None => berth_store::BlobStore::open_local(&config.data_dir.join("blobs"), config.synchronous == Synchronous::Full)
             .with_context(|| format!("opening blob storage in {}", config.data_dir.join("blobs").display()))?,
-        Some(s3) => berth_store::BlobStore::open_s3(&s3.url, &s3.options, &config.data_dir.join("spool"))
-            .with_context(|| format!("opening the --blob-store {}", s3.url))?,
+        Some(s3) => {
+            berth_store::BlobStore::open_s3(&s3.url, &s3.options).with_context(|| format!("opening the --blob-store {}", s3.url))?
+        }
     };
     if config.blob_store.is_some() {
         blobs.probe().await.context("the --blob-store does not answer (check the bucket, AWS_ENDPOINT_URL and the credentials)")?;

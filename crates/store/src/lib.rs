@@ -32,7 +32,7 @@ mod write;
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 
-pub use blobs::{BlobCheck, BlobError, BlobRead, BlobStore, ByteStream, Hasher, SweepOptions, SweepReport, Upload};
+pub use blobs::{BlobCheck, BlobError, BlobRead, BlobStore, ByteStream, Hasher, MirrorSink, SweepOptions, SweepReport, Upload};
 pub use postgres::PostgresStore;
 pub use sqlite::{SqliteStore, Synchronous};
 

@@ -207,6 +207,21 @@ async fn twenty_concurrent_pulls_of_a_cold_blob_make_one_upstream_fetch() {
     blocking(|| upstream.push("lib/big", Some("1"), &image).unwrap());
     import(&app, "big:1", &upstream.pull_spec("lib/big", "1")).await;
     let layer = digest_of(&image.layers[0]);
+    // On S3 nothing of the download is written to the server's own disk: its data
+    // directory stays far smaller than the blob while the pulls run.
+    let (done, mut finished) = tokio::sync::watch::channel(false);
+    let data_dir = app.dir.path().to_path_buf();
+    let largest_on_disk = tokio::spawn(async move {
+        let mut largest = 0;
+        while !*finished.borrow_and_update() {
+            largest = largest.max(bytes_under(&data_dir));
+            tokio::select! {
+                _ = finished.changed() => {}
+                () = tokio::time::sleep(std::time::Duration::from_millis(2)) => {}
+            }
+        }
+        largest
+    });
     let pulls = (0..20).map(|_| {
         let (url, token) = (format!("{}/v2/{NS}/big/blobs/{layer}", app.base), token.clone());
         tokio::spawn(async move {
@@ -219,10 +234,27 @@ async fn twenty_concurrent_pulls_of_a_cold_blob_make_one_upstream_fetch() {
     for pull in futures::future::join_all(pulls).await {
         assert_eq!(pull.unwrap(), layer, "every client gets the whole blob");
     }
+    done.send_replace(true);
+    let largest = largest_on_disk.await.unwrap();
+    if common::ON_SCALE_OUT_BACKENDS {
+        assert!(largest < 1 << 20, "the server's data directory held {largest} bytes during a pull-through to S3");
+    }
     let log = upstream.log();
     let fetches = log.lines().filter(|line| line.contains(&format!("\"GET /v2/lib/big/blobs/{layer}"))).count();
     assert_eq!(fetches, 1, "one upstream GET of the blob:\n{log}");
     app.stop().await;
+}
+
+/// Bytes in the files under `dir` (files that vanish while it counts are left out).
+fn bytes_under(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries
+        .flatten()
+        .map(|entry| match entry.file_type() {
+            Ok(kind) if kind.is_dir() => bytes_under(&entry.path()),
+            _ => entry.metadata().map_or(0, |m| m.len()),
+        })
+        .sum()
 }
 
 /// Starts an upload and returns its location.

@@ -17,9 +17,11 @@
 //!   client, which the sweep's grace window counts from (on the filesystem the blob
 //!   file's own time is set instead).
 //!
-//! Blobs being mirrored from another registry are local files while they download (the
-//! spool: `uploads/mirror-<id>` on the filesystem, a directory of the server's own on S3),
-//! so that several readers can follow one download; a finished one becomes the blob.
+//! Blobs being mirrored from another registry ([`MirrorSink`]) are written, on the
+//! filesystem, to `uploads/mirror-<id>`, which readers follow as it grows and which is
+//! renamed into place when its digest checks out; on S3, straight to the blob's own name
+//! as a multipart upload, which S3 shows only once it is completed (after the check):
+//! nothing of a download is kept on the server's own disk.
 //!
 //! Nothing here knows image streams or HTTP: callers pass repository names they have
 //! validated and streams of bytes.
@@ -172,8 +174,6 @@ type UploadLock = Arc<tokio::sync::Mutex<UploadState>>;
 pub struct BlobStore {
     store: Arc<dyn ObjectStore>,
     backend: Arc<Backend>,
-    /// The local directory mirror downloads are written to while they run.
-    spool: PathBuf,
     uploads: Arc<Mutex<HashMap<String, UploadLock>>>,
     reads: ReadPool,
     /// The blobs asked about while a sweep runs (see [`BlobStore::sweep`]).
@@ -186,6 +186,81 @@ enum Backend {
     Local { root: PathBuf },
     /// An S3 bucket, under `prefix`, which other servers may share.
     S3 { s3: AmazonS3, prefix: Path },
+}
+
+/// A blob mirrored from another registry, being written as it downloads. The caller
+/// checks the digest of what it wrote, then [`publishes`](MirrorSink::publish) it, or
+/// [`discards`](MirrorSink::discard) it; until then no reader sees it as the blob.
+pub struct MirrorSink {
+    store: BlobStore,
+    digest: Digest,
+    to: MirrorTo,
+}
+
+enum MirrorTo {
+    /// A file under `uploads/`, which readers may follow as it grows, renamed into place.
+    File { name: String, file: PathBuf, out: tokio::fs::File },
+    /// A multipart upload to the blob's own name (S3 shows it only when completed).
+    Object { writer: WriteMultipart },
+}
+
+impl MirrorSink {
+    /// The local file that holds what was written so far, for readers to follow (on the
+    /// filesystem; on S3 there is none).
+    pub fn file(&self) -> Option<&FsPath> {
+        match &self.to {
+            MirrorTo::File { file, .. } => Some(file),
+            MirrorTo::Object { .. } => None,
+        }
+    }
+
+    /// Adds `bytes` (a file's readers may read them once this returns).
+    pub async fn write(&mut self, bytes: Bytes) -> Result<()> {
+        match &mut self.to {
+            MirrorTo::File { out, .. } => {
+                tokio::io::AsyncWriteExt::write_all(out, &bytes).await?;
+                // tokio hands writes to a blocking thread: flush so that readers can read
+                // every byte announced.
+                tokio::io::AsyncWriteExt::flush(out).await?;
+            }
+            MirrorTo::Object { writer } => {
+                writer.wait_for_capacity(WRITES_IN_FLIGHT).await?;
+                writer.put(bytes);
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes what was written the blob (its digest checked by the caller). A file is
+    /// synced and renamed into place (readers that opened it keep reading it); an upload
+    /// is completed.
+    pub async fn publish(self) -> Result<()> {
+        let _touch = self.store.guard.touch(&self.digest).await;
+        match self.to {
+            MirrorTo::File { name, out, .. } => {
+                out.sync_all().await?;
+                drop(out);
+                self.store.store.rename(&Path::from(format!("uploads/{name}")), &blob_path(&self.digest)).await?;
+            }
+            MirrorTo::Object { writer } => {
+                writer.finish().await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops what was written: the file is removed, the upload aborted.
+    pub async fn discard(self) {
+        match self.to {
+            MirrorTo::File { file, out, .. } => {
+                drop(out);
+                let _ = tokio::fs::remove_file(file).await;
+            }
+            MirrorTo::Object { writer } => {
+                let _ = writer.abort().await;
+            }
+        }
+    }
 }
 
 fn blob_path(digest: &Digest) -> Path {
@@ -223,16 +298,15 @@ impl BlobStore {
     pub fn open_local(root: &FsPath, fsync: bool) -> Result<BlobStore> {
         std::fs::create_dir_all(root.join("uploads"))?;
         let store = LocalFileSystem::new_with_prefix(root)?.with_fsync(fsync);
-        BlobStore::new(Arc::new(store), Backend::Local { root: root.to_path_buf() }, root.join("uploads"))
+        BlobStore::new(Arc::new(store), Backend::Local { root: root.to_path_buf() })
     }
 
     /// Blob storage in an S3 bucket (`s3://bucket/prefix`), which several servers may
     /// share. The connection is configured as AWS tools are, from the environment
     /// (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ENDPOINT_URL` for
     /// another S3-compatible server, `AWS_ALLOW_HTTP` for one on plain HTTP), with
-    /// `options` (the same keys, in lower case) over it. Mirror downloads are written to
-    /// `spool` while they run.
-    pub fn open_s3(url: &str, options: &[(String, String)], spool: &FsPath) -> Result<BlobStore> {
+    /// `options` (the same keys, in lower case) over it.
+    pub fn open_s3(url: &str, options: &[(String, String)]) -> Result<BlobStore> {
         let parsed = url::Url::parse(url).map_err(|err| BlobError::Storage(format!("the blob store URL {url:?}: {err}")))?;
         if parsed.scheme() != "s3" || parsed.host_str().is_none_or(str::is_empty) {
             return Err(BlobError::Storage(format!("the blob store URL {url:?} is not s3://BUCKET[/PREFIX]")));
@@ -244,20 +318,12 @@ impl BlobStore {
         }
         let s3 = builder.build()?;
         let prefix = Path::from(parsed.path().trim_matches('/'));
-        std::fs::create_dir_all(spool)?;
         let store = PrefixStore::new(s3.clone(), prefix.clone());
-        BlobStore::new(Arc::new(store), Backend::S3 { s3, prefix }, spool.to_path_buf())
+        BlobStore::new(Arc::new(store), Backend::S3 { s3, prefix })
     }
 
-    fn new(store: Arc<dyn ObjectStore>, backend: Backend, spool: PathBuf) -> Result<BlobStore> {
-        Ok(BlobStore {
-            store,
-            backend: Arc::new(backend),
-            spool,
-            uploads: Arc::default(),
-            reads: ReadPool::start()?,
-            guard: Arc::default(),
-        })
+    fn new(store: Arc<dyn ObjectStore>, backend: Backend) -> Result<BlobStore> {
+        Ok(BlobStore { store, backend: Arc::new(backend), uploads: Arc::default(), reads: ReadPool::start()?, guard: Arc::default() })
     }
 
     /// Whether other servers may write here too (S3), so that what this process
@@ -712,8 +778,8 @@ impl BlobStore {
                 drop(state);
                 self.forget_upload(&name);
                 removed += 1;
-            } else if !is_dir && name.starts_with("mirror-") {
-                let _ = std::fs::remove_file(self.spool.join(&name));
+            } else if let (false, true, Backend::Local { root }) = (is_dir, name.starts_with("mirror-"), &*self.backend) {
+                let _ = std::fs::remove_file(root.join("uploads").join(&name));
                 removed += 1;
             }
         }
@@ -723,11 +789,14 @@ impl BlobStore {
     /// The uploads and mirror downloads untouched for longer than `age`: their names
     /// (an upload's id, a mirror file's name), and whether each is an upload.
     async fn abandoned(&self, age: Duration) -> Result<Vec<(String, bool)>> {
-        let spool = self.spool.clone();
+        let local = match &*self.backend {
+            Backend::Local { root } => Some(root.join("uploads")),
+            Backend::S3 { .. } => None,
+        };
         let mut stale = tokio::task::spawn_blocking(move || {
             let mut stale = Vec::new();
             let now = std::time::SystemTime::now();
-            for entry in std::fs::read_dir(&spool)?.flatten() {
+            for entry in local.iter().flat_map(std::fs::read_dir).flatten().flatten() {
                 let newest = newest_change(&entry.path()).unwrap_or(now);
                 if now.duration_since(newest).unwrap_or_default() > age {
                     let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
@@ -787,46 +856,20 @@ impl BlobStore {
         Ok(descriptors)
     }
 
-    /// A new local file to download a mirrored blob into (see [`BlobStore::publish_mirror`]).
-    pub fn mirror_file(&self) -> PathBuf {
-        self.spool.join(format!("mirror-{}", uuid::Uuid::new_v4()))
-    }
-
-    /// Makes a downloaded mirror file the blob `digest`, which the caller has checked.
-    /// On the filesystem the file is renamed into place (readers that opened it keep
-    /// reading it); on S3 it is copied up as the blob, then removed.
-    pub async fn publish_mirror(&self, file: &FsPath, digest: &Digest) -> Result<()> {
-        let name = file.file_name().and_then(|n| n.to_str()).filter(|n| n.starts_with("mirror-") && file.parent() == Some(&self.spool));
-        let Some(name) = name else {
-            return Err(BlobError::Storage(format!("{} is not a mirror file of this store", file.display())));
+    /// Starts writing the blob `digest`, mirrored from another registry: see [`MirrorSink`].
+    pub async fn mirror(&self, digest: &Digest) -> Result<MirrorSink> {
+        let to = match &*self.backend {
+            Backend::Local { root } => {
+                let name = format!("mirror-{}", uuid::Uuid::new_v4());
+                let file = root.join("uploads").join(&name);
+                let out = tokio::fs::File::create(&file).await?;
+                MirrorTo::File { name, file, out }
+            }
+            Backend::S3 { .. } => MirrorTo::Object {
+                writer: WriteMultipart::new_with_chunk_size(self.store.put_multipart(&blob_path(digest)).await?, self.part_size()),
+            },
         };
-        if !self.shared() {
-            let _touch = self.guard.touch(digest).await;
-            self.store.rename(&Path::from(format!("uploads/{name}")), &blob_path(digest)).await?;
-            return Ok(());
-        }
-        // S3 shows an object only when its upload completes, so the blob's own name can
-        // be written to directly.
-        let mut writer = WriteMultipart::new_with_chunk_size(self.store.put_multipart(&blob_path(digest)).await?, self.part_size());
-        let mut reader = tokio::fs::File::open(file).await?;
-        loop {
-            let mut buffer = bytes::BytesMut::with_capacity(self.part_size());
-            while buffer.len() < self.part_size() {
-                if tokio::io::AsyncReadExt::read_buf(&mut reader, &mut buffer).await? == 0 {
-                    break;
-                }
-            }
-            if buffer.is_empty() {
-                break;
-            }
-            writer.wait_for_capacity(WRITES_IN_FLIGHT).await?;
-            writer.put(buffer.freeze());
-        }
-        let _touch = self.guard.touch(digest).await;
-        writer.finish().await?;
-        drop(reader);
-        let _ = tokio::fs::remove_file(file).await;
-        Ok(())
+        Ok(MirrorSink { store: self.clone(), digest: digest.clone(), to })
     }
 }
 
@@ -1020,7 +1063,7 @@ mod tests {
     }
 
     /// Where a test's blobs are: a local directory, or a bucket of a real S3 server.
-    #[derive(Clone, Copy, Debug)]
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
     enum Kind {
         Local,
         S3,
@@ -1045,10 +1088,7 @@ mod tests {
         fn open(&self) -> BlobStore {
             match &self.bucket {
                 None => BlobStore::open_local(self.dir.path(), false).unwrap(),
-                Some(bucket) => {
-                    let spool = self.dir.path().join(format!("spool-{}", uuid::Uuid::new_v4()));
-                    BlobStore::open_s3(&bucket.url, &bucket.options(), &spool).unwrap()
-                }
+                Some(bucket) => BlobStore::open_s3(&bucket.url, &bucket.options()).unwrap(),
             }
         }
     }
@@ -1082,7 +1122,7 @@ mod tests {
         many_downloads_of_one_large_blob_each_get_every_byte,
         abandoned_uploads_are_removed_and_fresh_ones_kept,
         links_and_referrers_are_per_repository,
-        a_mirror_download_becomes_the_blob,
+        a_mirror_download_becomes_the_blob_only_when_published,
     );
 
     async fn content_is_visible_only_under_the_digest_it_hashes_to(kind: Kind) {
@@ -1234,19 +1274,35 @@ mod tests {
         assert!(store.referrers("team/app", &subject).await.unwrap().is_empty());
     }
 
-    async fn a_mirror_download_becomes_the_blob(kind: Kind) {
+    async fn a_mirror_download_becomes_the_blob_only_when_published(kind: Kind) {
         let fixture = Fixture::new(kind);
         let store = fixture.open();
         let bytes = content(WRITE_PART_S3 + 4321);
         let digest = Digest::sha256_of(&bytes);
-        let file = store.mirror_file();
-        std::fs::write(&file, &bytes).unwrap();
-        store.publish_mirror(&file, &digest).await.unwrap();
+        let mut sink = store.mirror(&digest).await.unwrap();
+        for piece in bytes.chunks(300_000) {
+            sink.write(Bytes::copy_from_slice(piece)).await.unwrap();
+        }
+        assert_eq!(sink.file().is_some(), kind == Kind::Local, "a file to follow on the filesystem only");
+        let file = sink.file().map(FsPath::to_path_buf);
+        if let Some(file) = &file {
+            assert_eq!(std::fs::read(file).unwrap(), bytes, "readers may follow the file");
+        }
+        assert_eq!(store.size(&digest).await.unwrap(), None, "not the blob before it is published");
+        sink.publish().await.unwrap();
         assert_eq!(read_all(&fixture.open(), &digest, None).await, bytes, "another server reads it");
-        assert!(!file.exists(), "the download's file is gone");
-        let elsewhere = fixture.dir.path().join("mirror-elsewhere");
-        std::fs::write(&elsewhere, b"x").unwrap();
-        assert!(store.publish_mirror(&elsewhere, &Digest::sha256_of(b"x")).await.is_err(), "only the store's own mirror files");
+        assert!(file.is_none_or(|file| !file.exists()), "the download's file is gone");
+
+        // A discarded one leaves nothing.
+        let other = content(70_000);
+        let other_digest = Digest::sha256_of(&other);
+        let mut sink = store.mirror(&other_digest).await.unwrap();
+        sink.write(Bytes::from(other)).await.unwrap();
+        let file = sink.file().map(FsPath::to_path_buf);
+        sink.discard().await;
+        assert_eq!(store.size(&other_digest).await.unwrap(), None);
+        assert!(file.is_none_or(|file| !file.exists()));
+        assert_eq!(uploads_left(&store).await, 0);
     }
 
     /// On shared storage a client may send an upload's chunks to different servers in

@@ -241,7 +241,7 @@ impl BlobStore {
     /// skips its upload, a mount, a pull). While a sweep runs, every digest asked about
     /// through [`BlobStore::size`], [`BlobStore::read`], [`BlobStore::read_all`],
     /// [`BlobStore::put`] and [`BlobStore::finish`] (the digest published),
-    /// [`BlobStore::link`], [`BlobStore::is_linked`] and [`BlobStore::publish_mirror`] is
+    /// [`BlobStore::link`], [`BlobStore::is_linked`] and [`MirrorSink::publish`](super::MirrorSink::publish) is
     /// noted, and each deletion decides and deletes under the same lock as the noting. So
     /// either the question came first and the blob is kept, or the deletion came first
     /// and the question finds no blob (a client then uploads it again): never "present"

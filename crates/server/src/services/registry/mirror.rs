@@ -1,10 +1,12 @@
 //! Blob reads, and pull-through. A blob is served from the blob store when berth has it.
 //! Otherwise, when an image of the stream names it and came from another registry, it
 //! is fetched from there with the namespace's pull secrets, once per digest however many
-//! clients ask at the same time: one download writes a local file and every client
-//! follows that file as it grows. When the download's digest checks out the file
-//! becomes the stored blob, so later pulls (and pulls while the upstream is down) are
-//! local. Digests are never fetched again once stored.
+//! clients ask at the same time. On the filesystem the download writes a local file and
+//! every client follows that file as it grows; on S3 it writes straight to the blob's
+//! multipart upload (nothing on the server's disk): the client whose request started it
+//! gets the bytes as they arrive, others wait for the stored blob. When the download's
+//! digest checks out it becomes the stored blob, so later pulls (and pulls while the
+//! upstream is down) are local. Digests are never fetched again once stored.
 
 use std::collections::HashMap;
 use std::io::SeekFrom;
@@ -15,11 +17,11 @@ use std::sync::{Arc, Mutex};
 use berth_model::Digest;
 use berth_model::imagestream::ImageStream;
 use berth_model::reference::ImageReference;
-use berth_store::{BlobStore, ByteStream, Hasher};
+use berth_store::{BlobStore, ByteStream, Hasher, MirrorSink};
 use berth_upstream::{Repository, Session};
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::watch;
 
 use super::content::InStream;
@@ -30,6 +32,9 @@ use crate::services::Caller;
 const WRITE_CHUNK: usize = 256 * 1024;
 /// Bytes a follower reads at a time.
 const READ_CHUNK: usize = 256 * 1024;
+/// Chunks of [`WRITE_CHUNK`] waiting for the client that started a download without a
+/// file (S3): a slower client slows the download.
+const LIVE_CHUNKS: usize = 4;
 
 /// A blob to send: its size when known, the range sent, and the bytes (none for HEAD);
 /// or a presigned URL to send the client to instead.
@@ -48,9 +53,14 @@ pub(super) struct Mirrors {
 
 #[derive(Clone)]
 struct Download {
-    file: PathBuf,
+    /// The file being written, for clients to follow (on the filesystem; on S3 there is none).
+    file: Option<PathBuf>,
     state: watch::Receiver<State>,
 }
+
+/// The bytes of a download as they arrive, for the client whose request started it when
+/// there is no file to follow (S3); an error ends them when the download fails.
+type Live = tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>;
 
 #[derive(Clone, Debug)]
 enum State {
@@ -91,7 +101,7 @@ impl Registry {
             return Err(unknown());
         };
         match self.download(repo, &stream, &found, digest).await? {
-            Some(download) => follow(download, range, head).await,
+            Some((download, live)) => self.serve_download(digest, download, live, range, head).await,
             // Mirrored since this request looked.
             None => {
                 let size = self.inner.blobs.size(digest).await?.ok_or_else(unknown)?;
@@ -148,9 +158,15 @@ impl Registry {
     /// publishes the blob before it leaves the map, so looking in the map, then the store,
     /// then starting one can only start a second download if a whole one ran between the
     /// first two looks.)
-    async fn download(&self, repo: &Repo, stream: &ImageStream, found: &InStream, digest: &Digest) -> Result<Option<Download>> {
+    async fn download(
+        &self,
+        repo: &Repo,
+        stream: &ImageStream,
+        found: &InStream,
+        digest: &Digest,
+    ) -> Result<Option<(Download, Option<Live>)>> {
         if let Some(download) = self.inner.mirrors.find(digest) {
-            return Ok(Some(download));
+            return Ok(Some((download, None)));
         }
         if self.inner.blobs.size(digest).await?.is_some() {
             return Ok(None);
@@ -163,6 +179,42 @@ impl Registry {
         let blobs = self.inner.blobs.clone();
         let mirrors = self.inner.mirrors.clone();
         mirrors.start(digest, blobs, session, expected, limit).await.map(Some)
+    }
+
+    /// Serves a download in flight to one client: follows its file, or on S3 takes its
+    /// bytes as they arrive (`live`, the client that started it, asking for the whole
+    /// blob) or waits for the stored blob.
+    async fn serve_download(
+        &self,
+        digest: &Digest,
+        download: Download,
+        live: Option<Live>,
+        range: Option<&RangeRequest>,
+        head: bool,
+    ) -> Result<BlobContent> {
+        let size = announced_size(&download.state).await?;
+        // A range needs the size; a blob whose size neither its registry nor its manifest
+        // gives is sent whole.
+        let resolved = match (range, size) {
+            (Some(asked), Some(size)) => asked.resolve(size)?,
+            _ => None,
+        };
+        if head {
+            return Ok(BlobContent { size, range: resolved, body: None, redirect: None });
+        }
+        if let Some(file) = &download.file {
+            return follow(file, download.state, size, resolved).await;
+        }
+        match live {
+            Some(live) if range.is_none() => {
+                let body = futures::stream::unfold(live, |mut live| async move { live.recv().await.map(|chunk| (chunk, live)) });
+                Ok(BlobContent { size, range: None, body: Some(body.boxed()), redirect: None })
+            }
+            _ => {
+                let size = stored_size(download.state).await?;
+                self.local(digest, size, range, false).await
+            }
+        }
     }
 
     /// A session for a registry the stream's own history imported the image from, with
@@ -250,27 +302,43 @@ impl Mirrors {
         self.active.lock().expect("mirror map lock").get(digest).cloned()
     }
 
-    /// Starts downloading `digest` unless a download already runs (then joins it).
+    /// Starts downloading `digest` unless a download already runs (then joins it), with
+    /// the bytes as they arrive for the caller where there is no file to follow.
     /// `expected` is the blob's size as the manifest gives it; no more than `limit` bytes
     /// are taken.
-    async fn start(&self, digest: &Digest, blobs: BlobStore, session: Arc<Session>, expected: Option<u64>, limit: u64) -> Result<Download> {
-        let file = blobs.mirror_file();
-        tokio::fs::File::create(&file)
-            .await
-            .map_err(|err| RegistryError::new(Code::Unknown, format!("creating {}: {err}", file.display())))?;
+    async fn start(
+        &self,
+        digest: &Digest,
+        blobs: BlobStore,
+        session: Arc<Session>,
+        expected: Option<u64>,
+        limit: u64,
+    ) -> Result<(Download, Option<Live>)> {
+        let sink = blobs.mirror(digest).await?;
         let (sender, state) = watch::channel(State::Connecting);
-        let download = Download { file: file.clone(), state };
-        {
-            let mut active = self.active.lock().expect("mirror map lock");
-            if let Some(running) = active.get(digest) {
-                let _ = std::fs::remove_file(&file);
-                return Ok(running.clone());
+        let download = Download { file: sink.file().map(std::path::Path::to_path_buf), state };
+        let (live_sender, live) = match download.file {
+            Some(_) => (None, None),
+            None => {
+                let (sender, receiver) = tokio::sync::mpsc::channel(LIVE_CHUNKS);
+                (Some(sender), Some(receiver))
             }
-            active.insert(digest.clone(), download.clone());
+        };
+        let running = {
+            let mut active = self.active.lock().expect("mirror map lock");
+            let running = active.get(digest).cloned();
+            if running.is_none() {
+                active.insert(digest.clone(), download.clone());
+            }
+            running
+        };
+        if let Some(running) = running {
+            sink.discard().await;
+            return Ok((running, None));
         }
         let (mirrors, digest) = (self.clone(), digest.clone());
         tokio::spawn(async move {
-            let result = fetch(&blobs, &session, &digest, &file, (expected, limit), &sender).await;
+            let result = fetch(sink, &session, &digest, (expected, limit), &sender, live_sender).await;
             let counted = if result.is_ok() { "mirrored" } else { "failed" };
             metrics::counter!(crate::metrics::PULL_THROUGH, "result" => counted).increment(1);
             match result {
@@ -280,26 +348,48 @@ impl Mirrors {
                 }
                 Err(err) => {
                     tracing::warn!(%digest, registry = %session.repository().name(), error = %err.message, "pull-through failed");
-                    let _ = tokio::fs::remove_file(&file).await;
                     sender.send_replace(State::Failed(err));
                 }
             }
             mirrors.active.lock().expect("mirror map lock").remove(&digest);
         });
-        Ok(download)
+        Ok((download, live))
     }
 }
 
-/// Downloads a blob into `file`, telling followers how far it got, checks its digest and
-/// publishes it. Returns its size. No more than `limit` bytes are read, whatever the
+/// Downloads a blob into `sink`, telling followers how far it got (and handing the bytes
+/// to `live` while its receiver wants them), checks its digest and publishes it; or
+/// discards it. Returns its size. No more than `limit` bytes are read, whatever the
 /// registry sends.
 async fn fetch(
-    blobs: &BlobStore,
+    mut sink: MirrorSink,
     session: &Session,
     digest: &Digest,
-    file: &std::path::Path,
+    sizes: (Option<u64>, u64),
+    progress: &watch::Sender<State>,
+    mut live: Option<tokio::sync::mpsc::Sender<std::io::Result<Bytes>>>,
+) -> Result<u64> {
+    let result = match receive(&mut sink, session, digest, sizes, progress, &mut live).await {
+        Ok(written) => sink.publish().await.map(|()| written).map_err(RegistryError::from),
+        Err(err) => {
+            sink.discard().await;
+            Err(err)
+        }
+    };
+    if let (Err(err), Some(live)) = (&result, live) {
+        let _ = live.send(Err(std::io::Error::other(err.message.clone()))).await;
+    }
+    result
+}
+
+/// The download itself: the bytes into `sink` (and `live`), checked against `digest`.
+async fn receive(
+    sink: &mut MirrorSink,
+    session: &Session,
+    digest: &Digest,
     (expected, limit): (Option<u64>, u64),
     progress: &watch::Sender<State>,
+    live: &mut Option<tokio::sync::mpsc::Sender<std::io::Result<Bytes>>>,
 ) -> Result<u64> {
     let io = |err: std::io::Error| RegistryError::new(Code::Unavailable, format!("mirroring blob {digest}: {err}"));
     let too_long = || {
@@ -314,7 +404,6 @@ async fn fetch(
     }
     let size = announced.or(expected);
     progress.send_replace(State::Receiving { size, written: 0 });
-    let mut out = tokio::fs::OpenOptions::new().write(true).open(file).await.map_err(io)?;
     let mut hasher = Hasher::for_algorithm(digest.algorithm());
     let mut buffer = BytesMut::with_capacity(WRITE_CHUNK);
     let mut written = 0u64;
@@ -329,23 +418,25 @@ async fn fetch(
             buffer.extend_from_slice(&chunk);
         }
         if buffer.len() >= WRITE_CHUNK || (end && !buffer.is_empty()) {
-            out.write_all(&buffer).await.map_err(io)?;
-            // tokio hands writes to a blocking thread: flush so that followers can read
-            // every byte announced.
-            out.flush().await.map_err(io)?;
-            written += buffer.len() as u64;
-            buffer.clear();
+            let bytes = buffer.split().freeze();
+            written += bytes.len() as u64;
+            sink.write(bytes.clone()).await?;
             progress.send_modify(|state| {
                 if let State::Receiving { written: w, .. } = state {
                     *w = written;
                 }
             });
+            if let Some(sender) = live.as_ref()
+                && sender.send(Ok(bytes)).await.is_err()
+            {
+                // The client that started the download is gone; the download goes on.
+                *live = None;
+            }
         }
         if end {
             break;
         }
     }
-    out.sync_all().await.map_err(io)?;
     let actual = hasher.finish();
     if actual != *digest {
         return Err(RegistryError::new(
@@ -359,44 +450,58 @@ async fn fetch(
             format!("{} sent {written} bytes of blob {digest}, not {}", session.repository().name(), size.unwrap_or_default()),
         ));
     }
-    blobs.publish_mirror(file, digest).await?;
     Ok(written)
 }
 
-/// Serves a download to one client: waits until the size is known (or the download
-/// failed), then streams the file as it grows.
-async fn follow(download: Download, range: Option<&RangeRequest>, head: bool) -> Result<BlobContent> {
-    let mut state = download.state.clone();
-    let size = loop {
+/// Waits until a download knows the blob's size (or failed); `None` when neither its
+/// registry nor its manifest gives it.
+async fn announced_size(state: &watch::Receiver<State>) -> Result<Option<u64>> {
+    let mut state = state.clone();
+    loop {
         let current = state.borrow_and_update().clone();
         match current {
             State::Connecting => {}
-            State::Receiving { size, .. } => break size,
-            State::Done { size } => break Some(size),
+            State::Receiving { size, .. } => return Ok(size),
+            State::Done { size } => return Ok(Some(size)),
             State::Failed(err) => return Err(err),
         }
         if state.changed().await.is_err() {
             return Err(RegistryError::new(Code::Unavailable, "the pull-through download stopped"));
         }
-    };
-    // A range needs the size; a blob whose size neither its registry nor its manifest
-    // gives is sent whole.
-    let range = match (range, size) {
-        (Some(asked), Some(size)) => asked.resolve(size)?,
-        _ => None,
-    };
-    if head {
-        return Ok(BlobContent { size, range, body: None, redirect: None });
     }
-    let mut file = tokio::fs::File::open(&download.file)
-        .await
-        .map_err(|err| RegistryError::new(Code::Unknown, format!("opening the mirror file: {err}")))?;
+}
+
+/// Waits until a download is stored; its size.
+async fn stored_size(mut state: watch::Receiver<State>) -> Result<u64> {
+    loop {
+        let current = state.borrow_and_update().clone();
+        match current {
+            State::Done { size } => return Ok(size),
+            State::Failed(err) => return Err(err),
+            State::Connecting | State::Receiving { .. } => {}
+        }
+        if state.changed().await.is_err() {
+            return Err(RegistryError::new(Code::Unavailable, "the pull-through download stopped"));
+        }
+    }
+}
+
+/// Streams the `range` of a download's file (all of it for `None`) to one client as the
+/// file grows.
+async fn follow(
+    file: &std::path::Path,
+    state: watch::Receiver<State>,
+    size: Option<u64>,
+    range: Option<Range<u64>>,
+) -> Result<BlobContent> {
+    let mut file =
+        tokio::fs::File::open(file).await.map_err(|err| RegistryError::new(Code::Unknown, format!("opening the mirror file: {err}")))?;
     let start = range.as_ref().map_or(0, |r| r.start);
     let end = range.as_ref().map(|r| r.end);
     if start > 0 {
         file.seek(SeekFrom::Start(start)).await.map_err(|err| RegistryError::new(Code::Unknown, err.to_string()))?;
     }
-    let follower = Follower { file, pos: start, end, state: download.state, closed: false };
+    let follower = Follower { file, pos: start, end, state, closed: false };
     let body = futures::stream::unfold(follower, |mut f| async move { f.next_chunk().await.map(|chunk| (chunk, f)) });
     Ok(BlobContent { size, range, body: Some(body.boxed()), redirect: None })
 }

@@ -344,8 +344,7 @@ async fn dangling_links_are_the_links_without_a_blob() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_s3_a_blob_found_present_is_kept_for_the_grace_window_and_old_unused_ones_go() {
     let bucket = berth_testkit::s3::bucket().unwrap();
-    let spool = tempfile::tempdir().unwrap();
-    let store = BlobStore::open_s3(&bucket.url, &bucket.options(), spool.path()).unwrap();
+    let store = BlobStore::open_s3(&bucket.url, &bucket.options()).unwrap();
     // The bucket's objects are files under its directory, with the URL's prefix.
     let objects = bucket.dir.join("blobs");
     let unused = put(&store, &[1u8; 1000]).await;
