@@ -17,7 +17,8 @@
 //!   revision this replica has followed (no round trip: caches ask it on every request),
 //!   behind another replica's commit only until its notification arrives.
 //! - **Migrations run on start-up under an advisory lock**, so replicas starting together
-//!   create the schema once.
+//!   migrate once; the schema's version is in `meta`, and a database a newer berth
+//!   migrated is refused.
 //!
 //! tokio-postgres drives the connections on a small runtime of the store's own; the
 //! store's synchronous methods wait for their answers, from any thread (the server calls
@@ -39,14 +40,23 @@ use crate::write::{GroupWriter, Rules, Statements, Writer, raise, spawn_writer};
 use crate::{Event, EventType, KeyPage, ListPage, ListQuery, MetadataStore, ObjectKey, Scan, StoreError, StoredObject, WriteJob};
 use crate::{event_code, event_type};
 
-/// Text columns compare byte by byte (`COLLATE "C"`), as SQLite's do: lists are in the
-/// same order on both backends, whatever the database's locale.
-const SCHEMA: &str = r#"
+/// The table every version of the schema has: counters, the schema's version among them.
+const META: &str = r#"
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT COLLATE "C" PRIMARY KEY,
     value BIGINT NOT NULL
 );
-INSERT INTO meta (key, value) VALUES ('revision', 0), ('compacted', 0), ('schema', 1) ON CONFLICT (key) DO NOTHING;
+INSERT INTO meta (key, value) VALUES ('revision', 0), ('compacted', 0) ON CONFLICT (key) DO NOTHING;
+"#;
+
+/// The schema's migrations, in order: a database at version N has had the first N. A
+/// change to the schema is a new entry at the end (never an edit of one that shipped),
+/// run once, in a transaction, by the first server of the new version to start.
+const MIGRATIONS: &[&str] = &[SCHEMA_1];
+
+/// Text columns compare byte by byte (`COLLATE "C"`), as SQLite's do: lists are in the
+/// same order on both backends, whatever the database's locale.
+const SCHEMA_1: &str = r#"
 CREATE TABLE IF NOT EXISTS objects (
     resource TEXT COLLATE "C" NOT NULL,
     namespace TEXT COLLATE "C" NOT NULL,
@@ -304,12 +314,41 @@ impl PostgresStore {
     }
 }
 
+/// Brings the schema to this version's, under an advisory lock (replicas starting
+/// together migrate once). A database a newer berth migrated is refused: this server
+/// would not know its tables.
 fn migrate(conn: &Conn) -> Result<(), StoreError> {
     conn.batch(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK})"))?;
-    let migrated = conn.batch(SCHEMA);
+    let migrated = run_migrations(conn);
     let unlocked = conn.batch(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})"));
-    migrated.map_err(|err| StoreError::Backend(format!("creating berth's tables: {err}")))?;
+    migrated?;
     unlocked
+}
+
+fn run_migrations(conn: &Conn) -> Result<(), StoreError> {
+    let failed = |err: StoreError| StoreError::Backend(format!("creating berth's tables: {err}"));
+    conn.batch(META).map_err(failed)?;
+    let at = conn.number("SELECT COALESCE((SELECT value FROM meta WHERE key = 'schema'), 0)").map_err(failed)? as usize;
+    if at > MIGRATIONS.len() {
+        return Err(StoreError::Backend(format!(
+            "the database's schema is version {at}, made by a newer berth; this berth knows versions up to {}: run a berth as new as \
+             the one that migrated it",
+            MIGRATIONS.len()
+        )));
+    }
+    for (index, migration) in MIGRATIONS.iter().enumerate().skip(at) {
+        let version = index + 1;
+        conn.batch(&format!(
+            "BEGIN; {migration}; INSERT INTO meta (key, value) VALUES ('schema', {version}) \
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value; COMMIT"
+        ))
+        .map_err(|err| {
+            let _ = conn.batch("ROLLBACK");
+            StoreError::Backend(format!("migrating the schema to version {version}: {err}"))
+        })?;
+        tracing::info!(version, "migrated the database's schema");
+    }
+    Ok(())
 }
 
 /// Follows the commits of every replica: `LISTEN` on a connection of its own (again after
@@ -803,6 +842,25 @@ mod tests {
             assert!(Instant::now() < deadline, "the first replica was told of the second's commit");
             std::thread::sleep(Duration::from_millis(5));
         }
+    }
+
+    /// The schema's version is recorded; servers starting on a migrated database change
+    /// nothing; a database a newer berth migrated is refused, unchanged.
+    #[test]
+    fn the_schema_is_versioned_and_a_newer_one_is_refused() {
+        let (url, store) = open_temp();
+        let schema = || berth_testkit::postgres::psql(&url, "SELECT value FROM meta WHERE key = 'schema'").unwrap();
+        assert_eq!(schema(), MIGRATIONS.len().to_string());
+        let revision = put(&store, "kept");
+        drop(store);
+        let again = PostgresStore::connect(&url).unwrap();
+        assert_eq!(again.get(&ObjectKey::new("things", "ns", "kept")).unwrap().unwrap().revision, revision);
+        drop(again);
+        let newer = MIGRATIONS.len() + 1;
+        berth_testkit::postgres::psql(&url, &format!("UPDATE meta SET value = {newer} WHERE key = 'schema'")).unwrap();
+        let message = PostgresStore::connect(&url).err().unwrap().to_string();
+        assert!(message.contains(&format!("schema is version {newer}, made by a newer berth")), "{message}");
+        assert_eq!(schema(), newer.to_string(), "left as it was");
     }
 
     #[test]
