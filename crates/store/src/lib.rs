@@ -25,6 +25,7 @@ pub mod metrics {
 }
 mod packed;
 mod postgres;
+mod postgres_tls;
 mod sqlite;
 pub mod suite;
 mod write;

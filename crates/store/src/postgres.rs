@@ -32,7 +32,8 @@ use futures::StreamExt;
 use futures::executor::block_on;
 use tokio::sync::{oneshot, watch};
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{AsyncMessage, Client, Config, NoTls, Row, SimpleQueryMessage, Statement};
+use tokio_postgres::{AsyncMessage, Client, Config, Row, SimpleQueryMessage, Statement};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use berth_model::error_chain;
 
@@ -139,16 +140,32 @@ fn target(config: &Config) -> String {
     format!("{host}:{port}/{}", config.get_dbname().unwrap_or(config.get_user().unwrap_or("")))
 }
 
+/// What a connection is made with: the URL's settings and the TLS its `sslmode` asks for.
+#[derive(Clone)]
+struct Database {
+    config: Config,
+    tls: MakeRustlsConnect,
+}
+
+/// A connection's stream: TLS or plain, as `sslmode` says and the server answers.
+type Stream = <MakeRustlsConnect as tokio_postgres::tls::MakeTlsConnect<tokio_postgres::Socket>>::Stream;
+
+impl Database {
+    async fn connect(&self) -> Result<(Client, tokio_postgres::Connection<tokio_postgres::Socket, Stream>), tokio_postgres::Error> {
+        self.config.connect(self.tls.clone()).await
+    }
+}
+
 /// One connection and the statements prepared on it.
 struct Conn {
     client: Client,
     prepared: HashMap<&'static str, Statement>,
 }
 
-fn connect(config: &Config) -> Result<Conn, StoreError> {
-    let to = config.clone();
+fn connect(database: &Database) -> Result<Conn, StoreError> {
+    let to = database.clone();
     let client = block_on(runtime().spawn(async move {
-        let (client, connection) = to.connect(NoTls).await?;
+        let (client, connection) = to.connect().await?;
         tokio::spawn(async move {
             if let Err(err) = connection.await {
                 tracing::warn!(%err, "a PostgreSQL connection ended");
@@ -161,7 +178,7 @@ fn connect(config: &Config) -> Result<Conn, StoreError> {
         StoreError::Backend(format!(
             "cannot connect to PostgreSQL at {}: {}; check the address (--database or BERTH_DATABASE) and that the database \
              server is up and reachable",
-            target(config),
+            target(&database.config),
             error_chain(&err)
         ))
     })?;
@@ -209,7 +226,7 @@ impl Conn {
 /// The read connections: opened as needed up to [`READERS`], reused, and dropped when
 /// the server closed them.
 struct Pool {
-    config: Config,
+    config: Database,
     state: Mutex<PoolState>,
     freed: Condvar,
 }
@@ -296,15 +313,15 @@ impl PostgresStore {
     /// Connects to the database `url` names (`postgres://user:password@host:port/db`),
     /// creating or upgrading the schema.
     pub fn connect(url: &str) -> Result<PostgresStore, StoreError> {
-        let mut config: Config =
-            url.parse().map_err(|err| StoreError::Backend(format!("the database address is not a PostgreSQL URL: {err}")))?;
+        let (mut config, tls) = crate::postgres_tls::parse(url)?;
         config.connect_timeout(CONNECT_TIMEOUT);
         config.application_name("berth");
         config.options(format!("-c statement_timeout={STATEMENT_TIMEOUT}"));
+        let config = Database { config, tls };
         let conn = connect(&config)?;
         migrate(&conn)?;
         let revision = conn.number("SELECT value FROM meta WHERE key = 'revision'")?;
-        tracing::info!(database = %target(&config), revision, "the catalog is in PostgreSQL");
+        tracing::info!(database = %target(&config.config), revision, "the catalog is in PostgreSQL");
         let (committed, _) = watch::channel(revision);
         let (listening, stop) = oneshot::channel();
         runtime().spawn(listen(config.clone(), committed.clone(), stop));
@@ -353,10 +370,10 @@ fn run_migrations(conn: &Conn) -> Result<(), StoreError> {
 
 /// Follows the commits of every replica: `LISTEN` on a connection of its own (again after
 /// it is lost), and the revision read every [`REVISION_POLL`] besides.
-async fn listen(config: Config, committed: watch::Sender<u64>, mut stop: oneshot::Receiver<()>) {
+async fn listen(config: Database, committed: watch::Sender<u64>, mut stop: oneshot::Receiver<()>) {
     loop {
         let session = async {
-            let (client, mut connection) = config.connect(NoTls).await?;
+            let (client, mut connection) = config.connect().await?;
             let announce = committed.clone();
             let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
             let mut driver = tokio::spawn(async move {
@@ -628,7 +645,7 @@ impl MetadataStore for PostgresStore {
 /// The writer thread's connection, opened again at the start of a group when it was
 /// lost (never in the middle of one: a group's statements all run in its transaction).
 struct PgWriter {
-    config: Config,
+    config: Database,
     conn: Option<Conn>,
 }
 
@@ -861,6 +878,47 @@ mod tests {
         let message = PostgresStore::connect(&url).err().unwrap().to_string();
         assert!(message.contains(&format!("schema is version {newer}, made by a newer berth")), "{message}");
         assert_eq!(schema(), newer.to_string(), "left as it was");
+    }
+
+    /// `sslmode` as libpq reads it: `verify-full` checks the CA and the name,
+    /// `verify-ca` the CA only, `require` encrypts without checking, `disable` does not
+    /// encrypt. (The test server's certificate names 127.0.0.1, not localhost.)
+    #[test]
+    fn tls_to_the_database_as_sslmode_asks() {
+        let url = berth_testkit::postgres::database().unwrap();
+        let ca = berth_testkit::postgres::ca_file().unwrap();
+        let ca = ca.display();
+        let on_localhost = url.replace("127.0.0.1", "localhost");
+        // Whether each of berth's connections is encrypted, as the server sees them.
+        let encrypted = || {
+            berth_testkit::postgres::psql(
+                &url,
+                "SELECT string_agg(DISTINCT s.ssl::text, ',') FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+                 WHERE a.application_name = 'berth'",
+            )
+            .unwrap()
+        };
+        for (address, expected) in [
+            (format!("{url}?sslmode=verify-full&sslrootcert={ca}"), "true"),
+            (format!("{on_localhost}?sslmode=verify-ca&sslrootcert={ca}"), "true"),
+            (format!("{on_localhost}?sslmode=require"), "true"),
+            (format!("{url}?sslmode=disable"), "false"),
+        ] {
+            let store = PostgresStore::connect(&address).unwrap_or_else(|err| panic!("{address}: {err}"));
+            put(&store, &format!("{}", expected.len() + address.len()));
+            assert_eq!(encrypted(), expected, "{address}");
+            drop(store);
+            std::thread::sleep(Duration::from_millis(200)); // its connections close
+        }
+        let refused = |address: String| PostgresStore::connect(&address).err().unwrap_or_else(|| panic!("{address} connected")).to_string();
+        let message = refused(format!("{on_localhost}?sslmode=verify-full&sslrootcert={ca}"));
+        assert!(message.contains("cannot connect to PostgreSQL at localhost:") && message.contains("certificate"), "{message}");
+        let message = refused(format!("{url}?sslmode=verify-full"));
+        assert!(message.contains("certificate"), "not signed by a CA the system trusts: {message}");
+        let message = refused(format!("{url}?sslmode=verify-full&sslrootcert=/nonexistent.pem"));
+        assert!(message.contains("sslrootcert /nonexistent.pem"), "{message}");
+        let message = refused(format!("{url}?sslmode=verify-everything"));
+        assert!(message.contains("sslmode=verify-everything is none of"), "{message}");
     }
 
     #[test]

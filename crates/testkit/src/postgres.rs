@@ -7,7 +7,8 @@
 //! server, which then starts in a fraction of a second. PostgreSQL refuses to run as root,
 //! so when the tests run as root the server runs as the `postgres` user. The server dies
 //! with the test process (`PR_SET_PDEATHSIG`), and data directories left by processes that
-//! are gone are removed when the next one starts.
+//! are gone are removed when the next one starts. Each server offers TLS as well, with a
+//! certificate for `127.0.0.1` only (not `localhost`) from a CA of its own ([`ca_file`]).
 
 use std::fs;
 use std::net::TcpListener;
@@ -30,6 +31,7 @@ const USER: &str = "berth";
 struct Server {
     port: u16,
     bin: PathBuf,
+    ca: PathBuf,
 }
 
 /// Makes a new, empty database on this process's server (started on first use) and
@@ -57,6 +59,11 @@ pub fn psql(database: &str, statement: &str) -> anyhow::Result<String> {
         bail!("psql: {}", String::from_utf8_lossy(&output.stderr));
     }
     Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
+}
+
+/// The PEM file of the CA that signed this process's server's certificate.
+pub fn ca_file() -> anyhow::Result<PathBuf> {
+    Ok(server()?.ca.clone())
 }
 
 /// This process's server, started on first use.
@@ -153,6 +160,7 @@ fn start() -> anyhow::Result<Server> {
         None,
         "copying the template cluster",
     )?;
+    let ca = certificates(&data, user)?;
     let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let mut postgres = Command::new(bin.join("postgres"));
     postgres
@@ -162,6 +170,7 @@ fn start() -> anyhow::Result<Server> {
         .arg(format!("unix_socket_directories={}", data.display()))
         // The tests check berth's behaviour, not the disk's: no fsync.
         .args(["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off", "-c", "max_connections=200"])
+        .args(["-c", "ssl=on", "-c", "ssl_cert_file=server.crt", "-c", "ssl_key_file=server.key"])
         .current_dir(&data)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -178,7 +187,7 @@ fn start() -> anyhow::Result<Server> {
             .status()
             .is_ok_and(|status| status.success());
         if ready {
-            return Ok(Server { port, bin });
+            return Ok(Server { port, bin, ca });
         }
         if let Some(status) = child.try_wait()? {
             bail!("postgres exited ({status}); see {}", root.join(format!("pid-{}.log", std::process::id())).display());
@@ -188,6 +197,34 @@ fn start() -> anyhow::Result<Server> {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Makes a CA and a server certificate for 127.0.0.1 it signed, in `data` (the key readable
+/// by the server's user only, as PostgreSQL requires); returns the CA's file.
+fn certificates(data: &Path, user: Option<(u32, u32)>) -> anyhow::Result<PathBuf> {
+    let ca_key = rcgen::KeyPair::generate()?;
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    ca.distinguished_name.push(rcgen::DnType::CommonName, "berth tests' PostgreSQL CA");
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
+    let ca_pem = ca.self_signed(&ca_key)?.pem();
+    let issuer = rcgen::Issuer::from_ca_cert_pem(&ca_pem, ca_key)?;
+    let key = rcgen::KeyPair::generate()?;
+    let mut params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])?;
+    params.distinguished_name.push(rcgen::DnType::CommonName, "127.0.0.1");
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+    let cert = params.signed_by(&key, &issuer)?;
+    let ca_file = data.join("ca.pem");
+    fs::write(&ca_file, ca_pem)?;
+    fs::write(data.join("server.crt"), cert.pem())?;
+    let key_file = data.join("server.key");
+    fs::write(&key_file, key.serialize_pem())?;
+    fs::set_permissions(&key_file, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    if let Some((uid, gid)) = user {
+        std::os::unix::fs::chown(&key_file, Some(uid), Some(gid))?;
+        std::os::unix::fs::chown(data.join("server.crt"), Some(uid), Some(gid))?;
+    }
+    Ok(ca_file)
 }
 
 /// Removes the data directories of test processes that have ended.
