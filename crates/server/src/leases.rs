@@ -1,5 +1,6 @@
 //! Controllers that must run once across the replicas of one catalog (the importer's
-//! controller and scheduler, the notifier, the class labeller, the pruner) run only while
+//! controller and scheduler, the notifier, the class labeller, the pruner, the event
+//! log's compaction, the removal of abandoned uploads) run only while
 //! their server holds a lease in the shared store, as Kubernetes controllers do with
 //! leader election, and with its timings: a lease lasts [`TTL`]; its holder renews it
 //! every [`RETRY_EVERY`], and a replica without it tries to take it as often. A holder

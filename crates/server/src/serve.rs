@@ -327,7 +327,10 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Started> {
         }
     };
     let registry = Registry::new(catalog.clone(), blobs, upstream.clone(), config.registry.clone(), key);
-    tokio::spawn(registry.clone().run_upload_cleanup(stopping_seen.clone()));
+    controllers.spawn("upload-cleanup", {
+        let registry = registry.clone();
+        move |stop| registry.clone().run_upload_cleanup(stop)
+    });
     controllers.spawn("pruner", {
         let registry = registry.clone();
         move |stop| registry.clone().run_pruner(stop)
@@ -348,7 +351,8 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Started> {
         scheme,
         admission: Arc::new(config.admission.clone()),
     };
-    let compactor = tokio::spawn(compact_forever(store, config.event_retention, config.compaction_interval));
+    let (keep, every) = (config.event_retention, config.compaction_interval);
+    controllers.spawn("compaction", move |stop| compact_forever(Arc::clone(&store), keep, every, stop));
     let handle = axum_server::Handle::new();
     tokio::spawn({
         let handle = handle.clone();
@@ -378,7 +382,6 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Started> {
     };
     let task = tokio::spawn(async move {
         let result = served.await.context("serving HTTP");
-        compactor.abort();
         // The data directory is free for the next server once this one has stopped.
         drop(data_dir_lock);
         result
@@ -420,10 +423,13 @@ async fn wait_for_signal() {
     let _ = ctrl_c.await;
 }
 
-async fn compact_forever(store: Arc<dyn MetadataStore>, keep: u64, every: Duration) {
+async fn compact_forever(store: Arc<dyn MetadataStore>, keep: u64, every: Duration, mut stop: tokio::sync::watch::Receiver<bool>) {
     let mut interval = tokio::time::interval(every);
     loop {
-        interval.tick().await;
+        tokio::select! {
+            _ = interval.tick() => {}
+            _ = stop.wait_for(|stop| *stop) => return,
+        }
         let store = Arc::clone(&store);
         match tokio::task::spawn_blocking(move || store.compact(keep)).await {
             Ok(Ok(_)) => {}
