@@ -135,14 +135,14 @@ check_stream() {
 }
 
 # 1. The first import, into an empty store.
-rss_idle=$(rss)
+rss_idle=$(rss); mem_idle=$(memory "$server_pid" "$BERTH_SERVER" "$BERTH_TOKEN")
 from=$(mark); cpu_r=$(cpu "$registry_pid"); cpu_b=$(cpu "$server_pid"); busy0=$(busy); start=$(now)
 import first
 end=$(now); busy1=$(busy); cpu_r1=$(cpu "$registry_pid"); cpu_b1=$(cpu "$server_pid"); to=$(mark)
 first_s=$(seconds "$start" "$end"); first_req=$(requests "$from" "$to"); first_kinds=$(breakdown "$from" "$to"); first_rep=$(repeated "$from" "$to")
 first_cpu=$(cpu_use "$cpu_r" "$cpu_r1" "$cpu_b" "$cpu_b1" "$busy0" "$busy1")
 check_stream first
-rss_first=$(rss)
+rss_first=$(rss); mem_first=$(memory "$server_pid" "$BERTH_SERVER" "$BERTH_TOKEN")
 sleep 1   # the per-registry rate limiter's burst refills, as it would between real imports
 
 # 2. The same import again; nothing changed upstream.
@@ -152,7 +152,7 @@ end=$(now); busy1=$(busy); cpu_r1=$(cpu "$registry_pid"); cpu_b1=$(cpu "$server_
 again_s=$(seconds "$start" "$end"); again_req=$(requests "$from" "$to"); again_kinds=$(breakdown "$from" "$to"); again_rep=$(repeated "$from" "$to")
 again_cpu=$(cpu_use "$cpu_r" "$cpu_r1" "$cpu_b" "$cpu_b1" "$busy0" "$busy1")
 check_stream again
-rss_again=$(rss); hwm=$(awk '/VmHWM/ {print int($2/1024)}' "/proc/$server_pid/status")
+rss_again=$(rss); mem_again=$(memory "$server_pid" "$BERTH_SERVER" "$BERTH_TOKEN"); hwm=$(awk '/VmHWM/ {print int($2/1024)}' "/proc/$server_pid/status"); settle_from=$(now)
 sleep 1
 
 # 3. The wire's floor: what the re-import asks, sent by curl with nothing else to do.
@@ -176,6 +176,7 @@ for tag in $listed; do
 done
 end=$(now); busy1=$(busy); cpu_r1=$(cpu "$registry_pid"); cpu_b1=$(cpu "$server_pid"); to=$(mark)
 [ "$inspected" -eq "$tags" ] || fail "skopeo inspected $inspected tags, not $tags"
+rss_settled=$(rss); mem_settled=$(memory "$server_pid" "$BERTH_SERVER" "$BERTH_TOKEN"); settled_s=$(seconds "$settle_from" "$(now)")
 skopeo_s=$(seconds "$start" "$end"); skopeo_req=$(requests "$from" "$to"); skopeo_kinds=$(breakdown "$from" "$to")
 skopeo_cpu=$(cpu_use "$cpu_r" "$cpu_r1" "$cpu_b" "$cpu_b1" "$busy0" "$busy1")
 
@@ -200,7 +201,11 @@ echo "no-change re-import: ${again_s} s (target < 0.25 s), $again_req requests f
 echo "  the same requests sent by curl (the wire's floor with this registry): ${wire_s} s; berth took $(python3 -c "print(f'{$again_s - $wire_s:+.3f}')") s more"
 echo "registry requests between the phases (none expected): $between"
 echo "berth's requests for a method and path it had already requested in the same phase (none expected): $first_rep in the first import, $again_rep in the re-import"
-echo "berth serve resident memory: $rss_idle MiB before the imports, $rss_first MiB after the first, $rss_again MiB after the second (peak $hwm MiB)"
+echo "berth serve resident memory (peak $hwm MiB; target: back within 2x of idle):"
+echo "  before the imports:      $mem_idle"
+echo "  after the first import:  $mem_first"
+echo "  after the re-import:     $mem_again"
+echo "  after ${settled_s} s without work (phases 3 and 4 ask nothing of berth): $mem_settled"
 echo
 echo "requests by method, kind and status:"
 echo "  first import:";  echo "$first_kinds"

@@ -8,6 +8,17 @@ now() { date +%s%N; }
 seconds() { python3 -c "print(f'{($2 - $1) / 1e9:.${3:-3}f}')"; }
 fail() { echo "FAILED: $*" >&2; exit 1; }
 
+# Where berth serve's memory is: memory PID URL TOKEN -> "RSS MiB (anonymous N MiB, live heap
+# N MiB, SQLite N MiB)": resident memory and its anonymous part (not the binary's or
+# libraries' pages) from /proc, and the two memory gauges of its /metrics.
+memory() {
+  local rss gauges
+  rss="$(awk '/VmRSS/ {print int($2/1024)}' "/proc/$1/status") MiB (anonymous $(awk '/^Anonymous/ {print int($2/1024)}' "/proc/$1/smaps_rollup") MiB,"
+  gauges=$(curl -ksf -H "Authorization: Bearer $3" "$2/metrics" \
+    | awk '$1=="berth_heap_live_bytes" {a=$2} $1=="berth_sqlite_heap_bytes" {s=$2} END {printf "live heap %.1f MiB, SQLite %.1f MiB", a/1048576, s/1048576}')
+  echo "$rss $gauges)"
+}
+
 # One wrk run with one thread pinned to core 1: pinned_wrk URL SCRIPT [VAR=VALUE...]
 # -> "req/s p99 non2xx". SCRIPT is a file in bench/wrk.
 pinned_wrk() {

@@ -74,6 +74,11 @@ rows = [
     ("  cores busy (%)", "throughput.busyPercent", "{:.0f}"),
     ("RSS before throughput (MiB)", "throughput.rssBeforeMiB", "{}"),
     ("RSS after throughput (MiB)", "throughput.rssAfterMiB", "{}"),
+    ("RSS 10 s after throughput (MiB)", "throughput.rssSettledMiB", "{}"),
+    ("  of which anonymous (MiB)", "throughput.anonymousSettledMiB", "{}"),
+    ("  live heap (MiB)", "throughput.liveHeapSettledMiB", "{:.1f}"),
+    ("  SQLite heap (MiB)", "throughput.sqliteHeapSettledMiB", "{:.1f}"),
+    ("RSS idle, at the start (MiB)", "rssIdleMiB", "{}"),
     ("RSS peak (MiB)", "hwmMiB", "{}"),
     ("bad signatures", "badSignatures", "{}"),
 ]

@@ -394,6 +394,15 @@ impl Api {
         Ok(reply)
     }
 
+    /// Where berth's memory is, as its `/metrics` says: (bytes Rust code holds, SQLite's heap).
+    async fn memory_gauges(&self) -> anyhow::Result<(f64, f64)> {
+        let text = self.http.get(format!("{}/metrics", self.base)).bearer_auth(&self.token).send().await?.text().await?;
+        let gauge = |name: &str| {
+            text.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<f64>().ok()).unwrap_or(0.0)
+        };
+        Ok((gauge("berth_heap_live_bytes"), gauge("berth_sqlite_heap_bytes")))
+    }
+
     async fn get(&self, path: &str) -> anyhow::Result<Value> {
         let (status, reply) = self.send(reqwest::Method::GET, path, None).await?;
         ensure!(status.is_success(), "GET {path}: {status}: {reply}");
@@ -807,6 +816,9 @@ fn distribution_envelope(host: &str, image: &Pushed, round: usize) -> Vec<u8> {
 // ---------------------------------------------------------------------------------------
 // Throughput
 
+/// How long after the fan-out its memory is measured again (berth idle meanwhile).
+const SETTLE_SECONDS: u64 = 10;
+
 async fn throughput(args: &Args, api: &Api, receiver: &Receiver, hooks: &str, berth: &Berth) -> anyhow::Result<Value> {
     const NS: &str = "fan";
     api.namespace_with_key(NS).await?;
@@ -954,11 +966,26 @@ async fn throughput(args: &Args, api: &Api, receiver: &Receiver, hooks: &str, be
         out_of_order == 0
     );
     println!("  CPU seconds: berth serve {berth_cpu:.2}, this generator {self_cpu:.2}; cores {busy:.0}% busy");
+    // Memory that returns: resident memory once berth has had nothing to do for a while.
+    let settled_at = Instant::now() + Duration::from_secs(SETTLE_SECONDS);
+    tokio::time::sleep_until(settled_at.into()).await;
+    let (rss_settled, _) = berth.memory();
+    let (live, sqlite) = api.memory_gauges().await?;
+    let anonymous = fs::read_to_string(format!("/proc/{}/smaps_rollup", berth.pid))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|line| line.strip_prefix("Anonymous:")?.split_whitespace().next()?.parse::<u64>().ok())
+        .unwrap_or(0);
     println!(
-        "  berth serve resident memory: {} MiB before, {} MiB after (peak so far {} MiB)",
+        "  berth serve resident memory: {} MiB before, {} MiB after (peak so far {} MiB), {} MiB {SETTLE_SECONDS} s later \
+         (anonymous {} MiB; live heap {:.1} MiB, SQLite {:.1} MiB)",
         rss_before / 1024,
         rss_after / 1024,
-        hwm / 1024
+        hwm / 1024,
+        rss_settled / 1024,
+        anonymous / 1024,
+        live / 1048576.0,
+        sqlite / 1048576.0
     );
     println!("  subscription status after: {status}");
     Ok(json!({
@@ -970,6 +997,8 @@ async fn throughput(args: &Args, api: &Api, receiver: &Receiver, hooks: &str, be
         "subscriptionCompleteSeconds": {"first": completions.first(), "last": completions.last()},
         "berthCpuSeconds": berth_cpu, "generatorCpuSeconds": self_cpu, "busyPercent": busy,
         "rssBeforeMiB": rss_before / 1024, "rssAfterMiB": rss_after / 1024, "hwmMiB": hwm / 1024,
+        "rssSettledMiB": rss_settled / 1024, "anonymousSettledMiB": anonymous / 1024,
+        "liveHeapSettledMiB": live / 1048576.0, "sqliteHeapSettledMiB": sqlite / 1048576.0,
         "progress": samples, "status": status,
     }))
 }

@@ -21,7 +21,7 @@ pub fn handle() -> tokio::runtime::Handle {
     static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
     RUNTIME
         .get_or_init(|| {
-            tokio::runtime::Builder::new_multi_thread()
+            crate::memory::runtime_builder()
                 .thread_name("berth-background")
                 .max_blocking_threads(BLOCKING_THREADS)
                 .on_thread_start(lower_priority)

@@ -4,6 +4,7 @@
 pub mod background;
 pub mod http;
 pub mod leases;
+pub mod memory;
 pub mod metrics;
 pub mod printers;
 pub mod registry_events;

@@ -36,6 +36,12 @@ pub const DELIVERY_BACKLOG: &str = "berth_subscription_backlog";
 pub const WATCHES: &str = "berth_watches";
 /// Audit events that could not be written.
 pub const AUDIT_FAILURES: &str = "berth_audit_write_failures_total";
+/// Where the process's memory is, read when `/metrics` is rendered: the bytes Rust code
+/// has allocated and not freed (absent when the binary did not say how to count them, see
+/// `memory::use_allocator`), and SQLite's own heap (its page caches, in every connection). What
+/// resident memory holds beyond them is the allocator's free memory, stacks and code.
+pub const HEAP_LIVE: &str = "berth_heap_live_bytes";
+pub const SQLITE_HEAP: &str = "berth_sqlite_heap_bytes";
 
 /// Latency buckets, in seconds: 0.5 ms to 10 s.
 const SECONDS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
@@ -43,6 +49,13 @@ const SECONDS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 
 const GROUP_SIZES: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+/// Sets the memory gauges to what they are now.
+pub(crate) fn read_memory() {
+    if let Some(live) = crate::memory::live_bytes() {
+        metrics::gauge!(HEAP_LIVE).set(live as f64);
+    }
+    metrics::gauge!(SQLITE_HEAP).set(berth_store::sqlite_heap_bytes() as f64);
+}
 
 /// The recorder of this process, installed on first use. One per process: the metrics of
 /// two servers in one process (tests) add up.
@@ -73,6 +86,8 @@ fn describe() {
     describe_gauge!(DELIVERY_BACKLOG, "Tag changes not yet sent to a subscriber.");
     describe_gauge!(WATCHES, "Watches open now.");
     describe_counter!(AUDIT_FAILURES, "Audit events that could not be written.");
+    describe_gauge!(HEAP_LIVE, Unit::Bytes, "Memory Rust code has allocated and not freed.");
+    describe_gauge!(SQLITE_HEAP, Unit::Bytes, "Memory SQLite has allocated (its page caches, in every connection).");
     describe_histogram!(berth_store::metrics::COMMIT_DURATION, Unit::Seconds, "Time of each store commit (one group of writes).");
     describe_histogram!(berth_store::metrics::COMMIT_GROUP_SIZE, "Writes committed together in one store commit.");
 }

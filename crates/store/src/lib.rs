@@ -35,7 +35,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 pub use blobs::{BlobCheck, BlobError, BlobRead, BlobStore, ByteStream, Hasher, MirrorSink, SweepOptions, SweepReport, Upload};
 pub use postgres::PostgresStore;
-pub use sqlite::{SqliteStore, Synchronous};
+pub use sqlite::{SqliteStore, Synchronous, sqlite_heap_bytes};
 
 /// Names one stored object. Cluster-scoped objects have an empty namespace.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -87,6 +87,13 @@ fn backend(err: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(err.to_string())
 }
 
+/// The bytes SQLite has allocated in this process (every connection's page cache and
+/// statements), as `sqlite3_memory_used` says.
+pub fn sqlite_heap_bytes() -> u64 {
+    // SAFETY: sqlite3_memory_used only reads SQLite's own counter; it is thread-safe.
+    u64::try_from(unsafe { rusqlite::ffi::sqlite3_memory_used() }).unwrap_or(0)
+}
+
 impl SqliteStore {
     /// Opens (creating if needed) the database file at `path`.
     pub fn open(path: &Path, synchronous: Synchronous) -> Result<SqliteStore, StoreError> {

@@ -130,6 +130,7 @@ fn tls_settings(mut file: TlsSettings, mode: &Option<TlsMode>, cert: &Option<Pat
 
 pub fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
     restart_with_allocator_options();
+    berth_server::memory::use_allocator(berth_server::memory::Allocator { live: crate::heap_live, release: crate::release_memory });
     // Logging is for the server only: client verbs print results, not logs.
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
@@ -167,7 +168,7 @@ pub fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
     };
     // Blocking threads run writes and lists; more of them than this only queue on the one
     // writer connection and the reader pool while each holds its own memory.
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let runtime = berth_server::memory::runtime_builder()
         .max_blocking_threads(MAX_BLOCKING_THREADS)
         .enable_all()
         .build()

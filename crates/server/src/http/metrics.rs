@@ -104,6 +104,7 @@ pub(crate) async fn render(State(app): State<App>, headers: HeaderMap) -> Respon
     if let Err(err) = call_inline(&app, &headers, |_, caller| caller.require(Action::ReadCluster, "get", "metrics")) {
         return render_error(err);
     }
+    crate::metrics::read_memory();
     ([(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"))], handle().render()).into_response()
 }
 

@@ -1,0 +1,77 @@
+//! The process's allocator, as the binary that chose it describes it ([`Allocator`]): how
+//! many bytes Rust code holds (for `/metrics`), and how a thread gives the allocator's free
+//! memory back to the system. Allocators such as mimalloc keep freed pages with the thread
+//! that used them until it allocates again; a runtime thread that goes idle after a burst
+//! (an import, a fan-out of notifications) would keep them for as long as it stays idle.
+//! So every runtime's threads release when they park, at most once per [`RELEASE_EVERY`]
+//! (parks are frequent under load, a release is not free), and when they stop.
+
+use std::cell::Cell;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The allocator's side: both functions act for the calling thread or the whole process,
+/// never block, and may be called from any thread.
+#[derive(Clone, Copy, Debug)]
+pub struct Allocator {
+    /// The bytes Rust code has allocated and not freed.
+    pub live: fn() -> u64,
+    /// Gives the calling thread's free memory back to the system.
+    pub release: fn(),
+}
+
+static ALLOCATOR: OnceLock<Allocator> = OnceLock::new();
+
+/// The least time between two releases on one thread.
+pub const RELEASE_EVERY: Duration = Duration::from_secs(1);
+
+/// Tells the server about the process's allocator (once, before the runtimes start).
+pub fn use_allocator(allocator: Allocator) {
+    let _ = ALLOCATOR.set(allocator);
+}
+
+/// The bytes Rust code holds, when the binary said how to count them.
+pub fn live_bytes() -> Option<u64> {
+    ALLOCATOR.get().map(|allocator| (allocator.live)())
+}
+
+thread_local! {
+    /// When this thread last released, and whether it ran since.
+    static LAST_RELEASE: Cell<Option<Instant>> = const { Cell::new(None) };
+    static RAN_SINCE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// For a runtime's `on_thread_unpark`: the thread is at work again.
+pub fn thread_unparked() {
+    RAN_SINCE.with(|ran| ran.set(true));
+}
+
+/// For a runtime's `on_thread_park`: releases what the thread freed while it ran, unless it
+/// released less than [`RELEASE_EVERY`] ago.
+pub fn thread_parked() {
+    let Some(allocator) = ALLOCATOR.get() else { return };
+    if !RAN_SINCE.with(Cell::get) {
+        return;
+    }
+    let now = Instant::now();
+    if LAST_RELEASE.with(Cell::get).is_some_and(|last| now.duration_since(last) < RELEASE_EVERY) {
+        return;
+    }
+    (allocator.release)();
+    LAST_RELEASE.with(|last| last.set(Some(now)));
+    RAN_SINCE.with(|ran| ran.set(false));
+}
+
+/// For a runtime's `on_thread_stop`: releases before the thread's memory is left behind.
+pub fn thread_stopped() {
+    if let Some(allocator) = ALLOCATOR.get() {
+        (allocator.release)();
+    }
+}
+
+/// Builds a multi-threaded runtime whose threads release memory as this module says.
+pub fn runtime_builder() -> tokio::runtime::Builder {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.on_thread_park(thread_parked).on_thread_unpark(thread_unparked).on_thread_stop(thread_stopped);
+    builder
+}
