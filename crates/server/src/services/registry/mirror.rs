@@ -33,8 +33,11 @@ const WRITE_CHUNK: usize = 256 * 1024;
 /// Bytes a follower reads at a time.
 const READ_CHUNK: usize = 256 * 1024;
 /// Chunks of [`WRITE_CHUNK`] waiting for the client that started a download without a
-/// file (S3): a slower client slows the download.
+/// file (S3), and how long the download waits for that client when they are all waiting:
+/// a client this slow (under about 200 KB/s) is cut off (it resumes from the stored blob),
+/// so that no client, of any namespace, can hold a download others wait for.
 const LIVE_CHUNKS: usize = 4;
+const LIVE_STALL: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A blob to send: its size when known, the range sent, and the bytes (none for HEAD);
 /// or a presigned URL to send the client to instead.
@@ -427,9 +430,10 @@ async fn receive(
                 }
             });
             if let Some(sender) = live.as_ref()
-                && sender.send(Ok(bytes)).await.is_err()
+                && !matches!(tokio::time::timeout(LIVE_STALL, sender.send(Ok(bytes))).await, Ok(Ok(())))
             {
-                // The client that started the download is gone; the download goes on.
+                // The client that started the download is gone, or too slow: its body ends
+                // short of its length; the download goes on.
                 *live = None;
             }
         }
