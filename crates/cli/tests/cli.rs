@@ -385,6 +385,29 @@ fn yaml_output_keeps_the_servers_timestamps() {
     assert!(list["metadata"]["resourceVersion"].is_string());
 }
 
+/// `/metrics` says where `berth serve`'s memory is: the bytes Rust code holds (counted by
+/// the binary's allocator) and SQLite's heap, both within the process's resident memory.
+#[test]
+fn metrics_say_where_the_servers_memory_is() {
+    let berth = Berth::with_team();
+    let config = std::fs::read_to_string(&berth.config).unwrap();
+    let field = |key: &str| config.lines().find_map(|line| line.trim().strip_prefix(key)).unwrap().trim().to_string();
+    let (server, token) = (field("server:"), field("token:"));
+    let metrics = reqwest::blocking::Client::new().get(format!("{server}/metrics")).bearer_auth(token).send().unwrap().text().unwrap();
+    let gauge = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} is not in /metrics:\n{metrics}"))
+    };
+    let status = std::fs::read_to_string(format!("/proc/{}/status", berth.child.id())).unwrap();
+    let resident = status.lines().find_map(|line| line.strip_prefix("VmRSS:")).unwrap().trim().trim_end_matches(" kB");
+    let resident: f64 = resident.parse::<f64>().unwrap() * 1024.0;
+    let (live, sqlite) = (gauge("berth_heap_live_bytes"), gauge("berth_sqlite_heap_bytes"));
+    assert!(live > 100_000.0 && live < resident, "live heap {live} of {resident} resident");
+    assert!(sqlite > 0.0 && sqlite < resident, "SQLite heap {sqlite} of {resident} resident");
+}
+
 #[test]
 fn errors_say_what_to_do_next() {
     let berth = Berth::start();

@@ -42,13 +42,13 @@ thread_local! {
 }
 
 /// For a runtime's `on_thread_unpark`: the thread is at work again.
-pub fn thread_unparked() {
+fn thread_unparked() {
     RAN_SINCE.with(|ran| ran.set(true));
 }
 
 /// For a runtime's `on_thread_park`: releases what the thread freed while it ran, unless it
 /// released less than [`RELEASE_EVERY`] ago.
-pub fn thread_parked() {
+fn thread_parked() {
     let Some(allocator) = ALLOCATOR.get() else { return };
     if !RAN_SINCE.with(Cell::get) {
         return;
@@ -63,7 +63,7 @@ pub fn thread_parked() {
 }
 
 /// For a runtime's `on_thread_stop`: releases before the thread's memory is left behind.
-pub fn thread_stopped() {
+fn thread_stopped() {
     if let Some(allocator) = ALLOCATOR.get() {
         (allocator.release)();
     }

@@ -195,7 +195,7 @@ impl Registry {
         range: Option<&RangeRequest>,
         head: bool,
     ) -> Result<BlobContent> {
-        let size = announced_size(&download.state).await?;
+        let size = size_once(&download.state, false).await?;
         // A range needs the size; a blob whose size neither its registry nor its manifest
         // gives is sent whole.
         let resolved = match (range, size) {
@@ -214,7 +214,7 @@ impl Registry {
                 Ok(BlobContent { size, range: None, body: Some(body.boxed()), redirect: None })
             }
             _ => {
-                let size = stored_size(download.state).await?;
+                let size = size_once(&download.state, true).await?.unwrap_or_default();
                 self.local(digest, size, range, false).await
             }
         }
@@ -457,36 +457,24 @@ async fn receive(
     Ok(written)
 }
 
-/// Waits until a download knows the blob's size (or failed); `None` when neither its
-/// registry nor its manifest gives it.
-async fn announced_size(state: &watch::Receiver<State>) -> Result<Option<u64>> {
+/// Waits until a download knows the blob's size (with `stored`, until it is stored), or
+/// failed. The size is `None` when neither its registry nor its manifest gives it (never
+/// once stored).
+async fn size_once(state: &watch::Receiver<State>, stored: bool) -> Result<Option<u64>> {
     let mut state = state.clone();
-    loop {
-        let current = state.borrow_and_update().clone();
-        match current {
-            State::Connecting => {}
-            State::Receiving { size, .. } => return Ok(size),
-            State::Done { size } => return Ok(Some(size)),
-            State::Failed(err) => return Err(err),
-        }
-        if state.changed().await.is_err() {
-            return Err(RegistryError::new(Code::Unavailable, "the pull-through download stopped"));
-        }
-    }
-}
-
-/// Waits until a download is stored; its size.
-async fn stored_size(mut state: watch::Receiver<State>) -> Result<u64> {
-    loop {
-        let current = state.borrow_and_update().clone();
-        match current {
-            State::Done { size } => return Ok(size),
-            State::Failed(err) => return Err(err),
-            State::Connecting | State::Receiving { .. } => {}
-        }
-        if state.changed().await.is_err() {
-            return Err(RegistryError::new(Code::Unavailable, "the pull-through download stopped"));
-        }
+    let reached = state
+        .wait_for(|current| match current {
+            State::Connecting => false,
+            State::Receiving { .. } => !stored,
+            State::Done { .. } | State::Failed(_) => true,
+        })
+        .await
+        .map_err(|_| RegistryError::new(Code::Unavailable, "the pull-through download stopped"))?;
+    match &*reached {
+        State::Connecting => Ok(None),
+        State::Receiving { size, .. } => Ok(*size),
+        State::Done { size } => Ok(Some(*size)),
+        State::Failed(err) => Err(err.clone()),
     }
 }
 
