@@ -971,19 +971,24 @@ async fn throughput(args: &Args, api: &Api, receiver: &Receiver, hooks: &str, be
     tokio::time::sleep_until(settled_at.into()).await;
     let (rss_settled, _) = berth.memory();
     let (live, sqlite) = api.memory_gauges().await?;
-    let anonymous = fs::read_to_string(format!("/proc/{}/smaps_rollup", berth.pid))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|line| line.strip_prefix("Anonymous:")?.split_whitespace().next()?.parse::<u64>().ok())
-        .unwrap_or(0);
+    let rollup = fs::read_to_string(format!("/proc/{}/smaps_rollup", berth.pid)).unwrap_or_default();
+    let field = |name: &str| {
+        rollup.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(':')?.split_whitespace().next()?.parse::<u64>().ok()).unwrap_or(0)
+    };
+    if let Ok(path) = std::env::var("BENCH_SMAPS") {
+        let _ = fs::copy(format!("/proc/{}/smaps", berth.pid), path);
+    }
+    // Pages given back with MADV_FREE stay resident (LazyFree) until the kernel needs them.
+    let (anonymous, lazy_free) = (field("Anonymous"), field("LazyFree"));
     println!(
         "  berth serve resident memory: {} MiB before, {} MiB after (peak so far {} MiB), {} MiB {SETTLE_SECONDS} s later \
-         (anonymous {} MiB; live heap {:.1} MiB, SQLite {:.1} MiB)",
+         (anonymous {} MiB, of which lazily freed {} MiB; live heap {:.1} MiB, SQLite {:.1} MiB)",
         rss_before / 1024,
         rss_after / 1024,
         hwm / 1024,
         rss_settled / 1024,
         anonymous / 1024,
+        lazy_free / 1024,
         live / 1048576.0,
         sqlite / 1048576.0
     );

@@ -83,6 +83,21 @@ pub(crate) fn release_memory() {
     unsafe { libmimalloc_sys::mi_collect(true) }
 }
 
+/// Gives every free page of the process back to the system: mimalloc's forced collection
+/// (which also returns its arenas' free pages at once, not after its purge delay) and
+/// glibc's trim of the heap SQLite allocates from.
+pub(crate) fn release_all_memory() {
+    release_memory();
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        unsafe extern "C" {
+            fn malloc_trim(pad: usize) -> std::ffi::c_int;
+        }
+        // SAFETY: malloc_trim takes no pointers and is safe to call from any thread.
+        unsafe { malloc_trim(0) };
+    }
+}
+
 /// The bytes Rust code has allocated and not freed.
 pub(crate) fn heap_live() -> u64 {
     LIVE.iter().map(|slot| slot.0.load(std::sync::atomic::Ordering::Relaxed)).sum::<isize>().max(0) as u64

@@ -5,10 +5,20 @@
 //! (an import, a fan-out of notifications) would keep them for as long as it stays idle.
 //! So every runtime's threads release when they park, at most once per [`RELEASE_EVERY`]
 //! (parks are frequent under load, a release is not free), and when they stop.
+//!
+//! What a thread gives back goes to the allocator's shared arenas, which return it to the
+//! system a moment later, at the next call into the allocator; and the store keeps page
+//! caches in every connection. A process gone quiet makes no such call and reads nothing,
+//! so once it has been quiet for a whole [`RELEASE_EVERY`] after running, a thread of its
+//! own empties the store's idle caches and has the allocator return every free page of the
+//! process (`release_when_quiet`).
 
 use std::cell::Cell;
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{OnceLock, Weak};
 use std::time::{Duration, Instant};
+
+use berth_store::MetadataStore;
 
 /// The allocator's side: both functions act for the calling thread or the whole process,
 /// never block, and may be called from any thread.
@@ -18,6 +28,9 @@ pub struct Allocator {
     pub live: fn() -> u64,
     /// Gives the calling thread's free memory back to the system.
     pub release: fn(),
+    /// Gives every free page of the process back to the system (the allocator's arenas, and
+    /// the C heap that SQLite allocates from): costlier, for when the process is quiet.
+    pub release_all: fn(),
 }
 
 static ALLOCATOR: OnceLock<Allocator> = OnceLock::new();
@@ -41,9 +54,45 @@ thread_local! {
     static RAN_SINCE: Cell<bool> = const { Cell::new(false) };
 }
 
+/// How many times runtime threads have woken up to work.
+static UNPARKS: AtomicU64 = AtomicU64::new(0);
+/// Wake-ups in a [`RELEASE_EVERY`] that still count as quiet: an idle server's own timers
+/// (lease renewals, pollers) wake it a few times a second.
+const QUIET_UNPARKS: u64 = 100;
+
 /// For a runtime's `on_thread_unpark`: the thread is at work again.
 fn thread_unparked() {
     RAN_SINCE.with(|ran| ran.set(true));
+    UNPARKS.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Starts the thread that gives memory back once the process has gone quiet: after a
+/// whole [`RELEASE_EVERY`] in which runtime threads woke fewer than [`QUIET_UNPARKS`]
+/// times, following one in which they worked, it empties the idle caches of `store` and
+/// has the allocator return every free page. It does nothing while the process works or
+/// stays quiet, and ends with the store.
+pub fn release_when_quiet(store: Weak<dyn MetadataStore>) {
+    let Some(allocator) = ALLOCATOR.get().copied() else { return };
+    let spawned = std::thread::Builder::new().name("berth-memory".into()).spawn(move || {
+        let (mut worked, mut seen) = (true, UNPARKS.load(Ordering::Relaxed));
+        loop {
+            std::thread::sleep(RELEASE_EVERY);
+            let unparks = UNPARKS.load(Ordering::Relaxed);
+            if unparks - std::mem::replace(&mut seen, unparks) >= QUIET_UNPARKS {
+                worked = true;
+                continue;
+            }
+            let Some(store) = store.upgrade() else { return };
+            if worked {
+                worked = false;
+                store.release_memory();
+                (allocator.release_all)();
+            }
+        }
+    });
+    if let Err(err) = spawned {
+        tracing::warn!(%err, "memory is not given back when the server goes quiet: its thread did not start");
+    }
 }
 
 /// For a runtime's `on_thread_park`: releases what the thread freed while it ran, unless it

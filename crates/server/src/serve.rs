@@ -223,6 +223,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Started> {
             Arc::new(SqliteStore::open(&db, config.synchronous).with_context(|| format!("opening {}", db.display()))?)
         }
     };
+    crate::memory::release_when_quiet(Arc::downgrade(&store));
     let listener = std::net::TcpListener::bind(config.listen).with_context(|| format!("listening on {}", config.listen))?;
     let addr = listener.local_addr()?;
     let mut names = vec![addr.ip().to_string(), hostname()];

@@ -380,14 +380,16 @@ impl MetadataStore for SqliteStore {
         if after < floor {
             return Err(StoreError::Compacted { requested: after, oldest: floor + 1 });
         }
-        let mut stmt = txn
-            .prepare_cached(
-                "SELECT namespace, name, revision, body, kind FROM events WHERE resource = ?1 AND revision > ?2 \
-                 AND (?3 IS NULL OR namespace = ?3) ORDER BY revision LIMIT ?4",
-            )
-            .map_err(backend)?;
+        // The limit is written into the statement: a bound one makes SQLite plan it again on
+        // every run, and callers (every follower of the log, after each commit) pass a few
+        // constants, so each has its cached statement.
+        let sql = format!(
+            "SELECT namespace, name, revision, body, kind FROM events WHERE resource = ?1 AND revision > ?2 \
+             AND (?3 IS NULL OR namespace = ?3) ORDER BY revision LIMIT {limit}"
+        );
+        let mut stmt = txn.prepare_cached(&sql).map_err(backend)?;
         let rows = stmt
-            .query_map(params![resource, after as i64, namespace, limit as i64], |row| {
+            .query_map(params![resource, after as i64, namespace], |row| {
                 Ok(Event { event_type: event_type(row.get(4)?), object: row_to_object(resource, row)? })
             })
             .map_err(backend)?;
@@ -419,6 +421,17 @@ impl MetadataStore for SqliteStore {
 
     fn release(&self, name: &str, holder: &str) -> Result<(), StoreError> {
         self.writer.lease(name, holder, None).map(|_| ())
+    }
+
+    /// Empties the page cache of every read connection not in use (taken from the pool
+    /// for that moment only: a read that asks meanwhile waits for the first one back).
+    fn release_memory(&self) {
+        let idle: Vec<_> = std::iter::from_fn(|| self.readers.try_get()).take(READERS as usize).collect();
+        for conn in &idle {
+            if let Err(err) = conn.release_memory() {
+                tracing::debug!(%err, "a read connection kept its page cache");
+            }
+        }
     }
 }
 

@@ -130,7 +130,11 @@ fn tls_settings(mut file: TlsSettings, mode: &Option<TlsMode>, cert: &Option<Pat
 
 pub fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<()> {
     restart_with_allocator_options();
-    berth_server::memory::use_allocator(berth_server::memory::Allocator { live: crate::heap_live, release: crate::release_memory });
+    berth_server::memory::use_allocator(berth_server::memory::Allocator {
+        live: crate::heap_live,
+        release: crate::release_memory,
+        release_all: crate::release_all_memory,
+    });
     // Logging is for the server only: client verbs print results, not logs.
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
