@@ -973,7 +973,10 @@ async fn throughput(args: &Args, api: &Api, receiver: &Receiver, hooks: &str, be
     let (live, sqlite) = api.memory_gauges().await?;
     let rollup = fs::read_to_string(format!("/proc/{}/smaps_rollup", berth.pid)).unwrap_or_default();
     let field = |name: &str| {
-        rollup.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(':')?.split_whitespace().next()?.parse::<u64>().ok()).unwrap_or(0)
+        rollup
+            .lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(':')?.split_whitespace().next()?.parse::<u64>().ok())
+            .unwrap_or(0)
     };
     if let Ok(path) = std::env::var("BENCH_SMAPS") {
         let _ = fs::copy(format!("/proc/{}/smaps", berth.pid), path);

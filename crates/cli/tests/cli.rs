@@ -409,6 +409,52 @@ fn metrics_say_where_the_servers_memory_is() {
 }
 
 #[test]
+fn the_server_gives_memory_back_when_it_goes_quiet() {
+    let berth = Berth::with_team();
+    let config = std::fs::read_to_string(&berth.config).unwrap();
+    let field = |key: &str| config.lines().find_map(|line| line.trim().strip_prefix(key)).unwrap().trim().to_string();
+    let (server, token) = (field("server:"), field("token:"));
+    let http = reqwest::blocking::Client::new();
+    let sqlite_heap = || -> f64 {
+        let metrics = http.get(format!("{server}/metrics")).bearer_auth(&token).send().unwrap().text().unwrap();
+        metrics.lines().find_map(|line| line.strip_prefix("berth_sqlite_heap_bytes ")?.parse().ok()).unwrap()
+    };
+    let namespace = serde_json::json!({"metadata": {"name": "quiet"}});
+    assert!(http.post(format!("{server}/api/v1/namespaces")).bearer_auth(&token).json(&namespace).send().unwrap().status().is_success());
+    let before = sqlite_heap();
+    // A burst of writes and lists fills the store's page caches (the writer's, and the
+    // readers' that list the streams).
+    let url = format!("{server}/apis/image.openshift.io/v1/namespaces/quiet/imagestreams");
+    let mut seed = 0x2545_f491_u64;
+    for idx in 0..100 {
+        // Annotations of 20 KB that do not compress make each stream several pages, as a
+        // stream with a long history is.
+        let note: String = (0..20_000)
+            .map(|_| {
+                seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+                char::from(b'a' + (seed >> 59) as u8)
+            })
+            .collect();
+        let stream = serde_json::json!({"metadata": {"name": format!("app-{idx}"), "annotations": {"note": note}}});
+        assert!(http.post(&url).bearer_auth(&token).json(&stream).send().unwrap().status().is_success());
+    }
+    std::thread::scope(|scope| {
+        for _ in 0..4 {
+            scope.spawn(|| assert!(http.get(&url).bearer_auth(&token).send().unwrap().status().is_success()));
+        }
+    });
+    let busy = sqlite_heap();
+    assert!(busy > before + 1_000_000.0, "the burst did not fill SQLite's caches: {before} -> {busy} bytes");
+    let (deadline, mut quiet) = (std::time::Instant::now() + std::time::Duration::from_secs(10), busy);
+    let half_back = before + (busy - before) / 2.0;
+    while std::time::Instant::now() < deadline && quiet > half_back {
+        std::thread::sleep(std::time::Duration::from_millis(250));
+        quiet = sqlite_heap();
+    }
+    assert!(quiet <= half_back, "SQLite's heap stayed at {quiet} bytes after the burst took it from {before} to {busy}");
+}
+
+#[test]
 fn errors_say_what_to_do_next() {
     let berth = Berth::start();
     let port = free_port();

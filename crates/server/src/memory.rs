@@ -11,7 +11,8 @@
 //! caches in every connection. A process gone quiet makes no such call and reads nothing,
 //! so once it has been quiet for a whole [`RELEASE_EVERY`] after running, a thread of its
 //! own empties the store's idle caches and has the allocator return every free page of the
-//! process (`release_when_quiet`).
+//! process (`release_when_quiet`). Blocking threads, which do not park, stop after
+//! [`BLOCKING_KEEP_ALIVE`] idle and release then.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -67,26 +68,26 @@ fn thread_unparked() {
 }
 
 /// Starts the thread that gives memory back once the process has gone quiet: after a
-/// whole [`RELEASE_EVERY`] in which runtime threads woke fewer than [`QUIET_UNPARKS`]
-/// times, following one in which they worked, it empties the idle caches of `store` and
-/// has the allocator return every free page. It does nothing while the process works or
-/// stays quiet, and ends with the store.
+/// whole [`RELEASE_EVERY`] without a commit to `store` in which runtime threads woke fewer
+/// than [`QUIET_UNPARKS`] times, following one with work, it empties the idle caches of
+/// `store` and has the allocator return every free page. It does nothing while the
+/// process works or stays quiet, and ends with the store.
 pub fn release_when_quiet(store: Weak<dyn MetadataStore>) {
     let Some(allocator) = ALLOCATOR.get().copied() else { return };
     let spawned = std::thread::Builder::new().name("berth-memory".into()).spawn(move || {
-        let (mut worked, mut seen) = (true, UNPARKS.load(Ordering::Relaxed));
+        let (mut worked, mut unparks, mut revision) = (true, UNPARKS.load(Ordering::Relaxed), None);
         loop {
             std::thread::sleep(RELEASE_EVERY);
-            let unparks = UNPARKS.load(Ordering::Relaxed);
-            if unparks - std::mem::replace(&mut seen, unparks) >= QUIET_UNPARKS {
-                worked = true;
-                continue;
-            }
             let Some(store) = store.upgrade() else { return };
-            if worked {
+            let (now_unparks, now_revision) = (UNPARKS.load(Ordering::Relaxed), store.current_revision().ok());
+            let woken = now_unparks - std::mem::replace(&mut unparks, now_unparks);
+            if woken >= QUIET_UNPARKS || std::mem::replace(&mut revision, now_revision) != now_revision {
+                worked = true;
+            } else if worked {
                 worked = false;
                 store.release_memory();
                 (allocator.release_all)();
+                tracing::debug!("the server went quiet: gave its idle caches and free memory back");
             }
         }
     });
@@ -118,9 +119,18 @@ fn thread_stopped() {
     }
 }
 
+/// How long an idle blocking thread is kept. Blocking threads have no park hook: what
+/// they freed goes back only when they stop (tokio's default of 10 s kept a fan-out's
+/// 30 MiB resident that long); starting a thread again after a pause costs microseconds.
+const BLOCKING_KEEP_ALIVE: Duration = Duration::from_secs(2);
+
 /// Builds a multi-threaded runtime whose threads release memory as this module says.
 pub fn runtime_builder() -> tokio::runtime::Builder {
     let mut builder = tokio::runtime::Builder::new_multi_thread();
-    builder.on_thread_park(thread_parked).on_thread_unpark(thread_unparked).on_thread_stop(thread_stopped);
+    builder
+        .on_thread_park(thread_parked)
+        .on_thread_unpark(thread_unparked)
+        .on_thread_stop(thread_stopped)
+        .thread_keep_alive(BLOCKING_KEEP_ALIVE);
     builder
 }

@@ -423,11 +423,14 @@ impl MetadataStore for SqliteStore {
         self.writer.lease(name, holder, None).map(|_| ())
     }
 
-    /// Empties the page cache of every read connection not in use (taken from the pool
-    /// for that moment only: a read that asks meanwhile waits for the first one back).
+    /// Empties the page cache and the statement cache of every read connection not in use
+    /// (taken from the pool for that moment only: a read that asks meanwhile waits for the
+    /// first one back). The writer keeps its cache (at most [`WRITER_CACHE_KIB`]): emptying
+    /// it under the writer thread left the next writes waiting on a lock.
     fn release_memory(&self) {
         let idle: Vec<_> = std::iter::from_fn(|| self.readers.try_get()).take(READERS as usize).collect();
         for conn in &idle {
+            conn.flush_prepared_statement_cache();
             if let Err(err) = conn.release_memory() {
                 tracing::debug!(%err, "a read connection kept its page cache");
             }

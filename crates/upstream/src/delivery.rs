@@ -22,6 +22,12 @@ pub struct Target {
     text: String,
 }
 
+/// How long a connection to a subscriber is kept for the next delivery: shorter than the
+/// shortest keep-alive common servers give (Node's 5 s), so berth never sends on a
+/// connection the receiver is closing, and an idle notifier holds no connections (nor
+/// their buffers) for long.
+const IDLE_CONNECTION: Duration = Duration::from_secs(4);
+
 /// Sends notifications to subscribers. Cheap to clone.
 #[derive(Clone)]
 pub struct DeliveryClient {
@@ -38,6 +44,7 @@ impl DeliveryClient {
             .timeout(timeout)
             .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")))
             .redirect(reqwest::redirect::Policy::none())
+            .pool_idle_timeout(IDLE_CONNECTION)
             .dns_resolver(Arc::new(PolicyResolver::new(Arc::clone(&policy))))
             .build()
             .map_err(|err| format!("building the delivery client: {err}"))?;
