@@ -385,14 +385,19 @@ fn yaml_output_keeps_the_servers_timestamps() {
     assert!(list["metadata"]["resourceVersion"].is_string());
 }
 
+/// The server's URL and the token of the client config `berth` uses.
+fn server_and_token(berth: &Berth) -> (String, String) {
+    let config = std::fs::read_to_string(&berth.config).unwrap();
+    let field = |key: &str| config.lines().find_map(|line| line.trim().strip_prefix(key)).unwrap().trim().to_string();
+    (field("server:"), field("token:"))
+}
+
 /// `/metrics` says where `berth serve`'s memory is: the bytes Rust code holds (counted by
 /// the binary's allocator) and SQLite's heap, both within the process's resident memory.
 #[test]
 fn metrics_say_where_the_servers_memory_is() {
     let berth = Berth::with_team();
-    let config = std::fs::read_to_string(&berth.config).unwrap();
-    let field = |key: &str| config.lines().find_map(|line| line.trim().strip_prefix(key)).unwrap().trim().to_string();
-    let (server, token) = (field("server:"), field("token:"));
+    let (server, token) = server_and_token(&berth);
     let metrics = reqwest::blocking::Client::new().get(format!("{server}/metrics")).bearer_auth(token).send().unwrap().text().unwrap();
     let gauge = |name: &str| -> f64 {
         metrics
@@ -411,9 +416,7 @@ fn metrics_say_where_the_servers_memory_is() {
 #[test]
 fn the_server_gives_memory_back_when_it_goes_quiet() {
     let berth = Berth::with_team();
-    let config = std::fs::read_to_string(&berth.config).unwrap();
-    let field = |key: &str| config.lines().find_map(|line| line.trim().strip_prefix(key)).unwrap().trim().to_string();
-    let (server, token) = (field("server:"), field("token:"));
+    let (server, token) = server_and_token(&berth);
     let http = reqwest::blocking::Client::new();
     let sqlite_heap = || -> f64 {
         let metrics = http.get(format!("{server}/metrics")).bearer_auth(&token).send().unwrap().text().unwrap();
