@@ -12,6 +12,7 @@
 # Usage: bench/notify.sh [RUNS]
 #   NOTIFY_ARGS='--pause-ms 100' bench/notify.sh 1     passes options to berth-bench-notify
 #   NOTIFY_ARGS="--perf-dir /tmp/perf" bench/notify.sh 1   records perf profiles of berth serve
+#   BENCH_SMAPS=/tmp/smaps bench/notify.sh 1     keeps berth serve's /proc/PID/smaps once it has settled
 #   NOTIFY_ARGS="--registry-notifies --skip-throughput" bench/notify.sh   latency with the registry's
 #     own notifications: the clock starts at the manifest PUT
 # Needs (Debian packages): docker-registry, python3. Installs nothing. Everything listens on

@@ -196,29 +196,23 @@ fn get_object(conn: &Connection, key: &ObjectKey) -> Result<Option<StoredObject>
     stmt.query_row(params![key.resource, key.namespace, key.name], |row| row_to_object(&key.resource, row)).optional().map_err(backend)
 }
 
+/// The statement of a page of `query` selecting `columns`, with parameters `?1` resource,
+/// `?2` namespace, `?3`/`?4` the key to start after and `?5` the limit. A bound LIMIT makes
+/// SQLite plan the statement again on every run, so an unlimited list (every list a write
+/// makes) gets a statement without one (`?5` is then NULL).
+fn page_sql(columns: &str, query: &ListQuery) -> String {
+    let (place, order) = match query.namespace {
+        Some(_) => ("namespace = ?2 AND name > ?4", "name"),
+        None => ("(namespace, name) > (?3, ?4)", "namespace, name"),
+    };
+    let limit = if query.limit.is_some() { "LIMIT ?5" } else { "" };
+    let unlimited = if query.limit.is_some() { "" } else { " AND ?5 IS NULL" };
+    format!("SELECT {columns} FROM objects WHERE resource = ?1 AND {place}{unlimited} ORDER BY {order} {limit}")
+}
+
 fn list_objects(conn: &Connection, query: &ListQuery) -> Result<Vec<StoredObject>, StoreError> {
     let (after_ns, after_name) = query.after.clone().unwrap_or_default();
-    // A bound LIMIT makes SQLite plan the statement again on every run; an unlimited list
-    // (every list a write makes) has a statement without one.
-    let mut stmt = match (&query.namespace, query.limit) {
-        (Some(_), Some(_)) => conn.prepare_cached(
-            "SELECT namespace, name, revision, body FROM objects WHERE resource = ?1 AND namespace = ?2 AND name > ?4 \
-             ORDER BY name LIMIT ?5",
-        ),
-        (Some(_), None) => conn.prepare_cached(
-            "SELECT namespace, name, revision, body FROM objects WHERE resource = ?1 AND namespace = ?2 AND name > ?4 \
-             AND ?5 IS NULL ORDER BY name",
-        ),
-        (None, Some(_)) => conn.prepare_cached(
-            "SELECT namespace, name, revision, body FROM objects WHERE resource = ?1 AND (namespace, name) > (?3, ?4) \
-             ORDER BY namespace, name LIMIT ?5",
-        ),
-        (None, None) => conn.prepare_cached(
-            "SELECT namespace, name, revision, body FROM objects WHERE resource = ?1 AND (namespace, name) > (?3, ?4) \
-             AND ?5 IS NULL ORDER BY namespace, name",
-        ),
-    }
-    .map_err(backend)?;
+    let mut stmt = conn.prepare_cached(&page_sql("namespace, name, revision, body", query)).map_err(backend)?;
     let limit = query.limit.map(|l| l as i64 + 1);
     let namespace = query.namespace.clone().unwrap_or_default();
     let rows = stmt
@@ -230,16 +224,8 @@ fn list_objects(conn: &Connection, query: &ListQuery) -> Result<Vec<StoredObject
 /// The keys of a page of `query` (one more than `limit`, to tell whether more follow).
 fn list_keys(conn: &Connection, query: &ListQuery) -> Result<Vec<ObjectKey>, StoreError> {
     let (after_ns, after_name) = query.after.clone().unwrap_or_default();
-    let limit = query.limit.map_or(-1, |l| l as i64 + 1);
-    let mut stmt = match &query.namespace {
-        Some(_) => conn.prepare_cached(
-            "SELECT namespace, name FROM objects WHERE resource = ?1 AND namespace = ?2 AND name > ?4 ORDER BY name LIMIT ?5",
-        ),
-        None => conn.prepare_cached(
-            "SELECT namespace, name FROM objects WHERE resource = ?1 AND (namespace, name) > (?3, ?4) ORDER BY namespace, name LIMIT ?5",
-        ),
-    }
-    .map_err(backend)?;
+    let limit = query.limit.map(|l| l as i64 + 1);
+    let mut stmt = conn.prepare_cached(&page_sql("namespace, name", query)).map_err(backend)?;
     let namespace = query.namespace.clone().unwrap_or_default();
     let rows = stmt
         .query_map(params![query.resource, namespace, after_ns, after_name, limit], |row| {
